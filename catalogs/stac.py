@@ -1,0 +1,285 @@
+"""STAC building blocks shared by every catalog builder: assets from files, items, writing, validation.
+
+Builders (``catalogs.builders``) and the sample world (``catalogs.sample``) both go through these
+functions, so a catalog of the real data and one of the sample world have the same item layout:
+one Item per location, one Asset per co-located sensor, keyed by the sensor's registry name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pystac
+import rasterio
+import rasterio.errors
+from pyproj import CRS, Transformer
+from shapely.geometry import box, mapping
+
+from catalogs.sensors import Sensor
+
+EXTENSIONS = {
+    "proj": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+    "eo": "https://stac-extensions.github.io/eo/v2.0.0/schema.json",
+    "sar": "https://stac-extensions.github.io/sar/v1.2.0/schema.json",
+    "file": "https://stac-extensions.github.io/file/v2.1.0/schema.json",
+    "raster": "https://stac-extensions.github.io/raster/v2.0.0/schema.json",
+    "label": "https://stac-extensions.github.io/label/v1.0.1/schema.json",
+    "scientific": "https://stac-extensions.github.io/scientific/v1.0.0/schema.json",
+}
+MULTIHASH_SHA2_256 = "1220"  # multihash prefix: code 0x12 (sha2-256), digest length 0x20
+
+
+class SourceFileError(ValueError):
+    """A source file is damaged or not what its layout promises. Carries the path and reason."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass
+class Problem:
+    """A file a builder skipped, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class BuildResult:
+    """What a builder found: the items it made and the files it had to skip."""
+
+    items: list[pystac.Item] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def skip(self, error: SourceFileError) -> None:
+        self.problems.append(Problem(error.path, error.reason))
+
+
+def file_checksum(path: Path | str) -> str:
+    """``file:checksum`` of a file: sha2-256 as a hex multihash."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return MULTIHASH_SHA2_256 + digest.hexdigest()
+
+
+def _file_fields(path: Path) -> dict[str, Any]:
+    return {"file:checksum": file_checksum(path), "file:size": path.stat().st_size}
+
+
+def _sensor_fields(sensor: Sensor, gsd_m: float | None,
+                   band_names: Sequence[str] | None = None) -> dict[str, Any]:
+    bands = sensor.stac_bands()
+    if band_names is not None:
+        by_name = {b["name"]: b for b in bands}
+        unknown = [n for n in band_names if n not in by_name]
+        if unknown:
+            raise KeyError(f"sensor {sensor.name!r} has no bands {unknown}")
+        bands = [by_name[n] for n in band_names]
+    fields: dict[str, Any] = {"bands": bands, "msgfm:sensor": sensor.name}
+    if gsd_m is not None:
+        fields["gsd"] = gsd_m
+    if sensor.kind == "sar" and sensor.sar:
+        fields["sar:polarizations"] = [b["sar:polarizations"][0] for b in bands]
+        fields["sar:frequency_band"] = sensor.sar["frequency_band"]
+        fields["sar:center_frequency"] = sensor.sar["center_frequency_ghz"]
+        fields["sar:instrument_mode"] = sensor.sar["instrument_mode"]
+        fields["sar:product_type"] = sensor.sar["product_type"]
+    return fields
+
+
+def raster_asset(path: Path | str, sensor: Sensor | Sequence[Sensor],
+                 roles: Iterable[str] = ("data",),
+                 band_names: Sequence[str] | None = None) -> pystac.Asset:
+    """A georeferenced raster file as an Asset: proj, bands, file fields read from the file.
+
+    Args:
+        path: the raster (GeoTIFF/COG).
+        sensor: its registry sensor, or candidates of which the one whose band count matches
+            the file is taken (e.g. Sentinel-2 L1C with 13 bands or L2A with 12).
+        roles: the asset's roles.
+        band_names: the sensor's bands this file holds, for products with one file per band
+            (the file's band count must match them); all the sensor's bands by default.
+
+    Raises:
+        SourceFileError: the file cannot be read, has no CRS/transform, or its band count
+            matches no candidate.
+    """
+    path = Path(path)
+    try:
+        with rasterio.open(path) as src:
+            crs, transform, shape, count = src.crs, src.transform, src.shape, src.count
+            # Reading the last block proves the file is not truncated.
+            src.read(1, window=((shape[0] - 1, shape[0]), (shape[1] - 1, shape[1])))
+    except (rasterio.errors.RasterioError, OSError) as error:
+        raise SourceFileError(path, f"unreadable raster ({error})") from error
+    if crs is None:
+        raise SourceFileError(path, "raster has no CRS")
+    if transform.is_identity:
+        raise SourceFileError(path, "raster has no geotransform")
+    candidates = [sensor] if isinstance(sensor, Sensor) else list(sensor)
+    if band_names is not None:
+        matching = [s for s in candidates if count == len(band_names)]
+    else:
+        matching = [s for s in candidates if count == s.num_bands]
+    if not matching:
+        expected = (len(band_names) if band_names is not None
+                    else " or ".join(f"{s.num_bands} ({s.name})" for s in candidates))
+        raise SourceFileError(path, f"{count} bands, expected {expected}")
+    sensor = matching[0]
+    epsg = crs.to_epsg()
+    extra = {
+        "proj:code": f"EPSG:{epsg}" if epsg else None,
+        "proj:shape": list(shape),
+        "proj:transform": list(transform)[:6],
+        "proj:bbox": list(rasterio.transform.array_bounds(*shape, transform)),
+        **_sensor_fields(sensor, abs(transform.a), band_names),
+        **_file_fields(path),
+    }
+    if epsg is None:
+        extra["proj:wkt2"] = crs.to_wkt()
+    media = pystac.MediaType.COG if path.suffix.lower() in (".tif", ".tiff") else None
+    return pystac.Asset(href=str(path), media_type=media, roles=list(roles), extra_fields=extra)
+
+
+def picture_asset(path: Path | str, sensor: Sensor, roles: Iterable[str] = ("data",),
+                  gsd_m: float | None = None) -> pystac.Asset:
+    """A picture without georeference (JPEG/PNG) as an Asset: shape, bands and file fields only.
+
+    Raises:
+        SourceFileError: the file cannot be decoded, or its band count differs from the registry's.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            width, height, count = image.width, image.height, len(image.getbands())
+            fmt = image.format
+    except (UnidentifiedImageError, OSError) as error:
+        raise SourceFileError(path, f"undecodable image ({error})") from error
+    if count != sensor.num_bands:
+        raise SourceFileError(
+            path, f"{count} bands, but sensor {sensor.name!r} has {sensor.num_bands}")
+    media = {"JPEG": pystac.MediaType.JPEG, "PNG": pystac.MediaType.PNG}.get(fmt or "")
+    extra = {"proj:code": None, "proj:shape": [height, width],
+             **_sensor_fields(sensor, gsd_m), **_file_fields(path)}
+    return pystac.Asset(href=str(path), media_type=media, roles=list(roles), extra_fields=extra)
+
+
+def footprint(asset: pystac.Asset) -> tuple[dict[str, Any], list[float]]:
+    """GeoJSON polygon and bbox in WGS84 of a georeferenced asset's grid."""
+    fields = asset.extra_fields
+    crs = CRS.from_user_input(fields.get("proj:code") or fields["proj:wkt2"])
+    left, bottom, right, top = fields["proj:bbox"]
+    to_wgs84 = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    lon_min, lat_min, lon_max, lat_max = to_wgs84.transform_bounds(left, bottom, right, top,
+                                                                   densify_pts=21)
+    bbox = [round(v, 7) for v in (lon_min, lat_min, lon_max, lat_max)]
+    return mapping(box(*bbox)), bbox
+
+
+def make_item(item_id: str, assets: Mapping[str, pystac.Asset], when: datetime | None,
+              properties: Mapping[str, Any] | None = None,
+              footprint_asset: str | None = None) -> pystac.Item:
+    """One Item per location: ``assets`` keyed by sensor name; geometry from ``footprint_asset``.
+
+    With no ``footprint_asset`` (pictures without georeference) geometry and bbox are null.
+    Without a known ``when``, ``datetime`` is null and ``properties`` should carry a range.
+    """
+    geometry, bbox = footprint(assets[footprint_asset]) if footprint_asset else (None, None)
+    props = dict(properties or {})
+    if when is None and "start_datetime" not in props:
+        raise ValueError(f"item {item_id!r}: no datetime and no start/end range")
+    item = pystac.Item(id=item_id, geometry=geometry, bbox=bbox, datetime=when, properties=props)
+    for key, asset in assets.items():
+        item.add_asset(key, asset)
+    used = {"file", "eo"}
+    for asset in assets.values():
+        if "proj:shape" in asset.extra_fields:
+            used.add("proj")
+        if "sar:polarizations" in asset.extra_fields:
+            used.add("sar")
+        if any("raster:scale" in b for b in asset.extra_fields.get("bands", [])):
+            used.add("raster")
+    if any(k.startswith("label:") for k in props):
+        used.add("label")
+    item.stac_extensions = sorted(EXTENSIONS[name] for name in used)
+    return item
+
+
+def write_catalog(out_dir: Path | str, collections: Iterable[pystac.Collection],
+                  catalog_id: str, description: str) -> Path:
+    """Write a self-contained static catalog ``out_dir/catalog.json`` with one child per collection.
+
+    Asset hrefs of files under ``out_dir`` become relative (the catalog can be moved with its
+    data); files elsewhere keep absolute paths. Returns the root catalog's path.
+    """
+    out_dir = Path(out_dir).resolve()
+    catalog = pystac.Catalog(id=catalog_id, description=description)
+    for collection in collections:
+        catalog.add_child(collection)
+    catalog.normalize_hrefs(str(out_dir), skip_unresolved=True)
+    for item in catalog.get_items(recursive=True):
+        item_dir = Path(item.get_self_href()).parent
+        for asset in item.assets.values():
+            target = Path(asset.get_absolute_href() or asset.href).resolve()
+            if target.is_relative_to(out_dir):
+                asset.href = os.path.relpath(target, item_dir)
+            else:
+                asset.href = str(target)
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    return out_dir / "catalog.json"
+
+
+def _core_schema_registry() -> Any:
+    from pystac.validation.local_validator import get_local_schema_cache
+    from referencing import Registry, Resource
+
+    return Registry().with_resources(
+        (uri, Resource.from_contents(schema)) for uri, schema in get_local_schema_cache().items())
+
+
+def validate_core(stac: Mapping[str, Any]) -> list[str]:
+    """Validate one STAC object (dict) against the STAC 1.1 core JSON schema, offline.
+
+    Uses the core schemas that ship inside pystac; extension fields are checked by our tests.
+    Returns the error messages (empty when valid).
+    """
+    from jsonschema import Draft7Validator
+
+    kind = stac.get("type")
+    name = {"Feature": "item", "Collection": "collection", "Catalog": "catalog"}.get(kind or "")
+    if name is None:
+        return [f"not a STAC item, collection or catalog (type={kind!r})"]
+    version = stac.get("stac_version", pystac.get_stac_version())
+    uri = f"https://schemas.stacspec.org/v{version}/{name}-spec/json-schema/{name}.json"
+    registry = _core_schema_registry()
+    try:
+        schema = registry.contents(uri)
+    except Exception as error:  # referencing raises its own unresolvable error type
+        return [f"no offline core schema for STAC {version} {name}: {error}"]
+    validator = Draft7Validator(schema, registry=registry)
+    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+            for e in validator.iter_errors(dict(stac))]
+
+
+def validate_tree(root: Path | str) -> dict[str, list[str]]:
+    """Core-validate every JSON file of a static catalog under ``root``: ``{path: errors}``."""
+    failures: dict[str, list[str]] = {}
+    for path in sorted(Path(root).rglob("*.json")):
+        errors = validate_core(json.loads(path.read_text()))
+        if errors:
+            failures[str(path)] = errors
+    return failures
