@@ -230,7 +230,8 @@ def write_catalog(out_dir: Path | str, collections: Iterable[pystac.Collection],
     catalog = pystac.Catalog(id=catalog_id, description=description)
     for collection in collections:
         catalog.add_child(collection)
-    catalog.normalize_hrefs(str(out_dir), skip_unresolved=True)
+    # The trailing separator makes pystac treat a folder name with a dot as a folder.
+    catalog.normalize_hrefs(f"{out_dir}{os.sep}", skip_unresolved=True)
     for item in catalog.get_items(recursive=True):
         item_dir = Path(item.get_self_href()).parent
         for asset in item.assets.values():
@@ -275,11 +276,26 @@ def validate_core(stac: Mapping[str, Any]) -> list[str]:
             for e in validator.iter_errors(dict(stac))]
 
 
-def validate_tree(root: Path | str) -> dict[str, list[str]]:
-    """Core-validate every JSON file of a static catalog under ``root``: ``{path: errors}``."""
+def validate_tree(catalog_path: Path | str) -> dict[str, list[str]]:
+    """Core-validate every STAC object of a static catalog, following its child and item
+    links from ``catalog_path`` (a ``catalog.json``, or the folder holding one).
+    Returns ``{path: errors}`` for the invalid objects, and reports links to missing files."""
+    root = Path(catalog_path)
+    pending = [root / "catalog.json" if root.is_dir() else root]
+    seen: set[Path] = set()
     failures: dict[str, list[str]] = {}
-    for path in sorted(Path(root).rglob("*.json")):
-        errors = validate_core(json.loads(path.read_text()))
+    while pending:
+        path = pending.pop().resolve()
+        if path in seen:
+            continue
+        seen.add(path)
+        if not path.is_file():
+            failures[str(path)] = ["linked, but there is no such file"]
+            continue
+        stac = json.loads(path.read_text())
+        errors = validate_core(stac)
         if errors:
             failures[str(path)] = errors
+        pending.extend(path.parent / link["href"] for link in stac.get("links", [])
+                       if link.get("rel") in ("child", "item"))
     return failures

@@ -1,0 +1,67 @@
+"""The embedded sample world: one procedural world seen by every sensor, written as each source
+dataset's official layout plus a static STAC catalog. ``python -m catalogs.sample --help``."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from catalogs.sample.downstream import (
+    write_bigearthnet,
+    write_sen12ms_cr,
+    write_spacenet2,
+    write_vaihingen,
+)
+from catalogs.sample.pretraining import write_geopile, write_mdas, write_millionaid, write_sen12ms
+from catalogs.sample.world import World
+
+# Collection id -> writer of that source's official layout. Sources live in ``<out>/raw/<id>``.
+WRITERS: dict[str, Callable[[World, Path], None]] = {
+    "sen12ms": write_sen12ms,
+    "mdas": write_mdas,
+    "millionaid": write_millionaid,
+    "geopile": write_geopile,
+    "bigearthnet": write_bigearthnet,
+    "sen12ms-cr": write_sen12ms_cr,
+    "spacenet2": write_spacenet2,
+    "vaihingen": write_vaihingen,
+}
+
+
+class SampleBuildError(RuntimeError):
+    """The sample world could not be catalogued (a builder rejected a file the world wrote)."""
+
+
+def build_sample(out: Path | str, seed: int = 0, progress: bool = False) -> Path:
+    """Render the sample world with ``seed`` into ``out`` and catalogue it; returns the root
+    ``catalog.json``. The same seed gives byte-identical files.
+
+    The world is built in a temporary sibling folder and moved into place at the end, so
+    ``out`` never holds a half-written world; an existing ``out`` is replaced.
+    """
+    from catalogs.build import build_catalog
+
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    world = World(seed)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        sources = tqdm(WRITERS.items(), desc="rendering", unit="source", disable=not progress)
+        for source, writer in sources:
+            sources.set_postfix_str(source)
+            writer(world, staging / "raw" / source)
+        results = build_catalog({s: staging / "raw" / s for s in WRITERS}, staging, sample=True)
+        problems = [f"{p.path}: {p.reason}" for r in results.values() for p in r.problems]
+        if problems:
+            raise SampleBuildError("the catalog builders rejected sample files:\n"
+                                   + "\n".join(problems))
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out / "catalog.json"

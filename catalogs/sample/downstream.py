@@ -1,0 +1,221 @@
+"""The downstream benchmark sets of the sample world, each in its official on-disk layout:
+BigEarthNet (S1 + S2 multi-label), SEN12MS-CR (cloud removal), SpaceNet 2 (PAN + MS) and ISPRS
+Vaihingen (IR-R-G + DSM + 6-class mask). Labels come from the same ground the pixels show."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import rasterio.features
+from affine import Affine
+from pyproj import Transformer
+from shapely.geometry import mapping, shape
+
+from catalogs.sample import render
+from catalogs.sample.camera import (
+    quantize_db,
+    to_display_8bit,
+    to_linear_counts,
+    to_scaled_integers,
+)
+from catalogs.sample.files import write_cog
+from catalogs.sample.pretraining import S2_NOISE
+from catalogs.sample.sites import find_sites, random_centers, world_grid
+from catalogs.sample.world import LANDCOVER_CLASSES, LC, MAT, World
+from catalogs.sensors import get_sensor
+
+# CORINE Land Cover level-3 names (BigEarthNet's 43-class nomenclature) of our classes.
+CLC_NAMES = {
+    "water": "Water bodies", "tree_cover": "Mixed forest",
+    "shrubland": "Transitional woodland/shrub", "grassland": "Pastures",
+    "cropland": "Non-irrigated arable land", "built_up": "Discontinuous urban fabric",
+    "bare": "Sparsely vegetated areas", "wetland": "Inland marshes",
+}
+BIGEARTHNET_SPLITS = {"train": 4, "val": 2, "test": 2}
+BIGEARTHNET_PATCH_PX = 120
+BIGEARTHNET_MIN_SHARE = 0.05  # a class is a label when it covers at least this share of a patch
+BIGEARTHNET_S2_PRODUCT = "S2A_MSIL2A_20170613T101031"
+BIGEARTHNET_S2_SOURCE = "S2A_MSIL1C_20170613T101031_N0205_R022_T32UPU_20170613T101525"
+BIGEARTHNET_S1_PRODUCT = "S1A_IW_GRDH_1SDV_20170613T165043"
+BIGEARTHNET_ACQUIRED = datetime(2017, 6, 13, 10, 10, 31)
+BIGEARTHNET_S1_ACQUIRED = datetime(2017, 6, 13, 16, 50, 43)
+
+
+def _rng(seed: int, *stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *stream])
+
+
+def _pool(values: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over ``factor`` x ``factor`` blocks: a coarser band integrating the same ground."""
+    return render.pixel_mean(values, factor)
+
+
+def _bigearthnet_metadata(grid: render.Grid, labels: list[str]) -> dict[str, object]:
+    left, bottom, right, top = grid.bounds
+    return {"labels": labels,
+            "coordinates": {"ulx": left, "uly": top, "lrx": right, "lry": bottom},
+            "projection": rasterio.crs.CRS.from_user_input(grid.crs).to_wkt()}
+
+
+def write_bigearthnet(world: World, root: Path) -> None:
+    """BigEarthNet v1.0-like patches: 12 single-band S2 L2A GeoTIFFs per patch on their native
+    grids (10/20/60 m), a co-registered S1 patch (VV, VH), CLC labels in the metadata JSONs and
+    ``bigearthnet-{train,val,test}.csv`` pairing S2 and S1 patch names (TorchGeo's layout)."""
+    s2, s1 = get_sensor("sentinel2_l2a"), get_sensor("sentinel1_grd")
+    rng = _rng(world.seed, 5)
+    count = sum(BIGEARTHNET_SPLITS.values())
+    centers = random_centers(count, rng)
+    rows: dict[str, list[str]] = {split: [] for split in BIGEARTHNET_SPLITS}
+    splits = [s for s, n in BIGEARTHNET_SPLITS.items() for _ in range(n)]
+    for index, (center, split) in enumerate(zip(centers, splits, strict=True)):
+        grid = world_grid(center, (BIGEARTHNET_PATCH_PX, BIGEARTHNET_PATCH_PX), 10.0)
+        patch = f"{index // 10}_{index % 10}"
+        s2_name = f"{BIGEARTHNET_S2_PRODUCT}_{patch}"
+        s1_name = f"{BIGEARTHNET_S1_PRODUCT}_32UPU_{patch}"
+        classes = render.landcover(world, grid)
+        shares = np.bincount(classes.ravel(), minlength=len(LANDCOVER_CLASSES)) / classes.size
+        labels = sorted(CLC_NAMES[c] for c, share in zip(LANDCOVER_CLASSES, shares, strict=True)
+                        if share >= BIGEARTHNET_MIN_SHARE)
+        noise_rng = _rng(world.seed, 5, index)
+        reflectance = render.surface_reflectance(world, grid, s2)
+        folder = root / "BigEarthNet-v1.0" / s2_name
+        for band, values in zip(s2.bands, reflectance, strict=True):
+            factor = int(band.gsd_m // 10)
+            band_grid = render.Grid(grid.crs, grid.transform @ Affine.scale(factor),
+                                    (BIGEARTHNET_PATCH_PX // factor,) * 2)
+            stored = to_scaled_integers(_pool(values, factor), s2, S2_NOISE, noise_rng)
+            write_cog(folder / f"{s2_name}_{band.name}.tif", stored, band_grid, nodata=s2.nodata)
+        metadata = _bigearthnet_metadata(grid, labels)
+        (folder / f"{s2_name}_labels_metadata.json").write_text(json.dumps({
+            **metadata, "tile_source": BIGEARTHNET_S2_SOURCE,
+            "acquisition_date": BIGEARTHNET_ACQUIRED.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
+        folder = root / "BigEarthNet-S1-v1.0" / s1_name
+        sigma0 = quantize_db(render.backscatter_db(world, grid, s1, noise_rng))
+        for band, values in zip(s1.bands, sigma0, strict=True):
+            write_cog(folder / f"{s1_name}_{band.name}.tif", values, grid, nodata=s1.nodata)
+        (folder / f"{s1_name}_labels_metadata.json").write_text(json.dumps({
+            **metadata, "scene_source": f"{BIGEARTHNET_S1_PRODUCT}_020000_02A0B2_6E9C",
+            "acquisition_time": BIGEARTHNET_S1_ACQUIRED.strftime("%Y-%m-%dT%H:%M:%S"),
+            "corresponding_s2_patch": s2_name}, indent=2))
+        rows[split].append(f"{s2_name},{s1_name}")
+    for split, lines in rows.items():
+        (root / f"bigearthnet-{split}.csv").write_text("\n".join(lines) + "\n")
+
+
+SEN12MSCR_TRIPLETS = (("ROIs1158", "spring", 11, 0), ("ROIs1868", "summer", 12, 0))
+SEN12MSCR_PATCH_PX = 256
+
+
+def write_sen12ms_cr(world: World, root: Path) -> None:
+    """SEN12MS-CR-like triplets: cloud-free S2 L1C, the same ground under fractal clouds and
+    their shadows (another sky per triplet), and S1 (which sees through clouds), co-registered,
+    as ``ROIs<id>_<season>_{s1,s2,s2_cloudy}/<kind>_<scene>/..._p<patch>.tif``."""
+    s2, s1 = get_sensor("sentinel2_l1c"), get_sensor("sentinel1_grd")
+    rng = _rng(world.seed, 6)
+    centers = random_centers(len(SEN12MSCR_TRIPLETS), rng)
+    for index, ((roi, season, scene, patch), center) in enumerate(
+            zip(SEN12MSCR_TRIPLETS, centers, strict=True)):
+        grid = world_grid(center, (SEN12MSCR_PATCH_PX, SEN12MSCR_PATCH_PX), 10.0)
+        noise_rng = _rng(world.seed, 6, index)
+        name = f"{roi}_{season}"
+
+        def path(kind: str, name: str = name) -> Path:
+            return root / f"{name}_{kind}" / f"{kind}_{scene}" / f"{name}_{kind}_{scene}_p{patch}.tif"
+
+        clear = render.surface_reflectance(world, grid, s2)
+        cloudy = render.surface_reflectance(world, grid, s2, cloud_scene=index + 1)
+        for kind, reflectance in (("s2", clear), ("s2_cloudy", cloudy)):
+            toa = render.top_of_atmosphere(reflectance, s2)
+            write_cog(path(kind), to_scaled_integers(toa, s2, S2_NOISE, noise_rng), grid,
+                      nodata=s2.nodata)
+        sigma0 = render.backscatter_db(world, grid, s1, _rng(world.seed, 6, index, 1))
+        write_cog(path("s1"), quantize_db(sigma0), grid, nodata=s1.nodata)
+
+
+SPACENET_AOI = "AOI_2_Vegas"
+SPACENET_IMAGES = 2
+SPACENET_PAN_PX = 650
+SPACENET_MS_PX = 163
+SPACENET_PAN_DEG = 2.7e-6  # SpaceNet ships square pixels in degrees (about 0.3 m of latitude)
+
+
+def _building_polygons(mask: np.ndarray, grid: render.Grid) -> list[dict[str, object]]:
+    """GeoJSON features of the connected building regions of ``mask`` (the grid's CRS)."""
+    features = []
+    for number, (geometry, _) in enumerate(rasterio.features.shapes(
+            mask.astype(np.uint8), mask=mask, transform=grid.transform, connectivity=4)):
+        features.append({"type": "Feature", "properties": {"BuildingId": number + 1},
+                         "geometry": mapping(shape(geometry))})
+    return features
+
+
+def write_spacenet2(world: World, root: Path) -> None:
+    """SpaceNet 2-like WorldView-3 tiles over built-up ground, in EPSG:4326 as distributed:
+    ``<AOI>_Train/PAN/PAN_<AOI>_img<k>.tif`` (11-bit, ~0.3 m), ``MUL/MUL_<AOI>_img<k>.tif``
+    (8 bands, 4x coarser) and ``geojson/buildings/buildings_<AOI>_img<k>.geojson``."""
+    pan, ms = get_sensor("worldview3_pan"), get_sensor("worldview3_ms")
+    rng = _rng(world.seed, 7)
+    centers = find_sites(world, LC["built_up"], SPACENET_IMAGES, 1500.0, rng)
+    folder = root / f"{SPACENET_AOI}_Train"
+    to_wgs84 = Transformer.from_crs("EPSG:32632", "EPSG:4326", always_xy=True)
+    for k, center in enumerate(centers, start=1):
+        cx, cy = to_wgs84.transform(*center)
+        half = SPACENET_PAN_PX * SPACENET_PAN_DEG / 2
+        pan_grid = render.Grid("EPSG:4326", Affine(SPACENET_PAN_DEG, 0, cx - half, 0,
+                                                    -SPACENET_PAN_DEG, cy + half),
+                               (SPACENET_PAN_PX, SPACENET_PAN_PX))
+        ms_step = SPACENET_PAN_DEG * SPACENET_PAN_PX / SPACENET_MS_PX
+        ms_grid = render.Grid("EPSG:4326", Affine(ms_step, 0, cx - half, 0, -ms_step, cy + half),
+                              (SPACENET_MS_PX, SPACENET_MS_PX))
+        noise_rng = _rng(world.seed, 7, k)
+        stem = f"{SPACENET_AOI}_img{k}"
+        pan_reflectance = render.surface_reflectance(world, pan_grid, pan, supersample=1)
+        write_cog(folder / "PAN" / f"PAN_{stem}.tif",
+                  to_linear_counts(pan_reflectance, noise_rng), pan_grid, nodata=pan.nodata)
+        ms_reflectance = render.surface_reflectance(world, ms_grid, ms, supersample=4)
+        write_cog(folder / "MUL" / f"MUL_{stem}.tif",
+                  to_linear_counts(ms_reflectance, noise_rng), ms_grid, nodata=ms.nodata)
+        building = render.observe(world, pan_grid, 1)[2].building
+        labels = folder / "geojson" / "buildings" / f"buildings_{stem}.geojson"
+        labels.parent.mkdir(parents=True, exist_ok=True)
+        labels.write_text(json.dumps({"type": "FeatureCollection", "features":
+                                      _building_polygons(building, pan_grid)}))
+
+
+VAIHINGEN_AREAS = (1, 2)
+VAIHINGEN_PX = 512
+VAIHINGEN_GSD_M = 0.09
+# ISPRS colour code: impervious, building, low vegetation, tree, car, clutter/background.
+ISPRS_COLOURS = {"impervious": (255, 255, 255), "building": (0, 0, 255),
+                 "low_vegetation": (0, 255, 255), "tree": (0, 255, 0), "car": (255, 255, 0),
+                 "clutter": (255, 0, 0)}
+_MATERIAL_TO_ISPRS = {"water": "clutter", "tree": "tree", "shrub": "low_vegetation",
+                      "grass": "low_vegetation", "crop": "low_vegetation",
+                      "impervious": "impervious", "roof": "building", "bare_soil": "clutter",
+                      "wetland": "low_vegetation", "car": "car"}
+ISPRS_TABLE = np.array([ISPRS_COLOURS[_MATERIAL_TO_ISPRS[m]] for m in MAT], dtype=np.uint8)
+
+
+def write_vaihingen(world: World, root: Path) -> None:
+    """ISPRS Vaihingen-like tiles over built-up ground at 9 cm: ``top/top_mosaic_09cm_area<N>.tif``
+    (IR-R-G), ``dsm/dsm_09cm_matching_area<N>.tif`` and the colour-coded ground truth
+    ``gts_for_participants/top_mosaic_09cm_area<N>.tif``, all on one grid (UTM 32N)."""
+    cir = get_sensor("cir")
+    rng = _rng(world.seed, 8)
+    centers = find_sites(world, LC["built_up"], len(VAIHINGEN_AREAS), 1500.0, rng)
+    for area, center in zip(VAIHINGEN_AREAS, centers, strict=True):
+        grid = world_grid(center, (VAIHINGEN_PX, VAIHINGEN_PX), VAIHINGEN_GSD_M)
+        noise_rng = _rng(world.seed, 8, area)
+        ground = render.observe(world, grid, 1)[2]
+        write_cog(root / "top" / f"top_mosaic_09cm_area{area}.tif",
+                  to_display_8bit(render.surface_reflectance(world, grid, cir, supersample=1),
+                                  noise_rng), grid)
+        height = ground.terrain_m + ground.object_height_m
+        write_cog(root / "dsm" / f"dsm_09cm_matching_area{area}.tif",
+                  (height + noise_rng.normal(0.0, 0.05, height.shape)).astype(np.float32), grid,
+                  resampling="bilinear")
+        write_cog(root / "gts_for_participants" / f"top_mosaic_09cm_area{area}.tif",
+                  np.moveaxis(ISPRS_TABLE[ground.material], -1, 0), grid, resampling="nearest")
