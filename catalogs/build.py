@@ -18,7 +18,8 @@ from catalogs.collections import source_collection, sources
 from catalogs.stac import BuildResult, write_catalog
 
 
-def build_catalog(roots: Mapping[str, Path], out: Path, sample: bool = False) -> dict[str, BuildResult]:
+def build_catalog(roots: Mapping[str, Path], out: Path,
+                  sample: bool = False) -> dict[str, BuildResult]:
     """Build one collection per ``{source: root}`` into one static catalog at ``out``.
 
     Skipped files are listed, with their reasons, in ``out/problems.json``.

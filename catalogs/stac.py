@@ -1,4 +1,4 @@
-"""STAC building blocks shared by every catalog builder: assets from files, items, writing, validation.
+"""STAC pieces shared by every catalog builder: assets from files, items, writing, validation.
 
 Builders (``catalogs.builders``) and the sample world (``catalogs.sample``) both go through these
 functions, so a catalog of the real data and one of the sample world have the same item layout:

@@ -1,4 +1,4 @@
-"""The embedded sample world: determinism, size, STAC validity and the physics downstream relies on."""
+"""The sample world: determinism, size, STAC validity and the physics downstream relies on."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 import rasterio
 from pyproj import Transformer
 from rasterio.warp import Resampling, reproject
-
 from shapely.geometry import box, shape
 
 from catalogs.sample import WRITERS, build_sample, downstream, pretraining

@@ -22,7 +22,7 @@ from catalogs.sample.camera import (
     to_scaled_integers,
 )
 from catalogs.sample.files import write_cog
-from catalogs.sample.pretraining import S2_NOISE
+from catalogs.sample.pretraining import S2_NOISE, sen12ms_patch_path
 from catalogs.sample.sites import find_sites, random_centers, world_grid
 from catalogs.sample.world import LANDCOVER_CLASSES, LC, MAT, World
 from catalogs.sensors import get_sensor
@@ -122,8 +122,8 @@ def write_sen12ms_cr(world: World, root: Path) -> None:
         noise_rng = _rng(world.seed, 6, index)
         name = f"{roi}_{season}"
 
-        def path(kind: str, name: str = name) -> Path:
-            return root / f"{name}_{kind}" / f"{kind}_{scene}" / f"{name}_{kind}_{scene}_p{patch}.tif"
+        def path(kind: str, name: str = name, scene: int = scene, patch: int = patch) -> Path:
+            return sen12ms_patch_path(root / f"{name}_{kind}", name, kind, scene, patch)
 
         clear = render.surface_reflectance(world, grid, s2)
         cloudy = render.surface_reflectance(world, grid, s2, cloud_scene=index + 1)

@@ -33,6 +33,11 @@ def _rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, *stream])
 
 
+def sen12ms_patch_path(folder: Path, name: str, kind: str, scene: int, patch: int) -> Path:
+    """SEN12MS's file naming: ``<folder>/<kind>_<scene>/<name>_<kind>_<scene>_p<patch>.tif``."""
+    return folder / f"{kind}_{scene}" / f"{name}_{kind}_{scene}_p{patch}.tif"
+
+
 def write_sen12ms(world: World, root: Path) -> None:
     """SEN12MS-like patches: Sentinel-2 L2A on UTM 32N, Sentinel-1 on UTM 33N (a rotated grid
     with a sub-pixel origin shift, so co-registration is real work) and MODIS-coded land cover
@@ -48,7 +53,10 @@ def write_sen12ms(world: World, root: Path) -> None:
             center = (cx + (patch - 0.5) * width_m, cy)
             grid = world_grid(center, (SEN12MS_PATCH_PX, SEN12MS_PATCH_PX), 10.0)
             name = f"{roi}_{season}"
-            stem = lambda kind: root / name / f"{kind}_{scene}" / f"{name}_{kind}_{scene}_p{patch}.tif"  # noqa: E731
+
+            def stem(kind: str, name: str = name, scene: int = scene, patch: int = patch) -> Path:
+                return sen12ms_patch_path(root / name, name, kind, scene, patch)
+
             noise_rng = _rng(world.seed, 1, scene, patch)
             reflectance = render.surface_reflectance(world, grid, s2)
             write_cog(stem("s2"), to_scaled_integers(reflectance, s2, S2_NOISE, noise_rng), grid,

@@ -54,7 +54,8 @@ def sample_points(grid: Grid, supersample: int = 1) -> tuple[np.ndarray, np.ndar
 
 
 @lru_cache(maxsize=2)
-def observe(world: World, grid: Grid, supersample: int = 1) -> tuple[np.ndarray, np.ndarray, Ground]:
+def observe(world: World, grid: Grid,
+            supersample: int = 1) -> tuple[np.ndarray, np.ndarray, Ground]:
     """The world's ground at ``supersample``^2 points per pixel of ``grid``: (x, y, ground).
 
     Cached for the last grids, so several sensors rendered over one grid (optical, DSM, labels)
