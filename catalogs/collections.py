@@ -89,11 +89,17 @@ def source_collection(source: str, items: Sequence[pystac.Item],
             "msgfm:role": info["role"],
             "msgfm:layout": info["layout"],
             "msgfm:pairs": info.get("pairs", []),
+            **({"msgfm:license_note": " ".join(info["license_note"].split())}
+               if info.get("license_note") else {}),
             "item_assets": _item_assets(items),
         },
         stac_extensions=[EXTENSIONS["scientific"]],
     )
-    collection.add_link(pystac.Link("via", info["originals"]["href"], title=info["originals"]["title"]))
+    originals = info["originals"]
+    collection.add_link(pystac.Link("via", originals["href"], title=originals["title"]))
+    if info.get("license_href"):
+        collection.add_link(pystac.Link("license", info["license_href"],
+                                        title=f"Licence terms of {info['title']}"))
     for item in items:
         collection.add_item(item)
     return collection
