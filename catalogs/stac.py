@@ -172,7 +172,8 @@ def picture_asset(path: Path | str, sensor: Sensor, roles: Iterable[str] = ("dat
     if count != sensor.num_bands:
         raise SourceFileError(
             path, f"{count} bands, but sensor {sensor.name!r} has {sensor.num_bands}")
-    media = {"JPEG": pystac.MediaType.JPEG, "PNG": pystac.MediaType.PNG}.get(fmt or "")
+    media = {"JPEG": pystac.MediaType.JPEG, "PNG": pystac.MediaType.PNG,
+             "TIFF": pystac.MediaType.TIFF}.get(fmt or "")
     extra = {"proj:code": None, "proj:shape": [height, width],
              **_sensor_fields(sensor, gsd_m), **_file_fields(path)}
     return pystac.Asset(href=str(path), media_type=media, roles=list(roles), extra_fields=extra)

@@ -1,0 +1,161 @@
+"""SEN12MS catalog builder."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pystac
+from pystac.utils import datetime_to_str
+
+from catalogs.sensors import get_sensor
+from catalogs.stac import BuildResult, SourceFileError, make_item, raster_asset
+
+# SEN12MS covers the four meteorological seasons December 2016 - November 2017 (Schmitt et al.,
+# 2019, ISPRS Annals IV-2/W7); a patch carries no acquisition time, only its season's interval.
+SEASON_INTERVALS: dict[str, tuple[datetime, datetime]] = {
+    "winter": (datetime(2016, 12, 1, tzinfo=UTC), datetime(2017, 2, 28, 23, 59, 59, tzinfo=UTC)),
+    "spring": (datetime(2017, 3, 1, tzinfo=UTC), datetime(2017, 5, 31, 23, 59, 59, tzinfo=UTC)),
+    "summer": (datetime(2017, 6, 1, tzinfo=UTC), datetime(2017, 8, 31, 23, 59, 59, tzinfo=UTC)),
+    "fall": (datetime(2017, 9, 1, tzinfo=UTC), datetime(2017, 11, 30, 23, 59, 59, tzinfo=UTC)),
+}
+# Asset key (also the file kind in names) -> candidate registry sensors, chosen by band count.
+ASSET_SENSORS: dict[str, tuple[str, ...]] = {
+    "s1": ("sentinel1_grd",),
+    "s2": ("sentinel2_l1c", "sentinel2_l2a"),
+    "lc": ("modis_landcover",),
+}
+REQUIRED_ASSETS = ("s1", "s2")
+FOOTPRINT_ASSET = "s2"
+
+_SEASON_FOLDER = re.compile(r"ROIs\d+_(?P<season>" + "|".join(SEASON_INTERVALS) + ")")
+_SCENE_FOLDER = re.compile(r"(?P<kind>" + "|".join(ASSET_SENSORS) + r")_(?P<scene>\d+)")
+
+
+@dataclass(frozen=True, order=True)
+class Patch:
+    """One SEN12MS location: a patch of a scene of a season folder."""
+
+    season_folder: str
+    scene: int
+    patch: int
+
+    @property
+    def season(self) -> str:
+        return self.season_folder.split("_")[1]
+
+    @property
+    def item_id(self) -> str:
+        return f"{self.season_folder}_{self.scene}_p{self.patch}"
+
+    def file_name(self, kind: str) -> str:
+        """The name the layout gives this patch's file of ``kind`` (s1, s2 or lc)."""
+        return f"{self.season_folder}_{kind}_{self.scene}_p{self.patch}.tif"
+
+
+def build(root: Path) -> BuildResult:
+    """Catalog a local copy of SEN12MS: one Item per patch, assets ``s1``, ``s2`` and ``lc``.
+
+    Layout under ``root`` (the extracted mediaTUM archives)::
+
+        ROIs<id>_<season>/<kind>_<scene>/ROIs<id>_<season>_<kind>_<scene>_p<patch>.tif
+
+    with ``<season>`` one of spring, summer, fall, winter, ``<kind>`` one of s1 (Sentinel-1 GRD,
+    2 bands VV/VH, float32 dB), s2 (Sentinel-2, 13 L1C bands in the real data, 12 L2A bands in
+    the sample world) and lc (MODIS land cover, 4 bands), and ``<scene>``/``<patch>`` integers,
+    e.g. ``ROIs1158_spring/s1_1/ROIs1158_spring_s1_1_p30.tif``. The files of one patch share
+    ``ROIs<id>_<season>``, ``<scene>`` and ``<patch>``; the Item id is
+    ``ROIs<id>_<season>_<scene>_p<patch>``. s1 and s2 are required, lc is optional; s1 and s2
+    may lie on different grids and CRSs. Files directly under ``root`` (archives, split lists)
+    are not part of the layout and are not read.
+
+    Reported and skipped: a folder or file whose name does not fit the layout, an unreadable
+    raster or one with the wrong band count (the real ``ROIs1868_summer_s1_146_p202`` is damaged),
+    and the files of a patch that lacks a usable s1 or s2 partner.
+
+    Args:
+        root: the folder holding the ``ROIs<id>_<season>`` folders.
+
+    Returns:
+        The Items, sorted by season folder, scene and patch, and the skipped files.
+    """
+    result = BuildResult()
+    for patch, files in sorted(_find_patches(Path(root), result).items()):
+        item = _patch_item(patch, files, result)
+        if item is not None:
+            result.items.append(item)
+    return result
+
+
+def _find_patches(root: Path, result: BuildResult) -> dict[Patch, dict[str, Path]]:
+    """Every patch's files by kind, reporting folders and files outside the layout."""
+    patches: dict[Patch, dict[str, Path]] = {}
+    for season_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        if not _SEASON_FOLDER.fullmatch(season_dir.name):
+            result.skip(SourceFileError(season_dir, "folder name is not ROIs<id>_<season>"))
+            continue
+        for scene_dir in sorted(season_dir.iterdir()):
+            scene_match = _SCENE_FOLDER.fullmatch(scene_dir.name)
+            if not scene_dir.is_dir() or scene_match is None:
+                result.skip(SourceFileError(scene_dir, "not a <kind>_<scene> folder"))
+                continue
+            kind, scene = scene_match["kind"], int(scene_match["scene"])
+            for path in sorted(scene_dir.iterdir()):
+                patch = _parse_patch(path, season_dir.name, kind, scene)
+                if patch is None:
+                    result.skip(SourceFileError(
+                        path, f"name is not {season_dir.name}_{kind}_{scene}_p<patch>.tif"))
+                    continue
+                patches.setdefault(patch, {})[kind] = path
+    return patches
+
+
+def _parse_patch(path: Path, season_folder: str, kind: str, scene: int) -> Patch | None:
+    """The patch a file in ``<kind>_<scene>`` belongs to, or None if its name does not fit."""
+    match = re.fullmatch(rf"{re.escape(season_folder)}_{kind}_{scene}_p(\d+)\.tif", path.name)
+    if not path.is_file() or match is None:
+        return None
+    return Patch(season_folder, scene, int(match[1]))
+
+
+def _patch_item(patch: Patch, files: dict[str, Path], result: BuildResult) -> pystac.Item | None:
+    """The Item of one patch, or None (with its files reported) if s1 or s2 is missing/unusable."""
+    missing = [kind for kind in REQUIRED_ASSETS if kind not in files]
+    if missing:
+        expected = ", ".join(_sibling(next(iter(files.values())), patch, k) for k in missing)
+        for path in files.values():
+            result.skip(SourceFileError(path, f"no {' and '.join(missing)} partner: {expected}"))
+        return None
+    assets: dict[str, pystac.Asset] = {}
+    for kind in ASSET_SENSORS:
+        if kind in files:
+            try:
+                assets[kind] = raster_asset(
+                    files[kind], [get_sensor(name) for name in ASSET_SENSORS[kind]])
+            except SourceFileError as error:
+                result.skip(error)
+    unusable = [str(files[kind]) for kind in REQUIRED_ASSETS if kind not in assets]
+    if unusable:
+        for kind in assets:
+            result.skip(SourceFileError(files[kind], f"unusable partner: {', '.join(unusable)}"))
+        return None
+    return make_item(patch.item_id, assets, None, _properties(patch),
+                     footprint_asset=FOOTPRINT_ASSET)
+
+
+def _sibling(path: Path, patch: Patch, kind: str) -> str:
+    """Where the layout puts the ``kind`` file of the patch that ``path`` belongs to."""
+    return str(path.parent.parent / f"{kind}_{patch.scene}" / patch.file_name(kind))
+
+
+def _properties(patch: Patch) -> dict[str, str | int]:
+    start, end = SEASON_INTERVALS[patch.season]
+    return {
+        "start_datetime": datetime_to_str(start),
+        "end_datetime": datetime_to_str(end),
+        "sen12ms:season": patch.season,
+        "sen12ms:scene": patch.scene,
+        "sen12ms:patch": patch.patch,
+    }

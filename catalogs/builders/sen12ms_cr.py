@@ -1,0 +1,137 @@
+"""SEN12MS-CR catalog builder."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pystac
+from pystac.utils import datetime_to_str
+
+from catalogs.builders.sen12ms import SEASON_INTERVALS, Patch
+from catalogs.sensors import get_sensor
+from catalogs.stac import BuildResult, SourceFileError, make_item, raster_asset
+
+# Asset key (also the modality in folder and file names) -> candidate registry sensors, chosen
+# by band count. Every asset is required: a triplet is cloud-free s2, cloudy s2 and s1.
+ASSET_SENSORS: dict[str, tuple[str, ...]] = {
+    "s1": ("sentinel1_grd",),
+    "s2": ("sentinel2_l1c", "sentinel2_l2a"),
+    "s2_cloudy": ("sentinel2_l1c", "sentinel2_l2a"),
+}
+FOOTPRINT_ASSET = "s2"
+
+_MODALITY_FOLDER = re.compile(
+    r"(?P<season_folder>ROIs\d+_(?:" + "|".join(SEASON_INTERVALS) + r"))"
+    r"_(?P<modality>" + "|".join(ASSET_SENSORS) + ")")
+_MODALITY_NAMES = "ROIs<id>_<season>_{" + ",".join(ASSET_SENSORS) + "}"
+
+
+def build(root: Path) -> BuildResult:
+    """Catalog a local copy of SEN12MS-CR: one Item per cloud-free/cloudy/SAR triplet.
+
+    Layout under ``root`` (the twelve extracted mediaTUM archives, Ebel et al., 2020)::
+
+        ROIs<id>_<season>_s1/s1_<scene>/ROIs<id>_<season>_s1_<scene>_p<patch>.tif
+        ROIs<id>_<season>_s2/s2_<scene>/ROIs<id>_<season>_s2_<scene>_p<patch>.tif
+        ROIs<id>_<season>_s2_cloudy/s2_cloudy_<scene>/ROIs<id>_<season>_s2_cloudy_<scene>_p<patch>.tif
+
+    with ``ROIs<id>_<season>`` one of ``ROIs1158_spring``, ``ROIs1868_summer``,
+    ``ROIs1970_fall``, ``ROIs2017_winter`` in the real data (any ``ROIs<digits>_<season>`` is
+    accepted), ``<scene>``/``<patch>`` integers, e.g.
+    ``ROIs1158_spring_s2_cloudy/s2_cloudy_1/ROIs1158_spring_s2_cloudy_1_p30.tif``. s1 is
+    Sentinel-1 GRD (2 bands VV, VH, float32 dB); s2 (cloud-free) and s2_cloudy are Sentinel-2
+    on the same 256 x 256 10 m grid, 13 Level-1C bands uint16 in the real data (12 L2A bands
+    are accepted too). The three files of a triplet share ``ROIs<id>_<season>``, ``<scene>``
+    and ``<patch>`` (the SEN12MS patch numbering); the Item id is
+    ``ROIs<id>_<season>_<scene>_p<patch>``; ``start_datetime``/``end_datetime`` are the
+    season's interval (SEN12MS's: winter 2016-12-01..2017-02-28, spring 2017-03-01..05-31,
+    summer 06-01..08-31, fall 09-01..11-30); footprint from s2. Files directly under ``root``
+    (archives) are not part of the layout and are not read.
+
+    Reported and skipped: a folder or file whose name does not fit the layout; an unreadable
+    raster or one with the wrong band count; and the other files of a triplet that lacks a
+    member or has an unusable one (each named with the partner it lacks).
+
+    Args:
+        root: the folder holding the ``ROIs<id>_<season>_<modality>`` folders.
+
+    Returns:
+        The Items, sorted by season folder, scene and patch, and the skipped files.
+    """
+    root = Path(root)
+    result = BuildResult()
+    for patch, files in sorted(_find_triplets(root, result).items()):
+        item = _triplet_item(root, patch, files, result)
+        if item is not None:
+            result.items.append(item)
+    return result
+
+
+def _find_triplets(root: Path, result: BuildResult) -> dict[Patch, dict[str, Path]]:
+    """Every patch's files by modality, reporting folders and files outside the layout."""
+    patches: dict[Patch, dict[str, Path]] = {}
+    for modality_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        match = _MODALITY_FOLDER.fullmatch(modality_dir.name)
+        if match is None:
+            result.skip(SourceFileError(modality_dir, f"folder name is not {_MODALITY_NAMES}"))
+            continue
+        season_folder, modality = match["season_folder"], match["modality"]
+        for scene_dir in sorted(modality_dir.iterdir()):
+            scene_match = re.fullmatch(rf"{modality}_(\d+)", scene_dir.name)
+            if not scene_dir.is_dir() or scene_match is None:
+                result.skip(SourceFileError(scene_dir, f"not a {modality}_<scene> folder"))
+                continue
+            scene = int(scene_match[1])
+            for path in sorted(scene_dir.iterdir()):
+                patch_match = re.fullmatch(
+                    rf"{season_folder}_{modality}_{scene}_p(\d+)\.tif", path.name)
+                if not path.is_file() or patch_match is None:
+                    result.skip(SourceFileError(
+                        path, f"name is not {season_folder}_{modality}_{scene}_p<patch>.tif"))
+                    continue
+                patch = Patch(season_folder, scene, int(patch_match[1]))
+                patches.setdefault(patch, {})[modality] = path
+    return patches
+
+
+def _triplet_item(root: Path, patch: Patch, files: dict[str, Path],
+                  result: BuildResult) -> pystac.Item | None:
+    """The Item of one triplet, or None (its files reported) if a member is missing/unusable."""
+    missing = [modality for modality in ASSET_SENSORS if modality not in files]
+    if missing:
+        expected = ", ".join(str(_member_path(root, patch, m)) for m in missing)
+        for path in files.values():
+            result.skip(SourceFileError(path, f"no {' and '.join(missing)} partner: {expected}"))
+        return None
+    assets: dict[str, pystac.Asset] = {}
+    for modality, sensors in ASSET_SENSORS.items():
+        try:
+            assets[modality] = raster_asset(files[modality], [get_sensor(s) for s in sensors])
+        except SourceFileError as error:
+            result.skip(error)
+    unusable = [modality for modality in ASSET_SENSORS if modality not in assets]
+    if unusable:
+        for modality in assets:
+            result.skip(SourceFileError(
+                files[modality], f"its {' and '.join(unusable)} partner is unusable"))
+        return None
+    return make_item(patch.item_id, assets, None, _properties(patch),
+                     footprint_asset=FOOTPRINT_ASSET)
+
+
+def _member_path(root: Path, patch: Patch, modality: str) -> Path:
+    """Where the layout puts the ``modality`` file of ``patch``."""
+    return (root / f"{patch.season_folder}_{modality}" / f"{modality}_{patch.scene}"
+            / patch.file_name(modality))
+
+
+def _properties(patch: Patch) -> dict[str, str | int]:
+    start, end = SEASON_INTERVALS[patch.season]
+    return {
+        "start_datetime": datetime_to_str(start),
+        "end_datetime": datetime_to_str(end),
+        "sen12ms:season": patch.season,
+        "sen12ms:scene": patch.scene,
+        "sen12ms:patch": patch.patch,
+    }
