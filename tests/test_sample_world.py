@@ -196,3 +196,20 @@ def test_pairs_share_ground(sample_world: Path, collection: str) -> None:
             bounds = to_wgs84.transform_bounds(*asset.extra_fields["proj:bbox"])
             overlap = box(*bounds).intersection(footprint).area / footprint.area
             assert overlap > 0.95, (item.id, key, overlap)
+
+
+def test_torchgeo_reads_the_downstream_sets(sample_world: Path) -> None:
+    """TorchGeo's own classes load the sample's BigEarthNet and Vaihingen, labels included."""
+    from torchgeo.datasets import BigEarthNet, Vaihingen2D
+
+    raw = sample_world / "raw"
+    bigearthnet = BigEarthNet(root=raw / "bigearthnet", split="train", bands="all",
+                              num_classes=43)
+    sample = bigearthnet[0]
+    assert len(bigearthnet) == downstream.BIGEARTHNET_SPLITS["train"]
+    assert sample["image"].shape == (14, 120, 120) and sample["label"].sum() >= 1
+    vaihingen = Vaihingen2D(root=raw / "vaihingen", split="train")
+    sample = vaihingen[0]
+    assert sample["image"].shape == (3, downstream.VAIHINGEN_PX, downstream.VAIHINGEN_PX)
+    # Building (class 2 in TorchGeo's order) and impervious surfaces are both present.
+    assert {1, 2} <= set(sample["mask"].unique().tolist())

@@ -202,7 +202,8 @@ ISPRS_TABLE = np.array([ISPRS_COLOURS[_MATERIAL_TO_ISPRS[m]] for m in MAT], dtyp
 def write_vaihingen(world: World, root: Path) -> None:
     """ISPRS Vaihingen-like tiles over built-up ground at 9 cm: ``top/top_mosaic_09cm_area<N>.tif``
     (IR-R-G), ``dsm/dsm_09cm_matching_area<N>.tif`` and the colour-coded ground truth
-    ``gts_for_participants/top_mosaic_09cm_area<N>.tif``, all on one grid (UTM 32N)."""
+    ``top_mosaic_09cm_area<N>.tif`` at the root (where the extracted ``..._COMPLETE.zip`` puts
+    it and TorchGeo's Vaihingen2D reads it), all on one grid (UTM 32N)."""
     cir = get_sensor("cir")
     rng = _rng(world.seed, 8)
     centers = find_sites(world, LC["built_up"], len(VAIHINGEN_AREAS), 1500.0, rng)
@@ -217,5 +218,5 @@ def write_vaihingen(world: World, root: Path) -> None:
         write_cog(root / "dsm" / f"dsm_09cm_matching_area{area}.tif",
                   (height + noise_rng.normal(0.0, 0.05, height.shape)).astype(np.float32), grid,
                   resampling="bilinear")
-        write_cog(root / "gts_for_participants" / f"top_mosaic_09cm_area{area}.tif",
+        write_cog(root / f"top_mosaic_09cm_area{area}.tif",
                   np.moveaxis(ISPRS_TABLE[ground.material], -1, 0), grid, resampling="nearest")
