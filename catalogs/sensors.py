@@ -104,8 +104,10 @@ class Sensor:
         for band in self.bands:
             entry = band.stac()
             entry["data_type"] = self.dtype
-            if self.nodata is not None:
-                entry["nodata"] = "nan" if math.isnan(self.nodata) else self.nodata
+            # NaN nodata is left implicit: STAC allows the string "nan", but stac-rs (rustac,
+            # our STAC API server and geoparquet writer) only parses numbers there.
+            if self.nodata is not None and not math.isnan(self.nodata):
+                entry["nodata"] = self.nodata
             if self.unit not in ("class", "digital_number"):
                 entry["unit"] = self.unit
             if self.scale != 1.0 or self.offset != 0.0:

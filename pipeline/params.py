@@ -1,0 +1,125 @@
+"""The pipeline's parameters (the ``pipeline`` section of ``params.yaml``) as typed objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_PATH = Path("params.yaml")
+
+
+@dataclass(frozen=True)
+class FetchParams:
+    cache_dir: Path = Path("data/cache")
+    allowed_schemes: tuple[str, ...] = ("file", "http", "https", "s3", "gs")
+    retries: int = 4
+    concurrency: int = 8
+
+
+@dataclass(frozen=True)
+class SourceGrid:
+    """How one paired source is cut: its reference asset, chip size and stride (pixels)."""
+
+    reference: str
+    chip_px: int = 256
+    stride_px: int = 256
+
+
+@dataclass(frozen=True)
+class CoregisterParams:
+    sources: dict[str, SourceGrid] = field(default_factory=dict)
+    max_nodata_share: float = 0.05
+    shift_flag_px: float = 0.5
+
+
+@dataclass(frozen=True)
+class PictureParams:
+    chip_px: int = 256
+
+
+@dataclass(frozen=True)
+class ShardParams:
+    chips_per_shard: int = 64
+
+
+@dataclass(frozen=True)
+class PipelineParams:
+    catalog: str | None = "data/sample/catalog.json"
+    api_url: str | None = None
+    collections: tuple[str, ...] = ("sen12ms", "mdas", "millionaid", "geopile")
+    bbox: tuple[float, float, float, float] | None = None
+    datetime: str | None = None
+    work_dir: Path = Path("data/work")
+    store: Path = Path("data/geopile2.zarr")
+    reports_dir: Path = Path("reports")
+    workers: int = 2
+    fetch: FetchParams = field(default_factory=FetchParams)
+    coregister: CoregisterParams = field(default_factory=CoregisterParams)
+    pictures: PictureParams = field(default_factory=PictureParams)
+    shard: ShardParams = field(default_factory=ShardParams)
+
+    @property
+    def items_table(self) -> Path:
+        """Output of discover: every item found, as stac-geoparquet."""
+        return self.work_dir / "items.parquet"
+
+    @property
+    def fetched_table(self) -> Path:
+        """Output of fetch: the items with asset hrefs pointing at verified local files."""
+        return self.work_dir / "fetched.parquet"
+
+    @property
+    def chips_dir(self) -> Path:
+        """Output of coregister: one ``<source>/<item id>.npz`` of LocationChips per item."""
+        return self.work_dir / "chips"
+
+    @property
+    def run_report(self) -> Path:
+        """Every failure of every stage (item id, path, reason) and the quarantine list."""
+        return self.work_dir / "failures.json"
+
+
+def _checked(cls: type, raw: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    """``raw`` as keyword arguments of ``cls``, rejecting keys ``cls`` does not have."""
+    raw = dict(raw or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown parameter(s) {unknown}; known: {sorted(known)}")
+    return raw
+
+
+def load_params(path: Path | str = PARAMS_PATH,
+                overrides: dict[str, Any] | None = None) -> PipelineParams:
+    """Read the ``pipeline`` section of ``path``; ``overrides`` replace its top-level keys.
+
+    Raises:
+        ValueError: naming the file and the key, for a misspelt parameter.
+    """
+    with open(path) as f:
+        section = (yaml.safe_load(f) or {}).get("pipeline", {})
+    raw = _checked(PipelineParams, {**section, **(overrides or {})}, f"{path}: pipeline")
+    fetch = _checked(FetchParams, raw.pop("fetch", None), f"{path}: pipeline.fetch")
+    coregister = _checked(CoregisterParams, raw.pop("coregister", None),
+                          f"{path}: pipeline.coregister")
+    sources = {
+        name: SourceGrid(**_checked(SourceGrid, grid, f"{path}: pipeline.coregister.{name}"))
+        for name, grid in coregister.pop("sources", {}).items()}
+    pictures = _checked(PictureParams, raw.pop("pictures", None), f"{path}: pipeline.pictures")
+    shard = _checked(ShardParams, raw.pop("shard", None), f"{path}: pipeline.shard")
+    if "cache_dir" in fetch:
+        fetch["cache_dir"] = Path(fetch["cache_dir"])
+    if "allowed_schemes" in fetch:
+        fetch["allowed_schemes"] = tuple(fetch["allowed_schemes"])
+    for key in ("work_dir", "store", "reports_dir"):
+        if key in raw:
+            raw[key] = Path(raw[key])
+    for key in ("collections", "bbox"):
+        if raw.get(key) is not None:
+            raw[key] = tuple(raw[key])
+    return PipelineParams(**raw, fetch=FetchParams(**fetch),
+                          coregister=CoregisterParams(sources=sources, **coregister),
+                          pictures=PictureParams(**pictures), shard=ShardParams(**shard))
