@@ -1,0 +1,50 @@
+"""Bad input is reported, quarantined and skipped: the failure record every stage shares."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+class ItemError(Exception):
+    """A catalog item (or one of its files) cannot be used; names the item, path and reason."""
+
+    def __init__(self, item_id: str, path: str | None, reason: str) -> None:
+        super().__init__(f"{item_id}: {path or '<item>'}: {reason}")
+        self.item_id = item_id
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One quarantined input: the stage that met it, the item, the file and the reason."""
+
+    stage: str
+    item_id: str
+    path: str | None
+    reason: str
+
+    @classmethod
+    def from_error(cls, stage: str, error: ItemError) -> Failure:
+        return cls(stage, error.item_id, error.path, error.reason)
+
+
+def write_failures(path: Path, failures: list[Failure]) -> Path:
+    """Write the failures of a stage as JSON, atomically (sorted, so reruns compare equal)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = sorted((asdict(f) for f in failures),
+                  key=lambda r: (r["stage"], r["item_id"], r["path"] or "", r["reason"]))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_failures(path: Path) -> list[Failure]:
+    """The failures written by :func:`write_failures` (none if the file does not exist)."""
+    if not path.exists():
+        return []
+    return [Failure(**row) for row in json.loads(path.read_text())]
