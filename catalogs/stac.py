@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,8 +19,11 @@ from typing import Any
 
 import pystac
 import rasterio
+import rasterio.crs
 import rasterio.errors
+from affine import Affine
 from pyproj import CRS, Transformer
+from pystac.utils import datetime_to_str
 from shapely.geometry import box, mapping
 
 from catalogs.sensors import Sensor
@@ -73,8 +77,14 @@ def file_checksum(path: Path | str) -> str:
     return MULTIHASH_SHA2_256 + digest.hexdigest()
 
 
-def _file_fields(path: Path) -> dict[str, Any]:
+def file_fields(path: Path) -> dict[str, Any]:
+    """The file extension's ``file:checksum`` and ``file:size`` of a file."""
     return {"file:checksum": file_checksum(path), "file:size": path.stat().st_size}
+
+
+def datetime_range(start: datetime, end: datetime) -> dict[str, str]:
+    """``start_datetime`` and ``end_datetime`` of an Item known only to lie between them."""
+    return {"start_datetime": datetime_to_str(start), "end_datetime": datetime_to_str(end)}
 
 
 def _sensor_fields(sensor: Sensor, gsd_m: float | None,
@@ -102,6 +112,9 @@ def raster_asset(path: Path | str, sensor: Sensor | Sequence[Sensor],
                  roles: Iterable[str] = ("data",),
                  band_names: Sequence[str] | None = None) -> pystac.Asset:
     """A georeferenced raster file as an Asset: proj, bands, file fields read from the file.
+
+    ``gsd`` is in metres also for a geographic CRS: there, the side of a square of the centre
+    pixel's ground area.
 
     Args:
         path: the raster (GeoTIFF/COG).
@@ -143,13 +156,27 @@ def raster_asset(path: Path | str, sensor: Sensor | Sequence[Sensor],
         "proj:shape": list(shape),
         "proj:transform": list(transform)[:6],
         "proj:bbox": list(rasterio.transform.array_bounds(*shape, transform)),
-        **_sensor_fields(sensor, abs(transform.a), band_names),
-        **_file_fields(path),
+        **_sensor_fields(sensor, _gsd_m(crs, transform, shape), band_names),
+        **file_fields(path),
     }
     if epsg is None:
         extra["proj:wkt2"] = crs.to_wkt()
     media = pystac.MediaType.COG if path.suffix.lower() in (".tif", ".tiff") else None
     return pystac.Asset(href=str(path), media_type=media, roles=list(roles), extra_fields=extra)
+
+
+def _gsd_m(crs: rasterio.crs.CRS, transform: Affine, shape: tuple[int, int]) -> float:
+    """A grid's pixel size in metres: its pixel width where ``crs`` is projected; where it is
+    geographic, the side of a square of the centre pixel's ground area (its sides measured as
+    geodesics on the CRS's ellipsoid), rounded to 0.1 mm."""
+    if not crs.is_geographic:
+        return abs(transform.a)
+    lon = transform.c + transform.a * (shape[1] // 2 + 0.5)
+    lat = transform.f + transform.e * (shape[0] // 2 + 0.5)
+    geod = CRS.from_user_input(crs).get_geod()
+    _, _, east_west = geod.inv(lon - transform.a / 2, lat, lon + transform.a / 2, lat)
+    _, _, north_south = geod.inv(lon, lat - transform.e / 2, lon, lat + transform.e / 2)
+    return round(math.sqrt(east_west * north_south), 4)
 
 
 def picture_asset(path: Path | str, sensor: Sensor, roles: Iterable[str] = ("data",),
@@ -175,7 +202,7 @@ def picture_asset(path: Path | str, sensor: Sensor, roles: Iterable[str] = ("dat
     media = {"JPEG": pystac.MediaType.JPEG, "PNG": pystac.MediaType.PNG,
              "TIFF": pystac.MediaType.TIFF}.get(fmt or "")
     extra = {"proj:code": None, "proj:shape": [height, width],
-             **_sensor_fields(sensor, gsd_m), **_file_fields(path)}
+             **_sensor_fields(sensor, gsd_m), **file_fields(path)}
     return pystac.Asset(href=str(path), media_type=media, roles=list(roles), extra_fields=extra)
 
 
@@ -218,6 +245,66 @@ def make_item(item_id: str, assets: Mapping[str, pystac.Asset], when: datetime |
         used.add("label")
     item.stac_extensions = sorted(EXTENSIONS[name] for name in used)
     return item
+
+
+def assemble_assets(files: Mapping[str, Path], makers: Mapping[str, Callable[[Path], pystac.Asset]],
+                    required: Sequence[str], result: BuildResult,
+                    expected_path: Callable[[str], Path]) -> dict[str, pystac.Asset] | None:
+    """The assets of one Item from its files, or None (its files reported) if a required one is
+    missing or unusable.
+
+    Args:
+        files: the Item's files by asset key.
+        makers: by asset key, in the Item's asset order, what makes a file into its Asset
+            (raising :class:`SourceFileError`); files of other keys are not read.
+        required: the asset keys the Item cannot do without.
+        result: where the skipped files are reported.
+        expected_path: where the layout puts the file of a key, to name a missing one.
+
+    Returns:
+        The assets in ``makers`` order. A missing required file: None, every present file
+        reported as lacking it (``no <key> partner: <expected path>``). A file whose Asset
+        cannot be made is reported and left out; if it is a required one: None, every file whose
+        Asset was made reported as having it for an unusable partner
+        (``unusable <key> partner: <path>``).
+    """
+    missing = [key for key in required if key not in files]
+    if missing:
+        expected = ", ".join(str(expected_path(key)) for key in missing)
+        for path in files.values():
+            result.skip(SourceFileError(path, f"no {' and '.join(missing)} partner: {expected}"))
+        return None
+    assets: dict[str, pystac.Asset] = {}
+    for key, make in makers.items():
+        if key in files:
+            try:
+                assets[key] = make(files[key])
+            except SourceFileError as error:
+                result.skip(error)
+    unusable = [key for key in required if key not in assets]
+    if unusable:
+        paths = ", ".join(str(files[key]) for key in unusable)
+        for key in assets:
+            result.skip(SourceFileError(
+                files[key], f"unusable {' and '.join(unusable)} partner: {paths}"))
+        return None
+    return assets
+
+
+def picture_item(item_id: str, path: Path, make_asset: Callable[[], pystac.Asset],
+                 date_range: tuple[datetime, datetime], properties: Mapping[str, Any],
+                 used_ids: set[str]) -> pystac.Item:
+    """The Item of a picture without georeference: its one asset ``image``, null geometry, no
+    datetime but ``date_range``, then ``properties``. Its id is added to ``used_ids``.
+
+    Raises:
+        SourceFileError: ``item_id`` is already in ``used_ids``, or ``make_asset`` fails.
+    """
+    if item_id in used_ids:
+        raise SourceFileError(path, f"a second image with the Item id {item_id!r}")
+    asset = make_asset()
+    used_ids.add(item_id)
+    return make_item(item_id, {"image": asset}, None, {**datetime_range(*date_range), **properties})
 
 
 def write_catalog(out_dir: Path | str, collections: Iterable[pystac.Collection],

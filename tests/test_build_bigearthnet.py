@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -10,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pystac
 import pytest
-import rasterio
 import torch
 from pyproj import Transformer
 
-from catalogs.build import main
 from catalogs.builders import bigearthnet
-from catalogs.stac import BuildResult, validate_core
+from catalogs.stac import BuildResult
+from tests.data import checks
 from tests.data.bigearthnet import data
 
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
@@ -35,12 +33,11 @@ def result(root: Path) -> BuildResult:
 
 @pytest.fixture
 def items(result: BuildResult) -> dict[str, pystac.Item]:
-    return {item.id: item for item in result.items}
+    return checks.items_by_id(result)
 
 
 def test_one_item_per_s2_patch(result: BuildResult) -> None:
-    assert [item.id for item in result.items] == [patch.s2 for patch in data.PATCHES]
-    assert result.problems == []
+    checks.assert_builds_cleanly(result, [patch.s2 for patch in data.PATCHES])
 
 
 def test_asset_keys(items: dict[str, pystac.Item]) -> None:
@@ -56,20 +53,16 @@ def test_proj_fields_are_the_files(items: dict[str, pystac.Item]) -> None:
             band = key.split("_")[1]
             gsd_m = data.S2_BAND_GSD_M.get(band, 10.0)
             side = round(data.PATCH_M / gsd_m)
-            with rasterio.open(asset.href) as src:
-                assert asset.extra_fields["proj:code"] == f"EPSG:{src.crs.to_epsg()}" == data.CRS
-                assert asset.extra_fields["proj:transform"] == list(src.transform)[:6] \
-                    == data.band_transform(index, gsd_m)
-                assert asset.extra_fields["proj:shape"] == [src.height, src.width] == [side, side]
+            checks.assert_proj_fields(asset)
+            assert asset.extra_fields["proj:code"] == data.CRS
+            assert asset.extra_fields["proj:transform"] == data.band_transform(index, gsd_m)
+            assert asset.extra_fields["proj:shape"] == [side, side]
             assert asset.extra_fields["gsd"] == gsd_m
 
 
 def test_checksums(items: dict[str, pystac.Item]) -> None:
-    for item in items.values():
-        for asset in item.assets.values():
-            digest = hashlib.sha256(Path(asset.href).read_bytes()).hexdigest()
-            assert asset.extra_fields["file:checksum"] == "1220" + digest
-            assert asset.extra_fields["file:size"] == Path(asset.href).stat().st_size
+    for asset in checks.assets_of(items.values()):
+        checks.assert_file_fields(asset)
 
 
 def test_bands_and_polarizations(items: dict[str, pystac.Item]) -> None:
@@ -135,20 +128,16 @@ def test_damaged_files_are_reported_and_the_rest_builds(root: Path, tmp_path: Pa
     result = bigearthnet.build(copy)
     s2, s1 = copy / "BigEarthNet-v1.0", copy / "BigEarthNet-S1-v1.0"
     orphan = s1 / data.ORPHAN_S1 / f"{data.ORPHAN_S1}_labels_metadata.json"
-    problems = [(p.path, p.reason) for p in result.problems]
-    assert problems[:4] == [
+    assert checks.problems(result) == [
         (str(copy / "bigearthnet-test.csv"),
          f"line 1: no S2 patch {data.MISSING_S2!r} under BigEarthNet-v1.0"),
         (str(orphan), f"no S2 patch {data.MISSING_S2!r} under BigEarthNet-v1.0"),
         (str(s2 / data.STRAY), "not a file of the BigEarthNet layout"),
         (str(s1 / data.WRONG_BAND_COUNT), "2 bands, expected 1; S1 patch left out"),
+        (str(s2 / data.TRUNCATED), checks.StartsWith("unreadable raster (", "; S2 patch skipped")),
+        (str(s2 / data.WRONG_SIZE),
+         "120x120 pixels, expected 60x60 for a 20 m band; S2 patch skipped"),
     ]
-    (truncated, truncated_reason), wrong_size = problems[4:]
-    assert truncated == str(s2 / data.TRUNCATED)
-    assert truncated_reason.startswith("unreadable raster (")
-    assert truncated_reason.endswith("; S2 patch skipped")
-    assert wrong_size == (str(s2 / data.WRONG_SIZE),
-                          "120x120 pixels, expected 60x60 for a 20 m band; S2 patch skipped")
     assert [item.id for item in result.items] == [data.PATCHES[0].s2, data.PATCHES[3].s2]
     assert "s1_VV" not in result.items[0].assets and "s2_B10" not in result.items[0].assets
 
@@ -159,21 +148,14 @@ def test_invalid_metadata_is_reported(root: Path, tmp_path: Path) -> None:
     metadata = data.s2_path(copy, patch, "labels_metadata.json")
     metadata.write_text(json.dumps({"labels": ["Urban"], "acquisition_date": "2017-06-13"}))
     result = bigearthnet.build(copy)
-    assert [(p.path, p.reason) for p in result.problems] == [
+    assert checks.problems(result) == [
         (str(metadata), "labels ['Urban'] are not CLC 43-class names; S2 patch skipped")]
     assert patch not in [item.id for item in result.items]
 
 
 def test_cli_writes_a_valid_catalog(root: Path, tmp_path: Path) -> None:
-    out = tmp_path / "catalog"
-    assert main(["bigearthnet", "--root", str(root), "--out", str(out)]) == 0
-    documents = sorted(p for p in out.rglob("*.json") if p.name != "problems.json")
-    assert len(documents) == 2 + len(data.PATCHES)  # catalog, collection, items
-    for path in documents:
-        assert validate_core(json.loads(path.read_text())) == [], path
-    catalog = pystac.Catalog.from_file(str(out / "catalog.json"))
-    items = sorted(catalog.get_items(recursive=True), key=lambda item: item.id)
-    assert [item.id for item in items] == [patch.s2 for patch in data.PATCHES]
+    items, reported = checks.build_with_cli("bigearthnet", root, tmp_path / "catalog",
+                                     [patch.s2 for patch in data.PATCHES])
     href = items[0].assets["s2_B02"].get_absolute_href()
     assert Path(href) == data.s2_path(root, data.PATCHES[0].s2, "B02.tif")
-    assert json.loads((out / "problems.json").read_text()) == []
+    assert reported == []

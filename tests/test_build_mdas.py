@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
-import pystac
 import pytest
 import rasterio
 from rasterio.warp import transform_bounds
 
-from catalogs.build import main
 from catalogs.builders import mdas
-from catalogs.stac import BuildResult, validate_core
+from tests.data import checks
 from tests.data.mdas import data
 
 S2_L2A = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
@@ -27,14 +23,6 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def broken_root(tmp_path: Path) -> Path:
     return data.make_mdas(tmp_path / "MDAS", broken=True)
-
-
-def _sha256_multihash(content: bytes) -> str:
-    return "1220" + hashlib.sha256(content).hexdigest()
-
-
-def _problems(result: BuildResult) -> list[tuple[str, str]]:
-    return [(p.path, p.reason) for p in result.problems]
 
 
 def test_one_item_per_sub_area_with_its_sensors(root: Path) -> None:
@@ -62,15 +50,9 @@ def test_assets_point_at_their_files(root: Path) -> None:
 
 
 def test_projection_and_file_fields_match_the_files(root: Path) -> None:
-    for item in mdas.build(root).items:
-        for asset in item.assets.values():
-            with rasterio.open(asset.href) as src:
-                assert asset.extra_fields["proj:code"] == f"EPSG:{src.crs.to_epsg()}"
-                assert asset.extra_fields["proj:transform"] == list(src.transform)[:6]
-                assert asset.extra_fields["proj:shape"] == [src.height, src.width]
-                assert asset.extra_fields["gsd"] == src.res[0]
-            content = Path(asset.href).read_bytes()
-            assert asset.extra_fields["file:checksum"] == _sha256_multihash(content)
+    for asset in checks.assets_of(mdas.build(root).items):
+        checks.assert_proj_fields(asset)
+        checks.assert_file_fields(asset)
 
 
 def test_rgb_and_dsm_keep_their_own_grids(root: Path) -> None:
@@ -112,11 +94,7 @@ def test_damaged_and_unexpected_files_are_reported(broken_root: Path) -> None:
         "mdas_sub_area_1", "mdas_sub_area_2", "mdas_sub_area_3"]
     assert list(result.items[2].assets) == ["rgb", "dsm"]  # its Sentinel_2 has 13 bands
     folder = broken_root / data.DATA_FOLDER
-    truncated = str(data.sub_area_path(broken_root, *data.TRUNCATED))
-    problems = _problems(result)
-    assert problems[6][0] == truncated
-    assert problems[6][1].startswith("unreadable raster (")
-    assert problems[:6] + problems[7:] == [
+    assert checks.problems(result) == [
         (str(folder / data.STRAY_FOLDER), "not a sub_area_<N> folder of MDAS"),
         (str(folder / data.MISNAMED), "name is not <modality>_sub_area1.tif"),
         (str(data.sub_area_path(broken_root, *data.UNKNOWN_MODALITY)),
@@ -126,6 +104,8 @@ def test_damaged_and_unexpected_files_are_reported(broken_root: Path) -> None:
         (str(data.sub_area_path(broken_root, 4, "3K_RGB")),
          "4th band is undefined, not alpha: its content is unknown"),
         (str(folder / "sub_area_4"), "no usable rgb: sub-area skipped"),
+        (str(data.sub_area_path(broken_root, *data.TRUNCATED)),
+         checks.StartsWith("unreadable raster (")),
         (str(folder / "sub_area_5"), "no usable dsm: sub-area skipped"),
         (str(folder / "sub_area_6"), "no usable dsm: sub-area skipped"),
     ]
@@ -135,19 +115,12 @@ def test_a_second_file_for_one_asset_is_reported(root: Path) -> None:
     duplicate = data.sub_area_path(root, 1, "3K_dsm")
     duplicate.write_bytes(data.sub_area_path(root, 1, "3K_DSM").read_bytes())
     result = mdas.build(root)
-    assert _problems(result) == [(str(duplicate), "second 3K_dsm file; using 3K_DSM_sub_area1.tif")]
+    assert checks.problems(result) == [
+        (str(duplicate), "second 3K_dsm file; using 3K_DSM_sub_area1.tif")]
     assert result.items[0].assets["dsm"].href == str(data.sub_area_path(root, 1, "3K_DSM"))
 
 
 def test_cli_writes_a_valid_catalog(broken_root: Path, tmp_path: Path) -> None:
-    out = tmp_path / "catalog"
-    assert main(["mdas", "--root", str(broken_root), "--out", str(out)]) == 0
-    stac = [p for p in sorted(out.rglob("*.json")) if p.name != "problems.json"]
-    assert len(stac) == 1 + 1 + 3  # catalog, collection, items
-    assert {str(p): validate_core(json.loads(p.read_text())) for p in stac} == {
-        str(p): [] for p in stac}
-    catalog = pystac.Catalog.from_file(str(out / "catalog.json"))
-    items = sorted(catalog.get_items(recursive=True), key=lambda item: item.id)
-    assert [item.id for item in items] == ["mdas_sub_area_1", "mdas_sub_area_2", "mdas_sub_area_3"]
-    assert Path(items[0].assets["dsm"].get_absolute_href()).is_file()
-    assert len(json.loads((out / "problems.json").read_text())) == 9
+    _, reported = checks.build_with_cli("mdas", broken_root, tmp_path / "catalog",
+                                 ["mdas_sub_area_1", "mdas_sub_area_2", "mdas_sub_area_3"])
+    assert len(reported) == 9

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import pystac
 import pytest
-import rasterio
 
-from catalogs.build import main
 from catalogs.builders import sen12ms_cr
-from catalogs.stac import BuildResult, validate_core
+from catalogs.stac import BuildResult
+from tests.data import checks
 from tests.data.sen12ms_cr import data
 
 VALID_IDS = ["ROIs1158_spring_1_p30", "ROIs1158_spring_1_p31", "ROIs2017_winter_5_p7"]
@@ -30,12 +27,11 @@ def result(root: Path) -> BuildResult:
 
 @pytest.fixture
 def items(result: BuildResult) -> dict[str, pystac.Item]:
-    return {item.id: item for item in result.items}
+    return checks.items_by_id(result)
 
 
 def test_one_item_per_triplet(result: BuildResult) -> None:
-    assert [item.id for item in result.items] == VALID_IDS
-    assert result.problems == []
+    checks.assert_builds_cleanly(result, VALID_IDS)
 
 
 def test_assets_are_the_triplet(root: Path, items: dict[str, pystac.Item]) -> None:
@@ -51,19 +47,15 @@ def test_assets_are_the_triplet(root: Path, items: dict[str, pystac.Item]) -> No
 def test_proj_fields_are_the_files(items: dict[str, pystac.Item]) -> None:
     for item in items.values():
         for asset in item.assets.values():
-            with rasterio.open(asset.href) as src:
-                assert asset.extra_fields["proj:code"] == f"EPSG:{src.crs.to_epsg()}" == data.CRS
-                assert asset.extra_fields["proj:transform"] == list(src.transform)[:6] \
-                    == list(data.TRANSFORM)
-                assert asset.extra_fields["proj:shape"] == [src.height, src.width] \
-                    == [data.SIZE, data.SIZE]
+            checks.assert_proj_fields(asset)
+            assert asset.extra_fields["proj:code"] == data.CRS
+            assert asset.extra_fields["proj:transform"] == list(data.TRANSFORM)
+            assert asset.extra_fields["proj:shape"] == [data.SIZE, data.SIZE]
 
 
 def test_checksums(items: dict[str, pystac.Item]) -> None:
-    for item in items.values():
-        for asset in item.assets.values():
-            digest = hashlib.sha256(Path(asset.href).read_bytes()).hexdigest()
-            assert asset.extra_fields["file:checksum"] == "1220" + digest
+    for asset in checks.assets_of(items.values()):
+        checks.assert_file_fields(asset)
 
 
 def test_sensors_bands_and_polarizations(items: dict[str, pystac.Item]) -> None:
@@ -99,39 +91,26 @@ def test_damaged_files_are_reported_and_the_rest_builds(tmp_path: Path) -> None:
         return str(data.triplet_path(root, *patch, modality))
 
     missing, truncated, three_bands = data.BROKEN_TRIPLETS
-    problems = [(p.path, p.reason) for p in result.problems]
-    assert problems[:2] == [
+    expected_cloudy = path(missing, "s2_cloudy")
+    truncated_cloudy = path(truncated, "s2_cloudy")
+    three_band_s1 = path(three_bands, "s1")
+    assert checks.problems(result) == [
         (str(root / data.STRAY_FOLDER),
          "folder name is not ROIs<id>_<season>_{s1,s2,s2_cloudy}"),
         (str(root / data.MISNAMED), "name is not ROIs2017_winter_s2_5_p<patch>.tif"),
-    ]
-    expected_cloudy = path(missing, "s2_cloudy")
-    assert problems[2:4] == [
         (path(missing, "s1"), f"no s2_cloudy partner: {expected_cloudy}"),
         (path(missing, "s2"), f"no s2_cloudy partner: {expected_cloudy}"),
-    ]
-    (truncated_path, truncated_reason), *rest = problems[4:]
-    assert truncated_path == path(truncated, "s2_cloudy")
-    assert truncated_reason.startswith("unreadable raster (")
-    assert rest == [
-        (path(truncated, "s1"), "its s2_cloudy partner is unusable"),
-        (path(truncated, "s2"), "its s2_cloudy partner is unusable"),
-        (path(three_bands, "s1"), "3 bands, expected 2 (sentinel1_grd)"),
-        (path(three_bands, "s2"), "its s1 partner is unusable"),
-        (path(three_bands, "s2_cloudy"), "its s1 partner is unusable"),
+        (truncated_cloudy, checks.StartsWith("unreadable raster (")),
+        (path(truncated, "s1"), f"unusable s2_cloudy partner: {truncated_cloudy}"),
+        (path(truncated, "s2"), f"unusable s2_cloudy partner: {truncated_cloudy}"),
+        (three_band_s1, "3 bands, expected 2 (sentinel1_grd)"),
+        (path(three_bands, "s2"), f"unusable s1 partner: {three_band_s1}"),
+        (path(three_bands, "s2_cloudy"), f"unusable s1 partner: {three_band_s1}"),
     ]
 
 
 def test_cli_writes_a_valid_catalog(root: Path, tmp_path: Path) -> None:
-    out = tmp_path / "catalog"
-    assert main(["sen12ms-cr", "--root", str(root), "--out", str(out)]) == 0
-    documents = sorted(p for p in out.rglob("*.json") if p.name != "problems.json")
-    assert len(documents) == 2 + len(VALID_IDS)
-    for document in documents:
-        assert validate_core(json.loads(document.read_text())) == [], document
-    catalog = pystac.Catalog.from_file(str(out / "catalog.json"))
-    items = sorted(catalog.get_items(recursive=True), key=lambda item: item.id)
-    assert [item.id for item in items] == VALID_IDS
+    items, reported = checks.build_with_cli("sen12ms-cr", root, tmp_path / "catalog", VALID_IDS)
     assert Path(items[0].assets["s2_cloudy"].get_absolute_href()) == \
         data.triplet_path(root, "ROIs1158_spring", 1, 30, "s2_cloudy")
-    assert json.loads((out / "problems.json").read_text()) == []
+    assert reported == []

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import shutil
 from pathlib import Path
 
 import pystac
 import pytest
-import rasterio
 
-from catalogs.build import main
 from catalogs.builders import spacenet2
-from catalogs.stac import BuildResult, validate_core
+from catalogs.stac import BuildResult
+from tests.data import checks
 from tests.data.spacenet2 import data
 
 IDS = ["AOI_2_Vegas_img1", "AOI_2_Vegas_img2", "AOI_2_Vegas_img3", "AOI_3_Paris_img5"]
-WGS84_A, WGS84_F = 6378137.0, 1 / 298.257223563
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +36,7 @@ def result(root: Path) -> BuildResult:
 
 @pytest.fixture
 def items(result: BuildResult) -> dict[str, pystac.Item]:
-    return {item.id: item for item in result.items}
+    return checks.items_by_id(result)
 
 
 def _chip(item_id: str) -> tuple[str, int]:
@@ -50,8 +45,8 @@ def _chip(item_id: str) -> tuple[str, int]:
 
 
 def test_one_item_per_chip(result: BuildResult) -> None:
-    assert [item.id for item in result.items] == IDS
-    assert result.problems == []  # the pan-sharpened and summary folders are not cataloged
+    # The pan-sharpened and summary folders are not cataloged.
+    checks.assert_builds_cleanly(result, IDS)
 
 
 def test_assets(root: Path, items: dict[str, pystac.Item]) -> None:
@@ -69,21 +64,11 @@ def test_proj_fields_are_the_files(items: dict[str, pystac.Item]) -> None:
     for item_id, item in items.items():
         for key, transform, side in (("pan", data.pan_transform, data.PAN_PX),
                                      ("ms", data.ms_transform, data.MS_PX)):
+            checks.assert_proj_fields(item.assets[key])
             fields = item.assets[key].extra_fields
-            with rasterio.open(item.assets[key].href) as src:
-                assert fields["proj:code"] == f"EPSG:{src.crs.to_epsg()}" == data.CRS
-                assert fields["proj:transform"] == list(src.transform)[:6] \
-                    == transform(*_chip(item_id))
-                assert fields["proj:shape"] == [src.height, src.width] == [side, side]
-
-
-def _pixel_side_m(pixel_deg: float, lat_deg: float) -> float:
-    """Closed-form side (m) of a square of the area of a small WGS84 pixel at ``lat_deg``."""
-    e2 = WGS84_F * (2 - WGS84_F)
-    w = math.sqrt(1 - e2 * math.sin(math.radians(lat_deg)) ** 2)
-    east_west = WGS84_A / w * math.cos(math.radians(lat_deg)) * math.radians(pixel_deg)
-    north_south = WGS84_A * (1 - e2) / w**3 * math.radians(pixel_deg)
-    return math.sqrt(east_west * north_south)
+            assert fields["proj:code"] == data.CRS
+            assert fields["proj:transform"] == transform(*_chip(item_id))
+            assert fields["proj:shape"] == [side, side]
 
 
 def test_gsd_is_in_metres(items: dict[str, pystac.Item]) -> None:
@@ -93,16 +78,13 @@ def test_gsd_is_in_metres(items: dict[str, pystac.Item]) -> None:
             north = item.assets[key].extra_fields["proj:transform"][5]
             lat = north - (side // 2 + 0.5) * pixel_deg
             assert item.assets[key].extra_fields["gsd"] == \
-                pytest.approx(_pixel_side_m(pixel_deg, lat), abs=6e-5), (item_id, key)
+                pytest.approx(checks.wgs84_pixel_side_m(pixel_deg, lat), abs=6e-5), (item_id, key)
     assert items["AOI_2_Vegas_img1"].assets["pan"].extra_fields["gsd"] == 0.2696  # at 36.26 N
 
 
 def test_checksums(items: dict[str, pystac.Item]) -> None:
-    for item in items.values():
-        for asset in item.assets.values():
-            digest = hashlib.sha256(Path(asset.href).read_bytes()).hexdigest()
-            assert asset.extra_fields["file:checksum"] == "1220" + digest
-            assert asset.extra_fields["file:size"] == Path(asset.href).stat().st_size
+    for asset in checks.assets_of(items.values()):
+        checks.assert_file_fields(asset)
 
 
 def test_bands(items: dict[str, pystac.Item]) -> None:
@@ -148,26 +130,20 @@ def test_damaged_files_are_reported_and_the_rest_builds(root: Path, tmp_path: Pa
     result = spacenet2.build(copy)
     assert [item.id for item in result.items] == ["AOI_2_Vegas_img1", "AOI_2_Vegas_img3"]
     assert "buildings" not in result.items[0].assets  # its GeoJSON is damaged
-    problems = [(p.path, p.reason) for p in result.problems]
-    assert problems[:2] == [
+    truncated, wrong_band_count = str(copy / data.TRUNCATED), str(copy / data.WRONG_BAND_COUNT)
+    assert checks.problems(result) == [
         (str(copy / data.TEST_FOLDER), "folder name is not AOI_<n>_<City>_Train"),
         (str(copy / data.MISNAMED), "name is not PAN_AOI_2_Vegas_img<k>.tif"),
-    ]
-    (bad_geojson, geojson_reason), (truncated, truncated_reason), *rest = problems[2:]
-    assert bad_geojson == str(copy / data.BAD_GEOJSON)
-    assert geojson_reason.startswith("unreadable GeoJSON (")
-    assert truncated == str(copy / data.TRUNCATED)
-    assert truncated_reason.startswith("unreadable raster (")
-    assert rest == [
-        (str(data.chip_path(copy, "AOI_2_Vegas", 2, "MUL")),
-         "chip AOI_2_Vegas_img2: its pan is unusable"),
+        (str(copy / data.BAD_GEOJSON), checks.StartsWith("unreadable GeoJSON (")),
+        (truncated, checks.StartsWith("unreadable raster (")),
+        (str(data.chip_path(copy, "AOI_2_Vegas", 2, "MUL")), f"unusable pan partner: {truncated}"),
         (str(data.chip_path(copy, "AOI_2_Vegas", 2, "buildings")),
-         "chip AOI_2_Vegas_img2: its pan is unusable"),
-        (str(copy / data.WRONG_BAND_COUNT), "4 bands, expected 8 (worldview3_ms)"),
+         f"unusable pan partner: {truncated}"),
+        (wrong_band_count, "4 bands, expected 8 (worldview3_ms)"),
         (str(data.chip_path(copy, "AOI_3_Paris", 5, "PAN")),
-         "chip AOI_3_Paris_img5: its ms is unusable"),
+         f"unusable ms partner: {wrong_band_count}"),
         (str(data.chip_path(copy, "AOI_3_Paris", 5, "buildings")),
-         "chip AOI_3_Paris_img5: its ms is unusable"),
+         f"unusable ms partner: {wrong_band_count}"),
     ]
 
 
@@ -175,22 +151,15 @@ def test_missing_partner_is_reported(root: Path, tmp_path: Path) -> None:
     copy = shutil.copytree(root, tmp_path / "copy")
     data.chip_path(copy, "AOI_3_Paris", 5, "MUL").unlink()
     result = spacenet2.build(copy)
-    assert [(p.path, p.reason) for p in result.problems] == [
-        (str(data.chip_path(copy, "AOI_3_Paris", 5, product)), "chip AOI_3_Paris_img5 has no ms")
+    expected = data.chip_path(copy, "AOI_3_Paris", 5, "MUL")
+    assert checks.problems(result) == [
+        (str(data.chip_path(copy, "AOI_3_Paris", 5, product)), f"no ms partner: {expected}")
         for product in ("PAN", "buildings")]
     assert [item.id for item in result.items] == IDS[:3]
 
 
 def test_cli_writes_a_valid_catalog(root: Path, tmp_path: Path) -> None:
-    out = tmp_path / "catalog"
-    assert main(["spacenet2", "--root", str(root), "--out", str(out)]) == 0
-    documents = sorted(p for p in out.rglob("*.json") if p.name != "problems.json")
-    assert len(documents) == 2 + len(IDS)
-    for document in documents:
-        assert validate_core(json.loads(document.read_text())) == [], document
-    catalog = pystac.Catalog.from_file(str(out / "catalog.json"))
-    items = sorted(catalog.get_items(recursive=True), key=lambda item: item.id)
-    assert [item.id for item in items] == IDS
+    items, reported = checks.build_with_cli("spacenet2", root, tmp_path / "catalog", IDS)
     assert Path(items[0].assets["buildings"].get_absolute_href()) == \
         data.chip_path(root, "AOI_2_Vegas", 1, "buildings")
-    assert json.loads((out / "problems.json").read_text()) == []
+    assert reported == []

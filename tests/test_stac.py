@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
+from affine import Affine
 from rasterio.transform import from_origin
 
 from catalogs.collections import source_collection
@@ -21,15 +21,13 @@ from catalogs.stac import (
     validate_tree,
     write_catalog,
 )
+from tests.data import checks
+from tests.data.rasters import write_geotiff
 
 
 def _dsm(path: Path, crs: str | None = "EPSG:32632", count: int = 1) -> Path:
-    profile = {"driver": "GTiff", "width": 8, "height": 6, "count": count, "dtype": "float32"}
-    if crs:
-        profile.update(crs=crs, transform=from_origin(700_000, 5_350_000, 0.5, 0.5))
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(np.ones((count, 6, 8), dtype=np.float32))
-    return path
+    transform = from_origin(700_000, 5_350_000, 0.5, 0.5) if crs else None
+    return write_geotiff(path, np.ones((count, 6, 8), dtype=np.float32), crs, transform)
 
 
 def test_raster_asset_reads_the_grid(tmp_path: Path) -> None:
@@ -39,6 +37,19 @@ def test_raster_asset_reads_the_grid(tmp_path: Path) -> None:
     assert fields["proj:transform"] == [0.5, 0.0, 700_000.0, 0.0, -0.5, 5_350_000.0]
     assert fields["proj:bbox"] == [700_000.0, 5_349_997.0, 700_004.0, 5_350_000.0]
     assert fields["gsd"] == 0.5 and fields["msgfm:sensor"] == "dsm"
+
+
+def test_raster_asset_gsd_is_in_metres_in_a_geographic_crs(tmp_path: Path) -> None:
+    pixel_deg, north = 1e-5, 48.0
+    path = write_geotiff(tmp_path / "wgs84.tif", np.ones((1, 6, 8), dtype=np.float32),
+                         "EPSG:4326", Affine(pixel_deg, 0.0, 11.0, 0.0, -pixel_deg, north))
+    fields = raster_asset(path, get_sensor("dsm")).extra_fields
+    assert fields["proj:code"] == "EPSG:4326"
+    assert fields["proj:transform"] == [pixel_deg, 0.0, 11.0, 0.0, -pixel_deg, north]
+    centre_lat = north - (6 // 2 + 0.5) * pixel_deg  # of the centre pixel, row 3
+    expected = checks.wgs84_pixel_side_m(pixel_deg, centre_lat)
+    assert fields["gsd"] == pytest.approx(expected, abs=6e-5)
+    assert fields["gsd"] == 0.9109  # rounded to 0.1 mm
 
 
 def test_raster_asset_errors_name_file_and_reason(tmp_path: Path) -> None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pystac
 from PIL import Image, UnidentifiedImageError
-from pystac.utils import datetime_to_str
 
 from catalogs.sensors import Sensor, get_sensor
-from catalogs.stac import BuildResult, SourceFileError, make_item, picture_asset
+from catalogs.stac import BuildResult, SourceFileError, picture_asset, picture_item
 
 
 @dataclass(frozen=True)
@@ -92,26 +93,24 @@ def _image_item(folder: Path, path: Path, used_ids: set[str],
     constituent = CONSTITUENTS[folder.name]
     relative = path.relative_to(folder)
     item_id = f"geopile_{folder.name}_{relative.with_suffix('').as_posix().replace('/', '_')}"
+    properties: dict[str, Any] = {"geopile:constituent": folder.name,
+                                  "geopile:gsd_range_m": list(constituent.gsd_range_m)}
+    if constituent.labelled and len(relative.parts) > 1:
+        properties["geopile:label"] = relative.parts[0]
     try:
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise SourceFileError(path, f"suffix {path.suffix!r} is not one of an image")
-        if item_id in used_ids:
-            raise SourceFileError(path, f"a second image with the Item id {item_id!r}")
-        sensor = _sensor(path, [get_sensor(name) for name in constituent.sensors])
-        asset = picture_asset(path, sensor, gsd_m=constituent.gsd_m)
+        return picture_item(item_id, path, partial(_image_asset, path, constituent), DATE_RANGE,
+                            properties, used_ids)
     except SourceFileError as error:
         result.skip(error)
         return None
-    used_ids.add(item_id)
-    properties = {
-        "start_datetime": datetime_to_str(DATE_RANGE[0]),
-        "end_datetime": datetime_to_str(DATE_RANGE[1]),
-        "geopile:constituent": folder.name,
-        "geopile:gsd_range_m": list(constituent.gsd_range_m),
-    }
-    if constituent.labelled and len(relative.parts) > 1:
-        properties["geopile:label"] = relative.parts[0]
-    return make_item(item_id, {"image": asset}, None, properties)
+
+
+def _image_asset(path: Path, constituent: Constituent) -> pystac.Asset:
+    """The picture's Asset, as the sensor of ``constituent`` with the picture's band count."""
+    sensor = _sensor(path, [get_sensor(name) for name in constituent.sensors])
+    return picture_asset(path, sensor, gsd_m=constituent.gsd_m)
 
 
 def _sensor(path: Path, candidates: list[Sensor]) -> Sensor:

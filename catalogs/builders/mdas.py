@@ -9,11 +9,16 @@ from pathlib import Path
 import pystac
 import rasterio
 import rasterio.errors
-from pystac.utils import datetime_to_str
 from rasterio.enums import ColorInterp
 
 from catalogs.sensors import Sensor, get_sensor
-from catalogs.stac import BuildResult, SourceFileError, make_item, raster_asset
+from catalogs.stac import (
+    BuildResult,
+    SourceFileError,
+    datetime_range,
+    make_item,
+    raster_asset,
+)
 
 DATA_FOLDER = "Augsburg_data_4_publication"
 # All MDAS data were collected on 7 May 2018 (Hu et al., 2023, ESSD 15, 113-131, abstract);
@@ -115,11 +120,7 @@ def _sub_area_item(number: int, folder: Path, result: BuildResult) -> pystac.Ite
     if missing:
         result.skip(SourceFileError(folder, f"no usable {' and '.join(missing)}: sub-area skipped"))
         return None
-    properties = {
-        "start_datetime": datetime_to_str(ACQUISITION_DAY[0]),
-        "end_datetime": datetime_to_str(ACQUISITION_DAY[1]),
-        "mdas:sub_area": number,
-    }
+    properties = {**datetime_range(*ACQUISITION_DAY), "mdas:sub_area": number}
     return make_item(f"mdas_sub_area_{number}", assets, None, properties,
                      footprint_asset=FOOTPRINT_ASSET)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pystac
-from pystac.utils import datetime_to_str
 
 from catalogs.sensors import get_sensor
-from catalogs.stac import BuildResult, SourceFileError, make_item, picture_asset
+from catalogs.stac import BuildResult, SourceFileError, picture_asset, picture_item
 
 # Split -> how many label folders (levels L1..L3) its images may sit under.
 SPLIT_LABEL_DEPTHS: dict[str, tuple[int, ...]] = {"train": (2, 3), "test": (0,)}
@@ -70,25 +70,22 @@ def _image_item(split_dir: Path, path: Path, used_ids: set[str],
                 result: BuildResult) -> pystac.Item | None:
     """The Item of one image, or None with the file reported."""
     try:
-        labels = _labels(split_dir, path)
-        item_id = f"millionaid_{split_dir.name}_{path.stem}"
-        if item_id in used_ids:
-            raise SourceFileError(path, f"a second image with the Item id {item_id!r}")
-        asset = picture_asset(path, get_sensor(SENSOR))
-        if asset.media_type != pystac.MediaType.JPEG:
-            raise SourceFileError(
-                path, f"not a JPEG (decodes as {asset.media_type or 'another format'})")
+        properties = {"millionaid:split": split_dir.name,
+                      "millionaid:labels": _labels(split_dir, path)}
+        return picture_item(f"millionaid_{split_dir.name}_{path.stem}", path,
+                            partial(_jpeg_asset, path), DATE_RANGE, properties, used_ids)
     except SourceFileError as error:
         result.skip(error)
         return None
-    used_ids.add(item_id)
-    properties = {
-        "start_datetime": datetime_to_str(DATE_RANGE[0]),
-        "end_datetime": datetime_to_str(DATE_RANGE[1]),
-        "millionaid:split": split_dir.name,
-        "millionaid:labels": labels,
-    }
-    return make_item(item_id, {"image": asset}, None, properties)
+
+
+def _jpeg_asset(path: Path) -> pystac.Asset:
+    """The picture's Asset, checked to be a JPEG."""
+    asset = picture_asset(path, get_sensor(SENSOR))
+    if asset.media_type != pystac.MediaType.JPEG:
+        raise SourceFileError(
+            path, f"not a JPEG (decodes as {asset.media_type or 'another format'})")
+    return asset
 
 
 def _labels(split_dir: Path, path: Path) -> list[str]:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
-import pystac
-from pystac.utils import datetime_to_str
-
 from catalogs.sensors import get_sensor
-from catalogs.stac import BuildResult, SourceFileError, make_item, raster_asset
+from catalogs.stac import (
+    BuildResult,
+    SourceFileError,
+    assemble_assets,
+    datetime_range,
+    make_item,
+    raster_asset,
+)
 
 # SEN12MS covers the four meteorological seasons December 2016 - November 2017 (Schmitt et al.,
 # 2019, ISPRS Annals IV-2/W7); a patch carries no acquisition time, only its season's interval.
@@ -55,6 +61,10 @@ class Patch:
         return f"{self.season_folder}_{kind}_{self.scene}_p{self.patch}.tif"
 
 
+# Every patch's files by asset key.
+PatchFiles = dict[Patch, dict[str, Path]]
+
+
 def build(root: Path) -> BuildResult:
     """Catalog a local copy of SEN12MS: one Item per patch, assets ``s1``, ``s2`` and ``lc``.
 
@@ -81,17 +91,42 @@ def build(root: Path) -> BuildResult:
     Returns:
         The Items, sorted by season folder, scene and patch, and the skipped files.
     """
+    return build_patches(Path(root), _find_patches, ASSET_SENSORS, REQUIRED_ASSETS, _patch_path)
+
+
+def build_patches(root: Path, find_patches: Callable[[Path, BuildResult], PatchFiles],
+                  asset_sensors: Mapping[str, Sequence[str]], required: Sequence[str],
+                  patch_path: Callable[[Path, Patch, str], Path]) -> BuildResult:
+    """Catalog a layout of SEN12MS patches (SEN12MS's own, SEN12MS-CR's): one Item per patch.
+
+    Args:
+        root: the folder holding the layout.
+        find_patches: every patch's files by asset key under ``root``, the files outside the
+            layout reported.
+        asset_sensors: asset key -> candidate registry sensors, as :data:`ASSET_SENSORS`.
+        required: the asset keys a patch cannot do without; the files of a patch that lacks a
+            usable one are reported (:func:`~catalogs.stac.assemble_assets`).
+        patch_path: where the layout under ``root`` puts the file of a patch's asset key.
+
+    Returns:
+        The Items, sorted by season folder, scene and patch, footprint from s2, with
+        :func:`season_properties`; and the skipped files.
+    """
     result = BuildResult()
-    for patch, files in sorted(_find_patches(Path(root), result).items()):
-        item = _patch_item(patch, files, result)
-        if item is not None:
-            result.items.append(item)
+    makers = {key: partial(raster_asset, sensor=[get_sensor(name) for name in names])
+              for key, names in asset_sensors.items()}
+    for patch, files in sorted(find_patches(root, result).items()):
+        assets = assemble_assets(files, makers, required, result,
+                                 partial(patch_path, root, patch))
+        if assets is not None:
+            result.items.append(make_item(patch.item_id, assets, None, season_properties(patch),
+                                          footprint_asset=FOOTPRINT_ASSET))
     return result
 
 
-def _find_patches(root: Path, result: BuildResult) -> dict[Patch, dict[str, Path]]:
+def _find_patches(root: Path, result: BuildResult) -> PatchFiles:
     """Every patch's files by kind, reporting folders and files outside the layout."""
-    patches: dict[Patch, dict[str, Path]] = {}
+    patches: PatchFiles = {}
     for season_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         if not _SEASON_FOLDER.fullmatch(season_dir.name):
             result.skip(SourceFileError(season_dir, "folder name is not ROIs<id>_<season>"))
@@ -120,41 +155,15 @@ def _parse_patch(path: Path, season_folder: str, kind: str, scene: int) -> Patch
     return Patch(season_folder, scene, int(match[1]))
 
 
-def _patch_item(patch: Patch, files: dict[str, Path], result: BuildResult) -> pystac.Item | None:
-    """The Item of one patch, or None (with its files reported) if s1 or s2 is missing/unusable."""
-    missing = [kind for kind in REQUIRED_ASSETS if kind not in files]
-    if missing:
-        expected = ", ".join(_sibling(next(iter(files.values())), patch, k) for k in missing)
-        for path in files.values():
-            result.skip(SourceFileError(path, f"no {' and '.join(missing)} partner: {expected}"))
-        return None
-    assets: dict[str, pystac.Asset] = {}
-    for kind in ASSET_SENSORS:
-        if kind in files:
-            try:
-                assets[kind] = raster_asset(
-                    files[kind], [get_sensor(name) for name in ASSET_SENSORS[kind]])
-            except SourceFileError as error:
-                result.skip(error)
-    unusable = [str(files[kind]) for kind in REQUIRED_ASSETS if kind not in assets]
-    if unusable:
-        for kind in assets:
-            result.skip(SourceFileError(files[kind], f"unusable partner: {', '.join(unusable)}"))
-        return None
-    return make_item(patch.item_id, assets, None, _properties(patch),
-                     footprint_asset=FOOTPRINT_ASSET)
+def _patch_path(root: Path, patch: Patch, kind: str) -> Path:
+    """Where the layout puts the ``kind`` file of ``patch``."""
+    return root / patch.season_folder / f"{kind}_{patch.scene}" / patch.file_name(kind)
 
 
-def _sibling(path: Path, patch: Patch, kind: str) -> str:
-    """Where the layout puts the ``kind`` file of the patch that ``path`` belongs to."""
-    return str(path.parent.parent / f"{kind}_{patch.scene}" / patch.file_name(kind))
-
-
-def _properties(patch: Patch) -> dict[str, str | int]:
-    start, end = SEASON_INTERVALS[patch.season]
+def season_properties(patch: Patch) -> dict[str, str | int]:
+    """A SEN12MS patch's season interval, season, scene and patch number as Item properties."""
     return {
-        "start_datetime": datetime_to_str(start),
-        "end_datetime": datetime_to_str(end),
+        **datetime_range(*SEASON_INTERVALS[patch.season]),
         "sen12ms:season": patch.season,
         "sen12ms:scene": patch.scene,
         "sen12ms:patch": patch.patch,

@@ -5,12 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pystac
-from pystac.utils import datetime_to_str
-
-from catalogs.builders.sen12ms import SEASON_INTERVALS, Patch
-from catalogs.sensors import get_sensor
-from catalogs.stac import BuildResult, SourceFileError, make_item, raster_asset
+from catalogs.builders.sen12ms import SEASON_INTERVALS, Patch, PatchFiles, build_patches
+from catalogs.stac import BuildResult, SourceFileError
 
 # Asset key (also the modality in folder and file names) -> candidate registry sensors, chosen
 # by band count. Every asset is required: a triplet is cloud-free s2, cloudy s2 and s1.
@@ -19,7 +15,6 @@ ASSET_SENSORS: dict[str, tuple[str, ...]] = {
     "s2": ("sentinel2_l1c", "sentinel2_l2a"),
     "s2_cloudy": ("sentinel2_l1c", "sentinel2_l2a"),
 }
-FOOTPRINT_ASSET = "s2"
 
 _MODALITY_FOLDER = re.compile(
     r"(?P<season_folder>ROIs\d+_(?:" + "|".join(SEASON_INTERVALS) + r"))"
@@ -59,18 +54,13 @@ def build(root: Path) -> BuildResult:
     Returns:
         The Items, sorted by season folder, scene and patch, and the skipped files.
     """
-    root = Path(root)
-    result = BuildResult()
-    for patch, files in sorted(_find_triplets(root, result).items()):
-        item = _triplet_item(root, patch, files, result)
-        if item is not None:
-            result.items.append(item)
-    return result
+    return build_patches(Path(root), _find_triplets, ASSET_SENSORS, list(ASSET_SENSORS),
+                         _member_path)
 
 
-def _find_triplets(root: Path, result: BuildResult) -> dict[Patch, dict[str, Path]]:
+def _find_triplets(root: Path, result: BuildResult) -> PatchFiles:
     """Every patch's files by modality, reporting folders and files outside the layout."""
-    patches: dict[Patch, dict[str, Path]] = {}
+    patches: PatchFiles = {}
     for modality_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         match = _MODALITY_FOLDER.fullmatch(modality_dir.name)
         if match is None:
@@ -95,43 +85,7 @@ def _find_triplets(root: Path, result: BuildResult) -> dict[Patch, dict[str, Pat
     return patches
 
 
-def _triplet_item(root: Path, patch: Patch, files: dict[str, Path],
-                  result: BuildResult) -> pystac.Item | None:
-    """The Item of one triplet, or None (its files reported) if a member is missing/unusable."""
-    missing = [modality for modality in ASSET_SENSORS if modality not in files]
-    if missing:
-        expected = ", ".join(str(_member_path(root, patch, m)) for m in missing)
-        for path in files.values():
-            result.skip(SourceFileError(path, f"no {' and '.join(missing)} partner: {expected}"))
-        return None
-    assets: dict[str, pystac.Asset] = {}
-    for modality, sensors in ASSET_SENSORS.items():
-        try:
-            assets[modality] = raster_asset(files[modality], [get_sensor(s) for s in sensors])
-        except SourceFileError as error:
-            result.skip(error)
-    unusable = [modality for modality in ASSET_SENSORS if modality not in assets]
-    if unusable:
-        for modality in assets:
-            result.skip(SourceFileError(
-                files[modality], f"its {' and '.join(unusable)} partner is unusable"))
-        return None
-    return make_item(patch.item_id, assets, None, _properties(patch),
-                     footprint_asset=FOOTPRINT_ASSET)
-
-
 def _member_path(root: Path, patch: Patch, modality: str) -> Path:
     """Where the layout puts the ``modality`` file of ``patch``."""
     return (root / f"{patch.season_folder}_{modality}" / f"{modality}_{patch.scene}"
             / patch.file_name(modality))
-
-
-def _properties(patch: Patch) -> dict[str, str | int]:
-    start, end = SEASON_INTERVALS[patch.season]
-    return {
-        "start_datetime": datetime_to_str(start),
-        "end_datetime": datetime_to_str(end),
-        "sen12ms:season": patch.season,
-        "sen12ms:scene": patch.scene,
-        "sen12ms:patch": patch.patch,
-    }

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
-import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pystac
-from pyproj import CRS
-from pystac.utils import datetime_to_str
 
 from catalogs.sensors import get_sensor
-from catalogs.stac import BuildResult, SourceFileError, file_checksum, make_item, raster_asset
+from catalogs.stac import (
+    BuildResult,
+    SourceFileError,
+    assemble_assets,
+    datetime_range,
+    file_fields,
+    make_item,
+    raster_asset,
+)
 
 # Asset key -> (product folder, registry sensor); the product folder is also the file prefix.
 RASTER_PRODUCTS: dict[str, tuple[str, str]] = {
@@ -37,6 +44,8 @@ AOI_ACQUISITIONS: dict[int, datetime] = {2: datetime(2015, 10, 22, 18, 36, 56, t
 UNDATED_RANGE = (datetime(2014, 8, 13, tzinfo=UTC), datetime(2017, 3, 22, tzinfo=UTC))
 
 _AOI_FOLDER = re.compile(r"(?P<aoi>AOI_(?P<number>\d+)_[A-Za-z]+)_Train")
+# Asset key -> (folder, file name prefix, suffix) of an AOI's chip files.
+_ChipLayout = dict[str, tuple[Path, str, str]]
 
 
 def build(root: Path) -> BuildResult:
@@ -83,26 +92,39 @@ def build(root: Path) -> BuildResult:
         if match is None:
             result.skip(SourceFileError(aoi_dir, "folder name is not AOI_<n>_<City>_Train"))
             continue
-        chips = _find_chips(aoi_dir, match["aoi"], result)
-        for number, files in sorted(chips.items()):
-            item = _chip_item(f"{match['aoi']}_img{number}", int(match["number"]), files, result)
+        layout = _chip_layout(aoi_dir, match["aoi"])
+        for number, files in sorted(_find_chips(aoi_dir, layout, result).items()):
+            item = _chip_item(f"{match['aoi']}_img{number}", int(match["number"]), files,
+                              partial(_chip_path, layout, number), result)
             if item is not None:
                 result.items.append(item)
     return result
 
 
-def _find_chips(aoi_dir: Path, aoi: str, result: BuildResult) -> dict[int, dict[str, Path]]:
+def _chip_layout(aoi_dir: Path, aoi: str) -> _ChipLayout:
+    """Where the files of the chips of ``aoi`` lie and how they are named."""
+    layout = {key: (aoi_dir / folder, f"{folder}_{aoi}_img", ".tif")
+              for key, (folder, _) in RASTER_PRODUCTS.items()}
+    layout[LABEL_ASSET] = (aoi_dir / LABEL_FOLDER, f"buildings_{aoi}_img", ".geojson")
+    return layout
+
+
+def _chip_path(layout: _ChipLayout, number: int, key: str) -> Path:
+    """Where ``layout`` puts the ``key`` file of chip ``number``."""
+    folder, prefix, suffix = layout[key]
+    return folder / f"{prefix}{number}{suffix}"
+
+
+def _find_chips(aoi_dir: Path, layout: _ChipLayout,
+                result: BuildResult) -> dict[int, dict[str, Path]]:
     """Every chip's files by asset key, reporting folders and files outside the layout."""
-    folders = {key: (aoi_dir / folder, f"{folder}_{aoi}_img", ".tif")
-               for key, (folder, _) in RASTER_PRODUCTS.items()}
-    folders[LABEL_ASSET] = (aoi_dir / LABEL_FOLDER, f"buildings_{aoi}_img", ".geojson")
-    known = {path for path, _, _ in folders.values()}
+    known = {folder for folder, _, _ in layout.values()}
     known.update(aoi_dir / name for name in (*UNCATALOGED_FOLDERS, LABEL_FOLDER.parent.name))
     for path in sorted(aoi_dir.iterdir()):
         if path not in known:
             result.skip(SourceFileError(path, "not a folder of the SpaceNet 2 layout"))
     chips: dict[int, dict[str, Path]] = {}
-    for key, (folder, prefix, suffix) in folders.items():
+    for key, (folder, prefix, suffix) in layout.items():
         for path in sorted(folder.iterdir()) if folder.is_dir() else ():
             match = re.fullmatch(rf"{prefix}(\d+){re.escape(suffix)}", path.name)
             if not path.is_file() or match is None:
@@ -113,54 +135,18 @@ def _find_chips(aoi_dir: Path, aoi: str, result: BuildResult) -> dict[int, dict[
 
 
 def _chip_item(item_id: str, aoi_number: int, files: dict[str, Path],
-               result: BuildResult) -> pystac.Item | None:
+               expected_path: Callable[[str], Path], result: BuildResult) -> pystac.Item | None:
     """The Item of one chip, or None (its files reported) if pan or ms is missing/unusable."""
-    missing = [key for key in RASTER_PRODUCTS if key not in files]
-    if missing:
-        for path in files.values():
-            result.skip(SourceFileError(path, f"chip {item_id} has no {' and '.join(missing)}"))
+    makers: dict[str, Callable[[Path], pystac.Asset]] = {
+        key: partial(raster_asset, sensor=get_sensor(sensor))
+        for key, (_, sensor) in RASTER_PRODUCTS.items()}
+    makers[LABEL_ASSET] = _buildings_asset
+    assets = assemble_assets(files, makers, list(RASTER_PRODUCTS), result, expected_path)
+    if assets is None:
         return None
-    assets: dict[str, pystac.Asset] = {}
-    for key, (_, sensor) in RASTER_PRODUCTS.items():
-        try:
-            assets[key] = _raster_asset_m(files[key], sensor)
-        except SourceFileError as error:
-            result.skip(error)
-    unusable = [key for key in RASTER_PRODUCTS if key not in assets]
-    if unusable:
-        for key in [*assets, *([LABEL_ASSET] if LABEL_ASSET in files else [])]:
-            result.skip(SourceFileError(
-                files[key], f"chip {item_id}: its {' and '.join(unusable)} is unusable"))
-        return None
-    if LABEL_ASSET in files:
-        try:
-            assets[LABEL_ASSET] = _buildings_asset(files[LABEL_ASSET])
-        except SourceFileError as error:
-            result.skip(error)
     when = AOI_ACQUISITIONS.get(aoi_number)
     return make_item(item_id, assets, when, _time_properties(when),
                      footprint_asset=FOOTPRINT_ASSET)
-
-
-def _raster_asset_m(path: Path, sensor: str) -> pystac.Asset:
-    """:func:`raster_asset` with ``gsd`` in metres also for rasters in a geographic CRS."""
-    asset = raster_asset(path, get_sensor(sensor))
-    fields = asset.extra_fields
-    crs = CRS.from_user_input(fields["proj:code"] or fields["proj:wkt2"])
-    if crs.is_geographic:
-        fields["gsd"] = round(_pixel_side_m(crs, fields["proj:transform"], fields["proj:shape"]), 4)
-    return asset
-
-
-def _pixel_side_m(crs: CRS, transform: list[float], shape: list[int]) -> float:
-    """Side of a square of the same ground area as the centre pixel of a geographic grid."""
-    a, _, c, _, e, f = transform
-    lon = c + a * (shape[1] // 2 + 0.5)
-    lat = f + e * (shape[0] // 2 + 0.5)
-    geod = crs.get_geod()
-    _, _, east_west = geod.inv(lon - a / 2, lat, lon + a / 2, lat)
-    _, _, north_south = geod.inv(lon, lat - e / 2, lon, lat + e / 2)
-    return math.sqrt(east_west * north_south)
 
 
 def _buildings_asset(path: Path) -> pystac.Asset:
@@ -171,14 +157,10 @@ def _buildings_asset(path: Path) -> pystac.Asset:
         raise SourceFileError(path, f"unreadable GeoJSON ({error})") from error
     if not isinstance(collection, dict) or collection.get("type") != "FeatureCollection":
         raise SourceFileError(path, "not a GeoJSON FeatureCollection")
-    extra = {"msgfm:sensor": LABEL_SENSOR, "file:checksum": file_checksum(path),
-             "file:size": path.stat().st_size}
+    extra = {"msgfm:sensor": LABEL_SENSOR, **file_fields(path)}
     return pystac.Asset(href=str(path), media_type=pystac.MediaType.GEOJSON, roles=["labels"],
                         extra_fields=extra)
 
 
 def _time_properties(when: datetime | None) -> dict[str, str]:
-    if when is not None:
-        return {}
-    start, end = UNDATED_RANGE
-    return {"start_datetime": datetime_to_str(start), "end_datetime": datetime_to_str(end)}
+    return {} if when is not None else datetime_range(*UNDATED_RANGE)

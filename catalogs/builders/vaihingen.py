@@ -11,12 +11,12 @@ import pystac
 import rasterio
 import rasterio.crs
 import rasterio.errors
-from pystac.utils import datetime_to_str
 
 from catalogs.sensors import get_sensor
 from catalogs.stac import (
     BuildResult,
     SourceFileError,
+    datetime_range,
     make_item,
     picture_asset,
     raster_asset,
@@ -138,8 +138,7 @@ def _area_item(area: int, files: dict[str, Path], result: BuildResult) -> pystac
                 return None
             result.skip(error)
     properties = {
-        "start_datetime": datetime_to_str(ACQUISITION_RANGE[0]),
-        "end_datetime": datetime_to_str(ACQUISITION_RANGE[1]),
+        **datetime_range(*ACQUISITION_RANGE),
         "vaihingen:area": area,
         "vaihingen:split": "train" if area in TRAIN_AREAS else "test",
     }
@@ -155,9 +154,7 @@ def _image_asset(path: Path, sensor_name: str, roles: tuple[str, ...]) -> pystac
         return raster_asset(path, sensor, roles)
     if count != sensor.num_bands:
         raise SourceFileError(path, f"{count} bands, expected {sensor.num_bands} ({sensor.name})")
-    asset = picture_asset(path, sensor, roles, gsd_m=GSD_M)  # decodes every pixel
-    asset.media_type = pystac.MediaType.TIFF
-    return asset
+    return picture_asset(path, sensor, roles, gsd_m=GSD_M)  # decodes every pixel
 
 
 def _crs_and_band_count(path: Path) -> tuple[rasterio.crs.CRS | None, int]:

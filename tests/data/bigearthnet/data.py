@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 
-from tests.data.sen12ms.data import write_geotiff
+from tests.data.rasters import write_geotiff
 
 SEED = 0
 CRS = "EPSG:32633"  # UTM 33N, as the real patches of tile 33UUP

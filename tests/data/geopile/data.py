@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from tests.data.rasters import write_picture
 
 SEED = 0
 SIZE = (20, 12)  # width, height
@@ -27,16 +28,6 @@ GRAYSCALE_NAIP = "NAIP/images/m_3807504_ne_18_1_0003.png"
 NOT_AN_IMAGE = "MLRSNet/bridge/readme.txt"
 DUPLICATE_ID = "RSD46-WHU/airport/airport_0001.png"
 STRAY_FOLDER = "UCMerced"
-FORMATS = {".jpg": "JPEG", ".png": "PNG", ".tif": "TIFF"}
-
-
-def write_picture(path: Path, rng: np.random.Generator, mode: str) -> None:
-    """Write a random picture of ``SIZE`` in the format its suffix names, creating its folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    bands = len(mode)
-    pixels = rng.integers(0, 256, (SIZE[1], SIZE[0], bands), dtype=np.uint8)
-    Image.fromarray(pixels.squeeze(axis=2) if bands == 1 else pixels, mode).save(
-        path, format=FORMATS[path.suffix])
 
 
 def make_geopile(root: Path, broken: bool = False) -> Path:
@@ -52,12 +43,12 @@ def make_geopile(root: Path, broken: bool = False) -> Path:
     """
     rng = np.random.default_rng(SEED)
     for relative, mode in VALID_IMAGES.items():
-        write_picture(root / relative, rng, mode)
+        write_picture(root / relative, rng, SIZE, mode)
     if broken:
         for relative, mode in ((TRUNCATED, "RGB"), (RGBA_OUTSIDE_NAIP, "RGBA"),
                                (GRAYSCALE_NAIP, "L"), (DUPLICATE_ID, "RGB"),
                                (f"{STRAY_FOLDER}/agricultural/agricultural00.tif", "RGB")):
-            write_picture(root / relative, rng, mode)
+            write_picture(root / relative, rng, SIZE, mode)
         truncated = root / TRUNCATED
         truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
         (root / NOT_AN_IMAGE).write_text("not an image\n")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.enums import ColorInterp
+
+from tests.data.rasters import write_geotiff
 
 SEED = 0
 DATA_FOLDER = "Augsburg_data_4_publication"
@@ -53,26 +54,13 @@ def sub_area_path(root: Path, number: int, modality: str) -> Path:
     return root / DATA_FOLDER / f"sub_area_{number}" / f"{modality}_sub_area{number}.tif"
 
 
-def write_geotiff(path: Path, data: np.ndarray, pixel_m: float,
-                  colorinterp: list[ColorInterp] | None = None) -> None:
-    """Write ``data`` (bands, rows, cols) as a GeoTIFF on a grid at ``ORIGIN``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count, height, width = data.shape
-    photometric = "RGB" if colorinterp else "MINISBLACK"
-    transform = Affine(pixel_m, 0.0, ORIGIN[0], 0.0, -pixel_m, ORIGIN[1])
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count,
-                       dtype=data.dtype, crs=CRS, transform=transform,
-                       photometric=photometric) as dst:
-        if colorinterp:  # before the pixels: GDAL cannot change it once they are written
-            dst.colorinterp = colorinterp
-        dst.write(data)
-
-
 def _write_modality(rng: np.random.Generator, path: Path, modality: str,
                     bands: int | None = None, colorinterp: list[ColorInterp] | None = None) -> None:
     count, dtype, pixel_m, size = MODALITIES[modality]
     data = rng.integers(0, 200, (bands or count, size, size)).astype(dtype)
-    write_geotiff(path, data, pixel_m, colorinterp)
+    transform = Affine(pixel_m, 0.0, ORIGIN[0], 0.0, -pixel_m, ORIGIN[1])
+    write_geotiff(path, data, CRS, transform, photometric="RGB" if colorinterp else "MINISBLACK",
+                  colorinterp=colorinterp)
 
 
 def make_mdas(root: Path, broken: bool = False) -> Path:

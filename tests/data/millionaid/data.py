@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from tests.data.rasters import write_picture
 
 SEED = 0
 SIZE = (24, 16)  # width, height
@@ -27,16 +28,6 @@ NOT_AN_IMAGE = "test/notes.txt"
 STRAY_FOLDER = "val"
 
 
-def write_picture(path: Path, rng: np.random.Generator, mode: str = "RGB",
-                  image_format: str = "JPEG") -> None:
-    """Write a random picture of ``SIZE`` with PIL, creating its folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    bands = len(mode)
-    pixels = rng.integers(0, 256, (SIZE[1], SIZE[0], bands), dtype=np.uint8)
-    Image.fromarray(pixels.squeeze(axis=2) if bands == 1 else pixels, mode).save(
-        path, format=image_format)
-
-
 def make_millionaid(root: Path, broken: bool = False) -> Path:
     """Write the valid images (and, with ``broken``, the damaged and stray files) under ``root``.
 
@@ -50,14 +41,14 @@ def make_millionaid(root: Path, broken: bool = False) -> Path:
     """
     rng = np.random.default_rng(SEED)
     for relative in VALID_IMAGES:
-        write_picture(root / relative, rng)
+        write_picture(root / relative, rng, SIZE)
     if broken:
         for relative in (TRUNCATED, TOO_SHALLOW, DUPLICATE_ID):
-            write_picture(root / relative, rng)
+            write_picture(root / relative, rng, SIZE)
         truncated = root / TRUNCATED
         truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
-        write_picture(root / GRAYSCALE, rng, mode="L")
-        write_picture(root / PNG_AS_JPG, rng, image_format="PNG")
+        write_picture(root / GRAYSCALE, rng, SIZE, mode="L")
+        write_picture(root / PNG_AS_JPG, rng, SIZE, image_format="PNG")
         (root / NOT_AN_IMAGE).write_text("not an image\n")
-        write_picture(root / STRAY_FOLDER / "V0001.jpg", rng)
+        write_picture(root / STRAY_FOLDER / "V0001.jpg", rng, SIZE)
     return root

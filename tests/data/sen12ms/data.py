@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from affine import Affine
+
+from tests.data.rasters import write_geotiff
 
 SEED = 0
 SIZE = 16  # pixels per side of every patch
@@ -39,16 +40,6 @@ def patch_path(root: Path, season_folder: str, scene: int, patch: int, kind: str
     """Where the official layout puts one file of a patch."""
     name = f"{season_folder}_{kind}_{scene}_p{patch}.tif"
     return root / season_folder / f"{kind}_{scene}" / name
-
-
-def write_geotiff(path: Path, data: np.ndarray, crs: str, transform: Affine) -> None:
-    """Write ``data`` (bands, rows, cols) as a georeferenced GeoTIFF, creating its folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count, height, width = data.shape
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count,
-                       dtype=data.dtype, crs=crs, transform=transform,
-                       photometric="MINISBLACK") as dst:
-        dst.write(data)
 
 
 def _patch_data(rng: np.random.Generator, kind: str, count: int) -> np.ndarray:

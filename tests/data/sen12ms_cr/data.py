@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 
-from tests.data.sen12ms.data import write_geotiff
+from tests.data.rasters import write_geotiff
 
 SEED = 0
 SIZE = 16  # pixels per side of every patch

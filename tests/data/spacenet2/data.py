@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 
-from tests.data.sen12ms.data import write_geotiff
+from tests.data.rasters import write_geotiff
 
 SEED = 0
 CRS = "EPSG:4326"  # as distributed

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
-import rasterio
-import rasterio.errors
 from affine import Affine
+
+from tests.data.rasters import write_geotiff
 
 SEED = 0
 HEIGHT, WIDTH = 24, 32
@@ -62,14 +61,10 @@ def _dsm_values(area: int, count: int = 1) -> np.ndarray:
 
 def write_tiff(path: Path, values: np.ndarray, transform: list[float] | None) -> None:
     """Write ``values`` (bands, rows, cols) as a TIFF: in UTM 32N, or ungeoreferenced."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    georeference = {"crs": CRS, "transform": Affine(*transform)} if transform else {}
-    count, height, width = values.shape
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count,
-                           dtype=values.dtype, **georeference) as dst:
-            dst.write(values)
+    if transform is None:
+        write_geotiff(path, values)
+    else:
+        write_geotiff(path, values, CRS, Affine(*transform))
 
 
 def make_vaihingen(root: Path) -> Path:
