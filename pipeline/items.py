@@ -1,0 +1,131 @@
+"""The items table: STAC items as one stac-geoparquet file, the hand-over between pipeline stages.
+
+Written and read with the stac-geoparquet package (its Arrow API), so the file is valid GeoParquet
+1.1 that DuckDB, GeoPandas or rustac can query. Two details of the mapping are ours:
+
+* Unlocated items (``geometry: null``, no ``bbox``; e.g. Million-AID and GeoPile pictures) are
+  allowed by STAC and by GeoParquet (a nullable geometry column), but stac-geoparquet's converters
+  only handle geometries. Such an item goes through the converter with a placeholder geometry
+  and bbox that are replaced by real nulls in the Arrow table before it is written; on reading,
+  null rows take the placeholder through the converter and come back as ``geometry: null``
+  without ``bbox``. The placeholder never reaches the file or the caller.
+* Arrow stores items with different fields as one schema, so a field one item lacks reads back as
+  null. :func:`read_items` drops null fields, as stac-geoparquet's own convention treats null and
+  absent alike, and restores the two nulls STAC requires: ``geometry`` and
+  ``properties.datetime``. An explicit null elsewhere (e.g. an asset's ``proj:code: null``)
+  therefore reads back as absent. Timestamps read back in pystac's canonical form
+  (``2017-06-13T10:10:31Z``; fractional seconds only where they are non-zero).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import shapely
+import stac_geoparquet.arrow as stac_arrow
+from pystac.utils import datetime_to_str, str_to_datetime
+
+_PLACEHOLDER_GEOMETRY: dict[str, Any] = {"type": "Point", "coordinates": [0.0, 0.0]}
+_PLACEHOLDER_BBOX = [0.0, 0.0, 0.0, 0.0]
+_REQUIRED_NULL_PROPERTIES = ("datetime",)
+
+
+def write_items(path: Path, items: list[dict[str, Any]]) -> Path:
+    """Write STAC item dicts as a stac-geoparquet table, atomically.
+
+    The table is written to a temporary file beside ``path`` and renamed, so ``path`` is either
+    the previous table or the complete new one. Row order is the order of ``items``.
+
+    Args:
+        path: the ``.parquet`` file to write (its folder is created).
+        items: STAC items as dicts, each with ``collection``; ``geometry`` may be null.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: naming ``path``, when the items' fields cannot share one Arrow schema
+            (e.g. a field that is a number in one item and a string in another).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = _items_table(items, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        stac_arrow.to_parquet(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_items(path: Path) -> list[dict[str, Any]]:
+    """The STAC item dicts of a table written by :func:`write_items`, in the same order.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    table = pq.read_table(path)
+    if table.num_rows == 0:
+        return []
+    unlocated = table.column("geometry").is_null()
+    timestamps = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
+    placeholder = shapely.to_wkb(shapely.geometry.shape(_PLACEHOLDER_GEOMETRY), flavor="iso")
+    table = _fill_nulls(table, "geometry", unlocated, placeholder)
+    table = _fill_nulls(table, "bbox", unlocated,
+                        dict(zip(("xmin", "ymin", "xmax", "ymax"), _PLACEHOLDER_BBOX, strict=True)))
+    items = []
+    for item, is_unlocated in zip(stac_arrow.stac_table_to_items(table), unlocated.to_pylist(),
+                                  strict=True):
+        item = _without_nulls(item)
+        if is_unlocated:
+            item["geometry"] = None
+            item.pop("bbox", None)
+        properties = item.setdefault("properties", {})
+        for key in _REQUIRED_NULL_PROPERTIES:
+            properties.setdefault(key, None)
+        for key in timestamps:
+            if properties.get(key) is not None:
+                properties[key] = datetime_to_str(str_to_datetime(properties[key]))
+        items.append(item)
+    return items
+
+
+def _items_table(items: list[dict[str, Any]], path: Path) -> pa.Table:
+    """``items`` as a stac-geoparquet Arrow table, unlocated items with null geometry and bbox."""
+    if not items:
+        return pa.table({"id": pa.array([], pa.string()), "geometry": pa.array([], pa.binary())})
+    unlocated = pa.array([item.get("geometry") is None for item in items])
+    convertible = [
+        {**item, "geometry": _PLACEHOLDER_GEOMETRY, "bbox": _PLACEHOLDER_BBOX}
+        if item.get("geometry") is None else item
+        for item in items]
+    try:
+        table = stac_arrow.parse_stac_items_to_arrow(convertible).read_all()
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise ValueError(f"{path}: the items cannot be written as one table: {error}") from error
+    for name in ("geometry", "bbox"):
+        column = table.column(name)
+        nulled = pc.if_else(unlocated, pa.scalar(None, column.type), column)
+        table = table.set_column(table.schema.get_field_index(name), table.field(name), nulled)
+    return table
+
+
+def _fill_nulls(table: pa.Table, name: str, mask: pa.ChunkedArray, value: Any) -> pa.Table:
+    """``table`` with column ``name`` set to ``value`` where ``mask`` is true."""
+    column = table.column(name)
+    filled = pc.if_else(mask, pa.scalar(value, column.type), column)
+    return table.set_column(table.schema.get_field_index(name), table.field(name), filled)
+
+
+def _without_nulls(value: Any) -> Any:
+    """``value`` with every null dict entry removed, at any depth (lists keep their length)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
