@@ -42,7 +42,7 @@ class PictureParams:
 
 @dataclass(frozen=True)
 class ShardParams:
-    chips_per_shard: int = 64
+    chips_per_shard: int = 256
 
 
 @dataclass(frozen=True)

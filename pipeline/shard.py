@@ -1,0 +1,644 @@
+"""Shard stage: co-registered chip files (pipeline/chips.py) -> the GeoPile-2 store.
+
+The layout is :mod:`catalogs.store_format`'s. A build runs in four steps:
+
+1. :func:`plan_store` reads the chip files' headers (no pixels), orders the locations by
+   (source, item id), gives every chip of every sensor its index, and cuts each sensor's chips
+   into shards of ``chips_per_shard``.
+2. :func:`create_store` writes the skeleton into the staging store ``<store>.partial``: groups,
+   the empty ``image`` arrays, the per-chip metadata, the pairs.
+3. :func:`write_shard` writes one shard of one sensor and returns its statistics. Shards are
+   independent files, so tasks run in any order and in any process (dask workers).
+4. :func:`finalize_store` merges the statistics into the attributes, consolidates the metadata
+   and publishes the staging store as ``<store>`` with a rename.
+
+Crash safety: every file is written whole or not at all (zarr's ``LocalStore`` writes to a
+temporary file and renames it), so a killed build leaves only whole files plus temporary ones.
+The staging store records the fingerprint of the plan it was built for as its last skeleton
+write; a rerun reuses a staging store of the same plan (otherwise starts it afresh), skips each
+shard that is present and decodes, and :func:`finalize_store` deletes every file the layout does
+not name before publishing; it drops the fingerprint just before consolidating, so a build
+killed in that last moment starts its staging store afresh. Files are fsynced before the rename,
+and an old store is moved aside only then: ``<store>`` is either missing, the old store or the
+new one, never partial. The result is byte-identical to an uninterrupted build, whatever the
+order or the processes the shards were written in: every byte is a function of the plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import shutil
+import struct
+import warnings
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import zarr
+from zarr.errors import ZarrUserWarning
+from zarr.storage import LocalStore
+
+from catalogs import store_format as fmt
+from catalogs.sensors import get_sensor
+from pipeline.failures import ItemError
+from pipeline.params import ShardParams
+from pipeline.stats import ShardStats, StatsAccumulator, StreamingStats
+
+STAGING_SUFFIX = ".partial"
+RETIRED_SUFFIX = ".old"
+PLAN_ATTRIBUTE = "staging_plan"  # root attribute of a staging store; not in a published one
+_ZIP_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}
+
+
+@dataclass(frozen=True)
+class LocationPlan:
+    """One chip file as the store sees it.
+
+    Attributes:
+        path: the LocationChips file.
+        source: collection id.
+        item_id: catalog item id.
+        crs: CRS of its grid, None without georeference.
+        datetimes: sensor -> ISO 8601 acquisition time (None or missing where unknown).
+        chip_count: chips per sensor (K).
+        members: sensor -> name of the .npz member holding its chips.
+        first_chip: sensor -> store index of this location's chip 0.
+    """
+
+    path: Path
+    source: str
+    item_id: str
+    crs: str | None
+    datetimes: dict[str, str | None]
+    chip_count: int
+    members: dict[str, str]
+    first_chip: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SensorPlan:
+    """One sensor group: its chips' dtype and shape, and how many there are."""
+
+    name: str
+    dtype: str
+    chip_shape: tuple[int, int, int]
+    chip_count: int
+    nodata: float | None
+
+
+@dataclass(frozen=True)
+class ChipSpan:
+    """Chips ``start:stop`` of one sensor's array in one chip file."""
+
+    path: Path
+    member: str
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything one shard writer needs (small and picklable: sent to dask workers).
+
+    Attributes:
+        staging: the staging store.
+        fingerprint: the plan's; the staging store must have been created for it.
+        sensor: sensor group.
+        shard_index: shard of that group's ``image``.
+        rows: the store indices of its chips.
+        nodata: the sensor's nodata (excluded from statistics).
+        spans: where its chips are, in order.
+    """
+
+    staging: Path
+    fingerprint: str
+    sensor: str
+    shard_index: int
+    rows: range
+    nodata: float | None
+    spans: tuple[ChipSpan, ...]
+
+
+@dataclass(frozen=True)
+class StorePlan:
+    """What goes where in the store (see :func:`plan_store`)."""
+
+    locations: tuple[LocationPlan, ...]
+    sensors: dict[str, SensorPlan]
+    chips_per_shard: int
+    fingerprint: str
+
+    def shard_count(self, sensor: str) -> int:
+        """Number of shard files of ``sensor``'s ``image``."""
+        return math.ceil(self.sensors[sensor].chip_count / self.chips_per_shard)
+
+    def shard_rows(self, sensor: str, shard_index: int) -> range:
+        """Store indices of the chips in one shard."""
+        start = shard_index * self.chips_per_shard
+        return range(start, min(start + self.chips_per_shard, self.sensors[sensor].chip_count))
+
+    def pairs(self) -> dict[str, np.ndarray]:
+        """The pairs table (:data:`~catalogs.store_format.PAIR_ARRAYS` -> column): chip ``k``
+        of sensors ``a < b`` of one location, by location, then sensor pair, then ``k``."""
+        columns: dict[str, list[np.ndarray]] = {spec.name: [] for spec in fmt.PAIR_ARRAYS}
+        for location in self.locations:
+            k = np.arange(location.chip_count, dtype=np.int64)
+            for a, b in itertools.combinations(sorted(location.first_chip), 2):
+                columns[fmt.SENSOR_A].append(np.full(len(k), a, dtype=object))
+                columns[fmt.INDEX_A].append(location.first_chip[a] + k)
+                columns[fmt.SENSOR_B].append(np.full(len(k), b, dtype=object))
+                columns[fmt.INDEX_B].append(location.first_chip[b] + k)
+        return {spec.name: np.concatenate(columns[spec.name]) if columns[spec.name]
+                else np.array([], dtype=object if spec.dtype == "str" else spec.dtype)
+                for spec in fmt.PAIR_ARRAYS}
+
+    def shard_tasks(self, store_path: Path) -> list[ShardTask]:
+        """One task per shard of every sensor, by sensor then shard."""
+        staging = staging_path(store_path)
+        return [ShardTask(staging, self.fingerprint, sensor.name, index,
+                          self.shard_rows(sensor.name, index), sensor.nodata, tuple(spans))
+                for sensor in self.sensors.values()
+                for index, spans in enumerate(self._spans_by_shard(sensor.name))]
+
+    def _spans_by_shard(self, sensor: str) -> list[list[ChipSpan]]:
+        size = self.chips_per_shard
+        shards: list[list[ChipSpan]] = [[] for _ in range(self.shard_count(sensor))]
+        for location in self.locations:
+            first = location.first_chip.get(sensor)
+            if first is None:
+                continue
+            stop = first + location.chip_count
+            for shard in range(first // size, (stop - 1) // size + 1):
+                start, end = max(first, shard * size), min(stop, (shard + 1) * size)
+                shards[shard].append(ChipSpan(location.path, location.members[sensor],
+                                              start - first, end - first))
+        return shards
+
+
+def staging_path(store_path: Path) -> Path:
+    """Where a store is built before it is published: ``<store>.partial``."""
+    return store_path.with_name(store_path.name + STAGING_SUFFIX)
+
+
+def plan_store(chip_files: list[Path],
+               chips_per_shard: int = ShardParams.chips_per_shard) -> StorePlan:
+    """Plan the store of ``chip_files`` (LocationChips ``.npz`` files), reading headers only.
+
+    Locations are ordered by (source, item id); each sensor's chips are numbered in that
+    order; locations without chips are left out.
+
+    Args:
+        chip_files: the coregister stage's output files.
+        chips_per_shard: chips in one shard file of an ``image`` array.
+
+    Returns:
+        The plan; its fingerprint changes when any file, or any input to the layout, changes.
+
+    Raises:
+        ItemError: naming the file and the reason, when a file is unreadable or inconsistent
+            (sensor unknown to the registry, dtype or band count unlike the registry's, chip
+            shape unlike another file's for that sensor, two files of one item).
+        ValueError: when ``chips_per_shard`` is below 1 or no file holds a chip.
+    """
+    if chips_per_shard < 1:
+        raise ValueError(f"chips_per_shard must be at least 1, not {chips_per_shard}")
+    headers = sorted((_read_location(Path(path)) for path in chip_files),
+                     key=lambda h: (h[0].source, h[0].item_id))
+    _check_unique(headers)
+    headers = [(location, shapes) for location, shapes in headers if location.chip_count]
+    if not headers:
+        raise ValueError(f"no chips to store in {len(chip_files)} chip file(s)")
+    sensors = _plan_sensors(headers)
+    locations = tuple(_number_chips([location for location, _ in headers], sensors))
+    fingerprint = _fingerprint(locations, sensors, chips_per_shard)
+    return StorePlan(locations, sensors, chips_per_shard, fingerprint)
+
+
+_Shapes = dict[str, tuple[tuple[int, ...], np.dtype]]
+
+
+def _read_location(path: Path) -> tuple[LocationPlan, _Shapes]:
+    """The header of a chip file and the shape and dtype of each sensor's chips (pixels
+    unread), checked against the registry."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            header = json.loads(str(npz["header"]))
+            members = {name: f"sensor_{i}" for i, name in enumerate(header["sensors"])}
+            shapes = {name: _npy_header(npz.zip, member)[:2] for name, member in members.items()}
+            transforms, bounds = (_npy_header(npz.zip, name)[0]
+                                  for name in ("transforms", "bounds_lonlat"))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise ItemError(path.stem, str(path), f"not a readable chip file: {error}") from error
+    chip_count = transforms[0] if transforms else 0
+    location = LocationPlan(path, header["source"], header["item_id"], header["crs"],
+                            header["datetimes"], chip_count, members)
+    if transforms != (chip_count, 6) or bounds != (chip_count, 4):
+        raise ItemError(location.item_id, str(path), f"transforms {transforms} and "
+                        f"bounds_lonlat {bounds} are not (K, 6) and (K, 4)")
+    for sensor, (shape, dtype) in shapes.items():
+        _check_chips(location, sensor, shape, dtype)
+    for value in location.datetimes.values():
+        try:
+            fmt.encode_datetime(value)
+        except ValueError as error:
+            raise ItemError(location.item_id, str(path), str(error)) from error
+    return location, shapes
+
+
+def _npy_header(archive: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype, bool,
+                                                                  int]:
+    """Shape, dtype, Fortran order and header length of the ``.npy`` member ``member``."""
+    with archive.open(f"{member}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        if version not in _NPY_HEADER_READERS:
+            raise ValueError(f"{member}: .npy format version {version} is not supported")
+        shape, fortran_order, dtype = _NPY_HEADER_READERS[version](f)
+        return shape, dtype, fortran_order, f.tell()
+
+
+def _check_chips(location: LocationPlan, sensor: str, shape: tuple[int, ...],
+                 dtype: np.dtype) -> None:
+    """One sensor's chips are (K, C, H, W), in the registry's dtype and band count."""
+    def fail(reason: str) -> ItemError:
+        return ItemError(location.item_id, str(location.path), reason)
+
+    if len(shape) != 4 or shape[0] != location.chip_count:
+        raise fail(f"{sensor} chips have shape {shape}, not ({location.chip_count}, C, H, W)")
+    try:
+        entry = get_sensor(sensor)
+    except KeyError as error:
+        raise fail(error.args[0]) from error
+    if dtype.name != np.dtype(entry.dtype).name:
+        raise fail(f"{sensor} chips are {dtype.name}, the registry stores {entry.dtype}")
+    if shape[1] != entry.num_bands:
+        raise fail(f"{sensor} chips have {shape[1]} bands, the registry has {entry.num_bands}")
+
+
+def _check_unique(headers: list[tuple[LocationPlan, _Shapes]]) -> None:
+    for (a, _), (b, _) in itertools.pairwise(headers):
+        if (a.source, a.item_id) == (b.source, b.item_id):
+            raise ItemError(b.item_id, str(b.path),
+                            f"a second chip file of item {b.source}/{b.item_id} (first: {a.path})")
+
+
+def _plan_sensors(headers: list[tuple[LocationPlan, _Shapes]]) -> dict[str, SensorPlan]:
+    """Each sensor's chip shape (which every file must share) and count, by name."""
+    first: dict[str, tuple[LocationPlan, tuple[int, ...]]] = {}
+    counts: dict[str, int] = {}
+    for location, shapes in headers:
+        for sensor, (shape, _) in shapes.items():
+            seen = first.setdefault(sensor, (location, shape[1:]))
+            if seen[1] != shape[1:]:
+                raise ItemError(location.item_id, str(location.path),
+                                f"{sensor} chips are {shape[1:]} (C, H, W), but {seen[1]} in "
+                                f"{seen[0].path}: a sensor's chips must share one shape")
+            counts[sensor] = counts.get(sensor, 0) + shape[0]
+    return {name: SensorPlan(name, get_sensor(name).dtype, first[name][1], counts[name],
+                             get_sensor(name).nodata)
+            for name in sorted(first)}
+
+
+def _number_chips(locations: list[LocationPlan],
+                  sensors: dict[str, SensorPlan]) -> Iterator[LocationPlan]:
+    """The locations with ``first_chip`` filled: each sensor's chips numbered in order."""
+    next_chip = dict.fromkeys(sensors, 0)
+    for location in locations:
+        first = {sensor: next_chip[sensor] for sensor in sorted(location.members)}
+        for sensor in first:
+            next_chip[sensor] += location.chip_count
+        yield LocationPlan(location.path, location.source, location.item_id, location.crs,
+                           location.datetimes, location.chip_count, location.members, first)
+
+
+def _fingerprint(locations: tuple[LocationPlan, ...], sensors: dict[str, SensorPlan],
+                 chips_per_shard: int) -> str:
+    """SHA-256 of everything the store's bytes depend on, plus each file's size and mtime."""
+    files = []
+    for location in locations:
+        stat = location.path.stat()
+        files.append([str(location.path), stat.st_size, stat.st_mtime_ns, location.source,
+                      location.item_id, location.crs, location.datetimes, location.first_chip])
+    document = {"format_version": fmt.FORMAT_VERSION, "chips_per_shard": chips_per_shard,
+                "sensors": [[s.name, s.dtype, s.chip_shape, s.chip_count]
+                            for s in sensors.values()],
+                "files": files}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def create_store(plan: StorePlan, store_path: Path) -> None:
+    """Write the store's skeleton into ``<store>.partial``: every group and array, the image
+    arrays empty, the per-chip metadata and the pairs filled.
+
+    Idempotent: a staging store already created for this plan is kept as it is (with the
+    shards written so far); any other is deleted and created afresh.
+    """
+    staging = staging_path(store_path)
+    if _staging_plan(staging) == plan.fingerprint:
+        return
+    if staging.exists():
+        shutil.rmtree(staging)
+    chip_counts = {name: sensor.chip_count for name, sensor in plan.sensors.items()}
+    pairs = plan.pairs()
+    root = zarr.create_group(LocalStore(staging), zarr_format=3,
+                             attributes=fmt.root_attributes(chip_counts, len(pairs[fmt.INDEX_A]),
+                                                            plan.chips_per_shard))
+    georeference = _georeference(plan)
+    for sensor in plan.sensors.values():
+        _create_sensor_group(root, plan, sensor, georeference[sensor.name])
+    group = root.create_group(fmt.PAIRS_GROUP)
+    for spec in fmt.PAIR_ARRAYS:
+        _write_table_array(group, spec, pairs[spec.name])
+    root.update_attributes({PLAN_ATTRIBUTE: plan.fingerprint})
+
+
+def _staging_plan(staging: Path) -> str | None:
+    """The fingerprint a staging store's skeleton was completed for, None if none."""
+    try:
+        return zarr.open_group(LocalStore(staging, read_only=True), mode="r",
+                               zarr_format=3).attrs.get(PLAN_ATTRIBUTE)
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+
+
+def _georeference(plan: StorePlan) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per sensor, the (N, 6) transforms and (N, 4) lon/lat bounds of its chips, in order."""
+    parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {
+        name: ([], []) for name in plan.sensors}
+    for location in plan.locations:
+        with np.load(location.path, allow_pickle=False) as npz:
+            transforms, bounds = npz["transforms"], npz["bounds_lonlat"]
+        for sensor in location.first_chip:
+            parts[sensor][0].append(transforms)
+            parts[sensor][1].append(bounds)
+    return {name: (np.concatenate(t).astype(np.float64), np.concatenate(b).astype(np.float64))
+            for name, (t, b) in parts.items()}
+
+
+def _create_sensor_group(root: zarr.Group, plan: StorePlan, sensor: SensorPlan,
+                         georeference: tuple[np.ndarray, np.ndarray]) -> None:
+    """A sensor's group: attributes, empty ``image``, ``band`` and the per-chip metadata."""
+    entry = get_sensor(sensor.name)
+    group = root.create_group(sensor.name,
+                              attributes=fmt.sensor_attributes(entry, sensor.chip_count))
+    group.create_array(fmt.IMAGE, shape=(sensor.chip_count, *sensor.chip_shape),
+                       dtype=sensor.dtype, compressors=fmt.IMAGE_COMPRESSOR,
+                       fill_value=fmt.image_fill_value(sensor.nodata),
+                       dimension_names=fmt.IMAGE_DIMS,
+                       **fmt.image_layout(sensor.chip_shape, plan.chips_per_shard))
+    _write_table_array(group, fmt.BAND_ARRAY, np.array(entry.band_names, dtype=object))
+    values = _chip_metadata(plan, sensor.name, georeference)
+    for spec in fmt.CHIP_METADATA:
+        _write_table_array(group, spec, values[spec.name])
+
+
+def _chip_metadata(plan: StorePlan, sensor: str,
+                   georeference: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    """The per-chip metadata columns of one sensor (:data:`CHIP_METADATA` names)."""
+    locations = [location for location in plan.locations if sensor in location.first_chip]
+    counts = [location.chip_count for location in locations]
+
+    def column(values: list[Any], dtype: Any) -> np.ndarray:
+        return np.repeat(np.array(values, dtype=dtype), counts)
+
+    datetimes = [fmt.encode_datetime(location.datetimes.get(sensor)) for location in locations]
+    return {fmt.ITEM_ID: column([loc.item_id for loc in locations], object),
+            fmt.SOURCE: column([loc.source for loc in locations], object),
+            fmt.CRS: column([loc.crs or fmt.NO_CRS for loc in locations], object),
+            fmt.DATETIME: column(datetimes, np.int64),
+            fmt.TRANSFORM: georeference[0], fmt.BOUNDS_LONLAT: georeference[1]}
+
+
+def _write_table_array(group: zarr.Group, spec: fmt.TableArray, values: np.ndarray) -> None:
+    """``values`` as the one-chunk array ``spec`` describes."""
+    shape = spec.shape(len(values))
+    array = group.create_array(spec.name, shape=shape, dtype=spec.dtype,
+                               chunks=tuple(max(n, 1) for n in shape),
+                               compressors=fmt.METADATA_COMPRESSOR, fill_value=spec.fill_value,
+                               dimension_names=spec.dimension_names,
+                               attributes=spec.attributes)
+    if len(values):
+        array[...] = values
+
+
+def write_shard(task: ShardTask) -> ShardStats:
+    """Write one shard file of one sensor's ``image`` and return its statistics.
+
+    The shard is written whole or not at all. A shard already in the staging store is not
+    written again: it is read back (which checks its index checksum) and its statistics come
+    from what it holds; one that does not decode is deleted and written anew.
+
+    Raises:
+        RuntimeError: when the staging store was not created for the task's plan.
+        ItemError: naming the file, when a chip file cannot be read.
+    """
+    if _staging_plan(task.staging) != task.fingerprint:
+        raise RuntimeError(f"{task.staging}: not the staging store of this plan; "
+                           "run create_store first")
+    image = zarr.open_array(LocalStore(task.staging), path=f"{task.sensor}/{fmt.IMAGE}",
+                            mode="r+", zarr_format=3, config={"write_empty_chunks": True})
+    chips = _read_back(image, task)
+    if chips is None:
+        chips = _load_shard(task, image.shape[1:], image.dtype)
+        image[task.rows.start:task.rows.stop] = chips
+    return ShardStats(task.sensor, task.shard_index,
+                      StreamingStats.of_chips(chips, task.nodata))
+
+
+def _shard_file(image: zarr.Array, staging: Path, shard_index: int) -> Path:
+    """Path of one shard file of an ``image`` array."""
+    key = image.metadata.encode_chunk_key((shard_index, 0, 0, 0))
+    return staging / image.path / key
+
+
+def _read_back(image: zarr.Array, task: ShardTask) -> np.ndarray | None:
+    """The chips of a shard already written, None (and the file deleted) if it is not whole."""
+    path = _shard_file(image, task.staging, task.shard_index)
+    if not path.exists():
+        return None
+    try:
+        return image[task.rows.start:task.rows.stop]
+    except (ValueError, RuntimeError):
+        path.unlink()
+        return None
+
+
+def _load_shard(task: ShardTask, chip_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The chips of one shard, read from their chip files straight into one array."""
+    chips = np.empty((len(task.rows), *chip_shape), dtype=dtype)
+    row = 0
+    for span in task.spans:
+        _read_chips(span, chips[row:row + span.stop - span.start])
+        row += span.stop - span.start
+    return chips
+
+
+def _read_chips(span: ChipSpan, out: np.ndarray) -> None:
+    """Chips ``span.start:span.stop`` of one array of a chip file into ``out``, reading only
+    their bytes when the member is stored uncompressed in C order (as ``np.savez`` writes)."""
+    try:
+        with open(span.path, "rb") as raw, zipfile.ZipFile(raw) as archive:
+            shape, stored, fortran_order, header_length = _npy_header(archive, span.member)
+            info = archive.getinfo(f"{span.member}.npy")
+            if info.compress_type != zipfile.ZIP_STORED or fortran_order or stored != out.dtype:
+                out[...] = np.load(archive.open(info), allow_pickle=False)[span.start:span.stop]
+            else:
+                _read_rows(raw, info, header_length, span, out)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise ItemError(span.path.stem, str(span.path),
+                        f"cannot read chips {span.start}:{span.stop} of {span.member}: {error}"
+                        ) from error
+
+
+def _read_rows(raw: IO[bytes], info: zipfile.ZipInfo, header_length: int, span: ChipSpan,
+               out: np.ndarray) -> None:
+    """Rows of a C-order ``.npy`` stored uncompressed in a zip file, read in place."""
+    raw.seek(info.header_offset)
+    signature, name_length, extra_length = _ZIP_LOCAL_HEADER.unpack(
+        raw.read(_ZIP_LOCAL_HEADER.size))
+    if signature != b"PK\x03\x04":
+        raise ValueError(f"{span.member}: no zip local header at {info.header_offset}")
+    row_bytes = out[0].nbytes
+    raw.seek(info.header_offset + _ZIP_LOCAL_HEADER.size + name_length + extra_length
+             + header_length + span.start * row_bytes)
+    if raw.readinto(memoryview(out).cast("B")) != out.nbytes:
+        raise ValueError(f"{span.member}: file ends inside chips {span.start}:{span.stop}")
+
+
+def finalize_store(plan: StorePlan, store_path: Path, stats: Iterable[ShardStats]) -> Path:
+    """Merge the shards' statistics into the sensor groups, consolidate the metadata and
+    publish the staging store as ``store_path`` (replacing an old store only then).
+
+    Args:
+        plan: the plan the staging store was built for.
+        store_path: where the store is published.
+        stats: what :func:`write_shard` returned for every shard, in any order; consumed
+            once, as it comes (an iterator keeps memory bounded by one shard's statistics).
+
+    Returns:
+        ``store_path``.
+
+    Raises:
+        RuntimeError: when the staging store is not this plan's.
+        ValueError: when ``stats`` misses a shard, repeats one or names one not in the plan.
+    """
+    staging = staging_path(store_path)
+    if _staging_plan(staging) != plan.fingerprint:
+        raise RuntimeError(f"{staging}: not the staging store of this plan")
+    summaries = _merge_stats(plan, stats)
+    root = zarr.open_group(LocalStore(staging), mode="r+", zarr_format=3)
+    for name, summary in summaries.items():
+        root[name].update_attributes({"statistics": summary.to_attrs()})
+    _remove_unnamed_files(root, plan, staging)
+    root.attrs.put({k: v for k, v in root.attrs.items() if k != PLAN_ATTRIBUTE})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Consolidated metadata", ZarrUserWarning)
+        zarr.consolidate_metadata(LocalStore(staging), zarr_format=3)
+    _sync_tree(staging)
+    _publish(staging, store_path)
+    return store_path
+
+
+def _merge_stats(plan: StorePlan, stats: Iterable[ShardStats]) -> dict[str, fmt.BandStatistics]:
+    """Each sensor's statistics, added up shard by shard as they come (in any order)."""
+    accumulators = {name: StatsAccumulator(sensor.dtype, sensor.chip_shape[0])
+                    for name, sensor in plan.sensors.items()}
+    expected = {(name, i) for name in plan.sensors for i in range(plan.shard_count(name))}
+    seen: set[tuple[str, int]] = set()
+    for shard in stats:
+        key = (shard.sensor, shard.shard_index)
+        if key in seen or key not in expected:
+            raise ValueError(f"statistics of shard {key} given twice or not in the plan")
+        seen.add(key)
+        accumulators[shard.sensor].add(shard.stats)
+    if seen != expected:
+        raise ValueError(f"statistics missing for shards {sorted(expected - seen)}")
+    return {name: accumulator.summary() for name, accumulator in accumulators.items()}
+
+
+def _layout_nodes(plan: StorePlan) -> tuple[list[str], list[str]]:
+    """The group and array paths of the store of ``plan``."""
+    groups = [*plan.sensors, fmt.PAIRS_GROUP]
+    tables = [fmt.BAND_ARRAY, *fmt.CHIP_METADATA]
+    arrays = [f"{name}/{array}" for name in plan.sensors
+              for array in (fmt.IMAGE, *(spec.name for spec in tables))]
+    arrays += [f"{fmt.PAIRS_GROUP}/{spec.name}" for spec in fmt.PAIR_ARRAYS]
+    return groups, arrays
+
+
+def _named_files(root: zarr.Group, plan: StorePlan, staging: Path) -> set[Path]:
+    """Every file the layout names: each node's ``zarr.json`` and each array's chunk (or
+    shard) files."""
+    groups, arrays = _layout_nodes(plan)
+    named = {staging / "zarr.json", *(staging / path / "zarr.json" for path in groups + arrays)}
+    for path in arrays:
+        array = root[path]
+        unit = array.shards or array.chunks
+        grid = [range(math.ceil(n / u)) for n, u in zip(array.shape, unit, strict=True)]
+        named.update(staging / path / array.metadata.encode_chunk_key(coords)
+                     for coords in itertools.product(*grid))
+    return named
+
+
+def _remove_unnamed_files(root: zarr.Group, plan: StorePlan, staging: Path) -> None:
+    """Delete what a killed writer left: temporary files, anything the layout does not name."""
+    named = _named_files(root, plan, staging)
+    for path in staging.rglob("*"):
+        if path.is_file() and path not in named:
+            path.unlink()
+
+
+def _sync_tree(folder: Path) -> None:
+    """fsync every file and folder under ``folder`` (its contents survive a power cut)."""
+    for path in [*folder.rglob("*"), folder]:
+        _fsync(path)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _publish(staging: Path, store_path: Path) -> None:
+    """Rename ``staging`` to ``store_path``; an old store is moved aside first, then removed."""
+    retired = store_path.with_name(store_path.name + RETIRED_SUFFIX)
+    if retired.exists():
+        shutil.rmtree(retired)
+    if store_path.exists():
+        os.replace(store_path, retired)
+    os.replace(staging, store_path)
+    _fsync(store_path.parent)
+    if retired.exists():
+        shutil.rmtree(retired)
+
+
+MapFn = Callable[[Callable[[ShardTask], ShardStats], Iterable[ShardTask]], Iterable[ShardStats]]
+
+
+def write_store(plan: StorePlan, store_path: Path, map_fn: MapFn = map) -> Path:
+    """Build the store of ``plan`` at ``store_path``, resuming a killed build of the same plan.
+
+    Args:
+        plan: from :func:`plan_store`.
+        store_path: where the store is published.
+        map_fn: runs :func:`write_shard` over the shard tasks, like the builtin ``map`` (which
+            is the default); pass a dask client's map-and-gather to write shards in parallel.
+            Results may come in any order.
+
+    Returns:
+        ``store_path``.
+    """
+    create_store(plan, store_path)
+    return finalize_store(plan, store_path, map_fn(write_shard, plan.shard_tasks(store_path)))
+
