@@ -1,0 +1,425 @@
+"""Co-registration: the sensors of one location warped onto one reference grid and cut into chips.
+
+Each raster is read once, whole (so a truncated file fails here, not in a later chip); each
+secondary is warped once per location by GDAL (through rasterio) onto the reference sensor's
+grid with the registry's resampling rule of that secondary; chips are slices of those scenes.
+Items without georeference (pictures) become one centre-cropped, resized chip.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from PIL import Image, UnidentifiedImageError
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.warp import reproject, transform_bounds
+from rasterio.windows import Window
+from rasterio.windows import bounds as window_bounds
+from rasterio.windows import transform as window_transform
+
+from catalogs.sensors import Sensor, registry
+from pipeline.chips import LocationChips
+from pipeline.failures import ItemError
+from pipeline.params import PipelineParams, SourceGrid
+from pipeline.qa import residual_shift
+
+SENSOR_KEY = "msgfm:sensor"  # the asset field naming the asset's registry sensor
+LONLAT = CRS.from_epsg(4326)
+NODATA_REASON = "nodata"  # key of LocationChips.dropped for chips with too much nodata
+DB_TO_LN = np.float32(math.log(10.0) / 10.0)  # 10 ** (dB / 10) == exp(dB * DB_TO_LN)
+PICTURE_RESAMPLING = Image.Resampling.LANCZOS
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A pixel grid: CRS, affine transform (pixel corner -> map) and (rows, cols)."""
+
+    crs: CRS
+    transform: Affine
+    shape: tuple[int, int]
+
+    @property
+    def pixel_area(self) -> float:
+        """Area of one pixel in CRS units squared (smaller is finer)."""
+        return abs(self.transform.determinant)
+
+
+@dataclass(frozen=True)
+class RasterAsset:
+    """One raster asset of an item: its file, sensor and the registry bands it holds."""
+
+    key: str
+    path: str
+    sensor: Sensor
+    band_names: tuple[str, ...]
+    datetime: str | None
+
+
+@dataclass(frozen=True)
+class Raster:
+    """A raster asset read into memory: (bands, rows, cols) in the sensor's storage dtype, and
+    the (rows, cols) mask of its pixels without data."""
+
+    asset: RasterAsset
+    data: np.ndarray
+    grid: Grid
+    invalid: np.ndarray
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One sensor on the reference grid: all its registry bands and the pixels without data."""
+
+    sensor: Sensor
+    data: np.ndarray
+    invalid: np.ndarray
+    datetime: str | None
+
+
+def coregister_item(item: dict[str, Any], params: PipelineParams) -> LocationChips:
+    """The chips of one catalog item: every sensor on one grid, or one picture chip.
+
+    Args:
+        item: STAC item dict; ``collection`` is the source id, each asset has an absolute
+            local ``href``, its registry sensor under ``msgfm:sensor`` and optional ``bands``.
+        params: pipeline parameters (``coregister`` for paired sources, ``pictures`` else).
+
+    Returns:
+        The location's chips, ``sensors`` keyed reference sensor first.
+
+    Raises:
+        ItemError: naming the item, the file and the reason, for input that cannot be used.
+    """
+    source_grid = params.coregister.sources.get(item["collection"])
+    if source_grid is None:
+        return picture_chips(item, params.pictures.chip_px)
+    return paired_chips(item, source_grid, params.coregister.max_nodata_share,
+                        params.coregister.shift_flag_px)
+
+
+def paired_chips(item: dict[str, Any], source_grid: SourceGrid, max_nodata_share: float,
+                 shift_flag_px: float) -> LocationChips:
+    """Warp every sensor of ``item`` onto its reference grid and cut chips (see module doc)."""
+    by_sensor = _sensor_assets(item, source_grid.reference)
+    rasters = {name: [_read_raster(item["id"], asset) for asset in assets]
+               for name, assets in by_sensor.items()}
+    reference_rasters = next(iter(rasters.values()))
+    grid = min((r.grid for r in reference_rasters), key=lambda g: g.pixel_area)
+    windows = chip_windows(grid.shape, source_grid.chip_px, source_grid.stride_px)
+    if not windows:
+        raise ItemError(item["id"], reference_rasters[0].asset.path,
+                        f"grid of {grid.shape[0]}x{grid.shape[1]} px is smaller than one "
+                        f"{source_grid.chip_px} px chip")
+    reference, *secondaries = [_scene(item["id"], sensor_rasters, grid)
+                               for sensor_rasters in rasters.values()]
+    scenes = [reference, *secondaries]
+    kept = [w for w in windows if _nodata_share(scenes, w) <= max_nodata_share]
+    transforms, bounds_lonlat = chip_georeference(grid, kept)
+    reference_image = _structure(reference)
+    return LocationChips(
+        source=item["collection"], item_id=item["id"],
+        sensors={s.sensor.name: _cut(s.data, kept, source_grid.chip_px) for s in scenes},
+        crs=_crs_code(grid.crs), transforms=transforms, bounds_lonlat=bounds_lonlat,
+        datetimes={s.sensor.name: s.datetime or _item_datetime(item) for s in scenes},
+        dropped={NODATA_REASON: len(windows) - len(kept)},
+        shifts=[_shift_record(reference.sensor.name, reference_image, s, shift_flag_px)
+                for s in secondaries])
+
+
+def _sensor_assets(item: dict[str, Any], reference_key: str) -> dict[str, list[RasterAsset]]:
+    """The item's raster assets by registry sensor, masks left out: the reference asset's
+    sensor first, the others by name; within a sensor, the reference asset first."""
+    assets = {key: _raster_asset(item, key) for key, asset in item["assets"].items()
+              if SENSOR_KEY in asset}
+    if reference_key not in assets:
+        raise ItemError(item["id"], None, f"no reference asset {reference_key!r}")
+    if assets[reference_key].sensor.kind == "mask":
+        raise ItemError(item["id"], assets[reference_key].path,
+                        f"reference asset {reference_key!r} is a mask")
+    reference = assets[reference_key].sensor.name
+    ordered = sorted(assets.values(), key=lambda a: (a.sensor.name != reference, a.sensor.name,
+                                                      a.key != reference_key))
+    by_sensor: dict[str, list[RasterAsset]] = {}
+    for asset in ordered:
+        if asset.sensor.kind != "mask":
+            by_sensor.setdefault(asset.sensor.name, []).append(asset)
+    for name, sensor_assets in by_sensor.items():
+        _check_band_cover(item["id"], name, sensor_assets)
+    return by_sensor
+
+
+def _raster_asset(item: dict[str, Any], key: str) -> RasterAsset:
+    """Asset ``key`` of ``item`` with its registry sensor and the registry bands it names."""
+    asset = item["assets"][key]
+    path = asset["href"]
+    sensors = registry()
+    if asset[SENSOR_KEY] not in sensors:
+        raise ItemError(item["id"], path, f"sensor {asset[SENSOR_KEY]!r} is not in the registry")
+    sensor = sensors[asset[SENSOR_KEY]]
+    bands = asset.get("bands")  # a list, or an array where the item came through geoparquet
+    names = tuple(band["name"] for band in bands) if bands is not None else ()
+    names = names or sensor.band_names
+    unknown = [name for name in names if name not in sensor.band_names]
+    if unknown:
+        raise ItemError(item["id"], path,
+                        f"bands {unknown} are not in the registry's {sensor.name}")
+    return RasterAsset(key, path, sensor, names, _iso(asset.get("datetime")))
+
+
+def _check_band_cover(item_id: str, sensor_name: str, assets: list[RasterAsset]) -> None:
+    """The assets of one sensor must hold each of its registry bands exactly once."""
+    held = sorted(name for asset in assets for name in asset.band_names)
+    expected = sorted(assets[0].sensor.band_names)
+    if held != expected:
+        raise ItemError(item_id, None, f"the {sensor_name} assets hold bands {held}, the "
+                                       f"registry has {expected}")
+
+
+def _read_raster(item_id: str, asset: RasterAsset) -> Raster:
+    """Read a whole raster, checking it against the registry.
+
+    Raises:
+        ItemError: unreadable (corrupt, truncated, missing) file, no CRS, no geotransform,
+            band count or dtype unlike the registry, or every pixel nodata.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(asset.path) as src:
+                _check_header(item_id, asset, src)
+                data = src.read()
+                grid = Grid(src.crs, src.transform, (src.height, src.width))
+    except RasterioError as error:
+        raise ItemError(item_id, asset.path,
+                        f"unreadable GeoTIFF ({error.__cause__ or error})") from error
+    invalid = _invalid_pixels(data, asset.sensor)
+    if invalid.all():
+        raise ItemError(item_id, asset.path, "all pixels are nodata")
+    return Raster(asset, data, grid, invalid)
+
+
+def _check_header(item_id: str, asset: RasterAsset, src: rasterio.DatasetReader) -> None:
+    """Georeference, band count and dtype of an open raster against the asset and registry."""
+    if src.crs is None:
+        raise ItemError(item_id, asset.path, "no CRS")
+    if src.transform == Affine.identity():
+        raise ItemError(item_id, asset.path, "no geotransform")
+    _check_layout(item_id, asset, src.count, np.dtype(src.dtypes[0]))
+
+
+def _check_layout(item_id: str, asset: RasterAsset, count: int, dtype: np.dtype) -> None:
+    """A file's band count must be the number of bands its asset names (all of the sensor's
+    registry bands when it names none), its dtype the sensor's storage dtype."""
+    sensor = asset.sensor
+    if count != len(asset.band_names):
+        expected = (f"the registry's {sensor.name} has {sensor.num_bands}"
+                    if asset.band_names == sensor.band_names
+                    else f"the asset names {len(asset.band_names)} of the registry's "
+                         f"{sensor.name}")
+        raise ItemError(item_id, asset.path, f"{count} bands, {expected}")
+    if dtype != np.dtype(sensor.dtype):
+        raise ItemError(item_id, asset.path,
+                        f"dtype {dtype}, the registry's {sensor.name} stores {sensor.dtype}")
+
+
+def _invalid_pixels(data: np.ndarray, sensor: Sensor) -> np.ndarray:
+    """(rows, cols) mask of pixels where any band is the sensor's nodata value or NaN."""
+    invalid = np.zeros(data.shape[1:], dtype=bool)
+    if sensor.nodata is not None and not math.isnan(sensor.nodata):
+        invalid |= (data == data.dtype.type(sensor.nodata)).any(axis=0)
+    if data.dtype.kind == "f":
+        invalid |= np.isnan(data).any(axis=0)
+    return invalid
+
+
+def _scene(item_id: str, rasters: list[Raster], grid: Grid) -> Scene:
+    """All registry bands of one sensor on ``grid``: rasters already on it are used as read,
+    the others warped; bands are stacked in registry order."""
+    sensor = rasters[0].asset.sensor
+    layers = [_on_grid(item_id, raster, grid) for raster in rasters]
+    if len(rasters) == 1 and rasters[0].asset.band_names == sensor.band_names:
+        data, invalid = layers[0]
+    else:
+        data = np.empty((sensor.num_bands, *grid.shape), dtype=sensor.dtype)
+        for raster, (values, _) in zip(rasters, layers, strict=True):
+            data[[sensor.band_names.index(name) for name in raster.asset.band_names]] = values
+        invalid = np.logical_or.reduce([mask for _, mask in layers])
+    return Scene(sensor, data, invalid, rasters[0].asset.datetime)
+
+
+def _on_grid(item_id: str, raster: Raster, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """A raster's bands on ``grid`` and its pixels without data there.
+
+    Raises:
+        ItemError: if the raster has no data on ``grid`` (they do not overlap).
+    """
+    if raster.grid == grid:
+        return raster.data, raster.invalid
+    data, invalid = warp(raster.data, raster.grid, grid, raster.asset.sensor)
+    if invalid.all():
+        raise ItemError(item_id, raster.asset.path, "no data on the reference grid")
+    return data, invalid
+
+
+def warp(data: np.ndarray, src_grid: Grid, dst_grid: Grid,
+         sensor: Sensor) -> tuple[np.ndarray, np.ndarray]:
+    """Warp (bands, rows, cols) ``data`` onto ``dst_grid`` with the sensor's resampling rule.
+
+    Destination pixels the source does not cover get the sensor's nodata value; a sensor
+    without one gets its coverage from an alpha band GDAL computes in the same pass. In the
+    ``linear_power`` domain, stored dB values are resampled as linear power
+    (10 ** (dB / 10)) and converted back to dB; NaN is their nodata.
+
+    Args:
+        data: the raster in the sensor's storage dtype.
+        src_grid: the raster's grid.
+        dst_grid: the grid to warp onto.
+        sensor: the raster's registry sensor (resampling rule, nodata, dtype).
+
+    Returns:
+        (bands, rows, cols) array in the storage dtype, and the (rows, cols) mask of its
+        pixels without data (not covered by the source, or nodata in a band).
+    """
+    power = sensor.resampling.domain == "linear_power"
+    if power and sensor.nodata is not None and not math.isnan(sensor.nodata):
+        raise ValueError(f"{sensor.name}: linear_power resampling needs NaN as nodata")
+    source = np.exp(data * DB_TO_LN) if power else data  # 10 ** (dB / 10), faster
+    count = data.shape[0]
+    alpha_band = count + 1 if sensor.nodata is None else 0  # 0: none
+    out = np.empty((max(count, alpha_band), *dst_grid.shape), dtype=source.dtype)
+    reproject(source, out, src_transform=src_grid.transform, src_crs=src_grid.crs,
+              dst_transform=dst_grid.transform, dst_crs=dst_grid.crs,
+              resampling=Resampling[sensor.resampling.method], src_nodata=sensor.nodata,
+              dst_nodata=sensor.nodata, dst_alpha=alpha_band)
+    values = out[:count]
+    if power:
+        with np.errstate(divide="ignore"):
+            np.log(values, out=values)
+        values /= DB_TO_LN
+    values = values.astype(sensor.dtype, copy=False)
+    invalid = _invalid_pixels(values, sensor)
+    if alpha_band:
+        invalid |= out[count] == 0
+    return values, invalid
+
+
+def chip_windows(shape: tuple[int, int], chip_px: int, stride_px: int) -> list[Window]:
+    """Windows of ``chip_px`` every ``stride_px`` over a grid of ``shape``, row by row; only
+    windows that fit inside the grid."""
+    rows, cols = shape
+    return [Window(col, row, chip_px, chip_px)
+            for row in range(0, rows - chip_px + 1, stride_px)
+            for col in range(0, cols - chip_px + 1, stride_px)]
+
+
+def _nodata_share(scenes: list[Scene], window: Window) -> float:
+    """The largest share of pixels without data of any sensor inside ``window``."""
+    rows, cols = window.toslices()
+    return max(float(np.count_nonzero(s.invalid[rows, cols])) for s in scenes) / (
+        window.height * window.width)
+
+
+def _cut(data: np.ndarray, windows: list[Window], chip_px: int) -> np.ndarray:
+    """(K, bands, chip_px, chip_px) chips of a (bands, rows, cols) scene."""
+    if not windows:
+        return np.empty((0, data.shape[0], chip_px, chip_px), dtype=data.dtype)
+    return np.stack([data[(slice(None), *w.toslices())] for w in windows])
+
+
+def chip_georeference(grid: Grid, windows: list[Window]) -> tuple[np.ndarray, np.ndarray]:
+    """(K, 6) affine coefficients and (K, 4) lon/lat bounds (west, south, east, north) of
+    each window of ``grid``."""
+    transforms = np.array([tuple(window_transform(w, grid.transform))[:6] for w in windows],
+                          dtype=np.float64).reshape(-1, 6)
+    bounds = np.array([transform_bounds(grid.crs, LONLAT, *window_bounds(w, grid.transform))
+                       for w in windows], dtype=np.float64).reshape(-1, 4)
+    return transforms, bounds
+
+
+def _crs_code(crs: CRS) -> str:
+    """``EPSG:<code>`` of ``crs``, or its WKT where it has no EPSG code."""
+    code = crs.to_epsg()
+    return f"EPSG:{code}" if code is not None else crs.to_wkt()
+
+
+def _shift_record(reference: str, reference_image: np.ndarray, secondary: Scene,
+                  flag_px: float) -> dict[str, object]:
+    """QA row: the residual shift of ``secondary`` against the reference sensor's whole scene
+    (``reference_image``, see :func:`_structure`); flagged above ``flag_px``."""
+    dy, dx = residual_shift(reference_image, _structure(secondary))
+    shift = math.hypot(dy, dx)
+    return {"reference": reference, "secondary": secondary.sensor.name,
+            "dy_px": dy, "dx_px": dx, "shift_px": shift, "flagged": shift > flag_px}
+
+
+def _structure(scene: Scene) -> np.ndarray:
+    """One (rows, cols) image of a scene for the QA: the mean of its bands, NaN without data."""
+    image = scene.data.mean(axis=0, dtype=np.float32)
+    image[scene.invalid] = np.nan
+    return image
+
+
+def _iso(value: str | datetime | None) -> str | None:
+    """An ISO 8601 string of a STAC datetime field (string or datetime), None if absent."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _item_datetime(item: dict[str, Any]) -> str | None:
+    """The item's ``datetime``, else its ``start_datetime``, else None."""
+    properties = item.get("properties", {})
+    return _iso(properties.get("datetime")) or _iso(properties.get("start_datetime"))
+
+
+def picture_chips(item: dict[str, Any], chip_px: int) -> LocationChips:
+    """One chip of a picture without georeference: centre-cropped to a square, resized to
+    ``chip_px`` (Lanczos, band by band so no band is taken for alpha)."""
+    asset = _picture_asset(item)
+    bands = _read_picture(item["id"], asset)
+    side = min(bands[0].size)
+    left, top = (bands[0].width - side) // 2, (bands[0].height - side) // 2
+    box = (left, top, left + side, top + side)
+    chip = np.stack([np.asarray(band.crop(box).resize((chip_px, chip_px), PICTURE_RESAMPLING))
+                     for band in bands])
+    return LocationChips(
+        source=item["collection"], item_id=item["id"], sensors={asset.sensor.name: chip[None]},
+        crs=None, transforms=np.full((1, 6), np.nan), bounds_lonlat=np.full((1, 4), np.nan),
+        datetimes={asset.sensor.name: asset.datetime or _item_datetime(item)},
+        dropped={NODATA_REASON: 0})
+
+
+def _picture_asset(item: dict[str, Any]) -> RasterAsset:
+    """The one picture asset of an unpaired item."""
+    assets = [_raster_asset(item, key) for key, asset in item["assets"].items()
+              if SENSOR_KEY in asset]
+    pictures = [asset for asset in assets if asset.sensor.kind != "mask"]
+    if len(pictures) != 1:
+        raise ItemError(item["id"], None, f"{len(pictures)} picture assets "
+                                          f"{[a.key for a in pictures]}, expected 1")
+    return pictures[0]
+
+
+def _read_picture(item_id: str, asset: RasterAsset) -> list[Image.Image]:
+    """The bands of a picture file, each a single-band PIL image, checked against the registry.
+
+    Raises:
+        ItemError: unreadable (corrupt, truncated, missing) file, or band count or dtype
+            unlike the registry.
+    """
+    try:
+        with Image.open(asset.path) as image:
+            image.load()
+            # A palette is an encoding of colours, not a band: decode it.
+            bands = list((image.convert("RGB") if image.mode == "P" else image).split())
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise ItemError(item_id, asset.path, f"unreadable picture ({error})") from error
+    _check_layout(item_id, asset, len(bands), np.asarray(bands[0]).dtype)
+    return bands
