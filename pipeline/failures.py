@@ -18,6 +18,10 @@ class ItemError(Exception):
         self.reason = reason
 
 
+class NothingUsableError(RuntimeError):
+    """A stage ended with no usable output: every input failed, or there was none."""
+
+
 @dataclass(frozen=True)
 class Failure:
     """One quarantined input: the stage that met it, the item, the file and the reason."""

@@ -1,0 +1,80 @@
+"""Command line: ``python -m pipeline {discover,fetch,coregister,shard,validate,run}``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.cluster import Executor, executor
+from pipeline.failures import NothingUsableError
+from pipeline.params import PARAMS_PATH, PipelineParams, load_params
+
+DESCRIPTION = """\
+Build GeoPile-2 from STAC sources, one stage at a time or all at once:
+
+  discover    find the items of the configured collections (static catalog or STAC API)
+              -> <work_dir>/items.parquet
+  fetch       make every asset local and verified (content-addressed cache; local files are
+              checked in place) -> <work_dir>/fetched.parquet
+  coregister  warp paired sensors onto the reference grid, cut chips, measure residual shifts
+              -> <work_dir>/chips/<source>/<item>.npz, qa.csv, coregister.json
+  shard       write the chips into the sharded Zarr v3 store -> <store>
+  validate    re-open the store, check it, write reports/geopile2.{json,md}
+  run         all of the above
+
+Parameters come from the `pipeline` section of params.yaml. Bad inputs are listed with item,
+path and reason in <work_dir>/failures/<stage>.json and skipped; the exit code is non-zero only
+when a stage produced nothing usable. Every stage resumes after a crash.
+"""
+
+
+def _stage(name: str) -> Callable[[PipelineParams, Executor, bool], Path]:
+    from pipeline import stages, validate
+
+    table: dict[str, Callable[[PipelineParams, Executor, bool], Path]] = {
+        "discover": lambda p, e, q: stages.run_discover(p),
+        "fetch": lambda p, e, q: stages.run_fetch(p),
+        "coregister": stages.run_coregister,
+        "shard": stages.run_shard,
+        "validate": lambda p, e, q: validate.run_validate(p),
+    }
+    return table[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=["discover", "fetch", "coregister", "shard",
+                                          "validate", "run"])
+    parser.add_argument("--params", type=Path, default=PARAMS_PATH,
+                        help="parameter file (default: params.yaml)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="dask worker processes (default: params; 0 = this process only)")
+    parser.add_argument("--scheduler", default=None,
+                        help="address of a running dask scheduler to use instead of a "
+                             "LocalCluster, e.g. tcp://10.0.0.5:8786")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    workers = params.workers if args.workers is None else args.workers
+    names = (["discover", "fetch", "coregister", "shard", "validate"] if args.stage == "run"
+             else [args.stage])
+    parallel = {"coregister", "shard"}
+    needs_cluster = bool(parallel & set(names))
+    with executor(workers if needs_cluster else 0, args.scheduler) as ex:
+        for name in names:
+            start = time.perf_counter()
+            try:
+                output = _stage(name)(params, ex, not args.quiet)
+            except NothingUsableError as error:
+                print(f"{name}: {error}", file=sys.stderr)
+                return 1
+            print(f"{name}: {time.perf_counter() - start:.1f} s -> {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

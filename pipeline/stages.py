@@ -1,0 +1,144 @@
+"""The pipeline's stages, each a function of the parameters: discover -> fetch -> coregister ->
+shard -> validate. Each reads the previous stage's output files and writes its own, so each is a
+DVC stage and a crashed run resumes where it stopped."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from pipeline.chips import LocationChips
+from pipeline.cluster import Executor
+from pipeline.coregister import coregister_item
+from pipeline.discover import discover_to_table
+from pipeline.failures import (
+    Failure,
+    ItemError,
+    NothingUsableError,
+    read_failures,
+    write_failures,
+)
+from pipeline.fetch import fetch
+from pipeline.items import read_items, write_items
+from pipeline.params import PipelineParams
+from pipeline.shard import plan_store, write_store
+
+STAGES = ("discover", "fetch", "coregister", "shard", "validate")
+
+
+def failures_path(params: PipelineParams, stage: str) -> Path:
+    """Where ``stage`` lists the inputs it quarantined."""
+    return params.work_dir / "failures" / f"{stage}.json"
+
+
+def chip_file(params: PipelineParams, item: dict) -> Path:
+    """The LocationChips file of one item."""
+    return params.chips_dir / item["collection"] / f"{item['id']}.npz"
+
+
+def run_discover(params: PipelineParams) -> Path:
+    """Find the items of the configured collections; write the items table."""
+    return discover_to_table(params)
+
+
+def run_fetch(params: PipelineParams) -> Path:
+    """Make every asset local and verified; quarantine items whose assets fail."""
+    fetched, failures = fetch(read_items(params.items_table), params)
+    write_failures(failures_path(params, "fetch"), failures)
+    if not fetched:
+        raise NothingUsableError(f"no item could be fetched ({len(failures)} failures)")
+    return write_items(params.fetched_table, fetched)
+
+
+def coregister_to_file(item: dict, params: PipelineParams) -> Failure | Path:
+    """Co-register one item into its chip file (skipped when the file already exists).
+
+    Runs on a worker: the chips go to disk, only the path (or the failure) comes back.
+    """
+    path = chip_file(params, item)
+    if path.exists():
+        return path
+    try:
+        chips = coregister_item(item, params)
+    except ItemError as error:
+        return Failure.from_error("coregister", error)
+    return chips.save(path)
+
+
+def run_coregister(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:
+    """Co-register and chip every fetched item, in parallel; summarise drops and QA shifts."""
+    items = read_items(params.fetched_table)
+    failures: list[Failure] = []
+    done: list[Path] = []
+    results = executor.map_unordered(coregister_to_file, items, params)
+    for result in tqdm(results, total=len(items), desc="coregister", unit="item",
+                       disable=not progress):
+        (failures if isinstance(result, Failure) else done).append(result)
+    _remove_stale_chip_files(params, set(done))
+    write_failures(failures_path(params, "coregister"), failures)
+    if not done:
+        raise NothingUsableError(f"no item could be co-registered ({len(failures)} failures)")
+    return _summarise_chips(params, sorted(done))
+
+
+def _remove_stale_chip_files(params: PipelineParams, keep: set[Path]) -> None:
+    """Chip files of items no longer in the table (or left by an older run) would leak into
+    the store: remove them, and any temporary file a killed writer left."""
+    for path in params.chips_dir.rglob("*"):
+        if path.is_file() and path not in keep:
+            path.unlink()
+
+
+def _summarise_chips(params: PipelineParams, paths: list[Path]) -> Path:
+    """``qa.csv`` (one row per co-registered pair) and ``coregister.json`` (counts)."""
+    dropped: Counter[str] = Counter()
+    chips: Counter[str] = Counter()
+    rows = []
+    for path in paths:
+        location = LocationChips.load(path)
+        dropped.update(location.dropped)
+        for sensor, array in location.sensors.items():
+            chips[sensor] += len(array)
+        rows.extend({"source": location.source, "item_id": location.item_id, **shift}
+                    for shift in location.shifts)
+    qa_path = params.work_dir / "qa.csv"
+    columns = ["source", "item_id", "reference", "secondary", "dy_px", "dx_px", "shift_px",
+               "flagged"]
+    tmp = qa_path.with_name(f".{qa_path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, qa_path)
+    summary = {"locations": len(paths), "chips": dict(sorted(chips.items())),
+               "dropped": dict(sorted(dropped.items()))}
+    summary_path = params.work_dir / "coregister.json"
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary_path
+
+
+def run_shard(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:
+    """Write every chip file into the sharded Zarr v3 store, shards in parallel."""
+    paths = sorted(params.chips_dir.rglob("*.npz"))
+    plan = plan_store(paths, chips_per_shard=params.shard.chips_per_shard)
+
+    def map_fn(fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
+        # A generator: finalize_store merges each shard's statistics as it arrives.
+        tasks = list(tasks)
+        results = executor.map_unordered(fn, tasks)
+        yield from tqdm(results, total=len(tasks), desc="shard", unit="shard",
+                        disable=not progress)
+
+    return write_store(plan, params.store, map_fn=map_fn)
+
+
+def all_failures(params: PipelineParams) -> list[Failure]:
+    """Every input quarantined by any stage so far."""
+    return [f for stage in STAGES for f in read_failures(failures_path(params, stage))]

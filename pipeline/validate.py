@@ -1,0 +1,195 @@
+"""The validate stage: re-open the store, check it against what the stages recorded, and write
+``reports/geopile2.json`` (DVC metrics) and a one-page ``reports/geopile2.md`` with figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from catalogs.sensors import Sensor, get_sensor  # noqa: E402
+from catalogs.store_format import (  # noqa: E402
+    IMAGE,
+    INDEX_A,
+    INDEX_B,
+    PAIRS_GROUP,
+    SENSOR_A,
+    SENSOR_B,
+    StoreManifest,
+    open_store,
+    read_manifest,
+)
+from pipeline.items import read_items  # noqa: E402
+from pipeline.params import PipelineParams  # noqa: E402
+from pipeline.stages import all_failures  # noqa: E402
+
+SHIFT_PERCENTILES = (50, 90, 99)
+THUMBNAIL_PAIRS = 4
+
+
+class StoreValidationError(RuntimeError):
+    """The store disagrees with the build's records; lists every disagreement."""
+
+
+def check_store(params: PipelineParams, manifest: StoreManifest) -> list[str]:
+    """Every disagreement between the store and the coregister summary and the registry."""
+    summary = json.loads((params.work_dir / "coregister.json").read_text())
+    root = open_store(params.store)
+    problems = []
+    if set(manifest.sensors) != set(summary["chips"]):
+        problems.append(f"sensors {sorted(manifest.sensors)} != chipped {sorted(summary['chips'])}")
+    for name, sensor in manifest.sensors.items():
+        registry = get_sensor(name)
+        image = root[name][IMAGE]
+        expected = summary["chips"].get(name)
+        if not (sensor.chip_count == image.shape[0] == expected):
+            problems.append(f"{name}: {image.shape[0]} chips in the store, manifest says "
+                            f"{sensor.chip_count}, coregister made {expected}")
+        if str(image.dtype) != registry.dtype:
+            problems.append(f"{name}: dtype {image.dtype}, registry says {registry.dtype}")
+        if sensor.band_names != registry.band_names or image.shape[1] != registry.num_bands:
+            problems.append(f"{name}: bands {sensor.band_names} != registry {registry.band_names}")
+        if any(c == 0 for c in sensor.statistics.count):
+            problems.append(f"{name}: a band has no valid value: counts {sensor.statistics.count}")
+        dataset = xr.open_zarr(params.store, group=name)
+        if dataset[IMAGE].dims != ("chip", "band", "y", "x"):
+            problems.append(f"{name}: xarray sees dims {dataset[IMAGE].dims}")
+    pairs = root[PAIRS_GROUP]
+    for side_sensor, side_index in ((SENSOR_A, INDEX_A), (SENSOR_B, INDEX_B)):
+        names, indices = pairs[side_sensor][:], pairs[side_index][:]
+        for name in np.unique(names):
+            count = manifest.sensors[str(name)].chip_count if name in manifest.sensors else 0
+            bad = indices[names == name]
+            if bad.size and (bad.min() < 0 or bad.max() >= count):
+                problems.append(f"pairs: {side_index} of {name} outside 0..{count - 1}")
+    if pairs[INDEX_A].shape[0] != manifest.pair_count:
+        problems.append(f"pairs: {pairs[INDEX_A].shape[0]} rows, manifest says "
+                        f"{manifest.pair_count}")
+    return problems
+
+
+def _shift_table(params: PipelineParams) -> list[dict[str, str]]:
+    with open(params.work_dir / "qa.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def build_metrics(params: PipelineParams, manifest: StoreManifest) -> dict[str, Any]:
+    """The numbers of the build: items, chips per sensor, pairs, drops, failures, QA shifts."""
+    summary = json.loads((params.work_dir / "coregister.json").read_text())
+    shifts = np.array([float(r["shift_px"]) for r in _shift_table(params)])
+    failures = all_failures(params)
+    qa: dict[str, Any] = {"pairs_measured": int(shifts.size),
+                          "flagged": int((shifts > params.coregister.shift_flag_px).sum())}
+    for q in SHIFT_PERCENTILES:
+        qa[f"p{q}_px"] = round(float(np.percentile(shifts, q)), 4) if shifts.size else None
+    qa["max_px"] = round(float(shifts.max()), 4) if shifts.size else None
+    return {
+        "items": len(read_items(params.items_table)),
+        "locations": summary["locations"],
+        "chips": {name: s.chip_count for name, s in manifest.sensors.items()},
+        "pairs": manifest.pair_count,
+        "dropped": summary["dropped"],
+        "failures": dict(sorted(Counter(f.stage for f in failures).items())),
+        "failure_reasons": dict(sorted(Counter(f.reason.split(":")[0]
+                                               for f in failures).items())),
+        "qa_shift": qa,
+        "store_files": sum(1 for p in params.store.rglob("*") if p.is_file()),
+        "store_mb": round(sum(p.stat().st_size for p in params.store.rglob("*")
+                              if p.is_file()) / 1e6, 3),
+    }
+
+
+def _display(chip: np.ndarray, sensor: Sensor) -> tuple[np.ndarray, str | None]:
+    """A chip as a picture: an RGB composite where the sensor has red/green/blue bands, else
+    its first band (SAR: the first polarisation in dB; DSM: height) with a colour map."""
+    names = [b.common_name for b in sensor.bands]
+    if {"red", "green", "blue"} <= set(names):
+        picture = np.stack([chip[names.index(c)] for c in ("red", "green", "blue")], axis=-1)
+        cmap = None
+    else:
+        picture = chip[0]
+        cmap = "gray" if sensor.kind == "sar" else "terrain"
+    picture = picture.astype(np.float64)
+    low, high = np.nanpercentile(picture, [2, 98])
+    return np.clip((picture - low) / max(high - low, 1e-9), 0, 1), cmap
+
+
+def _pairs_figure(params: PipelineParams, path: Path) -> Path:
+    root = open_store(params.store)
+    pairs = root[PAIRS_GROUP]
+    count = pairs[INDEX_A].shape[0]
+    rows = np.linspace(0, count - 1, min(THUMBNAIL_PAIRS, count)).astype(int) if count else []
+    figure, axes = plt.subplots(max(len(rows), 1), 2, figsize=(6, 3 * max(len(rows), 1)),
+                                squeeze=False)
+    for row, pair in enumerate(rows):
+        for column, (s_key, i_key) in enumerate(((SENSOR_A, INDEX_A), (SENSOR_B, INDEX_B))):
+            name, index = str(pairs[s_key][pair]), int(pairs[i_key][pair])
+            picture, cmap = _display(root[name][IMAGE][index], get_sensor(name))
+            axes[row, column].imshow(picture, cmap=cmap)
+            axes[row, column].set_title(f"{name} #{index}", fontsize=8)
+    for axis in axes.ravel():
+        axis.set_axis_off()
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
+
+
+def _shift_figure(params: PipelineParams, path: Path) -> Path:
+    shifts = [float(r["shift_px"]) for r in _shift_table(params)]
+    figure, axis = plt.subplots(figsize=(5, 3))
+    axis.hist(shifts, bins=30, color="steelblue")
+    axis.axvline(params.coregister.shift_flag_px, color="crimson", linestyle="--",
+                 label=f"flag at {params.coregister.shift_flag_px} px")
+    axis.set_xlabel("residual shift after co-registration (px)")
+    axis.set_ylabel("pairs")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
+
+
+def _markdown(metrics: dict[str, Any], figures: dict[str, Path], report_dir: Path) -> str:
+    lines = ["# GeoPile-2 build report", "",
+             f"{metrics['items']} items -> {metrics['locations']} locations -> "
+             f"{sum(metrics['chips'].values())} chips, {metrics['pairs']} pairs; "
+             f"store: {metrics['store_files']} files, {metrics['store_mb']} MB.", "",
+             "| sensor | chips |", "| --- | ---: |"]
+    lines += [f"| {name} | {count} |" for name, count in metrics["chips"].items()]
+    lines += ["", "Dropped chips: " + (", ".join(f"{k} {v}" for k, v in metrics["dropped"].items())
+                                       or "none") + ".",
+              "Quarantined inputs: " + (", ".join(f"{k} {v}" for k, v
+                                                  in metrics["failure_reasons"].items())
+                                        or "none") + ".", ""]
+    qa = metrics["qa_shift"]
+    lines += [f"Residual shift of {qa['pairs_measured']} co-registered pairs: median "
+              f"{qa['p50_px']} px, p99 {qa['p99_px']} px, max {qa['max_px']} px; "
+              f"{qa['flagged']} flagged.", ""]
+    lines += [f"![{title}]({path.relative_to(report_dir)})" for title, path in figures.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_validate(params: PipelineParams) -> Path:
+    """Check the store and write the reports; raises StoreValidationError on a disagreement."""
+    manifest = read_manifest(params.store)
+    problems = check_store(params, manifest)
+    if problems:
+        raise StoreValidationError(f"{params.store}:\n" + "\n".join(problems))
+    report_dir = params.reports_dir
+    (report_dir / "figures").mkdir(parents=True, exist_ok=True)
+    metrics = build_metrics(params, manifest)
+    figures = {"residual shifts": _shift_figure(params, report_dir / "figures" / "qa_shifts.png"),
+               "paired chips": _pairs_figure(params, report_dir / "figures" / "pairs.png")}
+    (report_dir / "geopile2.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (report_dir / "geopile2.md").write_text(_markdown(metrics, figures, report_dir))
+    return report_dir / "geopile2.json"
