@@ -5,10 +5,12 @@ DVC stage and a crashed run resumes where it stopped."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +41,19 @@ def failures_path(params: PipelineParams, stage: str) -> Path:
 
 
 def chip_file(params: PipelineParams, item: dict) -> Path:
-    """The LocationChips file of one item."""
-    return params.chips_dir / item["collection"] / f"{item['id']}.npz"
+    """The LocationChips file of one item, named after everything its chips depend on.
+
+    The name carries a hash of the co-registration parameters and the item's assets, so a
+    resumed run reuses a file only when it would write the same one again, and a changed
+    parameter or source file gives a new file (the old one is then stale and removed).
+    """
+    depends_on = {
+        "coregister": asdict(params.coregister), "pictures": asdict(params.pictures),
+        "assets": {key: [asset["href"], asset.get("file:checksum"), asset.get("file:size")]
+                   for key, asset in sorted(item["assets"].items())},
+    }
+    digest = hashlib.sha256(json.dumps(depends_on, sort_keys=True, default=str).encode())
+    return params.chips_dir / item["collection"] / f"{item['id']}.{digest.hexdigest()[:16]}.npz"
 
 
 def run_discover(params: PipelineParams) -> Path:
