@@ -76,11 +76,6 @@ class PipelineParams:
         """Output of coregister: one ``<source>/<item id>.npz`` of LocationChips per item."""
         return self.work_dir / "chips"
 
-    @property
-    def run_report(self) -> Path:
-        """Every failure of every stage (item id, path, reason) and the quarantine list."""
-        return self.work_dir / "failures.json"
-
 
 def _checked(cls: type, raw: dict[str, Any] | None, where: str) -> dict[str, Any]:
     """``raw`` as keyword arguments of ``cls``, rejecting keys ``cls`` does not have."""

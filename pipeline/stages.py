@@ -98,7 +98,11 @@ def run_coregister(params: PipelineParams, executor: Executor, progress: bool = 
     write_failures(failures_path(params, "coregister"), failures)
     if not done:
         raise NothingUsableError(f"no item could be co-registered ({len(failures)} failures)")
-    return _summarise_chips(params, sorted(done))
+    summary = _summarise_chips(params, sorted(done))
+    chips = json.loads(summary.read_text())["chips"]
+    if not any(chips.values()):
+        raise NothingUsableError(f"every chip was dropped: {summary}")
+    return summary
 
 
 def _remove_stale_chip_files(params: PipelineParams, keep: set[Path]) -> None:
@@ -140,6 +144,8 @@ def _summarise_chips(params: PipelineParams, paths: list[Path]) -> Path:
 def run_shard(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:
     """Write every chip file into the sharded Zarr v3 store, shards in parallel."""
     paths = sorted(params.chips_dir.rglob("*.npz"))
+    if not paths:
+        raise NothingUsableError(f"no chip files in {params.chips_dir}: run coregister first")
     plan = plan_store(paths, chips_per_shard=params.shard.chips_per_shard)
 
     def map_fn(fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,10 @@ def check_store(params: PipelineParams, manifest: StoreManifest) -> list[str]:
     summary = json.loads((params.work_dir / "coregister.json").read_text())
     root = open_store(params.store)
     problems = []
-    if set(manifest.sensors) != set(summary["chips"]):
-        problems.append(f"sensors {sorted(manifest.sensors)} != chipped {sorted(summary['chips'])}")
+    # A sensor whose every chip was dropped (e.g. too much nodata) has no group in the store.
+    chipped = sorted(name for name, count in summary["chips"].items() if count)
+    if sorted(manifest.sensors) != chipped:
+        problems.append(f"sensors {sorted(manifest.sensors)} != chipped {chipped}")
     for name, sensor in manifest.sensors.items():
         registry = get_sensor(name)
         image = root[name][IMAGE]
@@ -99,7 +102,9 @@ def build_metrics(params: PipelineParams, manifest: StoreManifest) -> dict[str, 
         "pairs": manifest.pair_count,
         "dropped": summary["dropped"],
         "failures": dict(sorted(Counter(f.stage for f in failures).items())),
-        "failure_reasons": dict(sorted(Counter(f.reason.split(":")[0]
+        # The kind of each reason: its text before any detail (": ..." or " (...)"), which
+        # may name the file (e.g. GDAL's message of an unreadable GeoTIFF).
+        "failure_reasons": dict(sorted(Counter(re.split(r"[:(]", f.reason, maxsplit=1)[0].strip()
                                                for f in failures).items())),
         "qa_shift": qa,
         "store_files": sum(1 for p in params.store.rglob("*") if p.is_file()),

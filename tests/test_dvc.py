@@ -1,21 +1,31 @@
-"""`dvc repro` from a fresh copy of the repository builds the sample world."""
+"""`dvc repro` from a fresh copy of the repository builds GeoPile-2 from the sample world, and a
+changed parameter re-runs only the stages that use it."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+STAGES = ("sample", "discover", "fetch", "coregister", "shard", "validate")
 
 
 def _run(*args: str, cwd: Path) -> str:
     done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
+
+
+def _dvc(*args: str, cwd: Path) -> str:
+    return _run(sys.executable, "-m", "dvc", *args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +42,78 @@ def fresh_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy
 
 
-def test_dvc_repro_builds_the_sample_world(fresh_repo: Path) -> None:
-    _run(sys.executable, "-m", "dvc", "repro", cwd=fresh_repo)
-    catalog = fresh_repo / "data" / "sample" / "catalog.json"
+@pytest.fixture(scope="module")
+def reproduced(fresh_repo: Path) -> Path:
+    """The fresh copy after one `dvc repro` (every test leaves params.yaml as it found it)."""
+    _dvc("repro", cwd=fresh_repo)
+    return fresh_repo
+
+
+@contextlib.contextmanager
+def _edited_params(repo: Path, old: str, new: str) -> Iterator[None]:
+    """params.yaml with ``old`` replaced by ``new`` (exactly once), restored afterwards."""
+    params = repo / "params.yaml"
+    text = params.read_text()
+    assert text.count(old) == 1, old
+    params.write_text(text.replace(old, new))
+    try:
+        yield
+    finally:
+        params.write_text(text)
+
+
+def _stages_run(output: str) -> list[str]:
+    """The stages a `dvc repro` output says it ran (or, with --dry, would run), in order."""
+    return re.findall(r"^Running stage '([^']+)'", output, re.M)
+
+
+def _stages_skipped(output: str) -> list[str]:
+    return re.findall(r"^Stage '([^']+)' didn't change, skipping", output, re.M)
+
+
+def test_dvc_repro_builds_the_sample_world(reproduced: Path) -> None:
+    catalog = reproduced / "data" / "sample" / "catalog.json"
     assert catalog.is_file()
-    assert "sample" in (fresh_repo / "dvc.lock").read_text()
-    status = _run(sys.executable, "-m", "dvc", "status", cwd=fresh_repo)
+    lock = (reproduced / "dvc.lock").read_text()
+    assert all(f"  {stage}:" in lock for stage in STAGES)
+    status = _dvc("status", cwd=reproduced)
     assert "up to date" in status
-    params = fresh_repo / "params.yaml"
-    params.write_text(params.read_text().replace("seed: 0", "seed: 1"))
-    status = _run(sys.executable, "-m", "dvc", "status", cwd=fresh_repo)
-    assert "sample" in status and "modified" in status and "sample.seed" in status
+    with _edited_params(reproduced, "seed: 0", "seed: 1"):
+        status = _dvc("status", cwd=reproduced)
+        assert "sample" in status and "modified" in status and "sample.seed" in status
+
+
+def test_a_shard_parameter_reruns_only_shard_and_validate(reproduced: Path) -> None:
+    store_root = reproduced / "data" / "geopile2.zarr" / "zarr.json"
+    assert json.loads(_dvc("status", "--json", cwd=reproduced)) == {}
+    with _edited_params(reproduced, "chips_per_shard: 256", "chips_per_shard: 64"):
+        # Only the stage that reads the parameters (dvc.yaml: pipeline.shard) is out of date;
+        # a dry run lists just it (the store it would write has not changed yet)...
+        assert json.loads(_dvc("status", "--json", cwd=reproduced)) == {
+            "shard": [{"changed deps": {"params.yaml": {"pipeline.shard": "modified"}}}]}
+        assert _stages_run(_dvc("repro", "--dry", cwd=reproduced)) == ["shard"]
+        # ... and a repro runs it and validate, which reads its new store; nothing upstream.
+        output = _dvc("repro", cwd=reproduced)
+        assert _stages_run(output) == ["shard", "validate"]
+        assert _stages_skipped(output) == ["sample", "discover", "fetch", "coregister"]
+        assert json.loads(store_root.read_text())["attributes"]["chips_per_shard"] == 64
+        assert json.loads(_dvc("status", "--json", cwd=reproduced)) == {}
+    # Back to the old value: the same two stages again (shard's store may come from DVC's run
+    # cache instead of a run).
+    output = _dvc("repro", cwd=reproduced)
+    assert _stages_skipped(output) == ["sample", "discover", "fetch", "coregister"]
+    assert _stages_run(output) in (["validate"], ["shard", "validate"])
+    assert json.loads(store_root.read_text())["attributes"]["chips_per_shard"] == 256
+    assert json.loads(_dvc("status", "--json", cwd=reproduced)) == {}
+
+
+def test_dvc_metrics_show_prints_the_chip_counts(reproduced: Path) -> None:
+    metrics = json.loads((reproduced / "reports" / "geopile2.json").read_text())
+    summary = json.loads((reproduced / "data" / "work" / "coregister.json").read_text())
+    assert metrics["chips"] == summary["chips"]
+    assert set(metrics["chips"]) == {"dsm", "rgb", "sentinel1_grd", "sentinel2_l2a"}
+    shown = _dvc("metrics", "show", cwd=reproduced)  # a table: header, then one row per file
+    header, values = (line.split() for line in shown.splitlines()[:2])
+    assert values[0] == "reports/geopile2.json"
+    for sensor, count in metrics["chips"].items():
+        assert values[header.index(f"chips.{sensor}")] == str(count)
