@@ -69,6 +69,20 @@ class LocationChips:
         return path
 
     @classmethod
+    def load_header(cls, path: Path) -> LocationChips:
+        """What :meth:`load` reads but the pixels: ``sensors`` holds a (K, 0, 0, 0) array per
+        sensor (chip counts without the chips), the rest as saved. For summaries."""
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(str(data["header"]))
+            transforms = data["transforms"]
+            sensors = {name: np.empty((len(transforms), 0, 0, 0), dtype=np.uint8)
+                       for name in header["sensors"]}
+            return cls(source=header["source"], item_id=header["item_id"], sensors=sensors,
+                       crs=header["crs"], transforms=transforms,
+                       bounds_lonlat=data["bounds_lonlat"], datetimes=header["datetimes"],
+                       dropped=header["dropped"], shifts=header["shifts"])
+
+    @classmethod
     def load(cls, path: Path) -> LocationChips:
         """Read a file written by :meth:`save`."""
         with np.load(path, allow_pickle=False) as data:

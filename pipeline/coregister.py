@@ -292,7 +292,10 @@ def warp(data: np.ndarray, src_grid: Grid, dst_grid: Grid,
     power = sensor.resampling.domain == "linear_power"
     if power and sensor.nodata is not None and not math.isnan(sensor.nodata):
         raise ValueError(f"{sensor.name}: linear_power resampling needs NaN as nodata")
-    source = np.exp(data * DB_TO_LN) if power else data  # 10 ** (dB / 10), faster
+    source = data
+    if power:  # 10 ** (dB / 10) as exp(dB * ln(10) / 10): faster; in place, one temporary
+        source = data * DB_TO_LN
+        np.exp(source, out=source)
     count = data.shape[0]
     alpha_band = count + 1 if sensor.nodata is None else 0  # 0: none
     out = np.empty((max(count, alpha_band), *dst_grid.shape), dtype=source.dtype)

@@ -65,7 +65,11 @@ class Histogram:
     @classmethod
     def of_keys(cls, keys: np.ndarray, drop: int | None = None) -> Histogram:
         """The histogram of 1-D bin ``keys``, leaving out bin ``drop`` (a nodata value)."""
-        dense = np.bincount(keys)
+        return cls.of_dense(np.bincount(keys), drop)
+
+    @classmethod
+    def of_dense(cls, dense: np.ndarray, drop: int | None = None) -> Histogram:
+        """The histogram of the counts ``dense[key]``, leaving out bin ``drop``."""
         if drop is not None and 0 <= drop < len(dense):
             dense[drop] = 0
         used = np.flatnonzero(dense)
@@ -116,7 +120,7 @@ class StreamingStats:
     def of_chips(cls, chips: np.ndarray, nodata: float | None) -> StreamingStats:
         """Statistics of (K, C, H, W) ``chips`` with ``nodata`` (None for none) excluded."""
         measure = _exact_band if exact_bins(chips.dtype) else _float_band
-        bands = [measure(chips[:, c].ravel(), nodata) for c in range(chips.shape[1])]
+        bands = [measure(chips[:, c], nodata) for c in range(chips.shape[1])]
         count, mean, m2, histograms = zip(*bands, strict=True)
         return cls(chips.dtype.str, np.array(count, dtype=np.int64), np.array(mean),
                    np.array(m2), histograms)
@@ -179,33 +183,60 @@ def _combine_moments(moments: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
 
 
 _BandStats = tuple[int, float, float, Histogram]
+# Values of one band taken at a time: numpy's temporaries (bincount's int64 copy of its input,
+# float64 deviations) stay in the CPU's cache instead of spanning the whole shard.
+BLOCK_VALUES = 1 << 18
 
 
-def _exact_band(values: np.ndarray, nodata: float | None) -> _BandStats:
-    """Count, mean, sum of squared deviations and histogram of integer ``values``; the moments
-    come from the exact histogram."""
-    offset = int(np.iinfo(values.dtype).min)
+def _blocks(band: np.ndarray) -> list[np.ndarray]:
+    """A (K, H, W) band of some chips as 1-D blocks of about :data:`BLOCK_VALUES` values."""
+    per_chip = math.prod(band.shape[1:])
+    step = max(1, BLOCK_VALUES // max(per_chip, 1))
+    return [band[k:k + step].reshape(-1) for k in range(0, len(band), step)]
+
+
+def _exact_band(band: np.ndarray, nodata: float | None) -> _BandStats:
+    """Count, mean, sum of squared deviations and histogram of one band of integer chips;
+    the moments come from the exact histogram."""
+    offset = int(np.iinfo(band.dtype).min)
     drop = None if nodata is None or not float(nodata).is_integer() else int(nodata) - offset
-    histogram = Histogram.of_keys(bin_keys(values), drop)
-    points = bin_values(histogram.keys, values.dtype)
+    dense = np.zeros(1 << (8 * band.dtype.itemsize), dtype=np.int64)
+    for block in _blocks(band):
+        counts = np.bincount(bin_keys(block))
+        dense[:len(counts)] += counts
+    histogram = Histogram.of_dense(dense, drop)
+    points = bin_values(histogram.keys, band.dtype)
     weights = histogram.counts.astype(np.float64)
     count = int(histogram.counts.sum())
     mean = float(points @ weights / count) if count else 0.0
     return count, mean, float((points - mean) ** 2 @ weights), histogram
 
 
-def _float_band(values: np.ndarray, nodata: float | None) -> _BandStats:
+def _float_band(band: np.ndarray, nodata: float | None) -> _BandStats:
     """As :func:`_exact_band` for values binned approximately: non-finite values and nodata
-    are left out; the moments come from the values in float64."""
-    keep = np.isfinite(values)
-    if nodata is not None and not np.isnan(nodata):
-        keep &= values != nodata
-    valid = values[keep]
-    histogram = Histogram.of_keys(bin_keys(valid))
-    if not valid.size:
+    are left out; the moments come from the values in float64, block by block, combined as
+    shards are (:func:`_combine_moments`)."""
+    dense = np.zeros(1 << FLOAT_BIN_BITS, dtype=np.int64)
+    moments = []
+    for block in _blocks(band):
+        keep = np.isfinite(block)
+        if nodata is not None and not np.isnan(nodata):
+            keep &= block != nodata
+        valid = block[keep]
+        if not valid.size:
+            continue
+        counts = np.bincount(bin_keys(valid))
+        dense[:len(counts)] += counts
+        mean = valid.mean(dtype=np.float64)
+        deviations = valid.astype(np.float64)
+        deviations -= mean
+        np.square(deviations, out=deviations)
+        moments.append(([valid.size], [mean], [float(deviations.sum())]))
+    histogram = Histogram.of_dense(dense)
+    if not moments:
         return 0, 0.0, 0.0, histogram
-    variance = float(valid.var(dtype=np.float64))
-    return len(valid), float(valid.mean(dtype=np.float64)), variance * len(valid), histogram
+    count, mean, m2 = _combine_moments(moments, 1)
+    return int(count[0]), float(mean[0]), float(m2[0]), histogram
 
 
 def _floats(values: np.ndarray, empty: np.ndarray) -> tuple[float | None, ...]:

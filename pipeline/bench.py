@@ -1,0 +1,137 @@
+"""Command line: ``python -m pipeline.bench``, the pipeline's throughput against GDAL's own work
+and against a naive per-chip script (see ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pipeline.benchmark.scenes import LAYOUTS
+from pipeline.benchmark.suite import (
+    BenchConfig,
+    format_report,
+    format_rss_report,
+    run_bench,
+    run_rss_check,
+    summary_line,
+)
+from pipeline.cluster import ALLOCATOR_ENVIRON
+from pipeline.params import PARAMS_PATH
+
+DESCRIPTION = """\
+Build the same paired chips (Sentinel-2 L2A + Sentinel-1, 256 px, as params.yaml cuts sen12ms)
+from the same scene-level COGs three ways, each timed alone, and print chips/s per core:
+
+  (a) ours        the coregister and shard stages end to end: read every raster, warp the
+                  secondaries onto the reference grid (S1 averaged in linear power), QA shift,
+                  cut chips, intermediate chip files, compress (Blosc LZ4), write the sharded
+                  Zarr v3 store, statistics. Run in this process (the ratios), then on a dask
+                  LocalCluster of 1 and of 2 worker processes (the speed-up).
+  (b) warp bound  GDAL (rasterio) reading every input raster whole and reprojecting each one
+                  off the reference grid onto it, into memory, one thread, with the registry's
+                  resampling method, nothing else: the work no pipeline can avoid.
+  (c) naive       a per-chip script as many published dataset scripts are written: for each
+                  chip window, a windowed read of the reference, a rasterio reproject of every
+                  other raster onto the chip grid, the same nodata rule, and one GeoTIFF per
+                  sensor per chip (SEN12MS's layout; uncompressed, as SEN12MS ships them).
+
+A chip is a paired chip: one 256 px window, every sensor. Per core: chips/s divided by the
+CPUs the path was pinned to (sched_setaffinity on every thread, inherited by the threads and
+processes it starts): 1 for (b), (c) and (a) in this process; the worker count for the dask
+runs (the scheduler and this process share those cores). CPU s: the process tree's user +
+system time. Files: for (a) the store's image shard files (the files that grow with the
+chips; the store's fixed metadata files and the one intermediate .npz per scene are listed
+below the table); for (c) its GeoTIFFs. Peak RSS: the largest sum of the resident set sizes
+of this process and all its descendants (dask nannies and workers), sampled every 20 ms
+(shared pages count once per process), and the largest single process; the JSON's
+peak_rss_mb is the largest tree sum of any path.
+
+Each path runs once untimed on the first scene (warm processes: dask workers started, modules
+loaded), then --repeats times on the whole input; the fastest run counts. The command runs
+under the allocator settings the pipeline gives its dask workers (ALLOCATOR_ENVIRON in
+pipeline/cluster.py; it restarts itself with them), so all paths and processes share one
+malloc behaviour. The input is rendered from the sample world once (about 5 s per scene on
+2 cores) and cached under --bench-dir; every file is read once before the first path runs,
+so all start from a warm page cache.
+
+The last line printed is one JSON object:
+  {"ours_chips_per_s_per_core", "warp_bound_chips_per_s_per_core",
+   "naive_chips_per_s_per_core", "ratio_vs_warp_bound", "ratio_vs_naive",
+   "files_per_1000_chips", "speedup_2_workers", "peak_rss_mb"}
+With --rss-check, only (a) runs (in this process and on 2 workers), at 1x and at 4x the input,
+and the JSON line holds the peak RSS of each and its growth from 1x to 4x.
+Progress goes to stderr; the table and the JSON line to stdout.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenes", type=int, default=None,
+                        help="scenes at scale 1 (default 16: 256 chips, one full shard per "
+                             "sensor; about 2 minutes in all on 2 cores once the input is "
+                             "cached, plus about 70 s to render it the first time)")
+    parser.add_argument("--scale", type=int, default=1,
+                        help="multiply the input: scenes x scale (default 1)")
+    parser.add_argument("--scene-px", type=int, default=None,
+                        help="side of a scene in 10 m pixels (default 1024)")
+    parser.add_argument("--layout", choices=sorted(LAYOUTS), default="native",
+                        help="Sentinel-2 files per scene: 'native' (default) one COG per "
+                             "resolution, 10/20/60 m, as Level-2A products deliver them (the "
+                             "20 and 60 m bands are resampled onto the 10 m grid); 'stacked' "
+                             "all 12 bands at 10 m in one COG, as SEN12MS ships its patches")
+    parser.add_argument("--seed", type=int, default=0, help="sample world seed (default 0)")
+    parser.add_argument("--params", type=Path, default=PARAMS_PATH,
+                        help="parameter file: chip grid of sen12ms, nodata rule, "
+                             "chips_per_shard (default: params.yaml)")
+    parser.add_argument("--bench-dir", type=Path, default=Path("data/bench"),
+                        help="input cache and scratch space (default: data/bench)")
+    parser.add_argument("--naive-compress", choices=["none", "deflate", "lzw", "zstd"],
+                        default="none", help="GeoTIFF compression of the naive script's chips "
+                                             "(default: none)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed runs of each path; the fastest counts, as timeit does "
+                             "(default 2; 1 with --rss-check and --quick)")
+    parser.add_argument("--rss-check", action="store_true",
+                        help="run only (a), in this process and on 2 workers, at 1x and 4x "
+                             "the input, and compare their peak RSS")
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny run to check the command works (2 scenes of 512 px); "
+                             "its figures mean nothing")
+    args = parser.parse_args(argv)
+    scenes = args.scenes if args.scenes is not None else (2 if args.quick else 16)
+    scene_px = args.scene_px if args.scene_px is not None else (512 if args.quick else 1024)
+    repeats = args.repeats if args.repeats is not None else (
+        1 if args.quick or args.rss_check else 2)
+    if min(scenes, args.scale, repeats) < 1 or scene_px < 256:
+        parser.error("--scenes, --scale and --repeats must be at least 1, --scene-px at "
+                     "least 256")
+    config = BenchConfig(scenes=scenes, scale=args.scale, scene_px=scene_px, layout=args.layout,
+                         seed=args.seed, params_path=args.params, bench_dir=args.bench_dir,
+                         naive_compress=None if args.naive_compress == "none"
+                         else args.naive_compress, repeats=repeats)
+    if args.rss_check:
+        check = run_rss_check(config)
+        print(format_rss_report(check))
+        print(summary_line(check.summary()))
+        return 0
+    result = run_bench(config)
+    print(format_report(result))
+    print(summary_line(result.summary()))
+    return 0
+
+
+def _with_allocator_environ() -> None:
+    """Start this command again with :data:`~pipeline.cluster.ALLOCATOR_ENVIRON` unless it is
+    set: glibc reads it at start-up only, and every path measured in this process should run
+    under the allocator settings the pipeline's worker processes get."""
+    if any(os.environ.get(name) != value for name, value in ALLOCATOR_ENVIRON.items()):
+        os.execve(sys.executable, [sys.executable, "-m", "pipeline.bench", *sys.argv[1:]],
+                  {**os.environ, **ALLOCATOR_ENVIRON})
+
+
+if __name__ == "__main__":
+    _with_allocator_environ()
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Bench input: scene-level Sentinel-2 L2A / Sentinel-1 pairs rendered from the sample world,
+written as COGs and catalogued as the fetch stage hands items on.
+
+Each scene is ``scene_px`` x ``scene_px`` pixels of 10 m Sentinel-2 L2A (12 bands, uint16) on
+UTM 32N and a Sentinel-1 dB pair (VV, VH, float32) on UTM 33N over the same ground plus a
+margin: a grid rotated by about 2 degrees with a sub-pixel origin shift, as
+:func:`catalogs.sample.pretraining.write_sen12ms` renders its patches, but scene-sized. Two
+Sentinel-2 layouts (:data:`LAYOUTS`):
+
+- ``native``: as Level-2A products deliver a scene (the R10m / R20m / R60m folders of a SAFE
+  product): one COG per resolution, B02 B03 B04 B08 at 10 m (asset ``s2``, the reference grid),
+  B05 B06 B07 B8A B11 B12 at 20 m (``s2_20m``), B01 B09 at 60 m (``s2_60m``), all grids from
+  one origin; co-registration resamples the 20 m and 60 m bands onto the 10 m grid.
+- ``stacked``: all 12 bands already at 10 m in one COG (asset ``s2``), as SEN12MS ships its
+  patches; only Sentinel-1 is warped.
+
+Scenes are cached under ``<cache_dir>/<key>/`` (the key names every parameter the files depend
+on), one scene at a time, each moved into place whole, so a later run with more scenes renders
+only the new ones.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from affine import Affine
+
+from catalogs.sample import render
+from catalogs.sample.camera import quantize_db, to_scaled_integers
+from catalogs.sample.files import write_cog
+from catalogs.sample.pretraining import S2_NOISE
+from catalogs.sample.render import Grid
+from catalogs.sample.sites import covering_grid, random_centers, world_grid
+from catalogs.sample.world import World
+from catalogs.sensors import get_sensor
+from catalogs.stac import make_item, raster_asset
+
+COLLECTION = "sen12ms"  # params.yaml's sen12ms grid applies: reference asset s2, 256 px chips
+S2_SENSOR = "sentinel2_l2a"
+S1_SENSOR = "sentinel1_grd"
+S1_ASSET = "s1"
+S1_CRS = "EPSG:32633"
+GSD_M = 10.0
+S1_MARGIN_M = 60.0
+S1_ORIGIN_SHIFT_M = (3.0, 7.0)
+SUPERSAMPLE = 1  # one world sample per pixel: the pixels' content does not matter to a bench
+ACQUIRED = datetime(2017, 6, 15, 10, 30, tzinfo=UTC)
+FORMAT = 1  # bump when the files a key names change
+
+# Layout -> Sentinel-2 asset key -> (pixel size in m, the registry bands the file holds).
+LAYOUTS: dict[str, dict[str, tuple[float, tuple[str, ...]]]] = {
+    "native": {
+        "s2": (10.0, ("B02", "B03", "B04", "B08")),
+        "s2_20m": (20.0, ("B05", "B06", "B07", "B8A", "B11", "B12")),
+        "s2_60m": (60.0, ("B01", "B09")),
+    },
+    "stacked": {
+        "s2": (10.0, ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09",
+                      "B11", "B12")),
+    },
+}
+
+
+@dataclass(frozen=True)
+class SceneSet:
+    """The bench scenes of one set of generation parameters, and where they are cached."""
+
+    cache_dir: Path
+    seed: int = 0
+    scene_px: int = 1024
+    layout: str = "native"
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout {self.layout!r}: not one of {sorted(LAYOUTS)}")
+
+    @property
+    def root(self) -> Path:
+        """The folder of this key's scenes."""
+        return (self.cache_dir / f"scenes-v{FORMAT}-{self.layout}-seed{self.seed}"
+                                 f"-px{self.scene_px}")
+
+    @property
+    def asset_keys(self) -> tuple[str, ...]:
+        return (*LAYOUTS[self.layout], S1_ASSET)
+
+    def path(self, scene: int, asset: str) -> Path:
+        """The COG of asset ``asset`` of scene ``scene``."""
+        return self.root / f"{scene:04d}" / f"{asset}.tif"
+
+    def exists(self, scene: int) -> bool:
+        return all(self.path(scene, asset).exists() for asset in self.asset_keys)
+
+    def item_id(self, scene: int) -> str:
+        return f"bench_{self.layout}_{scene:04d}"
+
+
+def ensure_scenes(scenes: SceneSet, count: int, processes: int = 1) -> int:
+    """Render the scenes ``0 .. count-1`` not cached yet; returns how many were rendered."""
+    missing = [i for i in range(count) if not scenes.exists(i)]
+    if not missing:
+        return 0
+    scenes.root.mkdir(parents=True, exist_ok=True)
+    if processes <= 1 or len(missing) == 1:
+        for scene in missing:
+            render_scene(scenes, scene)
+    else:
+        with ProcessPoolExecutor(min(processes, len(missing))) as pool:
+            list(pool.map(render_scene, [scenes] * len(missing), missing))
+    return len(missing)
+
+
+def render_scene(scenes: SceneSet, scene: int) -> None:
+    """Render one scene's COGs into a temporary folder, then move them into place."""
+    world = World(scenes.seed)
+    s2, s1 = get_sensor(S2_SENSOR), get_sensor(S1_SENSOR)
+    rng = np.random.default_rng([scenes.seed, 9000, scene])
+    (center,) = random_centers(1, rng)
+    grid = world_grid(center, (scenes.scene_px, scenes.scene_px), GSD_M)
+    files: dict[str, tuple[np.ndarray, Grid, float | None]] = {}
+    for asset, (gsd_m, bands) in LAYOUTS[scenes.layout].items():
+        on = _nested_grid(grid, gsd_m)
+        reflectance = render.surface_reflectance(world, on, s2, supersample=SUPERSAMPLE)
+        picked = reflectance[[s2.band_names.index(name) for name in bands]]
+        files[asset] = (to_scaled_integers(picked, s2, S2_NOISE, rng), on, s2.nodata)
+        del reflectance, picked
+        render.observe.cache_clear()
+    s1_grid = covering_grid(grid, S1_CRS, GSD_M, margin=S1_MARGIN_M,
+                            origin_shift=S1_ORIGIN_SHIFT_M)
+    sigma0 = render.backscatter_db(world, s1_grid, s1, rng, supersample=SUPERSAMPLE)
+    files[S1_ASSET] = (quantize_db(sigma0), s1_grid, s1.nodata)
+    render.observe.cache_clear()
+    final = scenes.path(scene, S1_ASSET).parent
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=scenes.root))
+    staging.chmod(0o755)
+    try:
+        for asset, (data, on, nodata) in files.items():
+            write_cog(staging / f"{asset}.tif", data, on, nodata=nodata)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _nested_grid(grid: Grid, gsd_m: float) -> Grid:
+    """A grid of ``gsd_m`` pixels from ``grid``'s origin that covers it (as a Sentinel-2
+    tile's 20 m and 60 m grids nest in its 10 m grid)."""
+    if gsd_m == grid.transform.a:
+        return grid
+    factor = gsd_m / grid.transform.a
+    rows, cols = (math.ceil(n / factor) for n in grid.shape)
+    t = grid.transform
+    return Grid(grid.crs, Affine(gsd_m, 0.0, t.c, 0.0, -gsd_m, t.f), (rows, cols))
+
+
+def catalog_items(scenes: SceneSet, count: int) -> list[dict[str, Any]]:
+    """The items of scenes ``0 .. count-1`` as the fetch stage hands them on: STAC item dicts
+    with ``collection`` and absolute local asset hrefs, each asset made by
+    :func:`catalogs.stac.raster_asset` (registry sensor, bands, file size and checksum) as the
+    catalog builders make them.
+
+    Raises:
+        RuntimeError: when a scene is not rendered.
+    """
+    missing = [scene for scene in range(count) if not scenes.exists(scene)]
+    if missing:
+        raise RuntimeError(f"{scenes.root}: scenes {missing} are not rendered (ensure_scenes)")
+    s2, s1 = get_sensor(S2_SENSOR), get_sensor(S1_SENSOR)
+    items = []
+    for scene in range(count):
+        assets = {key: raster_asset(scenes.path(scene, key).resolve(), s2, band_names=bands)
+                  for key, (_, bands) in LAYOUTS[scenes.layout].items()}
+        assets[S1_ASSET] = raster_asset(scenes.path(scene, S1_ASSET).resolve(), s1)
+        item = make_item(scenes.item_id(scene), assets, ACQUIRED, footprint_asset="s2")
+        record = item.to_dict(include_self_link=False, transform_hrefs=False)
+        record["collection"] = COLLECTION
+        items.append(record)
+    return items

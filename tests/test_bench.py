@@ -1,0 +1,26 @@
+"""``python -m pipeline.bench``: a tiny run prints a table and, last, its JSON summary (figures
+are not asserted: performance is read from the command, never from tests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.bench import main
+from pipeline.benchmark.suite import SUMMARY_KEYS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_quick_bench_ends_with_a_json_line_of_positive_figures(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--quick", "--bench-dir", str(tmp_path),
+                 "--params", str(REPO / "params.yaml")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert tuple(summary) == SUMMARY_KEYS
+    assert all(isinstance(value, float) and value > 0 for value in summary.values()), summary
+    assert any(line.startswith("naive per-chip script") for line in lines)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
