@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class LocationChips:
         header = {"source": self.source, "item_id": self.item_id, "crs": self.crs,
                   "datetimes": self.datetimes, "dropped": self.dropped, "shifts": self.shifts,
                   "sensors": list(self.sensors)}
-        arrays = {f"sensor_{i}": array for i, array in enumerate(self.sensors.values())}
+        arrays = {sensor_array_name(i): array for i, array in enumerate(self.sensors.values())}
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
             np.savez(f, header=np.array(json.dumps(header)), transforms=self.transforms,
@@ -72,23 +73,33 @@ class LocationChips:
     def load_header(cls, path: Path) -> LocationChips:
         """What :meth:`load` reads but the pixels: ``sensors`` holds a (K, 0, 0, 0) array per
         sensor (chip counts without the chips), the rest as saved. For summaries."""
+        return cls._read(path, pixels=False)
+
+    @classmethod
+    def load(cls, path: Path) -> LocationChips:
+        """Read a file written by :meth:`save`."""
+        return cls._read(path, pixels=True)
+
+    @classmethod
+    def _read(cls, path: Path, pixels: bool) -> LocationChips:
         with np.load(path, allow_pickle=False) as data:
-            header = json.loads(str(data["header"]))
+            header = read_header(data)
             transforms = data["transforms"]
-            sensors = {name: np.empty((len(transforms), 0, 0, 0), dtype=np.uint8)
-                       for name in header["sensors"]}
+            sensors = {name: (data[sensor_array_name(i)] if pixels else
+                              np.empty((len(transforms), 0, 0, 0), dtype=np.uint8))
+                       for i, name in enumerate(header["sensors"])}
             return cls(source=header["source"], item_id=header["item_id"], sensors=sensors,
                        crs=header["crs"], transforms=transforms,
                        bounds_lonlat=data["bounds_lonlat"], datetimes=header["datetimes"],
                        dropped=header["dropped"], shifts=header["shifts"])
 
-    @classmethod
-    def load(cls, path: Path) -> LocationChips:
-        """Read a file written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(str(data["header"]))
-            sensors = {name: data[f"sensor_{i}"] for i, name in enumerate(header["sensors"])}
-            return cls(source=header["source"], item_id=header["item_id"], sensors=sensors,
-                       crs=header["crs"], transforms=data["transforms"],
-                       bounds_lonlat=data["bounds_lonlat"], datetimes=header["datetimes"],
-                       dropped=header["dropped"], shifts=header["shifts"])
+
+def sensor_array_name(index: int) -> str:
+    """The ``.npz`` member holding the chips of the ``index``-th sensor of the header."""
+    return f"sensor_{index}"
+
+
+def read_header(data: np.lib.npyio.NpzFile) -> dict[str, Any]:
+    """The JSON header of an open chip file: source, item_id, crs, datetimes, dropped,
+    shifts and the sensor names in member order."""
+    return json.loads(str(data["header"]))

@@ -47,6 +47,7 @@ from zarr.storage import LocalStore
 
 from catalogs import store_format as fmt
 from catalogs.sensors import get_sensor
+from pipeline.chips import read_header, sensor_array_name
 from pipeline.failures import ItemError
 from pipeline.params import ShardParams
 from pipeline.stats import ShardStats, StatsAccumulator, StreamingStats
@@ -231,8 +232,8 @@ def _read_location(path: Path) -> tuple[LocationPlan, _Shapes]:
     unread), checked against the registry."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            header = json.loads(str(npz["header"]))
-            members = {name: f"sensor_{i}" for i, name in enumerate(header["sensors"])}
+            header = read_header(npz)
+            members = {name: sensor_array_name(i) for i, name in enumerate(header["sensors"])}
             shapes = {name: _npy_header(npz.zip, member)[:2] for name, member in members.items()}
             transforms, bounds = (_npy_header(npz.zip, name)[0]
                                   for name in ("transforms", "bounds_lonlat"))
