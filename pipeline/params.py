@@ -33,6 +33,7 @@ class CoregisterParams:
     sources: dict[str, SourceGrid] = field(default_factory=dict)
     max_nodata_share: float = 0.05
     shift_flag_px: float = 0.5
+    qa_window_px: int = 512
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ class PipelineParams:
 
     @property
     def chips_dir(self) -> Path:
-        """Output of coregister: one ``<source>/<item id>.npz`` of LocationChips per item."""
+        """Output of coregister: one ``<source>/<item id>.npz`` (+ ``.chunks``) of LocationChips
+        per item."""
         return self.work_dir / "chips"
 
 

@@ -220,6 +220,33 @@ def test_linear_power_needs_nan_nodata() -> None:
         warp(np.zeros((2, 4, 4), np.float32), grid, grid, sensor)
 
 
+@pytest.mark.parametrize(("sensor", "method"), [("sentinel2_l2a", "bilinear"),
+                                                 ("sentinel2_l2a", "cubic"),
+                                                 ("sentinel1_grd", "average"),
+                                                 ("dsm", "bilinear")])
+def test_a_source_without_nodata_pixels_warps_as_with_the_nodata_kernel(
+        sensor: str, method: str) -> None:
+    # A 20 m raster onto a 10 m grid that it covers only in part (rotated 2 degrees, shifted):
+    # GDAL's kernels without source masks must give the general kernel's pixels and coverage.
+    entry = get_sensor(sensor)
+    entry = dataclasses.replace(entry, resampling=dataclasses.replace(entry.resampling,
+                                                                      method=method))
+    rng = np.random.default_rng(3)
+    values = rng.uniform(1, 5000, size=(2, 40, 40))
+    data_ = (values / 250 - 25).astype(np.float32) if entry.dtype == "float32" else values.astype(
+        entry.dtype)
+    crs = CRS.from_string(data.REFERENCE_CRS)
+    source = Grid(crs, Affine(20.0, 0.0, REF.c, 0.0, -20.0, REF.f), (40, 40))
+    target = Grid(crs, REF @ Affine.translation(13.5, -7.25) @ Affine.rotation(2.0), (64, 64))
+    fast, fast_invalid = warp(data_, source, target, entry, has_nodata=False)
+    general, general_invalid = warp(data_, source, target, entry, has_nodata=True)
+    np.testing.assert_array_equal(fast_invalid, general_invalid)
+    assert 0 < fast_invalid.sum() < fast_invalid.size  # partly covered, as meant
+    valid = ~general_invalid
+    tolerance = 1e-4 if entry.dtype == "float32" else 1  # integers: rounding
+    np.testing.assert_allclose(fast[:, valid], general[:, valid], rtol=0, atol=tolerance)
+
+
 def write_nodata_world(folder: Path) -> dict[str, Any]:
     """Four 32 px windows: 0 has 11.8 % Sentinel-2 nodata in one band, 1 has 2.9 %,
     2 has a DSM nodata patch over ~28 % of it, 3 is clean."""
