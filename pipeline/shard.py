@@ -7,18 +7,21 @@ The layout is :mod:`catalogs.store_format`'s. A build runs in four steps:
    into shards of ``chips_per_shard``.
 2. :func:`create_store` writes the skeleton into the staging store ``<store>.partial``: groups,
    the empty ``image`` arrays, the per-chip metadata, the pairs.
-3. :func:`write_shard` writes one shard of one sensor and returns its statistics. Shards are
-   independent files, so tasks run in any order and in any process (dask workers).
+3. :func:`write_shard` writes one shard file of one sensor: the chips' chunk bytes, already
+   encoded by the coregister stage, one after another, and the shard index
+   (:mod:`catalogs.store_shards`); it returns the statistics of the locations that begin in
+   it. Shards are independent files, so tasks run in any order and in any process.
 4. :func:`finalize_store` merges the statistics into the attributes, consolidates the metadata
    and publishes the staging store as ``<store>`` with a rename.
 
-Crash safety: every file is written whole or not at all (zarr's ``LocalStore`` writes to a
-temporary file and renames it), so a killed build leaves only whole files plus temporary ones.
-The staging store records the fingerprint of the plan it was built for as its last skeleton
-write; a rerun reuses a staging store of the same plan (otherwise starts it afresh), skips each
-shard that is present and decodes, and :func:`finalize_store` deletes every file the layout does
-not name before publishing; it drops the fingerprint just before consolidating, so a build
-killed in that last moment starts its staging store afresh. Files are fsynced before the rename,
+Crash safety: every file is written whole or not at all (zarr's ``LocalStore`` and the shard
+writer write to a temporary file and rename it), so a killed build leaves only whole files plus
+temporary ones. The staging store records the fingerprint of the plan it was built for as its
+last skeleton write; a rerun reuses a staging store of the same plan (otherwise starts it
+afresh), skips each shard file that is present with the size and index it must have, and
+:func:`finalize_store` deletes every file the layout does not name before publishing; it drops
+the fingerprint just before consolidating, so a build killed in that last moment starts its
+staging store afresh. Files are fsynced before the rename,
 and an old store is moved aside only then: ``<store>`` is either missing, the old store or the
 new one, never partial. The result is byte-identical to an uninterrupted build, whatever the
 order or the processes the shards were written in: every byte is a function of the plan.
@@ -32,13 +35,12 @@ import json
 import math
 import os
 import shutil
-import struct
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import zarr
@@ -47,17 +49,22 @@ from zarr.storage import LocalStore
 
 from catalogs import store_format as fmt
 from catalogs.sensors import get_sensor
-from pipeline.chips import read_header, sensor_array_name
+from catalogs.store_shards import shard_index
+from pipeline.chips import (
+    chunk_file,
+    copy_chunks,
+    read_chunk_offsets,
+    read_georeference,
+    read_layout,
+    read_statistics,
+)
 from pipeline.failures import ItemError
 from pipeline.params import ShardParams
-from pipeline.stats import ShardStats, StatsAccumulator, StreamingStats
+from pipeline.stats import ShardStats, StatsAccumulator
 
 STAGING_SUFFIX = ".partial"
 RETIRED_SUFFIX = ".old"
 PLAN_ATTRIBUTE = "staging_plan"  # root attribute of a staging store; not in a published one
-_ZIP_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
-_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
-                       (2, 0): np.lib.format.read_array_header_2_0}
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,7 @@ class LocationPlan:
         crs: CRS of its grid, None without georeference.
         datetimes: sensor -> ISO 8601 acquisition time (None or missing where unknown).
         chip_count: chips per sensor (K).
-        members: sensor -> name of the .npz member holding its chips.
+        members: sensor -> its index among the chip file's sensors.
         first_chip: sensor -> store index of this location's chip 0.
     """
 
@@ -81,7 +88,7 @@ class LocationPlan:
     crs: str | None
     datetimes: dict[str, str | None]
     chip_count: int
-    members: dict[str, str]
+    members: dict[str, int]
     first_chip: dict[str, int] = field(default_factory=dict)
 
 
@@ -98,10 +105,10 @@ class SensorPlan:
 
 @dataclass(frozen=True)
 class ChipSpan:
-    """Chips ``start:stop`` of one sensor's array in one chip file."""
+    """Chips ``start:stop`` of the ``member``-th sensor of one chip file."""
 
     path: Path
-    member: str
+    member: int
     start: int
     stop: int
 
@@ -114,19 +121,22 @@ class ShardTask:
         staging: the staging store.
         fingerprint: the plan's; the staging store must have been created for it.
         sensor: sensor group.
+        dtype: the sensor's storage dtype.
         shard_index: shard of that group's ``image``.
-        rows: the store indices of its chips.
-        nodata: the sensor's nodata (excluded from statistics).
+        chips_per_shard: chips a shard holds (its index has one entry per chip).
         spans: where its chips are, in order.
+        statistics: the chip files (and the sensor's member in each) whose statistics the
+            shard reports: the locations whose first chip is in it.
     """
 
     staging: Path
     fingerprint: str
     sensor: str
+    dtype: str
     shard_index: int
-    rows: range
-    nodata: float | None
+    chips_per_shard: int
     spans: tuple[ChipSpan, ...]
+    statistics: tuple[tuple[Path, int], ...]
 
 
 @dataclass(frozen=True)
@@ -165,8 +175,9 @@ class StorePlan:
     def shard_tasks(self, store_path: Path) -> list[ShardTask]:
         """One task per shard of every sensor, by sensor then shard."""
         staging = staging_path(store_path)
-        return [ShardTask(staging, self.fingerprint, sensor.name, index,
-                          self.shard_rows(sensor.name, index), sensor.nodata, tuple(spans))
+        return [ShardTask(staging, self.fingerprint, sensor.name, sensor.dtype, index,
+                          self.chips_per_shard, tuple(spans),
+                          tuple((span.path, span.member) for span in spans if span.start == 0))
                 for sensor in self.sensors.values()
                 for index, spans in enumerate(self._spans_by_shard(sensor.name))]
 
@@ -192,7 +203,8 @@ def staging_path(store_path: Path) -> Path:
 
 def plan_store(chip_files: list[Path],
                chips_per_shard: int = ShardParams.chips_per_shard) -> StorePlan:
-    """Plan the store of ``chip_files`` (LocationChips ``.npz`` files), reading headers only.
+    """Plan the store of ``chip_files`` (LocationChips ``.npz`` files), reading headers only
+    (the pixels stay in their chunk files).
 
     Locations are ordered by (source, item id); each sensor's chips are numbered in that
     order; locations without chips are left out.
@@ -231,39 +243,25 @@ def _read_location(path: Path) -> tuple[LocationPlan, _Shapes]:
     """The header of a chip file and the shape and dtype of each sensor's chips (pixels
     unread), checked against the registry."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            header = read_header(npz)
-            members = {name: sensor_array_name(i) for i, name in enumerate(header["sensors"])}
-            shapes = {name: _npy_header(npz.zip, member)[:2] for name, member in members.items()}
-            transforms, bounds = (_npy_header(npz.zip, name)[0]
-                                  for name in ("transforms", "bounds_lonlat"))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        layout = read_layout(path)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
         raise ItemError(path.stem, str(path), f"not a readable chip file: {error}") from error
+    header, transforms, bounds = layout.header, layout.transforms_shape, layout.bounds_shape
     chip_count = transforms[0] if transforms else 0
+    members = {name: i for i, name in enumerate(layout.sensors)}
     location = LocationPlan(path, header["source"], header["item_id"], header["crs"],
                             header["datetimes"], chip_count, members)
     if transforms != (chip_count, 6) or bounds != (chip_count, 4):
         raise ItemError(location.item_id, str(path), f"transforms {transforms} and "
                         f"bounds_lonlat {bounds} are not (K, 6) and (K, 4)")
-    for sensor, (shape, dtype) in shapes.items():
+    for sensor, (shape, dtype) in layout.sensors.items():
         _check_chips(location, sensor, shape, dtype)
     for value in location.datetimes.values():
         try:
             fmt.encode_datetime(value)
         except ValueError as error:
             raise ItemError(location.item_id, str(path), str(error)) from error
-    return location, shapes
-
-
-def _npy_header(archive: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype, bool,
-                                                                  int]:
-    """Shape, dtype, Fortran order and header length of the ``.npy`` member ``member``."""
-    with archive.open(f"{member}.npy") as f:
-        version = np.lib.format.read_magic(f)
-        if version not in _NPY_HEADER_READERS:
-            raise ValueError(f"{member}: .npy format version {version} is not supported")
-        shape, fortran_order, dtype = _NPY_HEADER_READERS[version](f)
-        return shape, dtype, fortran_order, f.tell()
+    return location, layout.sensors
 
 
 def _check_chips(location: LocationPlan, sensor: str, shape: tuple[int, ...],
@@ -322,12 +320,14 @@ def _number_chips(locations: list[LocationPlan],
 
 def _fingerprint(locations: tuple[LocationPlan, ...], sensors: dict[str, SensorPlan],
                  chips_per_shard: int) -> str:
-    """SHA-256 of everything the store's bytes depend on, plus each file's size and mtime."""
+    """SHA-256 of everything the store's bytes depend on, plus the size and mtime of each
+    chip file and chunk file."""
     files = []
     for location in locations:
-        stat = location.path.stat()
-        files.append([str(location.path), stat.st_size, stat.st_mtime_ns, location.source,
-                      location.item_id, location.crs, location.datetimes, location.first_chip])
+        stats = [path.stat() for path in (location.path, chunk_file(location.path))]
+        files.append([str(location.path), [(s.st_size, s.st_mtime_ns) for s in stats],
+                      location.source, location.item_id, location.crs, location.datetimes,
+                      location.first_chip])
     document = {"format_version": fmt.FORMAT_VERSION, "chips_per_shard": chips_per_shard,
                 "sensors": [[s.name, s.dtype, s.chip_shape, s.chip_count]
                             for s in sensors.values()],
@@ -375,8 +375,7 @@ def _georeference(plan: StorePlan) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {
         name: ([], []) for name in plan.sensors}
     for location in plan.locations:
-        with np.load(location.path, allow_pickle=False) as npz:
-            transforms, bounds = npz["transforms"], npz["bounds_lonlat"]
+        transforms, bounds = read_georeference(location.path)
         for sensor in location.first_chip:
             parts[sensor][0].append(transforms)
             parts[sensor][1].append(bounds)
@@ -433,9 +432,9 @@ def _write_table_array(group: zarr.Group, spec: fmt.TableArray, values: np.ndarr
 def write_shard(task: ShardTask) -> ShardStats:
     """Write one shard file of one sensor's ``image`` and return its statistics.
 
-    The shard is written whole or not at all. A shard already in the staging store is not
-    written again: it is read back (which checks its index checksum) and its statistics come
-    from what it holds; one that does not decode is deleted and written anew.
+    The shard is written whole or not at all (a temporary file, then a rename). A shard file
+    already in the staging store with the size and index it must have is kept as it is; any
+    other is replaced.
 
     Raises:
         RuntimeError: when the staging store was not created for the task's plan.
@@ -444,14 +443,21 @@ def write_shard(task: ShardTask) -> ShardStats:
     if _staging_plan(task.staging) != task.fingerprint:
         raise RuntimeError(f"{task.staging}: not the staging store of this plan; "
                            "run create_store first")
-    image = zarr.open_array(LocalStore(task.staging), path=f"{task.sensor}/{fmt.IMAGE}",
-                            mode="r+", zarr_format=3, config={"write_empty_chunks": True})
-    chips = _read_back(image, task)
-    if chips is None:
-        chips = _load_shard(task, image.shape[1:], image.dtype)
-        image[task.rows.start:task.rows.stop] = chips
-    return ShardStats(task.sensor, task.shard_index,
-                      StreamingStats.of_chips(chips, task.nodata))
+    image = zarr.open_array(LocalStore(task.staging, read_only=True),
+                            path=f"{task.sensor}/{fmt.IMAGE}", mode="r", zarr_format=3)
+    path = _shard_file(image, task.staging, task.shard_index)
+    ranges = [(span.path, offsets[span.start:span.stop + 1])
+              for span in task.spans
+              for offsets in [_chip_file_call(span.path, read_chunk_offsets, span.path,
+                                              span.member)]]
+    index = shard_index([n for _, offsets in ranges for n in np.diff(offsets)],
+                        task.chips_per_shard)
+    chunk_bytes = sum(int(offsets[-1] - offsets[0]) for _, offsets in ranges)
+    if not _is_written(path, chunk_bytes, index):
+        _write_shard_file(path, ranges, index)
+    parts = tuple(_chip_file_call(chip_file, read_statistics, chip_file, member, task.dtype)
+                  for chip_file, member in task.statistics)
+    return ShardStats(task.sensor, task.shard_index, parts)
 
 
 def _shard_file(image: zarr.Array, staging: Path, shard_index: int) -> Path:
@@ -460,58 +466,38 @@ def _shard_file(image: zarr.Array, staging: Path, shard_index: int) -> Path:
     return staging / image.path / key
 
 
-def _read_back(image: zarr.Array, task: ShardTask) -> np.ndarray | None:
-    """The chips of a shard already written, None (and the file deleted) if it is not whole."""
-    path = _shard_file(image, task.staging, task.shard_index)
-    if not path.exists():
-        return None
+def _is_written(path: Path, chunk_bytes: int, index: bytes) -> bool:
+    """Whether ``path`` is a shard file of ``chunk_bytes`` of chunks ending in ``index``."""
     try:
-        return image[task.rows.start:task.rows.stop]
-    except (ValueError, RuntimeError):
-        path.unlink()
-        return None
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size != chunk_bytes + len(index):
+                return False
+            f.seek(chunk_bytes)
+            return f.read() == index
+    except FileNotFoundError:
+        return False
 
 
-def _load_shard(task: ShardTask, chip_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """The chips of one shard, read from their chip files straight into one array."""
-    chips = np.empty((len(task.rows), *chip_shape), dtype=dtype)
-    row = 0
-    for span in task.spans:
-        _read_chips(span, chips[row:row + span.stop - span.start])
-        row += span.stop - span.start
-    return chips
+def _write_shard_file(path: Path, ranges: list[tuple[Path, np.ndarray]], index: bytes) -> None:
+    """The chunk bytes of each (chip file, chunk offsets) of ``ranges``, then ``index``, into
+    ``path``, through a temporary file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb", buffering=0) as f:
+        for chip_file, offsets in ranges:
+            _chip_file_call(chip_file, copy_chunks, chip_file, int(offsets[0]),
+                            int(offsets[-1]), f.fileno())
+        f.write(index)
+    os.replace(tmp, path)
 
 
-def _read_chips(span: ChipSpan, out: np.ndarray) -> None:
-    """Chips ``span.start:span.stop`` of one array of a chip file into ``out``, reading only
-    their bytes when the member is stored uncompressed in C order (as ``np.savez`` writes)."""
+def _chip_file_call(path: Path, read: Callable[..., Any], *args: Any) -> Any:
+    """``read(*args)`` on the chip file ``path``, its failure an ItemError naming the file."""
     try:
-        with open(span.path, "rb") as raw, zipfile.ZipFile(raw) as archive:
-            shape, stored, fortran_order, header_length = _npy_header(archive, span.member)
-            info = archive.getinfo(f"{span.member}.npy")
-            if info.compress_type != zipfile.ZIP_STORED or fortran_order or stored != out.dtype:
-                out[...] = np.load(archive.open(info), allow_pickle=False)[span.start:span.stop]
-            else:
-                _read_rows(raw, info, header_length, span, out)
+        return read(*args)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise ItemError(span.path.stem, str(span.path),
-                        f"cannot read chips {span.start}:{span.stop} of {span.member}: {error}"
+        raise ItemError(path.stem, str(path), f"cannot read {read.__name__}: {error}"
                         ) from error
-
-
-def _read_rows(raw: IO[bytes], info: zipfile.ZipInfo, header_length: int, span: ChipSpan,
-               out: np.ndarray) -> None:
-    """Rows of a C-order ``.npy`` stored uncompressed in a zip file, read in place."""
-    raw.seek(info.header_offset)
-    signature, name_length, extra_length = _ZIP_LOCAL_HEADER.unpack(
-        raw.read(_ZIP_LOCAL_HEADER.size))
-    if signature != b"PK\x03\x04":
-        raise ValueError(f"{span.member}: no zip local header at {info.header_offset}")
-    row_bytes = out[0].nbytes
-    raw.seek(info.header_offset + _ZIP_LOCAL_HEADER.size + name_length + extra_length
-             + header_length + span.start * row_bytes)
-    if raw.readinto(memoryview(out).cast("B")) != out.nbytes:
-        raise ValueError(f"{span.member}: file ends inside chips {span.start}:{span.stop}")
 
 
 def finalize_store(plan: StorePlan, store_path: Path, stats: Iterable[ShardStats]) -> Path:
@@ -559,7 +545,8 @@ def _merge_stats(plan: StorePlan, stats: Iterable[ShardStats]) -> dict[str, fmt.
         if key in seen or key not in expected:
             raise ValueError(f"statistics of shard {key} given twice or not in the plan")
         seen.add(key)
-        accumulators[shard.sensor].add(shard.stats)
+        for part in shard.parts:
+            accumulators[shard.sensor].add(part)
     if seen != expected:
         raise ValueError(f"statistics missing for shards {sorted(expected - seen)}")
     return {name: accumulator.summary() for name, accumulator in accumulators.items()}

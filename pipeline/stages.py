@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.chips import LocationChips
+from pipeline.chips import LocationChips, chunk_file
 from pipeline.cluster import Executor
 from pipeline.coregister import coregister_item
 from pipeline.discover import discover_to_table
@@ -105,9 +105,10 @@ def run_coregister(params: PipelineParams, executor: Executor, progress: bool = 
     return summary
 
 
-def _remove_stale_chip_files(params: PipelineParams, keep: set[Path]) -> None:
+def _remove_stale_chip_files(params: PipelineParams, done: set[Path]) -> None:
     """Chip files of items no longer in the table (or left by an older run) would leak into
     the store: remove them, and any temporary file a killed writer left."""
+    keep = done | {chunk_file(path) for path in done}
     for path in params.chips_dir.rglob("*"):
         if path.is_file() and path not in keep:
             path.unlink()

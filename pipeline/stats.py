@@ -1,8 +1,9 @@
-"""Per-band statistics in one streaming pass: computed per shard while it is written, merged.
+"""Per-band statistics in one streaming pass: computed per location when its chips are cut
+(and kept in its chip file), added up by the shard stage.
 
-Each shard gives count, mean and sum of squared deviations per band (float64) and a histogram
-(sorted bin keys and counts); :class:`StatsAccumulator` adds shards up in any order with the
-same result. Percentiles come from the histograms:
+Each part (a location's chips) gives count, mean and sum of squared deviations per band
+(float64) and a histogram (sorted bin keys and counts); :class:`StatsAccumulator` adds parts up
+in any order with the same result. Percentiles come from the histograms:
 
 - integer dtypes of up to 16 bits: one bin per value, so percentiles are exact;
 - floating dtypes (and wider integers): the value as float32, binned by the top
@@ -100,7 +101,7 @@ def percentiles_of(histogram: Histogram, count: int, dtype: np.dtype,
 
 @dataclass(frozen=True)
 class StreamingStats:
-    """Statistics of the valid values of each band of some chips of one sensor (a shard).
+    """Statistics of the valid values of each band of some chips of one sensor (a location's).
 
     Attributes:
         dtype: storage dtype of the chips (decides the binning).
@@ -127,11 +128,11 @@ class StreamingStats:
 
 
 class StatsAccumulator:
-    """Adds up the :class:`StreamingStats` of one sensor's shards, in any order: histograms
+    """Adds up the :class:`StreamingStats` of one sensor's parts, in any order: histograms
     are summed as integers and the moments combined with exactly rounded sums (``math.fsum``),
-    so the result does not depend on the order the shards come in. Memory is one dense
+    so the result does not depend on the order the parts come in. Memory is one dense
     histogram per band (2**16 bins for 16-bit integers, 2**20 for floats), whatever the number
-    of shards."""
+    of parts."""
 
     def __init__(self, dtype: str, bands: int) -> None:
         self.dtype = np.dtype(dtype)
@@ -184,7 +185,7 @@ def _combine_moments(moments: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
 
 _BandStats = tuple[int, float, float, Histogram]
 # Values of one band taken at a time: numpy's temporaries (bincount's int64 copy of its input,
-# float64 deviations) stay in the CPU's cache instead of spanning the whole shard.
+# float64 deviations) stay in the CPU's cache instead of spanning all the chips.
 BLOCK_VALUES = 1 << 18
 
 
@@ -215,23 +216,28 @@ def _exact_band(band: np.ndarray, nodata: float | None) -> _BandStats:
 def _float_band(band: np.ndarray, nodata: float | None) -> _BandStats:
     """As :func:`_exact_band` for values binned approximately: non-finite values and nodata
     are left out; the moments come from the values in float64, block by block, combined as
-    shards are (:func:`_combine_moments`)."""
+    parts are (:func:`_combine_moments`). Each block is counted over the span of keys it
+    uses only (a few thousand bins for values of one sign and a few octaves, as dB or
+    metres are), not over all 2**20."""
     dense = np.zeros(1 << FLOAT_BIN_BITS, dtype=np.int64)
     moments = []
     for block in _blocks(band):
         keep = np.isfinite(block)
         if nodata is not None and not np.isnan(nodata):
             keep &= block != nodata
-        valid = block[keep]
+        valid = block if keep.all() else block[keep]
         if not valid.size:
             continue
-        counts = np.bincount(bin_keys(valid))
-        dense[:len(counts)] += counts
-        mean = valid.mean(dtype=np.float64)
-        deviations = valid.astype(np.float64)
-        deviations -= mean
-        np.square(deviations, out=deviations)
-        moments.append(([valid.size], [mean], [float(deviations.sum())]))
+        keys = bin_keys(valid)
+        low = int(keys.min())
+        keys -= np.uint32(low)
+        counts = np.bincount(keys)
+        dense[low:low + len(counts)] += counts
+        values = valid.astype(np.float64)
+        mean = values.mean()
+        values -= mean
+        np.square(values, out=values)
+        moments.append(([valid.size], [mean], [float(values.sum())]))
     histogram = Histogram.of_dense(dense)
     if not moments:
         return 0, 0.0, 0.0, histogram
@@ -245,8 +251,9 @@ def _floats(values: np.ndarray, empty: np.ndarray) -> tuple[float | None, ...]:
 
 @dataclass(frozen=True)
 class ShardStats:
-    """The statistics of one shard of one sensor, as a shard writer returns them."""
+    """What a shard writer returns: the statistics of the locations whose chips of ``sensor``
+    begin in shard ``shard_index`` (so that every location is counted once)."""
 
     sensor: str
     shard_index: int
-    stats: StreamingStats
+    parts: tuple[StreamingStats, ...]

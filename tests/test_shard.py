@@ -21,7 +21,7 @@ import zarr
 
 from catalogs import store_format as fmt
 from catalogs.sensors import get_sensor
-from pipeline.chips import LocationChips
+from pipeline.chips import LocationChips, chunk_file, read_statistics
 from pipeline.failures import ItemError
 from pipeline.shard import (
     RETIRED_SUFFIX,
@@ -32,7 +32,7 @@ from pipeline.shard import (
     write_shard,
     write_store,
 )
-from pipeline.stats import FLOAT_BIN_BITS
+from pipeline.stats import FLOAT_BIN_BITS, StreamingStats
 
 REPO = Path(__file__).resolve().parents[1]
 S2, S1, RGB = "sentinel2_l1c", "sentinel1_grd", "rgb"
@@ -179,6 +179,33 @@ def test_plan_refuses_a_second_file_of_an_item_and_an_unreadable_file(tmp_path: 
     with pytest.raises(ItemError, match="not a readable chip file") as error:
         plan_store([*files, broken])
     assert str(broken) in str(error.value)
+
+
+def test_plan_refuses_a_chip_file_whose_chunk_file_is_cut_or_missing(tmp_path: Path) -> None:
+    files = make_chip_files(tmp_path, locations=2, pictures=0)
+    chunks = chunk_file(files[0])
+    whole = chunks.read_bytes()
+    chunks.write_bytes(whole[:-1])
+    with pytest.raises(ItemError, match=rf"has {len(whole) - 1} bytes, not {len(whole)}") as error:
+        plan_store(files)
+    assert str(files[0]) in str(error.value)
+    chunks.unlink()
+    with pytest.raises(ItemError, match="not a readable chip file.*No such file"):
+        plan_store(files)
+
+
+def test_chip_files_keep_statistics_of_their_chips(tmp_path: Path) -> None:
+    location = _paired_location(np.random.default_rng(8), 0, 3, 8)
+    path = location.save(tmp_path / "a.npz")
+    for index, (sensor, chips) in enumerate(location.sensors.items()):
+        stored = read_statistics(path, index, chips.dtype)
+        expected = StreamingStats.of_chips(chips, get_sensor(sensor).nodata)
+        np.testing.assert_array_equal(stored.count, expected.count)
+        np.testing.assert_array_equal(stored.mean, expected.mean)
+        np.testing.assert_array_equal(stored.m2, expected.m2)
+        for ours, theirs in zip(stored.histograms, expected.histograms, strict=True):
+            np.testing.assert_array_equal(ours.keys, theirs.keys)
+            np.testing.assert_array_equal(ours.counts, theirs.counts)
 
 
 def test_plan_of_no_chips_is_an_error(tmp_path: Path) -> None:
