@@ -20,7 +20,7 @@ Build GeoPile-2 from STAC sources, one stage at a time or all at once:
   fetch       make every asset local and verified (content-addressed cache; local files are
               checked in place) -> <work_dir>/fetched.parquet
   coregister  warp paired sensors onto the reference grid, cut chips, measure residual shifts
-              -> <work_dir>/chips/<source>/<item>.npz, qa.csv, coregister.json
+              -> <work_dir>/chips/<source>/<item>.npz + .chunks, qa.csv, coregister.json
   shard       write the chips into the sharded Zarr v3 store -> <store>
   validate    re-open the store, check it, write reports/geopile2.{json,md}
   run         all of the above

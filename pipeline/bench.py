@@ -26,12 +26,16 @@ from the same scene-level COGs three ways, each timed alone, and print chips/s p
 
   (a) ours        the coregister and shard stages end to end: read every raster, warp the
                   secondaries onto the reference grid (S1 averaged in linear power), QA shift,
-                  cut chips, intermediate chip files, compress (Blosc LZ4), write the sharded
-                  Zarr v3 store, statistics. Run in this process (the ratios), then on a dask
-                  LocalCluster of 1 and of 2 worker processes (the speed-up).
-  (b) warp bound  GDAL (rasterio) reading every input raster whole and reprojecting each one
-                  off the reference grid onto it, into memory, one thread, with the registry's
-                  resampling method, nothing else: the work no pipeline can avoid.
+                  cut chips, compress them (Blosc LZ4) and measure their statistics, write
+                  the intermediate chip and chunk files (fsynced), copy the compressed chunks
+                  into the shard files of the Zarr v3 store, merge the statistics, fsync and
+                  publish. Run in this process (the ratios), then on a dask LocalCluster of 1
+                  and of 2 worker processes (the speed-up).
+  (b) warp bound  GDAL's own work in (a), alone: GDAL (rasterio) reading every input raster
+                  whole and reprojecting each one off the reference grid onto it, into
+                  memory, one thread, with the registry's resampling method and the very
+                  GDAL call (a) makes (its source masks skipped for a raster without nodata
+                  pixels, as (a) does), nothing else.
   (c) naive       a per-chip script as many published dataset scripts are written: for each
                   chip window, a windowed read of the reference, a rasterio reproject of every
                   other raster onto the chip grid, the same nodata rule, and one GeoTIFF per
@@ -42,7 +46,7 @@ CPUs the path was pinned to (sched_setaffinity on every thread, inherited by the
 processes it starts): 1 for (b), (c) and (a) in this process; the worker count for the dask
 runs (the scheduler and this process share those cores). CPU s: the process tree's user +
 system time. Files: for (a) the store's image shard files (the files that grow with the
-chips; the store's fixed metadata files and the one intermediate .npz per scene are listed
+chips; the store's fixed metadata files and the two intermediate files per scene are listed
 below the table); for (c) its GeoTIFFs. Peak RSS: the largest sum of the resident set sizes
 of this process and all its descendants (dask nannies and workers), sampled every 20 ms
 (shared pages count once per process), and the largest single process; the JSON's

@@ -196,7 +196,8 @@ def format_report(result: BenchResult) -> str:
         *(f"  ours also wrote: {count} {kind}" for kind, count in ours.files.items()),
         f"  every file ours wrote: {ours.chip_files + sum(ours.files.values())}, "
         f"{1000.0 * (ours.chip_files + sum(ours.files.values())) / ours.chips:.0f} per 1,000 "
-        f"chips at this size (the metadata files are fixed per store, the .npz one per scene)",
+        f"chips at this size (the metadata files are fixed per store; .npz and .chunks: two "
+        f"per scene)",
         f"peak RSS of the process tree, any path: {summary['peak_rss_mb']:.0f} MiB (RSS tree: "
         f"summed over this process and its dask processes; largest: its largest process)",
     ]
