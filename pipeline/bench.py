@@ -56,7 +56,7 @@ Each path runs once untimed on the first scene (warm processes: dask workers sta
 loaded), then --repeats times on the whole input; the fastest run counts. The command runs
 under the allocator settings the pipeline gives its dask workers (ALLOCATOR_ENVIRON in
 pipeline/cluster.py; it restarts itself with them), so all paths and processes share one
-malloc behaviour. The input is rendered from the sample world once (about 5 s per scene on
+malloc behaviour. The input is rendered from the sample world once (about 2 s per scene on
 2 cores) and cached under --bench-dir; every file is read once before the first path runs,
 so all start from a warm page cache.
 
@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=None,
                         help="scenes at scale 1 (default 16: 256 chips, one full shard per "
-                             "sensor; about 2 minutes in all on 2 cores once the input is "
-                             "cached, plus about 70 s to render it the first time)")
+                             "sensor; about 1.5 minutes in all on 2 cores once the input is "
+                             "cached, under 2 minutes the first time, which renders it)")
     parser.add_argument("--scale", type=int, default=1,
                         help="multiply the input: scenes x scale (default 1)")
     parser.add_argument("--scene-px", type=int, default=None,
