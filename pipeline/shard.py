@@ -446,16 +446,16 @@ def write_shard(task: ShardTask) -> ShardStats:
     image = zarr.open_array(LocalStore(task.staging, read_only=True),
                             path=f"{task.sensor}/{fmt.IMAGE}", mode="r", zarr_format=3)
     path = _shard_file(image, task.staging, task.shard_index)
-    ranges = [(span.path, offsets[span.start:span.stop + 1])
-              for span in task.spans
-              for offsets in [_chip_file_call(span.path, read_chunk_offsets, span.path,
-                                              span.member)]]
+    ranges = []  # (chip file, offsets of its chips' chunks and of their end)
+    for span in task.spans:
+        offsets = _from_chip_file(read_chunk_offsets, span.path, span.member)
+        ranges.append((span.path, offsets[span.start:span.stop + 1]))
     index = shard_index([n for _, offsets in ranges for n in np.diff(offsets)],
                         task.chips_per_shard)
     chunk_bytes = sum(int(offsets[-1] - offsets[0]) for _, offsets in ranges)
     if not _is_written(path, chunk_bytes, index):
         _write_shard_file(path, ranges, index)
-    parts = tuple(_chip_file_call(chip_file, read_statistics, chip_file, member, task.dtype)
+    parts = tuple(_from_chip_file(read_statistics, chip_file, member, task.dtype)
                   for chip_file, member in task.statistics)
     return ShardStats(task.sensor, task.shard_index, parts)
 
@@ -485,16 +485,16 @@ def _write_shard_file(path: Path, ranges: list[tuple[Path, np.ndarray]], index: 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb", buffering=0) as f:
         for chip_file, offsets in ranges:
-            _chip_file_call(chip_file, copy_chunks, chip_file, int(offsets[0]),
-                            int(offsets[-1]), f.fileno())
+            _from_chip_file(copy_chunks, chip_file, int(offsets[0]), int(offsets[-1]),
+                            f.fileno())
         f.write(index)
     os.replace(tmp, path)
 
 
-def _chip_file_call(path: Path, read: Callable[..., Any], *args: Any) -> Any:
-    """``read(*args)`` on the chip file ``path``, its failure an ItemError naming the file."""
+def _from_chip_file(read: Callable[..., Any], path: Path, *args: Any) -> Any:
+    """``read(path, *args)`` of the chip file ``path``, its failure an ItemError naming it."""
     try:
-        return read(*args)
+        return read(path, *args)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise ItemError(path.stem, str(path), f"cannot read {read.__name__}: {error}"
                         ) from error
