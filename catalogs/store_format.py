@@ -18,11 +18,13 @@ GeoPile-2 is one Zarr v3 store (a directory, default ``data/geopile2.zarr``) lai
 
 ``image`` is stored one chip per chunk ``(1, C, H, W)`` and ``chips_per_shard`` chips per shard
 file ``(chips_per_shard, C, H, W)`` (zarr's sharding codec), each chunk compressed with Blosc LZ4
-and bit-shuffle (:data:`IMAGE_COMPRESSOR`); its fill value is the sensor's nodata (0 where the
-sensor has none). Every other array is one chunk: one file, none where every value is the
-fill value (e.g. ``crs`` of pictures). Chip ``i`` of a sensor is row ``i`` of every array of
-that group. Chips are ordered by (source, item id), then by their index in the location; chip
-``k`` of two sensors of one location form a pair, for every two sensors there.
+and bit-shuffle (:data:`IMAGE_COMPRESSOR`; the bytes of chunks and shard files, for writers
+and readers that bypass zarr, are in :mod:`catalogs.store_shards`); its fill value is the
+sensor's nodata (0 where the sensor has none). Every other array is one chunk: one file, none
+where every value is the fill value (e.g. ``crs`` of pictures). Chip ``i`` of a sensor is row
+``i`` of every array of that group. Chips are ordered by (source, item id), then by their index
+in the location; chip ``k`` of two sensors of one location form a pair, for every two sensors
+there.
 
 ``datetime`` carries the CF attributes ``units``, ``calendar`` and ``_FillValue`` (the int64
 minimum, which numpy reads as NaT), so ``xarray.open_zarr(store, group=sensor)`` decodes it to
