@@ -152,11 +152,6 @@ class StorePlan:
         """Number of shard files of ``sensor``'s ``image``."""
         return math.ceil(self.sensors[sensor].chip_count / self.chips_per_shard)
 
-    def shard_rows(self, sensor: str, shard_index: int) -> range:
-        """Store indices of the chips in one shard."""
-        start = shard_index * self.chips_per_shard
-        return range(start, min(start + self.chips_per_shard, self.sensors[sensor].chip_count))
-
     def pairs(self) -> dict[str, np.ndarray]:
         """The pairs table (:data:`~catalogs.store_format.PAIR_ARRAYS` -> column): chip ``k``
         of sensors ``a < b`` of one location, by location, then sensor pair, then ``k``."""

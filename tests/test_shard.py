@@ -108,7 +108,9 @@ def test_plan_numbers_chips_by_source_then_item(chip_files: list[Path]) -> None:
         RGB: (5, (3, 8, 8), "uint8"), S1: (42, (2, 8, 8), "float32"),
         S2: (42, (13, 8, 8), "uint16")}
     assert [plan.shard_count(name) for name in plan.sensors] == [2, 11, 11]
-    assert plan.shard_rows(S2, 10) == range(40, 42)
+    last = [task for task in plan.shard_tasks(Path("s.zarr")) if task.sensor == S2][-1]
+    assert last.shard_index == 10  # store chips 40 and 41: chips 5 and 6 of ROI_005 (35-41)
+    assert [(s.path.name, s.start, s.stop) for s in last.spans] == [("ROI_005.npz", 5, 7)]
 
 
 def test_plan_pairs_chip_k_of_every_two_sensors(tmp_path: Path) -> None:
