@@ -43,11 +43,42 @@ def encode_chunk(chip: np.ndarray, codec: Blosc | None = None) -> bytes:
     return bytes((codec or chunk_codec(chip.dtype)).encode(little))
 
 
-def decode_chunk(data: bytes, shape: Sequence[int], dtype: np.dtype | str) -> np.ndarray:
-    """Inverse of :func:`encode_chunk`: a chip of ``shape`` in ``dtype``."""
+def decode_chunk(data: bytes, shape: Sequence[int], dtype: np.dtype | str,
+                 codec: Blosc | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_chunk`: a chip of ``shape`` in ``dtype`` (``codec`` as there).
+
+    Raises:
+        ValueError: when ``data`` is not a Blosc chunk of ``shape`` in ``dtype``.
+    """
     dtype = np.dtype(dtype)
-    raw = chunk_codec(dtype).decode(data)
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+    little = dtype.newbyteorder("<")
+    chip = np.empty(shape, dtype=little)
+    try:
+        (codec or chunk_codec(dtype)).decode(data, out=chip)
+    except (RuntimeError, ValueError) as error:  # Blosc reports a bad header or size so
+        raise ValueError(f"not a chunk of {tuple(shape)} {dtype}: {error}") from error
+    return chip if little == dtype else chip.astype(dtype)
+
+
+def index_nbytes(chips_per_shard: int) -> int:
+    """Size of a shard file's index, its checksum included."""
+    return chips_per_shard * 16 + 4
+
+
+def read_shard_index(data: bytes, chips_per_shard: int) -> np.ndarray:
+    """Inverse of :func:`shard_index`: (offset, length) per chunk, uint64, shape
+    (``chips_per_shard``, 2), :data:`NOT_STORED` for a chunk absent from the shard.
+
+    Raises:
+        ValueError: when ``data`` is not an index of that many chunks or its checksum differs.
+    """
+    if len(data) != index_nbytes(chips_per_shard):
+        raise ValueError(f"shard index of {len(data)} bytes, expected "
+                         f"{index_nbytes(chips_per_shard)} for {chips_per_shard} chunks")
+    index, checksum = data[:-4], int(np.frombuffer(data[-4:], dtype="<u4")[0])
+    if google_crc32c.value(index) != checksum:
+        raise ValueError("shard index checksum mismatch (the file is damaged)")
+    return np.frombuffer(index, dtype="<u8").reshape(chips_per_shard, 2).astype(np.uint64)
 
 
 def shard_index(chunk_lengths: Sequence[int], chips_per_shard: int) -> bytes:

@@ -1,0 +1,1 @@
+"""TorchGeo dataset classes: GeoPile-2 and the downstream sets TorchGeo lacks."""
