@@ -1,0 +1,1 @@
+"""Lightning data modules: datasets, samplers, normalisation and augmentation wired together."""

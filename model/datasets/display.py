@@ -1,0 +1,71 @@
+"""Chips as pictures: an RGB composite per sensor kind, for plots and the pretraining figures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.colors import LightSource
+
+from catalogs.sensors import RegistryError, get_sensor
+
+RGB_COMMON_NAMES = ("red", "green", "blue")
+SAR_FALSE_COLOUR = ("VV", "VH")  # red = VV, green = VH, blue = VV - VH (the ratio in dB)
+STRETCH_PERCENTILES = (2.0, 98.0)
+
+
+def stretch(values: np.ndarray) -> np.ndarray:
+    """Each band (last axis) scaled to [0, 1] between its 2nd and 98th percentiles; non-finite
+    values (nodata) become 0."""
+    out = np.zeros(values.shape, dtype=np.float32)
+    for band in range(values.shape[-1]):
+        channel = values[..., band]
+        finite = np.isfinite(channel)
+        if not finite.any():
+            continue
+        low, high = np.percentile(channel[finite], STRETCH_PERCENTILES)
+        scaled = (channel - low) / (high - low) if high > low else channel * 0.0
+        out[..., band] = np.where(finite, np.clip(scaled, 0.0, 1.0), 0.0)
+    return out
+
+
+def rgb_band_indices(sensor: str, band_names: Sequence[str]) -> list[int]:
+    """Indices of the red, green and blue bands of an optical sensor (by the registry's
+    common names), or its first three bands (first band thrice for one band)."""
+    try:
+        common = {band.name: band.common_name for band in get_sensor(sensor).bands}
+    except (KeyError, RegistryError):
+        common = {}
+    by_common = {common.get(name): i for i, name in enumerate(band_names)}
+    if all(name in by_common for name in RGB_COMMON_NAMES):
+        return [by_common[name] for name in RGB_COMMON_NAMES]
+    return [min(i, len(band_names) - 1) for i in range(3)] if len(band_names) >= 3 else [0] * 3
+
+
+def composite(image: np.ndarray, sensor: str, kind: str,
+              band_names: Sequence[str]) -> np.ndarray:
+    """A (H, W, 3) picture in [0, 1] of one chip (C, H, W) in the model's unit.
+
+    Optical: true colour. SAR: VV, VH and VV - VH (dB) as red, green and blue. Elevation: a
+    hillshade tinted by height. Anything else: the first band in grey.
+    """
+    if kind == "optical":
+        return stretch(np.moveaxis(image[rgb_band_indices(sensor, band_names)], 0, -1))
+    if kind == "sar" and all(p in band_names for p in SAR_FALSE_COLOUR):
+        vv, vh = (image[list(band_names).index(p)] for p in SAR_FALSE_COLOUR)
+        return stretch(np.stack([vv, vh, vv - vh], axis=-1))
+    if kind == "elevation":
+        return hillshade(image[0])
+    return np.repeat(stretch(image[0][..., None]), 3, axis=-1)
+
+
+def hillshade(elevation: np.ndarray) -> np.ndarray:
+    """A (H, W, 3) hillshade of a height field in metres, tinted by height (terrain colours);
+    nodata (non-finite) shows black."""
+    from matplotlib import colormaps
+
+    finite = np.isfinite(elevation)
+    filled = np.where(finite, elevation, np.nanmedian(elevation) if finite.any() else 0.0)
+    tint = colormaps["terrain"](stretch(filled[..., None])[..., 0])[..., :3]
+    shaded = LightSource(azdeg=315, altdeg=45).shade_rgb(tint, filled, blend_mode="soft")
+    return np.where(finite[..., None], shaded, 0.0).astype(np.float32)

@@ -1,0 +1,114 @@
+"""Batch transforms of GeoPile-2 sub-batches: per-sensor normalisation from the store's
+statistics, and kornia augmentation applied identically to a chip and its partners."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import kornia.augmentation as K
+import torch
+from torch import nn
+
+from catalogs.store_format import SensorManifest
+from model.datasets.batching import ROWS_PREFIX
+from model.datasets.geopile2 import PARTNER_PREFIX
+
+
+def band_moments(sensor: SensorManifest) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-band mean and std of a sensor in the model's unit, from the store's statistics
+    (a band without valid values, or constant, gets mean 0 and std 1).
+
+    Raises:
+        ValueError: naming the sensor, when its model unit is not a linear function of the
+            stored unit (the statistics could not be carried over).
+    """
+    if sensor.unit != sensor.model_unit:
+        raise ValueError(f"sensor {sensor.name}: statistics are in {sensor.unit}, the model "
+                         f"sees {sensor.model_unit}; normalising needs statistics in that unit")
+    stats = sensor.statistics
+    mean = [0.0 if m is None else m * sensor.scale + sensor.offset for m in stats.mean]
+    std = [1.0 if s is None or s == 0 else s * abs(sensor.scale) for s in stats.std]
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+
+
+class SensorNormalize(nn.Module):
+    """(x - mean) / std per band of each sensor; nodata (NaN) becomes 0, the band mean.
+
+    Applied to a chip and to its partners (``image_<sensor>``), each with its own sensor's
+    moments.
+    """
+
+    def __init__(self, sensors: dict[str, SensorManifest]) -> None:
+        """Args:
+            sensors: the store's sensors (``read_manifest(path).sensors``).
+        """
+        super().__init__()
+        self.moments = {name: band_moments(sensor) for name, sensor in sensors.items()
+                        if sensor.unit == sensor.model_unit}
+        self.unusable = {name: sensor for name, sensor in sensors.items()
+                         if name not in self.moments}
+
+    def normalize(self, sensor: str, image: torch.Tensor) -> torch.Tensor:
+        """One sensor's images (B, C, H, W) normalised."""
+        if sensor in self.unusable:
+            band_moments(self.unusable[sensor])  # raises, naming the sensor
+        mean, std = (m.to(image.device, image.dtype)[:, None, None] for m in self.moments[sensor])
+        return torch.nan_to_num((image - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def forward(self, sensor: str, batch: dict[str, Any]) -> dict[str, Any]:
+        """A sub-batch of ``sensor`` with its image and partner images normalised."""
+        batch = dict(batch, image=self.normalize(sensor, batch["image"]))
+        for key in [k for k in batch if k.startswith(PARTNER_PREFIX)]:
+            batch[key] = self.normalize(key.removeprefix(PARTNER_PREFIX), batch[key])
+        return batch
+
+
+class AlignedAugmentation(nn.Module):
+    """kornia augmentations drawn once per chip and applied to the chip and its partners alike.
+
+    The chip's bands and its partners' bands are stacked along the channel axis (zeros where a
+    row has no such partner), augmented as one image, and split again: the geometry of a pair
+    stays identical, whatever each sensor's channel count.
+    """
+
+    def __init__(self, augmentations: Sequence[nn.Module]) -> None:
+        """Args:
+            augmentations: kornia augmentations (geometric ones: the same transform touches
+                every channel of a row).
+        """
+        super().__init__()
+        self.augment = K.AugmentationSequential(*augmentations, data_keys=["input"])
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A sub-batch (``image`` and ``image_<partner>`` with ``rows_<partner>``) augmented."""
+        image = batch["image"]
+        keys = sorted(k for k in batch if k.startswith(PARTNER_PREFIX))
+        widths = [image.shape[1]] + [batch[k].shape[1] for k in keys]
+        stacked = image.new_zeros((image.shape[0], sum(widths), *image.shape[2:]))
+        stacked[:, :widths[0]] = image
+        start = widths[0]
+        for key, width in zip(keys, widths[1:], strict=True):
+            rows = batch[ROWS_PREFIX + key.removeprefix(PARTNER_PREFIX)]
+            stacked[rows, start:start + width] = batch[key]
+            start += width
+        augmented = self.augment(stacked)
+        parts = torch.split(augmented, widths, dim=1)
+        out = dict(batch, image=parts[0])
+        for key, part in zip(keys, parts[1:], strict=True):
+            out[key] = part[batch[ROWS_PREFIX + key.removeprefix(PARTNER_PREFIX)]]
+        return out
+
+
+def pretraining_augmentation(crop_px: int = 192,
+                             crop_scale: tuple[float, float] = (0.67, 1.0)) -> AlignedAugmentation:
+    """SimMIM's pretraining augmentation: a random resized crop to ``crop_px`` and flips."""
+    return AlignedAugmentation([
+        K.RandomResizedCrop((crop_px, crop_px), scale=crop_scale, ratio=(3 / 4, 4 / 3)),
+        K.RandomHorizontalFlip(), K.RandomVerticalFlip()])
+
+
+def evaluation_crop(crop_px: int = 192) -> AlignedAugmentation:
+    """The centre ``crop_px`` square (validation and test: no randomness)."""
+    return AlignedAugmentation([K.CenterCrop((crop_px, crop_px))])
+
