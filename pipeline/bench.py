@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.benchmark.scenes import LAYOUTS
+from catalogs.sample.scenes import LAYOUTS
 from pipeline.benchmark.suite import (
     BenchConfig,
     format_report,

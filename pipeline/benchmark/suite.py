@@ -15,8 +15,8 @@ from typing import Any
 
 import psutil
 
+from catalogs.sample.scenes import COLLECTION, SceneSet, catalog_items, ensure_scenes
 from pipeline.benchmark.paths import PathRun, run_naive, run_pipeline, run_warp_bound
-from pipeline.benchmark.scenes import COLLECTION, SceneSet, catalog_items, ensure_scenes
 from pipeline.cluster import keep_freed_memory
 from pipeline.params import PipelineParams, load_params
 

@@ -1,5 +1,7 @@
-"""Bench input: scene-level Sentinel-2 L2A / Sentinel-1 pairs rendered from the sample world,
-written as COGs and catalogued as the fetch stage hands items on.
+"""Scene-level Sentinel-2 L2A / Sentinel-1 pairs rendered from the sample world, written as
+COGs: the input of the pipeline and loader benchmarks (``python -m pipeline.bench``,
+``python -m model.bench loader``), catalogued as the fetch stage hands items on or as a static
+STAC catalog.
 
 Each scene is ``scene_px`` x ``scene_px`` pixels of 10 m Sentinel-2 L2A (12 bands, uint16) on
 UTM 32N and a Sentinel-1 dB pair (VV, VH, float32) on UTM 33N over the same ground plus a
@@ -32,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pystac
 from affine import Affine
 
+from catalogs.collections import source_collection
 from catalogs.sample import render
 from catalogs.sample.camera import quantize_db, to_scaled_integers
 from catalogs.sample.files import write_cog
@@ -42,7 +46,7 @@ from catalogs.sample.render import Grid
 from catalogs.sample.sites import covering_grid, random_centers, world_grid
 from catalogs.sample.world import World
 from catalogs.sensors import get_sensor
-from catalogs.stac import make_item, raster_asset
+from catalogs.stac import make_item, raster_asset, write_catalog
 
 COLLECTION = "sen12ms"  # params.yaml's sen12ms grid applies: reference asset s2, 256 px chips
 S2_SENSOR = "sentinel2_l2a"
@@ -162,11 +166,9 @@ def _nested_grid(grid: Grid, gsd_m: float) -> Grid:
     return Grid(grid.crs, Affine(gsd_m, 0.0, t.c, 0.0, -gsd_m, t.f), (rows, cols))
 
 
-def catalog_items(scenes: SceneSet, count: int) -> list[dict[str, Any]]:
-    """The items of scenes ``0 .. count-1`` as the fetch stage hands them on: STAC item dicts
-    with ``collection`` and absolute local asset hrefs, each asset made by
-    :func:`catalogs.stac.raster_asset` (registry sensor, bands, file size and checksum) as the
-    catalog builders make them.
+def scene_items(scenes: SceneSet, count: int) -> list[pystac.Item]:
+    """The STAC items of scenes ``0 .. count-1`` (absolute local asset hrefs), each asset made
+    by :func:`catalogs.stac.raster_asset` as the catalog builders make them.
 
     Raises:
         RuntimeError: when a scene is not rendered.
@@ -180,7 +182,34 @@ def catalog_items(scenes: SceneSet, count: int) -> list[dict[str, Any]]:
         assets = {key: raster_asset(scenes.path(scene, key).resolve(), s2, band_names=bands)
                   for key, (_, bands) in LAYOUTS[scenes.layout].items()}
         assets[S1_ASSET] = raster_asset(scenes.path(scene, S1_ASSET).resolve(), s1)
-        item = make_item(scenes.item_id(scene), assets, ACQUIRED, footprint_asset="s2")
+        items.append(make_item(scenes.item_id(scene), assets, ACQUIRED, footprint_asset="s2"))
+    return items
+
+
+def write_scene_catalog(scenes: SceneSet, count: int, out_dir: Path) -> Path:
+    """A static STAC catalog ``out_dir/catalog.json`` of scenes ``0 .. count-1`` as one
+    :data:`COLLECTION` collection (the scenes' files stay where they are).
+
+    Raises:
+        RuntimeError: when a scene is not rendered.
+    """
+    collection = source_collection(COLLECTION, scene_items(scenes, count), sample=True)
+    return write_catalog(out_dir, [collection], "bench-scenes",
+                         f"{count} bench scenes ({scenes.layout}, {scenes.scene_px} px) "
+                         f"rendered from sample world seed {scenes.seed}")
+
+
+def catalog_items(scenes: SceneSet, count: int) -> list[dict[str, Any]]:
+    """The items of scenes ``0 .. count-1`` as the fetch stage hands them on: STAC item dicts
+    with ``collection`` and absolute local asset hrefs, each asset made by
+    :func:`catalogs.stac.raster_asset` (registry sensor, bands, file size and checksum) as the
+    catalog builders make them.
+
+    Raises:
+        RuntimeError: when a scene is not rendered.
+    """
+    items = []
+    for item in scene_items(scenes, count):
         record = item.to_dict(include_self_link=False, transform_hrefs=False)
         record["collection"] = COLLECTION
         items.append(record)
