@@ -37,6 +37,7 @@ EXTENSIONS = {
     "label": "https://stac-extensions.github.io/label/v1.0.1/schema.json",
     "scientific": "https://stac-extensions.github.io/scientific/v1.0.0/schema.json",
 }
+SENSOR_FIELD = "msgfm:sensor"  # the asset field naming the registry sensor the asset holds
 MULTIHASH_SHA2_256 = "1220"  # multihash prefix: code 0x12 (sha2-256), digest length 0x20
 
 
@@ -96,7 +97,7 @@ def _sensor_fields(sensor: Sensor, gsd_m: float | None,
         if unknown:
             raise KeyError(f"sensor {sensor.name!r} has no bands {unknown}")
         bands = [by_name[n] for n in band_names]
-    fields: dict[str, Any] = {"bands": bands, "msgfm:sensor": sensor.name}
+    fields: dict[str, Any] = {"bands": bands, SENSOR_FIELD: sensor.name}
     if gsd_m is not None:
         fields["gsd"] = gsd_m
     if sensor.kind == "sar" and sensor.sar:

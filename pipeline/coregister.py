@@ -30,12 +30,12 @@ from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
 from catalogs.sensors import Sensor, registry
+from catalogs.stac import SENSOR_FIELD
 from pipeline.chips import LocationChips
 from pipeline.failures import ItemError
 from pipeline.params import CoregisterParams, PipelineParams, SourceGrid
 from pipeline.qa import residual_shift
 
-SENSOR_KEY = "msgfm:sensor"  # the asset field naming the asset's registry sensor
 LONLAT = CRS.from_epsg(4326)
 NODATA_REASON = "nodata"  # key of LocationChips.dropped for chips with too much nodata
 DB_TO_LN = np.float32(math.log(10.0) / 10.0)  # 10 ** (dB / 10) == exp(dB * DB_TO_LN)
@@ -144,7 +144,7 @@ def _sensor_assets(item: dict[str, Any], reference_key: str) -> dict[str, list[R
     """The item's raster assets by registry sensor, masks left out: the reference asset's
     sensor first, the others by name; within a sensor, the reference asset first."""
     assets = {key: _raster_asset(item, key) for key, asset in item["assets"].items()
-              if SENSOR_KEY in asset}
+              if SENSOR_FIELD in asset}
     if reference_key not in assets:
         raise ItemError(item["id"], None, f"no reference asset {reference_key!r}")
     if assets[reference_key].sensor.kind == "mask":
@@ -167,9 +167,9 @@ def _raster_asset(item: dict[str, Any], key: str) -> RasterAsset:
     asset = item["assets"][key]
     path = asset["href"]
     sensors = registry()
-    if asset[SENSOR_KEY] not in sensors:
-        raise ItemError(item["id"], path, f"sensor {asset[SENSOR_KEY]!r} is not in the registry")
-    sensor = sensors[asset[SENSOR_KEY]]
+    if asset[SENSOR_FIELD] not in sensors:
+        raise ItemError(item["id"], path, f"sensor {asset[SENSOR_FIELD]!r} is not in the registry")
+    sensor = sensors[asset[SENSOR_FIELD]]
     bands = asset.get("bands")  # a list, or an array where the item came through geoparquet
     names = tuple(band["name"] for band in bands) if bands is not None else ()
     names = names or sensor.band_names
@@ -440,7 +440,7 @@ def picture_chips(item: dict[str, Any], chip_px: int) -> LocationChips:
 def _picture_asset(item: dict[str, Any]) -> RasterAsset:
     """The one picture asset of an unpaired item."""
     assets = [_raster_asset(item, key) for key, asset in item["assets"].items()
-              if SENSOR_KEY in asset]
+              if SENSOR_FIELD in asset]
     pictures = [asset for asset in assets if asset.sensor.kind != "mask"]
     if len(pictures) != 1:
         raise ItemError(item["id"], None, f"{len(pictures)} picture assets "

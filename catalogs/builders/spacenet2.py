@@ -13,6 +13,7 @@ import pystac
 
 from catalogs.sensors import get_sensor
 from catalogs.stac import (
+    SENSOR_FIELD,
     BuildResult,
     SourceFileError,
     assemble_assets,
@@ -157,7 +158,7 @@ def _buildings_asset(path: Path) -> pystac.Asset:
         raise SourceFileError(path, f"unreadable GeoJSON ({error})") from error
     if not isinstance(collection, dict) or collection.get("type") != "FeatureCollection":
         raise SourceFileError(path, "not a GeoJSON FeatureCollection")
-    extra = {"msgfm:sensor": LABEL_SENSOR, **file_fields(path)}
+    extra = {SENSOR_FIELD: LABEL_SENSOR, **file_fields(path)}
     return pystac.Asset(href=str(path), media_type=pystac.MediaType.GEOJSON, roles=["labels"],
                         extra_fields=extra)
 
