@@ -28,6 +28,12 @@ BROKEN_TRIPLETS: dict[tuple[str, int, int], dict[str, int]] = {
     ("ROIs1158_spring", 1, 41): {"s1": 2, "s2": 13, "s2_cloudy": 13},  # s2_cloudy truncated
     ("ROIs2017_winter", 5, 8): {"s1": 3, "s2": 13, "s2_cloudy": 13},  # s1 with a 3rd band
 }
+# Complete 13-band triplets in scenes of SEN12MS-CR's official validation and test splits,
+# written only with ``splits=True`` (from their own random stream).
+SPLIT_TRIPLETS: dict[tuple[str, int, int], dict[str, int]] = {
+    ("ROIs2017_winter", 22, 4): {"s1": 2, "s2": 13, "s2_cloudy": 13},  # val scene
+    ("ROIs1158_spring", 106, 3): {"s1": 2, "s2": 13, "s2_cloudy": 13},  # test scene
+}
 TRUNCATED = ("ROIs1158_spring", 1, 41, "s2_cloudy")
 MISNAMED = "ROIs2017_winter_s2/s2_5/ROIs2017_winter_s2_6_p9.tif"  # scene 6 in folder s2_5
 STRAY_FOLDER = "ROIs2017_winter_lc"
@@ -45,23 +51,44 @@ def _values(rng: np.random.Generator, modality: str, count: int) -> np.ndarray:
     return rng.integers(1, 10000, (count, SIZE, SIZE)).astype(DTYPES[modality])  # reflectance
 
 
-def make_sen12ms_cr(root: Path, broken: bool = False) -> Path:
+def _triplet_values(rng: np.random.Generator, triplets: dict[tuple[str, int, int], dict[str, int]]
+                    ) -> dict[tuple[str, int, int], dict[str, np.ndarray]]:
+    """The pixels of ``triplets``, drawn from ``rng`` in the order they are written."""
+    return {triplet: {modality: _values(rng, modality, count)
+                      for modality, count in counts.items()}
+            for triplet, counts in triplets.items()}
+
+
+def triplet_values(splits: bool = False) -> dict[tuple[str, int, int], dict[str, np.ndarray]]:
+    """The pixels :func:`make_sen12ms_cr` writes for ``VALID_TRIPLETS`` (and, with ``splits``,
+    ``SPLIT_TRIPLETS``): ``{(season folder, scene, patch): {modality: (bands, rows, cols)}}``."""
+    values = _triplet_values(np.random.default_rng(SEED), VALID_TRIPLETS)
+    if splits:
+        values.update(_triplet_values(np.random.default_rng([SEED, 1]), SPLIT_TRIPLETS))
+    return values
+
+
+def make_sen12ms_cr(root: Path, broken: bool = False, splits: bool = False) -> Path:
     """Write the valid triplets (and, with ``broken``, the damaged and stray files) under ``root``.
 
     Args:
         root: the folder to hold the ``ROIs<id>_<season>_<modality>`` folders.
         broken: also write ``BROKEN_TRIPLETS``, truncate ``TRUNCATED`` and write ``MISNAMED``
             and ``STRAY_FOLDER``.
+        splits: also write ``SPLIT_TRIPLETS`` (scenes of the validation and test splits).
 
     Returns:
         ``root``.
     """
     rng = np.random.default_rng(SEED)
     triplets = {**VALID_TRIPLETS, **(BROKEN_TRIPLETS if broken else {})}
-    for (season_folder, scene, patch), counts in triplets.items():
-        for modality, count in counts.items():
+    values = _triplet_values(rng, triplets)
+    if splits:
+        values.update(_triplet_values(np.random.default_rng([SEED, 1]), SPLIT_TRIPLETS))
+    for (season_folder, scene, patch), by_modality in values.items():
+        for modality, pixels in by_modality.items():
             write_geotiff(triplet_path(root, season_folder, scene, patch, modality),
-                          _values(rng, modality, count), CRS, Affine(*TRANSFORM))
+                          pixels, CRS, Affine(*TRANSFORM))
     if broken:
         truncated = triplet_path(root, *TRUNCATED)
         truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])

@@ -20,11 +20,17 @@ AOIS: dict[str, tuple[tuple[float, float], tuple[int, ...]]] = {
     "AOI_2_Vegas": ((-115.30, 36.26), (1, 2, 3)),
     "AOI_3_Paris": ((2.35, 48.85), (5,)),
 }
+# AOI folder -> image numbers east of the AOIS images, written only with ``split_images=True``
+# (from their own random stream): image 18 falls in the validation split (k % 10 == 8) and
+# image 29 in the test split (k % 10 == 9) of ``model.datasets.spacenet2``.
+SPLIT_IMAGES: dict[str, tuple[int, ...]] = {"AOI_3_Paris": (18, 29)}
 BUILDINGS = {  # image -> building polygons as (column, row) PAN pixel corners
     1: [[(4, 4), (14, 4), (14, 12), (4, 12)], [(20, 22), (30, 22), (30, 36), (20, 36)]],
     2: [],
     3: [[(10, 10), (20, 10), (20, 20), (10, 20)]],
     5: [[(0, 0), (8, 0), (8, 8), (0, 8)]],
+    18: [[(2, 30), (12, 30), (12, 38), (2, 38)]],
+    29: [],
 }
 # What ``damage`` does, in the order the builder reports it.
 TEST_FOLDER = "AOI_2_Vegas_Test_public"
@@ -44,6 +50,7 @@ def chip_path(root: Path, aoi: str, image: int, product: str) -> Path:
 def pan_transform(aoi: str, image: int) -> list[float]:
     """The PAN grid's affine transform (6 coefficients) of an image."""
     (west, north), images = AOIS[aoi]
+    images += SPLIT_IMAGES.get(aoi, ())
     return [PAN_DEG, 0.0, west + images.index(image) * PAN_DEG * PAN_PX, 0.0, -PAN_DEG, north]
 
 
@@ -66,26 +73,45 @@ def _buildings(aoi: str, image: int) -> dict[str, object]:
     return {"type": "FeatureCollection", "features": features}
 
 
-def make_spacenet2(root: Path) -> Path:
+def chip_values(split_images: bool = False) -> dict[tuple[str, int], dict[str, np.ndarray]]:
+    """The pixels :func:`make_spacenet2` writes: ``{(aoi, image): {"PAN": (1, PAN_PX, PAN_PX),
+    "MUL": (8, MS_PX, MS_PX)}}`` for the images of :data:`AOIS` (and, with ``split_images``,
+    of :data:`SPLIT_IMAGES`), plus ``"RGB-PanSharpen"`` for the first image of each AOI."""
+    rng = np.random.default_rng(SEED)
+    values: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    for aoi, (_, images) in AOIS.items():
+        for image in images:
+            values[aoi, image] = {"PAN": _values(rng, 1, PAN_PX), "MUL": _values(rng, 8, MS_PX)}
+        values[aoi, images[0]]["RGB-PanSharpen"] = _values(rng, 3, PAN_PX)
+    if split_images:
+        rng = np.random.default_rng([SEED, 1])
+        for aoi, images in SPLIT_IMAGES.items():
+            for image in images:
+                values[aoi, image] = {"PAN": _values(rng, 1, PAN_PX),
+                                      "MUL": _values(rng, 8, MS_PX)}
+    return values
+
+
+def make_spacenet2(root: Path, split_images: bool = False) -> Path:
     """Write the chips of :data:`AOIS` under ``root``, plus an uncataloged product per AOI.
+
+    Args:
+        root: the folder to hold the ``AOI_<n>_<City>_Train`` folders.
+        split_images: also write the chips of :data:`SPLIT_IMAGES`.
 
     Returns:
         ``root``.
     """
-    rng = np.random.default_rng(SEED)
-    for aoi, (_, images) in AOIS.items():
-        for image in images:
-            write_geotiff(chip_path(root, aoi, image, "PAN"), _values(rng, 1, PAN_PX), CRS,
-                          Affine(*pan_transform(aoi, image)))
-            write_geotiff(chip_path(root, aoi, image, "MUL"), _values(rng, 8, MS_PX), CRS,
-                          Affine(*ms_transform(aoi, image)))
-            labels = chip_path(root, aoi, image, "buildings")
-            labels.parent.mkdir(parents=True, exist_ok=True)
-            labels.write_text(json.dumps(_buildings(aoi, image)))
-        pansharpened = chip_path(root, aoi, images[0], "RGB-PanSharpen")
-        write_geotiff(pansharpened, _values(rng, 3, PAN_PX), CRS,
-                      Affine(*pan_transform(aoi, images[0])))
-        (root / f"{aoi}_Train" / "summaryData").mkdir()
+    transforms = {"PAN": pan_transform, "MUL": ms_transform, "RGB-PanSharpen": pan_transform}
+    for (aoi, image), products in chip_values(split_images).items():
+        for product, pixels in products.items():
+            write_geotiff(chip_path(root, aoi, image, product), pixels, CRS,
+                          Affine(*transforms[product](aoi, image)))
+        if "RGB-PanSharpen" in products:
+            (root / f"{aoi}_Train" / "summaryData").mkdir()
+        labels = chip_path(root, aoi, image, "buildings")
+        labels.parent.mkdir(parents=True, exist_ok=True)
+        labels.write_text(json.dumps(_buildings(aoi, image)))
     return root
 
 

@@ -54,6 +54,11 @@ def label_values() -> np.ndarray:
     return colours
 
 
+def dsm_values(area: int) -> np.ndarray:
+    """The DSM (1 band, metres) of an area."""
+    return _dsm_values(area)
+
+
 def _dsm_values(area: int, count: int = 1) -> np.ndarray:
     rng = np.random.default_rng([SEED, area, 1])
     return (250.0 + rng.random((count, HEIGHT, WIDTH)) * 20.0).astype("float32")

@@ -1,0 +1,310 @@
+"""SpaceNet 2 PAN + MS dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import matplotlib.pyplot as plt
+import numpy as np
+import rasterio
+import rasterio.errors
+import rasterio.features
+import rasterio.warp
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
+from torchgeo.datasets.utils import percentile_normalization
+
+from catalogs.builders.spacenet2 import LABEL_FOLDER, RASTER_PRODUCTS
+from catalogs.sensors import get_sensor
+
+
+class SpaceNet2PanMS(NonGeoDataset):
+    """SpaceNet 2 (building detection v2) as PAN + MS pairs, for pan-sharpening.
+
+    `SpaceNet 2 <https://spacenet.ai/spacenet-buildings-dataset-v2/>`__ holds WorldView-3 image
+    chips of 200 m x 200 m over four cities (AOI_2_Vegas, AOI_3_Paris, AOI_4_Shanghai,
+    AOI_5_Khartoum; 10,593 training chips), each in several products. TorchGeo's ``SpaceNet2``
+    returns one product per sample; this class returns the panchromatic chip and its
+    multispectral partner together:
+
+    * PAN: 1 band, ~0.31 m GSD, 650 x 650 pixels, uint16 11-bit digital numbers.
+    * MUL: 8 bands (coastal, blue, green, yellow, red, red edge, NIR1, NIR2), ~1.24 m GSD,
+      about 163 x 163 pixels, uint16 11-bit digital numbers, over the same ground as PAN.
+    * Building footprints: a GeoJSON FeatureCollection of polygons (EPSG:4326) per chip.
+
+    Official training layout (the extracted ``SN2_buildings_train_AOI_<n>_<City>.tar.gz``
+    tarballs; TorchGeo's ``SpaceNet2`` reads them from ``<its root>/SN2_buildings/train``, which is
+    this class's ``root``)::
+
+        AOI_<n>_<City>_Train/PAN/PAN_AOI_<n>_<City>_img<k>.tif
+        AOI_<n>_<City>_Train/MUL/MUL_AOI_<n>_<City>_img<k>.tif
+        AOI_<n>_<City>_Train/geojson/buildings/buildings_AOI_<n>_<City>_img<k>.geojson
+
+    A chip is listed when its PAN and MUL files exist (and, with ``buildings=True``, its
+    GeoJSON); other folders (the pan-sharpened products, ``summaryData``, test tarballs) are
+    ignored. A file that cannot be read, or a raster with the wrong band count, raises a
+    ``ValueError`` naming it when the sample is loaded. Chips are sorted by AOI folder and image
+    number.
+
+    Sample keys:
+
+    * ``image_pan``: float32 1 x H x W (650 x 650), digital numbers as stored (the registry's
+      ``worldview3_pan`` has scale 1, offset 0).
+    * ``image_ms``: float32 8 x h x w (about 163 x 163), digital numbers as stored.
+    * ``mask`` (only with ``buildings=True``): int64 H x W on the PAN grid, 1 where a building
+      polygon covers the pixel centre, else 0.
+
+    Splits (deterministic, by image number ``k``, which the public test set lacks labels for,
+    so every split comes from the training chips): ``train`` where ``k % 10 < 8``, ``val``
+    where ``k % 10 == 8``, ``test`` where ``k % 10 == 9``.
+
+    Download: the ``SN2_buildings_train_AOI_*.tar.gz`` tarballs of
+    ``s3://spacenet-dataset/spacenet/SN2_buildings/tarballs/`` (AWS Open Data), extracted.
+
+    If you use this dataset in your research, please cite:
+
+    * https://arxiv.org/abs/1807.01232
+    """
+
+    splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    split_modulus: ClassVar[int] = 10
+    # Split -> the remainders of the image number modulo :attr:`split_modulus` it holds.
+    split_remainders: ClassVar[dict[str, frozenset[int]]] = {
+        "train": frozenset(range(8)),
+        "val": frozenset({8}),
+        "test": frozenset({9}),
+    }
+    # Sample key -> (product folder and file prefix, registry sensor).
+    image_products: ClassVar[dict[str, tuple[str, str]]] = {
+        f"image_{key}": product for key, product in RASTER_PRODUCTS.items()}
+    label_folder: ClassVar[Path] = LABEL_FOLDER
+    label_prefix: ClassVar[str] = "buildings"
+    aoi_folder: ClassVar[re.Pattern[str]] = re.compile(r"(?P<aoi>AOI_\d+_[A-Za-z]+)_Train")
+    pan_band_names: ClassVar[tuple[str, ...]] = get_sensor("worldview3_pan").band_names
+    ms_band_names: ClassVar[tuple[str, ...]] = get_sensor("worldview3_ms").band_names
+    rgb_bands: ClassVar[tuple[str, ...]] = ("red", "green", "blue")
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] = "data",
+        split: str = "train",
+        transforms: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
+        buildings: bool = False,
+    ) -> None:
+        """Initialise a new SpaceNet2PanMS dataset instance.
+
+        Args:
+            root: the folder holding the ``AOI_<n>_<City>_Train`` folders.
+            split: one of :attr:`splits`.
+            transforms: a function/transform that takes a sample dict and returns a transformed
+                version; applied last.
+            buildings: also return the building ``mask`` (and list only chips with a GeoJSON).
+
+        Raises:
+            ValueError: if ``split`` is not one of :attr:`splits`.
+            DatasetNotFoundError: if ``root`` holds no chip with its PAN and MUL files.
+        """
+        if split not in self.splits:
+            raise ValueError(f"split {split!r} is not one of {self.splits}")
+        self.root = root
+        self.split = split
+        self.transforms = transforms
+        self.buildings = buildings
+        chips = self._find_chips(Path(root))
+        if not chips:
+            raise DatasetNotFoundError(self)
+        remainders = self.split_remainders[split]
+        self.chips = [(aoi, k) for aoi, k in chips if k % self.split_modulus in remainders]
+
+    def __len__(self) -> int:
+        """Return the number of chips in the split.
+
+        Returns:
+            length of the dataset
+        """
+        return len(self.chips)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        """Return the chip at ``index``.
+
+        Args:
+            index: index to return
+
+        Returns:
+            ``image_pan``, ``image_ms`` and, with ``buildings``, ``mask`` (see the class
+            docstring)
+
+        Raises:
+            IndexError: if ``index`` is out of range.
+            ValueError: if a file of the chip is unreadable or has the wrong band count.
+        """
+        aoi, image = self.chips[index]
+        sample: dict[str, Tensor] = {}
+        for key, (product, sensor) in self.image_products.items():
+            sample[key] = self._load_raster(self.path(aoi, image, product), sensor)
+        if self.buildings:
+            sample["mask"] = self._load_mask(aoi, image)
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+    def path(self, aoi: str, image: int, product: str) -> Path:
+        """Where the layout puts a chip's file of ``product``.
+
+        Args:
+            aoi: the AOI, e.g. ``AOI_2_Vegas``.
+            image: the image number ``k``.
+            product: ``PAN``, ``MUL`` or :attr:`label_prefix` (the building GeoJSON).
+
+        Returns:
+            the file's path under ``root``
+        """
+        return self._folder(aoi, product) / f"{product}_{aoi}_img{image}{self._suffix(product)}"
+
+    def _suffix(self, product: str) -> str:
+        """The file name suffix of ``product``."""
+        return ".geojson" if product == self.label_prefix else ".tif"
+
+    def _folder(self, aoi: str, product: str) -> Path:
+        """The folder of the ``product`` files of ``aoi``."""
+        folder = Path(self.root) / f"{aoi}_Train"
+        return folder / (self.label_folder if product == self.label_prefix else product)
+
+    def _find_chips(self, root: Path) -> list[tuple[str, int]]:
+        """``(aoi, image number)`` of every chip with the files this instance reads, sorted."""
+        products = [product for product, _ in self.image_products.values()]
+        if self.buildings:
+            products.append(self.label_prefix)
+        chips: list[tuple[str, int]] = []
+        for aoi_dir in sorted(root.iterdir()) if root.is_dir() else ():
+            match = self.aoi_folder.fullmatch(aoi_dir.name)
+            if match is None or not aoi_dir.is_dir():
+                continue
+            aoi = match["aoi"]
+            numbers = [self._image_numbers(aoi, product) for product in products]
+            chips.extend((aoi, image) for image in sorted(set.intersection(*numbers)))
+        return chips
+
+    def _image_numbers(self, aoi: str, product: str) -> set[int]:
+        """The image numbers of the ``product`` files of ``aoi`` named as the layout says."""
+        folder = self._folder(aoi, product)
+        name = re.compile(rf"{re.escape(f'{product}_{aoi}_img')}(\d+)"
+                          rf"{re.escape(self._suffix(product))}")
+        numbers: set[int] = set()
+        for entry in os.scandir(folder) if folder.is_dir() else ():
+            match = name.fullmatch(entry.name)
+            if match is not None and entry.is_file():
+                numbers.add(int(match[1]))
+        return numbers
+
+    @staticmethod
+    def _load_raster(path: Path, sensor_name: str) -> Tensor:
+        """A raster as float32 (bands, rows, cols) in the registry's physical unit.
+
+        Args:
+            path: the GeoTIFF.
+            sensor_name: its registry sensor.
+
+        Returns:
+            the stored values times the sensor's scale plus its offset
+
+        Raises:
+            ValueError: if the file is unreadable or its band count is not the sensor's.
+        """
+        sensor = get_sensor(sensor_name)
+        try:
+            with rasterio.open(path) as src:
+                stored = src.read()
+        except (rasterio.errors.RasterioError, OSError) as error:
+            raise ValueError(f"{path}: unreadable raster ({error})") from error
+        if stored.shape[0] != sensor.num_bands:
+            raise ValueError(f"{path}: {stored.shape[0]} bands, expected {sensor.num_bands} "
+                             f"({sensor.name})")
+        values = stored.astype(np.float32)
+        if sensor.scale != 1.0 or sensor.offset != 0.0:
+            values = values * np.float32(sensor.scale) + np.float32(sensor.offset)
+        return torch.from_numpy(values)
+
+    def _load_mask(self, aoi: str, image: int) -> Tensor:
+        """The chip's building polygons rasterised on its PAN grid (pixel centres inside).
+
+        Args:
+            aoi: the AOI.
+            image: the image number.
+
+        Returns:
+            an int64 (rows, cols) tensor, 1 on buildings, 0 elsewhere
+
+        Raises:
+            ValueError: if the GeoJSON is not a readable FeatureCollection.
+        """
+        path = self.path(aoi, image, self.label_prefix)
+        try:
+            collection = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path}: unreadable GeoJSON ({error})") from error
+        if not isinstance(collection, dict) or collection.get("type") != "FeatureCollection":
+            raise ValueError(f"{path}: not a GeoJSON FeatureCollection")
+        with rasterio.open(self.path(aoi, image, self.image_products["image_pan"][0])) as src:
+            shape, transform, crs = (src.height, src.width), src.transform, src.crs
+        geometries: list[dict[str, Any]] = [feature["geometry"] for feature in
+                                            collection.get("features", [])
+                                            if feature.get("geometry")]
+        if crs is not None and crs.to_string() != "EPSG:4326":  # GeoJSON is in EPSG:4326
+            geometries = [rasterio.warp.transform_geom("EPSG:4326", crs, g) for g in geometries]
+        if not geometries:
+            return torch.zeros(shape, dtype=torch.long)
+        mask = rasterio.features.rasterize(geometries, out_shape=shape, transform=transform,
+                                           fill=0, default_value=1, dtype=np.uint8)
+        return torch.from_numpy(mask.astype(np.int64))
+
+    def plot(
+        self,
+        sample: dict[str, Tensor],
+        show_titles: bool = True,
+        suptitle: str | None = None,
+    ) -> Figure:
+        """Plot a sample: PAN, the MS true colour, the building ``mask`` and the
+        ``prediction`` (a pan-sharpened 8-band MS image) where present.
+
+        Each panel is stretched between its 2nd and 98th percentile.
+
+        Args:
+            sample: a sample returned by :meth:`__getitem__`
+            show_titles: flag indicating whether to show titles above each panel
+            suptitle: optional string to use as a suptitle
+
+        Returns:
+            a matplotlib Figure with the rendered sample
+        """
+        panels: list[tuple[str, np.ndarray, str | None]] = [
+            ("PAN", percentile_normalization(sample["image_pan"][0].float().numpy()), "gray"),
+            ("MS (true colour)", self._rgb(sample["image_ms"]), None),
+        ]
+        if "mask" in sample:
+            panels.append(("Buildings", sample["mask"].numpy(), "gray"))
+        if "prediction" in sample:
+            panels.append(("Prediction", self._rgb(sample["prediction"]), None))
+        fig, axs = plt.subplots(ncols=len(panels), squeeze=False,
+                                figsize=(4 * len(panels), 4))
+        for ax, (title, image, cmap) in zip(axs[0], panels, strict=True):
+            ax.imshow(image, cmap=cmap, vmin=0, vmax=1, interpolation="none")
+            ax.axis("off")
+            if show_titles:
+                ax.set_title(title)
+        if suptitle is not None:
+            fig.suptitle(suptitle)
+        return fig
+
+    def _rgb(self, ms: Tensor) -> np.ndarray:
+        """The true-colour bands of an 8-band MS tensor as a (rows, cols, 3) picture."""
+        indices = [self.ms_band_names.index(band) for band in self.rgb_bands]
+        rgb = ms[indices].float().numpy().transpose(1, 2, 0)
+        return percentile_normalization(rgb, axis=(0, 1))
