@@ -10,7 +10,13 @@ import zarr
 from zarr.storage import LocalStore
 
 from catalogs import store_format as fmt
-from catalogs.store_shards import decode_chunk, encode_chunk, shard_index
+from catalogs.store_shards import (
+    decode_chunk,
+    encode_chunk,
+    index_nbytes,
+    read_shard_index,
+    shard_index,
+)
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32", ">u2"])
@@ -41,3 +47,23 @@ def test_index_marks_entries_past_the_last_chunk_and_refuses_too_many_chunks() -
     assert index.tolist() == [[0, 10], [10, 20], [2**64 - 1, 2**64 - 1]]
     with pytest.raises(ValueError, match="3 chunks do not fit a shard of 2"):
         shard_index([1, 2, 3], 2)
+
+
+def test_the_index_reads_back_and_a_damaged_one_is_refused() -> None:
+    index = shard_index([10, 20], 3)
+    entries = read_shard_index(index, 3)
+    assert entries.tolist() == [[0, 10], [10, 20], [2**64 - 1, 2**64 - 1]]
+    assert len(index) == index_nbytes(3) == 52
+    damaged = bytes([index[0] ^ 1]) + index[1:]
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        read_shard_index(damaged, 3)
+    with pytest.raises(ValueError, match="shard index of 52 bytes, expected 36"):
+        read_shard_index(index, 2)
+
+
+def test_bytes_that_are_not_a_chunk_of_that_shape_are_refused() -> None:
+    chip = np.arange(64, dtype=np.uint16).reshape(1, 8, 8)
+    with pytest.raises(ValueError, match=r"not a chunk of \(1, 4, 4\) uint16"):
+        decode_chunk(encode_chunk(chip), (1, 4, 4), np.uint16)
+    with pytest.raises(ValueError, match="not a chunk"):
+        decode_chunk(bytes(64), (1, 8, 8), np.uint16)

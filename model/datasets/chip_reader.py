@@ -114,11 +114,24 @@ class ShardedChipReader:
             ChipReadError: naming the sensor, chip and shard file, when the chip is not in
                 the store or its bytes do not decode.
         """
+        data = self.chunk(chip)
+        out = self.empty()[0] if out is None else out
+        try:
+            self._codec.decode(data, out=out)
+        except (ValueError, RuntimeError) as error:  # Blosc: RuntimeError
+            raise self._error(chip, error) from error
+        return out
+
+    def chunk(self, chip: int) -> bytes:
+        """The compressed bytes of chip ``chip``, as its shard stores them.
+
+        Raises:
+            IndexError, ChipReadError: as :meth:`read`.
+        """
         if not 0 <= chip < self.layout.chip_count:
             raise IndexError(f"{self.layout.sensor}: chip {chip} out of range "
                              f"0..{self.layout.chip_count - 1}")
         shard, slot = divmod(chip, self.layout.chips_per_shard)
-        out = self.empty()[0] if out is None else out
         try:
             fd, index = self._shard(shard)
             offset, length = (int(v) for v in index[slot])
@@ -127,11 +140,14 @@ class ShardedChipReader:
             data = os.pread(fd, length, offset)
             if len(data) != length:
                 raise ValueError(f"{length} bytes expected at {offset}, {len(data)} read")
-            self._codec.decode(data, out=out)
-        except (OSError, ValueError, RuntimeError) as error:  # Blosc: RuntimeError
-            path = self.layout.folder / self.layout.shard_keys[shard]
-            raise ChipReadError(f"{self.layout.sensor} chip {chip}: {path}: {error}") from error
-        return out
+        except (OSError, ValueError) as error:
+            raise self._error(chip, error) from error
+        return data
+
+    def _error(self, chip: int, error: Exception) -> ChipReadError:
+        shard = chip // self.layout.chips_per_shard
+        path = self.layout.folder / self.layout.shard_keys[shard]
+        return ChipReadError(f"{self.layout.sensor} chip {chip}: {path}: {error}")
 
     def _shard(self, shard: int) -> tuple[int, np.ndarray]:
         if self._pid != os.getpid():  # first use, or a worker process after fork

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
+from torch.utils.data import get_worker_info
 from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
 
 from catalogs import store_format as fmt
@@ -26,6 +27,15 @@ MODEL_UNIT_CONVERSIONS: dict[tuple[str, str], Callable[[np.ndarray], None]] = {
     ("linear_power", "dB"): lambda values: np.multiply(np.log10(values, out=values), 10.0,
                                                        out=values),
 }
+
+
+def _empty_rows(shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 tensor for decoded chips; in a ``DataLoader`` worker, in shared memory, so
+    handing the batch to the main process moves no bytes (torch copies other tensors there)."""
+    if get_worker_info() is None:
+        return torch.empty(shape)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * 4)  # as default_collate does
+    return torch.empty(0).set_(storage, 0, shape)
 
 
 def location_fraction(source: str, item_id: str) -> float:
@@ -55,20 +65,25 @@ class _SensorChips:
         self.nodata_value = (None if m.nodata is None or math.isnan(m.nodata)
                              else np.asarray(m.nodata, dtype=m.dtype))
 
-    def read_into(self, chip: int, out: np.ndarray) -> None:
+    def read_into(self, chip: int, out: torch.Tensor) -> None:
         """Chip ``chip`` into ``out`` (float32, C x H x W) in the model's unit, nodata NaN."""
         m = self.manifest
+        values = out.numpy()
         if self.decoded_as_is:
-            stored = self.reader.read(chip, out=out)
+            stored = self.reader.read(chip, out=values)
         else:  # decoded into a per-process buffer, then scaled into ``out``
             stored = self.reader.read(chip, out=self.reader.buffer())
-            np.multiply(stored, np.float32(m.scale), out=out)
+            out.copy_(torch.from_numpy(stored))  # torch converts ~2x faster than numpy here
+            if m.scale != 1.0:
+                out.mul_(m.scale)
             if m.offset:
-                out += np.float32(m.offset)
+                out.add_(m.offset)
         if self.nodata_value is not None:
-            np.putmask(out, stored == self.nodata_value, np.float32(np.nan))
+            nodata = stored == self.nodata_value
+            if nodata.any():  # copyto with where: ~8x faster than putmask here
+                np.copyto(values, np.float32(np.nan), where=nodata)
         if m.unit != m.model_unit:
-            MODEL_UNIT_CONVERSIONS[m.unit, m.model_unit](out)
+            MODEL_UNIT_CONVERSIONS[m.unit, m.model_unit](values)
 
 
 class GeoPile2(NonGeoDataset):
@@ -177,6 +192,10 @@ class GeoPile2(NonGeoDataset):
         sensor = self.sensors[position]
         return sensor, int(self.sensor_chips[sensor][index - self.sensor_offsets[sensor]])
 
+    def chip_reader(self, sensor: str) -> ShardedChipReader:
+        """The reader of ``sensor``'s stored chips (any sensor of the store)."""
+        return self._chips[sensor].reader
+
     def partners_of(self, sensor: str, chip: int) -> list[tuple[str, int]]:
         """The (sensor, chip) of every chip paired with chip ``chip`` of ``sensor``."""
         return self._pairs.get(sensor, {}).get(chip, [])
@@ -223,13 +242,13 @@ class GeoPile2(NonGeoDataset):
         samples: list[dict[str, Any] | None] = [{"sensor": s} for s, _ in located]
         for group, rows in wanted.items():
             sensor = group.rpartition(">")[2]
-            images = torch.empty((len(rows), *self._chips[sensor].reader.layout.chip_shape))
+            images = _empty_rows((len(rows), *self._chips[sensor].reader.layout.chip_shape))
             for row, (position, chip, key) in enumerate(rows):
                 sample = samples[position]
                 if sample is None:
                     continue
                 try:
-                    self._chips[sensor].read_into(chip, images[row].numpy())
+                    self._chips[sensor].read_into(chip, images[row])
                 except ChipReadError as error:
                     if self.on_error == "raise":
                         raise ChipReadError(
