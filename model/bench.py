@@ -1,0 +1,113 @@
+"""Command line: ``python -m model.bench loader`` (see ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from model.benchmark.loader import paired_dataset, time_decode_bound, time_ours
+from model.benchmark.scene_store import ensure_scene_store
+from model.benchmark.torchgeo_path import paired_source_files, torchgeo_pairs_per_s
+
+LOADER_HELP = """\
+Measures, in one run on the same paired Sentinel-2 + Sentinel-1 chips (one pair = one sample,
+256 px, float32 in the model's units):
+  (a) ours      GeoPile2 (Sentinel-2 chips with their Sentinel-1 partner) through a plain
+                DataLoader with collate_by_sensor, shuffled, in the main process and with
+                --workers worker processes;
+  (b) TorchGeo  what a TorchGeo user does without our store: an IntersectionDataset of a
+                Sentinel-2 and a Sentinel-1 RasterDataset over the source COGs (Sentinel-1
+                warped onto the Sentinel-2 grid on the fly) with RandomGeoSampler at the same
+                chip size, in the main process;
+  (c) decode    the same chunks' compressed bytes, in memory, decoded by the store's own
+      bound     codec into reused buffers in a tight loop.
+The input: --scenes x --scale scene-sized (--scene-px) Sentinel-2 L2A + Sentinel-1 scenes
+rendered from the sample world (cached under --bench-dir) and the GeoPile-2 store that
+`python -m pipeline run` builds from them (cached beside them; about 30 s the first time).
+--store and --catalog measure any other build instead, e.g. the sample store of `dvc repro`
+(--store data/geopile2.zarr --catalog data/sample/catalog.json: SEN12MS-style 256 px patch
+files, where TorchGeo reads whole small files). Prints each figure, the ratios a/b and a/c,
+and, as its last line, one JSON object:
+  {"ours_samples_per_s", "ours_samples_per_s_2_workers", "torchgeo_samples_per_s",
+   "decode_bound_samples_per_s", "ratio_vs_torchgeo", "ratio_vs_decode_bound"}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model.bench",
+                                     description="Benchmarks of the model side.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    loader = commands.add_parser("loader", help="GeoPile-2 loader vs TorchGeo vs decode bound",
+                                 description=LOADER_HELP,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    loader.add_argument("--scenes", type=int, default=8,
+                        help="scenes at scale 1 (default 8: 128 pairs of 256 px)")
+    loader.add_argument("--scale", type=int, default=1,
+                        help="multiply the input: scenes x scale (default 1)")
+    loader.add_argument("--scene-px", type=int, default=1024,
+                        help="side of a scene in 10 m pixels (default 1024)")
+    loader.add_argument("--bench-dir", type=Path, default=Path("data/bench"),
+                        help="scene and store cache (default: data/bench)")
+    loader.add_argument("--store", type=Path, default=None,
+                        help="measure this GeoPile-2 store instead (with --catalog)")
+    loader.add_argument("--catalog", type=Path, default=None,
+                        help="the STAC catalog --store was built from (its source COGs)")
+    loader.add_argument("--samples", type=int, default=2048,
+                        help="pairs each run of ours and the decode bound reads, at least "
+                        "one pass (default 2048)")
+    loader.add_argument("--torchgeo-samples", type=int, default=160,
+                        help="pairs the TorchGeo path reads (default 160)")
+    loader.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
+    loader.add_argument("--workers", type=int, default=2,
+                        help="worker processes of the second run of ours (default 2)")
+    loader.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    args = parser.parse_args(argv)
+    if (args.store is None) != (args.catalog is None):
+        parser.error("--store and --catalog go together")
+    if min(args.scenes, args.scale, args.samples, args.batch_size) < 1:
+        parser.error("--scenes, --scale, --samples and --batch-size must be at least 1")
+    return run_loader(args)
+
+
+def run_loader(args: argparse.Namespace) -> int:
+    """Run the loader benchmark of ``args`` (see :data:`LOADER_HELP`); print the report."""
+    store, catalog = args.store, args.catalog
+    if store is None:
+        built = ensure_scene_store(args.bench_dir, args.scenes * args.scale, args.scene_px,
+                                   args.seed, progress=lambda line: print(line, file=sys.stderr))
+        store, catalog = built.store, built.catalog
+    dataset = paired_dataset(store)
+    chip_px = dataset.chip_reader(dataset.sensors[0]).layout.chip_shape[-1]
+    files = paired_source_files(store, catalog)
+    passes = max(1, math.ceil(args.samples / len(dataset)))
+    print(f"loader benchmark: {store}: {len(dataset)} Sentinel-2 + Sentinel-1 pairs of "
+          f"{chip_px} px cut from {len(files)} source scenes; batch {args.batch_size}")
+    ours = time_ours(dataset, passes, args.batch_size, 0, args.seed)
+    workers = time_ours(dataset, passes, args.batch_size, args.workers, args.seed)
+    torchgeo = torchgeo_pairs_per_s(files, chip_px=chip_px, samples=args.torchgeo_samples,
+                                    batch_size=args.batch_size, num_workers=0, seed=args.seed)
+    bound = time_decode_bound(dataset, passes)
+    rows = [("(a) ours, main process", ours.samples, ours.seconds),
+            (f"(a) ours, {args.workers} workers", workers.samples, workers.seconds),
+            ("(b) TorchGeo paired path", torchgeo.samples, torchgeo.seconds),
+            ("(c) decode bound", bound.samples, bound.seconds)]
+    for label, samples, seconds in rows:
+        print(f"{label:28s} {samples / seconds:9.1f} samples/s  ({samples} in {seconds:.2f} s)")
+    versus_torchgeo = ours.per_s / torchgeo.samples_per_s
+    versus_bound = ours.per_s / bound.per_s
+    print(f"ours / TorchGeo      {versus_torchgeo:6.1f}x")
+    print(f"ours / decode bound  {versus_bound:6.2f}")
+    print(json.dumps({"ours_samples_per_s": round(ours.per_s, 1),
+                      "ours_samples_per_s_2_workers": round(workers.per_s, 1),
+                      "torchgeo_samples_per_s": round(torchgeo.samples_per_s, 1),
+                      "decode_bound_samples_per_s": round(bound.per_s, 1),
+                      "ratio_vs_torchgeo": round(versus_torchgeo, 2),
+                      "ratio_vs_decode_bound": round(versus_bound, 3)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

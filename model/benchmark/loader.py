@@ -1,0 +1,100 @@
+"""The loader benchmark: our GeoPile-2 loader against the TorchGeo path and the decode bound.
+
+All three read the same paired Sentinel-2 + Sentinel-1 chips, one pair per sample:
+
+* ours: :class:`~model.datasets.geopile2.GeoPile2` (S2 chips with their S1 partner) through
+  a plain ``DataLoader`` with :func:`~model.datasets.batching.collate_by_sensor`, in the main
+  process and with worker processes;
+* TorchGeo: what a TorchGeo user does without our store: an ``IntersectionDataset`` of an S2
+  and an S1 ``RasterDataset`` over the source COGs (S1 warped onto the S2 grid on the fly)
+  with ``RandomGeoSampler`` at the same chip size (:mod:`model.benchmark.torchgeo_path`);
+* the decode bound: the same chunks' compressed bytes, already in memory, decoded with the
+  store's own codec into a reused buffer in a tight loop: the most any reader of this store
+  can do on one core's worth of Blosc.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from catalogs.store_shards import chunk_codec
+from model.datasets.batching import collate_by_sensor
+from model.datasets.geopile2 import GeoPile2
+
+S2_SENSOR = "sentinel2_l2a"
+S1_SENSOR = "sentinel1_grd"
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A measured throughput."""
+
+    samples: int
+    seconds: float
+
+    @property
+    def per_s(self) -> float:
+        return self.samples / self.seconds
+
+
+def paired_dataset(store: Path) -> GeoPile2:
+    """Every Sentinel-2 chip of ``store`` that has a Sentinel-1 partner, with that partner.
+
+    Raises:
+        ValueError: when the store has no such pair.
+    """
+    dataset = GeoPile2(store, sensors=[S2_SENSOR], split="all", paired_only=True)
+    if not len(dataset) or f"image_{S1_SENSOR}" not in dataset[0]:
+        raise ValueError(f"{store}: no {S2_SENSOR} chip paired with a {S1_SENSOR} chip")
+    return dataset
+
+
+def time_ours(dataset: GeoPile2, passes: int, batch_size: int, num_workers: int,
+              seed: int = 0) -> Rate:
+    """Samples per second of ``passes`` shuffled passes over ``dataset`` through a DataLoader
+    (the first batch, which starts the workers, is not timed)."""
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
+                        num_workers=num_workers, collate_fn=collate_by_sensor,
+                        persistent_workers=num_workers > 0)
+    batches = _endless(loader)
+    next(batches)
+    samples, start = 0, time.perf_counter()
+    while samples < passes * len(dataset):
+        batch = next(batches)
+        samples += batch["sensors"][S2_SENSOR]["image"].shape[0]
+    rate = Rate(samples, time.perf_counter() - start)
+    batches.close()  # with the return, frees the loader: its workers end here
+    return rate
+
+
+def _endless(loader: DataLoader) -> Generator[dict[str, Any], None, None]:
+    while True:  # with persistent_workers, every pass reuses the same workers
+        yield from loader
+
+
+def time_decode_bound(dataset: GeoPile2, passes: int) -> Rate:
+    """Samples per second of decoding each pair's two chunks, from memory, into reused
+    buffers with the store's codec: no I/O, no conversion, no allocation."""
+    jobs: list[tuple[Callable[..., object], bytes, np.ndarray]] = []
+    for index in range(len(dataset)):
+        sensor, chip = dataset.locate(index)
+        for name, number in [(sensor, chip), *dataset.partners_of(sensor, chip)]:
+            reader = dataset.chip_reader(name)
+            codec = chunk_codec(reader.layout.dtype)
+            jobs.append((codec.decode, reader.chunk(number), reader.empty()[0]))
+    for decode, data, out in jobs:  # warm up
+        decode(data, out=out)
+    start = time.perf_counter()
+    for _ in range(passes):
+        for decode, data, out in jobs:
+            decode(data, out=out)
+    return Rate(passes * len(dataset), time.perf_counter() - start)
