@@ -30,7 +30,8 @@ class SpaceNet2PanMS(NonGeoDataset):
 
     `SpaceNet 2 <https://spacenet.ai/spacenet-buildings-dataset-v2/>`__ holds WorldView-3 image
     chips of 200 m x 200 m over four cities (AOI_2_Vegas, AOI_3_Paris, AOI_4_Shanghai,
-    AOI_5_Khartoum; 10,593 training chips), each in several products. TorchGeo's ``SpaceNet2``
+    AOI_5_Khartoum; 3,850 + 1,148 + 4,582 + 1,012 training chips as TorchGeo lists them), each
+    in several products. TorchGeo's ``SpaceNet2``
     returns one product per sample; this class returns the panchromatic chip and its
     multispectral partner together:
 
