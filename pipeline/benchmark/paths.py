@@ -36,9 +36,10 @@ from rasterio.windows import transform as window_transform
 
 from catalogs import store_format as fmt
 from catalogs.sensors import Sensor, get_sensor
+from catalogs.stac import SENSOR_FIELD
 from pipeline.benchmark.resources import best_of, pinned, tree_usage
 from pipeline.cluster import Executor, executor
-from pipeline.coregister import SENSOR_KEY, Grid, chip_windows, gdal_reproject, invalid_pixels
+from pipeline.coregister import Grid, chip_windows, gdal_reproject, invalid_pixels
 from pipeline.items import write_items
 from pipeline.params import PipelineParams
 from pipeline.stages import run_coregister, run_shard
@@ -149,7 +150,7 @@ class _Raster:
 
     @classmethod
     def of(cls, asset: dict[str, Any]) -> _Raster:
-        sensor = get_sensor(asset[SENSOR_KEY])
+        sensor = get_sensor(asset[SENSOR_FIELD])
         bands = tuple(band["name"] for band in asset.get("bands") or ()) or sensor.band_names
         return cls(asset["href"], sensor, bands)
 
@@ -165,7 +166,7 @@ class _Raster:
 def _rasters(item: dict[str, Any], reference: str) -> tuple[_Raster, list[_Raster]]:
     """The item's reference raster and its other rasters (masks left out)."""
     rasters = {key: _Raster.of(asset) for key, asset in item["assets"].items()
-               if SENSOR_KEY in asset and get_sensor(asset[SENSOR_KEY]).kind != "mask"}
+               if SENSOR_FIELD in asset and get_sensor(asset[SENSOR_FIELD]).kind != "mask"}
     return rasters.pop(reference), list(rasters.values())
 
 
