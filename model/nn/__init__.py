@@ -1,0 +1,1 @@
+"""The msGFM network: patch embeddings, Swin encoder with sparse MoE, SimMIM decoders."""
