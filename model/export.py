@@ -1,0 +1,388 @@
+"""Pretrained msGFM encoders as files: safetensors weights plus a STAC MLM model card.
+
+:func:`export_pretrained` writes what a downstream user needs of a pretrained :class:`MsGFM`
+into one folder: ``encoder.safetensors`` (the shared encoder under ``encoder.`` and every
+sensor's patch embedding under ``embeddings.<sensor>.``; no decoders) and ``model_card.json``, a
+STAC 1.1 Item with the Machine Learning Model extension (:data:`MLM_SCHEMA`, v1.4.0) that holds
+the encoder's configuration (``mlm:hyperparameters``), one ``mlm:input`` per sensor (registry
+band names, shape and per-band z-score ``value_scaling``: the normalisation the model was
+trained with) and the feature map it returns (``mlm:output``). :func:`load_pretrained` rebuilds
+a :class:`PretrainedEncoder` from those two files alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from catalogs.sensors import get_sensor
+from catalogs.stac import EXTENSIONS
+from catalogs.store_format import SensorManifest
+from model.datasets.transforms import band_moments
+from model.nn.encoder import EncoderConfig, MoEConfig, SwinEncoder
+from model.nn.sensors import SensorPatchEmbed
+
+if TYPE_CHECKING:
+    from model.nn.msgfm import MsGFM
+
+MLM_SCHEMA = "https://stac-extensions.github.io/mlm/v1.4.0/schema.json"
+WEIGHTS_FILE = "encoder.safetensors"
+CARD_FILE = "model_card.json"
+WEIGHTS_ASSET = "weights"
+TRAINING_FIELD = "msgfm:training"
+ENCODER_PREFIX = "encoder."
+EMBEDDINGS_PREFIX = "embeddings."
+MODEL_NAME = "msGFM"
+ITEM_ID = "msgfm-encoder"
+# The downstream tasks of the msGFM paper: BigEarthNet, Vaihingen, SpaceNet2 pan-sharpening and
+# SEN12MS-CR cloud removal.
+TASKS = ("scene-classification", "semantic-segmentation", "super-resolution", "generative")
+DIM_ORDER = ("batch", "channel", "height", "width")
+GLOBAL_BBOX = (-180.0, -90.0, 180.0, 90.0)
+_SHOWN_KEYS = 8  # keys listed in an architecture-mismatch error before "... (N in all)"
+
+
+class PretrainedEncoder(nn.Module):
+    """A pretrained msGFM encoder: every sensor's patch embedding ``f_i`` and the shared ``En``.
+
+    Attributes:
+        encoder: the shared Swin encoder.
+        embeddings: one :class:`SensorPatchEmbed` per sensor.
+        sensors: the sensor names, in the card's order.
+        normalisation: ``{sensor: (mean, std)}`` per band in the model's unit; an image is
+            ``(x - mean) / std`` (NaN as 0 afterwards) before :meth:`forward`.
+        card: the model card (STAC Item) it was loaded from; empty when built directly.
+    """
+
+    def __init__(self, config: EncoderConfig, channels: Mapping[str, int],
+                 normalisation: Mapping[str, tuple[Tensor, Tensor]],
+                 card: Mapping[str, Any] | None = None) -> None:
+        """Build an untrained encoder of ``config`` with one patch embedding per sensor.
+
+        Args:
+            config: the shared encoder's configuration.
+            channels: ``{sensor: channel count}``.
+            normalisation: ``{sensor: (mean, std)}`` per band.
+            card: the model card the encoder comes from.
+        """
+        super().__init__()
+        self.encoder = SwinEncoder(config)
+        self.embeddings = nn.ModuleDict({
+            sensor: SensorPatchEmbed(count, config.embed_dim, config.patch_px)
+            for sensor, count in channels.items()})
+        self.sensors = tuple(channels)
+        self.normalisation = dict(normalisation)
+        self.card = dict(card or {})
+
+    def forward(self, sensor: str, image: Tensor) -> Tensor:
+        """``En(f_sensor(image))``.
+
+        Args:
+            sensor: which patch embedding to use.
+            image: (B, C_sensor, H, W) normalised image.
+
+        Returns:
+            (B, C_last, H / stride, W / stride) features.
+
+        Raises:
+            KeyError: naming ``sensor`` and the known sensors, for a sensor without embedding.
+        """
+        if sensor not in self.embeddings:
+            raise KeyError(f"no patch embedding for sensor {sensor!r}; known sensors: "
+                           f"{list(self.sensors)}")
+        return self.encoder(self.embeddings[sensor](image))
+
+
+def export_pretrained(model: MsGFM, out_dir: Path | str, sensors: Mapping[str, SensorManifest],
+                      training: Mapping[str, Any] | None = None) -> Path:
+    """Write a model's encoder and patch embeddings with their model card.
+
+    Args:
+        model: the pretrained network (its decoders are left out).
+        out_dir: folder to write ``encoder.safetensors`` and ``model_card.json`` into
+            (created if missing; both files replaced atomically).
+        sensors: the pretraining store's sensors (``read_manifest(store).sensors``): band names
+            and the statistics of the normalisation; one for each sensor of ``model``.
+        training: how the model was trained (store path, steps, ...), recorded as
+            ``msgfm:training``; JSON-serialisable, paths written as strings.
+
+    Returns:
+        The model card's path.
+
+    Raises:
+        ValueError: for a sensor of ``model`` without manifest, or whose band count differs
+            from its embedding's, or whose statistics are not in the model's unit.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    embeddings = model.heads.embeddings
+    _check_manifests(embeddings, sensors)
+    tensors = exported_tensors(model)
+    card = model_card(model.encoder.config, {name: sensors[name] for name in embeddings},
+                      sum(t.numel() for t in tensors.values()), training)
+    text = json.dumps(card, indent=2, allow_nan=False, default=str) + "\n"
+    _write_atomically(out_dir / WEIGHTS_FILE, lambda path: save_file(
+        tensors, str(path), metadata={"format": "pt"}))
+    _write_atomically(out_dir / CARD_FILE, lambda path: path.write_text(text))
+    return out_dir / CARD_FILE
+
+
+def exported_tensors(model: MsGFM) -> dict[str, Tensor]:
+    """The encoder's and patch embeddings' state as saved: prefixed keys, contiguous, CPU."""
+    parts = {ENCODER_PREFIX: model.encoder.state_dict()}
+    for sensor, embedding in model.heads.embeddings.items():
+        parts[f"{EMBEDDINGS_PREFIX}{sensor}."] = embedding.state_dict()
+    return {prefix + key: value.detach().to("cpu").clone(memory_format=torch.contiguous_format)
+            for prefix, state in parts.items() for key, value in state.items()}
+
+
+def model_card(config: EncoderConfig, sensors: Mapping[str, SensorManifest],
+               total_parameters: int, training: Mapping[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """The STAC MLM Item describing an exported encoder.
+
+    Args:
+        config: the encoder's configuration.
+        sensors: the manifests of the model's sensors, in the model's order.
+        total_parameters: the exported tensors' element count.
+        training: ``msgfm:training`` metadata, if any.
+
+    Returns:
+        The Item as a JSON-ready dict.
+    """
+    bands = _stac_bands(sensors.values())
+    properties: dict[str, Any] = {
+        "datetime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "description": (f"{MODEL_NAME} encoder pretrained on GeoPile-2: a patch embedding per "
+                        "sensor and the shared Swin encoder (the SimMIM decoders are not "
+                        "included)."),
+        "mlm:name": MODEL_NAME,
+        "mlm:architecture": _architecture(config),
+        "mlm:tasks": list(TASKS),
+        "mlm:framework": "PyTorch",
+        "mlm:framework_version": torch.__version__,
+        "mlm:pretrained": True,
+        "mlm:pretrained_source": "GeoPile-2",
+        "mlm:total_parameters": total_parameters,
+        "mlm:input": [_model_input(config, manifest) for manifest in sensors.values()],
+        "mlm:output": [_model_output(config)],
+        "mlm:hyperparameters": asdict(config),
+    }
+    if training is not None:
+        properties[TRAINING_FIELD] = dict(training)
+    extensions = {key.split(":")[0] for band in bands for key in band if ":" in key}
+    west, south, east, north = GLOBAL_BBOX
+    return {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "stac_extensions": [MLM_SCHEMA, *sorted(EXTENSIONS[name] for name in extensions)],
+        "id": ITEM_ID,
+        "geometry": {"type": "Polygon", "coordinates": [[
+            [west, south], [east, south], [east, north], [west, north], [west, south]]]},
+        "bbox": list(GLOBAL_BBOX),
+        "properties": properties,
+        "links": [],
+        "assets": {WEIGHTS_ASSET: {
+            "href": f"./{WEIGHTS_FILE}",
+            "type": "application/octet-stream; application=safetensors",
+            "title": f"{MODEL_NAME} encoder and patch embedding weights",
+            "roles": ["mlm:model", "mlm:weights"],
+            "mlm:artifact_type": "safetensors",
+            "bands": bands,
+        }},
+    }
+
+
+def load_pretrained(path: Path | str) -> PretrainedEncoder:
+    """Rebuild an exported encoder from its model card and weights alone.
+
+    Args:
+        path: the export folder, or its ``model_card.json``.
+
+    Returns:
+        The encoder with its weights, in eval mode.
+
+    Raises:
+        FileNotFoundError: when the card or the weights it names are missing.
+        ValueError: naming the file, for a card whose hyperparameters or inputs cannot be
+            read, weights without a sensor's embedding, or weights of another architecture.
+    """
+    card_path = Path(path) / CARD_FILE if Path(path).is_dir() else Path(path)
+    card = json.loads(card_path.read_text())
+    properties = card["properties"]
+    inputs = {entry["name"]: entry for entry in properties["mlm:input"]}
+    encoder = PretrainedEncoder(
+        _encoder_config(properties["mlm:hyperparameters"], card_path),
+        {sensor: entry["input"]["shape"][1] for sensor, entry in inputs.items()},
+        {sensor: _normalisation(entry, card_path) for sensor, entry in inputs.items()},
+        card)
+    weights_path = card_path.parent / card["assets"][WEIGHTS_ASSET]["href"]
+    tensors = load_file(str(weights_path))
+    _check_weights(tensors, encoder, weights_path, card_path)
+    encoder.load_state_dict(tensors, strict=True)
+    return encoder.eval()
+
+
+def load_checkpoint_state(path: Path | str) -> dict[str, Any]:
+    """A training checkpoint (Lightning's or a torch state dict), loaded onto the CPU without
+    running arbitrary pickled code (``weights_only=True``).
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        Its contents.
+
+    Raises:
+        ValueError: naming ``path``, when it holds objects a weights-only load refuses, or is
+            not a dict.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path}: refused by a weights-only load (it holds pickled objects "
+                         f"other than tensors and plain containers): {error}") from error
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: a checkpoint holds a dict, not a {type(state).__name__}")
+    return state
+
+
+def _check_manifests(embeddings: nn.ModuleDict, sensors: Mapping[str, SensorManifest]) -> None:
+    for name, embedding in embeddings.items():
+        if name not in sensors:
+            raise ValueError(f"no manifest for sensor {name!r}: its bands and normalisation "
+                             f"are unknown; manifests: {sorted(sensors)}")
+        bands = sensors[name].band_names
+        if len(bands) != embedding.in_channels:
+            raise ValueError(f"sensor {name!r}: the manifest has {len(bands)} bands, its patch "
+                             f"embedding takes {embedding.in_channels} channels")
+
+
+def _write_atomically(target: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a temporary file beside ``target``, then rename it onto ``target``."""
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                         suffix=".tmp")
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _architecture(config: EncoderConfig) -> str:
+    swin = f"Swin Transformer {config.version.upper()}"
+    return f"{swin} with sparse mixture-of-experts MLPs" if config.moe else swin
+
+
+def _stac_bands(sensors: Iterable[SensorManifest]) -> list[dict[str, Any]]:
+    """STAC 1.1 ``bands`` of the inputs' registry bands, for the model asset (core STAC 1.1
+    allows no ``bands`` in Item properties); a band name shared by sensors is listed once."""
+    bands: dict[str, dict[str, Any]] = {}
+    for manifest in sensors:
+        sensor = get_sensor(manifest.name)
+        for name in manifest.band_names:
+            bands.setdefault(name, sensor.band(name).stac())
+    return list(bands.values())
+
+
+def _model_input(config: EncoderConfig, manifest: SensorManifest) -> dict[str, Any]:
+    mean, std = band_moments(manifest)
+    gsd = f", {manifest.gsd_m:g} m GSD" if manifest.gsd_m is not None else ""
+    return {
+        "name": manifest.name,
+        "description": (
+            f"{manifest.title}{gsd}. Stored values * {manifest.scale:g} + {manifest.offset:g} "
+            f"give {manifest.model_unit}; each band is then z-scored with value_scaling "
+            "(GeoPile-2 statistics) and nodata (NaN) becomes 0."),
+        "bands": list(manifest.band_names),
+        "input": {"shape": [-1, len(manifest.band_names), config.input_px, config.input_px],
+                  "dim_order": list(DIM_ORDER), "data_type": "float32"},
+        "value_scaling": [{"type": "z-score", "mean": m, "stddev": s}
+                          for m, s in zip(mean.tolist(), std.tolist(), strict=True)],
+        "resize_type": None,
+    }
+
+
+def _model_output(config: EncoderConfig) -> dict[str, Any]:
+    side = config.input_px // config.stride
+    return {
+        "name": "features",
+        "description": (f"Normalised last-stage features, one per {config.stride} x "
+                        f"{config.stride} input pixels."),
+        "tasks": list(TASKS),
+        "result": {"shape": [-1, config.out_channels, side, side],
+                   "dim_order": list(DIM_ORDER), "data_type": "float32"},
+    }
+
+
+def _encoder_config(hyperparameters: Mapping[str, Any], card_path: Path) -> EncoderConfig:
+    """``mlm:hyperparameters`` -> :class:`EncoderConfig`, every field required."""
+    expected = {field.name for field in fields(EncoderConfig)}
+    missing, unexpected = expected - set(hyperparameters), set(hyperparameters) - expected
+    if missing or unexpected:
+        raise ValueError(f"{card_path}: mlm:hyperparameters do not describe an encoder; "
+                         f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+    values = {key: _tuples(value) for key, value in hyperparameters.items()}
+    moe = values.pop("moe")
+    try:
+        return EncoderConfig(**values, moe=None if moe is None else MoEConfig(**{
+            key: _tuples(value) for key, value in moe.items()}))
+    except TypeError as error:
+        raise ValueError(f"{card_path}: mlm:hyperparameters.moe: {error}") from error
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples of the configuration dataclasses."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _normalisation(entry: Mapping[str, Any], card_path: Path) -> tuple[Tensor, Tensor]:
+    """(mean, std) of an ``mlm:input`` from its per-band z-score ``value_scaling``."""
+    scaling = entry.get("value_scaling") or []
+    channels = entry["input"]["shape"][1]
+    if len(scaling) != channels or any(s.get("type") != "z-score" for s in scaling):
+        raise ValueError(f"{card_path}: input {entry['name']!r} needs one z-score value_scaling "
+                         f"per channel ({channels}), not {scaling}")
+    return (torch.tensor([s["mean"] for s in scaling], dtype=torch.float32),
+            torch.tensor([s["stddev"] for s in scaling], dtype=torch.float32))
+
+
+def _check_weights(tensors: Mapping[str, Tensor], encoder: PretrainedEncoder,
+                   weights_path: Path, card_path: Path) -> None:
+    """Raise a clear error unless ``tensors`` fit ``encoder`` key for key and shape for shape."""
+    absent = [sensor for sensor in encoder.sensors
+              if not any(key.startswith(f"{EMBEDDINGS_PREFIX}{sensor}.") for key in tensors)]
+    if absent:
+        raise ValueError(f"{weights_path}: checkpoint has no embedding for sensor(s) "
+                         f"{', '.join(map(repr, absent))}; {card_path} lists "
+                         f"{list(encoder.sensors)}")
+    expected = encoder.state_dict()
+    problems = [f"{label}: {_listing(keys)}" for label, keys in (
+        ("missing keys", sorted(expected.keys() - tensors.keys())),
+        ("unexpected keys", sorted(tensors.keys() - expected.keys())),
+        ("shape mismatches", [
+            f"{key} {tuple(tensors[key].shape)} in the weights, "
+            f"{tuple(expected[key].shape)} in the card"
+            for key in sorted(expected.keys() & tensors.keys())
+            if tensors[key].shape != expected[key].shape])) if keys]
+    if problems:
+        raise ValueError(f"architecture mismatch between {card_path} and {weights_path}: "
+                         + "; ".join(problems))
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:_SHOWN_KEYS])
+    return shown if len(items) <= _SHOWN_KEYS else f"{shown}, ... ({len(items)} in all)"

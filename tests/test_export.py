@@ -1,0 +1,170 @@
+"""An exported encoder reloads from its weights and STAC MLM card alone, and computes the same
+features; a damaged export gives an error that says what is wrong."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from catalogs.stac import validate_core
+from catalogs.store_format import SensorManifest, read_manifest
+from model import load_pretrained
+from model.datasets.transforms import band_moments
+from model.export import (
+    CARD_FILE,
+    MLM_SCHEMA,
+    WEIGHTS_FILE,
+    export_pretrained,
+    load_checkpoint_state,
+)
+from model.nn.encoder import encoder_config
+from model.nn.msgfm import MsGFM
+from tests.pipeline_setup import busy_reference
+
+INPUT_PX = 64
+TRAINING = {"steps": 3, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def sensors(tmp_path_factory: pytest.TempPathFactory,
+            sample_world: Path) -> dict[str, SensorManifest]:
+    """The manifests of a store of every pretraining source (64 px chips)."""
+    return read_manifest(busy_reference(tmp_path_factory, sample_world).store).sensors
+
+
+@pytest.fixture(scope="module")
+def model(sensors: dict[str, SensorManifest]) -> MsGFM:
+    """A tiny msGFM over the store's sensors, with its parameters moved off their init."""
+    torch.manual_seed(0)
+    channels = {name: len(m.band_names) for name, m in sensors.items()}
+    network = MsGFM(channels, encoder_config("tiny", input_px=INPUT_PX, window_size=2))
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    return network.eval()
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory, model: MsGFM,
+           sensors: dict[str, SensorManifest]) -> Path:
+    """The model exported once (read-only for tests: copy before damaging)."""
+    out = tmp_path_factory.mktemp("export") / "msgfm"
+    export_pretrained(model, out, sensors, training={**TRAINING, "store": Path("geopile2.zarr")})
+    return out
+
+
+def copy_export(export: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "copy"
+    out.mkdir()
+    for name in (CARD_FILE, WEIGHTS_FILE):
+        (out / name).write_bytes((export / name).read_bytes())
+    return out
+
+
+def test_the_reloaded_encoder_gives_the_same_features(export: Path, model: MsGFM,
+                                                      sensors: dict[str, SensorManifest]) -> None:
+    encoder = load_pretrained(export)
+    assert encoder.sensors == tuple(model.heads.embeddings)
+    assert not encoder.training
+    generator = torch.Generator().manual_seed(1)
+    for name, manifest in sensors.items():
+        image = torch.randn(2, len(manifest.band_names), INPUT_PX, INPUT_PX, generator=generator)
+        with torch.no_grad():
+            expected = model.features(name, image)
+            torch.testing.assert_close(encoder(name, image), expected, rtol=0, atol=0)
+        assert expected.shape == (2, model.encoder.config.out_channels, 2, 2)
+
+
+def test_the_card_is_stac_and_lists_every_sensor_with_its_normalisation(
+        export: Path, sensors: dict[str, SensorManifest]) -> None:
+    card = json.loads((export / CARD_FILE).read_text())
+    assert validate_core(card) == []
+    assert MLM_SCHEMA in card["stac_extensions"]
+    properties = card["properties"]
+    assert properties["mlm:framework"] == "PyTorch" and properties["mlm:pretrained"]
+    assert properties["msgfm:training"] == {**TRAINING, "store": "geopile2.zarr"}
+    inputs = {entry["name"]: entry for entry in properties["mlm:input"]}
+    assert set(inputs) == set(sensors)
+    listed_bands = {band["name"] for band in card["assets"]["weights"]["bands"]}
+    for name, manifest in sensors.items():
+        entry = inputs[name]
+        assert entry["bands"] == list(manifest.band_names)
+        assert set(entry["bands"]) <= listed_bands
+        assert entry["input"]["shape"] == [-1, len(manifest.band_names), INPUT_PX, INPUT_PX]
+        mean, std = band_moments(manifest)
+        assert {s["type"] for s in entry["value_scaling"]} == {"z-score"}
+        assert torch.equal(torch.tensor([s["mean"] for s in entry["value_scaling"]]), mean)
+        assert torch.equal(torch.tensor([s["stddev"] for s in entry["value_scaling"]]), std)
+    encoder = load_pretrained(export / CARD_FILE)
+    for name, manifest in sensors.items():
+        for loaded, expected in zip(encoder.normalisation[name], band_moments(manifest),
+                                    strict=True):
+            assert torch.equal(loaded, expected)
+    hyperparameters = properties["mlm:hyperparameters"]
+    assert hyperparameters["input_px"] == INPUT_PX and hyperparameters["patch_px"] == 4
+    assert hyperparameters["moe"]["num_experts"] == 8
+    weights = card["assets"]["weights"]
+    assert weights["roles"] == ["mlm:model", "mlm:weights"]
+    assert weights["mlm:artifact_type"] == "safetensors"
+    tensors = load_file(str(export / weights["href"]))
+    assert properties["mlm:total_parameters"] == sum(t.numel() for t in tensors.values())
+
+
+def test_the_export_holds_the_encoder_and_embeddings_only(export: Path, model: MsGFM) -> None:
+    assert sorted(p.name for p in export.iterdir()) == sorted([CARD_FILE, WEIGHTS_FILE])
+    tensors = load_file(str(export / WEIGHTS_FILE))
+    assert not [key for key in tensors if "decoder" in key]
+    expected = {f"encoder.{key}" for key in model.encoder.state_dict()} | {
+        f"embeddings.{sensor}.{key}" for sensor, embedding in model.heads.embeddings.items()
+        for key in embedding.state_dict()}
+    assert set(tensors) == expected
+    assert all(t.is_contiguous() and t.device.type == "cpu" for t in tensors.values())
+
+
+def test_an_unknown_sensor_names_the_known_ones(export: Path) -> None:
+    with pytest.raises(KeyError, match="sentinel1_grd"):
+        load_pretrained(export)("landsat8", torch.zeros(1, 7, INPUT_PX, INPUT_PX))
+
+
+def test_weights_without_a_sensors_embedding_are_refused_by_name(export: Path,
+                                                                 tmp_path: Path) -> None:
+    out = copy_export(export, tmp_path)
+    tensors = load_file(str(out / WEIGHTS_FILE))
+    save_file({k: v for k, v in tensors.items() if not k.startswith("embeddings.rgb.")},
+              str(out / WEIGHTS_FILE))
+    with pytest.raises(ValueError, match="has no embedding for sensor.*'rgb'"):
+        load_pretrained(out)
+
+
+def test_a_card_of_another_architecture_is_refused(export: Path, tmp_path: Path) -> None:
+    out = copy_export(export, tmp_path)
+    card = json.loads((out / CARD_FILE).read_text())
+    card["properties"]["mlm:hyperparameters"]["embed_dim"] = 48
+    (out / CARD_FILE).write_text(json.dumps(card))
+    mismatch = r"architecture mismatch.*\(32,\) in the weights, \(48,\) in the card"
+    with pytest.raises(ValueError, match=mismatch):
+        load_pretrained(out)
+
+
+def test_a_card_without_an_encoder_field_is_refused(export: Path, tmp_path: Path) -> None:
+    out = copy_export(export, tmp_path)
+    card = json.loads((out / CARD_FILE).read_text())
+    del card["properties"]["mlm:hyperparameters"]["window_size"]
+    (out / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="missing \\['window_size'\\]"):
+        load_pretrained(out)
+
+
+def test_checkpoints_load_weights_only(tmp_path: Path) -> None:
+    state = {"state_dict": {"w": torch.ones(2)}, "epoch": 1, "lr": math.pi}
+    torch.save(state, tmp_path / "plain.ckpt")
+    loaded = load_checkpoint_state(tmp_path / "plain.ckpt")
+    assert torch.equal(loaded["state_dict"]["w"], torch.ones(2)) and loaded["epoch"] == 1
+    torch.save({"x": object()}, tmp_path / "pickled.ckpt")
+    with pytest.raises(ValueError, match="weights-only"):
+        load_checkpoint_state(tmp_path / "pickled.ckpt")
