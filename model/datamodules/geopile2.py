@@ -6,10 +6,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
-from model.datasets.batching import SENSORS_KEY, SensorBatchSampler, collate_by_sensor
+from model.datasets.batching import (
+    SENSORS_KEY,
+    SensorBatchSampler,
+    collate_by_sensor,
+    step_seed,
+)
 from model.datasets.geopile2 import GeoPile2
 from model.datasets.transforms import (
     SensorNormalize,
@@ -57,6 +63,7 @@ class GeoPile2DataModule(LightningDataModule):
         self.root = Path(root)
         self.datasets: dict[str, GeoPile2] = {}
         self.normalize: SensorNormalize | None = None
+        self._resume: dict[str, int] = {}
         self.train_augmentation = pretraining_augmentation(crop_px, crop_scale)
         self.eval_augmentation = evaluation_crop(crop_px)
 
@@ -86,10 +93,26 @@ class GeoPile2DataModule(LightningDataModule):
         """Normalise and augment each sensor's sub-batch on the device."""
         assert self.normalize is not None, "setup() first"
         training = self.trainer is not None and self.trainer.training
+        if training:  # the augmentation of a step depends on (seed, step, rank) only
+            trainer = self.trainer
+            torch.manual_seed(step_seed(self.hparams["seed"], trainer.global_step,
+                                        trainer.global_rank))
         augment = self.train_augmentation if training else self.eval_augmentation
         sub_batches = {sensor: augment(self.normalize(sensor, sub_batch))
                        for sensor, sub_batch in batch[SENSORS_KEY].items()}
         return dict(batch, **{SENSORS_KEY: sub_batches})
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training is in its epoch (saved in checkpoints): the epoch and the batches of
+        it this rank has trained on."""
+        if self.trainer is None:
+            return {}
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": self.trainer.current_epoch, "batches_done": progress.processed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Resume the train sampler where the checkpoint was taken."""
+        self._resume = dict(state_dict)
 
     def _loader(self, split: str) -> DataLoader[Any]:
         if split not in self.datasets:
@@ -97,6 +120,9 @@ class GeoPile2DataModule(LightningDataModule):
         dataset = self.datasets[split]
         sampler = SensorBatchSampler(dataset.sensor_counts, self.hparams["batch_size"],
                                      shares=self.hparams["shares"], seed=self.hparams["seed"])
+        if split == "train" and self._resume:
+            sampler.resume(self._resume["epoch"], self._resume["batches_done"])
+            self._resume = {}
         workers = self.hparams["num_workers"]
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_by_sensor,
                           num_workers=workers, persistent_workers=workers > 0,

@@ -23,6 +23,12 @@ SKIPPED_KEY = "skipped"  # batch["skipped"]: samples dropped as damaged (on_erro
 ROWS_PREFIX = "rows_"  # sub-batch["rows_<partner>"]: rows of the sub-batch that have it
 
 
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A seed of one training step on one rank: augmentation, masks and every other draw of
+    the step come from it, so a run resumed at any step repeats the uninterrupted one."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
 def apportion(total: int, weights: Sequence[float]) -> list[int]:
     """``total`` split into integers proportional to ``weights`` (largest remainder)."""
     shares = np.asarray(weights, dtype=np.float64)
@@ -85,7 +91,7 @@ class SensorBatchSampler(Sampler[list[int]]):
         if unknown or any(v < 0 for v in shares.values()):
             raise ValueError(f"shares {shares}: unknown sensors {sorted(unknown)} or negative "
                              f"shares; sensors: {list(sensor_counts)}")
-        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+        self.batch_size, self.seed, self.epoch, self.skip = batch_size, seed, 0, 0
         total = sum(self.counts.values())
         self.steps = math.ceil(math.ceil(total / batch_size) / self.num_replicas) \
             * self.num_replicas
@@ -94,7 +100,14 @@ class SensorBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch: the next iteration uses the order of (seed, epoch)."""
+        if epoch != self.epoch:
+            self.skip = 0
         self.epoch = epoch
+
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """Continue epoch ``epoch`` after its first ``batches_done`` batches of this rank (a run
+        resumed mid-epoch sees the rest of the very epoch it was cut in)."""
+        self.epoch, self.skip = epoch, batches_done
 
     @property
     def sampler(self) -> SensorBatchSampler:
@@ -118,8 +131,8 @@ class SensorBatchSampler(Sampler[list[int]]):
         return [np.concatenate([p[step] for p in parts]).tolist() for step in range(self.steps)]
 
     def __iter__(self) -> Iterator[list[int]]:
-        """This rank's batches of the current epoch."""
-        yield from self.epoch_batches()[self.rank::self.num_replicas]
+        """This rank's batches of the current epoch (after the skipped ones of a resume)."""
+        yield from self.epoch_batches()[self.rank::self.num_replicas][self.skip:]
 
 
 def collate_by_sensor(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:

@@ -1,0 +1,173 @@
+"""msGFM pretraining as a LightningModule: the loss, its logs, the optimiser and schedule, the
+Figure-3 pictures and the export at the end."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from torch.optim.lr_scheduler import LambdaLR
+
+from catalogs.store_format import read_manifest
+from model.datasets.batching import step_seed
+from model.export import export_pretrained
+from model.figures import save_reconstruction_figures
+from model.nn.encoder import encoder_config
+from model.nn.msgfm import MsGFM, PretrainOutput
+
+REFERENCE_BATCH = 512  # the paper's learning rate is given per 512 samples
+
+
+class MsGFMPretraining(LightningModule):
+    """SimMIM pretraining of msGFM on GeoPile-2, every sensor in every step."""
+
+    def __init__(self, store: Path | str = "data/geopile2.zarr",
+                 sensors: Sequence[str] | None = None,
+                 preset: str = "tiny", version: str = "v2", input_px: int = 192,
+                 window_size: int = 6, seed: int = 0,
+                 moe: bool = True, num_experts: int = 8, top_k: int = 1,
+                 cross_sensor_rate: float = 0.5, mask_ratio: float = 0.6,
+                 aux_weight: float = 0.01, base_lr: float = 2e-4, batch_size: int = 64,
+                 weight_decay: float = 0.05, warmup_share: float = 0.1,
+                 figure_every_n_steps: int = 0, export_dir: str | None = None) -> None:
+        """Build the network for the sensors of a store.
+
+        Args:
+            store: the GeoPile-2 store (its manifest gives each sensor's bands).
+            sensors: sensors to pretrain on (default: all in the store).
+            preset: encoder preset (``tiny`` for CPU, ``base``: Swin-B as the paper).
+            version: Swin ``v2`` (the paper) or ``v1``.
+            input_px: side of the (cropped) input chips.
+            window_size: attention window in tokens.
+            seed: with the global step and the rank, seeds each step's randomness (masks,
+                cross-sensor draws, gate noise, drop path), so a resumed run repeats the
+                uninterrupted one.
+            moe: sparse MoE MLPs where Swin-MoE puts them (False: a dense encoder).
+            num_experts: experts per MoE layer.
+            top_k: experts per token.
+            cross_sensor_rate: probability that a paired chip reconstructs its partner.
+            mask_ratio: SimMIM mask ratio.
+            aux_weight: weight of the MoE load-balancing loss.
+            base_lr: learning rate per 512 samples (scaled by the global batch).
+            batch_size: samples per step and device (for the learning-rate scaling).
+            weight_decay: AdamW weight decay.
+            warmup_share: share of the steps of linear warm-up before the cosine decay.
+            figure_every_n_steps: write the Figure-3 pictures every N steps (0: at the end only).
+            export_dir: where the end of training exports the encoder (default: the log
+                directory's ``export``).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.hparams["store"] = str(store)  # plain types only: checkpoints load weights_only
+        manifest = read_manifest(store).sensors
+        names = list(manifest) if sensors is None else list(sensors)
+        unknown = [name for name in names if name not in manifest]
+        if unknown:
+            raise ValueError(f"{store}: no sensor {unknown}; the store has {list(manifest)}")
+        self.sensor_manifests = {name: manifest[name] for name in names}
+        moe_config = encoder_config(preset).moe if moe else None
+        if moe_config is not None:
+            moe_config = replace(moe_config, num_experts=num_experts, top_k=top_k)
+        config = encoder_config(preset, version=version, input_px=input_px,
+                                window_size=window_size, moe=moe_config)
+        self.network = MsGFM({name: len(m.band_names) for name, m in self.sensor_manifests.items()},
+                             config, cross_sensor_rate=cross_sensor_rate, mask_ratio=mask_ratio,
+                             aux_weight=aux_weight)
+        self._last_batch: dict[str, Any] | None = None
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Seed this step's randomness from (seed, step, rank)."""
+        torch.manual_seed(step_seed(self.hparams["seed"], self.global_step, self.global_rank))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """One optimiser step over every sensor of the batch."""
+        figures = self._figure_step()
+        out = self.network(batch, keep=figures)
+        self._log(out, batch)
+        if figures:
+            self._save_figures(out)
+        self._last_batch = batch
+        return out.loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """The masked reconstruction loss on held-out locations."""
+        out = self.network(batch, generator=torch.Generator().manual_seed(batch_idx))
+        self.log("val/loss", out.loss, batch_size=_batch_rows(batch), sync_dist=True)
+        self.log("val/mim", out.mim_loss, batch_size=_batch_rows(batch), sync_dist=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW at ``base_lr x global batch / 512``, linear warm-up, then cosine decay."""
+        world = self.trainer.world_size if self.trainer else 1
+        lr = self.hparams["base_lr"] * self.hparams["batch_size"] * world / REFERENCE_BATCH
+        decay = [p for n, p in self.named_parameters() if p.ndim > 1 and "mask_token" not in n]
+        other = [p for n, p in self.named_parameters() if p.ndim <= 1 or "mask_token" in n]
+        optimizer = torch.optim.AdamW([{"params": decay},
+                                       {"params": other, "weight_decay": 0.0}],
+                                      lr=lr, weight_decay=self.hparams["weight_decay"])
+        total = max(int(self.trainer.estimated_stepping_batches), 1) if self.trainer else 1
+        warmup = int(total * self.hparams["warmup_share"])
+        schedule = LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_train_end(self) -> None:
+        """Pictures of the last batch and the export of the encoder."""
+        if not self.trainer.is_global_zero:
+            return
+        if self._last_batch is not None:
+            self.network.eval()
+            with torch.no_grad():
+                self._save_figures(self.network(self._last_batch, keep=True,
+                                                generator=torch.Generator().manual_seed(0)))
+        export_pretrained(self.network, self._output_dir("export", self.hparams["export_dir"]),
+                          self.sensor_manifests,
+                          training={"store": str(self.hparams["store"]),
+                                    "steps": self.global_step,
+                                    "hyperparameters": dict(self.hparams)})
+
+    def _figure_step(self) -> bool:
+        every = self.hparams["figure_every_n_steps"]
+        return bool(every) and self.global_step % every == 0 and self.trainer.is_global_zero
+
+    def _save_figures(self, out: PretrainOutput) -> None:
+        folder = self._output_dir("figures", None)
+        save_reconstruction_figures(out.reconstructions, self.sensor_manifests, folder,
+                                    step=self.global_step)
+
+    def _output_dir(self, name: str, explicit: str | None) -> Path:
+        root = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        return Path(explicit) if explicit else root / name
+
+    def _log(self, out: PretrainOutput, batch: dict[str, Any]) -> None:
+        rows = _batch_rows(batch)
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=rows)
+        self.log("train/mim", out.mim_loss, batch_size=rows)
+        self.log("train/aux", out.aux_loss, batch_size=rows)
+        self.log("train/cross_share", out.cross_share, batch_size=rows)
+        for sensor, loss in out.mim_per_sensor.items():
+            self.log(f"train/mim_{sensor}", loss, batch_size=rows)
+        layers = self.network.encoder.moe_layers()
+        if layers:
+            load = torch.stack([layer.expert_load for layer in layers])
+            self.log("moe/max_expert_load", load.max(), batch_size=rows)
+            self.log("moe/min_expert_load", load.min(), batch_size=rows)
+            self.log("moe/dropped_fraction",
+                     torch.stack([layer.dropped_fraction for layer in layers]).float().mean(),
+                     batch_size=rows)
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Learning-rate factor: linear from 0 to 1 over ``warmup`` steps, then cosine to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _batch_rows(batch: dict[str, Any]) -> int:
+    return sum(sub["image"].shape[0] for sub in batch["sensors"].values())

@@ -1,0 +1,85 @@
+"""``python -m model.pretrain``: a short run writes its checkpoint, logs, figures and export, and
+a run resumed mid-epoch repeats the uninterrupted one."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from model import load_pretrained
+from model.export import load_checkpoint_state
+from model.pretrain import main
+from tests.pipeline_setup import busy_reference
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "pretrain" / "tiny-sample.yaml"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, sample_world: Path) -> Path:
+    return busy_reference(tmp_path_factory, sample_world).store
+
+
+def config(folder: Path, store: Path, steps: int, checkpoint_every: int = 0,
+           figures_every: int = 0) -> Path:
+    """The tiny-sample config on a 64 px store, writing under ``folder``."""
+    settings = yaml.safe_load(TINY.read_text())
+    trainer = settings["trainer"]
+    trainer.update(max_steps=steps, log_every_n_steps=1, default_root_dir=str(folder),
+                   enable_progress_bar=False, enable_model_summary=False)
+    trainer["logger"] = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                          "init_args": {"save_dir": str(folder), "name": "logs", "version": ""}}]
+    trainer["callbacks"] = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                             "init_args": {"dirpath": str(folder / "checkpoints"),
+                                           "every_n_train_steps": checkpoint_every or steps,
+                                           "save_top_k": -1}}]
+    settings["model"].update(window_size=2, figure_every_n_steps=figures_every,
+                             export_dir=str(folder / "export"))
+    settings["data"].update(root=str(store), crop_px=64, batch_size=8)
+    path = folder / "config.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def step_losses(folder: Path) -> dict[int, float]:
+    with open(folder / "logs" / "metrics.csv") as f:
+        return {int(row["step"]): float(row["train/loss"]) for row in csv.DictReader(f)
+                if row.get("train/loss")}
+
+
+def test_a_short_run_writes_checkpoint_logs_figures_and_export(store: Path,
+                                                               tmp_path: Path) -> None:
+    assert main(["--config", str(config(tmp_path, store, steps=3, figures_every=2))]) == 0
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == \
+        ["epoch=0-step=3.ckpt"]
+    losses = step_losses(tmp_path)
+    assert sorted(losses) == [0, 1, 2] and all(0 < v < 10 for v in losses.values())
+    header = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[0]
+    for column in ("train/mim_sentinel2_l2a", "train/aux", "train/cross_share",
+                   "moe/max_expert_load", "moe/dropped_fraction"):
+        assert column in header
+    figures = {p.name for p in (tmp_path / "logs" / "figures").iterdir()}
+    assert "step0000000_sentinel2_l2a_to_sentinel2_l2a.png" in figures
+    assert any(name.endswith("_to_sentinel1_grd.png") for name in figures)
+    state = load_checkpoint_state(tmp_path / "checkpoints" / "epoch=0-step=3.ckpt")
+    assert state["hyper_parameters"]["store"] == str(store)  # loads with weights_only=True
+    encoder = load_pretrained(tmp_path / "export")
+    features = encoder("sentinel2_l2a", torch.randn(1, 12, 64, 64))
+    assert features.shape == (1, 256, 2, 2) and (tmp_path / "logs" / "config.yaml").exists()
+
+
+def test_a_run_resumed_mid_epoch_repeats_the_uninterrupted_run(store: Path,
+                                                               tmp_path: Path) -> None:
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    main(["--config", str(config(whole, store, steps=4, checkpoint_every=2))])
+    checkpoint = whole / "checkpoints" / "epoch=0-step=2.ckpt"  # as if it had stopped there
+    main(["--config", str(config(resumed, store, steps=4)), "--ckpt_path", str(checkpoint)])
+    expected, again = step_losses(whole), step_losses(resumed)
+    assert sorted(again) == [2, 3]
+    for step in (2, 3):
+        assert again[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
