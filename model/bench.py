@@ -1,4 +1,5 @@
-"""Command line: ``python -m model.bench loader`` (see ``--help``)."""
+"""Command line: ``python -m model.bench loader`` and ``python -m model.bench model`` (see
+``--help`` of each)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ import math
 import sys
 from pathlib import Path
 
+import torch
+
 from model.benchmark.loader import paired_dataset, time_decode_bound, time_ours
+from model.benchmark.network import encoder_vs_timm_seconds, train_rate
 from model.benchmark.scene_store import ensure_scene_store
 from model.benchmark.torchgeo_path import paired_source_files, torchgeo_pairs_per_s
+from model.nn.encoder import PRESETS, encoder_config
+from model.nn.moe import moe_vs_dense_seconds
 
 LOADER_HELP = """\
 Measures, in one run on the same paired Sentinel-2 + Sentinel-1 chips (one pair = one sample,
@@ -33,6 +39,20 @@ files, where TorchGeo reads whole small files). Prints each figure, the ratios a
 and, as its last line, one JSON object:
   {"ours_samples_per_s", "ours_samples_per_s_2_workers", "torchgeo_samples_per_s",
    "decode_bound_samples_per_s", "ratio_vs_torchgeo", "ratio_vs_decode_bound"}
+"""
+
+MODEL_HELP = """\
+Measures on the CPU, in one run, with the --preset encoder (default tiny) at --input-px:
+  training images/s   msGFM forward + backward + AdamW step, one sub-batch of --batch-per-sensor
+                      chips for each of Sentinel-2 (paired with Sentinel-1), Sentinel-1, RGB, DSM;
+  MoE vs dense        the sparse MoE layer's forward + backward time over a dense timm Mlp of the
+                      same active FLOPs, at the width and token count of the preset's MoE stage;
+  encoder vs timm     our dense encoder (an RGB patch embedding, timm's Swin V2 stages) over timm's
+                      SwinTransformerV2.forward_features of the same configuration, forward +
+                      backward.
+Ratios are our time over the reference's. With a CUDA GPU it also reports Swin-B (the base
+preset) training images/s in bf16 and the model FLOPs utilisation. The last line is one JSON
+object: {"train_images_per_s", "moe_vs_dense_ratio", "encoder_vs_timm_ratio"}.
 """
 
 
@@ -64,7 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     loader.add_argument("--workers", type=int, default=2,
                         help="worker processes of the second run of ours (default 2)")
     loader.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    network = commands.add_parser("model", help="msGFM training speed, MoE vs dense, vs timm",
+                                  description=MODEL_HELP,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    network.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
+                         help="encoder preset (default: tiny)")
+    network.add_argument("--input-px", type=int, default=192, help="input side (default 192)")
+    network.add_argument("--batch-per-sensor", type=int, default=4,
+                         help="chips per sensor and step (default 4)")
+    network.add_argument("--repeats", type=int, default=3,
+                         help="timed steps; the fastest counts (default 3)")
     args = parser.parse_args(argv)
+    if args.command == "model":
+        return run_model(args)
     if (args.store is None) != (args.catalog is None):
         parser.error("--store and --catalog go together")
     if min(args.scenes, args.scale, args.samples, args.batch_size) < 1:
@@ -106,6 +138,38 @@ def run_loader(args: argparse.Namespace) -> int:
                       "decode_bound_samples_per_s": round(bound.per_s, 1),
                       "ratio_vs_torchgeo": round(versus_torchgeo, 2),
                       "ratio_vs_decode_bound": round(versus_bound, 3)}))
+    return 0
+
+
+def run_model(args: argparse.Namespace) -> int:
+    """Run the network benchmark of ``args`` (see :data:`MODEL_HELP`); print the report."""
+    config = encoder_config(args.preset, input_px=args.input_px)
+    cpu = torch.device("cpu")
+    rate = train_rate(config, args.batch_per_sensor, args.repeats, cpu)
+    print(f"msGFM {args.preset} ({config.version}, MoE) at {args.input_px} px, "
+          f"{torch.get_num_threads()} threads: {rate.images_per_s:.1f} training images/s")
+    moe = config.moe or encoder_config("tiny").moe
+    stage = moe.stages[0]
+    width = config.embed_dim * 2**stage
+    tokens = args.batch_per_sensor * 4 * (args.input_px // (config.patch_px * 2**stage)) ** 2
+    moe_s, dense_s = moe_vs_dense_seconds(dim=width, tokens=tokens, num_experts=moe.num_experts,
+                                          top_k=moe.top_k, repeats=max(args.repeats, 5))
+    print(f"MoE layer ({moe.num_experts} experts, top-{moe.top_k}, width {width}, {tokens} "
+          f"tokens): {moe_s * 1e3:.2f} ms vs dense MLP {dense_s * 1e3:.2f} ms: "
+          f"{moe_s / dense_s:.2f}x")
+    ours_s, timm_s = encoder_vs_timm_seconds(config, args.batch_per_sensor, args.repeats)
+    print(f"dense encoder: ours {ours_s * 1e3:.1f} ms vs timm {timm_s * 1e3:.1f} ms: "
+          f"{ours_s / timm_s:.2f}x")
+    if torch.cuda.is_available():
+        gpu = torch.device("cuda")
+        base = train_rate(encoder_config("base", input_px=args.input_px), 64, args.repeats,
+                          gpu, bf16=True)
+        mfu = f"{base.mfu:.1%}" if base.mfu is not None else "unknown peak"
+        print(f"Swin-B msGFM bf16 on {torch.cuda.get_device_name(gpu)}: "
+              f"{base.images_per_s:.1f} training images/s, MFU {mfu}")
+    print(json.dumps({"train_images_per_s": round(rate.images_per_s, 2),
+                      "moe_vs_dense_ratio": round(moe_s / dense_s, 3),
+                      "encoder_vs_timm_ratio": round(ours_s / timm_s, 3)}))
     return 0
 
 
