@@ -80,6 +80,13 @@ class MsGFMPretraining(LightningModule):
                              aux_weight=aux_weight)
         self._last_batch: dict[str, Any] | None = None
 
+    def on_fit_start(self) -> None:
+        """Where figures and the export go, decided on every rank (``log_dir`` broadcasts)."""
+        root = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        self.figures_dir = root / "figures"
+        explicit = self.hparams["export_dir"]
+        self.export_dir = Path(explicit) if explicit else root / "export"
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Seed this step's randomness from (seed, step, rank)."""
         torch.manual_seed(step_seed(self.hparams["seed"], self.global_step, self.global_rank))
@@ -124,8 +131,7 @@ class MsGFMPretraining(LightningModule):
             with torch.no_grad():
                 self._save_figures(self.network(self._last_batch, keep=True,
                                                 generator=torch.Generator().manual_seed(0)))
-        export_pretrained(self.network, self._output_dir("export", self.hparams["export_dir"]),
-                          self.sensor_manifests,
+        export_pretrained(self.network, self.export_dir, self.sensor_manifests,
                           training={"store": str(self.hparams["store"]),
                                     "steps": self.global_step,
                                     "hyperparameters": dict(self.hparams)})
@@ -135,13 +141,8 @@ class MsGFMPretraining(LightningModule):
         return bool(every) and self.global_step % every == 0 and self.trainer.is_global_zero
 
     def _save_figures(self, out: PretrainOutput) -> None:
-        folder = self._output_dir("figures", None)
-        save_reconstruction_figures(out.reconstructions, self.sensor_manifests, folder,
-                                    step=self.global_step)
-
-    def _output_dir(self, name: str, explicit: str | None) -> Path:
-        root = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        return Path(explicit) if explicit else root / name
+        save_reconstruction_figures(out.reconstructions, self.sensor_manifests,
+                                    self.figures_dir, step=self.global_step)
 
     def _log(self, out: PretrainOutput, batch: dict[str, Any]) -> None:
         rows = _batch_rows(batch)

@@ -4,6 +4,8 @@ a run resumed mid-epoch repeats the uninterrupted one."""
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,17 @@ def test_a_run_resumed_mid_epoch_repeats_the_uninterrupted_run(store: Path,
     assert sorted(again) == [2, 3]
     for step in (2, 3):
         assert again[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+
+
+def test_ddp_on_two_cpu_processes_keeps_the_ranks_weights_equal(store: Path,
+                                                                  tmp_path: Path) -> None:
+    script = Path(__file__).with_name("ddp_pretrain.py")
+    done = subprocess.run([sys.executable, str(script), str(config(tmp_path, store, steps=2)),
+                           str(tmp_path)], capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for key, weight in ranks[0]["weights"].items():
+        torch.testing.assert_close(ranks[1]["weights"][key], weight, rtol=0, atol=0)
+    first, second = (set(map(tuple, rank["chips"])) for rank in ranks)
+    assert first and second and not first & second  # each rank trained on its own chips
