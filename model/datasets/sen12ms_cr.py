@@ -10,9 +10,6 @@ from typing import ClassVar
 
 import matplotlib.pyplot as plt
 import numpy as np
-import rasterio
-import rasterio.errors
-import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
@@ -20,6 +17,7 @@ from torchgeo.datasets.utils import percentile_normalization
 
 from catalogs.builders.sen12ms import SEASON_INTERVALS, Patch
 from catalogs.sensors import get_sensor
+from model.datasets.raster_files import read_physical
 
 
 class SEN12MSCR(NonGeoDataset):
@@ -227,20 +225,8 @@ class SEN12MSCR(NonGeoDataset):
         Raises:
             ValueError: if the file is unreadable or its band count is not the sensor's.
         """
-        path = self.path(patch, modality)
-        sensor = get_sensor(self.modality_sensors[modality])
-        try:
-            with rasterio.open(path) as src:
-                stored = src.read()
-        except (rasterio.errors.RasterioError, OSError) as error:
-            raise ValueError(f"{path}: unreadable raster ({error})") from error
-        if stored.shape[0] != sensor.num_bands:
-            raise ValueError(f"{path}: {stored.shape[0]} bands, expected {sensor.num_bands} "
-                             f"({sensor.name}: {', '.join(sensor.band_names)})")
-        values = stored.astype(np.float32)
-        if sensor.scale != 1.0 or sensor.offset != 0.0:
-            values = values * np.float32(sensor.scale) + np.float32(sensor.offset)
-        return torch.from_numpy(values)
+        return read_physical(self.path(patch, modality),
+                             get_sensor(self.modality_sensors[modality]))
 
     def plot(
         self,

@@ -23,6 +23,7 @@ from torchgeo.datasets.utils import percentile_normalization
 
 from catalogs.builders.spacenet2 import LABEL_FOLDER, RASTER_PRODUCTS
 from catalogs.sensors import get_sensor
+from model.datasets.raster_files import read_physical
 
 
 class SpaceNet2PanMS(NonGeoDataset):
@@ -219,19 +220,7 @@ class SpaceNet2PanMS(NonGeoDataset):
         Raises:
             ValueError: if the file is unreadable or its band count is not the sensor's.
         """
-        sensor = get_sensor(sensor_name)
-        try:
-            with rasterio.open(path) as src:
-                stored = src.read()
-        except (rasterio.errors.RasterioError, OSError) as error:
-            raise ValueError(f"{path}: unreadable raster ({error})") from error
-        if stored.shape[0] != sensor.num_bands:
-            raise ValueError(f"{path}: {stored.shape[0]} bands, expected {sensor.num_bands} "
-                             f"({sensor.name})")
-        values = stored.astype(np.float32)
-        if sensor.scale != 1.0 or sensor.offset != 0.0:
-            values = values * np.float32(sensor.scale) + np.float32(sensor.offset)
-        return torch.from_numpy(values)
+        return read_physical(path, get_sensor(sensor_name))
 
     def _load_mask(self, aoi: str, image: int) -> Tensor:
         """The chip's building polygons rasterised on its PAN grid (pixel centres inside).

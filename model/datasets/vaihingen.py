@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
 import matplotlib.pyplot as plt
 import numpy as np
-import rasterio
-import rasterio.errors
 import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
@@ -29,6 +26,7 @@ from catalogs.builders.vaihingen import (
     TRAIN_AREAS,
 )
 from catalogs.sensors import get_sensor
+from model.datasets.raster_files import read_sensor_file
 
 
 class VaihingenDSM(NonGeoDataset):
@@ -199,18 +197,7 @@ class VaihingenDSM(NonGeoDataset):
         Raises:
             ValueError: if the file is unreadable or its band count is not the sensor's.
         """
-        sensor = get_sensor(self.file_sensors[key])
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                with rasterio.open(path) as src:
-                    values = src.read()
-        except (rasterio.errors.RasterioError, OSError) as error:
-            raise ValueError(f"{path}: unreadable raster ({error})") from error
-        if values.shape[0] != sensor.num_bands:
-            raise ValueError(f"{path}: {values.shape[0]} bands, expected {sensor.num_bands} "
-                             f"({sensor.name})")
-        return values
+        return read_sensor_file(path, get_sensor(self.file_sensors[key]))
 
     def plot(
         self,

@@ -1,0 +1,44 @@
+"""Reading the downstream datasets' GeoTIFFs: every band of one registry sensor per file."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.errors
+import torch
+from torch import Tensor
+
+from catalogs.sensors import Sensor
+
+
+def read_sensor_file(path: Path, sensor: Sensor) -> np.ndarray:
+    """The stored values (bands, rows, cols) of a file holding every band of ``sensor``
+    (georeferenced or not: some official files carry no CRS).
+
+    Raises:
+        ValueError: naming the file, when it is unreadable or its band count is not the
+            sensor's.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                values = src.read()
+    except (rasterio.errors.RasterioError, OSError) as error:
+        raise ValueError(f"{path}: unreadable raster ({error})") from error
+    if values.shape[0] != sensor.num_bands:
+        raise ValueError(f"{path}: {values.shape[0]} bands, expected {sensor.num_bands} "
+                         f"({sensor.name}: {', '.join(sensor.band_names)})")
+    return values
+
+
+def read_physical(path: Path, sensor: Sensor) -> Tensor:
+    """:func:`read_sensor_file` as float32 in the sensor's physical unit (stored values times
+    its scale plus its offset; nodata values are scaled like any other)."""
+    values = read_sensor_file(path, sensor).astype(np.float32)
+    if sensor.scale != 1.0 or sensor.offset != 0.0:
+        values = values * np.float32(sensor.scale) + np.float32(sensor.offset)
+    return torch.from_numpy(values)
