@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 import matplotlib.pyplot as plt
 import numpy as np
 import rasterio
-import rasterio.errors
 import rasterio.features
 import rasterio.warp
 import torch
