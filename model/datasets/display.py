@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+from matplotlib import pyplot as plt
 from matplotlib.colors import LightSource
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 from catalogs.sensors import RegistryError, get_sensor
 
@@ -57,6 +61,32 @@ def composite(image: np.ndarray, sensor: str, kind: str,
     if kind == "elevation":
         return hillshade(image[0])
     return np.repeat(stretch(image[0][..., None]), 3, axis=-1)
+
+
+def panel_figure(panels: Sequence[tuple[str, np.ndarray, Mapping[str, Any]]],
+                 show_titles: bool = True, suptitle: str | None = None
+                 ) -> tuple[Figure, list[AxesImage]]:
+    """One row of pictures, 4 inches each, as the datasets' ``plot`` draws them.
+
+    Args:
+        panels: per panel, its title, the picture and ``imshow`` keywords (cmap, vmin, ...).
+        show_titles: title each panel.
+        suptitle: title of the figure.
+
+    Returns:
+        The figure and each panel's image (for colour bars).
+    """
+    figure, axes = plt.subplots(ncols=len(panels), figsize=(4 * len(panels), 4),
+                                squeeze=False)
+    images = []
+    for ax, (title, picture, style) in zip(axes[0], panels, strict=True):
+        images.append(ax.imshow(picture, **style))
+        ax.axis("off")
+        if show_titles:
+            ax.set_title(title)
+    if suptitle is not None:
+        figure.suptitle(suptitle)
+    return figure, images
 
 
 def hillshade(elevation: np.ndarray) -> np.ndarray:

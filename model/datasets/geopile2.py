@@ -11,14 +11,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from torch.utils.data import get_worker_info
 from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
 
 from catalogs import store_format as fmt
 from model.datasets.chip_reader import ChipReadError, ImageLayout, ShardedChipReader
-from model.datasets.display import composite
+from model.datasets.display import composite, panel_figure
 
 PARTNER_PREFIX = "image_"
 
@@ -285,18 +284,13 @@ class GeoPile2(NonGeoDataset):
         panels = [(sample["sensor"], sample["image"])]
         panels += [(key.removeprefix(PARTNER_PREFIX), value) for key, value in sample.items()
                    if key.startswith(PARTNER_PREFIX)]
-        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
-        for ax, (sensor, image) in zip(axes[0], panels, strict=True):
+        pictures = []
+        for sensor, image in panels:
             m = self.manifest.sensors[sensor]
-            picture = composite(np.asarray(image, dtype=np.float32), sensor, m.kind,
-                                m.band_names)
-            ax.imshow(picture)
-            ax.axis("off")
-            if show_titles:
-                ax.set_title(f"{sensor} ({m.model_unit})")
-        if suptitle is not None:
-            fig.suptitle(suptitle)
-        return fig
+            pictures.append((f"{sensor} ({m.model_unit})",
+                             composite(np.asarray(image, dtype=np.float32), sensor, m.kind,
+                                       m.band_names), {}))
+        return panel_figure(pictures, show_titles, suptitle)[0]
 
     def _load_sensor(self, store: Any, name: str) -> _SensorChips:
         group = store[name]

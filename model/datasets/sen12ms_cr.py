@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -17,6 +16,7 @@ from torchgeo.datasets.utils import percentile_normalization
 
 from catalogs.builders.sen12ms import SEASON_INTERVALS, Patch
 from catalogs.sensors import get_sensor
+from model.datasets.display import panel_figure
 from model.datasets.raster_files import read_physical
 
 
@@ -251,22 +251,13 @@ class SEN12MSCR(NonGeoDataset):
         vv = sample["image_s1"][self.s1_band_names.index("VV")].float().numpy()
         finite = np.isfinite(vv)
         vv = np.where(finite, vv, np.median(vv[finite]) if finite.any() else 0.0)
-        panels = [("Sentinel-1 VV", percentile_normalization(vv))]
+        panels = [("Sentinel-1 VV", percentile_normalization(vv), {"cmap": "gray"})]
         titles = {"image_s2_cloudy": "Cloudy Sentinel-2", "target": "Cloud-free Sentinel-2",
                   "prediction": "Prediction"}
         for key, title in titles.items():
             if key in sample:
-                panels.append((title, self._rgb(sample[key])))
-        fig, axs = plt.subplots(ncols=len(panels), squeeze=False,
-                                figsize=(4 * len(panels), 4))
-        for ax, (title, image) in zip(axs[0], panels, strict=True):
-            ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
-            ax.axis("off")
-            if show_titles:
-                ax.set_title(title)
-        if suptitle is not None:
-            fig.suptitle(suptitle)
-        return fig
+                panels.append((title, self._rgb(sample[key]), {}))
+        return panel_figure(panels, show_titles, suptitle)[0]
 
     def _rgb(self, s2: Tensor) -> np.ndarray:
         """The true-colour bands of a 13-band S2 tensor as a (rows, cols, 3) picture in [0, 1]."""

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-import matplotlib.pyplot as plt
 import numpy as np
 import rasterio
 import rasterio.features
@@ -22,6 +21,7 @@ from torchgeo.datasets.utils import percentile_normalization
 
 from catalogs.builders.spacenet2 import LABEL_FOLDER, RASTER_PRODUCTS
 from catalogs.sensors import get_sensor
+from model.datasets.display import panel_figure
 from model.datasets.raster_files import read_physical
 
 
@@ -273,24 +273,17 @@ class SpaceNet2PanMS(NonGeoDataset):
         Returns:
             a matplotlib Figure with the rendered sample
         """
-        panels: list[tuple[str, np.ndarray, str | None]] = [
-            ("PAN", percentile_normalization(sample["image_pan"][0].float().numpy()), "gray"),
-            ("MS (true colour)", self._rgb(sample["image_ms"]), None),
+        grey = {"cmap": "gray", "vmin": 0, "vmax": 1, "interpolation": "none"}
+        colour = {"vmin": 0, "vmax": 1, "interpolation": "none"}
+        panels = [
+            ("PAN", percentile_normalization(sample["image_pan"][0].float().numpy()), grey),
+            ("MS (true colour)", self._rgb(sample["image_ms"]), colour),
         ]
         if "mask" in sample:
-            panels.append(("Buildings", sample["mask"].numpy(), "gray"))
+            panels.append(("Buildings", sample["mask"].numpy(), grey))
         if "prediction" in sample:
-            panels.append(("Prediction", self._rgb(sample["prediction"]), None))
-        fig, axs = plt.subplots(ncols=len(panels), squeeze=False,
-                                figsize=(4 * len(panels), 4))
-        for ax, (title, image, cmap) in zip(axs[0], panels, strict=True):
-            ax.imshow(image, cmap=cmap, vmin=0, vmax=1, interpolation="none")
-            ax.axis("off")
-            if show_titles:
-                ax.set_title(title)
-        if suptitle is not None:
-            fig.suptitle(suptitle)
-        return fig
+            panels.append(("Prediction", self._rgb(sample["prediction"]), colour))
+        return panel_figure(panels, show_titles, suptitle)[0]
 
     def _rgb(self, ms: Tensor) -> np.ndarray:
         """The true-colour bands of an 8-band MS tensor as a (rows, cols, 3) picture."""

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
@@ -26,6 +25,7 @@ from catalogs.builders.vaihingen import (
     TRAIN_AREAS,
 )
 from catalogs.sensors import get_sensor
+from model.datasets.display import panel_figure
 from model.datasets.raster_files import read_sensor_file
 
 
@@ -233,15 +233,6 @@ class VaihingenDSM(NonGeoDataset):
             panels.append(("Ground truth", sample["mask"].numpy(), class_style))
         if "prediction" in sample:
             panels.append(("Prediction", sample["prediction"].numpy(), class_style))
-        fig, axs = plt.subplots(ncols=len(panels), squeeze=False,
-                                figsize=(4 * len(panels), 4))
-        for ax, (title, values, style) in zip(axs[0], panels, strict=True):
-            shown = ax.imshow(values, **style)
-            if title == "DSM":
-                fig.colorbar(shown, ax=ax, fraction=0.046, label="m")
-            ax.axis("off")
-            if show_titles:
-                ax.set_title(title)
-        if suptitle is not None:
-            fig.suptitle(suptitle)
+        fig, images = panel_figure(panels, show_titles, suptitle)
+        fig.colorbar(images[1], ax=fig.axes[1], fraction=0.046, label="m")  # the DSM
         return fig
