@@ -176,8 +176,25 @@ class SwinEncoder(nn.Module):
         Returns:
             (B, out_channels, h / 8, w / 8) features of the last stage, normalised.
         """
+        return self.forward_pyramid(tokens, mask)[-1]
+
+    def forward_pyramid(self, tokens: Tensor, mask: Tensor | None = None) -> list[Tensor]:
+        """Encode a token grid and keep every stage's output, for dense prediction heads.
+
+        Args:
+            tokens: (B, h, w, embed_dim) from a sensor's patch embedding.
+            mask: (B, h, w) bool, True where a token is masked; None for none.
+
+        Returns:
+            Per stage i, (B, embed_dim * 2**i, h / 2**i, w / 2**i) features; the last one
+            normalised, as :meth:`forward` returns it.
+        """
         if mask is not None:
             weight = mask.unsqueeze(-1).to(tokens.dtype)
             tokens = tokens * (1.0 - weight) + self.mask_token.to(tokens.dtype) * weight
-        features = self.norm(self.stages(tokens))
-        return features.permute(0, 3, 1, 2)
+        features = []
+        for stage in self.stages:
+            tokens = stage(tokens)
+            features.append(tokens)
+        features[-1] = self.norm(features[-1])
+        return [stage_features.permute(0, 3, 1, 2) for stage_features in features]
