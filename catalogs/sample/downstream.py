@@ -1,10 +1,15 @@
 """The downstream benchmark sets of the sample world, each in its official on-disk layout:
 BigEarthNet (S1 + S2 multi-label), SEN12MS-CR (cloud removal), SpaceNet 2 (PAN + MS) and ISPRS
-Vaihingen (IR-R-G + DSM + 6-class mask). Labels come from the same ground the pixels show."""
+Vaihingen (IR-R-G + DSM + 6-class mask). Labels come from the same ground the pixels show.
+
+Every writer renders the sizes of a :class:`DownstreamSizes`: :data:`SAMPLE` (the default: the
+tiny sets of the sample world) or :data:`BENCHMARK` (mini benchmarks, every split non-empty)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -34,7 +39,7 @@ CLC_NAMES = {
     "cropland": "Non-irrigated arable land", "built_up": "Discontinuous urban fabric",
     "bare": "Sparsely vegetated areas", "wetland": "Inland marshes",
 }
-BIGEARTHNET_SPLITS = {"train": 4, "val": 2, "test": 2}
+BIGEARTHNET_SPLITS = {"train": 4, "val": 2, "test": 2}  # the sample's
 BIGEARTHNET_PATCH_PX = 120
 BIGEARTHNET_MIN_SHARE = 0.05  # a class is a label when it covers at least this share of a patch
 BIGEARTHNET_S2_PRODUCT = "S2A_MSIL2A_20170613T101031"
@@ -42,10 +47,111 @@ BIGEARTHNET_S2_SOURCE = "S2A_MSIL1C_20170613T101031_N0205_R022_T32UPU_20170613T1
 BIGEARTHNET_S1_PRODUCT = "S1A_IW_GRDH_1SDV_20170613T165043"
 BIGEARTHNET_ACQUIRED = datetime(2017, 6, 13, 10, 10, 31)
 BIGEARTHNET_S1_ACQUIRED = datetime(2017, 6, 13, 16, 50, 43)
+SEN12MSCR_TRIPLETS = (("ROIs1158_spring", 11, 0), ("ROIs1868_summer", 12, 0))  # the sample's
+SEN12MSCR_PATCH_PX = 256
+SPACENET_AOI = "AOI_2_Vegas"
+SPACENET_IMAGES = 2  # the sample's
+SPACENET_PAN_PX = 650
+SPACENET_MS_PX = 163
+SPACENET_PAN_DEG = 2.7e-6  # SpaceNet ships square pixels in degrees (about 0.3 m of latitude)
+VAIHINGEN_AREAS = (1, 2)  # the sample's
+VAIHINGEN_PX = 512
+VAIHINGEN_GSD_M = 0.09
+BUILT_UP_SPACING_M = 1500.0  # least distance between SpaceNet 2 (or Vaihingen) tile centres
+CENTER_DRAWS = 100  # rounds of redrawing overlapping patch centres before giving up
+
+
+@dataclass(frozen=True)
+class DownstreamSizes:
+    """How much of each downstream set the writers render; each set splits by its own rule.
+
+    Attributes:
+        bigearthnet_patches: ``train``, ``val`` and ``test`` -> the number of BigEarthNet
+            patches listed in that split's csv.
+        sen12ms_cr_triplets: ``(season folder, scene, patch)`` of each SEN12MS-CR triplet, the
+            season folder as ``ROIs<id>_<season>``; the dataset splits by (season folder, scene).
+        spacenet2_images: the SpaceNet 2 image numbers ``k`` (the dataset splits by ``k % 10``).
+        vaihingen_areas: the ISPRS Vaihingen area numbers (the dataset splits by area).
+
+    Raises:
+        ValueError: if a set would be empty, the BigEarthNet counts are not three counts >= 0
+            for train, val and test, or a triplet, image or area is listed twice.
+    """
+
+    bigearthnet_patches: Mapping[str, int]
+    sen12ms_cr_triplets: tuple[tuple[str, int, int], ...]
+    spacenet2_images: tuple[int, ...]
+    vaihingen_areas: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        counts = dict(self.bigearthnet_patches)
+        if sorted(counts) != sorted(BIGEARTHNET_SPLITS) or min(counts.values()) < 0:
+            raise ValueError("bigearthnet_patches must give a count >= 0 for each of "
+                             f"{', '.join(BIGEARTHNET_SPLITS)}, not {counts}")
+        if sum(counts.values()) == 0:
+            raise ValueError("bigearthnet_patches counts no patch: every set needs a sample")
+        listed = {"sen12ms_cr_triplets": self.sen12ms_cr_triplets,
+                  "spacenet2_images": self.spacenet2_images,
+                  "vaihingen_areas": self.vaihingen_areas}
+        for name, entries in listed.items():
+            if not entries:
+                raise ValueError(f"{name} is empty: every set needs a sample")
+            if len(set(entries)) != len(entries):
+                raise ValueError(f"{name} lists an entry twice: {entries}")
+
+
+def scene_triplets(patches_per_scene: Mapping[tuple[str, int], int]
+                   ) -> tuple[tuple[str, int, int], ...]:
+    """SEN12MS-CR triplets ``(season folder, scene, patch)``, patches numbered from 0 per scene.
+
+    Args:
+        patches_per_scene: ``(season folder, scene)`` -> the number of triplets in that scene.
+
+    Returns:
+        the triplets, scene by scene in the mapping's order
+    """
+    return tuple((folder, scene, patch) for (folder, scene), count in patches_per_scene.items()
+                 for patch in range(count))
+
+
+# The tiny sets of the sample world (tests): BigEarthNet 4/2/2 patches, SEN12MS-CR 2 triplets and
+# SpaceNet 2 images 1-2 (all train), Vaihingen areas 1 (train) and 2 (test).
+SAMPLE = DownstreamSizes(
+    bigearthnet_patches=BIGEARTHNET_SPLITS, sen12ms_cr_triplets=SEN12MSCR_TRIPLETS,
+    spacenet2_images=tuple(range(1, SPACENET_IMAGES + 1)), vaihingen_areas=VAIHINGEN_AREAS)
+# Mini benchmarks: BigEarthNet 64/16/48 patches; SEN12MS-CR 32 train triplets in four scenes off
+# the official val/test lists (one per season), 4 in two official val scenes and 12 in four
+# official test scenes (one per season); SpaceNet 2 images 1-50 (40/5/5); Vaihingen 6 train and
+# 4 test areas.
+BENCHMARK = DownstreamSizes(
+    bigearthnet_patches={"train": 64, "val": 16, "test": 48},
+    sen12ms_cr_triplets=scene_triplets({
+        ("ROIs1158_spring", 11): 8, ("ROIs1868_summer", 12): 8, ("ROIs1970_fall", 13): 8,
+        ("ROIs2017_winter", 14): 8,
+        ("ROIs1158_spring", 17): 2, ("ROIs1970_fall", 65): 2,
+        ("ROIs1158_spring", 106): 3, ("ROIs1868_summer", 119): 3, ("ROIs1970_fall", 139): 3,
+        ("ROIs2017_winter", 63): 3}),
+    spacenet2_images=tuple(range(1, 51)),
+    vaihingen_areas=(1, 2, 3, 4, 5, 6, 7, 8, 11, 13))
 
 
 def _rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, *stream])
+
+
+def _distinct_centers(count: int, width_m: float,
+                      rng: np.random.Generator) -> list[tuple[float, float]]:
+    """``count`` random centres (``random_centers``) of north-up squares ``width_m`` wide that
+    do not overlap: a centre whose square overlaps an earlier one is redrawn."""
+    chosen: list[tuple[float, float]] = []
+    for _ in range(CENTER_DRAWS):
+        for x, y in random_centers(count - len(chosen), rng):
+            if all(max(abs(x - cx), abs(y - cy)) >= width_m for cx, cy in chosen):
+                chosen.append((x, y))
+        if len(chosen) == count:
+            return chosen
+    raise ValueError(f"could not place {count} non-overlapping patches {width_m:.0f} m wide in "
+                     f"the world ({len(chosen)} placed)")
 
 
 def _pool(values: np.ndarray, factor: int) -> np.ndarray:
@@ -60,16 +166,17 @@ def _bigearthnet_metadata(grid: render.Grid, labels: list[str]) -> dict[str, obj
             "projection": rasterio.crs.CRS.from_user_input(grid.crs).to_wkt()}
 
 
-def write_bigearthnet(world: World, root: Path) -> None:
+def write_bigearthnet(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -> None:
     """BigEarthNet v1.0-like patches: 12 single-band S2 L2A GeoTIFFs per patch on their native
     grids (10/20/60 m), a co-registered S1 patch (VV, VH), CLC labels in the metadata JSONs and
-    ``bigearthnet-{train,val,test}.csv`` pairing S2 and S1 patch names (TorchGeo's layout)."""
+    ``bigearthnet-{train,val,test}.csv`` pairing S2 and S1 patch names (TorchGeo's layout).
+    ``sizes.bigearthnet_patches`` patches at random places, none overlapping another."""
     s2, s1 = get_sensor("sentinel2_l2a"), get_sensor("sentinel1_grd")
     rng = _rng(world.seed, 5)
-    count = sum(BIGEARTHNET_SPLITS.values())
-    centers = random_centers(count, rng)
-    rows: dict[str, list[str]] = {split: [] for split in BIGEARTHNET_SPLITS}
-    splits = [s for s, n in BIGEARTHNET_SPLITS.items() for _ in range(n)]
+    count = sum(sizes.bigearthnet_patches.values())
+    centers = _distinct_centers(count, BIGEARTHNET_PATCH_PX * 10.0, rng)
+    rows: dict[str, list[str]] = {split: [] for split in sizes.bigearthnet_patches}
+    splits = [s for s, n in sizes.bigearthnet_patches.items() for _ in range(n)]
     for index, (center, split) in enumerate(zip(centers, splits, strict=True)):
         grid = world_grid(center, (BIGEARTHNET_PATCH_PX, BIGEARTHNET_PATCH_PX), 10.0)
         patch = f"{index // 10}_{index % 10}"
@@ -105,22 +212,18 @@ def write_bigearthnet(world: World, root: Path) -> None:
         (root / f"bigearthnet-{split}.csv").write_text("\n".join(lines) + "\n")
 
 
-SEN12MSCR_TRIPLETS = (("ROIs1158", "spring", 11, 0), ("ROIs1868", "summer", 12, 0))
-SEN12MSCR_PATCH_PX = 256
-
-
-def write_sen12ms_cr(world: World, root: Path) -> None:
+def write_sen12ms_cr(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -> None:
     """SEN12MS-CR-like triplets: cloud-free S2 L1C, the same ground under fractal clouds and
     their shadows (another sky per triplet), and S1 (which sees through clouds), co-registered,
-    as ``ROIs<id>_<season>_{s1,s2,s2_cloudy}/<kind>_<scene>/..._p<patch>.tif``."""
+    as ``ROIs<id>_<season>_{s1,s2,s2_cloudy}/<kind>_<scene>/..._p<patch>.tif``: the triplets of
+    ``sizes.sen12ms_cr_triplets`` at random places, none overlapping another."""
     s2, s1 = get_sensor("sentinel2_l1c"), get_sensor("sentinel1_grd")
     rng = _rng(world.seed, 6)
-    centers = random_centers(len(SEN12MSCR_TRIPLETS), rng)
-    for index, ((roi, season, scene, patch), center) in enumerate(
-            zip(SEN12MSCR_TRIPLETS, centers, strict=True)):
+    centers = _distinct_centers(len(sizes.sen12ms_cr_triplets), SEN12MSCR_PATCH_PX * 10.0, rng)
+    for index, ((name, scene, patch), center) in enumerate(
+            zip(sizes.sen12ms_cr_triplets, centers, strict=True)):
         grid = world_grid(center, (SEN12MSCR_PATCH_PX, SEN12MSCR_PATCH_PX), 10.0)
         noise_rng = _rng(world.seed, 6, index)
-        name = f"{roi}_{season}"
 
         def path(kind: str, name: str = name, scene: int = scene, patch: int = patch) -> Path:
             return sen12ms_patch_path(root / f"{name}_{kind}", name, kind, scene, patch)
@@ -135,13 +238,6 @@ def write_sen12ms_cr(world: World, root: Path) -> None:
         write_cog(path("s1"), quantize_db(sigma0), grid, nodata=s1.nodata)
 
 
-SPACENET_AOI = "AOI_2_Vegas"
-SPACENET_IMAGES = 2
-SPACENET_PAN_PX = 650
-SPACENET_MS_PX = 163
-SPACENET_PAN_DEG = 2.7e-6  # SpaceNet ships square pixels in degrees (about 0.3 m of latitude)
-
-
 def _building_polygons(mask: np.ndarray, grid: render.Grid) -> list[dict[str, object]]:
     """GeoJSON features of the connected building regions of ``mask`` (the grid's CRS)."""
     features = []
@@ -152,16 +248,18 @@ def _building_polygons(mask: np.ndarray, grid: render.Grid) -> list[dict[str, ob
     return features
 
 
-def write_spacenet2(world: World, root: Path) -> None:
+def write_spacenet2(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -> None:
     """SpaceNet 2-like WorldView-3 tiles over built-up ground, in EPSG:4326 as distributed:
     ``<AOI>_Train/PAN/PAN_<AOI>_img<k>.tif`` (11-bit, ~0.3 m), ``MUL/MUL_<AOI>_img<k>.tif``
-    (8 bands, 4x coarser) and ``geojson/buildings/buildings_<AOI>_img<k>.geojson``."""
+    (8 bands, 4x coarser) and ``geojson/buildings/buildings_<AOI>_img<k>.geojson``, for each
+    ``k`` of ``sizes.spacenet2_images``."""
     pan, ms = get_sensor("worldview3_pan"), get_sensor("worldview3_ms")
     rng = _rng(world.seed, 7)
-    centers = find_sites(world, LC["built_up"], SPACENET_IMAGES, 1500.0, rng)
+    centers = find_sites(world, LC["built_up"], len(sizes.spacenet2_images), BUILT_UP_SPACING_M,
+                         rng)
     folder = root / f"{SPACENET_AOI}_Train"
     to_wgs84 = Transformer.from_crs("EPSG:32632", "EPSG:4326", always_xy=True)
-    for k, center in enumerate(centers, start=1):
+    for k, center in zip(sizes.spacenet2_images, centers, strict=True):
         cx, cy = to_wgs84.transform(*center)
         half = SPACENET_PAN_PX * SPACENET_PAN_DEG / 2
         pan_grid = render.Grid("EPSG:4326", Affine(SPACENET_PAN_DEG, 0, cx - half, 0,
@@ -185,9 +283,6 @@ def write_spacenet2(world: World, root: Path) -> None:
                                       _building_polygons(building, pan_grid)}))
 
 
-VAIHINGEN_AREAS = (1, 2)
-VAIHINGEN_PX = 512
-VAIHINGEN_GSD_M = 0.09
 # ISPRS colour code: impervious, building, low vegetation, tree, car, clutter/background.
 ISPRS_COLOURS = {"impervious": (255, 255, 255), "building": (0, 0, 255),
                  "low_vegetation": (0, 255, 255), "tree": (0, 255, 0), "car": (255, 255, 0),
@@ -199,15 +294,17 @@ _MATERIAL_TO_ISPRS = {"water": "clutter", "tree": "tree", "shrub": "low_vegetati
 ISPRS_TABLE = np.array([ISPRS_COLOURS[_MATERIAL_TO_ISPRS[m]] for m in MAT], dtype=np.uint8)
 
 
-def write_vaihingen(world: World, root: Path) -> None:
+def write_vaihingen(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -> None:
     """ISPRS Vaihingen-like tiles over built-up ground at 9 cm: ``top/top_mosaic_09cm_area<N>.tif``
     (IR-R-G), ``dsm/dsm_09cm_matching_area<N>.tif`` and the colour-coded ground truth
     ``top_mosaic_09cm_area<N>.tif`` at the root (where the extracted ``..._COMPLETE.zip`` puts
-    it and TorchGeo's Vaihingen2D reads it), all on one grid (UTM 32N)."""
+    it and TorchGeo's Vaihingen2D reads it), all on one grid (UTM 32N), for each area ``N`` of
+    ``sizes.vaihingen_areas``."""
     cir = get_sensor("cir")
     rng = _rng(world.seed, 8)
-    centers = find_sites(world, LC["built_up"], len(VAIHINGEN_AREAS), 1500.0, rng)
-    for area, center in zip(VAIHINGEN_AREAS, centers, strict=True):
+    centers = find_sites(world, LC["built_up"], len(sizes.vaihingen_areas), BUILT_UP_SPACING_M,
+                         rng)
+    for area, center in zip(sizes.vaihingen_areas, centers, strict=True):
         grid = world_grid(center, (VAIHINGEN_PX, VAIHINGEN_PX), VAIHINGEN_GSD_M)
         noise_rng = _rng(world.seed, 8, area)
         ground = render.observe(world, grid, 1)[2]
