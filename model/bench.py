@@ -90,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     network.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
                          help="encoder preset (default: tiny)")
     network.add_argument("--input-px", type=int, default=192, help="input side (default 192)")
-    network.add_argument("--batch-per-sensor", type=int, default=4,
-                         help="chips per sensor and step (default 4)")
+    network.add_argument("--batch-per-sensor", type=int, default=16,
+                         help="chips per sensor and step (default 16, as tiny-sample.yaml "
+                         "trains)")
     network.add_argument("--repeats", type=int, default=3,
                          help="timed steps; the fastest counts (default 3)")
     args = parser.parse_args(argv)

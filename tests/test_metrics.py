@@ -10,7 +10,10 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from sklearn.metrics import accuracy_score, average_precision_score, jaccard_score
 from torch import Tensor
-from torchmetrics.functional.image import structural_similarity_index_measure
+from torchmetrics.functional.image import (
+    spectral_angle_mapper,
+    structural_similarity_index_measure,
+)
 from torchmetrics.image import ErrorRelativeGlobalDimensionlessSynthesis
 
 from model.evaluation.metrics import (
@@ -117,6 +120,18 @@ def test_sam_in_degrees(pred: list[float], target: list[float], degrees: float) 
     metrics = RestorationMetrics(data_range=1.0)
     metrics.update(_constant_spectra(pred), _constant_spectra(target))
     assert float(metrics.compute()["SAM"]) == pytest.approx(degrees, abs=1e-4)
+
+
+def test_sam_matches_torchmetrics_and_scores_a_zero_spectrum_90_degrees() -> None:
+    preds, targets = _images(2)
+    metrics = RestorationMetrics(data_range=1.0)
+    metrics.update(preds, targets)
+    reference = torch.rad2deg(spectral_angle_mapper(preds.clamp(0, 1), targets))  # as scored
+    assert float(metrics.compute()["SAM"]) == pytest.approx(float(reference), abs=1e-5)
+    dark = _constant_spectra([0.0, 0.0])
+    metrics = RestorationMetrics(data_range=1.0)
+    metrics.update(dark, _constant_spectra([0.3, 0.1]))
+    assert float(metrics.compute()["SAM"]) == pytest.approx(90.0)
 
 
 def test_psnr_per_image_mean_matches_skimage() -> None:

@@ -17,7 +17,6 @@ from torchmetrics.classification import MulticlassConfusionMatrix, MultilabelAve
 from torchmetrics.functional.image import error_relative_global_dimensionless_synthesis
 from torchmetrics.image import (
     PeakSignalNoiseRatio,
-    SpectralAngleMapper,
     StructuralSimilarityIndexMeasure,
 )
 
@@ -91,12 +90,37 @@ class ClassificationMetrics(MetricCollection):
         return scores, targets.long()
 
 
-class _DegreesSAM(SpectralAngleMapper):
-    """torchmetrics' SAM (mean over all pixels of all images) in degrees instead of radians."""
+class _MeanSpectralAngle(Metric):
+    """Mean spectral angle over all pixels of all images, in degrees, with bounded memory.
+
+    The angle of a pixel is ``arccos(<p, t> / (|p| |t|))``, as torchmetrics'
+    ``SpectralAngleMapper`` computes it; that class keeps every image until ``compute`` (tens
+    of GB for SEN12MS-CR's test set) and gives NaN for an all-zero spectrum. Here a running sum
+    is kept, and a pixel whose spectrum is all zero in either image scores 90 degrees (no
+    direction in common), so one dark predicted pixel cannot turn the set's SAM into NaN.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("sum_degrees", torch.tensor(0.0, dtype=torch.float64),
+                       dist_reduce_fx="sum")
+        self.add_state("num_pixels", torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add the angles of every pixel of a (B, C, H, W) batch."""
+        preds, target = preds.double(), target.double()
+        dot = (preds * target).sum(dim=1)
+        norms = preds.norm(dim=1) * target.norm(dim=1)
+        cosine = torch.where(norms > 0, dot / norms.clamp(min=torch.finfo(norms.dtype).tiny),
+                             torch.zeros_like(dot))
+        self.sum_degrees += torch.rad2deg(torch.arccos(cosine.clamp(-1.0, 1.0))).sum()
+        self.num_pixels += dot.numel()
 
     def compute(self) -> Tensor:
-        """Mean spectral angle in degrees."""
-        return torch.rad2deg(super().compute())
+        """Mean angle in degrees."""
+        return self.sum_degrees / self.num_pixels
 
 
 class _MeanERGAS(Metric):
@@ -143,8 +167,8 @@ class RestorationMetrics(MetricCollection):
       scikit-image crops a 5-pixel border; the interior SSIM maps agree.
     - ``SAM`` (degrees): the angle between the predicted and target spectra of each pixel,
       ``arccos(<p, t> / (|p| |t|))``, averaged over all pixels of all images (torchmetrics'
-      ``SpectralAngleMapper``). Needs C >= 2; a pixel whose spectrum is all zero in either image
-      has no angle and makes SAM NaN.
+      ``SpectralAngleMapper``, which it equals on spectra that are not all zero). Needs C >= 2; a
+      pixel whose spectrum is all zero in either image counts as 90 degrees.
     - ``ERGAS`` (only with ``ergas_ratio``): per image
       ``100 / ergas_ratio * sqrt(mean_b(RMSE_b^2 / mu_b^2))`` with ``mu_b`` the target mean of
       band b (torchmetrics' formula), averaged over images. The textbook ERGAS (Wald, 2002) is
@@ -173,7 +197,7 @@ class RestorationMetrics(MetricCollection):
             "PSNR": PeakSignalNoiseRatio(data_range=data_range, dim=(1, 2, 3)),
             "SSIM": StructuralSimilarityIndexMeasure(
                 gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=data_range),
-            "SAM": _DegreesSAM(),
+            "SAM": _MeanSpectralAngle(),
         }
         if ergas_ratio is not None:
             metrics["ERGAS"] = _MeanERGAS(ergas_ratio)

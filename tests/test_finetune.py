@@ -1,0 +1,166 @@
+"""Fine-tuning: each task runs end to end from its sample config on small sets (two steps),
+pretrained or at random init; bad checkpoints and inputs give errors that say what is missing;
+the evaluate command writes the Table-3 report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from catalogs.sample.benchmark import render_downstream_sets
+from catalogs.sample.downstream import DownstreamSizes, scene_triplets
+from catalogs.store_format import SensorManifest, read_manifest
+from model import load_pretrained
+from model.evaluate import TASKS, config_path, evaluate
+from model.export import export_pretrained
+from model.finetune import main
+from model.finetuning import FIGURE_FILE, METRICS_FILE
+from model.nn.downstream import DownstreamNetwork, MissingEmbeddingError
+from model.nn.encoder import encoder_config
+from model.nn.msgfm import MsGFM
+from tests.pipeline_setup import busy_reference
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "finetune"
+INPUT_PX = 192  # the configs' size (SpaceNet 2's 163 px MS grid must fit)
+SETS = {"classification": "bigearthnet", "cloud_removal": "sen12ms-cr",
+        "pansharpening": "spacenet2", "segmentation": "vaihingen"}
+SIZES = DownstreamSizes(
+    bigearthnet_patches={"train": 3, "val": 1, "test": 2},
+    sen12ms_cr_triplets=scene_triplets({("ROIs1158_spring", 11): 2, ("ROIs2017_winter", 22): 1,
+                                        ("ROIs1158_spring", 106): 2}),
+    spacenet2_images=(1, 2, 8, 9),
+    vaihingen_areas=(1, 2))
+EXPECTED_METRICS = {"classification": {"mAP_micro", "mAP_macro"},
+                    "cloud_removal": {"MAE", "RMSE", "PSNR", "SAM", "SSIM"},
+                    "pansharpening": {"MAE", "RMSE", "PSNR", "SAM", "SSIM", "ERGAS"},
+                    "segmentation": {"mIoU", "OA"}}
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small versions of the four benchmark sets, in their official layouts."""
+    return render_downstream_sets(tmp_path_factory.mktemp("downstream") / "sets", sizes=SIZES)
+
+
+@pytest.fixture(scope="module")
+def sensors(tmp_path_factory: pytest.TempPathFactory,
+            sample_world: Path) -> dict[str, SensorManifest]:
+    """The pretraining sensors (S2 L2A, S1, RGB, DSM) with their store statistics."""
+    return read_manifest(busy_reference(tmp_path_factory, sample_world).store).sensors
+
+
+def export_of(folder: Path, sensors: dict[str, SensorManifest], **config: object) -> Path:
+    """A tiny msGFM over ``sensors`` at 192 px, exported."""
+    torch.manual_seed(0)
+    channels = {name: len(m.band_names) for name, m in sensors.items()}
+    network = MsGFM(channels, encoder_config("tiny", input_px=INPUT_PX, **config))
+    return export_pretrained(network, folder, sensors, training={"steps": 0})
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory, sensors: dict[str, SensorManifest]) -> Path:
+    return export_of(tmp_path_factory.mktemp("export") / "msgfm", sensors)
+
+
+def run(task: str, sets: Path, export: Path, out: Path, *extra: str) -> dict:
+    """Two training steps and the test split of ``task``'s sample config; its metrics.json."""
+    main(["--config", str(config_path(CONFIGS, task)), "--data.root", str(sets / SETS[task]),
+          "--data.input_px", str(INPUT_PX), "--data.batch_size", "2",
+          "--model.pretrained", str(export), "--model.out_dir", str(out),
+          "--trainer.default_root_dir", str(out), "--trainer.max_steps", "2",
+          "--trainer.enable_progress_bar", "false", "--trainer.logger", "false", *extra])
+    return json.loads((out / METRICS_FILE).read_text())
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_each_task_fine_tunes_and_scores_the_test_split(task: str, sets: Path, export: Path,
+                                                        tmp_path: Path) -> None:
+    record = run(task, sets, export, tmp_path)
+    assert set(record["metrics"]) >= EXPECTED_METRICS[task]
+    assert all(value == value for value in record["metrics"].values())  # no NaN
+    assert record["init"] == "pretrained" and record["steps"] == 2
+    assert (tmp_path / FIGURE_FILE).stat().st_size > 0
+
+
+def test_new_sensors_get_wavelength_matched_embeddings(sets: Path, export: Path,
+                                                       tmp_path: Path) -> None:
+    record = run("pansharpening", sets, export, tmp_path)
+    assert record["embeddings"] == {"worldview3_ms": "wavelength-matched from sentinel2_l2a",
+                                    "worldview3_pan": "wavelength-matched from rgb"}
+    record = run("segmentation", sets, export, tmp_path)
+    assert record["embeddings"] == {"cir": "wavelength-matched from sentinel2_l2a",
+                                    "dsm": "pretrained"}
+
+
+def test_pretrained_init_loads_the_export_and_random_init_does_not(
+        sets: Path, export: Path, tmp_path: Path) -> None:
+    pretrained = load_pretrained(export)
+    channels = {"sentinel2_l2a": 12, "sentinel1_grd": 2}
+    network = DownstreamNetwork(pretrained.encoder.config, channels, "classification", 19)
+    random_state = {k: v.clone() for k, v in network.encoder.state_dict().items()}
+    network.load_pretrained(pretrained)
+    for key, value in pretrained.encoder.state_dict().items():
+        torch.testing.assert_close(network.encoder.state_dict()[key], value, rtol=0, atol=0)
+    assert any(not torch.equal(random_state[k], v)
+               for k, v in pretrained.encoder.state_dict().items())
+    assert network.provenance == {"sentinel2_l2a": "pretrained", "sentinel1_grd": "pretrained"}
+    record = run("classification", sets, export, tmp_path, "--model.init", "random")
+    assert record["init"] == "random"
+    assert record["embeddings"] == {"sentinel2_l2a": "random", "sentinel1_grd": "random"}
+
+
+def test_a_checkpoint_without_a_sensors_embedding_names_it(
+        sets: Path, sensors: dict[str, SensorManifest], tmp_path: Path) -> None:
+    optical_only = {k: v for k, v in sensors.items() if k != "sentinel1_grd"}
+    export = export_of(tmp_path / "no-sar", optical_only)
+    with pytest.raises(MissingEmbeddingError, match=r"no patch embedding for 'sentinel1_grd'"):
+        run("classification", sets, export, tmp_path / "run")
+
+
+def test_a_checkpoint_of_another_architecture_names_the_differences(
+        sensors: dict[str, SensorManifest], tmp_path: Path) -> None:
+    other = load_pretrained(export_of(tmp_path / "dense", sensors, moe=None))
+    ours = encoder_config("tiny", input_px=INPUT_PX)
+    network = DownstreamNetwork(ours, {"dsm": 1}, "dense", 6)
+    with pytest.raises(ValueError, match="another architecture") as error:
+        network.load_pretrained(other)
+    assert ".mlp.w1" in str(error.value) and ".mlp.fc1.weight" in str(error.value)
+
+
+def test_a_config_asking_for_bands_the_dataset_lacks_names_them(sets: Path, export: Path,
+                                                               tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'rgb'.*sentinel2_l2a"):
+        run("classification", sets, export, tmp_path, "--data.sensors", "[rgb]")
+
+
+def test_evaluate_writes_the_table_with_every_task_and_baseline(
+        sets: Path, export: Path, tmp_path: Path) -> None:
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for task in TASKS:  # the sample configs, pointed at the small sets, two steps each
+        text = config_path(CONFIGS, task).read_text()
+        text = text.replace("data/downstream", str(sets)).replace("max_epochs: 8",
+                                                                  "max_steps: 2")
+        text = text.replace("batch_size: 8", f"batch_size: 2\n    input_px: {INPUT_PX}")
+        config_path(configs, task).write_text(text)
+    results = evaluate(export, configs, tmp_path / "runs", tmp_path / "reports",
+                       progress=lambda line: None)
+    assert set(results) == set(TASKS)
+    assert set(results["classification"]) == {"pretrained", "random", "majority"}
+    assert set(results["cloud_removal"]) == {"pretrained", "random", "cloudy_input"}
+    assert set(results["pansharpening"]) == {"pretrained", "random", "bicubic", "brovey"}
+    assert set(results["segmentation"]) == {"pretrained", "random", "majority"}
+    written = json.loads((tmp_path / "reports" / "benchmarks.json").read_text())
+    assert {task: set(variants) for task, variants in written.items()} == \
+        {task: set(variants) for task, variants in results.items()}
+    report = (tmp_path / "reports" / "benchmarks.md").read_text()
+    for row in ("random init", "baseline: cloudy_input", "baseline: brovey",
+                "msGFM (ours, pretrained)", "Paper (real data, for reference only)"):
+        assert row in report
+    assert sorted(p.name for p in (tmp_path / "reports" / "benchmarks").iterdir()) == \
+        sorted(f"{task}.png" for task in TASKS)
+    shutil.rmtree(tmp_path / "runs")
