@@ -167,7 +167,7 @@ def markdown_report(results: Results, runs: Mapping[str, Mapping[str, Any]]) -> 
              "(`dvc repro evaluate`), so the numbers show the pipeline working, not the "
              "model's quality on the real datasets. Same network, data, seed and schedule for "
              "both inits; metrics over the whole test split. Best of each column in bold.", ""]
-    for task in TASKS:
+    for task in results:
         columns = COLUMNS[task]
         rows = ["random", *[v for v in results[task] if v not in VARIANTS], "pretrained"]
         lines += [f"## {TITLES[task]} ({task})", "",
@@ -189,9 +189,9 @@ def markdown_report(results: Results, runs: Mapping[str, Mapping[str, Any]]) -> 
                   f"training samples, {run['steps']} steps. Paper (real data, for reference "
                   f"only): {PAPER[task]}.", "", f"![{task} predictions](benchmarks/{task}.png)",
                   ""]
-    wins = [t for t in TASKS if _better(t, results[t]["pretrained"], results[t]["random"])]
+    wins = [t for t in results if _better(t, results[t]["pretrained"], results[t]["random"])]
     lines += ["## Summary", "", f"Pretrained beats random init on the main metric of "
-              f"{len(wins)} of {len(TASKS)} tasks ({', '.join(wins) or 'none'}).", ""]
+              f"{len(wins)} of {len(results)} tasks ({', '.join(wins) or 'none'}).", ""]
     return "\n".join(lines)
 
 
