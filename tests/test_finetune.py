@@ -24,6 +24,8 @@ from model.nn.encoder import encoder_config
 from model.nn.msgfm import MsGFM
 from tests.pipeline_setup import busy_reference
 
+# One worker runs this module, so its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group("finetune")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "finetune"
 INPUT_PX = 192  # the configs' size (SpaceNet 2's 163 px MS grid must fit)
 SETS = {"classification": "bigearthnet", "cloud_removal": "sen12ms-cr",
@@ -40,7 +42,8 @@ EXPECTED_METRICS = {"classification": {"mAP_micro", "mAP_macro"},
                     "segmentation": {"mIoU", "OA"}}
 EXPECTED_EMBEDDINGS = {
     "classification": {"sentinel2_l2a": "pretrained", "sentinel1_grd": "pretrained"},
-    "cloud_removal": {"sentinel2_l2a": "pretrained", "sentinel1_grd": "pretrained"},
+    "cloud_removal": {"sentinel2_l1c": "wavelength-matched from sentinel2_l2a",
+                      "sentinel1_grd": "pretrained"},
     "pansharpening": {"worldview3_ms": "wavelength-matched from sentinel2_l2a",
                       "worldview3_pan": "wavelength-matched from rgb"},
     "segmentation": {"cir": "wavelength-matched from sentinel2_l2a", "dsm": "pretrained"}}
