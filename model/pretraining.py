@@ -75,9 +75,9 @@ class MsGFMPretraining(LightningModule):
             moe_config = replace(moe_config, num_experts=num_experts, top_k=top_k)
         config = encoder_config(preset, version=version, input_px=input_px,
                                 window_size=window_size, moe=moe_config)
-        self.network = MsGFM({name: len(m.band_names) for name, m in self.sensor_manifests.items()},
-                             config, cross_sensor_rate=cross_sensor_rate, mask_ratio=mask_ratio,
-                             aux_weight=aux_weight)
+        self._channels = {name: len(m.band_names) for name, m in self.sensor_manifests.items()}
+        self._config = config
+        self.network = self._new_network()
         self._last_batch: dict[str, Any] | None = None
 
     def on_fit_start(self) -> None:
@@ -122,16 +122,27 @@ class MsGFMPretraining(LightningModule):
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    def _new_network(self) -> MsGFM:
+        return MsGFM(self._channels, self._config,
+                     cross_sensor_rate=self.hparams["cross_sensor_rate"],
+                     mask_ratio=self.hparams["mask_ratio"], aux_weight=self.hparams["aux_weight"])
+
     def on_train_end(self) -> None:
-        """Pictures of the last batch and the export of the encoder."""
+        """Pictures of the last batch and the export of the encoder, from a whole copy of the
+        trained network on rank 0. Under FSDP each rank holds a shard and gathering them is
+        collective, so every rank asks the strategy for the state dict first."""
+        state = self.trainer.strategy.lightning_module_state_dict()
         if not self.trainer.is_global_zero:
             return
+        network = self._new_network().to(self.device)
+        network.load_state_dict({key.removeprefix("network."): value
+                                 for key, value in state.items()})
+        network.eval()
         if self._last_batch is not None:
-            self.network.eval()
             with torch.no_grad():
-                self._save_figures(self.network(self._last_batch, keep=True,
-                                                generator=torch.Generator().manual_seed(0)))
-        export_pretrained(self.network, self.export_dir, self.sensor_manifests,
+                self._save_figures(network(self._last_batch, keep=True,
+                                           generator=torch.Generator().manual_seed(0)))
+        export_pretrained(network, self.export_dir, self.sensor_manifests,
                           training={"store": str(self.hparams["store"]),
                                     "steps": self.global_step,
                                     "hyperparameters": dict(self.hparams)})

@@ -99,3 +99,8 @@ def test_ddp_on_two_cpu_processes_keeps_the_ranks_weights_equal(store: Path,
         torch.testing.assert_close(ranks[1]["weights"][key], weight, rtol=0, atol=0)
     first, second = (set(map(tuple, rank["chips"])) for rank in ranks)
     assert first and second and not first & second  # each rank trained on its own chips
+    # Rank 0 exports the trained encoder, gathered through the strategy (as FSDP needs).
+    exported = load_pretrained(tmp_path / "export").encoder.state_dict()
+    for key, weight in exported.items():
+        torch.testing.assert_close(weight, ranks[0]["weights"][f"network.encoder.{key}"],
+                                   rtol=0, atol=0)
