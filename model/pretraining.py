@@ -128,9 +128,10 @@ class MsGFMPretraining(LightningModule):
                      mask_ratio=self.hparams["mask_ratio"], aux_weight=self.hparams["aux_weight"])
 
     def on_train_end(self) -> None:
-        """Pictures of the last batch and the export of the encoder, from a whole copy of the
-        trained network on rank 0. Under FSDP each rank holds a shard and gathering them is
-        collective, so every rank asks the strategy for the state dict first."""
+        """Pictures of the last batch (each sensor and each cross pair) and the export of the
+        encoder, from a whole copy of the trained network on rank 0. Under FSDP each rank holds
+        a shard and gathering them is collective, so every rank asks the strategy for the state
+        dict first."""
         state = self.trainer.strategy.lightning_module_state_dict()
         if not self.trainer.is_global_zero:
             return
@@ -140,8 +141,10 @@ class MsGFMPretraining(LightningModule):
         network.eval()
         if self._last_batch is not None:
             with torch.no_grad():
-                self._save_figures(network(self._last_batch, keep=True,
-                                           generator=torch.Generator().manual_seed(0)))
+                for rate in (0.0, 1.0):  # every sensor's own reconstruction, every cross pair
+                    network.cross_sensor_rate = rate
+                    self._save_figures(network(self._last_batch, keep=True,
+                                               generator=torch.Generator().manual_seed(0)))
         export_pretrained(network, self.export_dir, self.sensor_manifests,
                           training={"store": str(self.hparams["store"]),
                                     "steps": self.global_step,

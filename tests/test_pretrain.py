@@ -68,6 +68,9 @@ def test_a_short_run_writes_checkpoint_logs_figures_and_export(store: Path,
     figures = {p.name for p in (tmp_path / "logs" / "figures").iterdir()}
     assert "step0000000_sentinel2_l2a_to_sentinel2_l2a.png" in figures
     assert any(name.endswith("_to_sentinel1_grd.png") for name in figures)
+    pairs = (("dsm", "rgb"), ("sentinel1_grd", "sentinel2_l2a"))  # the end: each sensor and pair
+    assert {name for name in figures if name.startswith("step0000003_")} == \
+        {f"step0000003_{a}_to_{b}.png" for pair in pairs for a in pair for b in pair}
     state = load_checkpoint_state(tmp_path / "checkpoints" / "epoch=0-step=3.ckpt")
     assert state["hyper_parameters"]["store"] == str(store)  # loads with weights_only=True
     encoder = load_pretrained(tmp_path / "export")
