@@ -19,7 +19,7 @@ pytestmark = pytest.mark.xdist_group("dvc")
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("sample", "discover", "fetch", "coregister", "shard", "validate", "pretrain")
 # Stages after pretraining: the benchmark-size downstream sets and the fine-tuning runs (over
-# ten minutes of CPU), checked here by a dry run only.
+# ten minutes of CPU), checked here only as the stages `dvc status` says are left.
 BENCHMARK_STAGES = ("downstream", "evaluate")
 
 
