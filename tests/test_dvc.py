@@ -13,11 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+
+from tests.pinned_environment import drift_from_lock
 
 # One worker runs this module, so its module fixtures are built once.
 pytestmark = pytest.mark.xdist_group("dvc")
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("sample", "discover", "fetch", "coregister", "shard", "validate", "pretrain")
+# The stages that build and validate the store, then pretraining on the validated store.
+STORE_STAGES = ("sample", "discover", "fetch", "coregister", "shard", "validate")
+STAGES = (*STORE_STAGES, "pretrain")
 # Stages after pretraining: the benchmark-size downstream sets and the fine-tuning runs (over
 # ten minutes of CPU), checked here only as the stages `dvc status` says are left.
 BENCHMARK_STAGES = ("downstream", "evaluate")
@@ -48,16 +53,21 @@ def fresh_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reproduced(fresh_repo: Path) -> Path:
-    """The fresh copy after `dvc repro pretrain`: every stage but the downstream benchmarks
-    (every test leaves params.yaml as it found it). Pretraining runs 10 steps instead of the
-    config's minutes: its outputs are what is checked here."""
+def repro_output(fresh_repo: Path) -> str:
+    """What `dvc repro pretrain` printed in the fresh copy. Pretraining runs 10 steps instead
+    of the config's minutes: its outputs are what is checked here."""
     config = fresh_repo / "configs" / "pretrain" / "tiny-sample.yaml"
     text = config.read_text()
     steps = re.search(r"^  max_steps: \d+", text, re.M)
     assert steps is not None
     config.write_text(text.replace(steps.group(0), "  max_steps: 10"))
-    _dvc("repro", "pretrain", cwd=fresh_repo)
+    return _dvc("repro", "pretrain", cwd=fresh_repo)
+
+
+@pytest.fixture(scope="module")
+def reproduced(fresh_repo: Path, repro_output: str) -> Path:
+    """The fresh copy after `dvc repro pretrain`: every stage but the downstream benchmarks
+    (every test leaves params.yaml as it found it)."""
     return fresh_repo
 
 
@@ -83,20 +93,40 @@ def _stages_skipped(output: str) -> list[str]:
     return re.findall(r"^Stage '([^']+)' didn't change, skipping", output, re.M)
 
 
-def test_dvc_repro_builds_the_sample_world(reproduced: Path) -> None:
+def test_dvc_repro_builds_the_sample_world(reproduced: Path, repro_output: str) -> None:
     catalog = reproduced / "data" / "sample" / "catalog.json"
     assert catalog.is_file()
+    # Pretraining reads the validated store: the store is validated before it trains.
+    ran = _stages_run(repro_output)
+    assert sorted(ran) == sorted(STAGES) and ran.index("validate") < ran.index("pretrain")
     lock = (reproduced / "dvc.lock").read_text()
     assert all(f"  {stage}:" in lock for stage in STAGES)
     status = _dvc("status", "--with-deps", "pretrain", cwd=reproduced)
     assert "up to date" in status
-    # Only the benchmark stages are left to run (a dry run cannot say so: it would need the
-    # downstream sets on disk to hash them for evaluate).
+    # Every stage it ran is up to date, whatever versions built it; only the benchmark stages
+    # are left to run (a dry run cannot say so: it would need the downstream sets on disk to
+    # hash them for evaluate).
     assert set(json.loads(_dvc("status", "--json", cwd=reproduced))) == set(BENCHMARK_STAGES)
     with _edited_params(reproduced, "seed: 0", "seed: 1"):
         status = json.loads(_dvc("status", "--with-deps", "--json", "pretrain", cwd=reproduced))
         # (the command interpolates the seed, so it changed too)
         assert {"changed deps": {"params.yaml": {"sample.seed": "modified"}}} in status["sample"]
+
+
+def test_the_committed_lock_is_reproduced_under_the_pinned_environment(
+        reproduced: Path) -> None:
+    """Under requirements.lock's versions, the store stages give byte for byte what the
+    committed dvc.lock records (elsewhere other library versions may write other bytes)."""
+    drift = drift_from_lock()
+    if drift:
+        pytest.skip(f"not the pinned environment ({len(drift)} packages differ from "
+                    f"requirements.lock, e.g. {drift[0]})")
+    committed = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
+    rebuilt = yaml.safe_load((reproduced / "dvc.lock").read_text())["stages"]
+    for stage in STORE_STAGES:
+        assert rebuilt[stage] == committed[stage], (
+            f"stage {stage} gave other bytes than the committed dvc.lock records: regenerate "
+            "dvc.lock under requirements.lock (README, 'Reproducing the committed results')")
 
 
 def test_a_shard_parameter_reruns_only_shard_and_validate(reproduced: Path) -> None:
