@@ -37,10 +37,9 @@ from pystac_client import Client
 from pystac_client.item_search import ItemSearch
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.items import write_items
+from pipeline.items import CATALOG_ROOT, write_items
 from pipeline.params import PipelineParams
 
-CATALOG_ROOT = "msgfm:catalog_root"
 CATALOG_HREF = "msgfm:catalog_href"
 _OPEN_END = ("", "..")
 

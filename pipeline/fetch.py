@@ -35,9 +35,9 @@ import obstore
 from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
 from obstore.store import ObjectStore, from_url
 
-from pipeline.discover import CATALOG_HREF, CATALOG_ROOT
+from pipeline.discover import CATALOG_HREF
 from pipeline.failures import Failure
-from pipeline.items import read_items, write_items
+from pipeline.items import CATALOG_ROOT, read_items, write_items
 from pipeline.params import PipelineParams
 
 if TYPE_CHECKING:

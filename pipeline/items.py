@@ -15,11 +15,17 @@ Written and read with the stac-geoparquet package (its Arrow API), so the file i
   ``properties.datetime``. An explicit null elsewhere (e.g. an asset's ``proj:code: null``)
   therefore reads back as absent. Timestamps read back in pystac's canonical form
   (``2017-06-13T10:10:31Z``; fractional seconds only where they are non-zero).
+* Local paths inside the working directory (the project root, where DVC runs the stages) are
+  written relative to it and read back absolute: in link and asset hrefs and in
+  ``msgfm:catalog_root``. A table, and every file derived from it, is then the same wherever
+  the project lies, so a clone elsewhere reproduces the committed ``dvc.lock``. Paths outside
+  it and URLs are kept as they are.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,7 @@ import shapely
 import stac_geoparquet.arrow as stac_arrow
 from pystac.utils import datetime_to_str, str_to_datetime
 
+CATALOG_ROOT = "msgfm:catalog_root"  # item property: the folder or URL of the item's catalog
 _PLACEHOLDER_GEOMETRY: dict[str, Any] = {"type": "Point", "coordinates": [0.0, 0.0]}
 _PLACEHOLDER_BBOX = [0.0, 0.0, 0.0, 0.0]
 _REQUIRED_NULL_PROPERTIES = ("datetime",)
@@ -53,7 +60,7 @@ def write_items(path: Path, items: list[dict[str, Any]]) -> Path:
             (e.g. a field that is a number in one item and a string in another).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = _items_table(items, path)
+    table = _items_table([_with_hrefs(item, portable_href) for item in items], path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         stac_arrow.to_parquet(table, tmp)
@@ -91,8 +98,40 @@ def read_items(path: Path) -> list[dict[str, Any]]:
         for key in timestamps:
             if properties.get(key) is not None:
                 properties[key] = datetime_to_str(str_to_datetime(properties[key]))
-        items.append(item)
+        items.append(_with_hrefs(item, _absolute_href))
     return items
+
+
+def portable_href(href: str) -> str:
+    """``href`` relative to the working directory when it is a local absolute path inside it
+    (POSIX separators); any other href as it is."""
+    if "://" in href or not os.path.isabs(href):
+        return href
+    relative = os.path.relpath(href)
+    return href if relative.startswith("..") else Path(relative).as_posix()
+
+
+def _absolute_href(href: str) -> str:
+    """The inverse of :func:`portable_href`: a relative local path made absolute."""
+    return href if "://" in href or os.path.isabs(href) else os.path.abspath(href)
+
+
+def _with_hrefs(item: dict[str, Any], convert: Callable[[str], str]) -> dict[str, Any]:
+    """``item`` with ``convert`` applied to its link and asset hrefs and its catalog root."""
+    def converted(entry: Any) -> Any:
+        if isinstance(entry, dict) and isinstance(entry.get("href"), str):
+            return {**entry, "href": convert(entry["href"])}
+        return entry
+
+    item = dict(item)
+    if isinstance(item.get("links"), list):
+        item["links"] = [converted(link) for link in item["links"]]
+    if isinstance(item.get("assets"), dict):
+        item["assets"] = {key: converted(asset) for key, asset in item["assets"].items()}
+    properties = item.get("properties")
+    if isinstance(properties, dict) and isinstance(properties.get(CATALOG_ROOT), str):
+        item["properties"] = {**properties, CATALOG_ROOT: convert(properties[CATALOG_ROOT])}
+    return item
 
 
 def _items_table(items: list[dict[str, Any]], path: Path) -> pa.Table:

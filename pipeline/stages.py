@@ -28,7 +28,7 @@ from pipeline.failures import (
     write_failures,
 )
 from pipeline.fetch import fetch
-from pipeline.items import read_items, write_items
+from pipeline.items import portable_href, read_items, write_items
 from pipeline.params import PipelineParams
 from pipeline.shard import plan_store, write_store
 
@@ -49,7 +49,9 @@ def chip_file(params: PipelineParams, item: dict) -> Path:
     """
     depends_on = {
         "coregister": asdict(params.coregister), "pictures": asdict(params.pictures),
-        "assets": {key: [asset["href"], asset.get("file:checksum"), asset.get("file:size")]
+        # (paths as the items table keeps them, so the name is the same wherever the project is)
+        "assets": {key: [portable_href(asset["href"]), asset.get("file:checksum"),
+                         asset.get("file:size")]
                    for key, asset in sorted(item["assets"].items())},
     }
     digest = hashlib.sha256(json.dumps(depends_on, sort_keys=True, default=str).encode())

@@ -14,6 +14,7 @@ import pytest
 from pipeline.discover import CATALOG_HREF, CATALOG_ROOT, discover, discover_to_table
 from pipeline.items import read_items, write_items
 from pipeline.params import PipelineParams
+from pipeline.stages import chip_file
 from tests.small_catalog import file_asset, stac_item, write_catalog
 from tests.stac_server import stac_api
 
@@ -238,6 +239,35 @@ def test_table_keeps_null_geometry_as_a_real_null(tmp_path: Path) -> None:
     assert table.column("geometry").to_pylist()[1] is not None
     assert b"geo" in table.schema.metadata and b"stac-geoparquet" in table.schema.metadata
     assert sorted(p.name for p in path.parent.iterdir()) == ["items.parquet"]  # no temp left
+
+
+def test_table_keeps_paths_inside_the_project_relative_so_it_moves_with_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    outside = tmp_path / "elsewhere.bin"
+    outside.write_bytes(b"far")
+    tables, chip_names = {}, set()
+    for name in ("here", "moved"):
+        project = tmp_path / name
+        data = project / "data" / "a.bin"
+        data.parent.mkdir(parents=True)
+        data.write_bytes(b"abc")
+        item = stac_item("x", {"image": file_asset(data), "far": file_asset(outside),
+                               "remote": {"href": "https://example.com/b.tif"}},
+                         bbox=[1.0, 2.0, 3.0, 4.0])
+        item["links"] = [{"rel": "self", "href": str(project / "data" / "x.json")}]
+        item["properties"][CATALOG_ROOT] = str(project / "data")
+        item = {**item, "collection": "c"}
+        monkeypatch.chdir(project)
+        path = write_items(project / "items.parquet", [item])
+        row = pq.read_table(path).to_pylist()[0]
+        assert {key: asset["href"] for key, asset in row["assets"].items() if asset} == {
+            "image": "data/a.bin", "far": str(outside), "remote": "https://example.com/b.tif"}
+        assert row["links"][0]["href"] == "data/x.json" and row[CATALOG_ROOT] == "data"
+        assert read_items(path) == [item]  # absolute again, in the project it is read in
+        tables[name] = path.read_bytes()
+        chip_names.add(chip_file(PipelineParams(), read_items(path)[0]).name)
+    assert tables["here"] == tables["moved"]
+    assert len(chip_names) == 1
 
 
 def test_table_of_unlocated_items_only(sample_world: Path, tmp_path: Path) -> None:
