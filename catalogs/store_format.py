@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -320,6 +321,33 @@ def read_manifest(path: Path | str) -> StoreManifest:
     return StoreManifest(format_version=root.attrs["format_version"],
                          chips_per_shard=root.attrs["chips_per_shard"],
                          pair_count=root.attrs["pair_count"], sensors=sensors)
+
+
+def acquisition_range(path: Path | str, sensors: Iterable[str]) -> tuple[str, str] | None:
+    """The first and last known acquisition times of the chips of ``sensors`` in a store, in
+    UTC ISO 8601 (``2017-06-13T10:10:31Z``); None when no chip has one (pictures only).
+
+    Raises:
+        StoreFormatError: as :func:`open_store`.
+        KeyError: naming a sensor the store does not hold.
+    """
+    root = open_store(path)
+    names = list(sensors)
+    missing = [name for name in names if name not in root.attrs["sensors"]]
+    if missing:
+        raise KeyError(f"{path}: no sensor(s) {missing}; it holds {root.attrs['sensors']}")
+    times = np.concatenate([np.asarray(root[name][DATETIME][:], dtype=np.int64)
+                            for name in names] or [np.empty(0, np.int64)])
+    times = times[times != NAT]
+    if not times.size:
+        return None
+    first, last = (decode_datetimes(np.array([v])).item() for v in (times.min(), times.max()))
+    return (_iso_utc(first), _iso_utc(last))
+
+
+def _iso_utc(moment: datetime) -> str:
+    """A naive UTC time as ISO 8601 with ``Z`` (microseconds only where non-zero)."""
+    return moment.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
 
 
 def _sensor_manifest(name: str, group: zarr.Group) -> SensorManifest:

@@ -18,7 +18,6 @@ import pickle
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, fields
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +49,10 @@ ITEM_ID = "msgfm-encoder"
 TASKS = ("scene-classification", "semantic-segmentation", "super-resolution", "generative")
 DIM_ORDER = ("batch", "channel", "height", "width")
 GLOBAL_BBOX = (-180.0, -90.0, 180.0, 90.0)
+# The card's start/end_datetime say when the pretraining data was acquired (as MLM's best
+# practices advise, with "the world" as bbox); without any known acquisition time, MLM's generic
+# context for a model of any period, closed at the far end because a STAC Item needs both ends.
+ANY_TIME = ("1900-01-01T00:00:00Z", "9999-12-31T23:59:59Z")
 _SHOWN_KEYS = 8  # keys listed in an architecture-mismatch error before "... (N in all)"
 
 
@@ -105,7 +108,8 @@ class PretrainedEncoder(nn.Module):
 
 
 def export_pretrained(model: MsGFM, out_dir: Path | str, sensors: Mapping[str, SensorManifest],
-                      training: Mapping[str, Any] | None = None) -> Path:
+                      training: Mapping[str, Any] | None = None,
+                      acquired: tuple[str, str] | None = None) -> Path:
     """Write a model's encoder and patch embeddings with their model card.
 
     Args:
@@ -116,6 +120,10 @@ def export_pretrained(model: MsGFM, out_dir: Path | str, sensors: Mapping[str, S
             and the statistics of the normalisation; one for each sensor of ``model``.
         training: how the model was trained (store path, steps, ...), recorded as
             ``msgfm:training``; JSON-serialisable, paths written as strings.
+        acquired: first and last acquisition times of the pretraining chips (ISO 8601,
+            :func:`catalogs.store_format.acquisition_range`), the card's time range; None when
+            unknown. The card holds no time of its own making, so the same training writes
+            the same bytes.
 
     Returns:
         The model card's path.
@@ -130,7 +138,7 @@ def export_pretrained(model: MsGFM, out_dir: Path | str, sensors: Mapping[str, S
     _check_manifests(embeddings, sensors)
     tensors = exported_tensors(model)
     card = model_card(model.encoder.config, {name: sensors[name] for name in embeddings},
-                      sum(t.numel() for t in tensors.values()), training)
+                      sum(t.numel() for t in tensors.values()), training, acquired)
     text = json.dumps(card, indent=2, allow_nan=False, default=str) + "\n"
     _write_atomically(out_dir / WEIGHTS_FILE, lambda path: save_file(
         tensors, str(path), metadata={"format": "pt"}))
@@ -148,8 +156,8 @@ def exported_tensors(model: MsGFM) -> dict[str, Tensor]:
 
 
 def model_card(config: EncoderConfig, sensors: Mapping[str, SensorManifest],
-               total_parameters: int, training: Mapping[str, Any] | None = None
-               ) -> dict[str, Any]:
+               total_parameters: int, training: Mapping[str, Any] | None = None,
+               acquired: tuple[str, str] | None = None) -> dict[str, Any]:
     """The STAC MLM Item describing an exported encoder.
 
     Args:
@@ -157,13 +165,16 @@ def model_card(config: EncoderConfig, sensors: Mapping[str, SensorManifest],
         sensors: the manifests of the model's sensors, in the model's order.
         total_parameters: the exported tensors' element count.
         training: ``msgfm:training`` metadata, if any.
+        acquired: when the pretraining data was acquired (first, last), or None: any time.
 
     Returns:
         The Item as a JSON-ready dict.
     """
     bands = _stac_bands(sensors.values())
     properties: dict[str, Any] = {
-        "datetime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "datetime": None,
+        "start_datetime": (acquired or ANY_TIME)[0],
+        "end_datetime": (acquired or ANY_TIME)[1],
         "description": (f"{MODEL_NAME} encoder pretrained on GeoPile-2: a patch embedding per "
                         "sensor and the shared Swin encoder (the SimMIM decoders are not "
                         "included)."),

@@ -13,7 +13,7 @@ import torch
 from lightning import LightningModule
 from torch.optim.lr_scheduler import LambdaLR
 
-from catalogs.store_format import read_manifest
+from catalogs.store_format import acquisition_range, read_manifest
 from model.datasets.batching import step_seed
 from model.export import export_pretrained
 from model.figures import save_reconstruction_figures
@@ -146,6 +146,8 @@ class MsGFMPretraining(LightningModule):
                     self._save_figures(network(self._last_batch, keep=True,
                                                generator=torch.Generator().manual_seed(0)))
         export_pretrained(network, self.export_dir, self.sensor_manifests,
+                          acquired=acquisition_range(self.hparams["store"],
+                                                     self.sensor_manifests),
                           training={"store": str(self.hparams["store"]),
                                     "steps": self.global_step,
                                     "hyperparameters": dict(self.hparams)})

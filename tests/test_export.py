@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from catalogs.store_format import SensorManifest, read_manifest
 from model import load_pretrained
 from model.datasets.transforms import band_moments
 from model.export import (
+    ANY_TIME,
     CARD_FILE,
     MLM_SCHEMA,
     WEIGHTS_FILE,
@@ -78,6 +80,24 @@ def test_the_reloaded_encoder_gives_the_same_features(export: Path, model: MsGFM
             expected = model.features(name, image)
             torch.testing.assert_close(encoder(name, image), expected, rtol=0, atol=0)
         assert expected.shape == (2, model.encoder.config.out_channels, 2, 2)
+
+
+def test_the_card_dates_the_data_not_the_export_so_an_export_is_reproducible(
+        export: Path, model: MsGFM, sensors: dict[str, SensorManifest], tmp_path: Path) -> None:
+    card = json.loads((export / CARD_FILE).read_text())["properties"]
+    assert (card["datetime"], card["start_datetime"], card["end_datetime"]) == (None, *ANY_TIME)
+    acquired = ("2017-06-01T10:30:00Z", "2018-05-07T10:00:00Z")
+    written = []
+    for attempt in range(2):
+        if attempt:
+            time.sleep(1.1)  # a card stamped with the clock would differ now
+        out = tmp_path / f"export{attempt}"
+        export_pretrained(model, out, sensors, training=TRAINING, acquired=acquired)
+        written.append({name: (out / name).read_bytes() for name in (CARD_FILE, WEIGHTS_FILE)})
+    assert written[0] == written[1]
+    card = json.loads(written[0][CARD_FILE])
+    assert validate_core(card) == []
+    assert (card["properties"]["start_datetime"], card["properties"]["end_datetime"]) == acquired
 
 
 def test_the_card_is_stac_and_lists_every_sensor_with_its_normalisation(

@@ -116,3 +116,29 @@ def test_open_store_checks_what_it_opens(tmp_path: Path, tiny_store: Path) -> No
         zarr.consolidate_metadata(tmp_path / name)
         with pytest.raises(fmt.StoreFormatError, match=reason):
             fmt.open_store(tmp_path / name)
+
+
+def test_acquisition_range_spans_the_known_times_of_the_chosen_sensors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    chips = []
+    for name, times in [("a", {"dsm": "2018-05-07T10:00:00.250Z", "rgb": "2018-05-06T09:00:00Z"}),
+                        ("b", {"dsm": "2019-01-02T03:04:05+01:00", "rgb": None}),
+                        ("c", {"dsm": None, "rgb": None})]:
+        location = LocationChips(
+            "mdas", name, {"dsm": rng.normal(size=(1, 1, 4, 4)).astype(np.float32),
+                           "rgb": rng.integers(0, 256, (1, 3, 4, 4), np.uint8)},
+            "EPSG:32632", np.zeros((1, 6)), np.zeros((1, 4)), times)
+        chips.append(location.save(tmp_path / f"{name}.npz"))
+    store = write_store(plan_store(chips, chips_per_shard=2), tmp_path / "geopile2.zarr")
+    assert fmt.acquisition_range(store, ["dsm", "rgb"]) == ("2018-05-06T09:00:00Z",
+                                                            "2019-01-02T02:04:05Z")
+    assert fmt.acquisition_range(store, ["dsm"]) == ("2018-05-07T10:00:00.250000Z",
+                                                     "2019-01-02T02:04:05Z")
+    assert fmt.acquisition_range(store, ["rgb"]) == ("2018-05-06T09:00:00Z",
+                                                     "2018-05-06T09:00:00Z")
+
+
+def test_acquisition_range_of_pictures_alone_is_unknown(tiny_store: Path) -> None:
+    assert fmt.acquisition_range(tiny_store, ["dsm", "rgb"]) is None
+    with pytest.raises(KeyError, match=r"no sensor\(s\) \['s2'\]; it holds \['dsm', 'rgb'\]"):
+        fmt.acquisition_range(tiny_store, ["s2"])
