@@ -85,10 +85,17 @@ def read_items(path: Path) -> list[dict[str, Any]]:
     table = _fill_nulls(table, "geometry", unlocated, placeholder)
     table = _fill_nulls(table, "bbox", unlocated,
                         dict(zip(("xmin", "ymin", "xmax", "ymax"), _PLACEHOLDER_BBOX, strict=True)))
+    # stac-geoparquet moves its timestamp columns last in the order of a Python set, which
+    # changes with the process's hash seed; properties take the table's own column order back,
+    # so a table written from these items has the same bytes in every process.
+    column_order = {name: index for index, name in enumerate(table.schema.names)}
+    unknown = len(column_order)
     items = []
     for item, is_unlocated in zip(stac_arrow.stac_table_to_items(table), unlocated.to_pylist(),
                                   strict=True):
         item = _without_nulls(item)
+        item["properties"] = dict(sorted(item.get("properties", {}).items(),
+                                         key=lambda entry: column_order.get(entry[0], unknown)))
         if is_unlocated:
             item["geometry"] = None
             item.pop("bbox", None)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,6 +271,26 @@ def test_table_keeps_paths_inside_the_project_relative_so_it_moves_with_it(
         chip_names.add(chip_file(PipelineParams(), read_items(path)[0]).name)
     assert tables["here"] == tables["moved"]
     assert len(chip_names) == 1
+
+
+def test_a_table_rewritten_from_its_items_has_the_same_bytes_in_every_process(
+        tmp_path: Path) -> None:
+    data = tmp_path / "a.bin"
+    data.write_bytes(b"abc")
+    item = stac_item("x", {"image": file_asset(data)}, bbox=[1.0, 2.0, 3.0, 4.0])
+    item["properties"].update(start_datetime="2017-01-01T00:00:00Z",
+                              end_datetime="2017-12-31T23:59:59Z", created="2018-01-01T00:00:00Z")
+    first = write_items(tmp_path / "first.parquet", [{**item, "collection": "c"}])
+    rewrite = ("import sys; from pathlib import Path; from pipeline.items import read_items, "
+               "write_items; write_items(Path(sys.argv[2]), read_items(Path(sys.argv[1])))")
+    written = set()
+    for seed in ("1", "2", "3", "4"):  # hash seeds that order Python's string sets differently
+        out = tmp_path / f"seed{seed}.parquet"
+        subprocess.run([sys.executable, "-c", rewrite, str(first), str(out)], check=True,
+                       cwd=Path(__file__).resolve().parents[1],
+                       env={**os.environ, "PYTHONHASHSEED": seed})
+        written.add(out.read_bytes())
+    assert len(written) == 1
 
 
 def test_table_of_unlocated_items_only(sample_world: Path, tmp_path: Path) -> None:
