@@ -3,6 +3,7 @@ changed parameter re-runs only the stages that use it."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import re
@@ -26,6 +27,8 @@ STAGES = (*STORE_STAGES, "pretrain")
 # Stages after pretraining: the benchmark-size downstream sets and the fine-tuning runs (over
 # ten minutes of CPU), checked here only as the stages `dvc status` says are left.
 BENCHMARK_STAGES = ("downstream", "evaluate")
+PROJECT_PACKAGES = ("catalogs", "pipeline", "model")
+SIBLING_DATA = re.compile(r'Path\(__file__\)\.with_name\("([^"]+)"\)')  # a module's data file
 
 
 def _run(*args: str, cwd: Path) -> str:
@@ -84,6 +87,47 @@ def _edited_params(repo: Path, old: str, new: str) -> Iterator[None]:
         params.write_text(text)
 
 
+def _module_file(name: str) -> Path | None:
+    """The file of a project module (``pipeline.items`` -> pipeline/items.py), or None."""
+    base = REPO.joinpath(*name.split("."))
+    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()), None)
+
+
+def _project_imports(path: Path) -> set[str]:
+    """The project modules ``path`` imports anywhere in its code, with their packages."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+    found = set()
+    for name in names:
+        if name.split(".")[0] in PROJECT_PACKAGES:
+            parts = name.split(".")
+            found |= {".".join(parts[:n]) for n in range(1, len(parts) + 1)
+                      if _module_file(".".join(parts[:n]))}
+    return found
+
+
+def _code_of(module: str, unexpanded: frozenset[str] = frozenset()) -> set[str]:
+    """The files (relative to the repository) of ``module``, of what it imports, transitively,
+    and of the data files those read; modules in ``unexpanded`` count without their imports."""
+    parts = module.split(".")
+    seen, todo = set(), [".".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            if name not in unexpanded:
+                todo += _project_imports(_module_file(name))
+    paths = {_module_file(name) for name in seen}
+    paths |= {path.with_name(data) for path in set(paths)
+              for data in SIBLING_DATA.findall(path.read_text())}
+    files = {path.relative_to(REPO).as_posix() for path in paths}
+    return {f for f in files if not (f.endswith("__init__.py") and not (REPO / f).stat().st_size)}
+
+
 def _stages_run(output: str) -> list[str]:
     """The stages a `dvc repro` output says it ran (or, with --dry, would run), in order."""
     return re.findall(r"^Running stage '([^']+)'", output, re.M)
@@ -114,6 +158,25 @@ def test_dvc_repro_builds_the_sample_world(reproduced: Path, repro_output: str) 
         status = json.loads(_dvc("status", "--with-deps", "--json", "pretrain", cwd=reproduced))
         # (the command interpolates the seed, so it changed too)
         assert {"changed deps": {"params.yaml": {"sample.seed": "modified"}}} in status["sample"]
+
+
+def test_every_stage_depends_on_the_code_it_runs() -> None:
+    """A stage's deps cover its entry module and everything that imports, so a changed module
+    re-runs every stage it can change (the stage driver, pipeline/stages.py, counts as a file:
+    it imports every stage)."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        command = re.match(r"python -m ([\w.]+)(?: (\w+))?", stage["cmd"])
+        assert command is not None, f"stage {name}: not a python -m command: {stage['cmd']}"
+        module, subcommand = command.groups()
+        if module == "pipeline":
+            code = _code_of(f"pipeline.{subcommand}", frozenset({"pipeline.stages"}))
+            code.add("pipeline/stages.py")
+        else:
+            code = _code_of(f"{module}.__main__" if _module_file(f"{module}.__main__") else module)
+        deps = [dep if isinstance(dep, str) else next(iter(dep)) for dep in stage["deps"]]
+        missing = sorted(f for f in code if not any(f == d or f.startswith(f"{d}/") for d in deps))
+        assert missing == [], f"stage {name} runs code it does not depend on: {missing}"
 
 
 def test_the_committed_lock_is_reproduced_under_the_pinned_environment(
