@@ -341,7 +341,7 @@ def acquisition_range(path: Path | str, sensors: Iterable[str]) -> tuple[str, st
     times = times[times != NAT]
     if not times.size:
         return None
-    first, last = (decode_datetimes(np.array([v])).item() for v in (times.min(), times.max()))
+    first, last = decode_datetimes(np.array([times.min(), times.max()])).tolist()
     return (_iso_utc(first), _iso_utc(last))
 
 

@@ -171,10 +171,11 @@ def model_card(config: EncoderConfig, sensors: Mapping[str, SensorManifest],
         The Item as a JSON-ready dict.
     """
     bands = _stac_bands(sensors.values())
+    start, end = acquired or ANY_TIME
     properties: dict[str, Any] = {
         "datetime": None,
-        "start_datetime": (acquired or ANY_TIME)[0],
-        "end_datetime": (acquired or ANY_TIME)[1],
+        "start_datetime": start,
+        "end_datetime": end,
         "description": (f"{MODEL_NAME} encoder pretrained on GeoPile-2: a patch embedding per "
                         "sensor and the shared Swin encoder (the SimMIM decoders are not "
                         "included)."),

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 import stac_geoparquet.arrow as stac_arrow
-from pystac.utils import datetime_to_str, str_to_datetime
+from pystac.utils import datetime_to_str, make_absolute_href, str_to_datetime
 
 CATALOG_ROOT = "msgfm:catalog_root"  # item property: the folder or URL of the item's catalog
 _PLACEHOLDER_GEOMETRY: dict[str, Any] = {"type": "Point", "coordinates": [0.0, 0.0]}
@@ -88,39 +88,32 @@ def read_items(path: Path) -> list[dict[str, Any]]:
     # stac-geoparquet moves its timestamp columns last in the order of a Python set, which
     # changes with the process's hash seed; properties take the table's own column order back,
     # so a table written from these items has the same bytes in every process.
-    column_order = {name: index for index, name in enumerate(table.schema.names)}
-    unknown = len(column_order)
+    position = {name: index for index, name in enumerate(table.schema.names)}
     items = []
     for item, is_unlocated in zip(stac_arrow.stac_table_to_items(table), unlocated.to_pylist(),
                                   strict=True):
         item = _without_nulls(item)
-        item["properties"] = dict(sorted(item.get("properties", {}).items(),
-                                         key=lambda entry: column_order.get(entry[0], unknown)))
         if is_unlocated:
             item["geometry"] = None
             item.pop("bbox", None)
-        properties = item.setdefault("properties", {})
+        properties = item["properties"] = dict(sorted(
+            item.get("properties", {}).items(), key=lambda kv: position.get(kv[0], len(position))))
         for key in _REQUIRED_NULL_PROPERTIES:
             properties.setdefault(key, None)
         for key in timestamps:
             if properties.get(key) is not None:
                 properties[key] = datetime_to_str(str_to_datetime(properties[key]))
-        items.append(_with_hrefs(item, _absolute_href))
+        items.append(_with_hrefs(item, make_absolute_href))  # relative paths against the cwd
     return items
 
 
 def portable_href(href: str) -> str:
     """``href`` relative to the working directory when it is a local absolute path inside it
-    (POSIX separators); any other href as it is."""
+    (POSIX separators); any other href as it is. pystac's ``make_absolute_href`` undoes it."""
     if "://" in href or not os.path.isabs(href):
         return href
     relative = os.path.relpath(href)
     return href if relative.startswith("..") else Path(relative).as_posix()
-
-
-def _absolute_href(href: str) -> str:
-    """The inverse of :func:`portable_href`: a relative local path made absolute."""
-    return href if "://" in href or os.path.isabs(href) else os.path.abspath(href)
 
 
 def _with_hrefs(item: dict[str, Any], convert: Callable[[str], str]) -> dict[str, Any]:
