@@ -18,6 +18,7 @@ ResamplingDomain = Literal["as_stored", "linear_power"]
 _KINDS = ("optical", "sar", "elevation", "mask")
 _DOMAINS = ("as_stored", "linear_power")
 _METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
+_PUBLISHED_VALUES = ("as_stored", "linear_power")
 
 
 class RegistryError(ValueError):
@@ -63,6 +64,58 @@ class Resampling:
     domain: ResamplingDomain = "as_stored"
 
 
+def stac_term(value: str) -> str:
+    """A STAC vocabulary term as rules compare it: lower case, spaces and underscores as
+    hyphens (publishers write "Sentinel 2", "sentinel-2" and "SENTINEL-1A")."""
+    return str(value).strip().lower().replace(" ", "-").replace("_", "-")
+
+
+@dataclass(frozen=True)
+class MatchRule:
+    """When a STAC item holds this sensor: every field given must match (see sensors.yaml).
+
+    ``values`` says how the publisher encodes pixels where it differs from the registry's
+    storage: ``linear_power`` for SAR backscatter published in linear power.
+    """
+
+    collections: tuple[str, ...] = ()
+    constellation: tuple[str, ...] = ()
+    platform: tuple[str, ...] = ()
+    instruments: tuple[str, ...] = ()
+    processing_level: tuple[str, ...] = ()
+    values: str = "as_stored"
+
+    def matches(self, item: dict[str, Any]) -> bool:
+        """Whether ``item`` (a STAC item dict) satisfies every field of this rule."""
+        properties = item.get("properties") or {}
+        found = {
+            "collections": [item.get("collection")],
+            "constellation": [properties.get("constellation")],
+            "platform": [properties.get("platform")],
+            "instruments": properties.get("instruments") or [],
+            "processing_level": [properties.get("processing:level"),
+                                 properties.get("s2:product_type")],
+        }
+        given = {name: getattr(self, name) for name in found if getattr(self, name)}
+        return bool(given) and all(
+            {stac_term(v) for v in wanted} & {stac_term(v) for v in found[name] if v}
+            for name, wanted in given.items())
+
+
+def _parse_rule(entry: dict[str, Any]) -> MatchRule:
+    fields = {key: tuple(value) if isinstance(value, list) else value
+              for key, value in entry.items()}
+    for key, value in fields.items():
+        if key != "values" and not (isinstance(value, tuple) and value):
+            raise RegistryError(f"stac rule field {key!r} must be a non-empty list")
+    rule = MatchRule(**fields)
+    if rule.values not in _PUBLISHED_VALUES:
+        raise RegistryError(f"stac rule values {rule.values!r} not in {_PUBLISHED_VALUES}")
+    if rule == MatchRule(values=rule.values):
+        raise RegistryError("a stac rule needs at least one field to match")
+    return rule
+
+
 @dataclass(frozen=True)
 class Sensor:
     """One sensor of the registry: what its files hold and how to read and resample them."""
@@ -82,6 +135,7 @@ class Sensor:
     platform: tuple[str, ...] = ()
     instrument: str | None = None
     sar: dict[str, Any] | None = None
+    stac_rules: tuple[MatchRule, ...] = ()
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -155,6 +209,7 @@ def _parse_sensor(name: str, entry: dict[str, Any]) -> Sensor:
             platform=tuple(entry.get("platform", ())),
             instrument=entry.get("instrument"),
             sar=entry.get("sar"),
+            stac_rules=tuple(_parse_rule(rule) for rule in entry.get("stac", ())),
         )
     except (KeyError, TypeError, RegistryError) as error:
         raise RegistryError(f"sensor {name!r} in the registry is invalid: {error}") from error

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -29,8 +28,15 @@ from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
-from catalogs.sensors import Sensor, registry
-from catalogs.stac import SENSOR_FIELD
+from catalogs.item_assets import (
+    ItemReadError,
+    SensorAsset,
+    iso_datetime,
+    nodata_mask,
+    sensor_assets,
+    to_storage,
+)
+from catalogs.sensors import Sensor
 from pipeline.chips import LocationChips
 from pipeline.failures import ItemError
 from pipeline.params import CoregisterParams, PipelineParams, SourceGrid
@@ -59,22 +65,11 @@ class Grid:
 
 
 @dataclass(frozen=True)
-class RasterAsset:
-    """One raster asset of an item: its file, sensor and the registry bands it holds."""
-
-    key: str
-    path: str
-    sensor: Sensor
-    band_names: tuple[str, ...]
-    datetime: str | None
-
-
-@dataclass(frozen=True)
 class Raster:
     """A raster asset read into memory: (bands, rows, cols) in the sensor's storage dtype, and
     the (rows, cols) mask of its pixels without data."""
 
-    asset: RasterAsset
+    asset: SensorAsset
     data: np.ndarray
     grid: Grid
     invalid: np.ndarray
@@ -120,7 +115,7 @@ def paired_chips(item: dict[str, Any], source_grid: SourceGrid,
     grid = min((r.grid for r in reference_rasters), key=lambda g: g.pixel_area)
     windows = chip_windows(grid.shape, source_grid.chip_px, source_grid.stride_px)
     if not windows:
-        raise ItemError(item["id"], reference_rasters[0].asset.path,
+        raise ItemError(item["id"], reference_rasters[0].asset.href,
                         f"grid of {grid.shape[0]}x{grid.shape[1]} px is smaller than one "
                         f"{source_grid.chip_px} px chip")
     reference, *secondaries = [_scene(item["id"], sensor_rasters, grid)
@@ -140,47 +135,44 @@ def paired_chips(item: dict[str, Any], source_grid: SourceGrid,
                               params.shift_flag_px) for s in secondaries])
 
 
-def _sensor_assets(item: dict[str, Any], reference_key: str) -> dict[str, list[RasterAsset]]:
-    """The item's raster assets by registry sensor, masks left out: the reference asset's
-    sensor first, the others by name; within a sensor, the reference asset first."""
-    assets = {key: _raster_asset(item, key) for key, asset in item["assets"].items()
-              if SENSOR_FIELD in asset}
-    if reference_key not in assets:
-        raise ItemError(item["id"], None, f"no reference asset {reference_key!r}")
-    if assets[reference_key].sensor.kind == "mask":
-        raise ItemError(item["id"], assets[reference_key].path,
-                        f"reference asset {reference_key!r} is a mask")
-    reference = assets[reference_key].sensor.name
-    ordered = sorted(assets.values(), key=lambda a: (a.sensor.name != reference, a.sensor.name,
-                                                      a.key != reference_key))
-    by_sensor: dict[str, list[RasterAsset]] = {}
+def _sensor_assets(item: dict[str, Any], reference: str) -> dict[str, list[SensorAsset]]:
+    """The item's raster assets by registry sensor, masks left out: the reference sensor
+    first (``reference`` names an asset key or a registry sensor), the others by name; within
+    a sensor, the reference asset first."""
+    by_sensor = _item_sensors(item)
+    assets = {asset.key: asset for held in by_sensor.values() for asset in held}
+    if reference in assets:
+        reference_sensor, reference_key = assets[reference].sensor, reference
+    elif reference in by_sensor:
+        reference_sensor, reference_key = by_sensor[reference][0].sensor, None
+    else:
+        raise ItemError(item["id"], None, f"no reference asset {reference!r} (nor a sensor of "
+                                          f"that name: the item holds {sorted(by_sensor)} in "
+                                          f"assets {sorted(assets)})")
+    if reference_sensor.kind == "mask":
+        what = "asset" if reference_key else "sensor"
+        raise ItemError(item["id"], assets[reference].href if reference_key else None,
+                        f"reference {what} {reference!r} is a mask")
+    ordered = sorted(assets.values(), key=lambda a: (a.sensor.name != reference_sensor.name,
+                                                      a.sensor.name, a.key != reference_key))
+    rasters: dict[str, list[SensorAsset]] = {}
     for asset in ordered:
         if asset.sensor.kind != "mask":
-            by_sensor.setdefault(asset.sensor.name, []).append(asset)
-    for name, sensor_assets in by_sensor.items():
-        _check_band_cover(item["id"], name, sensor_assets)
-    return by_sensor
+            rasters.setdefault(asset.sensor.name, []).append(asset)
+    for name, assets_of_sensor in rasters.items():
+        _check_band_cover(item["id"], name, assets_of_sensor)
+    return rasters
 
 
-def _raster_asset(item: dict[str, Any], key: str) -> RasterAsset:
-    """Asset ``key`` of ``item`` with its registry sensor and the registry bands it names."""
-    asset = item["assets"][key]
-    path = asset["href"]
-    sensors = registry()
-    if asset[SENSOR_FIELD] not in sensors:
-        raise ItemError(item["id"], path, f"sensor {asset[SENSOR_FIELD]!r} is not in the registry")
-    sensor = sensors[asset[SENSOR_FIELD]]
-    bands = asset.get("bands")  # a list, or an array where the item came through geoparquet
-    names = tuple(band["name"] for band in bands) if bands is not None else ()
-    names = names or sensor.band_names
-    unknown = [name for name in names if name not in sensor.band_names]
-    if unknown:
-        raise ItemError(item["id"], path,
-                        f"bands {unknown} are not in the registry's {sensor.name}")
-    return RasterAsset(key, path, sensor, names, _iso(asset.get("datetime")))
+def _item_sensors(item: dict[str, Any]) -> dict[str, list[SensorAsset]]:
+    """:func:`catalogs.item_assets.sensor_assets` with its errors as ItemErrors."""
+    try:
+        return sensor_assets(item)
+    except ItemReadError as error:
+        raise ItemError(error.item_id, error.href, error.reason) from error
 
 
-def _check_band_cover(item_id: str, sensor_name: str, assets: list[RasterAsset]) -> None:
+def _check_band_cover(item_id: str, sensor_name: str, assets: list[SensorAsset]) -> None:
     """The assets of one sensor must hold each of its registry bands exactly once."""
     held = sorted(name for asset in assets for name in asset.band_names)
     expected = sorted(assets[0].sensor.band_names)
@@ -189,61 +181,62 @@ def _check_band_cover(item_id: str, sensor_name: str, assets: list[RasterAsset])
                                        f"registry has {expected}")
 
 
-def _read_raster(item_id: str, asset: RasterAsset) -> Raster:
-    """Read a whole raster, checking it against the registry.
+def _read_raster(item_id: str, asset: SensorAsset) -> Raster:
+    """Read a whole raster, checking it against the registry, in the registry's storage.
 
     Raises:
         ItemError: unreadable (corrupt, truncated, missing) file, no CRS, no geotransform,
-            band count or dtype unlike the registry, or every pixel nodata.
+            band count or dtype unlike the asset and registry, or every pixel nodata.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(asset.path) as src:
+            with rasterio.open(asset.href) as src:
                 _check_header(item_id, asset, src)
-                data = src.read()
+                data = src.read(list(asset.indexes) if asset.indexes else None)
                 grid = Grid(src.crs, src.transform, (src.height, src.width))
     except RasterioError as error:
-        raise ItemError(item_id, asset.path,
+        raise ItemError(item_id, asset.href,
                         f"unreadable GeoTIFF ({error.__cause__ or error})") from error
-    invalid = invalid_pixels(data, asset.sensor)
+    data, invalid = to_storage(data, asset.radiometry, asset.sensor)
     if invalid.all():
-        raise ItemError(item_id, asset.path, "all pixels are nodata")
+        raise ItemError(item_id, asset.href, "all pixels are nodata")
     return Raster(asset, data, grid, invalid)
 
 
-def _check_header(item_id: str, asset: RasterAsset, src: rasterio.DatasetReader) -> None:
+def _check_header(item_id: str, asset: SensorAsset, src: rasterio.DatasetReader) -> None:
     """Georeference, band count and dtype of an open raster against the asset and registry."""
     if src.crs is None:
-        raise ItemError(item_id, asset.path, "no CRS")
+        raise ItemError(item_id, asset.href, "no CRS")
     if src.transform == Affine.identity():
-        raise ItemError(item_id, asset.path, "no geotransform")
+        raise ItemError(item_id, asset.href, "no geotransform")
     _check_layout(item_id, asset, src.count, np.dtype(src.dtypes[0]))
 
 
-def _check_layout(item_id: str, asset: RasterAsset, count: int, dtype: np.dtype) -> None:
+def _check_layout(item_id: str, asset: SensorAsset, count: int, dtype: np.dtype) -> None:
     """A file's band count must be the number of bands its asset names (all of the sensor's
-    registry bands when it names none), its dtype the sensor's storage dtype."""
+    registry bands when it names none) or hold the bands it reads; a file already in the
+    registry's storage must have a dtype that converts to it without loss."""
     sensor = asset.sensor
-    if count != len(asset.band_names):
+    if asset.indexes is not None:
+        if max(asset.indexes) > count:
+            raise ItemError(item_id, asset.href, f"{count} bands, the asset reads bands "
+                                                 f"{list(asset.indexes)}")
+    elif count != len(asset.band_names):
         expected = (f"the registry's {sensor.name} has {sensor.num_bands}"
                     if asset.band_names == sensor.band_names
                     else f"the asset names {len(asset.band_names)} of the registry's "
                          f"{sensor.name}")
-        raise ItemError(item_id, asset.path, f"{count} bands, {expected}")
-    if dtype != np.dtype(sensor.dtype):
-        raise ItemError(item_id, asset.path,
+        raise ItemError(item_id, asset.href, f"{count} bands, {expected}")
+    if dtype.kind not in "iuf" or (asset.radiometry is None
+                                   and not np.can_cast(dtype, sensor.dtype, "safe")):
+        raise ItemError(item_id, asset.href,
                         f"dtype {dtype}, the registry's {sensor.name} stores {sensor.dtype}")
 
 
 def invalid_pixels(data: np.ndarray, sensor: Sensor) -> np.ndarray:
     """(rows, cols) mask of pixels where any band is the sensor's nodata value or NaN."""
-    invalid = np.zeros(data.shape[1:], dtype=bool)
-    if sensor.nodata is not None and not math.isnan(sensor.nodata):
-        invalid |= (data == data.dtype.type(sensor.nodata)).any(axis=0)
-    if data.dtype.kind == "f":
-        invalid |= np.isnan(data).any(axis=0)
-    return invalid
+    return nodata_mask(data, sensor.nodata)
 
 
 def _scene(item_id: str, rasters: list[Raster], grid: Grid) -> Scene:
@@ -272,7 +265,7 @@ def _on_grid(item_id: str, raster: Raster, grid: Grid) -> tuple[np.ndarray, np.n
     data, invalid = warp(raster.data, raster.grid, grid, raster.asset.sensor,
                          has_nodata=bool(raster.invalid.any()))
     if invalid.all():
-        raise ItemError(item_id, raster.asset.path, "no data on the reference grid")
+        raise ItemError(item_id, raster.asset.href, "no data on the reference grid")
     return data, invalid
 
 
@@ -409,15 +402,11 @@ def _structure(scene: Scene, window: Window) -> np.ndarray:
     return image
 
 
-def _iso(value: str | datetime | None) -> str | None:
-    """An ISO 8601 string of a STAC datetime field (string or datetime), None if absent."""
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
 def _item_datetime(item: dict[str, Any]) -> str | None:
     """The item's ``datetime``, else its ``start_datetime``, else None."""
     properties = item.get("properties", {})
-    return _iso(properties.get("datetime")) or _iso(properties.get("start_datetime"))
+    return (iso_datetime(properties.get("datetime"))
+            or iso_datetime(properties.get("start_datetime")))
 
 
 def picture_chips(item: dict[str, Any], chip_px: int) -> LocationChips:
@@ -437,18 +426,17 @@ def picture_chips(item: dict[str, Any], chip_px: int) -> LocationChips:
         dropped={NODATA_REASON: 0})
 
 
-def _picture_asset(item: dict[str, Any]) -> RasterAsset:
+def _picture_asset(item: dict[str, Any]) -> SensorAsset:
     """The one picture asset of an unpaired item."""
-    assets = [_raster_asset(item, key) for key, asset in item["assets"].items()
-              if SENSOR_FIELD in asset]
-    pictures = [asset for asset in assets if asset.sensor.kind != "mask"]
+    pictures = [asset for assets in _item_sensors(item).values() for asset in assets
+                if asset.sensor.kind != "mask"]
     if len(pictures) != 1:
         raise ItemError(item["id"], None, f"{len(pictures)} picture assets "
                                           f"{[a.key for a in pictures]}, expected 1")
     return pictures[0]
 
 
-def _read_picture(item_id: str, asset: RasterAsset) -> list[Image.Image]:
+def _read_picture(item_id: str, asset: SensorAsset) -> list[Image.Image]:
     """The bands of a picture file, each a single-band PIL image, checked against the registry.
 
     Raises:
@@ -456,11 +444,11 @@ def _read_picture(item_id: str, asset: RasterAsset) -> list[Image.Image]:
             unlike the registry.
     """
     try:
-        with Image.open(asset.path) as image:
+        with Image.open(asset.href) as image:
             image.load()
             # A palette is an encoding of colours, not a band: decode it.
             bands = list((image.convert("RGB") if image.mode == "P" else image).split())
     except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise ItemError(item_id, asset.path, f"unreadable picture ({error})") from error
+        raise ItemError(item_id, asset.href, f"unreadable picture ({error})") from error
     _check_layout(item_id, asset, len(bands), np.asarray(bands[0]).dtype)
     return bands

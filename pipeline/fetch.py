@@ -1,4 +1,9 @@
-"""Fetch: every asset of the discovered items as a verified local file.
+"""Fetch: the sensor assets of the discovered items as verified local files.
+
+Only the assets that hold registry sensors (:mod:`catalogs.item_assets`) are fetched; the
+others (thumbnails, previews, metadata) are left out of the fetched items, and an item that
+cannot be read as registry sensors (no sensor matches, a SAR scene that is not geocoded) is a
+failure before anything is downloaded.
 
 Local assets (plain paths, ``file://``) are verified where they are and never copied. Remote
 ones (``http(s)://``, ``s3://``, ``gs://``, read with obstore) go into a content-addressed cache:
@@ -35,6 +40,7 @@ import obstore
 from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
 from obstore.store import ObjectStore, from_url
 
+from catalogs.item_assets import ItemReadError, sensor_assets
 from pipeline.discover import CATALOG_HREF
 from pipeline.failures import Failure
 from pipeline.items import CATALOG_ROOT, read_items, write_items
@@ -91,14 +97,20 @@ def fetch(items: list[dict[str, Any]],
         replaced by the absolute local path (a cached asset also gets ``msgfm:source_href``);
         and one ``Failure(stage="fetch", item_id, path=href, reason)`` per failed asset.
     """
-    plans = [{key: _planned(asset, item, params) for key, asset in item.get("assets", {}).items()}
-             for item in items]
+    failures: list[Failure] = []
+    readable = []
+    for item in items:
+        try:
+            readable.append((item, _sensor_asset_keys(item)))
+        except ItemReadError as error:
+            failures.append(Failure(STAGE, error.item_id, error.href, error.reason))
+    plans = [{key: _planned(item["assets"][key], item, params) for key in keys}
+             for item, keys in readable]
     available = _make_available(
         {plan for item_plans in plans for plan in item_plans.values()
          if isinstance(plan, _Source)}, params)
     fetched: list[dict[str, Any]] = []
-    failures: list[Failure] = []
-    for item, item_plans in zip(items, plans, strict=True):
+    for (item, _), item_plans in zip(readable, plans, strict=True):
         outcomes = {key: plan if isinstance(plan, AssetError) else available[plan]
                     for key, plan in item_plans.items()}
         problems = [Failure(STAGE, item["id"], item["assets"][key]["href"], outcome.reason)
@@ -116,6 +128,13 @@ def fetch_table(params: PipelineParams) -> Path:
     return write_items(params.fetched_table, fetched)
 
 
+def _sensor_asset_keys(item: dict[str, Any]) -> list[str]:
+    """The keys of the assets that hold registry sensors (masks included), in item order:
+    the only ones worth fetching (thumbnails, previews and metadata are not)."""
+    held = {asset.key for assets in sensor_assets(item).values() for asset in assets}
+    return [key for key in item.get("assets", {}) if key in held]
+
+
 def _planned(asset: dict[str, Any], item: dict[str, Any],
              params: PipelineParams) -> _Source | AssetError:
     try:
@@ -125,9 +144,12 @@ def _planned(asset: dict[str, Any], item: dict[str, Any],
 
 
 def _localised(item: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``item`` with each asset's href replaced by its local path in ``paths``."""
+    """A copy of ``item`` with the assets in ``paths`` only, each href replaced by its local
+    path."""
     local = copy.deepcopy(item)
-    for key, asset in local.get("assets", {}).items():
+    local["assets"] = {key: asset for key, asset in local.get("assets", {}).items()
+                       if key in paths}
+    for key, asset in local["assets"].items():
         if _scheme(asset["href"]) != "file":
             asset[SOURCE_HREF] = asset["href"]
         asset["href"] = str(paths[key])

@@ -432,7 +432,9 @@ def test_truncated_file_reason_says_what_failed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("change", "path_of", "reason"), [
     (lambda item: item["assets"]["s1"].update({"msgfm:sensor": "sentinel9"}), "s1",
      "sensor 'sentinel9' is not in the registry"),
-    (lambda item: item["assets"].pop("s2"), None, "no reference asset 's2'"),
+    (lambda item: item["assets"].pop("s2"), None,
+     "no reference asset 's2' (nor a sensor of that name: the item holds ['sentinel1_grd'] in "
+     "assets ['s1'])"),
     (lambda item: item["assets"]["s2"].update({"msgfm:sensor": "landcover"}), "s2",
      "reference asset 's2' is a mask"),
     (lambda item: item["assets"]["s1"].update({"bands": [{"name": "HH"}]}), "s1",

@@ -93,7 +93,8 @@ def test_bad_local_files_are_reported_and_the_others_go_on(tmp_path: Path) -> No
 
 def test_asset_without_file_fields_is_accepted_as_it_is(tmp_path: Path) -> None:
     path = _write(tmp_path / "a.bin", 10)
-    fetched, failures = fetch([_item("a", image={"href": str(path)})], _params(tmp_path))
+    asset = {"href": str(path), "msgfm:sensor": "rgb"}  # no file:size, no file:checksum
+    fetched, failures = fetch([_item("a", image=asset)], _params(tmp_path))
     assert failures == [] and fetched[0]["assets"]["image"]["href"] == str(path)
 
 
@@ -101,8 +102,9 @@ def test_md5_multihash_is_verified(tmp_path: Path) -> None:
     path = _write(tmp_path / "a.bin", 10)
     md5 = "d50110" + hashlib.md5(path.read_bytes()).hexdigest()  # code 0xd5 is a 2-byte varint
     wrong = "d50110" + "0" * 32
-    fetched, failures = fetch([_item("a", image={"href": str(path), "file:checksum": md5}),
-                               _item("b", image={"href": str(path), "file:checksum": wrong})],
+    asset = {"href": str(path), "msgfm:sensor": "rgb"}
+    fetched, failures = fetch([_item("a", image={**asset, "file:checksum": md5}),
+                               _item("b", image={**asset, "file:checksum": wrong})],
                               _params(tmp_path))
     assert [i["id"] for i in fetched] == ["a"]
     assert [f.reason for f in failures] == [f"checksum mismatch: expected {wrong}, got {md5}"]
@@ -247,8 +249,8 @@ def test_empty_remote_file(tmp_path: Path, served: FileServer) -> None:
 
 def test_download_without_checksum_is_keyed_by_href(tmp_path: Path, served: FileServer) -> None:
     _write(tmp_path / "remote" / "a.png", 300)
-    fetched, failures = fetch([_item("a", image={"href": served.url("a.png")})],
-                              _params(tmp_path))
+    asset = {"href": served.url("a.png"), "msgfm:sensor": "rgb"}
+    fetched, failures = fetch([_item("a", image=asset)], _params(tmp_path))
     assert failures == []
     entry = Path(fetched[0]["assets"]["image"]["href"])
     assert entry.parent == tmp_path / "cache" / "by-href" and entry.suffix == ".png"
