@@ -19,8 +19,9 @@ the header:
 - ``histogram_keys_i``, ``histogram_counts_i`` (int64) and ``histogram_ends_i`` (int64, C):
   the bands' sparse histograms, one after another;
 
-plus ``header`` (JSON: source, item_id, crs, datetimes, dropped, shifts, and per sensor its
-name, chip shape and dtype), ``transforms`` (K x 6) and ``bounds_lonlat`` (K x 4).
+plus ``header`` (JSON: source, item_id, crs, datetimes, dropped, shifts, item_ids where a
+sensor's chips come from other items, and per sensor its name, chip shape and dtype),
+``transforms`` (K x 6) and ``bounds_lonlat`` (K x 4).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class LocationChips:
         datetimes: sensor -> ISO 8601 acquisition time (or start of the range), None if unknown.
         dropped: reason -> number of chips dropped at this location (e.g. ``nodata``).
         shifts: QA records of residual shift between the reference and each secondary sensor.
+        item_ids: sensor -> the item(s) its chips come from where not ``item_id`` (partners
+            of a pair across collections; a mosaic's ids joined by "+").
     """
 
     source: str
@@ -71,6 +74,7 @@ class LocationChips:
     datetimes: dict[str, str | None] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     shifts: list[dict[str, object]] = field(default_factory=list)
+    item_ids: dict[str, str] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -91,6 +95,8 @@ class LocationChips:
                   "sensors": [{"name": name, "shape": list(chips.shape[1:]),
                                "dtype": chips.dtype.name}
                               for name, chips in self.sensors.items()]}
+        if self.item_ids:
+            header["item_ids"] = self.item_ids
         members: dict[str, np.ndarray] = {}
         with _atomic_file(chunk_file(path)) as chunks:
             for i, (name, chips) in enumerate(self.sensors.items()):
@@ -124,7 +130,8 @@ class LocationChips:
             return cls(source=header["source"], item_id=header["item_id"], sensors=sensors,
                        crs=header["crs"], transforms=data["transforms"],
                        bounds_lonlat=data["bounds_lonlat"], datetimes=header["datetimes"],
-                       dropped=header["dropped"], shifts=header["shifts"])
+                       dropped=header["dropped"], shifts=header["shifts"],
+                       item_ids=header.get("item_ids", {}))
 
 
 def chunk_file(path: Path) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -39,10 +39,12 @@ from catalogs.item_assets import (
 from catalogs.sensors import Sensor
 from pipeline.chips import LocationChips
 from pipeline.failures import ItemError
-from pipeline.params import CoregisterParams, PipelineParams, SourceGrid
+from pipeline.pairing import PAIR
+from pipeline.params import CoregisterParams, PairSource, PipelineParams, SourceGrid
 from pipeline.qa import residual_shift
 
 LONLAT = CRS.from_epsg(4326)
+PARTNER_ITEMS = "msgfm:partner_items"  # a pair's reference item: its partner items (whole)
 NODATA_REASON = "nodata"  # key of LocationChips.dropped for chips with too much nodata
 DB_TO_LN = np.float32(math.log(10.0) / 10.0)  # 10 ** (dB / 10) == exp(dB * DB_TO_LN)
 PICTURE_RESAMPLING = Image.Resampling.LANCZOS
@@ -90,7 +92,8 @@ def coregister_item(item: dict[str, Any], params: PipelineParams) -> LocationChi
 
     Args:
         item: STAC item dict; ``collection`` is the source id, each asset has an absolute
-            local ``href``, its registry sensor under ``msgfm:sensor`` and optional ``bands``.
+            local ``href``. A reference item of a pair across collections (``msgfm:pair``)
+            carries its partner items under :data:`PARTNER_ITEMS`.
         params: pipeline parameters (``coregister`` for paired sources, ``pictures`` else).
 
     Returns:
@@ -99,6 +102,14 @@ def coregister_item(item: dict[str, Any], params: PipelineParams) -> LocationChi
     Raises:
         ItemError: naming the item, the file and the reason, for input that cannot be used.
     """
+    pair_name = (item.get("properties") or {}).get(PAIR)
+    if pair_name is not None:
+        pair = params.coregister.pairs.get(pair_name)
+        if pair is None:
+            raise ItemError(item["id"], None, f"pair {pair_name!r} is not declared in "
+                                              "pipeline.coregister.pairs")
+        return pair_chips(item, item.get(PARTNER_ITEMS) or [], pair_name, pair,
+                          params.coregister)
     source_grid = params.coregister.sources.get(item["collection"])
     if source_grid is None:
         return picture_chips(item, params.pictures.chip_px)
@@ -109,6 +120,47 @@ def paired_chips(item: dict[str, Any], source_grid: SourceGrid,
                  params: CoregisterParams) -> LocationChips:
     """Warp every sensor of ``item`` onto its reference grid and cut chips (see module doc)."""
     by_sensor = _sensor_assets(item, source_grid.reference)
+    return _location_chips(item, by_sensor, source_grid, params, item["collection"], {})
+
+
+def pair_chips(item: dict[str, Any], partners: list[dict[str, Any]], name: str,
+               pair: PairSource, params: CoregisterParams) -> LocationChips:
+    """A reference item and its partner items (pipeline/pairing.py) on the reference item's
+    own grid: the partner items of one collection are mosaicked, the chips carry the
+    partners' ids and acquisition times."""
+    reference = {n: a for n, a in _item_sensors(item).items() if a[0].sensor.kind != "mask"}
+    if not reference:
+        raise ItemError(item["id"], None, "no sensor asset to take the grid from")
+    for sensor_name, assets in reference.items():
+        _check_band_cover(item["id"], sensor_name, assets)
+    by_sensor = dict(reference)
+    partner_ids: dict[str, list[str]] = {}
+    for partner in partners:
+        when = _item_datetime(partner)
+        for sensor_name, assets in _item_sensors(partner).items():
+            if assets[0].sensor.kind == "mask":
+                continue
+            if sensor_name in reference:
+                raise ItemError(item["id"], None, f"partner {partner['id']} holds the "
+                                                  f"reference sensor {sensor_name}")
+            _check_band_cover(partner["id"], sensor_name, assets)
+            by_sensor.setdefault(sensor_name, []).extend(
+                replace(a, datetime=a.datetime or when) for a in assets)
+            partner_ids.setdefault(sensor_name, []).append(partner["id"])
+    missing = [c for c in pair.partners if c not in {p["collection"] for p in partners}]
+    if missing:
+        raise ItemError(item["id"], None, f"no partner item of {missing} was fetched")
+    grid = SourceGrid(reference=next(iter(reference)), chip_px=pair.chip_px,
+                      stride_px=pair.stride_px)
+    return _location_chips(item, by_sensor, grid, params, name,
+                           {s: "+".join(ids) for s, ids in partner_ids.items()})
+
+
+def _location_chips(item: dict[str, Any], by_sensor: dict[str, list[SensorAsset]],
+                    source_grid: SourceGrid, params: CoregisterParams, source: str,
+                    item_ids: dict[str, str]) -> LocationChips:
+    """Read every sensor's assets (reference sensor first), put them on the finest reference
+    raster's grid, keep the chips where every sensor has data, measure the shifts."""
     rasters = {name: [_read_raster(item["id"], asset) for asset in assets]
                for name, assets in by_sensor.items()}
     reference_rasters = next(iter(rasters.values()))
@@ -126,13 +178,14 @@ def paired_chips(item: dict[str, Any], source_grid: SourceGrid,
     qa_window = central_window(grid.shape, params.qa_window_px)
     reference_image = _structure(reference, qa_window)
     return LocationChips(
-        source=item["collection"], item_id=item["id"],
+        source=source, item_id=item["id"],
         sensors={s.sensor.name: _cut(s.data, kept, source_grid.chip_px) for s in scenes},
         crs=_crs_code(grid.crs), transforms=transforms, bounds_lonlat=bounds_lonlat,
         datetimes={s.sensor.name: s.datetime or _item_datetime(item) for s in scenes},
         dropped={NODATA_REASON: len(windows) - len(kept)},
         shifts=[_shift_record(reference.sensor.name, reference_image, s, qa_window,
-                              params.shift_flag_px) for s in secondaries])
+                              params.shift_flag_px) for s in secondaries],
+        item_ids=item_ids)
 
 
 def _sensor_assets(item: dict[str, Any], reference: str) -> dict[str, list[SensorAsset]]:
@@ -241,8 +294,12 @@ def invalid_pixels(data: np.ndarray, sensor: Sensor) -> np.ndarray:
 
 def _scene(item_id: str, rasters: list[Raster], grid: Grid) -> Scene:
     """All registry bands of one sensor on ``grid``: rasters already on it are used as read,
-    the others warped; bands are stacked in registry order."""
+    the others warped; bands are stacked in registry order. Several rasters holding the same
+    bands (partner items of one acquisition) are mosaicked: each pixel from the first raster,
+    in order, with data there."""
     sensor = rasters[0].asset.sensor
+    if sum(len(r.asset.band_names) for r in rasters) > sensor.num_bands:
+        return _mosaic(item_id, rasters, grid)
     layers = [_on_grid(item_id, raster, grid) for raster in rasters]
     if len(rasters) == 1 and rasters[0].asset.band_names == sensor.band_names:
         data, invalid = layers[0]
@@ -251,6 +308,29 @@ def _scene(item_id: str, rasters: list[Raster], grid: Grid) -> Scene:
         for raster, (values, _) in zip(rasters, layers, strict=True):
             data[[sensor.band_names.index(name) for name in raster.asset.band_names]] = values
         invalid = np.logical_or.reduce([mask for _, mask in layers])
+    return Scene(sensor, data, invalid, rasters[0].asset.datetime)
+
+
+def _mosaic(item_id: str, rasters: list[Raster], grid: Grid) -> Scene:
+    """One sensor's scene from rasters that overlap in bands: the first with data wins; a
+    raster without data on ``grid`` adds nothing; a pixel lacking any band has no data."""
+    sensor = rasters[0].asset.sensor
+    data = np.full((sensor.num_bands, *grid.shape),
+                   0 if sensor.nodata is None else sensor.nodata, dtype=sensor.dtype)
+    filled = np.zeros(data.shape, dtype=bool)
+    for raster in rasters:
+        try:
+            values, invalid = _on_grid(item_id, raster, grid)
+        except ItemError:
+            continue  # a slice beside the grid
+        for layer, name in zip(values, raster.asset.band_names, strict=True):
+            band = sensor.band_names.index(name)
+            take = ~invalid & ~filled[band]
+            data[band][take] = layer[take]
+            filled[band] |= take
+    invalid = ~filled.all(axis=0)
+    if invalid.all():
+        raise ItemError(item_id, None, f"no {sensor.name} data on the reference grid")
     return Scene(sensor, data, invalid, rasters[0].asset.datetime)
 
 

@@ -38,6 +38,7 @@ from pystac_client.item_search import ItemSearch
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.items import CATALOG_ROOT, write_items
+from pipeline.pairing import pair_items, write_pairs_table
 from pipeline.params import PipelineParams
 
 CATALOG_HREF = "msgfm:catalog_href"
@@ -72,8 +73,13 @@ def discover(params: PipelineParams) -> list[dict[str, Any]]:
 
 
 def discover_to_table(params: PipelineParams) -> Path:
-    """Run :func:`discover` and write its items to ``params.items_table``; returns that path."""
-    return write_items(params.items_table, discover(params))
+    """Run :func:`discover`, pair the items of the declared pairs across collections, write
+    the items to ``params.items_table`` and the matches to ``params.pairs_table``; returns the
+    items table."""
+    items, rows = pair_items(discover(params), params.coregister.pairs)
+    params.work_dir.mkdir(parents=True, exist_ok=True)
+    write_pairs_table(params.pairs_table, rows)
+    return write_items(params.items_table, items)
 
 
 def _search_parameters(source: str, params: PipelineParams) -> dict[str, Any]:

@@ -45,9 +45,26 @@ class PictureParams:
 class ShardParams:
     chips_per_shard: int = 256
 
+@dataclass(frozen=True)
+class PairSource:
+    """Items of different collections paired by footprint and time (``pipeline/pairing.py``):
+    each ``reference`` item (its native grid is the grid) with the partner items, per partner
+    collection, closest in time within ``max_days`` that cover at least ``min_overlap`` of its
+    footprint; references above ``max_cloud_cover`` (``eo:cloud_cover``, %) are left out."""
+
+    reference: str
+    partners: tuple[str, ...]
+    max_days: float = 3.0
+    min_overlap: float = 0.5
+    max_cloud_cover: float | None = None
+    chip_px: int = 256
+    stride_px: int = 256
+
+
 
 @dataclass(frozen=True)
 class PipelineParams:
+    pairs: dict[str, PairSource] = field(default_factory=dict)
     catalog: str | None = "data/sample/catalog.json"
     api_url: str | None = None
     collections: tuple[str, ...] = ("sen12ms", "mdas", "millionaid", "geopile")
@@ -84,6 +101,11 @@ def _checked(cls: type, raw: dict[str, Any] | None, where: str) -> dict[str, Any
     raw = dict(raw or {})
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - known)
+    @property
+    def pairs_table(self) -> Path:
+        """Output of discover: the matches of the pairs across collections (pairing.py)."""
+        return self.work_dir / "pairs.csv"
+
     if unknown:
         raise ValueError(f"{where}: unknown parameter(s) {unknown}; known: {sorted(known)}")
     return raw
@@ -106,6 +128,25 @@ def load_params(path: Path | str = PARAMS_PATH,
         name: SourceGrid(**_checked(SourceGrid, grid, f"{path}: pipeline.coregister.{name}"))
         for name, grid in coregister.pop("sources", {}).items()}
     pictures = _checked(PictureParams, raw.pop("pictures", None), f"{path}: pipeline.pictures")
+def _pair(raw: dict[str, Any] | None, where: str, collections: tuple[str, ...]) -> PairSource:
+    """A pair declaration, its collections among the discovered ones."""
+    fields_ = _checked(PairSource, raw, where)
+    fields_["partners"] = tuple(fields_.get("partners") or ())
+    try:
+        pair = PairSource(**fields_)
+    except TypeError as error:
+        raise ValueError(f"{where}: {error}") from error
+    if not pair.partners:
+        raise ValueError(f"{where}: no partners")
+    missing = [c for c in (pair.reference, *pair.partners) if c not in collections]
+    if missing:
+        raise ValueError(f"{where}: collections {missing} are not in pipeline.collections "
+                         f"{list(collections)}")
+    if not 0.0 < pair.min_overlap <= 1.0 or pair.max_days < 0:
+        raise ValueError(f"{where}: min_overlap must be in (0, 1] and max_days >= 0")
+    return pair
+
+
     shard = _checked(ShardParams, raw.pop("shard", None), f"{path}: pipeline.shard")
     if "cache_dir" in fetch:
         fetch["cache_dir"] = Path(fetch["cache_dir"])
@@ -118,5 +159,9 @@ def load_params(path: Path | str = PARAMS_PATH,
         if raw.get(key) is not None:
             raw[key] = tuple(raw[key])
     return PipelineParams(**raw, fetch=FetchParams(**fetch),
-                          coregister=CoregisterParams(sources=sources, **coregister),
+                          coregister=CoregisterParams(sources=sources, pairs=pairs,
+                                                      **coregister),
                           pictures=PictureParams(**pictures), shard=ShardParams(**shard))
+    pairs = {name: _pair(pair, f"{path}: pipeline.coregister.pairs.{name}",
+                         raw.get("collections", PipelineParams.collections))
+             for name, pair in (coregister.pop("pairs", None) or {}).items()}

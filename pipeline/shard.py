@@ -80,6 +80,7 @@ class LocationPlan:
         chip_count: chips per sensor (K).
         members: sensor -> its index among the chip file's sensors.
         first_chip: sensor -> store index of this location's chip 0.
+        item_ids: sensor -> its chips' item(s) where not ``item_id``.
     """
 
     path: Path
@@ -90,6 +91,7 @@ class LocationPlan:
     chip_count: int
     members: dict[str, int]
     first_chip: dict[str, int] = field(default_factory=dict)
+    item_ids: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -245,7 +247,8 @@ def _read_location(path: Path) -> tuple[LocationPlan, _Shapes]:
     chip_count = transforms[0] if transforms else 0
     members = {name: i for i, name in enumerate(layout.sensors)}
     location = LocationPlan(path, header["source"], header["item_id"], header["crs"],
-                            header["datetimes"], chip_count, members)
+                            header["datetimes"], chip_count, members,
+                            item_ids=header.get("item_ids", {}))
     if transforms != (chip_count, 6) or bounds != (chip_count, 4):
         raise ItemError(location.item_id, str(path), f"transforms {transforms} and "
                         f"bounds_lonlat {bounds} are not (K, 6) and (K, 4)")
@@ -310,7 +313,8 @@ def _number_chips(locations: list[LocationPlan],
         for sensor in first:
             next_chip[sensor] += location.chip_count
         yield LocationPlan(location.path, location.source, location.item_id, location.crs,
-                           location.datetimes, location.chip_count, location.members, first)
+                           location.datetimes, location.chip_count, location.members, first,
+                           location.item_ids)
 
 
 def _fingerprint(locations: tuple[LocationPlan, ...], sensors: dict[str, SensorPlan],
@@ -322,7 +326,9 @@ def _fingerprint(locations: tuple[LocationPlan, ...], sensors: dict[str, SensorP
         stats = [path.stat() for path in (location.path, chunk_file(location.path))]
         files.append([str(location.path), [(s.st_size, s.st_mtime_ns) for s in stats],
                       location.source, location.item_id, location.crs, location.datetimes,
-                      location.first_chip])
+                      location.first_chip,
+                      # (only where set: fingerprints of stores without pairs stay as they were)
+                      *([location.item_ids] if location.item_ids else [])])
     document = {"format_version": fmt.FORMAT_VERSION, "chips_per_shard": chips_per_shard,
                 "sensors": [[s.name, s.dtype, s.chip_shape, s.chip_count]
                             for s in sensors.values()],
@@ -405,7 +411,8 @@ def _chip_metadata(plan: StorePlan, sensor: str,
         return np.repeat(np.array(values, dtype=dtype), counts)
 
     datetimes = [fmt.encode_datetime(location.datetimes.get(sensor)) for location in locations]
-    return {fmt.ITEM_ID: column([loc.item_id for loc in locations], object),
+    item_ids = [loc.item_ids.get(sensor, loc.item_id) for loc in locations]
+    return {fmt.ITEM_ID: column(item_ids, object),
             fmt.SOURCE: column([loc.source for loc in locations], object),
             fmt.CRS: column([loc.crs or fmt.NO_CRS for loc in locations], object),
             fmt.DATETIME: column(datetimes, np.int64),

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from pipeline.chips import LocationChips, chunk_file
 from pipeline.cluster import Executor
-from pipeline.coregister import coregister_item
+from pipeline.coregister import PARTNER_ITEMS, coregister_item
 from pipeline.discover import discover_to_table
 from pipeline.failures import (
     Failure,
@@ -29,6 +29,7 @@ from pipeline.failures import (
 )
 from pipeline.fetch import fetch
 from pipeline.items import portable_href, read_items, write_items
+from pipeline.pairing import PARTNERS
 from pipeline.params import PipelineParams
 from pipeline.shard import plan_store, write_store
 
@@ -49,13 +50,21 @@ def chip_file(params: PipelineParams, item: dict) -> Path:
     """
     depends_on = {
         "coregister": asdict(params.coregister), "pictures": asdict(params.pictures),
-        # (paths as the items table keeps them, so the name is the same wherever the project is)
-        "assets": {key: [portable_href(asset["href"]), asset.get("file:checksum"),
-                         asset.get("file:size")]
-                   for key, asset in sorted(item["assets"].items())},
+        "assets": _asset_files(item),
     }
+    if item.get(PARTNER_ITEMS):
+        depends_on["partners"] = {f"{p['collection']}/{p['id']}": _asset_files(p)
+                                  for p in item[PARTNER_ITEMS]}
     digest = hashlib.sha256(json.dumps(depends_on, sort_keys=True, default=str).encode())
     return params.chips_dir / item["collection"] / f"{item['id']}.{digest.hexdigest()[:16]}.npz"
+
+
+def _asset_files(item: dict[str, Any]) -> dict[str, list[Any]]:
+    """Each asset's file as chip file names depend on it (paths as the items table keeps
+    them, so the name is the same wherever the project is)."""
+    return {key: [portable_href(asset["href"]), asset.get("file:checksum"),
+                  asset.get("file:size")]
+            for key, asset in sorted(item["assets"].items())}
 
 
 def run_discover(params: PipelineParams) -> Path:
@@ -89,7 +98,7 @@ def coregister_to_file(item: dict, params: PipelineParams) -> Failure | Path:
 
 def run_coregister(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:
     """Co-register and chip every fetched item, in parallel; summarise drops and QA shifts."""
-    items = read_items(params.fetched_table)
+    items = work_units(read_items(params.fetched_table))
     failures: list[Failure] = []
     done: list[Path] = []
     results = executor.map_unordered(coregister_to_file, items, params)
@@ -105,6 +114,26 @@ def run_coregister(params: PipelineParams, executor: Executor, progress: bool = 
     if not any(chips.values()):
         raise NothingUsableError(f"every chip was dropped: {summary}")
     return summary
+
+
+def work_units(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items to co-register, in order: a pair's reference item carries its partner items
+    (``PARTNER_ITEMS``, those fetched); partner items are not units of their own."""
+    by_key = {(item["collection"], item["id"]): item for item in items}
+    partners_of = {key: {collection: list(ids) for collection, ids in
+                         (item["properties"].get(PARTNERS) or {}).items() if ids is not None}
+                   for key, item in by_key.items()}
+    partner_keys = {(c, i) for partners in partners_of.values() for c, ids in partners.items()
+                    for i in ids}
+    units = []
+    for key, item in by_key.items():
+        if partners_of[key]:
+            units.append({**item, PARTNER_ITEMS: [
+                by_key[(c, i)] for c, ids in sorted(partners_of[key].items()) for i in ids
+                if (c, i) in by_key]})
+        elif key not in partner_keys:
+            units.append(item)
+    return units
 
 
 def _remove_stale_chip_files(params: PipelineParams, done: set[Path]) -> None:

@@ -17,6 +17,7 @@ import rasterio
 from affine import Affine
 
 from catalogs.item_assets import declared_crs, sensor_assets
+from catalogs.stac import file_fields
 
 ITEMS = Path(__file__).parent / "data" / "stac_items"
 # Lossless JPEG 2000, as Sentinel-2 granules are.
@@ -83,6 +84,8 @@ def render_assets(item: dict[str, Any], folder: Path, dtype: str,
                            crs=crs, transform=transform, **options) as dst:
             dst.write(data)
         asset["href"] = path.name
+        if "file:size" in asset or "file:checksum" in asset:  # the publisher's, of its file
+            asset.update(file_fields(path))
     return local
 
 

@@ -4,6 +4,7 @@ their rasters rendered locally (tests/published_world.py)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,165 @@ def test_only_the_sensor_assets_are_fetched(l1c_build_dir: Path) -> None:
     expected = [a.key for assets in sensor_assets(published_item(L1C)).values() for a in assets]
     assert sorted(fetched["assets"]) == sorted(expected)
     assert "visual" not in fetched["assets"] and "granule_metadata" not in fetched["assets"]
+
+
+# --- Sentinel-2 L2A x Sentinel-1 RTC from a STAC API (rustac serve) ----------------------------
+#
+# The S2 item is Planetary Computer's as published (hrefs rewritten). No published S1 RTC item
+# overlaps it, so the S1 items are Planetary Computer's RTC item relocated beside it (geometry,
+# bbox, proj fields, id and datetime changed; every other field as published): two slices of
+# one acquisition a day earlier, on UTM zone 52 while the S2 tile is on zone 53, plus two
+# acquisitions the matching must pass over.
+
+S2 = "pc_sentinel-2-l2a"
+S2_PX = 512  # the 10 m corner rendered (20 m and 60 m bands cover the same ground)
+PAIR_CHIP_PX = 128
+NORTH_POWER, SOUTH_POWER = 0.04, 0.25  # linear gamma0 of the two slices
+S1_ZONE = "EPSG:32652"
+
+
+def _s2_local(world: Path) -> dict[str, Any]:
+    item = published_item(S2)
+    shapes = {key: (S2_PX * 10 // int(a["proj:transform"][0]),) * 2
+              for key, a in item["assets"].items() if "proj:transform" in a}
+    return render_assets(item, world / item["collection"] / item["id"], "uint16", shapes)
+
+
+def _rtc(world: Path, suffix: str, when: str, lonlat: tuple[float, float, float, float],
+         bounds: tuple[float, float, float, float] | None, power: float,
+         orbits_later: int = 0) -> dict[str, Any]:
+    """The published RTC item moved to ``lonlat`` (footprint) and ``orbits_later`` orbits on,
+    with rasters on ``bounds`` (UTM zone 52, 10 m; a 16 px stub where None: an item the
+    matching must leave unfetched)."""
+    item = published_item("pc_sentinel-1-rtc")
+    item["id"] = f"{item['id']}_{suffix}"
+    item["properties"]["sat:absolute_orbit"] += orbits_later
+    west, south, east, north = lonlat
+    item["bbox"] = list(lonlat)
+    item["geometry"] = {"type": "Polygon", "coordinates": [[[west, south], [east, south],
+                                                            [east, north], [west, north],
+                                                            [west, south]]]}
+    if bounds is None:
+        bounds = (0.0, 0.0, 160.0, 160.0)
+    shape = [round((bounds[3] - bounds[1]) / 10), round((bounds[2] - bounds[0]) / 10)]
+    item["properties"].update({
+        "datetime": when, "start_datetime": when, "end_datetime": when,
+        "proj:epsg": int(S1_ZONE.split(":")[1]), "proj:bbox": list(bounds), "proj:shape": shape,
+        "proj:transform": [10.0, 0.0, bounds[0], 0.0, -10.0, bounds[3], 0.0, 0.0, 1.0]})
+    return render_assets(item, world / item["collection"] / item["id"], "float32",
+                         pattern=lambda band, rows, cols: np.full(rows.shape, power))
+
+
+@pytest.fixture(scope="module")
+def s1s2_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    from rasterio.warp import transform_bounds
+
+    world = tmp_path_factory.mktemp("s1s2")
+    s2 = _s2_local(world)
+    x0, y1 = 199980.0, 700020.0  # the S2 tile's corner (EPSG:32653)
+    west, south, east, north = transform_bounds("EPSG:32653", S1_ZONE, x0, y1 - S2_PX * 10,
+                                                x0 + S2_PX * 10, y1)
+    west, south = 10 * math.floor(west / 10) - 300.0, 10 * math.floor(south / 10) - 300.0
+    east, north = 10 * math.ceil(east / 10) + 300.0, 10 * math.ceil(north / 10) + 300.0
+    middle = 10.0 * round((south + north) / 20)
+    lon_w, lat_s, lon_e, lat_n = s2["bbox"]
+    lat_mid = (lat_s + lat_n) / 2
+    wide = (lon_w - 0.2, lat_s - 0.2, lon_e + 0.2, lat_n + 0.2)
+    day_before, two_days_after = "2025-03-11T01:50:00Z", "2025-03-14T01:50:00Z"
+    items = [
+        s2,
+        _rtc(world, "slice1", day_before, (wide[0], lat_mid, wide[2], wide[3]),
+             (west, middle - 100, east, north), NORTH_POWER),
+        _rtc(world, "slice2", day_before, (wide[0], wide[1], wide[2], lat_mid),
+             (west, south, east, middle + 100), SOUTH_POWER),
+        _rtc(world, "later", two_days_after, wide, None, 1.0, 44),  # full cover, 2 days on
+        _rtc(world, "narrow", "2025-03-12T10:00:00Z",  # 8 hours away, too little cover
+             (lon_w - 0.2, lat_s - 0.2, lon_w + 0.1, lat_n + 0.2), None, 1.0, 20),
+    ]
+    return write_catalog(world, items), s2
+
+
+def s1s2_build(api_url: str) -> dict[str, Any]:
+    return {"api_url": api_url, "collections": ["sentinel-2-l2a", "sentinel-1-rtc"],
+            "coregister": {"sources": {}, "pairs": {"s1s2": {
+                "reference": "sentinel-2-l2a", "partners": ["sentinel-1-rtc"], "max_days": 3,
+                "min_overlap": 0.5, "max_cloud_cover": 20, "chip_px": PAIR_CHIP_PX,
+                "stride_px": PAIR_CHIP_PX}}},
+            "shard": {"chips_per_shard": 8}}
+
+
+@pytest.fixture(scope="module")
+def s1s2_builds(s1s2_world: tuple[Path, dict[str, Any]],
+                tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """The pair built from the API answers, with 0 and with 2 worker processes."""
+    from tests.stac_server import stac_api
+
+    catalog, _ = s1s2_world
+    builds = {}
+    with stac_api(catalog, tmp_path_factory.mktemp("api")) as url:
+        for workers in (0, 2):
+            folder = make_workspace(tmp_path_factory.mktemp(f"pair{workers}"), catalog.parent,
+                                    s1s2_build(url))
+            run_ok(folder, workers=workers)
+            builds[workers] = folder
+    return builds
+
+
+def test_the_pair_matches_the_slices_of_the_closest_acquisition(
+        s1s2_builds: dict[int, Path]) -> None:
+    import csv
+
+    with open(s1s2_builds[0] / WORK / "pairs.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    s1_id = published_item("pc_sentinel-1-rtc")["id"]
+    assert row["pair"] == "s1s2" and row["partner_collection"] == "sentinel-1-rtc"
+    assert row["partner_ids"] == f"{s1_id}_slice1 {s1_id}_slice2"
+    assert row["time_difference_days"] == "0.997095"  # 23 h 55 min 49.024 s
+    assert row["overlap"] == "1.000000" and row["left_out"] == ""
+    from pipeline.items import read_items
+
+    fetched = read_items(s1s2_builds[0] / WORK / "fetched.parquet")
+    assert sorted(i["id"] for i in fetched) == sorted(
+        [published_item(S2)["id"], f"{s1_id}_slice1", f"{s1_id}_slice2"])
+
+
+def test_paired_chips_hold_both_sensors_in_their_units(s1s2_builds: dict[int, Path]) -> None:
+    store = open_store(s1s2_builds[0] / STORE)
+    assert list(read_manifest(s1s2_builds[0] / STORE).sensors) == ["sentinel1_rtc",
+                                                                  "sentinel2_l2a"]
+    s1 = store["sentinel1_rtc"][IMAGE][:]
+    s2 = store["sentinel2_l2a"][IMAGE][:]
+    per_side = S2_PX // PAIR_CHIP_PX
+    assert s1.shape == (per_side**2, 2, PAIR_CHIP_PX, PAIR_CHIP_PX) and s1.dtype == np.float32
+    assert s2.shape == (per_side**2, 12, PAIR_CHIP_PX, PAIR_CHIP_PX)
+    s1_id = published_item("pc_sentinel-1-rtc")["id"]
+    assert set(store["sentinel1_rtc"]["item_id"][:]) == {f"{s1_id}_slice1+{s1_id}_slice2"}
+    origins = _chip_origins_on(s1s2_builds[0], "sentinel2_l2a", 199980.0, 700020.0)
+    # Linear power, averaged as power and stored in dB; the north slice on the top chips, the
+    # south one on the bottom chips (the slices meet in the middle).
+    for chip, (row, _) in zip(s1, origins, strict=True):
+        if row == 0:
+            np.testing.assert_allclose(chip, 10 * np.log10(NORTH_POWER), atol=1e-4)
+        if row == S2_PX - PAIR_CHIP_PX:
+            np.testing.assert_allclose(chip, 10 * np.log10(SOUTH_POWER), atol=1e-4)
+    # Sentinel-2 baseline 05.11 from Planetary Computer: stored = DN - 1000, exactly.
+    world = s1s2_builds[0] / "world"
+    item = published_item(S2)
+    with rasterio.open(next((world / item["collection"] / item["id"]).glob("B04.tif"))) as src:
+        red = src.read(1).astype(np.int64) - 1000
+    for chip, (row, col) in zip(s2, origins, strict=True):
+        np.testing.assert_array_equal(chip[3], red[row:row + PAIR_CHIP_PX,
+                                                   col:col + PAIR_CHIP_PX])
+
+
+def _chip_origins_on(folder: Path, sensor: str, x0: float, y0: float) -> list[tuple[int, int]]:
+    transforms = open_store(folder / STORE)[sensor][TRANSFORM][:]
+    return [(round((y0 - t[5]) / 10), round((t[2] - x0) / 10)) for t in transforms]
+
+
+def test_the_pair_store_is_the_same_with_0_and_2_workers(s1s2_builds: dict[int, Path]) -> None:
+    from tests.pipeline_setup import file_hashes
+
+    assert file_hashes(s1s2_builds[0] / STORE) == file_hashes(s1s2_builds[2] / STORE)
+    assert (s1s2_builds[0] / WORK / "pairs.csv").read_bytes() == \
+        (s1s2_builds[2] / WORK / "pairs.csv").read_bytes()
