@@ -6,13 +6,21 @@ cannot be read as registry sensors (no sensor matches, a SAR scene that is not g
 failure before anything is downloaded.
 
 Local assets (plain paths, ``file://``) are verified where they are and never copied. Remote
-ones (``http(s)://``, ``s3://``, ``gs://``, read with obstore) go into a content-addressed cache:
-``<cache_dir>/<checksum[4:6]>/<checksum><suffix>`` when the asset has a ``file:checksum``, else
-``<cache_dir>/by-href/<sha256 of the href><suffix>``. A download streams into
-``<entry>.part``, is verified (``file:size``, ``file:checksum``) and only then renamed to its
-entry, so an entry that exists is complete and verified; a later fetch finds it (checking its
-size) and downloads nothing. After an interruption the ``.part`` file is resumed with an HTTP
-Range request. Failed requests are retried with exponential backoff.
+ones (``http(s)://``, ``s3://``, ``gs://``, read with obstore; ``params.fetch.store_options`` are
+given to obstore's store of their scheme, e.g. ``{s3: {request_payer: true}}``) go into a
+content-addressed cache: ``<cache_dir>/<checksum[4:6]>/<checksum><suffix>`` when the asset has a
+``file:checksum``, else ``<cache_dir>/by-href/<sha256 of the href without its query><suffix>``.
+A download streams into ``<entry>.part``, is verified (``file:size``, ``file:checksum``) and
+only then renamed to its entry, so an entry that exists is complete and verified; a later fetch
+finds it (checking its size) and downloads nothing. After an interruption the ``.part`` file
+is resumed with an HTTP Range request. Failed requests are retried with exponential backoff.
+
+An http(s) href may carry a query string: it is taken for a signature (a SAS token, a presigned
+URL) that grants access, never for a part of the file's identity. The cache entry,
+``msgfm:source_href`` and every failure name the href without its query, so a re-signed href
+finds the file already fetched and no signature is written out. With ``params.fetch.sign:
+planetary_computer``, hrefs in Azure Blob Storage get a Planetary Computer SAS token (replacing
+any query they had) just before each request.
 
 Before anything is read, an href whose scheme is not allowed, and a relative href of the
 catalog (``msgfm:catalog_href``, recorded by discover) that resolves outside the catalog root,
@@ -24,27 +32,31 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import posixpath
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 import obstore
 from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
-from obstore.store import ObjectStore, from_url
+from obstore.store import HTTPStore, ObjectStore, from_url
 
 from catalogs.item_assets import ItemReadError, sensor_assets
 from pipeline.discover import CATALOG_HREF
 from pipeline.failures import Failure
 from pipeline.items import CATALOG_ROOT, read_items, write_items
-from pipeline.params import PipelineParams
+from pipeline.params import FetchParams, PipelineParams
 
 if TYPE_CHECKING:
     from obstore import GetResult
@@ -57,7 +69,14 @@ BACKOFF_MAX_S = 30.0
 # Multihash function codes (https://github.com/multiformats/multicodec) -> hashlib names.
 _MULTIHASH_FUNCTIONS = {0x11: "sha1", 0x12: "sha256", 0x13: "sha512", 0xD5: "md5"}
 _SUPPORTED_SCHEMES = ("file", "http", "https", "s3", "gs")
+_REMOTE_SCHEMES = ("http", "https", "s3", "gs")
+_QUERY_SCHEMES = ("http", "https")  # schemes whose hrefs may carry a query string (a signature)
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
+_URL_QUERY = re.compile(r"([a-z][a-z0-9+.-]*://[^\s?#]*)\?[^\s#]*", re.IGNORECASE)
+_NO_RETRIES = {"max_retries": 0}  # obstore's own retries are off: _download retries and resumes
+BLOB_HOST_SUFFIX = ".blob.core.windows.net"  # Azure Blob Storage: <account>.blob.core.windows.net
+TOKEN_MARGIN_S = 60.0  # a SAS token is renewed once it expires within this many seconds
+TOKEN_TIMEOUT_S = 30.0
 
 
 class AssetError(Exception):
@@ -74,9 +93,11 @@ class _TransientError(Exception):
 
 @dataclass(frozen=True)
 class _Source:
-    """One file to make available: where it is and what it must be."""
+    """One file to make available: where it is (``href`` without its query string, which
+    ``query`` holds) and what it must be."""
 
     href: str
+    query: str
     scheme: str
     size: int | None
     checksum: str | None
@@ -103,7 +124,8 @@ def fetch(items: list[dict[str, Any]],
         try:
             readable.append((item, _sensor_asset_keys(item)))
         except ItemReadError as error:
-            failures.append(Failure(STAGE, error.item_id, error.href, error.reason))
+            failures.append(Failure(STAGE, error.item_id, error.href and _unsigned(error.href),
+                                    _redacted(error.reason)))
     plans = [{key: _planned(item["assets"][key], item, params) for key in keys}
              for item, keys in readable]
     available = _make_available(
@@ -113,7 +135,8 @@ def fetch(items: list[dict[str, Any]],
     for (item, _), item_plans in zip(readable, plans, strict=True):
         outcomes = {key: plan if isinstance(plan, AssetError) else available[plan]
                     for key, plan in item_plans.items()}
-        problems = [Failure(STAGE, item["id"], item["assets"][key]["href"], outcome.reason)
+        problems = [Failure(STAGE, item["id"], _unsigned(item["assets"][key]["href"]),
+                            _redacted(outcome.reason))
                     for key, outcome in outcomes.items() if isinstance(outcome, AssetError)]
         failures.extend(problems)
         if not problems:
@@ -151,7 +174,7 @@ def _localised(item: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
                        if key in paths}
     for key, asset in local["assets"].items():
         if _scheme(asset["href"]) != "file":
-            asset[SOURCE_HREF] = asset["href"]
+            asset[SOURCE_HREF] = _unsigned(asset["href"])
         asset["href"] = str(paths[key])
     return local
 
@@ -161,27 +184,44 @@ def _plan(asset: dict[str, Any], item: dict[str, Any], params: PipelineParams) -
 
     Raises:
         AssetError: the scheme is not allowed, the href escapes the catalog root, the href is
-            relative with nothing to resolve it against, or the asset's file fields are invalid.
+            relative with nothing to resolve it against, a remote href names no host (or
+            bucket), a query string is on an href other than http(s), or the asset's file
+            fields are invalid.
     """
     href = asset["href"]
+    parts = urlsplit(href)
     scheme = _scheme(href)
     allowed = params.fetch.allowed_schemes
     if scheme not in allowed:
         raise AssetError(f"scheme {scheme!r} not allowed (allowed: {', '.join(allowed)})")
     root = item.get("properties", {}).get(CATALOG_ROOT)
     if CATALOG_HREF in asset and (root is None or not _within(href, root)):
-        raise AssetError(f"href {asset[CATALOG_HREF]!r} resolves outside the catalog root {root}")
+        raise AssetError(f"href {_unsigned(asset[CATALOG_HREF])!r} resolves outside the catalog "
+                         f"root {root}")
     if scheme == "file" and not _local_path(href).is_absolute():
-        raise AssetError(f"relative href {href!r} has nothing to resolve it against")
+        raise AssetError(f"relative href {_unsigned(href)!r} has nothing to resolve it against")
     if scheme not in _SUPPORTED_SCHEMES:
         raise AssetError(f"scheme {scheme!r} is not supported "
                          f"(supported: {', '.join(_SUPPORTED_SCHEMES)})")
-    if urlsplit(href).query:
-        raise AssetError("hrefs with a query string are not supported")
+    if scheme in _REMOTE_SCHEMES and not parts.netloc:
+        raise AssetError(f"{scheme} href names no host or bucket")
+    if parts.query and scheme not in _QUERY_SCHEMES:
+        raise AssetError(f"a query string is only supported on http(s) hrefs, not {scheme!r}")
     checksum = asset.get("file:checksum")
     if checksum is not None:
         _multihash_function(checksum)
-    return _Source(href, scheme, asset.get("file:size"), checksum)
+    return _Source(_unsigned(href), parts.query, scheme, asset.get("file:size"), checksum)
+
+
+def _unsigned(href: str) -> str:
+    """``href`` without its query string (which may hold a signature)."""
+    parts = urlsplit(href)
+    return urlunsplit(parts._replace(query="")) if parts.query else href
+
+
+def _redacted(text: str) -> str:
+    """``text`` with the query string of every URL in it left out (it may hold a signature)."""
+    return _URL_QUERY.sub(r"\1", text)
 
 
 def _scheme(href: str) -> str:
@@ -240,7 +280,9 @@ def _make_available(sources: set[_Source],
                     params: PipelineParams) -> dict[_Source, Path | AssetError]:
     """Each source as a verified local path, or the error that prevented it, in parallel."""
     remote = [s for s in sources if s.scheme != "file"]
-    stores = {_store_key(s.href): _open_store(s.href) for s in remote}
+    access = _RemoteAccess(params.fetch)
+    for source in remote:  # before any download, so that bad store options stop the run here
+        access.store(source.href, source.query)
     entries = {s: _cache_entry(params.fetch.cache_dir, s) for s in remote}
     # Hrefs with one checksum share an entry: one download at a time may write its .part file.
     locks = {entry: threading.Lock() for entry in entries.values()}
@@ -250,8 +292,7 @@ def _make_available(sources: set[_Source],
             if source.scheme == "file":
                 return _verify_in_place(source)
             with locks[entries[source]]:
-                return _download(source, entries[source], stores[_store_key(source.href)],
-                                 params.fetch.retries)
+                return _download(source, entries[source], access, params.fetch.retries)
         except AssetError as error:
             return error
 
@@ -292,18 +333,150 @@ def _multihash(path: Path, expected: str) -> str:
     return expected[:len(expected) - 2 * length].lower() + digest.hexdigest()
 
 
-def _store_key(href: str) -> tuple[str, str]:
-    parts = urlsplit(href)
-    return parts.scheme.lower(), parts.netloc
+class _RemoteAccess:
+    """GET requests of remote files: one obstore store per scheme, host and query string
+    (obstore sends the query of a store's URL with every request), opened with
+    ``store_options``; with a signer, each request of a file in Azure Blob Storage carries a
+    current SAS token."""
+
+    def __init__(self, params: FetchParams) -> None:
+        self._options = _checked_store_options(params.store_options)
+        self._signer = (_PlanetaryComputerTokens(params.sign_endpoint)
+                        if params.sign == "planetary_computer" else None)
+        self._stores: dict[tuple[str, str, str], ObjectStore] = {}
+        self._lock = threading.Lock()
+
+    def store(self, href: str, query: str) -> ObjectStore:
+        """The store of ``href``'s scheme and host whose requests carry ``query``.
+
+        Raises:
+            ValueError: the scheme's store options are not options of its obstore store.
+        """
+        parts = urlsplit(href)
+        key = (parts.scheme.lower(), parts.netloc, query)
+        with self._lock:
+            if key not in self._stores:
+                self._stores[key] = _open_store(*key, self._options.get(key[0], {}))
+            return self._stores[key]
+
+    def get(self, source: _Source, offset: int) -> GetResult:
+        """A GET of ``source`` from byte ``offset`` on, signed first where there is a signer.
+
+        Raises:
+            AssetError: no token, the object does not exist, or access to it is denied.
+            _TransientError: any other failure (a retry may succeed).
+        """
+        token = self._signer.token(source.href) if self._signer is not None else None
+        store = self.store(source.href, source.query if token is None else token)
+        return _request(store, unquote(urlsplit(source.href).path).lstrip("/"), offset)
 
 
-def _open_store(href: str) -> ObjectStore:
-    """An obstore store for the scheme and host (or bucket) of ``href``; obstore's own retries
-    are off, as :func:`_download` retries and resumes."""
-    scheme, netloc = _store_key(href)
-    options = {"allow_http": True} if scheme == "http" else None
-    return from_url(f"{scheme}://{netloc}", client_options=options,
-                    retry_config={"max_retries": 0})
+def _checked_store_options(options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``params.fetch.store_options``: each key a remote scheme, each value a mapping without
+    ``retry_config`` (fetch retries on its own).
+
+    Raises:
+        ValueError: naming the scheme and the reason.
+    """
+    unknown = sorted(set(options) - set(_REMOTE_SCHEMES))
+    if unknown:
+        raise ValueError(f"params.fetch.store_options: unknown scheme(s) {unknown}; "
+                         f"remote schemes: {list(_REMOTE_SCHEMES)}")
+    for scheme, values in options.items():
+        if not isinstance(values, dict):
+            raise ValueError(f"params.fetch.store_options.{scheme}: expected a mapping of "
+                             f"obstore options, got {values!r}")
+        if "retry_config" in values:
+            raise ValueError(f"params.fetch.store_options.{scheme}: retry_config is not an "
+                             "option here (retries are params.fetch.retries)")
+    return options
+
+
+def _open_store(scheme: str, netloc: str, query: str, options: dict[str, Any]) -> ObjectStore:
+    """An obstore store of ``scheme://netloc`` whose requests carry ``query``, opened with
+    ``options`` (``params.fetch.store_options[scheme]``).
+
+    Raises:
+        ValueError: ``options`` are not options of obstore's store for ``scheme``.
+    """
+    url = f"{scheme}://{netloc}/" + (f"?{query}" if query else "")
+    options = dict(options)
+    client_options = {"allow_http": True} if scheme == "http" else {}
+    client_options.update(options.pop("client_options", None) or {})
+    # An http(s) href is read with plain GETs: HTTPStore, never the Azure or S3 store that
+    # from_url picks for their hosts (and that wants a container or credentials).
+    open_url = HTTPStore.from_url if scheme in _QUERY_SCHEMES else from_url
+    try:
+        return open_url(url, client_options=client_options, retry_config=_NO_RETRIES,
+                        **options)
+    except (BaseError, TypeError, ValueError) as error:
+        raise ValueError(f"params.fetch.store_options.{scheme}: "
+                         f"{_redacted(_first_line(error))}") from error
+
+
+class _PlanetaryComputerTokens:
+    """SAS tokens of Planetary Computer's token endpoint for hrefs in Azure Blob Storage.
+
+    ``GET <endpoint>/<account>/<container>`` (with the ``Ocp-Apim-Subscription-Key`` header where
+    ``PC_SDK_SUBSCRIPTION_KEY`` is set) answers ``{"token": <SAS query string>, "msft:expiry":
+    <RFC 3339 time>}``; the token is the query string of any
+    ``https://<account>.blob.core.windows.net/<container>/...``. One token per (account,
+    container) is kept until ``TOKEN_MARGIN_S`` before it expires.
+    """
+
+    # Planetary Computer's SDK (planetary_computer.sign) speaks this protocol too, but it is not
+    # a dependency of this project (it brings pydantic, requests, python-dotenv), reads its
+    # endpoint from one process-wide setting (PC_SDK_SAS_URL, read once) and retries on its own.
+    # This client takes the endpoint from params.fetch (tests serve it on loopback), and its
+    # failures go through fetch's own retries and failure records.
+
+    def __init__(self, endpoint: str) -> None:
+        self._endpoint = endpoint.rstrip("/")
+        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def token(self, href: str) -> str | None:
+        """The SAS query string for ``href``; None for an href outside Azure Blob Storage.
+
+        Raises:
+            AssetError: the endpoint refused, or answered without a token.
+            _TransientError: the endpoint was unreachable, busy (429) or failing (5xx).
+        """
+        parts = urlsplit(href)
+        host = parts.hostname or ""
+        container = parts.path.lstrip("/").split("/", 1)[0]
+        if not host.endswith(BLOB_HOST_SUFFIX) or not container:
+            return None
+        key = (host.removesuffix(BLOB_HOST_SUFFIX), container)
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached is None or cached[1] - time.time() < TOKEN_MARGIN_S:
+                cached = self._tokens[key] = self._request(*key)
+            return cached[0]
+
+    def _request(self, account: str, container: str) -> tuple[str, float]:
+        """A new token for ``container`` of ``account``, and its expiry (POSIX seconds)."""
+        url = f"{self._endpoint}/{account}/{container}"
+        key = os.environ.get("PC_SDK_SUBSCRIPTION_KEY")
+        request = urllib.request.Request(
+            url, headers={"Ocp-Apim-Subscription-Key": key} if key else {})
+        try:
+            with urllib.request.urlopen(request, timeout=TOKEN_TIMEOUT_S) as response:
+                body = response.read()
+        except urllib.error.HTTPError as error:
+            reason = f"token endpoint {url} answered {error.code} {error.reason}"
+            if error.code == 429 or error.code >= 500:
+                raise _TransientError(reason) from error
+            raise AssetError(reason) from error
+        except OSError as error:  # unreachable, timed out
+            raise _TransientError(f"token endpoint {url} unreachable: {error}") from error
+        try:
+            answer = json.loads(body)
+            expiry = datetime.fromisoformat(answer["msft:expiry"])
+            return str(answer["token"]), expiry.replace(tzinfo=expiry.tzinfo or UTC).timestamp()
+        except (KeyError, TypeError, ValueError) as error:
+            raise AssetError(f"token endpoint {url} answered no token and expiry "
+                             f"({type(error).__name__}: {error})") from error
 
 
 def _cache_entry(cache_dir: Path, source: _Source) -> Path:
@@ -318,7 +491,7 @@ def _cache_entry(cache_dir: Path, source: _Source) -> Path:
     return cache_dir / "by-href" / f"{hashlib.sha256(source.href.encode()).hexdigest()}{suffix}"
 
 
-def _download(source: _Source, entry: Path, store: ObjectStore, retries: int) -> Path:
+def _download(source: _Source, entry: Path, access: _RemoteAccess, retries: int) -> Path:
     """``source`` as the cache ``entry``, downloading (or resuming) it unless it is there.
 
     Raises:
@@ -329,11 +502,11 @@ def _download(source: _Source, entry: Path, store: ObjectStore, retries: int) ->
         return entry
     partial = entry.with_name(f"{entry.name}.part")
     partial.parent.mkdir(parents=True, exist_ok=True)
-    resumed = _transfer_with_retries(source, store, partial, retries)
+    resumed = _transfer_with_retries(source, access, partial, retries)
     problem = _verification_problem(partial, source)
     if problem and resumed:  # the kept part may be stale: one fresh transfer
         partial.unlink()
-        _transfer_with_retries(source, store, partial, retries)
+        _transfer_with_retries(source, access, partial, retries)
         problem = _verification_problem(partial, source)
     if problem:
         partial.unlink()
@@ -342,7 +515,7 @@ def _download(source: _Source, entry: Path, store: ObjectStore, retries: int) ->
     return entry
 
 
-def _transfer_with_retries(source: _Source, store: ObjectStore, partial: Path,
+def _transfer_with_retries(source: _Source, access: _RemoteAccess, partial: Path,
                            retries: int) -> bool:
     """Complete ``partial`` from ``source`` within ``1 + retries`` attempts, waiting
     ``BACKOFF_BASE_S * 2**n`` (at most ``BACKOFF_MAX_S``) before retry ``n + 1``.
@@ -354,7 +527,7 @@ def _transfer_with_retries(source: _Source, store: ObjectStore, partial: Path,
     attempt = 0
     while True:
         try:
-            _transfer(source, store, partial)
+            _transfer(source, access, partial)
             return resumed
         except _TransientError as error:
             if attempt == retries:
@@ -364,7 +537,7 @@ def _transfer_with_retries(source: _Source, store: ObjectStore, partial: Path,
         attempt += 1
 
 
-def _transfer(source: _Source, store: ObjectStore, partial: Path) -> None:
+def _transfer(source: _Source, access: _RemoteAccess, partial: Path) -> None:
     """One request: append the rest of ``source`` to ``partial`` (a Range request from its
     current size), writing each chunk as it arrives so an interruption keeps what came."""
     offset = partial.stat().st_size if partial.exists() else 0
@@ -372,7 +545,7 @@ def _transfer(source: _Source, store: ObjectStore, partial: Path) -> None:
         return
     if source.size is not None and offset > source.size:  # not a part of this file
         offset = 0
-    result = _request(store, unquote(urlsplit(source.href).path).lstrip("/"), offset)
+    result = access.get(source, offset)
     with open(partial, "ab") as f:
         f.truncate(result.range[0])  # the offset, or 0 where the server ignored the Range
         try:

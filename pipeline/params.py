@@ -13,10 +13,27 @@ PARAMS_PATH = Path("params.yaml")
 
 @dataclass(frozen=True)
 class FetchParams:
+    """How assets are fetched (:mod:`pipeline.fetch`).
+
+    ``sign``: None, or ``"planetary_computer"`` to sign Azure Blob Storage hrefs with a SAS
+    token of ``sign_endpoint`` just before each request. ``store_options``: per remote scheme
+    (``http``, ``https``, ``s3``, ``gs``), keyword arguments of obstore's store for it (its
+    config keys and ``client_options``), e.g. ``{"s3": {"request_payer": True}}``.
+    """
+
     cache_dir: Path = Path("data/cache")
     allowed_schemes: tuple[str, ...] = ("file", "http", "https", "s3", "gs")
     retries: int = 4
     concurrency: int = 8
+    sign: str | None = None
+    sign_endpoint: str = "https://planetarycomputer.microsoft.com/api/sas/v1/token"
+    store_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        signers = ("planetary_computer",)
+        if self.sign is not None and self.sign not in signers:
+            raise ValueError(f"pipeline.fetch.sign: unknown signer {self.sign!r} "
+                             f"(allowed: null, {', '.join(signers)})")
 
 
 @dataclass(frozen=True)
@@ -27,23 +44,6 @@ class SourceGrid:
     chip_px: int = 256
     stride_px: int = 256
 
-
-@dataclass(frozen=True)
-class CoregisterParams:
-    sources: dict[str, SourceGrid] = field(default_factory=dict)
-    max_nodata_share: float = 0.05
-    shift_flag_px: float = 0.5
-    qa_window_px: int = 512
-
-
-@dataclass(frozen=True)
-class PictureParams:
-    chip_px: int = 256
-
-
-@dataclass(frozen=True)
-class ShardParams:
-    chips_per_shard: int = 256
 
 @dataclass(frozen=True)
 class PairSource:
@@ -61,10 +61,27 @@ class PairSource:
     stride_px: int = 256
 
 
+@dataclass(frozen=True)
+class CoregisterParams:
+    sources: dict[str, SourceGrid] = field(default_factory=dict)
+    pairs: dict[str, PairSource] = field(default_factory=dict)
+    max_nodata_share: float = 0.05
+    shift_flag_px: float = 0.5
+    qa_window_px: int = 512
+
+
+@dataclass(frozen=True)
+class PictureParams:
+    chip_px: int = 256
+
+
+@dataclass(frozen=True)
+class ShardParams:
+    chips_per_shard: int = 256
+
 
 @dataclass(frozen=True)
 class PipelineParams:
-    pairs: dict[str, PairSource] = field(default_factory=dict)
     catalog: str | None = "data/sample/catalog.json"
     api_url: str | None = None
     collections: tuple[str, ...] = ("sen12ms", "mdas", "millionaid", "geopile")
@@ -85,6 +102,11 @@ class PipelineParams:
         return self.work_dir / "items.parquet"
 
     @property
+    def pairs_table(self) -> Path:
+        """Output of discover: the matches of the pairs across collections (pairing.py)."""
+        return self.work_dir / "pairs.csv"
+
+    @property
     def fetched_table(self) -> Path:
         """Output of fetch: the items with asset hrefs pointing at verified local files."""
         return self.work_dir / "fetched.parquet"
@@ -101,33 +123,11 @@ def _checked(cls: type, raw: dict[str, Any] | None, where: str) -> dict[str, Any
     raw = dict(raw or {})
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - known)
-    @property
-    def pairs_table(self) -> Path:
-        """Output of discover: the matches of the pairs across collections (pairing.py)."""
-        return self.work_dir / "pairs.csv"
-
     if unknown:
         raise ValueError(f"{where}: unknown parameter(s) {unknown}; known: {sorted(known)}")
     return raw
 
 
-def load_params(path: Path | str = PARAMS_PATH,
-                overrides: dict[str, Any] | None = None) -> PipelineParams:
-    """Read the ``pipeline`` section of ``path``; ``overrides`` replace its top-level keys.
-
-    Raises:
-        ValueError: naming the file and the key, for a misspelt parameter.
-    """
-    with open(path) as f:
-        section = (yaml.safe_load(f) or {}).get("pipeline", {})
-    raw = _checked(PipelineParams, {**section, **(overrides or {})}, f"{path}: pipeline")
-    fetch = _checked(FetchParams, raw.pop("fetch", None), f"{path}: pipeline.fetch")
-    coregister = _checked(CoregisterParams, raw.pop("coregister", None),
-                          f"{path}: pipeline.coregister")
-    sources = {
-        name: SourceGrid(**_checked(SourceGrid, grid, f"{path}: pipeline.coregister.{name}"))
-        for name, grid in coregister.pop("sources", {}).items()}
-    pictures = _checked(PictureParams, raw.pop("pictures", None), f"{path}: pipeline.pictures")
 def _pair(raw: dict[str, Any] | None, where: str, collections: tuple[str, ...]) -> PairSource:
     """A pair declaration, its collections among the discovered ones."""
     fields_ = _checked(PairSource, raw, where)
@@ -147,11 +147,33 @@ def _pair(raw: dict[str, Any] | None, where: str, collections: tuple[str, ...]) 
     return pair
 
 
+def load_params(path: Path | str = PARAMS_PATH,
+                overrides: dict[str, Any] | None = None) -> PipelineParams:
+    """Read the ``pipeline`` section of ``path``; ``overrides`` replace its top-level keys.
+
+    Raises:
+        ValueError: naming the file and the key, for a misspelt parameter.
+    """
+    with open(path) as f:
+        section = (yaml.safe_load(f) or {}).get("pipeline", {})
+    raw = _checked(PipelineParams, {**section, **(overrides or {})}, f"{path}: pipeline")
+    fetch = _checked(FetchParams, raw.pop("fetch", None), f"{path}: pipeline.fetch")
+    coregister = _checked(CoregisterParams, raw.pop("coregister", None),
+                          f"{path}: pipeline.coregister")
+    sources = {
+        name: SourceGrid(**_checked(SourceGrid, grid, f"{path}: pipeline.coregister.{name}"))
+        for name, grid in coregister.pop("sources", {}).items()}
+    pairs = {name: _pair(pair, f"{path}: pipeline.coregister.pairs.{name}",
+                         raw.get("collections", PipelineParams.collections))
+             for name, pair in (coregister.pop("pairs", None) or {}).items()}
+    pictures = _checked(PictureParams, raw.pop("pictures", None), f"{path}: pipeline.pictures")
     shard = _checked(ShardParams, raw.pop("shard", None), f"{path}: pipeline.shard")
     if "cache_dir" in fetch:
         fetch["cache_dir"] = Path(fetch["cache_dir"])
     if "allowed_schemes" in fetch:
         fetch["allowed_schemes"] = tuple(fetch["allowed_schemes"])
+    if "store_options" in fetch:
+        fetch["store_options"] = dict(fetch["store_options"] or {})
     for key in ("work_dir", "store", "reports_dir"):
         if key in raw:
             raw[key] = Path(raw[key])
@@ -162,6 +184,3 @@ def _pair(raw: dict[str, Any] | None, where: str, collections: tuple[str, ...]) 
                           coregister=CoregisterParams(sources=sources, pairs=pairs,
                                                       **coregister),
                           pictures=PictureParams(**pictures), shard=ShardParams(**shard))
-    pairs = {name: _pair(pair, f"{path}: pipeline.coregister.pairs.{name}",
-                         raw.get("collections", PipelineParams.collections))
-             for name, pair in (coregister.pop("pairs", None) or {}).items()}

@@ -117,7 +117,11 @@ def test_refusals_name_the_reason(tmp_path: Path) -> None:
         _item("relative", image=file_asset(path, href="a.bin")),
         _item("badsum", image=file_asset(path, **{"file:checksum": "1220abcd"})),
         _item("blake3", image=file_asset(path, **{"file:checksum": "1e20" + "0" * 64})),
-        _item("query", image=file_asset(path, href="https://example.org/a.bin?sig=x")),
+        _item("nohost", image=file_asset(path, href="https:///a.bin")),
+        _item("relquery", image=file_asset(path, href="a.bin?sig=secret")),
+        _item("pathquery", image=file_asset(path, href=f"{path}?sig=secret")),
+        _item("filequery", image=file_asset(path, href=f"{path.as_uri()}?sig=secret")),
+        _item("s3query", image=file_asset(path, href="s3://bucket/a.bin?sig=secret")),
     ]
     fetched, failures = fetch(items, _params(tmp_path))
     assert fetched == []
@@ -127,8 +131,13 @@ def test_refusals_name_the_reason(tmp_path: Path) -> None:
         ("relative", "a.bin", "relative href 'a.bin' has nothing to resolve it against"),
         ("badsum", str(path), "malformed file:checksum '1220abcd'"),
         ("blake3", str(path), "unsupported file:checksum function (multihash code 0x1e)"),
-        ("query", "https://example.org/a.bin?sig=x",
-         "hrefs with a query string are not supported"),
+        ("nohost", "https:///a.bin", "https href names no host or bucket"),
+        ("relquery", "a.bin", "relative href 'a.bin' has nothing to resolve it against"),
+        ("pathquery", str(path), "a query string is only supported on http(s) hrefs, not 'file'"),
+        ("filequery", path.as_uri(),
+         "a query string is only supported on http(s) hrefs, not 'file'"),
+        ("s3query", "s3://bucket/a.bin",
+         "a query string is only supported on http(s) hrefs, not 's3'"),
     ]
     _, failures = fetch(items[:1] + [_item("local", image=file_asset(path))],
                         _params(tmp_path, allowed_schemes=("https",)))
