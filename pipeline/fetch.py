@@ -71,6 +71,7 @@ _MULTIHASH_FUNCTIONS = {0x11: "sha1", 0x12: "sha256", 0x13: "sha512", 0xD5: "md5
 _SUPPORTED_SCHEMES = ("file", "http", "https", "s3", "gs")
 _REMOTE_SCHEMES = ("http", "https", "s3", "gs")
 _QUERY_SCHEMES = ("http", "https")  # schemes whose hrefs may carry a query string (a signature)
+_BARE_MD5 = re.compile(r"[0-9a-fA-F]{32}")
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
 _URL_QUERY = re.compile(r"([a-z][a-z0-9+.-]*://[^\s?#]*)\?[^\s#]*", re.IGNORECASE)
 _NO_RETRIES = {"max_retries": 0}  # obstore's own retries are off: _download retries and resumes
@@ -246,7 +247,9 @@ def _local_path(href: str) -> Path:
 
 
 def _multihash_function(checksum: str) -> tuple[str, int]:
-    """The hashlib name and digest length (bytes) of a ``file:checksum`` hex multihash.
+    """The hashlib name and digest length (bytes) of a ``file:checksum`` hex multihash, or
+    of a bare 32-digit MD5 hex digest that is no multihash (Planetary Computer publishes
+    ``file:checksum`` so, e.g. on its sentinel-1-rtc assets).
 
     Raises:
         AssetError: the value is not a multihash, or names a function we do not compute.
@@ -255,11 +258,13 @@ def _multihash_function(checksum: str) -> tuple[str, int]:
         data = bytes.fromhex(checksum)
         code, start = _varint(data, 0)
         length, start = _varint(data, start)
-    except (ValueError, IndexError) as error:
-        raise AssetError(f"malformed file:checksum {checksum!r}") from error
-    if len(data) - start != length:
-        raise AssetError(f"malformed file:checksum {checksum!r}")
-    if code not in _MULTIHASH_FUNCTIONS:
+    except (ValueError, IndexError):
+        code, length, start, data = -1, -1, 0, b""
+    if code not in _MULTIHASH_FUNCTIONS or len(data) - start != length:
+        if _BARE_MD5.fullmatch(checksum):
+            return "md5", 16
+        if code < 0 or len(data) - start != length:
+            raise AssetError(f"malformed file:checksum {checksum!r}")
         raise AssetError(f"unsupported file:checksum function (multihash code 0x{code:x})")
     return _MULTIHASH_FUNCTIONS[code], length
 

@@ -350,3 +350,16 @@ def test_remote_mismatch_and_missing_are_reported(tmp_path: Path, served: FileSe
     good_checksum = items[2]["assets"]["image"]["file:checksum"]
     assert _cache_files(tmp_path / "cache") == [
         tmp_path / "cache" / good_checksum[4:6] / f"{good_checksum}.tif"]  # nothing half-done
+
+
+def test_a_bare_md5_checksum_as_planetary_computer_publishes_it_is_verified(
+        tmp_path: Path) -> None:
+    path = _write(tmp_path / "a.tif", 100)
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()  # 32 hex digits, no multihash prefix
+    wrong = "7ddacf901e722721ade996eb448ec87f"  # sentinel-1-rtc's vv, from tests/data/stac_items
+    asset = {"href": str(path), "msgfm:sensor": "rgb"}
+    fetched, failures = fetch([_item("a", image={**asset, "file:checksum": md5}),
+                               _item("b", image={**asset, "file:checksum": wrong})],
+                              _params(tmp_path))
+    assert [i["id"] for i in fetched] == ["a"]
+    assert [f.reason for f in failures] == [f"checksum mismatch: expected {wrong}, got {md5}"]
