@@ -30,7 +30,7 @@ import itertools
 import json
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +40,7 @@ import numpy as np
 
 from catalogs.sensors import registry
 from catalogs.store_shards import chunk_codec, decode_chunk, encode_chunk
-from pipeline.stats import Histogram, StreamingStats
+from pipeline.stats import Histogram, StreamingStats, combined_stats
 
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
                        (2, 0): np.lib.format.read_array_header_2_0}
@@ -89,22 +89,17 @@ class LocationChips:
     def save(self, path: Path) -> Path:
         """Encode, measure and write to the chip file ``path`` (a ``.npz``) and its chunk
         file, atomically (see module doc)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        header = {"source": self.source, "item_id": self.item_id, "crs": self.crs,
-                  "datetimes": self.datetimes, "dropped": self.dropped, "shifts": self.shifts,
-                  "sensors": [{"name": name, "shape": list(chips.shape[1:]),
-                               "dtype": chips.dtype.name}
-                              for name, chips in self.sensors.items()]}
-        if self.item_ids:
-            header["item_ids"] = self.item_ids
-        members: dict[str, np.ndarray] = {}
-        with _atomic_file(chunk_file(path)) as chunks:
-            for i, (name, chips) in enumerate(self.sensors.items()):
-                members.update(_write_sensor(i, chips, _statistics_nodata(name), chunks))
-        with _atomic_file(path) as f:
-            np.savez(f, header=np.array(json.dumps(header)), transforms=self.transforms,
-                     bounds_lonlat=self.bounds_lonlat, **members)
-        return path
+        writer = ChipFileWriter(path, {name: (chips.shape[1:], chips.dtype)
+                                       for name, chips in self.sensors.items()})
+        for name, chips in self.sensors.items():  # (a sensor may hold another number of chips
+            writer.add_sensor(name, range(len(chips)), chips)  # than transforms: shard refuses)
+        return writer.finish(self.header_fields(), self.transforms, self.bounds_lonlat,
+                             self.item_ids)
+
+    def header_fields(self) -> dict[str, Any]:
+        """The header's fields but the sensors' layout (the writer adds it)."""
+        return {"source": self.source, "item_id": self.item_id, "crs": self.crs,
+                "datetimes": self.datetimes, "dropped": self.dropped, "shifts": self.shifts}
 
     @classmethod
     def load_header(cls, path: Path) -> LocationChips:
@@ -157,15 +152,93 @@ def _statistics_nodata(sensor: str) -> float | None:
     return None if entry is None else entry.nodata
 
 
-def _write_sensor(index: int, chips: np.ndarray, nodata: float | None,
-                  chunks: IO[bytes]) -> dict[str, np.ndarray]:
-    """Append one sensor's (K, C, H, W) chips, encoded, to ``chunks``; return the chip file
-    members that describe them (see module doc)."""
-    codec = chunk_codec(chips.dtype)
-    offsets = [chunks.tell()]
-    for chip in chips:
-        offsets.append(offsets[-1] + chunks.write(encode_chunk(chip, codec)))
-    stats = StreamingStats.of_chips(chips, nodata)
+class ChipFileWriter:
+    """Writes one chip file batch of chips by batch, so that a location's chips never need to
+    be in memory together (a full Sentinel-2 tile has ~1,800 paired chips).
+
+    Each batch is encoded and measured at once; its chunks go to one scratch file per sensor
+    (removed at the end; a killed writer's are removed by the coregister stage as stale).
+    :meth:`finish` writes the chunk file with every sensor's chips in the order of their
+    indexes, sensor after sensor, then the chip file. One batch gives the bytes
+    :meth:`LocationChips.save` always gave.
+    """
+
+    def __init__(self, path: Path,
+                 sensors: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+        """``sensors``: name -> (chip shape (C, H, W), storage dtype), in header order."""
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._layouts = {name: (tuple(shape), np.dtype(dtype))
+                         for name, (shape, dtype) in sensors.items()}
+        self._parts = {name: open(path.with_name(f".{path.name}.{os.getpid()}.{i}.part"), "w+b")
+                       for i, name in enumerate(sensors)}
+        self._chunks: dict[str, dict[int, tuple[int, int]]] = {name: {} for name in sensors}
+        self._stats: dict[str, StreamingStats | None] = dict.fromkeys(sensors)
+
+    def add(self, indexes: Iterable[int], chips: dict[str, np.ndarray]) -> None:
+        """Encode and measure one batch: ``chips[name]`` is (K, C, H, W), chip ``k`` having
+        index ``indexes[k]``, for every sensor."""
+        indexes = list(indexes)
+        for name in self._parts:
+            self.add_sensor(name, indexes, chips[name])
+
+    def add_sensor(self, name: str, indexes: Iterable[int], batch: np.ndarray) -> None:
+        """One sensor's chips of a batch (:meth:`add`), ``batch[k]`` having ``indexes[k]``."""
+        if (batch.shape[1:], batch.dtype) != self._layouts[name]:
+            raise ValueError(f"{name} chips {batch.shape[1:]} {batch.dtype} are not "
+                             f"{self._layouts[name]}")
+        part, codec = self._parts[name], chunk_codec(batch.dtype)
+        for index, chip in zip(indexes, batch, strict=True):
+            offset = part.tell()
+            self._chunks[name][index] = (offset, part.write(encode_chunk(chip, codec)))
+        if len(batch) or self._stats[name] is None:
+            stats = StreamingStats.of_chips(batch, _statistics_nodata(name))
+            merged = self._stats[name]  # merged as they come: memory stays flat
+            self._stats[name] = stats if merged is None else combined_stats([merged, stats])
+
+    def abort(self) -> None:
+        """Give up: remove the scratch files; nothing is written."""
+        self._remove_scratch()
+
+    def _remove_scratch(self) -> None:
+        for part in self._parts.values():
+            part.close()
+            os.unlink(part.name)
+
+    def finish(self, header: dict[str, Any], transforms: np.ndarray,
+               bounds_lonlat: np.ndarray, item_ids: dict[str, str] | None = None) -> Path:
+        """Write the chunk file and the chip file (``header`` fields, then the sensors'
+        layout, then ``item_ids`` where given); ``transforms`` and ``bounds_lonlat`` in index
+        order. Returns the chip file's path."""
+        members: dict[str, np.ndarray] = {}
+        try:
+            with _atomic_file(chunk_file(self.path)) as chunks:
+                for i, (name, part) in enumerate(self._parts.items()):
+                    offsets = [chunks.tell()]
+                    for index in sorted(self._chunks[name]):
+                        offset, length = self._chunks[name][index]
+                        part.seek(offset)
+                        offsets.append(offsets[-1] + chunks.write(part.read(length)))
+                    stats = self._stats[name] or StreamingStats.of_chips(
+                        np.empty((0, *self._layouts[name][0]), self._layouts[name][1]),
+                        _statistics_nodata(name))
+                    members.update(_sensor_members(i, offsets, stats))
+        finally:
+            self._remove_scratch()
+        header = {**header, "sensors": [{"name": name, "shape": list(shape),
+                                         "dtype": dtype.name}
+                                        for name, (shape, dtype) in self._layouts.items()]}
+        if item_ids:
+            header["item_ids"] = item_ids
+        with _atomic_file(self.path) as f:
+            np.savez(f, header=np.array(json.dumps(header)), transforms=transforms,
+                     bounds_lonlat=bounds_lonlat, **members)
+        return self.path
+
+
+def _sensor_members(index: int, offsets: list[int],
+                    stats: StreamingStats) -> dict[str, np.ndarray]:
+    """The chip file members that describe one sensor's chips (see module doc)."""
     histograms = stats.histograms
     return {
         f"chunk_offsets_{index}": np.array(offsets, dtype=np.int64),

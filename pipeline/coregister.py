@@ -1,8 +1,16 @@
 """Co-registration: the sensors of one location warped onto one reference grid and cut into chips.
 
-Each raster is read once, whole (so a truncated file fails here, not in a later chip); each
-secondary is warped once per location by GDAL (through rasterio) onto the reference sensor's
-grid with the registry's resampling rule of that secondary; chips are slices of those scenes.
+The reference grid (the finest raster of the reference sensor) is processed in blocks of about
+``block_px`` square, each a whole number of chip strides: for each block, every raster's window
+that covers it (plus the margin the resampling kernel needs) is read, converted to the
+registry's storage, and warped by GDAL (through rasterio) onto the block with the registry's
+resampling rule of its sensor; the block's chips are cut, kept where every sensor has data, and
+handed on (to the chip file writer, which encodes them at once). Memory therefore depends on
+the block size, not on the scene size. ``read_whole`` reads every raster whole first and cuts
+the same windows from memory: the same chips, the memory of a whole-scene read (the bench's
+baseline). GDAL's warper approximates the reprojection per destination window (rasterio's
+0.125 px tolerance), so across CRSs the block layout is part of what the chips are.
+
 The QA measures each secondary's residual shift in the central window of the grid
 (``qa_window_px``): the shift of a pair is one number for the scene, and a window keeps its
 cost fixed however large the scene. Items without georeference (pictures) become one
@@ -13,7 +21,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.transform import array_bounds
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
@@ -37,7 +48,7 @@ from catalogs.item_assets import (
     to_storage,
 )
 from catalogs.sensors import Sensor
-from pipeline.chips import LocationChips
+from pipeline.chips import ChipFileWriter, LocationChips
 from pipeline.failures import ItemError
 from pipeline.pairing import PAIR
 from pipeline.params import CoregisterParams, PairSource, PipelineParams, SourceGrid
@@ -68,18 +79,20 @@ class Grid:
 
 @dataclass(frozen=True)
 class Raster:
-    """A raster asset read into memory: (bands, rows, cols) in the sensor's storage dtype, and
-    the (rows, cols) mask of its pixels without data."""
+    """A raster asset, opened and checked against the registry: its grid, and, when read
+    whole, its (bands, rows, cols) pixels in the sensor's storage dtype with the (rows, cols)
+    mask of its pixels without data."""
 
     asset: SensorAsset
-    data: np.ndarray
     grid: Grid
-    invalid: np.ndarray
+    whole: tuple[np.ndarray, np.ndarray] | None = None
+    small: bool = False  # no larger than a block: read once, whole, and warped whole
 
 
 @dataclass(frozen=True)
 class Scene:
-    """One sensor on the reference grid: all its registry bands and the pixels without data."""
+    """One sensor on (a block of) the reference grid: all its registry bands and the pixels
+    without data."""
 
     sensor: Sensor
     data: np.ndarray
@@ -87,14 +100,21 @@ class Scene:
     datetime: str | None
 
 
-def coregister_item(item: dict[str, Any], params: PipelineParams) -> LocationChips:
-    """The chips of one catalog item: every sensor on one grid, or one picture chip.
+ChipSink = Callable[[list[int], dict[str, np.ndarray]], None]  # a block's chips and indexes
+ChipLayout = dict[str, tuple[tuple[int, int, int], np.dtype]]  # sensor -> chip shape, dtype
+
+
+def coregister_item(item: dict[str, Any], params: PipelineParams,
+                    read_whole: bool = False) -> LocationChips:
+    """The chips of one catalog item, in memory: every sensor on one grid, or one picture
+    chip (:func:`write_item_chips` writes them without holding them all).
 
     Args:
         item: STAC item dict; ``collection`` is the source id, each asset has an absolute
             local ``href``. A reference item of a pair across collections (``msgfm:pair``)
             carries its partner items under :data:`PARTNER_ITEMS`.
         params: pipeline parameters (``coregister`` for paired sources, ``pictures`` else).
+        read_whole: read every raster whole first (the same chips; see the module doc).
 
     Returns:
         The location's chips, ``sensors`` keyed reference sensor first.
@@ -102,6 +122,48 @@ def coregister_item(item: dict[str, Any], params: PipelineParams) -> LocationChi
     Raises:
         ItemError: naming the item, the file and the reason, for input that cannot be used.
     """
+    batches: list[tuple[list[int], dict[str, np.ndarray]]] = []
+    location, layout = _chips(item, params, read_whole,
+                              lambda i, chips: batches.append((i, chips)))
+    if layout is None:  # a picture
+        return location
+    order = np.argsort([i for indexes, _ in batches for i in indexes], kind="stable")
+    location.sensors = {
+        name: np.concatenate([np.empty((0, *shape), dtype)]
+                             + [chips[name] for _, chips in batches])[order]
+        for name, (shape, dtype) in layout.items()}
+    return location
+
+
+def write_item_chips(item: dict[str, Any], params: PipelineParams, path: Path,
+                       read_whole: bool = False) -> Path:
+    """Co-register one item into the chip file ``path``, block by block (see module doc)."""
+    writer: ChipFileWriter | None = None
+
+    def write(indexes: list[int], chips: dict[str, np.ndarray]) -> None:
+        nonlocal writer
+        if writer is None:
+            writer = ChipFileWriter(path, {name: (c.shape[1:], c.dtype)
+                                           for name, c in chips.items()})
+        writer.add(indexes, chips)
+
+    try:
+        location, layout = _chips(item, params, read_whole, write)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if layout is None:  # a picture
+        return location.save(path)
+    writer = writer or ChipFileWriter(path, layout)
+    return writer.finish(location.header_fields(), location.transforms,
+                         location.bounds_lonlat, location.item_ids)
+
+
+def _chips(item: dict[str, Any], params: PipelineParams, read_whole: bool,
+           sink: ChipSink) -> tuple[LocationChips, ChipLayout | None]:
+    """Dispatch one item: a pair across collections, a paired source (their chips go to
+    ``sink``, the layout of their chips comes back), or a picture (its one chip held)."""
     pair_name = (item.get("properties") or {}).get(PAIR)
     if pair_name is not None:
         pair = params.coregister.pairs.get(pair_name)
@@ -109,22 +171,18 @@ def coregister_item(item: dict[str, Any], params: PipelineParams) -> LocationChi
             raise ItemError(item["id"], None, f"pair {pair_name!r} is not declared in "
                                               "pipeline.coregister.pairs")
         return pair_chips(item, item.get(PARTNER_ITEMS) or [], pair_name, pair,
-                          params.coregister)
+                          params.coregister, read_whole, sink)
     source_grid = params.coregister.sources.get(item["collection"])
     if source_grid is None:
-        return picture_chips(item, params.pictures.chip_px)
-    return paired_chips(item, source_grid, params.coregister)
-
-
-def paired_chips(item: dict[str, Any], source_grid: SourceGrid,
-                 params: CoregisterParams) -> LocationChips:
-    """Warp every sensor of ``item`` onto its reference grid and cut chips (see module doc)."""
+        return picture_chips(item, params.pictures.chip_px), None
     by_sensor = _sensor_assets(item, source_grid.reference)
-    return _location_chips(item, by_sensor, source_grid, params, item["collection"], {})
+    return _location_chips(item, by_sensor, source_grid, params.coregister,
+                           item["collection"], {}, read_whole, sink)
 
 
 def pair_chips(item: dict[str, Any], partners: list[dict[str, Any]], name: str,
-               pair: PairSource, params: CoregisterParams) -> LocationChips:
+               pair: PairSource, params: CoregisterParams, read_whole: bool,
+               sink: ChipSink) -> tuple[LocationChips, ChipLayout]:
     """A reference item and its partner items (pipeline/pairing.py) on the reference item's
     own grid: the partner items of one collection are mosaicked, the chips carry the
     partners' ids and acquisition times."""
@@ -153,39 +211,97 @@ def pair_chips(item: dict[str, Any], partners: list[dict[str, Any]], name: str,
     grid = SourceGrid(reference=next(iter(reference)), chip_px=pair.chip_px,
                       stride_px=pair.stride_px)
     return _location_chips(item, by_sensor, grid, params, name,
-                           {s: "+".join(ids) for s, ids in partner_ids.items()})
+                           {s: "+".join(ids) for s, ids in partner_ids.items()}, read_whole,
+                           sink)
 
 
 def _location_chips(item: dict[str, Any], by_sensor: dict[str, list[SensorAsset]],
                     source_grid: SourceGrid, params: CoregisterParams, source: str,
-                    item_ids: dict[str, str]) -> LocationChips:
-    """Read every sensor's assets (reference sensor first), put them on the finest reference
-    raster's grid, keep the chips where every sensor has data, measure the shifts."""
-    rasters = {name: [_read_raster(item["id"], asset) for asset in assets]
-               for name, assets in by_sensor.items()}
+                    item_ids: dict[str, str], read_whole: bool,
+                    sink: ChipSink) -> tuple[LocationChips, ChipLayout]:
+    """Open every sensor's rasters (reference sensor first), take the finest reference
+    raster's grid, and process it block by block (module doc): each block's kept chips go to
+    ``sink`` with their indexes among the grid's chip windows. Returns everything about the
+    location but the chips (``sensors`` empty), and the chips' layout per sensor."""
+    item_id = item["id"]
+    rasters = {name: [_open_raster(item_id, asset, read_whole, params.block_px)
+                      for asset in assets] for name, assets in by_sensor.items()}
     reference_rasters = next(iter(rasters.values()))
     grid = min((r.grid for r in reference_rasters), key=lambda g: g.pixel_area)
-    windows = chip_windows(grid.shape, source_grid.chip_px, source_grid.stride_px)
+    chip_px = source_grid.chip_px
+    windows = chip_windows(grid.shape, chip_px, source_grid.stride_px)
     if not windows:
-        raise ItemError(item["id"], reference_rasters[0].asset.href,
+        raise ItemError(item_id, reference_rasters[0].asset.href,
                         f"grid of {grid.shape[0]}x{grid.shape[1]} px is smaller than one "
-                        f"{source_grid.chip_px} px chip")
-    reference, *secondaries = [_scene(item["id"], sensor_rasters, grid)
-                               for sensor_rasters in rasters.values()]
-    scenes = [reference, *secondaries]
-    kept = [w for w in windows if _nodata_share(scenes, w) <= params.max_nodata_share]
-    transforms, bounds_lonlat = chip_georeference(grid, kept)
+                        f"{chip_px} px chip")
     qa_window = central_window(grid.shape, params.qa_window_px)
-    reference_image = _structure(reference, qa_window)
-    return LocationChips(
-        source=source, item_id=item["id"],
-        sensors={s.sensor.name: _cut(s.data, kept, source_grid.chip_px) for s in scenes},
-        crs=_crs_code(grid.crs), transforms=transforms, bounds_lonlat=bounds_lonlat,
-        datetimes={s.sensor.name: s.datetime or _item_datetime(item) for s in scenes},
-        dropped={NODATA_REASON: len(windows) - len(kept)},
-        shifts=[_shift_record(reference.sensor.name, reference_image, s, qa_window,
-                              params.shift_flag_px) for s in secondaries],
-        item_ids=item_ids)
+    reads = _Reads()
+    kept: list[int] = []
+    shifts: list[dict[str, object]] | None = None
+    for block, indexes in chip_blocks(windows, grid.shape, source_grid.stride_px,
+                                      params.block_px):
+        scenes = _block_scenes(item_id, rasters, grid, block, reads)
+        local = [_within(windows[i], block) for i in indexes]
+        keep = [(i, w) for i, w in zip(indexes, local, strict=True)
+                if _nodata_share(scenes, w) <= params.max_nodata_share]
+        sink([i for i, _ in keep],
+             {s.sensor.name: _cut(s.data, [w for _, w in keep], chip_px) for s in scenes})
+        kept.extend(i for i, _ in keep)
+        if shifts is None and _contains(block, qa_window):
+            shifts = _shift_records(scenes, _within(qa_window, block), params.shift_flag_px)
+    reads.check(item_id)
+    if shifts is None:  # the QA window straddles blocks: warp it on its own
+        scenes = _block_scenes(item_id, rasters, grid, qa_window, _Reads())
+        shifts = _shift_records(scenes, Window(0, 0, qa_window.width, qa_window.height),
+                                params.shift_flag_px)
+    kept.sort()
+    transforms, bounds_lonlat = chip_georeference(grid, [windows[i] for i in kept])
+    location = LocationChips(
+        source=source, item_id=item_id, sensors={}, crs=_crs_code(grid.crs),
+        transforms=transforms, bounds_lonlat=bounds_lonlat,
+        datetimes={name: rs[0].asset.datetime or _item_datetime(item)
+                   for name, rs in rasters.items()},
+        dropped={NODATA_REASON: len(windows) - len(kept)}, shifts=shifts, item_ids=item_ids)
+    return location, {name: ((rs[0].asset.sensor.num_bands, chip_px, chip_px),
+                             np.dtype(rs[0].asset.sensor.dtype))
+                      for name, rs in rasters.items()}
+
+
+def chip_blocks(windows: list[Window], shape: tuple[int, int], stride_px: int,
+                block_px: int) -> list[tuple[Window, list[int]]]:
+    """The chip windows of a grid of ``shape`` grouped into blocks: the indexes of the windows
+    of each block (row-major within it), and the window that holds them all. A block spans as
+    many chip strides per side as fit in ``block_px`` (at least one chip); when every chip
+    fits in one block (or ``block_px`` is 0), that block is the whole grid."""
+    chip_px = windows[0].height
+    per_side = max(1, (block_px - chip_px) // stride_px + 1)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, window in enumerate(windows):
+        key = (window.row_off // stride_px // per_side, window.col_off // stride_px // per_side)
+        groups.setdefault(key, []).append(index)
+    if block_px <= 0 or len(groups) == 1:
+        return [(Window(0, 0, shape[1], shape[0]), list(range(len(windows))))]
+    return [(_union([windows[i] for i in indexes]), indexes)
+            for _, indexes in sorted(groups.items())]
+
+
+def _union(windows: list[Window]) -> Window:
+    rows = min(w.row_off for w in windows), max(w.row_off + w.height for w in windows)
+    cols = min(w.col_off for w in windows), max(w.col_off + w.width for w in windows)
+    return Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
+
+
+def _within(window: Window, block: Window) -> Window:
+    """``window`` (on the grid) relative to ``block``."""
+    return Window(window.col_off - block.col_off, window.row_off - block.row_off,
+                  window.width, window.height)
+
+
+def _contains(block: Window, window: Window) -> bool:
+    return (block.col_off <= window.col_off
+            and window.col_off + window.width <= block.col_off + block.width
+            and block.row_off <= window.row_off
+            and window.row_off + window.height <= block.row_off + block.height)
 
 
 def _sensor_assets(item: dict[str, Any], reference: str) -> dict[str, list[SensorAsset]]:
@@ -234,27 +350,87 @@ def _check_band_cover(item_id: str, sensor_name: str, assets: list[SensorAsset])
                                        f"registry has {expected}")
 
 
-def _read_raster(item_id: str, asset: SensorAsset) -> Raster:
-    """Read a whole raster, checking it against the registry, in the registry's storage.
+def _open_raster(item_id: str, asset: SensorAsset, read_whole: bool, block_px: int) -> Raster:
+    """Open a raster and check it against the registry; read it whole if asked, or if it is
+    no larger than a block (``block_px`` a side; 0: any raster).
 
     Raises:
         ItemError: unreadable (corrupt, truncated, missing) file, no CRS, no geotransform,
-            band count or dtype unlike the asset and registry, or every pixel nodata.
+            band count or dtype unlike the asset and registry; read whole, every pixel nodata.
     """
+    whole = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(asset.href) as src:
                 _check_header(item_id, asset, src)
-                data = src.read(list(asset.indexes) if asset.indexes else None)
                 grid = Grid(src.crs, src.transform, (src.height, src.width))
+                small = block_px <= 0 or max(src.height, src.width) <= block_px
+                if read_whole or small:
+                    whole = to_storage(src.read(_indexes(asset)), asset.radiometry,
+                                       asset.sensor)
     except RasterioError as error:
         raise ItemError(item_id, asset.href,
                         f"unreadable GeoTIFF ({error.__cause__ or error})") from error
-    data, invalid = to_storage(data, asset.radiometry, asset.sensor)
-    if invalid.all():
+    if whole is not None and whole[1].all():
         raise ItemError(item_id, asset.href, "all pixels are nodata")
-    return Raster(asset, data, grid, invalid)
+    return Raster(asset, grid, whole, small)
+
+
+def _indexes(asset: SensorAsset) -> list[int] | None:
+    return list(asset.indexes) if asset.indexes else None
+
+
+def _read_window(item_id: str, raster: Raster, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """A raster's pixels inside ``window`` (within the raster) in the registry's storage, and
+    the mask of those without data."""
+    rows, cols = window.toslices()
+    if raster.whole is not None:
+        data, invalid = raster.whole
+        return data[:, rows, cols], invalid[rows, cols]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(raster.asset.href) as src:
+                data = src.read(_indexes(raster.asset), window=window)
+    except RasterioError as error:
+        raise ItemError(item_id, raster.asset.href,
+                        f"unreadable GeoTIFF ({error.__cause__ or error})") from error
+    return to_storage(data, raster.asset.radiometry, raster.asset.sensor)
+
+
+class _Reads:
+    """What the blocks read of each raster: whether its windows held data, whether any of it
+    landed on the grid, and the extent read (to tell "all pixels are nodata" from "no data on
+    the reference grid")."""
+
+    def __init__(self) -> None:
+        self._rasters: dict[int, Raster] = {}
+        self._source: dict[int, bool] = {}
+        self._on_grid: dict[int, bool] = {}
+        self._extent: dict[int, tuple[int, int, int, int]] = {}
+
+    def record(self, raster: Raster, window: Window | None, source_data: bool,
+               on_grid: bool) -> None:
+        key = id(raster)
+        self._rasters[key] = raster
+        self._source[key] = self._source.get(key, False) or source_data
+        self._on_grid[key] = self._on_grid.get(key, False) or on_grid
+        if window is not None:
+            row0, col0, row1, col1 = self._extent.get(key, (window.row_off, window.col_off,
+                                                            window.row_off, window.col_off))
+            self._extent[key] = (min(row0, window.row_off), min(col0, window.col_off),
+                                 max(row1, window.row_off + window.height),
+                                 max(col1, window.col_off + window.width))
+
+    def check(self, item_id: str) -> None:
+        """Raises ItemError for the first raster that had no data on the grid in any block."""
+        for key, raster in self._rasters.items():
+            if not self._on_grid[key]:
+                whole = self._extent.get(key) == (0, 0, *raster.grid.shape)
+                raise ItemError(item_id, raster.asset.href,
+                                "all pixels are nodata" if whole and not self._source[key]
+                                else "no data on the reference grid")
 
 
 def _check_header(item_id: str, asset: SensorAsset, src: rasterio.DatasetReader) -> None:
@@ -292,61 +468,97 @@ def invalid_pixels(data: np.ndarray, sensor: Sensor) -> np.ndarray:
     return nodata_mask(data, sensor.nodata)
 
 
-def _scene(item_id: str, rasters: list[Raster], grid: Grid) -> Scene:
-    """All registry bands of one sensor on ``grid``: rasters already on it are used as read,
-    the others warped; bands are stacked in registry order. Several rasters holding the same
-    bands (partner items of one acquisition) are mosaicked: each pixel from the first raster,
-    in order, with data there."""
+def _block_scenes(item_id: str, rasters: dict[str, list[Raster]], grid: Grid, block: Window,
+                  reads: _Reads) -> list[Scene]:
+    """Every sensor on ``block`` of ``grid``, reference sensor first."""
+    block_grid = Grid(grid.crs, window_transform(block, grid.transform),
+                      (int(block.height), int(block.width)))
+    return [_scene(item_id, sensor_rasters, grid, block, block_grid, reads)
+            for sensor_rasters in rasters.values()]
+
+
+def _scene(item_id: str, rasters: list[Raster], grid: Grid, block: Window, block_grid: Grid,
+           reads: _Reads) -> Scene:
+    """All registry bands of one sensor on ``block_grid``: rasters already on the grid are
+    used as read, the others warped; bands are stacked in registry order. Several rasters
+    holding the same bands (partner items of one acquisition) are mosaicked: each pixel from
+    the first raster, in order, with data there."""
     sensor = rasters[0].asset.sensor
-    if sum(len(r.asset.band_names) for r in rasters) > sensor.num_bands:
-        return _mosaic(item_id, rasters, grid)
-    layers = [_on_grid(item_id, raster, grid) for raster in rasters]
+    layers = [_on_block(item_id, raster, grid, block, block_grid, reads) for raster in rasters]
     if len(rasters) == 1 and rasters[0].asset.band_names == sensor.band_names:
-        data, invalid = layers[0]
-    else:
-        data = np.empty((sensor.num_bands, *grid.shape), dtype=sensor.dtype)
-        for raster, (values, _) in zip(rasters, layers, strict=True):
-            data[[sensor.band_names.index(name) for name in raster.asset.band_names]] = values
-        invalid = np.logical_or.reduce([mask for _, mask in layers])
-    return Scene(sensor, data, invalid, rasters[0].asset.datetime)
-
-
-def _mosaic(item_id: str, rasters: list[Raster], grid: Grid) -> Scene:
-    """One sensor's scene from rasters that overlap in bands: the first with data wins; a
-    raster without data on ``grid`` adds nothing; a pixel lacking any band has no data."""
-    sensor = rasters[0].asset.sensor
-    data = np.full((sensor.num_bands, *grid.shape),
+        return Scene(sensor, *layers[0], rasters[0].asset.datetime)
+    data = np.full((sensor.num_bands, *block_grid.shape),
                    0 if sensor.nodata is None else sensor.nodata, dtype=sensor.dtype)
     filled = np.zeros(data.shape, dtype=bool)
-    for raster in rasters:
-        try:
-            values, invalid = _on_grid(item_id, raster, grid)
-        except ItemError:
-            continue  # a slice beside the grid
+    for raster, (values, invalid) in zip(rasters, layers, strict=True):
         for layer, name in zip(values, raster.asset.band_names, strict=True):
             band = sensor.band_names.index(name)
             take = ~invalid & ~filled[band]
             data[band][take] = layer[take]
             filled[band] |= take
-    invalid = ~filled.all(axis=0)
-    if invalid.all():
-        raise ItemError(item_id, None, f"no {sensor.name} data on the reference grid")
-    return Scene(sensor, data, invalid, rasters[0].asset.datetime)
+    return Scene(sensor, data, ~filled.all(axis=0), rasters[0].asset.datetime)
 
 
-def _on_grid(item_id: str, raster: Raster, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
-    """A raster's bands on ``grid`` and its pixels without data there.
-
-    Raises:
-        ItemError: if the raster has no data on ``grid`` (they do not overlap).
-    """
+def _on_block(item_id: str, raster: Raster, grid: Grid, block: Window, block_grid: Grid,
+              reads: _Reads) -> tuple[np.ndarray, np.ndarray]:
+    """A raster's bands on ``block_grid`` (``block`` of ``grid``) and its pixels without data
+    there: the window of the block itself for a raster on the grid, else the window that
+    covers the block (with the kernel's margin), warped."""
+    sensor = raster.asset.sensor
     if raster.grid == grid:
-        return raster.data, raster.invalid
-    data, invalid = warp(raster.data, raster.grid, grid, raster.asset.sensor,
-                         has_nodata=bool(raster.invalid.any()))
-    if invalid.all():
-        raise ItemError(item_id, raster.asset.href, "no data on the reference grid")
-    return data, invalid
+        values, invalid = _read_window(item_id, raster, block)
+        reads.record(raster, block, not invalid.all(), not invalid.all())
+        return values, invalid
+    if raster.small:  # warped whole, as one block of the whole grid would warp it
+        window: Window | None = Window(0, 0, raster.grid.shape[1], raster.grid.shape[0])
+    else:
+        window = source_window(raster.grid, block_grid,
+                               _margin_px(raster.grid, block_grid, sensor))
+    values, invalid = (None, None) if window is None else _read_window(item_id, raster, window)
+    if values is None or invalid.all():
+        reads.record(raster, window, False, False)
+        empty = np.full((len(raster.asset.band_names), *block_grid.shape),
+                        0 if sensor.nodata is None else sensor.nodata, dtype=sensor.dtype)
+        return empty, np.ones(block_grid.shape, dtype=bool)
+    window_grid = Grid(raster.grid.crs, window_transform(window, raster.grid.transform),
+                       (int(window.height), int(window.width)))
+    data, warped_invalid = warp(values, window_grid, block_grid, sensor,
+                                has_nodata=bool(invalid.any()))
+    reads.record(raster, window, True, not warped_invalid.all())
+    return data, warped_invalid
+
+
+# Source pixels either side of a destination pixel that GDAL's kernels may read, per method.
+KERNEL_RADIUS_PX = {"nearest": 1, "bilinear": 1, "average": 1, "mode": 1, "cubic": 2,
+                    "cubic_spline": 2, "lanczos": 3}
+WINDOW_MARGIN_PX = 8  # on top of the kernel: rounding of the transformed block bounds
+
+
+def _margin_px(src_grid: Grid, dst_grid: Grid, sensor: Sensor) -> int:
+    """Source pixels to read around a block: the kernel's reach, widened where a destination
+    pixel spans several source pixels (averaging, downsampling)."""
+    ratio = math.sqrt(dst_grid.pixel_area / src_grid.pixel_area) if src_grid.crs == \
+        dst_grid.crs else 2.0  # across CRSs, units differ: be generous
+    return WINDOW_MARGIN_PX + math.ceil(KERNEL_RADIUS_PX[sensor.resampling.method]
+                                        * max(1.0, ratio))
+
+
+def source_window(src_grid: Grid, block_grid: Grid, margin_px: int) -> Window | None:
+    """The window of ``src_grid`` that covers ``block_grid`` plus ``margin_px`` on each side,
+    clipped to the raster; None when they do not overlap."""
+    bounds = array_bounds(*block_grid.shape, block_grid.transform)
+    west, south, east, north = (bounds if src_grid.crs == block_grid.crs else
+                                transform_bounds(block_grid.crs, src_grid.crs, *bounds,
+                                                 densify_pts=21))
+    inverse = ~src_grid.transform
+    corners = [inverse @ (x, y) for x in (west, east) for y in (south, north)]
+    col0 = max(math.floor(min(c for c, _ in corners)) - margin_px, 0)
+    row0 = max(math.floor(min(r for _, r in corners)) - margin_px, 0)
+    col1 = min(math.ceil(max(c for c, _ in corners)) + margin_px, src_grid.shape[1])
+    row1 = min(math.ceil(max(r for _, r in corners)) + margin_px, src_grid.shape[0])
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)
 
 
 def warp(data: np.ndarray, src_grid: Grid, dst_grid: Grid, sensor: Sensor,
@@ -463,14 +675,20 @@ def central_window(shape: tuple[int, int], size_px: int) -> Window:
     return Window((shape[1] - cols) // 2, (shape[0] - rows) // 2, cols, rows)
 
 
-def _shift_record(reference: str, reference_image: np.ndarray, secondary: Scene,
-                  window: Window, flag_px: float) -> dict[str, object]:
-    """QA row: the residual shift of ``secondary`` against the reference sensor inside
-    ``window`` (``reference_image``, see :func:`_structure`); flagged above ``flag_px``."""
-    dy, dx = residual_shift(reference_image, _structure(secondary, window))
-    shift = math.hypot(dy, dx)
-    return {"reference": reference, "secondary": secondary.sensor.name,
-            "dy_px": dy, "dx_px": dx, "shift_px": shift, "flagged": shift > flag_px}
+def _shift_records(scenes: list[Scene], window: Window,
+                   flag_px: float) -> list[dict[str, object]]:
+    """QA rows: the residual shift of each secondary scene against the first (the reference)
+    inside ``window``; flagged above ``flag_px``."""
+    reference, *secondaries = scenes
+    reference_image = _structure(reference, window)
+    records = []
+    for secondary in secondaries:
+        dy, dx = residual_shift(reference_image, _structure(secondary, window))
+        shift = math.hypot(dy, dx)
+        records.append({"reference": reference.sensor.name,
+                        "secondary": secondary.sensor.name, "dy_px": dy, "dx_px": dx,
+                        "shift_px": shift, "flagged": shift > flag_px})
+    return records
 
 
 def _structure(scene: Scene, window: Window) -> np.ndarray:

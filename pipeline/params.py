@@ -68,6 +68,7 @@ class CoregisterParams:
     max_nodata_share: float = 0.05
     shift_flag_px: float = 0.5
     qa_window_px: int = 512
+    block_px: int = 2048  # reference-grid pixels per block side (0: the whole grid at once)
 
 
 @dataclass(frozen=True)

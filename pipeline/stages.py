@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from pipeline.chips import LocationChips, chunk_file
 from pipeline.cluster import Executor
-from pipeline.coregister import PARTNER_ITEMS, coregister_item
+from pipeline.coregister import PARTNER_ITEMS, write_item_chips
 from pipeline.discover import discover_to_table
 from pipeline.failures import (
     Failure,
@@ -90,10 +90,9 @@ def coregister_to_file(item: dict, params: PipelineParams) -> Failure | Path:
     if path.exists():
         return path
     try:
-        chips = coregister_item(item, params)
+        return write_item_chips(item, params, path)
     except ItemError as error:
         return Failure.from_error("coregister", error)
-    return chips.save(path)
 
 
 def run_coregister(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:

@@ -127,6 +127,24 @@ class StreamingStats:
                    np.array(m2), histograms)
 
 
+def combined_stats(parts: list[StreamingStats]) -> StreamingStats:
+    """The statistics of the union of ``parts`` (one sensor's chips measured block by block):
+    histograms summed, moments combined as :class:`StatsAccumulator` combines them. One part
+    is returned as it is."""
+    if len(parts) == 1:
+        return parts[0]
+    bands = len(parts[0].count)
+    count, mean, m2 = _combine_moments([(p.count, p.mean, p.m2) for p in parts], bands)
+    histograms = []
+    for band in range(bands):
+        keys = np.concatenate([p.histograms[band].keys for p in parts])
+        counts = np.concatenate([p.histograms[band].counts for p in parts])
+        unique, inverse = np.unique(keys, return_inverse=True)
+        histograms.append(Histogram(unique, np.bincount(inverse, weights=counts,
+                                                        minlength=len(unique)).astype(np.int64)))
+    return StreamingStats(parts[0].dtype, count, mean, m2, tuple(histograms))
+
+
 class StatsAccumulator:
     """Adds up the :class:`StreamingStats` of one sensor's parts, in any order: histograms
     are summed as integers and the moments combined with exactly rounded sums (``math.fsum``),
