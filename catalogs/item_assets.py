@@ -354,7 +354,15 @@ def to_storage(values: np.ndarray, radiometry: Radiometry | None,
     registry's nodata value (it is moved one step), so nothing is lost to the mask silently.
     """
     if radiometry is None:
-        return values.astype(sensor.dtype, copy=False), nodata_mask(values, sensor.nodata)
+        stored = values.astype(sensor.dtype, copy=False)
+        invalid = nodata_mask(values, sensor.nodata)
+        if (stored.dtype.kind == "f" and sensor.nodata is not None
+                and not math.isnan(sensor.nodata)):
+            nan = np.isnan(stored).any(axis=0)
+            if nan.any():  # a float DSM's NaN holes: the registry's one nodata value
+                stored = stored.copy()
+                stored[:, nan] = sensor.nodata
+        return stored, invalid
     invalid = nodata_mask(values, radiometry.nodata)
     dtype = np.dtype(sensor.dtype)
     stored = np.empty(values.shape, dtype=dtype)

@@ -38,6 +38,7 @@ from pystac.utils import datetime_to_str, make_absolute_href, str_to_datetime
 
 CATALOG_ROOT = "msgfm:catalog_root"  # item property: the folder or URL of the item's catalog
 _PLACEHOLDER_GEOMETRY: dict[str, Any] = {"type": "Point", "coordinates": [0.0, 0.0]}
+_WKB_PROPERTIES = ("proj:geometry",)  # properties stac-geoparquet writes as WKB geometries
 _PLACEHOLDER_BBOX = [0.0, 0.0, 0.0, 0.0]
 _REQUIRED_NULL_PROPERTIES = ("datetime",)
 
@@ -85,17 +86,27 @@ def read_items(path: Path) -> list[dict[str, Any]]:
     table = _fill_nulls(table, "geometry", unlocated, placeholder)
     table = _fill_nulls(table, "bbox", unlocated,
                         dict(zip(("xmin", "ymin", "xmax", "ymax"), _PLACEHOLDER_BBOX, strict=True)))
+    # stac-geoparquet stores proj:geometry as WKB too and cannot read back an item without
+    # one beside items with one (3DEP lidar DSM items have it, NAIP items do not).
+    without_projected = {}
+    for name in _WKB_PROPERTIES:
+        if name in table.schema.names:
+            without_projected[name] = table.column(name).is_null().to_pylist()
+            table = _fill_nulls(table, name, table.column(name).is_null(), placeholder)
     # stac-geoparquet moves its timestamp columns last in the order of a Python set, which
     # changes with the process's hash seed; properties take the table's own column order back,
     # so a table written from these items has the same bytes in every process.
     position = {name: index for index, name in enumerate(table.schema.names)}
     items = []
-    for item, is_unlocated in zip(stac_arrow.stac_table_to_items(table), unlocated.to_pylist(),
-                                  strict=True):
+    for row, (item, is_unlocated) in enumerate(zip(stac_arrow.stac_table_to_items(table),
+                                                   unlocated.to_pylist(), strict=True)):
         item = _without_nulls(item)
         if is_unlocated:
             item["geometry"] = None
             item.pop("bbox", None)
+        for name, nulls in without_projected.items():
+            if nulls[row]:
+                item["properties"].pop(name, None)
         properties = item["properties"] = dict(sorted(
             item.get("properties", {}).items(), key=lambda kv: position.get(kv[0], len(position))))
         for key in _REQUIRED_NULL_PROPERTIES:

@@ -5,11 +5,14 @@ a DEM). For a pair declared in ``pipeline.coregister.pairs``, every reference it
 per partner collection, with one *acquisition* of partner items: the items of one platform and
 orbit (or one platform and day where no orbit is given), e.g. the slices of one Sentinel-1
 datatake, which together may cover the reference tile. An acquisition qualifies when its
-nearest item lies within ``max_days`` of the reference and the union of its footprints covers
-at least ``min_overlap`` of the reference footprint; the best is the closest in time, then the
-largest overlap, then the first by (platform, orbit or day): deterministic whatever the order
-the API answered in. Footprints are compared in longitude/latitude: the overlap is a ratio of
-areas on a tile-sized patch, where the distortion cancels to well under a percent.
+nearest item lies within ``max_days`` of the reference (the gap between their time spans: a
+DEM dated by a start and end is 0 days from anything inside them), the union of its footprints
+covers at least ``min_overlap`` of the reference footprint, and its items are readable by a
+registry sensor and no cloudier than ``max_cloud_cover`` (where they say); the best is the
+closest in time, then the largest overlap, then the first by (platform, orbit or day):
+deterministic whatever the order the API answered in. Footprints are compared in
+longitude/latitude: the overlap is a ratio of areas on a tile-sized patch, where the
+distortion cancels to well under a percent.
 
 A paired reference item gets ``msgfm:pair`` (the pair name) and ``msgfm:partners`` ({partner
 collection: [item ids]}); partner items no reference uses are left out of the items table. The
@@ -32,6 +35,7 @@ from pystac.utils import str_to_datetime
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
+from catalogs.item_assets import ItemReadError, match_sensor
 from pipeline.params import PairSource
 
 PAIR = "msgfm:pair"  # reference item property: the name of its pair
@@ -67,12 +71,23 @@ class PairRow:
 
 @dataclass(frozen=True)
 class _Footprint:
-    """What matching needs of an item: id, time, footprint, acquisition key."""
+    """What matching needs of an item: id, time span (an instant: start == end), footprint,
+    acquisition key, cloud cover and whether a registry sensor reads it."""
 
     item_id: str
-    when: datetime | None
+    start: datetime | None
+    end: datetime | None
     geometry: BaseGeometry | None
     acquisition: tuple[str, str]
+    cloud_cover: float | None = None
+    readable: bool = True
+
+    def days_from(self, other: _Footprint) -> float:
+        """Days between the two time spans (0 where they overlap)."""
+        assert self.start and self.end and other.start and other.end
+        gap = max((other.start - self.end).total_seconds(),
+                  (self.start - other.end).total_seconds(), 0.0)
+        return gap / SECONDS_PER_DAY
 
 
 def pair_items(items: list[dict[str, Any]], pairs: dict[str, PairSource]
@@ -129,7 +144,7 @@ def _match(name: str, pair: PairSource, reference: dict[str, Any],
         reason = f"cloud cover {cloud}% above max_cloud_cover {pair.max_cloud_cover}%"
     elif footprint.geometry is None or footprint.geometry.area == 0:
         reason = "no footprint"
-    elif footprint.when is None:
+    elif footprint.start is None:
         reason = "no datetime"
     if reason:
         return [PairRow(**base, partner_collection=c, left_out=reason) for c in pair.partners]
@@ -150,12 +165,14 @@ def _match(name: str, pair: PairSource, reference: dict[str, Any],
 def _best_acquisition(reference: _Footprint, candidates: Iterable[_Footprint], pair: PairSource
                       ) -> tuple[tuple[str, ...], float, float] | None:
     """(item ids, days apart, overlap) of the best qualifying acquisition, or None."""
-    assert reference.geometry is not None and reference.when is not None
+    assert reference.geometry is not None
     groups: dict[tuple[str, str], list[tuple[_Footprint, float]]] = {}
     for candidate in candidates:
-        if candidate.geometry is None or candidate.when is None:
+        if (candidate.geometry is None or candidate.start is None or not candidate.readable
+                or (pair.max_cloud_cover is not None and candidate.cloud_cover is not None
+                    and candidate.cloud_cover > pair.max_cloud_cover)):
             continue
-        days = abs((candidate.when - reference.when).total_seconds()) / SECONDS_PER_DAY
+        days = candidate.days_from(reference)
         if days <= pair.max_days and candidate.geometry.intersects(reference.geometry):
             groups.setdefault(candidate.acquisition, []).append((candidate, days))
     ranked = []
@@ -171,14 +188,24 @@ def _best_acquisition(reference: _Footprint, candidates: Iterable[_Footprint], p
 
 def _footprint(item: dict[str, Any]) -> _Footprint:
     properties = item.get("properties") or {}
-    when = properties.get("datetime") or properties.get("start_datetime")
-    when_dt = str_to_datetime(when) if isinstance(when, str) else when
+    start = _time(properties.get("start_datetime") or properties.get("datetime"))
+    end = _time(properties.get("end_datetime") or properties.get("datetime")) or start
     geometry = shapely.geometry.shape(item["geometry"]) if item.get("geometry") else None
     orbit = properties.get("sat:absolute_orbit")
-    day = when_dt.date().isoformat() if when_dt else ""
+    day = start.date().isoformat() if start else ""
     acquisition = (str(properties.get("platform", "")).lower(),
                    f"orbit {orbit}" if orbit is not None else day)
-    return _Footprint(item["id"], when_dt, geometry, acquisition)
+    try:
+        match_sensor(item)
+        readable = True
+    except ItemReadError:  # e.g. Landsat 7 in landsat-c2-l2: fetch would refuse it
+        readable = False
+    return _Footprint(item["id"], start, end, geometry, acquisition,
+                      properties.get("eo:cloud_cover"), readable)
+
+
+def _time(value: str | datetime | None) -> datetime | None:
+    return str_to_datetime(value) if isinstance(value, str) else value
 
 
 def write_pairs_table(path: Path, rows: list[PairRow]) -> Path:

@@ -85,16 +85,25 @@ def _shift_table(params: PipelineParams) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def build_metrics(params: PipelineParams, manifest: StoreManifest) -> dict[str, Any]:
-    """The numbers of the build: items, chips per sensor, pairs, drops, failures, QA shifts."""
-    summary = json.loads((params.work_dir / "coregister.json").read_text())
-    shifts = np.array([float(r["shift_px"]) for r in _shift_table(params)])
-    failures = all_failures(params)
+def shift_summary(measured: np.ndarray, flag_px: float) -> dict[str, Any]:
+    """Counts and percentiles of the QA's residual shifts (px); a NaN shift (a scene with no
+    structure to measure on: level ground, water) is counted apart, not in the statistics."""
+    shifts = measured[np.isfinite(measured)]
     qa: dict[str, Any] = {"pairs_measured": int(shifts.size),
-                          "flagged": int((shifts > params.coregister.shift_flag_px).sum())}
+                          "pairs_without_structure": int(measured.size - shifts.size),
+                          "flagged": int((shifts > flag_px).sum())}
     for q in SHIFT_PERCENTILES:
         qa[f"p{q}_px"] = round(float(np.percentile(shifts, q)), 4) if shifts.size else None
     qa["max_px"] = round(float(shifts.max()), 4) if shifts.size else None
+    return qa
+
+
+def build_metrics(params: PipelineParams, manifest: StoreManifest) -> dict[str, Any]:
+    """The numbers of the build: items, chips per sensor, pairs, drops, failures, QA shifts."""
+    summary = json.loads((params.work_dir / "coregister.json").read_text())
+    qa = shift_summary(np.array([float(r["shift_px"]) for r in _shift_table(params)]),
+                       params.coregister.shift_flag_px)
+    failures = all_failures(params)
     return {
         "items": len(read_items(params.items_table)),
         "locations": summary["locations"],
@@ -150,7 +159,7 @@ def _pairs_figure(params: PipelineParams, path: Path) -> Path:
 
 
 def _shift_figure(params: PipelineParams, path: Path) -> Path:
-    shifts = [float(r["shift_px"]) for r in _shift_table(params)]
+    shifts = [s for r in _shift_table(params) if np.isfinite(s := float(r["shift_px"]))]
     figure, axis = plt.subplots(figsize=(5, 3))
     axis.hist(shifts, bins=30, color="steelblue")
     axis.axvline(params.coregister.shift_flag_px, color="crimson", linestyle="--",
@@ -179,7 +188,9 @@ def _markdown(metrics: dict[str, Any], figures: dict[str, Path], report_dir: Pat
     qa = metrics["qa_shift"]
     lines += [f"Residual shift of {qa['pairs_measured']} co-registered pairs: median "
               f"{qa['p50_px']} px, p99 {qa['p99_px']} px, max {qa['max_px']} px; "
-              f"{qa['flagged']} flagged.", ""]
+              f"{qa['flagged']} flagged"
+              + (f"; {qa['pairs_without_structure']} without structure to measure a shift on"
+                 if qa["pairs_without_structure"] else "") + ".", ""]
     lines += [f"![{title}]({path.relative_to(report_dir)})" for title, path in figures.items()]
     return "\n".join(lines) + "\n"
 

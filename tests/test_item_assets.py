@@ -227,3 +227,11 @@ def test_bad_match_rules_are_named(tmp_path: Path, rule: dict[str, Any], message
         "stac": [rule]}}))
     with pytest.raises(RegistryError, match=f"sensor 's' in the registry is invalid: .*{message}"):
         load_registry(path)
+
+
+def test_nan_holes_of_a_float_raster_take_the_registrys_nodata() -> None:
+    dsm = get_sensor("dsm")  # float32, nodata -9999
+    values = np.array([[[12.5, np.nan, -9999.0]]], dtype=np.float32)
+    stored, invalid = to_storage(values, None, dsm)
+    assert stored.ravel().tolist() == [12.5, -9999.0, -9999.0]
+    assert invalid.ravel().tolist() == [False, True, True]
