@@ -1,7 +1,8 @@
 """Published STAC items (tests/data/stac_items) made local: their data assets rendered as
 rasters on the item's own CRS and grid origin, hrefs rewritten to those files, written as a
-static catalog. Only hrefs (and, where a test asks for a smaller grid, ``proj:shape``) change;
-every other field stays as the publisher wrote it."""
+static catalog. Only hrefs (and, where a test asks for a smaller grid or another window of it,
+an asset's ``proj:shape`` and ``proj:transform``) change; every other field stays as the
+publisher wrote it."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def asset_grid(item: dict[str, Any], asset: dict[str, Any]) -> tuple[Affine, tup
 
 def render_assets(item: dict[str, Any], folder: Path, dtype: str,
                   shapes: dict[str, tuple[int, int]] | None = None,
-                  pattern: Pattern = dn_pattern) -> dict[str, Any]:
+                  pattern: Pattern = dn_pattern,
+                  origin: tuple[float, float] | None = None) -> dict[str, Any]:
     """Write the item's data assets (those the reading layer uses) into ``folder`` and return
     the item with hrefs rewritten to them (relative: ``<key>.<ext>``) and other assets dropped.
 
@@ -60,6 +62,9 @@ def render_assets(item: dict[str, Any], folder: Path, dtype: str,
         dtype: the files' data type (the publisher's).
         shapes: per asset key, a smaller (rows, cols) than declared, same origin and pixel size.
         pattern: the pixel values.
+        origin: map (x, y) of the rendered window's top-left corner, a pixel corner of every
+            asset's declared grid (default: the grid's own corner); ``shapes`` then count from
+            there.
     """
     local = copy.deepcopy(item)
     used = {a.key: a for assets in sensor_assets(item).values() for a in assets}
@@ -70,6 +75,10 @@ def render_assets(item: dict[str, Any], folder: Path, dtype: str,
     for key, asset in local["assets"].items():
         transform, shape = asset_grid(item, asset)
         shape = (shapes or {}).get(key, shape)
+        if origin is not None:
+            transform = _window_transform(transform, origin, key)
+            if "proj:transform" in asset:
+                asset["proj:transform"] = list(transform)[:len(asset["proj:transform"])]
         if "proj:shape" in asset:
             asset["proj:shape"] = list(shape)
         count = max(len(asset.get("eo:bands") or asset.get("bands") or ()),
@@ -89,9 +98,18 @@ def render_assets(item: dict[str, Any], folder: Path, dtype: str,
     return local
 
 
+def _window_transform(transform: Affine, origin: tuple[float, float], key: str) -> Affine:
+    """``transform`` moved to the pixel corner at map ``origin``."""
+    col, row = ~transform @ origin
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        raise ValueError(f"asset {key}: {origin} is not a pixel corner of {transform}")
+    return transform @ Affine.translation(round(col), round(row))
+
+
 def write_catalog(folder: Path, items: list[dict[str, Any]]) -> Path:
-    """A static catalog at ``folder/catalog.json`` with one collection per item collection;
-    each item's asset files must already be in ``folder/<collection>/<item id>/``."""
+    """A static catalog at ``folder/catalog.json`` with one collection per item collection
+    (its temporal extent from the items' ``datetime``, else ``start_datetime``); each item's
+    asset files must already be in ``folder/<collection>/<item id>/``."""
     catalog = pystac.Catalog("published", "Published items over locally rendered rasters")
     by_collection: dict[str, list[pystac.Item]] = {}
     for item in items:
@@ -101,10 +119,9 @@ def write_catalog(folder: Path, items: list[dict[str, Any]]) -> Path:
         by_collection.setdefault(item["collection"], []).append(
             pystac.Item.from_dict({**item, "links": links}, preserve_dict=True, migrate=False))
     for collection_id, members in by_collection.items():
-        extent = pystac.Extent(
-            pystac.SpatialExtent([m.bbox for m in members]),
-            pystac.TemporalExtent([[min(m.datetime for m in members),
-                                    max(m.datetime for m in members)]]))
+        times = [m.datetime or m.common_metadata.start_datetime for m in members]
+        extent = pystac.Extent(pystac.SpatialExtent([m.bbox for m in members]),
+                               pystac.TemporalExtent([[min(times), max(times)]]))
         collection = pystac.Collection(collection_id, collection_id, extent)
         for member in members:
             member.set_self_href(str(folder / collection_id / member.id / f"{member.id}.json"))

@@ -17,7 +17,7 @@ from rasterio.warp import reproject
 from catalogs.item_assets import sensor_assets
 from catalogs.store_format import IMAGE, TRANSFORM, open_store, read_manifest
 from tests.pipeline_setup import STORE, WORK, make_workspace, run_ok
-from tests.published_world import published_item, render_assets, write_catalog
+from tests.published_world import Pattern, published_item, render_assets, write_catalog
 
 L1C = "es_sentinel-2-l1c"
 # A 6.4 km corner of the granule: 640 px at 10 m; the 20 m and 60 m grids reach a little
@@ -255,9 +255,12 @@ def test_paired_chips_hold_both_sensors_in_their_units(s1s2_builds: dict[int, Pa
                                                    col:col + PAIR_CHIP_PX])
 
 
-def _chip_origins_on(folder: Path, sensor: str, x0: float, y0: float) -> list[tuple[int, int]]:
+def _chip_origins_on(folder: Path, sensor: str, x0: float, y0: float,
+                     pixel_m: float = 10.0) -> list[tuple[int, int]]:
+    """(row, col) of each chip's corner on the grid of ``pixel_m`` pixels whose corner is at
+    map (``x0``, ``y0``), from the chips' transforms."""
     transforms = open_store(folder / STORE)[sensor][TRANSFORM][:]
-    return [(round((y0 - t[5]) / 10), round((t[2] - x0) / 10)) for t in transforms]
+    return [(round((y0 - t[5]) / pixel_m), round((t[2] - x0) / pixel_m)) for t in transforms]
 
 
 def test_the_pair_store_is_the_same_with_0_and_2_workers(s1s2_builds: dict[int, Path]) -> None:
@@ -266,3 +269,261 @@ def test_the_pair_store_is_the_same_with_0_and_2_workers(s1s2_builds: dict[int, 
     assert file_hashes(s1s2_builds[0] / STORE) == file_hashes(s1s2_builds[2] / STORE)
     assert (s1s2_builds[0] / WORK / "pairs.csv").read_bytes() == \
         (s1s2_builds[2] / WORK / "pairs.csv").read_bytes()
+
+
+def _pairs_rows(folder: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(folder / WORK / "pairs.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _fetched_ids(folder: Path) -> list[str]:
+    from pipeline.items import read_items
+
+    return sorted(item["id"] for item in read_items(folder / WORK / "fetched.parquet"))
+
+
+def _box(west: float, south: float, east: float, north: float) -> dict[str, Any]:
+    return {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north],
+                                                [west, north], [west, south]]]}
+
+
+def _constant(value: float) -> Pattern:
+    return lambda band, rows, cols: np.full(rows.shape, value)
+
+
+# --- NAIP x 3DEP lidar DSM from a STAC API -------------------------------------------------------
+#
+# The NAIP item is Planetary Computer's as published (hrefs rewritten; a 256 px corner of its
+# 0.6 m grid rendered). No published DSM item overlaps it, so the DSM is Planetary Computer's
+# 3DEP lidar DSM item relocated onto it: footprint (geometry, bbox), grid (proj:transform,
+# proj:shape) and id changed; its CRS (NAD83 / UTM 11N + NAVD88 height, given only as
+# proj:projjson), its start/end datetimes (2020, no datetime) and every other field as
+# published. The DSM item unmoved (Utah) is a partner the matching must pass over. The DSM is
+# level ground with one 10 m block (a building) that gives the QA's residual shift something to
+# measure.
+
+NAIP, DSM = "pc_naip", "pc_3dep-lidar-dsm"
+NAIP_X0, NAIP_Y0 = 568284.0, 5435088.0  # the NAIP grid's corner (EPSG:26911)
+NAIP_PX, NAIP_CHIP_PX = 256, 128
+DSM_PX = 100  # 2 m pixels from 20 m north-west of the NAIP corner: 200 m over NAIP's 153.6 m
+GROUND_M, ROOF_M = 123.5, 133.5
+BLOCK = slice(30, 50)  # DSM rows and cols of the block: 40 to 80 m from the NAIP corner
+
+
+def _naip_pattern(band: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """8-bit values that differ between bands and between chips."""
+    return (band * 61 + 3 * rows + 7 * cols) % 256
+
+
+def _dsm_pattern(band: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    heights = np.full(rows.shape, GROUND_M)
+    heights[BLOCK, BLOCK] = ROOF_M
+    return heights
+
+
+@pytest.fixture(scope="module")
+def naip_dsm_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.stac_server import stac_api
+
+    world = tmp_path_factory.mktemp("naip_dsm")
+    naip = published_item(NAIP)
+    naip = render_assets(naip, world / naip["collection"] / naip["id"], "uint8",
+                         {"image": (NAIP_PX, NAIP_PX)}, _naip_pattern)
+    moved, unmoved = published_item(DSM), published_item(DSM)
+    moved["id"] = f"{moved['id']}_over-naip"
+    west, south, east, north = naip["bbox"]
+    moved["bbox"] = [west - 0.01, south - 0.01, east + 0.01, north + 0.01]
+    moved["geometry"] = _box(*moved["bbox"])
+    moved["properties"].update({
+        "proj:shape": [DSM_PX, DSM_PX],
+        "proj:transform": [2.0, 0.0, NAIP_X0 - 20.0, 0.0, -2.0, NAIP_Y0 + 20.0, 0, 0, 1]})
+    moved = render_assets(moved, world / moved["collection"] / moved["id"], "float32",
+                          pattern=_dsm_pattern)
+    unmoved = render_assets(unmoved, world / unmoved["collection"] / unmoved["id"], "float32",
+                            {"data": (16, 16)}, _constant(1.0))
+    catalog = write_catalog(world, [naip, moved, unmoved])
+    with stac_api(catalog, tmp_path_factory.mktemp("api")) as url:
+        folder = make_workspace(tmp_path_factory.mktemp("naip_dsm_build"), world, {
+            "api_url": url, "collections": ["naip", "3dep-lidar-dsm"],
+            "coregister": {"sources": {}, "pairs": {"naip_dsm": {
+                "reference": "naip", "partners": ["3dep-lidar-dsm"], "max_days": 3650,
+                "min_overlap": 0.9, "chip_px": NAIP_CHIP_PX, "stride_px": NAIP_CHIP_PX}}},
+            "shard": {"chips_per_shard": 8}})
+        run_ok(folder)
+    return folder
+
+
+@pytest.mark.xdist_group("naip_dsm")
+def test_naip_is_paired_with_the_dsm_that_covers_it(naip_dsm_build_dir: Path) -> None:
+    (row,) = _pairs_rows(naip_dsm_build_dir)
+    naip_id, dsm_id = published_item(NAIP)["id"], published_item(DSM)["id"]
+    assert (row["pair"], row["reference_collection"], row["reference_id"]) == (
+        "naip_dsm", "naip", naip_id)
+    assert row["partner_collection"] == "3dep-lidar-dsm"
+    assert row["partner_ids"] == f"{dsm_id}_over-naip"
+    assert row["overlap"] == "1.000000" and row["left_out"] == ""
+    assert _fetched_ids(naip_dsm_build_dir) == sorted([naip_id, f"{dsm_id}_over-naip"])
+
+
+@pytest.mark.xdist_group("naip_dsm")
+def test_naip_chips_are_the_source_pixels_and_dsm_chips_its_metres(
+        naip_dsm_build_dir: Path) -> None:
+    store = open_store(naip_dsm_build_dir / STORE)
+    assert list(read_manifest(naip_dsm_build_dir / STORE).sensors) == ["dsm", "naip"]
+    naip, dsm = store["naip"][IMAGE][:], store["dsm"][IMAGE][:]
+    count = (NAIP_PX // NAIP_CHIP_PX) ** 2
+    assert naip.shape == (count, 4, NAIP_CHIP_PX, NAIP_CHIP_PX) and naip.dtype == np.uint8
+    assert dsm.shape == (count, 1, NAIP_CHIP_PX, NAIP_CHIP_PX) and dsm.dtype == np.float32
+    naip_item, dsm_id = published_item(NAIP), f"{published_item(DSM)['id']}_over-naip"
+    assert set(store["naip"]["item_id"][:]) == {naip_item["id"]}
+    assert set(store["dsm"]["item_id"][:]) == {dsm_id}
+    np.testing.assert_array_equal(store["dsm"][TRANSFORM][:], store["naip"][TRANSFORM][:])
+    origins = _chip_origins_on(naip_dsm_build_dir, "naip", NAIP_X0, NAIP_Y0, pixel_m=0.6)
+    assert sorted(origins) == [(0, 0), (0, 128), (128, 0), (128, 128)]
+    world = naip_dsm_build_dir / "world"
+    with rasterio.open(world / naip_item["collection"] / naip_item["id"] / "image.tif") as src:
+        source = src.read()
+    for chip, (row, col) in zip(naip, origins, strict=True):
+        np.testing.assert_array_equal(chip, source[:, row:row + NAIP_CHIP_PX,
+                                                   col:col + NAIP_CHIP_PX])
+    # The 2 m DSM on a compound CRS (NAD83 / UTM 11N + NAVD88 height) warped bilinearly onto
+    # NAIP's 0.6 m NAD83 / UTM 11N grid: heights in metres as published (no scale or offset, no
+    # vertical datum shift), level ground and roof exactly where no edge of the block is near.
+    on_grid = np.empty((NAIP_PX, NAIP_PX), dtype=np.float32)
+    for chip, (row, col) in zip(dsm, origins, strict=True):
+        on_grid[row:row + NAIP_CHIP_PX, col:col + NAIP_CHIP_PX] = chip[0]
+    with rasterio.open(world / "3dep-lidar-dsm" / dsm_id / "data.tif") as src:
+        heights, transform, crs = src.read(1), src.transform, src.crs
+    expected = np.empty_like(on_grid)
+    reproject(heights, expected, src_transform=transform, src_crs=crs,
+              dst_transform=rasterio.Affine(0.6, 0.0, NAIP_X0, 0.0, -0.6, NAIP_Y0),
+              dst_crs="EPSG:26911", resampling=Resampling.bilinear, dst_nodata=-9999.0)
+    np.testing.assert_array_equal(on_grid, expected)
+    metres = np.arange(NAIP_PX) * 0.6 + 0.3 + 20.0  # pixel centres from the DSM's corner
+    roof = (metres > 62.0) & (metres < 98.0)  # > 1 DSM px inside the block's 60-100 m
+    ground = (metres < 58.0) | (metres > 102.0)
+    assert (on_grid[np.ix_(roof, roof)] == np.float32(ROOF_M)).all()
+    assert (on_grid[np.ix_(ground, ground)] == np.float32(GROUND_M)).all()
+    assert (on_grid[ground][:, roof] == np.float32(GROUND_M)).all()
+
+
+def test_items_with_and_without_proj_geometry_share_one_table(tmp_path: Path) -> None:
+    from pipeline.items import read_items, write_items
+
+    items = [published_item(NAIP), published_item(DSM)]
+    read = read_items(write_items(tmp_path / "items.parquet", items))
+    assert [item["id"] for item in read] == [item["id"] for item in items]
+    assert "proj:geometry" not in read[0]["properties"]
+    assert read[1]["properties"]["proj:geometry"] == items[1]["properties"]["proj:geometry"]
+
+
+# --- Sentinel-2 L2A (Earth Search) x Landsat C2 L2 from a STAC API --------------------------------
+#
+# Both items are Earth Search's as published, unmoved: MGRS tile 13TDE and WRS-2 path 33 row 32,
+# both of 8 October 2023, 25 minutes apart, both on UTM zone 13 (the Landsat footprint covers
+# 41 % of the tile's). Each is rendered as a window of its own declared grid over their overlap
+# near 105.0 W 40.2 N (asset proj:transform follows on the S2 assets; the Landsat grid is
+# declared on the item, which keeps its full-scene fields). Planetary Computer's Landsat 9 item
+# (Tasmania, 2025) is a partner the matching must pass over.
+
+ES_S2, ES_LANDSAT, PC_LANDSAT = "es_sentinel-2-l2a", "es_landsat-c2-l2", "pc_landsat-c2-l2"
+S2_WINDOW = (499980.0, 4449960.0)  # a pixel corner of the tile's 10, 20 and 60 m grids
+LANDSAT_WINDOW = (499935.0, 4450005.0)  # 45 m west and north of it, on the 30 m grid
+S2_WINDOW_PX, LANDSAT_WINDOW_PX = 256, 90  # 2.56 km at 10 m; 2.7 km at 30 m
+# Landsat asset -> registry band index (B1..B7)
+LANDSAT_BANDS = {"coastal": 0, "blue": 1, "green": 2, "red": 3, "nir08": 4, "swir16": 5,
+                 "swir22": 6}
+
+
+@pytest.fixture(scope="module")
+def s2_landsat_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.stac_server import stac_api
+
+    world = tmp_path_factory.mktemp("s2_landsat")
+    s2 = published_item(ES_S2)
+    shapes = {key: (math.ceil(S2_WINDOW_PX * 10 / a["proj:transform"][0]),) * 2
+              for key, a in s2["assets"].items() if "proj:transform" in a}
+    s2 = render_assets(s2, world / s2["collection"] / s2["id"], "uint16", shapes,
+                       origin=S2_WINDOW)
+    landsat = published_item(ES_LANDSAT)
+    landsat = render_assets(landsat, world / landsat["collection"] / landsat["id"], "uint16",
+                            {key: (LANDSAT_WINDOW_PX,) * 2 for key in landsat["assets"]},
+                            origin=LANDSAT_WINDOW)
+    elsewhere = published_item(PC_LANDSAT)
+    elsewhere = render_assets(elsewhere, world / elsewhere["collection"] / elsewhere["id"],
+                              "uint16", {key: (16, 16) for key in elsewhere["assets"]})
+    catalog = write_catalog(world, [s2, landsat, elsewhere])
+    with stac_api(catalog, tmp_path_factory.mktemp("api")) as url:
+        folder = make_workspace(tmp_path_factory.mktemp("s2_landsat_build"), world, {
+            "api_url": url, "collections": ["sentinel-2-l2a", "landsat-c2-l2"],
+            "coregister": {"sources": {}, "pairs": {"s2_landsat": {
+                "reference": "sentinel-2-l2a", "partners": ["landsat-c2-l2"], "max_days": 3,
+                "min_overlap": 0.4, "max_cloud_cover": 10, "chip_px": PAIR_CHIP_PX,
+                "stride_px": PAIR_CHIP_PX}}},
+            "shard": {"chips_per_shard": 8}})
+        run_ok(folder)
+    return folder
+
+
+@pytest.mark.xdist_group("s2_landsat")
+def test_s2_is_paired_with_the_landsat_scene_of_the_same_day(s2_landsat_build_dir: Path) -> None:
+    (row,) = _pairs_rows(s2_landsat_build_dir)
+    s2_id, landsat_id = published_item(ES_S2)["id"], published_item(ES_LANDSAT)["id"]
+    assert (row["pair"], row["reference_id"], row["partner_collection"]) == (
+        "s2_landsat", s2_id, "landsat-c2-l2")
+    assert row["partner_ids"] == landsat_id
+    assert row["time_difference_days"] == "0.017692"  # 25 min 28.619 s
+    assert row["overlap"] == "0.412344" and row["left_out"] == ""
+    assert _fetched_ids(s2_landsat_build_dir) == sorted([s2_id, landsat_id])
+
+
+@pytest.mark.xdist_group("s2_landsat")
+def test_s2_and_landsat_chips_are_their_published_dns(s2_landsat_build_dir: Path) -> None:
+    store = open_store(s2_landsat_build_dir / STORE)
+    assert list(read_manifest(s2_landsat_build_dir / STORE).sensors) == ["landsat_c2_l2",
+                                                                        "sentinel2_l2a"]
+    s2, landsat = store["sentinel2_l2a"][IMAGE][:], store["landsat_c2_l2"][IMAGE][:]
+    count = (S2_WINDOW_PX // PAIR_CHIP_PX) ** 2
+    assert s2.shape == (count, 12, PAIR_CHIP_PX, PAIR_CHIP_PX) and s2.dtype == np.uint16
+    assert landsat.shape == (count, 7, PAIR_CHIP_PX, PAIR_CHIP_PX) and landsat.dtype == np.uint16
+    assert set(store["landsat_c2_l2"]["item_id"][:]) == {published_item(ES_LANDSAT)["id"]}
+    origins = _chip_origins_on(s2_landsat_build_dir, "sentinel2_l2a", *S2_WINDOW)
+    assert sorted(origins) == [(0, 0), (0, 128), (128, 0), (128, 128)]
+    world = s2_landsat_build_dir / "world"
+    s2_item, landsat_item = published_item(ES_S2), published_item(ES_LANDSAT)
+    # Earth Search declares offset -0.1 but says it applied it already
+    # (earthsearch:boa_offset_applied): stored = DN, not DN - 1000.
+    for key, band in (("red", 3), ("nir", 7)):
+        with rasterio.open(world / s2_item["collection"] / s2_item["id"] / f"{key}.tif") as src:
+            source = src.read(1)
+        for chip, (row, col) in zip(s2, origins, strict=True):
+            np.testing.assert_array_equal(chip[band], source[row:row + PAIR_CHIP_PX,
+                                                             col:col + PAIR_CHIP_PX])
+    # Landsat C2 L2 declares scale 2.75e-05 and offset -0.2, the registry's: stored = DN, on the
+    # S2 grid by the registry's bilinear warp (the 30 m grid lies 15 m off the 10 m one).
+    grid = rasterio.Affine(10.0, 0.0, S2_WINDOW[0], 0.0, -10.0, S2_WINDOW[1])
+    for key, band in LANDSAT_BANDS.items():
+        path = world / landsat_item["collection"] / landsat_item["id"] / f"{key}.tif"
+        with rasterio.open(path) as src:
+            source, transform, crs = src.read(1), src.transform, src.crs
+        expected = np.zeros((S2_WINDOW_PX, S2_WINDOW_PX), dtype=np.uint16)
+        reproject(source, expected, src_transform=transform, src_crs=crs, dst_transform=grid,
+                  dst_crs=crs, resampling=Resampling.bilinear, dst_nodata=0)
+        for chip, (row, col) in zip(landsat, origins, strict=True):
+            np.testing.assert_array_equal(chip[band], expected[row:row + PAIR_CHIP_PX,
+                                                               col:col + PAIR_CHIP_PX])
+
+
+@pytest.mark.parametrize("name", ["pc_sentinel-1-grd", "es_sentinel-1-grd"])
+def test_a_grd_scene_is_refused_at_fetch_before_any_download(name: str) -> None:
+    from catalogs.item_assets import NOT_GEOCODED
+    from pipeline.fetch import fetch
+    from pipeline.params import PipelineParams
+
+    item = published_item(name)  # hrefs as published: nothing may be requested
+    fetched, failures = fetch([item], PipelineParams())
+    assert fetched == []
+    assert [(f.stage, f.item_id, f.path, f.reason) for f in failures] == [
+        ("fetch", item["id"], None, NOT_GEOCODED)]
