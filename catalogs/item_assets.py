@@ -365,6 +365,15 @@ def to_storage(values: np.ndarray, radiometry: Radiometry | None,
         return stored, invalid
     invalid = nodata_mask(values, radiometry.nodata)
     dtype = np.dtype(sensor.dtype)
+    shift = _whole_step_shift(values.dtype, radiometry, sensor)
+    if shift is not None:  # e.g. Sentinel-2 DN - 1000: integers all the way, no float64
+        info = np.iinfo(dtype)
+        stored = np.clip(values.astype(np.int64) + shift, info.min, info.max)
+        if sensor.nodata is not None and not math.isnan(sensor.nodata):
+            step = 1 if sensor.nodata < info.max else -1
+            stored[stored == sensor.nodata] += step
+            stored[:, invalid] = sensor.nodata
+        return stored.astype(dtype), invalid
     stored = np.empty(values.shape, dtype=dtype)
     for band, source in enumerate(values):  # band by band: one float64 band in memory
         physical = source.astype(np.float64) * radiometry.scale + radiometry.offset
@@ -383,6 +392,17 @@ def to_storage(values: np.ndarray, radiometry: Radiometry | None,
     if sensor.nodata is not None:
         stored[:, invalid] = sensor.nodata
     return stored, invalid
+
+
+def _whole_step_shift(source: np.dtype, radiometry: Radiometry, sensor: Sensor) -> int | None:
+    """The integer ``k`` with stored = value + k, where integer pixels reach integer storage
+    by a whole number of steps (same scale, offsets a whole number of steps apart, no linear
+    power); None otherwise. It gives the values the float path gives, exactly."""
+    if (radiometry.linear_power or source.kind not in "iu"
+            or np.dtype(sensor.dtype).kind not in "iu" or radiometry.scale != sensor.scale):
+        return None
+    steps = (radiometry.offset - sensor.offset) / sensor.scale
+    return round(steps) if abs(steps - round(steps)) < 1e-9 else None
 
 
 def nodata_mask(values: np.ndarray, nodata: float | None) -> np.ndarray:

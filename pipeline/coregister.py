@@ -487,6 +487,12 @@ def _scene(item_id: str, rasters: list[Raster], grid: Grid, block: Window, block
     layers = [_on_block(item_id, raster, grid, block, block_grid, reads) for raster in rasters]
     if len(rasters) == 1 and rasters[0].asset.band_names == sensor.band_names:
         return Scene(sensor, *layers[0], rasters[0].asset.datetime)
+    if sum(len(r.asset.band_names) for r in rasters) == sensor.num_bands:  # bands held once
+        data = np.empty((sensor.num_bands, *block_grid.shape), dtype=sensor.dtype)
+        for raster, (values, _) in zip(rasters, layers, strict=True):
+            data[[sensor.band_names.index(name) for name in raster.asset.band_names]] = values
+        invalid = np.logical_or.reduce([mask for _, mask in layers])
+        return Scene(sensor, data, invalid, rasters[0].asset.datetime)
     data = np.full((sensor.num_bands, *block_grid.shape),
                    0 if sensor.nodata is None else sensor.nodata, dtype=sensor.dtype)
     filled = np.zeros(data.shape, dtype=bool)

@@ -235,3 +235,14 @@ def test_nan_holes_of_a_float_raster_take_the_registrys_nodata() -> None:
     stored, invalid = to_storage(values, None, dsm)
     assert stored.ravel().tolist() == [12.5, -9999.0, -9999.0]
     assert invalid.ravel().tolist() == [False, True, True]
+
+
+def test_whole_step_offsets_give_the_float_arithmetics_values_for_every_dn() -> None:
+    s2 = get_sensor("sentinel2_l2a")
+    dn = np.arange(65536, dtype=np.uint16).reshape(1, 256, 256)
+    stored, invalid = to_storage(dn, Radiometry(0.0001, -0.1, 0.0), s2)
+    level = np.clip(np.rint((dn.astype(np.float64) * 0.0001 - 0.1) / 0.0001), 0, 65535)
+    level[level == 0] = 1  # a valid pixel never takes the nodata value
+    level[dn == 0] = 0
+    np.testing.assert_array_equal(stored, level.astype(np.uint16))
+    assert invalid.sum() == 1
