@@ -9,6 +9,12 @@ import sys
 from pathlib import Path
 
 from catalogs.sample.scenes import LAYOUTS
+from pipeline.benchmark.full_scene import (
+    FullSceneConfig,
+    format_full_scene_report,
+    run_full_scene,
+)
+from pipeline.benchmark.full_scene_input import FULL_TILE_PX
 from pipeline.benchmark.suite import (
     BenchConfig,
     format_report,
@@ -67,6 +73,21 @@ The last line printed is one JSON object:
 With --rss-check, only (a) runs (in this process and on 2 workers), at 1x and at 4x the input,
 and the JSON line holds the peak RSS of each and its growth from 1x to 4x.
 Progress goes to stderr; the table and the JSON line to stdout.
+
+With --full-scene, one full-size scene instead (see pipeline/benchmark/full_scene.py): a
+Sentinel-2 L2A tile as Planetary Computer publishes it (tests/data/stac_items, 12 band COGs,
+10980 px at 10 m; --full-scene-px scales it down) paired with a Sentinel-1 RTC scene relocated
+onto the neighbouring UTM zone (pair s1s2, 256 px chips, the parameter file's block_px unless
+--block-px), rendered once and cached under --bench-dir, co-registered into one chip file three
+ways, each run in a fresh process pinned to 1 core (its peak RSS its own), the three
+interleaved --repeats times (median and range):
+  (a) blocked       write_item_chips, block by block, as the coregister stage runs it;
+  (b) whole scene   the same with every raster read whole first (same blocks: the same chips;
+                    the chunk files are checked byte for byte);
+  (c) warp bound    GDAL's own work in (a), alone: per block, the same windowed reads and the
+                    same reprojection call of each raster off the reference grid.
+Last line: {"full_scene_chips_per_s_per_core", "ratio_vs_warp_bound" (chips/s per core of (a)
+over (c), as above), "peak_rss_mb_blocked", "peak_rss_mb_whole_scene", "chips"}.
 """
 
 
@@ -97,14 +118,27 @@ def main(argv: list[str] | None = None) -> int:
                                              "(default: none)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed runs of each path; the fastest counts, as timeit does "
-                             "(default 2; 1 with --rss-check and --quick)")
+                             "(default 2; 1 with --rss-check and --quick); with --full-scene, "
+                             "interleaved runs of the three paths, the median counts")
     parser.add_argument("--rss-check", action="store_true",
                         help="run only (a), in this process and on 2 workers, at 1x and 4x "
                              "the input, and compare their peak RSS")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny run to check the command works (2 scenes of 512 px); "
                              "its figures mean nothing")
+    parser.add_argument("--full-scene", action="store_true",
+                        help="measure one full-size Sentinel-2 tile paired with Sentinel-1 "
+                             "RTC instead (see above; about 3.5 minutes a repeat on 2 cores, "
+                             "plus about 1 minute the first time, to render it)")
+    parser.add_argument("--full-scene-px", type=int, default=FULL_TILE_PX,
+                        help=f"with --full-scene: side of the Sentinel-2 tile in 10 m pixels "
+                             f"(default {FULL_TILE_PX}, a whole tile)")
+    parser.add_argument("--block-px", type=int, default=None,
+                        help="with --full-scene: pipeline.coregister.block_px (default: the "
+                             "parameter file's)")
     args = parser.parse_args(argv)
+    if args.full_scene:
+        return _full_scene(parser, args)
     scenes = args.scenes if args.scenes is not None else (2 if args.quick else 16)
     scene_px = args.scene_px if args.scene_px is not None else (512 if args.quick else 1024)
     repeats = args.repeats if args.repeats is not None else (
@@ -123,6 +157,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result = run_bench(config)
     print(format_report(result))
+    print(summary_line(result.summary()))
+    return 0
+
+
+def _full_scene(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    repeats = 2 if args.repeats is None else args.repeats
+    if args.rss_check or args.quick:
+        parser.error("--full-scene takes neither --rss-check nor --quick")
+    if repeats < 1 or args.full_scene_px < 256 or (args.block_px or 0) < 0:
+        parser.error("--repeats must be at least 1, --full-scene-px at least 256, --block-px "
+                     "at least 0")
+    config = FullSceneConfig(tile_px=args.full_scene_px, block_px=args.block_px,
+                             params_path=args.params, bench_dir=args.bench_dir,
+                             repeats=repeats)
+    result = run_full_scene(config)
+    print(format_full_scene_report(result))
     print(summary_line(result.summary()))
     return 0
 

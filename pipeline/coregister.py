@@ -365,7 +365,7 @@ def _open_raster(item_id: str, asset: SensorAsset, read_whole: bool, block_px: i
             with rasterio.open(asset.href) as src:
                 _check_header(item_id, asset, src)
                 grid = Grid(src.crs, src.transform, (src.height, src.width))
-                small = block_px <= 0 or max(src.height, src.width) <= block_px
+                small = read_once(src.height, src.width, block_px)
                 if read_whole or small:
                     whole = to_storage(src.read(_indexes(asset)), asset.radiometry,
                                        asset.sensor)
@@ -375,6 +375,12 @@ def _open_raster(item_id: str, asset: SensorAsset, read_whole: bool, block_px: i
     if whole is not None and whole[1].all():
         raise ItemError(item_id, asset.href, "all pixels are nodata")
     return Raster(asset, grid, whole, small)
+
+
+def read_once(height: int, width: int, block_px: int) -> bool:
+    """Whether a raster of ``height`` x ``width`` is no larger than a block: read once, whole,
+    and warped whole onto every block (0: every raster)."""
+    return block_px <= 0 or max(height, width) <= block_px
 
 
 def _indexes(asset: SensorAsset) -> list[int] | None:
@@ -519,7 +525,7 @@ def _on_block(item_id: str, raster: Raster, grid: Grid, block: Window, block_gri
         window: Window | None = Window(0, 0, raster.grid.shape[1], raster.grid.shape[0])
     else:
         window = source_window(raster.grid, block_grid,
-                               _margin_px(raster.grid, block_grid, sensor))
+                               source_margin_px(raster.grid, block_grid, sensor))
     values, invalid = (None, None) if window is None else _read_window(item_id, raster, window)
     if values is None or invalid.all():
         reads.record(raster, window, False, False)
@@ -540,7 +546,7 @@ KERNEL_RADIUS_PX = {"nearest": 1, "bilinear": 1, "average": 1, "mode": 1, "cubic
 WINDOW_MARGIN_PX = 8  # on top of the kernel: rounding of the transformed block bounds
 
 
-def _margin_px(src_grid: Grid, dst_grid: Grid, sensor: Sensor) -> int:
+def source_margin_px(src_grid: Grid, dst_grid: Grid, sensor: Sensor) -> int:
     """Source pixels to read around a block: the kernel's reach, widened where a destination
     pixel spans several source pixels (averaging, downsampling)."""
     ratio = math.sqrt(dst_grid.pixel_area / src_grid.pixel_area) if src_grid.crs == \
