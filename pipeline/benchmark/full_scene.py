@@ -53,6 +53,7 @@ from rasterio.windows import transform as window_transform
 from catalogs.item_assets import SensorAsset, nodata_mask, sensor_assets
 from pipeline.benchmark.full_scene_input import FULL_TILE_PX, FullScene, ensure_full_scene
 from pipeline.benchmark.resources import pinned, tree_usage
+from pipeline.benchmark.suite import run_dir
 from pipeline.chips import LocationChips, chunk_file
 from pipeline.cluster import ALLOCATOR_ENVIRON
 from pipeline.coregister import (
@@ -322,9 +323,9 @@ def run_full_scene(config: FullSceneConfig, progress: Progress = _to_stderr) -> 
                    key=lambda s: s[0] * s[1])
     windows = chip_windows(s2_shape, pair.chip_px, pair.stride_px)
     blocks = len(chip_blocks(windows, s2_shape, pair.stride_px, params.coregister.block_px))
-    run_dir = _run_dir(config.bench_dir / "full-scene" / "runs")
+    scratch = run_dir(config.bench_dir / "full-scene" / "runs")
     try:
-        unit_file = run_dir / "unit.json"
+        unit_file = scratch / "unit.json"
         unit_file.write_text(json.dumps(unit))
         progress(f"{scene.input_bytes / MIB:.0f} MiB of COGs; {len(windows)} chip windows in "
                  f"{blocks} blocks of {params.coregister.block_px} px; {config.repeats} "
@@ -334,18 +335,18 @@ def run_full_scene(config: FullSceneConfig, progress: Progress = _to_stderr) -> 
         for repeat in range(config.repeats):
             for path in PATHS:
                 progress(f"repeat {repeat + 1}: {LABELS[path]}")
-                run = _run_worker(path, unit_file, config, run_dir)
+                run = _run_worker(path, unit_file, config, scratch)
                 runs[path].append(run)
                 progress(f"    {run.seconds:.1f} s, {run.cpu_seconds:.1f} CPU s, peak RSS "
                          f"{run.peak_rss_bytes / MIB:.0f} MiB")
-            identical.append(_same_chip_files(run_dir / "blocked.npz",
-                                              run_dir / "whole_scene.npz"))
-        header = LocationChips.load_header(run_dir / "blocked.npz")
+            identical.append(_same_chip_files(scratch / "blocked.npz",
+                                              scratch / "whole_scene.npz"))
+        header = LocationChips.load_header(scratch / "blocked.npz")
         chips = header.count
         dropped = sum(header.dropped.values())
-        chunk_bytes = chunk_file(run_dir / "blocked.npz").stat().st_size
+        chunk_bytes = chunk_file(scratch / "blocked.npz").stat().st_size
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     result = FullSceneResult(config, params, scene, runs, chips, len(windows), dropped, blocks,
                              chunk_bytes, identical)
     if not all(identical):
@@ -353,17 +354,6 @@ def run_full_scene(config: FullSceneConfig, progress: Progress = _to_stderr) -> 
                            f"differ (repeats: {identical}): the same blocks should give the "
                            f"same bytes")
     return result
-
-
-def _run_dir(runs: Path) -> Path:
-    """``runs/run-<pid>``; folders of runs whose process is gone are removed first."""
-    for stale in runs.glob("run-*"):
-        pid = stale.name.removeprefix("run-")
-        if not pid.isdigit() or int(pid) == os.getpid() or not psutil.pid_exists(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-    run_dir = runs / f"run-{os.getpid()}"
-    run_dir.mkdir(parents=True)
-    return run_dir
 
 
 def _run_worker(path: str, unit_file: Path, config: FullSceneConfig, run_dir: Path) -> Run:

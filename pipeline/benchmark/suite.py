@@ -154,9 +154,13 @@ def run_bench(config: BenchConfig, progress: Progress = to_stderr) -> BenchResul
 
 
 def _run_dir(config: BenchConfig) -> Path:
-    """This run's scratch folder, ``<bench dir>/runs/run-<pid>``; the folders of runs whose
-    process is gone (killed benches) are removed first."""
-    runs = config.bench_dir / "runs"
+    """This run's scratch folder, ``<bench dir>/runs/run-<pid>`` (:func:`run_dir`)."""
+    return run_dir(config.bench_dir / "runs")
+
+
+def run_dir(runs: Path) -> Path:
+    """``runs/run-<pid>``, this process's scratch folder; the folders of runs whose process is
+    gone (killed benches) are removed first."""
     for stale in runs.glob("run-*"):
         pid = stale.name.removeprefix("run-")
         if not pid.isdigit() or int(pid) == os.getpid() or not psutil.pid_exists(int(pid)):
