@@ -18,6 +18,7 @@ from catalogs.item_assets import sensor_assets
 from catalogs.store_format import IMAGE, TRANSFORM, open_store, read_manifest
 from tests.pipeline_setup import STORE, WORK, make_workspace, run_ok
 from tests.published_world import Pattern, published_item, render_assets, write_catalog
+from tests.stac_server import stac_api
 
 L1C = "es_sentinel-2-l1c"
 # A 6.4 km corner of the granule: 640 px at 10 m; the 20 m and 60 m grids reach a little
@@ -182,30 +183,32 @@ def s1s2_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     return write_catalog(world, items), s2
 
 
-def s1s2_build(api_url: str) -> dict[str, Any]:
-    return {"api_url": api_url, "collections": ["sentinel-2-l2a", "sentinel-1-rtc"],
-            "coregister": {"sources": {}, "pairs": {"s1s2": {
-                "reference": "sentinel-2-l2a", "partners": ["sentinel-1-rtc"], "max_days": 3,
-                "min_overlap": 0.5, "max_cloud_cover": 20, "chip_px": PAIR_CHIP_PX,
-                "stride_px": PAIR_CHIP_PX}}},
-            "shard": {"chips_per_shard": 8}}
+def build_pair_from_api(factory: pytest.TempPathFactory, catalog: Path, name: str,
+                        pair: dict[str, Any], workers: tuple[int, ...] = (0,)
+                        ) -> dict[int, Path]:
+    """``catalog`` served by ``rustac serve`` and the pair ``name`` (``pair``: its reference,
+    partners and matching parameters) built from the API's answers, once per worker count."""
+    builds = {}
+    with stac_api(catalog, factory.mktemp("api")) as url:
+        for count in workers:
+            folder = make_workspace(factory.mktemp(f"{name}{count}"), catalog.parent, {
+                "api_url": url, "collections": [pair["reference"], *pair["partners"]],
+                "coregister": {"sources": {}, "pairs": {name: pair}},
+                "shard": {"chips_per_shard": 8}})
+            run_ok(folder, workers=count)
+            builds[count] = folder
+    return builds
 
 
 @pytest.fixture(scope="module")
 def s1s2_builds(s1s2_world: tuple[Path, dict[str, Any]],
                 tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     """The pair built from the API answers, with 0 and with 2 worker processes."""
-    from tests.stac_server import stac_api
-
     catalog, _ = s1s2_world
-    builds = {}
-    with stac_api(catalog, tmp_path_factory.mktemp("api")) as url:
-        for workers in (0, 2):
-            folder = make_workspace(tmp_path_factory.mktemp(f"pair{workers}"), catalog.parent,
-                                    s1s2_build(url))
-            run_ok(folder, workers=workers)
-            builds[workers] = folder
-    return builds
+    return build_pair_from_api(tmp_path_factory, catalog, "s1s2", {
+        "reference": "sentinel-2-l2a", "partners": ["sentinel-1-rtc"], "max_days": 3,
+        "min_overlap": 0.5, "max_cloud_cover": 20, "chip_px": PAIR_CHIP_PX,
+        "stride_px": PAIR_CHIP_PX}, workers=(0, 2))
 
 
 def test_the_pair_matches_the_slices_of_the_closest_acquisition(
@@ -325,8 +328,6 @@ def _dsm_pattern(band: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def naip_dsm_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.stac_server import stac_api
-
     world = tmp_path_factory.mktemp("naip_dsm")
     naip = published_item(NAIP)
     naip = render_assets(naip, world / naip["collection"] / naip["id"], "uint8",
@@ -344,15 +345,9 @@ def naip_dsm_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     unmoved = render_assets(unmoved, world / unmoved["collection"] / unmoved["id"], "float32",
                             {"data": (16, 16)}, _constant(1.0))
     catalog = write_catalog(world, [naip, moved, unmoved])
-    with stac_api(catalog, tmp_path_factory.mktemp("api")) as url:
-        folder = make_workspace(tmp_path_factory.mktemp("naip_dsm_build"), world, {
-            "api_url": url, "collections": ["naip", "3dep-lidar-dsm"],
-            "coregister": {"sources": {}, "pairs": {"naip_dsm": {
-                "reference": "naip", "partners": ["3dep-lidar-dsm"], "max_days": 3650,
-                "min_overlap": 0.9, "chip_px": NAIP_CHIP_PX, "stride_px": NAIP_CHIP_PX}}},
-            "shard": {"chips_per_shard": 8}})
-        run_ok(folder)
-    return folder
+    return build_pair_from_api(tmp_path_factory, catalog, "naip_dsm", {
+        "reference": "naip", "partners": ["3dep-lidar-dsm"], "max_days": 3650,
+        "min_overlap": 0.9, "chip_px": NAIP_CHIP_PX, "stride_px": NAIP_CHIP_PX})[0]
 
 
 @pytest.mark.xdist_group("naip_dsm")
@@ -439,8 +434,6 @@ LANDSAT_BANDS = {"coastal": 0, "blue": 1, "green": 2, "red": 3, "nir08": 4, "swi
 
 @pytest.fixture(scope="module")
 def s2_landsat_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.stac_server import stac_api
-
     world = tmp_path_factory.mktemp("s2_landsat")
     s2 = published_item(ES_S2)
     shapes = {key: (math.ceil(S2_WINDOW_PX * 10 / a["proj:transform"][0]),) * 2
@@ -455,16 +448,10 @@ def s2_landsat_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     elsewhere = render_assets(elsewhere, world / elsewhere["collection"] / elsewhere["id"],
                               "uint16", {key: (16, 16) for key in elsewhere["assets"]})
     catalog = write_catalog(world, [s2, landsat, elsewhere])
-    with stac_api(catalog, tmp_path_factory.mktemp("api")) as url:
-        folder = make_workspace(tmp_path_factory.mktemp("s2_landsat_build"), world, {
-            "api_url": url, "collections": ["sentinel-2-l2a", "landsat-c2-l2"],
-            "coregister": {"sources": {}, "pairs": {"s2_landsat": {
-                "reference": "sentinel-2-l2a", "partners": ["landsat-c2-l2"], "max_days": 3,
-                "min_overlap": 0.4, "max_cloud_cover": 10, "chip_px": PAIR_CHIP_PX,
-                "stride_px": PAIR_CHIP_PX}}},
-            "shard": {"chips_per_shard": 8}})
-        run_ok(folder)
-    return folder
+    return build_pair_from_api(tmp_path_factory, catalog, "s2_landsat", {
+        "reference": "sentinel-2-l2a", "partners": ["landsat-c2-l2"], "max_days": 3,
+        "min_overlap": 0.4, "max_cloud_cover": 10, "chip_px": PAIR_CHIP_PX,
+        "stride_px": PAIR_CHIP_PX})[0]
 
 
 @pytest.mark.xdist_group("s2_landsat")
