@@ -186,22 +186,17 @@ def pair_chips(item: dict[str, Any], partners: list[dict[str, Any]], name: str,
     """A reference item and its partner items (pipeline/pairing.py) on the reference item's
     own grid: the partner items of one collection are mosaicked, the chips carry the
     partners' ids and acquisition times."""
-    reference = {n: a for n, a in _item_sensors(item).items() if a[0].sensor.kind != "mask"}
+    reference = _raster_sensors(item)
     if not reference:
         raise ItemError(item["id"], None, "no sensor asset to take the grid from")
-    for sensor_name, assets in reference.items():
-        _check_band_cover(item["id"], sensor_name, assets)
     by_sensor = dict(reference)
     partner_ids: dict[str, list[str]] = {}
     for partner in partners:
         when = _item_datetime(partner)
-        for sensor_name, assets in _item_sensors(partner).items():
-            if assets[0].sensor.kind == "mask":
-                continue
+        for sensor_name, assets in _raster_sensors(partner).items():
             if sensor_name in reference:
                 raise ItemError(item["id"], None, f"partner {partner['id']} holds the "
                                                   f"reference sensor {sensor_name}")
-            _check_band_cover(partner["id"], sensor_name, assets)
             by_sensor.setdefault(sensor_name, []).extend(
                 replace(a, datetime=a.datetime or when) for a in assets)
             partner_ids.setdefault(sensor_name, []).append(partner["id"])
@@ -322,14 +317,19 @@ def _sensor_assets(item: dict[str, Any], reference: str) -> dict[str, list[Senso
         what = "asset" if reference_key else "sensor"
         raise ItemError(item["id"], assets[reference].href if reference_key else None,
                         f"reference {what} {reference!r} is a mask")
-    ordered = sorted(assets.values(), key=lambda a: (a.sensor.name != reference_sensor.name,
-                                                      a.sensor.name, a.key != reference_key))
-    rasters: dict[str, list[SensorAsset]] = {}
-    for asset in ordered:
-        if asset.sensor.kind != "mask":
-            rasters.setdefault(asset.sensor.name, []).append(asset)
-    for name, assets_of_sensor in rasters.items():
-        _check_band_cover(item["id"], name, assets_of_sensor)
+    rasters = _raster_sensors(item)
+    order = sorted(rasters, key=lambda name: (name != reference_sensor.name, name))
+    return {name: sorted(rasters[name], key=lambda a: a.key != reference_key)
+            for name in order}
+
+
+def _raster_sensors(item: dict[str, Any]) -> dict[str, list[SensorAsset]]:
+    """The item's assets by registry sensor, masks left out, each sensor's assets holding
+    each of its registry bands exactly once."""
+    rasters = {name: assets for name, assets in _item_sensors(item).items()
+               if assets[0].sensor.kind != "mask"}
+    for name, assets in rasters.items():
+        _check_band_cover(item["id"], name, assets)
     return rasters
 
 
