@@ -147,9 +147,10 @@ def _published_assets(item: dict[str, Any], sensor: Sensor) -> list[SensorAsset]
     """The data assets of an item as a public API publishes it, one per registry band held."""
     if sensor.kind == "sar" and not _projected(item):
         raise ItemReadError(item["id"], None, NOT_GEOCODED)
+    linear_power = next(r for r in sensor.stac_rules if r.matches(item)).values == "linear_power"
     candidates = []
     for key, asset in item.get("assets", {}).items():
-        resolved = _published_asset(item, key, asset, sensor)
+        resolved = _published_asset(item, key, asset, sensor, linear_power)
         if resolved is not None:
             shape = asset.get("proj:shape") or (0, 0)
             candidates.append((resolved, _gsd(asset), int(shape[0]) * int(shape[1])))
@@ -162,10 +163,10 @@ def _published_assets(item: dict[str, Any], sensor: Sensor) -> list[SensorAsset]
     return chosen
 
 
-def _published_asset(item: dict[str, Any], key: str, asset: dict[str, Any],
-                     sensor: Sensor) -> SensorAsset | None:
+def _published_asset(item: dict[str, Any], key: str, asset: dict[str, Any], sensor: Sensor,
+                     linear_power: bool) -> SensorAsset | None:
     """One asset of a published item with the registry bands it holds, or None when it is not
-    a data asset of ``sensor``."""
+    a data asset of ``sensor``; ``linear_power``: the item's rule says its pixels are."""
     roles = set(asset.get("roles") or ())
     if key in NON_DATA_KEYS or roles & NON_DATA_ROLES or (roles and "data" not in roles):
         return None
@@ -182,14 +183,13 @@ def _published_asset(item: dict[str, Any], key: str, asset: dict[str, Any],
     if any(f != fields[0] for f in fields):
         raise ItemReadError(item["id"], asset["href"],
                             f"bands {band_names} declare different scale/offset/nodata {fields}")
-    scale, offset, nodata = fields[0]
-    rule = next(r for r in sensor.stac_rules if r.matches(item))
+    declared_scale, offset, nodata = fields[0]
+    scale = sensor.scale if declared_scale is None else declared_scale
     radiometry = Radiometry(
-        scale=sensor.scale if scale is None else scale,
+        scale=scale,
         offset=sentinel2_offset(item, sensor, sensor.offset if offset is None else offset,
-                                sensor.scale if scale is None else scale),
-        nodata=sensor.nodata if nodata is None else nodata,
-        linear_power=rule.values == "linear_power")
+                                scale),
+        nodata=sensor.nodata if nodata is None else nodata, linear_power=linear_power)
     return SensorAsset(key, asset["href"], sensor, band_names,
                        None if indexes == tuple(range(1, count + 1)) else indexes,
                        None if _as_registry(radiometry, sensor) else radiometry,
