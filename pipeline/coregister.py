@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -359,22 +360,29 @@ def _open_raster(item_id: str, asset: SensorAsset, read_whole: bool, block_px: i
             band count or dtype unlike the asset and registry; read whole, every pixel nodata.
     """
     whole = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(asset.href) as src:
-                _check_header(item_id, asset, src)
-                grid = Grid(src.crs, src.transform, (src.height, src.width))
-                small = read_once(src.height, src.width, block_px)
-                if read_whole or small:
-                    whole = to_storage(src.read(_indexes(asset)), asset.radiometry,
-                                       asset.sensor)
-    except RasterioError as error:
-        raise ItemError(item_id, asset.href,
-                        f"unreadable GeoTIFF ({error.__cause__ or error})") from error
+    with _opened(item_id, asset.href) as src:
+        _check_header(item_id, asset, src)
+        grid = Grid(src.crs, src.transform, (src.height, src.width))
+        small = read_once(src.height, src.width, block_px)
+        if read_whole or small:
+            whole = to_storage(src.read(_indexes(asset)), asset.radiometry, asset.sensor)
     if whole is not None and whole[1].all():
         raise ItemError(item_id, asset.href, "all pixels are nodata")
     return Raster(asset, grid, whole, small)
+
+
+@contextmanager
+def _opened(item_id: str, href: str) -> Iterator[rasterio.DatasetReader]:
+    """The raster at ``href``, open; a GDAL error while it is used (corrupt, truncated,
+    missing file) raises an ItemError naming the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(href) as src:
+                yield src
+    except RasterioError as error:
+        raise ItemError(item_id, href,
+                        f"unreadable GeoTIFF ({error.__cause__ or error})") from error
 
 
 def read_once(height: int, width: int, block_px: int) -> bool:
@@ -394,14 +402,8 @@ def _read_window(item_id: str, raster: Raster, window: Window) -> tuple[np.ndarr
     if raster.whole is not None:
         data, invalid = raster.whole
         return data[:, rows, cols], invalid[rows, cols]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(raster.asset.href) as src:
-                data = src.read(_indexes(raster.asset), window=window)
-    except RasterioError as error:
-        raise ItemError(item_id, raster.asset.href,
-                        f"unreadable GeoTIFF ({error.__cause__ or error})") from error
+    with _opened(item_id, raster.asset.href) as src:
+        data = src.read(_indexes(raster.asset), window=window)
     return to_storage(data, raster.asset.radiometry, raster.asset.sensor)
 
 
@@ -499,8 +501,7 @@ def _scene(item_id: str, rasters: list[Raster], grid: Grid, block: Window, block
             data[[sensor.band_names.index(name) for name in raster.asset.band_names]] = values
         invalid = np.logical_or.reduce([mask for _, mask in layers])
         return Scene(sensor, data, invalid, rasters[0].asset.datetime)
-    data = np.full((sensor.num_bands, *block_grid.shape),
-                   0 if sensor.nodata is None else sensor.nodata, dtype=sensor.dtype)
+    data = _nodata_filled(sensor, (sensor.num_bands, *block_grid.shape))
     filled = np.zeros(data.shape, dtype=bool)
     for raster, (values, invalid) in zip(rasters, layers, strict=True):
         for layer, name in zip(values, raster.asset.band_names, strict=True):
@@ -509,6 +510,12 @@ def _scene(item_id: str, rasters: list[Raster], grid: Grid, block: Window, block
             data[band][take] = layer[take]
             filled[band] |= take
     return Scene(sensor, data, ~filled.all(axis=0), rasters[0].asset.datetime)
+
+
+def _nodata_filled(sensor: Sensor, shape: tuple[int, ...]) -> np.ndarray:
+    """An array of ``shape`` in the sensor's storage dtype holding its nodata value (0 for a
+    sensor without one)."""
+    return np.full(shape, 0 if sensor.nodata is None else sensor.nodata, dtype=sensor.dtype)
 
 
 def _on_block(item_id: str, raster: Raster, grid: Grid, block: Window, block_grid: Grid,
@@ -529,8 +536,7 @@ def _on_block(item_id: str, raster: Raster, grid: Grid, block: Window, block_gri
     values, invalid = (None, None) if window is None else _read_window(item_id, raster, window)
     if values is None or invalid.all():
         reads.record(raster, window, False, False)
-        empty = np.full((len(raster.asset.band_names), *block_grid.shape),
-                        0 if sensor.nodata is None else sensor.nodata, dtype=sensor.dtype)
+        empty = _nodata_filled(sensor, (len(raster.asset.band_names), *block_grid.shape))
         return empty, np.ones(block_grid.shape, dtype=bool)
     window_grid = Grid(raster.grid.crs, window_transform(window, raster.grid.transform),
                        (int(window.height), int(window.width)))
