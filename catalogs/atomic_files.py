@@ -1,0 +1,142 @@
+"""Atomic file writes: a reader sees the old file or the whole new one, never a part.
+
+Every writer of a file that the README calls atomic (work files, reports, figures, catalogs,
+model cards, metrics) goes through this module: the content is written to a temporary name in
+the target's folder, flushed and fsynced, then renamed onto the target (``os.replace`` is atomic
+within one filesystem); on any error the temporary file is removed and the target is untouched.
+It lives in catalogs/ (the lowest layer) so that pipeline/ and model/ share it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextmanager
+def atomic_path(target: Path | str) -> Iterator[Path]:
+    """A temporary path beside ``target`` for a library that writes a file itself (a figure's
+    ``savefig``, ``to_parquet``); renamed onto ``target`` once the block ends without error.
+
+    The temporary name keeps ``target``'s suffix, so writers that choose a format by suffix
+    choose the right one.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                         suffix=f".tmp{target.suffix}")
+    os.close(handle)
+    path = Path(temporary)
+    try:
+        yield path
+        _fsync_file(path)
+        os.replace(path, target)
+        _fsync_folder(target.parent)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_open(target: Path | str, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """An open file (``mode`` ``"w"``, ``"wb"`` ...) that replaces ``target`` once closed
+    without error."""
+    with atomic_path(target) as path, open(path, mode, **kwargs) as f:
+        yield f
+
+
+def write_bytes(target: Path | str, data: bytes) -> Path:
+    """Write ``data`` to ``target`` atomically; returns ``target`` as a Path."""
+    with atomic_open(target, "wb") as f:
+        f.write(data)
+    return Path(target)
+
+
+def write_text(target: Path | str, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``target`` atomically; returns ``target`` as a Path."""
+    return write_bytes(target, text.encode("utf-8"))
+
+
+def write_json(target: Path | str, document: Any, indent: int | None = 2) -> Path:
+    """Write ``document`` as strict JSON (RFC 8259: no NaN or Infinity) atomically.
+
+    Raises:
+        ValueError: naming ``target`` and the first non-finite number's place (e.g.
+            ``$.qa.median_shift_px``); use :func:`finite_or_none` for values that may be
+            unmeasurable, so they become ``null``.
+    """
+    where = _first_non_finite(document, "$")
+    if where is not None:
+        raise ValueError(f"{target}: {where} is not a finite number; JSON has no NaN or "
+                         "Infinity (write null for a value that cannot be measured)")
+    text = json.dumps(document, indent=indent, allow_nan=False)
+    return write_text(target, text + "\n")
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """``value`` as a float, or None where it is missing, NaN or infinite (JSON's null)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+@contextmanager
+def atomic_folder(target: Path | str) -> Iterator[Path]:
+    """A staging folder beside ``target`` to fill; it replaces ``target`` (a folder or
+    nothing) once the block ends without error, and is removed otherwise.
+
+    The swap is two renames (the old folder aside, the new one in place), so a crash between
+    them leaves no ``target`` but never a half-written one; the old folder is then deleted.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    retired = staging.with_suffix(".old")
+    try:
+        yield staging
+        for path in sorted(staging.rglob("*")):
+            if path.is_file():
+                _fsync_file(path)
+        if target.exists():
+            os.replace(target, retired)
+        os.replace(staging, target)
+        _fsync_folder(target.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def _first_non_finite(value: Any, where: str) -> str | None:
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _first_non_finite(item, f"{where}.{key}")
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _first_non_finite(item, f"{where}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_folder(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
