@@ -8,11 +8,11 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from catalogs.atomic_files import write_json
 from catalogs.builders import BUILDERS
 from catalogs.collections import source_collection, sources
 from catalogs.stac import BuildResult, write_catalog
@@ -32,7 +32,7 @@ def build_catalog(roots: Mapping[str, Path], out: Path,
                   description=f"{title}: {', '.join(roots)}")
     problems = [{"source": source, "path": p.path, "reason": p.reason}
                 for source, result in results.items() for p in result.problems]
-    (Path(out) / "problems.json").write_text(json.dumps(problems, indent=2) + "\n")
+    write_json(Path(out) / "problems.json", problems)
     return results
 
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +38,7 @@ EXTENSIONS = {
     "label": "https://stac-extensions.github.io/label/v1.0.1/schema.json",
     "scientific": "https://stac-extensions.github.io/scientific/v1.0.0/schema.json",
 }
+MAX_ID_CHARS = 200  # longest collection or item id written as a folder name
 SENSOR_FIELD = "msgfm:sensor"  # the asset field naming the registry sensor the asset holds
 MULTIHASH_SHA2_256 = "1220"  # multihash prefix: code 0x12 (sha2-256), digest length 0x20
 
@@ -313,24 +315,56 @@ def write_catalog(out_dir: Path | str, collections: Iterable[pystac.Collection],
     """Write a self-contained static catalog ``out_dir/catalog.json`` with one child per collection.
 
     Asset hrefs of files under ``out_dir`` become relative (the catalog can be moved with its
-    data); files elsewhere keep absolute paths. Returns the root catalog's path.
+    data); files elsewhere keep absolute paths. The tree is written into a staging folder inside
+    ``out_dir``, then each collection folder replaces its old one whole and the root
+    ``catalog.json`` is replaced last: a reader never meets a half-written item or collection.
+    Returns the root catalog's path.
+
+    Raises:
+        ValueError: a collection or item id that cannot be one folder name (a separator,
+            ``..``, NUL, more than 200 characters), naming it.
     """
     out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
     catalog = pystac.Catalog(id=catalog_id, description=description)
     for collection in collections:
+        _check_folder_name("collection", collection.id)
         catalog.add_child(collection)
-    # The trailing separator makes pystac treat a folder name with a dot as a folder.
-    catalog.normalize_hrefs(f"{out_dir}{os.sep}", skip_unresolved=True)
-    for item in catalog.get_items(recursive=True):
-        item_dir = Path(item.get_self_href()).parent
-        for asset in item.assets.values():
-            target = Path(asset.get_absolute_href() or asset.href).resolve()
-            if target.is_relative_to(out_dir):
-                asset.href = os.path.relpath(target, item_dir)
-            else:
-                asset.href = str(target)
-    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".catalog-staging.") as staging:
+        # The trailing separator makes pystac treat a folder name with a dot as a folder.
+        catalog.normalize_hrefs(f"{staging}{os.sep}", skip_unresolved=True)
+        for item in catalog.get_items(recursive=True):
+            _check_folder_name(f"item of {item.collection_id}", item.id)
+            # Relative to where the item will be once moved out of the staging folder.
+            item_dir = out_dir / Path(item.get_self_href()).parent.relative_to(staging)
+            for asset in item.assets.values():
+                target = Path(asset.get_absolute_href() or asset.href).resolve()
+                if target.is_relative_to(out_dir):
+                    asset.href = os.path.relpath(target, item_dir)
+                else:
+                    asset.href = str(target)
+        catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+        for child in sorted(Path(staging).iterdir()):
+            if child.is_dir():
+                _replace_folder(child, out_dir / child.name)
+        os.replace(Path(staging) / "catalog.json", out_dir / "catalog.json")
     return out_dir / "catalog.json"
+
+
+def _check_folder_name(kind: str, name: str) -> None:
+    """Refuse an id that pystac would not turn into exactly one folder below the catalog."""
+    if (not name or name in (".", "..") or len(name) > MAX_ID_CHARS
+            or any(c in name for c in ("/", "\\", "\0"))):
+        raise ValueError(f"{kind} id {name[:80]!r}: not usable as a folder name (no separators, "
+                         f"'..' or NUL, at most {MAX_ID_CHARS} characters)")
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Put the folder ``new`` at ``target``; the old one (if any) is moved beside ``new``, into
+    the staging folder, which is deleted with it."""
+    if target.exists():
+        os.replace(target, new.with_name(f"{new.name}.old"))
+    os.replace(new, target)
 
 
 def _core_schema_registry() -> Any:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from catalogs.atomic_files import write_json
 
 
 class ItemError(Exception):
@@ -41,10 +42,7 @@ def write_failures(path: Path, failures: list[Failure]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = sorted((asdict(f) for f in failures),
                   key=lambda r: (r["stage"], r["item_id"], r["path"] or "", r["reason"]))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(rows, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(path, rows)
 
 
 def read_failures(path: Path) -> list[Failure]:

@@ -36,6 +36,8 @@ import shapely
 import stac_geoparquet.arrow as stac_arrow
 from pystac.utils import datetime_to_str, make_absolute_href, str_to_datetime
 
+from catalogs.atomic_files import atomic_path
+
 CATALOG_ROOT = "msgfm:catalog_root"  # item property: the folder or URL of the item's catalog
 _PLACEHOLDER_GEOMETRY: dict[str, Any] = {"type": "Point", "coordinates": [0.0, 0.0]}
 _WKB_PROPERTIES = ("proj:geometry",)  # properties stac-geoparquet writes as WKB geometries
@@ -62,12 +64,8 @@ def write_items(path: Path, items: list[dict[str, Any]]) -> Path:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     table = _items_table([_with_hrefs(item, portable_href) for item in items], path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         stac_arrow.to_parquet(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -23,7 +23,6 @@ the ids of both sides, the time difference and the overlap, or why the reference
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +34,7 @@ from pystac.utils import str_to_datetime
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
+from catalogs.atomic_files import atomic_open
 from catalogs.item_assets import ItemReadError, match_sensor
 from pipeline.params import PairSource
 
@@ -210,10 +210,8 @@ def _time(value: str | datetime | None) -> datetime | None:
 
 def write_pairs_table(path: Path, rows: list[PairRow]) -> Path:
     """The pairs table as CSV, written to a temporary name and renamed."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=PAIRS_COLUMNS)
         writer.writeheader()
         writer.writerows(row.csv_row() for row in rows)
-    os.replace(tmp, path)
     return path

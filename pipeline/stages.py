@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
@@ -16,6 +15,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from catalogs.atomic_files import atomic_open, write_json
 from pipeline.chips import LocationChips, chunk_file
 from pipeline.cluster import Executor
 from pipeline.coregister import PARTNER_ITEMS, write_item_chips
@@ -159,17 +159,13 @@ def _summarise_chips(params: PipelineParams, paths: list[Path]) -> Path:
     qa_path = params.work_dir / "qa.csv"
     columns = ["source", "item_id", "reference", "secondary", "dy_px", "dx_px", "shift_px",
                "flagged"]
-    tmp = qa_path.with_name(f".{qa_path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(qa_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, qa_path)
     summary = {"locations": len(paths), "chips": dict(sorted(chips.items())),
                "dropped": dict(sorted(dropped.items()))}
-    summary_path = params.work_dir / "coregister.json"
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-    return summary_path
+    return write_json(params.work_dir / "coregister.json", summary)
 
 
 def run_shard(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:

@@ -1,5 +1,9 @@
 """The validate stage: re-open the store, check it against what the stages recorded, and write
-``reports/geopile2.json`` (DVC metrics) and a one-page ``reports/geopile2.md`` with figures."""
+``reports/geopile2.json`` (DVC metrics) and a one-page ``reports/geopile2.md`` with figures.
+
+Each report file is written atomically (figures, then the page, then the metrics) and the metrics
+are strict JSON: a value that cannot be measured (a QA shift on a scene without structure) is null
+and counted apart, never NaN."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from catalogs.atomic_files import atomic_path, write_json, write_text  # noqa: E402
 from catalogs.sensors import Sensor, get_sensor  # noqa: E402
 from catalogs.store_format import (  # noqa: E402
     IMAGE,
@@ -152,10 +157,7 @@ def _pairs_figure(params: PipelineParams, path: Path) -> Path:
             axes[row, column].set_title(f"{name} #{index}", fontsize=8)
     for axis in axes.ravel():
         axis.set_axis_off()
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
-    return path
+    return _save_figure(figure, path)
 
 
 def _shift_figure(params: PipelineParams, path: Path) -> Path:
@@ -167,8 +169,14 @@ def _shift_figure(params: PipelineParams, path: Path) -> Path:
     axis.set_xlabel("residual shift after co-registration (px)")
     axis.set_ylabel("pairs")
     axis.legend()
+    return _save_figure(figure, path)
+
+
+def _save_figure(figure: plt.Figure, path: Path) -> Path:
+    """Save ``figure`` to ``path`` atomically and close it."""
     figure.tight_layout()
-    figure.savefig(path, dpi=80)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=80, format=path.suffix.lstrip("."))
     plt.close(figure)
     return path
 
@@ -206,6 +214,5 @@ def run_validate(params: PipelineParams) -> Path:
     metrics = build_metrics(params, manifest)
     figures = {"residual shifts": _shift_figure(params, report_dir / "figures" / "qa_shifts.png"),
                "paired chips": _pairs_figure(params, report_dir / "figures" / "pairs.png")}
-    (report_dir / "geopile2.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (report_dir / "geopile2.md").write_text(_markdown(metrics, figures, report_dir))
-    return report_dir / "geopile2.json"
+    write_text(report_dir / "geopile2.md", _markdown(metrics, figures, report_dir))
+    return write_json(report_dir / "geopile2.json", metrics)
