@@ -8,6 +8,7 @@ partway through, as it would on a full disk.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -106,3 +107,23 @@ def test_a_static_catalog_is_replaced_whole_or_not_at_all(sample_world: Path, tm
     build_catalog(roots, out)
     _assert_untouched_after_a_failed_write(out, lambda: build_catalog(roots, out))
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def _no_constants(name: str) -> None:
+    raise AssertionError(f"{name} in strict JSON")
+
+
+def test_unmeasurable_shifts_are_null_in_strict_json_metrics(workspace: Path):
+    """A QA table whose every shift is NaN or infinite still gives RFC 8259 metrics."""
+    qa = workspace / WORK / "qa.csv"
+    lines = qa.read_text().splitlines()
+    column = lines[0].split(",").index("shift_px")
+    rows = [line.split(",") for line in lines[1:]]
+    for number, row in enumerate(rows):
+        row[column] = ("nan", "inf")[number % 2]
+    qa.write_text("\n".join([lines[0], *(",".join(row) for row in rows)]) + "\n")
+    report = run_validate(load_params(PARAMS))
+    metrics = json.loads(report.read_text(), parse_constant=_no_constants)
+    assert metrics["qa_shift"]["pairs_measured"] == 0
+    assert metrics["qa_shift"]["pairs_without_structure"] == len(rows) > 0
+    assert metrics["qa_shift"]["p50_px"] is None and metrics["qa_shift"]["max_px"] is None
