@@ -9,7 +9,10 @@ handed on (to the chip file writer, which encodes them at once). Memory therefor
 the block size, not on the scene size. ``read_whole`` reads every raster whole first and cuts
 the same windows from memory: the same chips, the memory of a whole-scene read (the bench's
 baseline). GDAL's warper approximates the reprojection per destination window (rasterio's
-0.125 px tolerance), so across CRSs the block layout is part of what the chips are.
+0.125 px tolerance), so across CRSs the block layout is part of what the chips are. What a
+header declares is checked before anything is allocated for it: a raster or picture of more
+than ``max_raster_px`` pixels, or a grid giving more than ``MAX_CHIPS_PER_ITEM`` chip windows,
+fails the item.
 
 The QA measures each secondary's residual shift in the central window of the grid
 (``qa_window_px``): the shift of a pair is one number for the scene, and a window keeps its
@@ -60,6 +63,9 @@ PARTNER_ITEMS = "msgfm:partner_items"  # a pair's reference item: its partner it
 NODATA_REASON = "nodata"  # key of LocationChips.dropped for chips with too much nodata
 DB_TO_LN = np.float32(math.log(10.0) / 10.0)  # 10 ** (dB / 10) == exp(dB * DB_TO_LN)
 PICTURE_RESAMPLING = Image.Resampling.LANCZOS
+# Chip windows listed per item at most: a stride far too short for the grid (1 px on a
+# Sentinel-2 tile: 120 million windows) is refused before the list is made.
+MAX_CHIPS_PER_ITEM = 1_000_000
 # GDAL resampling methods whose every output lies within the range of the source values used.
 CONVEX_METHODS = frozenset({"nearest", "bilinear", "average", "mode", "min", "max", "med"})
 
@@ -225,8 +231,14 @@ def _location_chips(item: dict[str, Any], by_sensor: dict[str, list[SensorAsset]
                       for asset in assets] for name, assets in by_sensor.items()}
     reference_rasters = next(iter(rasters.values()))
     grid = min((r.grid for r in reference_rasters), key=lambda g: g.pixel_area)
-    chip_px = source_grid.chip_px
-    windows = chip_windows(grid.shape, chip_px, source_grid.stride_px)
+    chip_px, stride_px = source_grid.chip_px, source_grid.stride_px
+    count = math.prod(max(0, (n - chip_px) // stride_px + 1) for n in grid.shape)
+    if count > MAX_CHIPS_PER_ITEM:
+        raise ItemError(item_id, reference_rasters[0].asset.href,
+                        f"grid of {grid.shape[0]}x{grid.shape[1]} px cut into {chip_px} px chips "
+                        f"every {stride_px} px gives {count:,} chips, more than "
+                        f"{MAX_CHIPS_PER_ITEM:,} per item")
+    windows = chip_windows(grid.shape, chip_px, stride_px)
     if not windows:
         raise ItemError(item_id, reference_rasters[0].asset.href,
                         f"grid of {grid.shape[0]}x{grid.shape[1]} px is smaller than one "
@@ -235,7 +247,7 @@ def _location_chips(item: dict[str, Any], by_sensor: dict[str, list[SensorAsset]
     reads = _Reads()
     kept: list[int] = []
     shifts: list[dict[str, object]] | None = None
-    for block, indexes in chip_blocks(windows, grid.shape, source_grid.stride_px,
+    for block, indexes in chip_blocks(windows, grid.shape, stride_px,
                                       params.block_px):
         scenes = _block_scenes(item_id, rasters, grid, block, reads)
         local = [_within(windows[i], block) for i in indexes]

@@ -264,9 +264,12 @@ def _datetime(value: Any) -> str:
     return value
 
 
+SCHEMES = FetchParams.allowed_schemes  # by default, fetch allows every scheme it reads
+
+
 def _store_options(value: Any) -> dict[str, dict[str, Any]]:
     """Per remote scheme, a mapping of obstore options (null: none)."""
-    remote = tuple(s for s in FetchParams.allowed_schemes if s != "file")
+    remote = tuple(s for s in SCHEMES if s != "file")
     options = {} if value is None else value
     if not isinstance(options, dict) or not all(
             scheme in remote and isinstance(v, dict) for scheme, v in options.items()):
@@ -293,7 +296,7 @@ _RULES: dict[type, dict[str, Rule | type | _Named]] = {
         "fetch": FetchParams, "coregister": CoregisterParams, "pictures": PictureParams,
         "shard": ShardParams},
     FetchParams: {
-        "cache_dir": _path, "allowed_schemes": _names(FetchParams.allowed_schemes),
+        "cache_dir": _path, "allowed_schemes": _names(SCHEMES),
         "retries": _integer(0, 20), "concurrency": _integer(1, 256),
         "sign": _optional(_choice(SIGNERS)), "sign_endpoint": _url,
         "store_options": _store_options},
@@ -347,11 +350,10 @@ def _value(rule: Rule | type | _Named, value: Any, path: Path | str, key: str) -
 
 def _section(cls: type[T], raw: Any, path: Path | str, key: str) -> T:
     """An instance of the parameter class ``cls`` from the section ``raw`` (at ``key``)."""
+    values = _values(_RULES[cls], raw, path, key)
     try:
-        return cls(**_values(_RULES[cls], raw, path, key))
-    except (TypeError, ValueError) as error:
-        if isinstance(error, ParamsError):
-            raise
+        return cls(**values)
+    except (TypeError, ValueError) as error:  # a required key left out; the class's own check
         raise ParamsError(path, key, str(error)) from error
 
 

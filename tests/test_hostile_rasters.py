@@ -32,10 +32,10 @@ def _params(tmp_path: Path, block_px: int = 2048, max_raster_px: int = 500_000_0
         max_raster_px=max_raster_px), pictures=PictureParams(chip_px=16))
 
 
-def _huge_geotiff(path: Path, sensor: str) -> Path:
-    """A GeoTIFF declaring HUGE_PX x HUGE_PX pixels of ``sensor``, no tile written."""
+def _huge_geotiff(path: Path, sensor: str, side_px: int = HUGE_PX) -> Path:
+    """A GeoTIFF declaring ``side_px`` x ``side_px`` pixels of ``sensor``, no tile written."""
     spec = get_sensor(sensor)
-    with rasterio.open(path, "w", driver="GTiff", width=HUGE_PX, height=HUGE_PX,
+    with rasterio.open(path, "w", driver="GTiff", width=side_px, height=side_px,
                        count=spec.num_bands, dtype=spec.dtype, nodata=spec.nodata,
                        crs=data.REFERENCE_CRS, transform=REF, tiled=True, blockxsize=512,
                        blockysize=512, compress="deflate", sparse_ok=True):
@@ -70,6 +70,17 @@ def test_a_raster_declaring_too_many_pixels_is_quarantined_from_its_header(
         "declares 100000 x 100000 px (10,000,000,000), more than "
         "pipeline.coregister.max_raster_px (500,000,000)")
     assert not chip_file(params, item).parent.exists()  # nothing written
+
+
+def test_a_stride_giving_millions_of_chips_is_refused_before_listing_them(
+        tmp_path: Path) -> None:
+    item = _item(tmp_path, "none")
+    _huge_geotiff(Path(item["assets"]["s2"]["href"]), "sentinel2_l2a", side_px=3000)
+    with pytest.raises(ItemError) as caught:
+        coregister_item(item, _params(tmp_path, chip_px=1))
+    assert (caught.value.path, caught.value.reason) == (
+        item["assets"]["s2"]["href"], "grid of 3000x3000 px cut into 1 px chips every 1 px "
+                                      "gives 9,000,000 chips, more than 1,000,000 per item")
 
 
 def _png_header(path: Path, width: int, height: int) -> Path:
