@@ -352,16 +352,19 @@ def to_storage(values: np.ndarray, radiometry: Radiometry | None,
     negative power has no data), stored = ``(physical - registry offset) / registry scale``,
     rounded and clipped to the storage dtype for integers; a valid pixel never takes the
     registry's nodata value (it is moved one step), so nothing is lost to the mask silently.
+    A non-finite value (NaN, +-Inf, in the file or from the conversion) is never data: its
+    pixel has no data and, in float storage, holds the registry's nodata value.
     """
     if radiometry is None:
         stored = values.astype(sensor.dtype, copy=False)
         invalid = nodata_mask(values, sensor.nodata)
-        if (stored.dtype.kind == "f" and sensor.nodata is not None
-                and not math.isnan(sensor.nodata)):
-            nan = np.isnan(stored).any(axis=0)
-            if nan.any():  # a float DSM's NaN holes: the registry's one nodata value
+        if stored.dtype.kind == "f" and sensor.nodata is not None:
+            # NaN holes of a float DSM and infinities: the registry's one nodata value.
+            holes = (np.isinf(stored) if math.isnan(sensor.nodata)
+                     else ~np.isfinite(stored)).any(axis=0)
+            if holes.any():
                 stored = stored.copy()
-                stored[:, nan] = sensor.nodata
+                stored[:, holes] = sensor.nodata
         return stored, invalid
     invalid = nodata_mask(values, radiometry.nodata)
     dtype = np.dtype(sensor.dtype)
@@ -388,7 +391,10 @@ def to_storage(values: np.ndarray, radiometry: Radiometry | None,
             if sensor.nodata is not None and not math.isnan(sensor.nodata):
                 step = 1 if sensor.nodata < info.max else -1
                 level[level == sensor.nodata] += step
-        stored[band] = level
+        with np.errstate(over="ignore"):  # beyond float32, a finite value becomes infinite:
+            stored[band] = level
+        if dtype.kind == "f":  # no data, as below
+            invalid |= ~np.isfinite(stored[band])
     if sensor.nodata is not None:
         stored[:, invalid] = sensor.nodata
     return stored, invalid
@@ -406,12 +412,12 @@ def _whole_step_shift(source: np.dtype, radiometry: Radiometry, sensor: Sensor) 
 
 
 def nodata_mask(values: np.ndarray, nodata: float | None) -> np.ndarray:
-    """(rows, cols) mask of pixels where any band is ``nodata`` or NaN."""
+    """(rows, cols) mask of pixels where any band is ``nodata`` or not finite (NaN, +-Inf)."""
     invalid = np.zeros(values.shape[1:], dtype=bool)
     if nodata is not None and not math.isnan(nodata):
         invalid |= (values == nodata).any(axis=0)
     if values.dtype.kind == "f":
-        invalid |= np.isnan(values).any(axis=0)
+        invalid |= ~np.isfinite(values).all(axis=0)
     return invalid
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline.cluster import Executor, executor
 from pipeline.failures import NothingUsableError
-from pipeline.params import PARAMS_PATH, PipelineParams, load_params
+from pipeline.params import PARAMS_PATH, ParamsError, PipelineParams, load_params
 
 DESCRIPTION = """\
 Build GeoPile-2 from STAC sources, one stage at a time or all at once:
@@ -58,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
                              "LocalCluster, e.g. tcp://10.0.0.5:8786")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    try:
+        params = load_params(args.params)
+    except ParamsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     workers = params.workers if args.workers is None else args.workers
     names = (["discover", "fetch", "coregister", "shard", "validate"] if args.stage == "run"
              else [args.stage])

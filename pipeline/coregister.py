@@ -9,7 +9,10 @@ handed on (to the chip file writer, which encodes them at once). Memory therefor
 the block size, not on the scene size. ``read_whole`` reads every raster whole first and cuts
 the same windows from memory: the same chips, the memory of a whole-scene read (the bench's
 baseline). GDAL's warper approximates the reprojection per destination window (rasterio's
-0.125 px tolerance), so across CRSs the block layout is part of what the chips are.
+0.125 px tolerance), so across CRSs the block layout is part of what the chips are. What a
+header declares is checked before anything is allocated for it: a raster or picture of more
+than ``max_raster_px`` pixels, or a grid giving more than ``MAX_CHIPS_PER_ITEM`` chip windows,
+fails the item.
 
 The QA measures each secondary's residual shift in the central window of the grid
 (``qa_window_px``): the shift of a pair is one number for the scene, and a window keeps its
@@ -60,6 +63,9 @@ PARTNER_ITEMS = "msgfm:partner_items"  # a pair's reference item: its partner it
 NODATA_REASON = "nodata"  # key of LocationChips.dropped for chips with too much nodata
 DB_TO_LN = np.float32(math.log(10.0) / 10.0)  # 10 ** (dB / 10) == exp(dB * DB_TO_LN)
 PICTURE_RESAMPLING = Image.Resampling.LANCZOS
+# Chip windows listed per item at most: a stride far too short for the grid (1 px on a
+# Sentinel-2 tile: 120 million windows) is refused before the list is made.
+MAX_CHIPS_PER_ITEM = 1_000_000
 # GDAL resampling methods whose every output lies within the range of the source values used.
 CONVEX_METHODS = frozenset({"nearest", "bilinear", "average", "mode", "min", "max", "med"})
 
@@ -175,7 +181,8 @@ def _chips(item: dict[str, Any], params: PipelineParams, read_whole: bool,
                           params.coregister, read_whole, sink)
     source_grid = params.coregister.sources.get(item["collection"])
     if source_grid is None:
-        return picture_chips(item, params.pictures.chip_px), None
+        return picture_chips(item, params.pictures.chip_px,
+                             params.coregister.max_raster_px), None
     by_sensor = _sensor_assets(item, source_grid.reference)
     return _location_chips(item, by_sensor, source_grid, params.coregister,
                            item["collection"], {}, read_whole, sink)
@@ -220,12 +227,18 @@ def _location_chips(item: dict[str, Any], by_sensor: dict[str, list[SensorAsset]
     ``sink`` with their indexes among the grid's chip windows. Returns everything about the
     location but the chips (``sensors`` empty), and the chips' layout per sensor."""
     item_id = item["id"]
-    rasters = {name: [_open_raster(item_id, asset, read_whole, params.block_px)
+    rasters = {name: [_open_raster(item_id, asset, read_whole, params)
                       for asset in assets] for name, assets in by_sensor.items()}
     reference_rasters = next(iter(rasters.values()))
     grid = min((r.grid for r in reference_rasters), key=lambda g: g.pixel_area)
-    chip_px = source_grid.chip_px
-    windows = chip_windows(grid.shape, chip_px, source_grid.stride_px)
+    chip_px, stride_px = source_grid.chip_px, source_grid.stride_px
+    count = math.prod(max(0, (n - chip_px) // stride_px + 1) for n in grid.shape)
+    if count > MAX_CHIPS_PER_ITEM:
+        raise ItemError(item_id, reference_rasters[0].asset.href,
+                        f"grid of {grid.shape[0]}x{grid.shape[1]} px cut into {chip_px} px chips "
+                        f"every {stride_px} px gives {count:,} chips, more than "
+                        f"{MAX_CHIPS_PER_ITEM:,} per item")
+    windows = chip_windows(grid.shape, chip_px, stride_px)
     if not windows:
         raise ItemError(item_id, reference_rasters[0].asset.href,
                         f"grid of {grid.shape[0]}x{grid.shape[1]} px is smaller than one "
@@ -234,7 +247,7 @@ def _location_chips(item: dict[str, Any], by_sensor: dict[str, list[SensorAsset]
     reads = _Reads()
     kept: list[int] = []
     shifts: list[dict[str, object]] | None = None
-    for block, indexes in chip_blocks(windows, grid.shape, source_grid.stride_px,
+    for block, indexes in chip_blocks(windows, grid.shape, stride_px,
                                       params.block_px):
         scenes = _block_scenes(item_id, rasters, grid, block, reads)
         local = [_within(windows[i], block) for i in indexes]
@@ -351,19 +364,23 @@ def _check_band_cover(item_id: str, sensor_name: str, assets: list[SensorAsset])
                                        f"registry has {expected}")
 
 
-def _open_raster(item_id: str, asset: SensorAsset, read_whole: bool, block_px: int) -> Raster:
-    """Open a raster and check it against the registry; read it whole if asked, or if it is
-    no larger than a block (``block_px`` a side; 0: any raster).
+def _open_raster(item_id: str, asset: SensorAsset, read_whole: bool,
+                 params: CoregisterParams) -> Raster:
+    """Open a raster and check it against the registry and ``params.max_raster_px``; read it
+    whole if asked, or if it is no larger than a block (``params.block_px`` a side; 0: any
+    raster).
 
     Raises:
         ItemError: unreadable (corrupt, truncated, missing) file, no CRS, no geotransform,
-            band count or dtype unlike the asset and registry; read whole, every pixel nodata.
+            band count or dtype unlike the asset and registry, more pixels than the limit;
+            read whole, every pixel nodata.
     """
     whole = None
     with _opened(item_id, asset.href) as src:
         _check_header(item_id, asset, src)
+        _check_size(item_id, asset.href, src.width, src.height, params.max_raster_px)
         grid = Grid(src.crs, src.transform, (src.height, src.width))
-        small = read_once(src.height, src.width, block_px)
+        small = read_once(src.height, src.width, params.block_px)
         if read_whole or small:
             whole = to_storage(src.read(_indexes(asset)), asset.radiometry, asset.sensor)
     if whole is not None and whole[1].all():
@@ -450,6 +467,15 @@ def _check_header(item_id: str, asset: SensorAsset, src: rasterio.DatasetReader)
     _check_layout(item_id, asset, src.count, np.dtype(src.dtypes[0]))
 
 
+def _check_size(item_id: str, href: str, width: int, height: int, max_px: int) -> None:
+    """A file's declared size (from its header, before any read) against the limit: a few
+    bytes can declare a raster that no memory holds."""
+    if width * height > max_px:
+        raise ItemError(item_id, href, f"declares {width} x {height} px ({width * height:,}), "
+                                       f"more than pipeline.coregister.max_raster_px "
+                                       f"({max_px:,})")
+
+
 def _check_layout(item_id: str, asset: SensorAsset, count: int, dtype: np.dtype) -> None:
     """A file's band count must be the number of bands its asset names (all of the sensor's
     registry bands when it names none) or hold the bands it reads; a file already in the
@@ -472,7 +498,7 @@ def _check_layout(item_id: str, asset: SensorAsset, count: int, dtype: np.dtype)
 
 
 def invalid_pixels(data: np.ndarray, sensor: Sensor) -> np.ndarray:
-    """(rows, cols) mask of pixels where any band is the sensor's nodata value or NaN."""
+    """(rows, cols) mask of pixels where any band is the sensor's nodata value or not finite."""
     return nodata_mask(data, sensor.nodata)
 
 
@@ -614,6 +640,7 @@ def warp(data: np.ndarray, src_grid: Grid, dst_grid: Grid, sensor: Sensor,
         with np.errstate(divide="ignore"):
             np.log(values, out=values)
         values /= DB_TO_LN
+        values[np.isinf(values)] = np.nan  # no power: no data (-Inf dB is never data)
     values = values.astype(sensor.dtype, copy=False)
     invalid = invalid_pixels(values, sensor)
     if len(out) > count:
@@ -725,11 +752,12 @@ def _item_datetime(item: dict[str, Any]) -> str | None:
             or iso_datetime(properties.get("start_datetime")))
 
 
-def picture_chips(item: dict[str, Any], chip_px: int) -> LocationChips:
+def picture_chips(item: dict[str, Any], chip_px: int, max_px: int) -> LocationChips:
     """One chip of a picture without georeference: centre-cropped to a square, resized to
-    ``chip_px`` (Lanczos, band by band so no band is taken for alpha)."""
+    ``chip_px`` (Lanczos, band by band so no band is taken for alpha); pictures of more than
+    ``max_px`` pixels are refused before they are decoded."""
     asset = _picture_asset(item)
-    bands = _read_picture(item["id"], asset)
+    bands = _read_picture(item["id"], asset, max_px)
     side = min(bands[0].size)
     left, top = (bands[0].width - side) // 2, (bands[0].height - side) // 2
     box = (left, top, left + side, top + side)
@@ -752,18 +780,22 @@ def _picture_asset(item: dict[str, Any]) -> SensorAsset:
     return pictures[0]
 
 
-def _read_picture(item_id: str, asset: SensorAsset) -> list[Image.Image]:
+def _read_picture(item_id: str, asset: SensorAsset, max_px: int) -> list[Image.Image]:
     """The bands of a picture file, each a single-band PIL image, checked against the registry.
 
     Raises:
-        ItemError: unreadable (corrupt, truncated, missing) file, or band count or dtype
-            unlike the registry.
+        ItemError: unreadable (corrupt, truncated, missing) file, more pixels than ``max_px``
+            or than PIL decodes (its decompression-bomb limit), or band count or dtype unlike
+            the registry.
     """
     try:
         with Image.open(asset.href) as image:
+            _check_size(item_id, asset.href, *image.size, max_px)
             image.load()
             # A palette is an encoding of colours, not a band: decode it.
             bands = list((image.convert("RGB") if image.mode == "P" else image).split())
+    except Image.DecompressionBombError as error:
+        raise ItemError(item_id, asset.href, f"picture too large to decode ({error})") from error
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise ItemError(item_id, asset.href, f"unreadable picture ({error})") from error
     _check_layout(item_id, asset, len(bands), np.asarray(bands[0]).dtype)

@@ -129,9 +129,10 @@ def test_pair_parameters_are_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("pair", "collections", "message"), [
     ({"reference": "s2", "partners": ["s1"]}, ["s2"],
      r"pairs.p: collections \['s1'\] are not in pipeline.collections \['s2'\]"),
-    ({"reference": "s2", "partners": []}, ["s2"], "pairs.p: no partners"),
+    ({"reference": "s2", "partners": []}, ["s2"],
+     r"pairs.p.partners: must be a non-empty list of distinct names, got \[\]"),
     ({"reference": "s2", "partners": ["s1"], "min_overlap": 0}, ["s1", "s2"],
-     r"min_overlap must be in \(0, 1\]"),
+     r"pairs.p.min_overlap: must be a number in \(0, 1\], got 0"),
     ({"reference": "s2", "partner": ["s1"]}, ["s1", "s2"], r"unknown parameter\(s\) \['partner'\]"),
     ({"partners": ["s1"]}, ["s1", "s2"], "missing 1 required positional argument: 'reference'"),
 ])
