@@ -19,6 +19,10 @@ class FetchParams:
     token of ``sign_endpoint`` just before each request. ``store_options``: per remote scheme
     (``http``, ``https``, ``s3``, ``gs``), keyword arguments of obstore's store for it (its
     config keys and ``client_options``), e.g. ``{"s3": {"request_payer": True}}``.
+    ``allow_private_hosts``: http(s) requests (assets, a remote catalog's links) may go to
+    loopback, private and link-local addresses. ``allow_local_files_from_remote``: a catalog
+    read over the network may name local files. Both off by default
+    (:mod:`pipeline.access_policy`).
     """
 
     cache_dir: Path = Path("data/cache")
@@ -28,6 +32,8 @@ class FetchParams:
     sign: str | None = None
     sign_endpoint: str = "https://planetarycomputer.microsoft.com/api/sas/v1/token"
     store_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    allow_private_hosts: bool = False
+    allow_local_files_from_remote: bool = False
 
     def __post_init__(self) -> None:
         signers = ("planetary_computer",)
