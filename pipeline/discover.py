@@ -89,9 +89,19 @@ def discover(params: PipelineParams) -> list[dict[str, Any]]:
             items = _from_api(params.api_url, search, params.fetch)
         else:
             items = _from_catalog(source, search, params.fetch)
-    except AccessRefused as error:
-        raise ValueError(f"{source}: {error.reason}") from error
+    except Exception as error:  # pystac wraps a reader's error in its own: find the refusal
+        refusal = _refusal(error)
+        if refusal is None:
+            raise
+        raise ValueError(f"{source}: {refusal.reason}") from error
     return sorted(items, key=lambda item: (item["collection"], item["id"]))
+
+
+def _refusal(error: BaseException | None) -> AccessRefused | None:
+    """The access refusal that ``error`` is or was raised from, if any."""
+    while error is not None and not isinstance(error, AccessRefused):
+        error = error.__cause__
+    return error
 
 
 def discover_to_table(params: PipelineParams) -> Path:
