@@ -3,7 +3,9 @@
 A catalog's hrefs (child and item links, asset hrefs) are input, not instructions:
 
 * a local catalog (a path or ``file://`` root) may name local files only inside its root
-  folder, judged on resolved paths (``..`` and symbolic links followed), and any remote href;
+  folder or a folder of ``params.fetch.allowed_local_folders`` (a dataset catalogued apart
+  from its catalog), judged on resolved paths (``..`` and symbolic links followed), and any
+  remote href;
 * a catalog read over the network (a static catalog's URL, a STAC API) may name remote hrefs
   only, never local files, unless ``params.fetch.allow_local_files_from_remote`` (a trusted
   API that serves paths of a shared file system);
@@ -26,8 +28,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+from pipeline.params import FetchParams
+
 ALLOW_PRIVATE = "pipeline.fetch.allow_private_hosts"
 ALLOW_LOCAL_FROM_REMOTE = "pipeline.fetch.allow_local_files_from_remote"
+ALLOWED_FOLDERS = "pipeline.fetch.allowed_local_folders"
 
 
 class AccessRefused(Exception):
@@ -50,31 +55,28 @@ def local_path(href: str) -> Path:
     return Path(href)
 
 
-def check_inside(href: str, root: str, shown: str | None = None) -> None:
-    """Refuse a local ``href`` whose resolved path is not under the resolved ``root`` folder.
-
-    Args:
-        shown: the href as the catalog wrote it, for the message; ``href`` by default.
-    """
-    target, base = local_path(href).resolve(), local_path(root).resolve()
-    if not target.is_relative_to(base):
-        raise AccessRefused(f"href {shown or href!r} resolves outside the catalog root {root}")
-
-
-def check_local_allowed(href: str, root: str, allow_local_from_remote: bool,
+def check_local_allowed(href: str, root: str, policy: FetchParams,
                         shown: str | None = None) -> None:
     """Refuse a local ``href`` named by the catalog at ``root`` unless the policy allows it:
-    inside the root for a local catalog, only with the opt-in for a remote one.
+    for a local catalog, inside its root or an allowed folder (resolved paths); for a remote
+    one, only with the opt-in.
 
     Args:
         shown: the href as the catalog wrote it, for the message; ``href`` by default.
     """
-    if is_local(root):
-        check_inside(href, root, shown)
-    elif not allow_local_from_remote:
-        raise AccessRefused(f"the catalog {root} is read over the network and may not name "
-                            f"the local file {shown or href!r} (allow with "
-                            f"{ALLOW_LOCAL_FROM_REMOTE})")
+    if not is_local(root):
+        if not policy.allow_local_files_from_remote:
+            raise AccessRefused(f"the catalog {root} is read over the network and may not name "
+                                f"the local file {shown or href!r} (allow with "
+                                f"{ALLOW_LOCAL_FROM_REMOTE})")
+        return
+    target = local_path(href).resolve()
+    folders = (root, *policy.allowed_local_folders)
+    if not any(target.is_relative_to(local_path(str(f)).resolve()) for f in folders):
+        also = (f" or {ALLOWED_FOLDERS} {list(map(str, policy.allowed_local_folders))}"
+                if policy.allowed_local_folders else "")
+        raise AccessRefused(f"href {shown or href!r} resolves outside the catalog root "
+                            f"{root}{also}")
 
 
 def check_host(url: str, allow_private: bool) -> None:

@@ -156,7 +156,7 @@ class _LinkPolicy:
     def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
         href = source.href if isinstance(source, pystac.Link) else str(os.fspath(source))
         if is_local(href):
-            check_local_allowed(href, self._root, self._policy.allow_local_files_from_remote)
+            check_local_allowed(href, self._root, self._policy)
         elif urlsplit(href)[:2] != self._origin:
             try:
                 check_host(href, self._policy.allow_private_hosts)

@@ -203,7 +203,7 @@ def _plan(asset: dict[str, Any], item: dict[str, Any], params: PipelineParams) -
     shown = _unsigned(asset.get(CATALOG_HREF, href))
     if scheme == "file" and root is not None:
         try:
-            check_local_allowed(href, root, params.fetch.allow_local_files_from_remote, shown)
+            check_local_allowed(href, root, params.fetch, shown)
         except AccessRefused as error:
             raise AssetError(error.reason) from error
     elif CATALOG_HREF in asset and (root is None or not _within(href, root)):

@@ -21,7 +21,8 @@ class FetchParams:
     config keys and ``client_options``), e.g. ``{"s3": {"request_payer": True}}``.
     ``allow_private_hosts``: http(s) requests (assets, a remote catalog's links) may go to
     loopback, private and link-local addresses. ``allow_local_files_from_remote``: a catalog
-    read over the network may name local files. Both off by default
+    read over the network may name local files. ``allowed_local_folders``: folders besides its
+    own root whose files a local catalog may name. All off by default
     (:mod:`pipeline.access_policy`).
     """
 
@@ -34,6 +35,7 @@ class FetchParams:
     store_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     allow_private_hosts: bool = False
     allow_local_files_from_remote: bool = False
+    allowed_local_folders: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         signers = ("planetary_computer",)

@@ -92,6 +92,9 @@ def test_absolute_and_symlinked_hrefs_out_of_a_local_catalog_are_refused(tmp_pat
         "link": f"href '../../data/link.bin' resolves outside the catalog root {root}"}
     assert {f.path for f in failures} == {secret.as_uri(), str(root / "data" / "link.bin"),
                                           str(root / "data" / "folder" / "key.bin")}
+    allowed = _params(tmp_path, str(catalog), allowed_local_folders=(str(secret.parent),))
+    fetched, failures = fetch(discover(allowed), allowed)
+    assert failures == [] and len(fetched) == 5
 
 
 def test_a_local_catalog_cannot_link_discover_out_of_its_root(tmp_path: Path) -> None:
