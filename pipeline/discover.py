@@ -19,27 +19,45 @@ its catalog:
   API's URL;
 * ``asset["msgfm:catalog_href"]``: the href as the catalog wrote it, only where it was relative.
 
+Every file discover reads beyond the source the user named (a child or item link, an API's
+next page) passes the access policy (:mod:`pipeline.access_policy`): links of a local catalog
+stay inside its root folder (resolved) or are remote; links of a remote catalog or API are
+remote, and an http(s) link to another host than the source's never reaches a loopback, private
+or link-local address unless allowed. A refused link stops discover with an error naming the
+source, the link and the rule: the catalog itself is hostile or broken.
+
 Items come sorted by collection, then item id.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pystac
 import shapely.geometry
+from pystac.stac_io import DefaultStacIO
 from pystac.utils import is_absolute_href, make_absolute_href, str_to_datetime
 from pystac_client import Client
 from pystac_client.item_search import ItemSearch
+from pystac_client.stac_api_io import StacApiIO
 from shapely.geometry.base import BaseGeometry
 
+from pipeline.access_policy import (
+    AccessRefused,
+    check_host,
+    check_local_allowed,
+    is_local,
+    local_path,
+)
 from pipeline.items import CATALOG_ROOT, write_items
 from pipeline.pairing import pair_items, write_pairs_table
-from pipeline.params import PipelineParams
+from pipeline.params import FetchParams, PipelineParams
 
 CATALOG_HREF = "msgfm:catalog_href"
 _OPEN_END = ("", "..")
@@ -56,8 +74,9 @@ def discover(params: PipelineParams) -> list[dict[str, Any]]:
         href was relative, ``msgfm:catalog_href``; sorted by (collection, id).
 
     Raises:
-        ValueError: no source is set, a search parameter is invalid, or a collection is not
-            in the source (the message names the source and the collections it has).
+        ValueError: no source is set, a search parameter is invalid, a collection is not
+            in the source (the message names the source and the collections it has), or the
+            access policy refuses a link of the source (naming the link and the rule).
     """
     source = params.api_url or params.catalog
     if not source:
@@ -65,11 +84,24 @@ def discover(params: PipelineParams) -> list[dict[str, Any]]:
     if not params.collections:
         raise ValueError("pipeline.collections is empty; name the collections to discover")
     search = _search_parameters(source, params)
-    if params.api_url:
-        items = _from_api(params.api_url, search)
-    else:
-        items = _from_catalog(source, search)
+    try:
+        if params.api_url:
+            items = _from_api(params.api_url, search, params.fetch)
+        else:
+            items = _from_catalog(source, search, params.fetch)
+    except Exception as error:  # pystac wraps a reader's error in its own: find the refusal
+        refusal = _refusal(error)
+        if refusal is None:
+            raise
+        raise ValueError(f"{source}: {refusal.reason}") from error
     return sorted(items, key=lambda item: (item["collection"], item["id"]))
+
+
+def _refusal(error: BaseException | None) -> AccessRefused | None:
+    """The access refusal that ``error`` is or was raised from, if any."""
+    while error is not None and not isinstance(error, AccessRefused):
+        error = error.__cause__
+    return error
 
 
 def discover_to_table(params: PipelineParams) -> Path:
@@ -110,9 +142,41 @@ def _check_bbox(bbox: Sequence[float]) -> None:
         raise ValueError(f"pipeline.bbox {list(bbox)}: south > north")
 
 
-def _from_api(api_url: str, search: dict[str, Any]) -> list[dict[str, Any]]:
+class _LinkPolicy:
+    """Mixed into a pystac or pystac-client reader: each file it reads passes the access policy
+    for the catalog at ``source`` (that one URL's scheme and host are the user's choice)."""
+
+    def __init__(self, source: str, policy: FetchParams, **reader_options: Any) -> None:
+        super().__init__(**reader_options)
+        self._origin = urlsplit(source)[:2] if not is_local(source) else None
+        self._root = (posixpath.dirname(source) if self._origin
+                      else str(local_path(source).absolute().parent))
+        self._policy = policy
+
+    def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
+        href = source.href if isinstance(source, pystac.Link) else str(os.fspath(source))
+        if is_local(href):
+            check_local_allowed(href, self._root, self._policy)
+        elif urlsplit(href)[:2] != self._origin:
+            try:
+                check_host(href, self._policy.allow_private_hosts)
+            except AccessRefused as error:
+                raise AccessRefused(f"link {href}: {error.reason}") from error
+        return super().read_text(source, *args, **kwargs)  # type: ignore[misc]
+
+
+class _CheckedStacIO(_LinkPolicy, DefaultStacIO):
+    """pystac's reader of static catalogs, its links checked."""
+
+
+class _CheckedApiIO(_LinkPolicy, StacApiIO):
+    """pystac-client's reader of STAC APIs, its links checked."""
+
+
+def _from_api(api_url: str, search: dict[str, Any],
+              policy: FetchParams) -> list[dict[str, Any]]:
     """Items of a STAC API search; relative asset hrefs resolved against each item's self link."""
-    client = Client.open(api_url)
+    client = Client.open(api_url, stac_io=_CheckedApiIO(api_url, policy))
     _check_collections(api_url, search["collections"],
                        (c.id for c in client.get_collections()))
     items = []
@@ -123,9 +187,11 @@ def _from_api(api_url: str, search: dict[str, Any]) -> list[dict[str, Any]]:
     return items
 
 
-def _from_catalog(catalog_href: str, search: dict[str, Any]) -> list[dict[str, Any]]:
+def _from_catalog(catalog_href: str, search: dict[str, Any],
+                  policy: FetchParams) -> list[dict[str, Any]]:
     """Items of a static catalog's collections that match ``search``."""
-    root = pystac.Catalog.from_file(catalog_href)
+    root = pystac.Catalog.from_file(catalog_href,
+                                    stac_io=_CheckedStacIO(catalog_href, policy))
     root_href = root.get_self_href() or catalog_href
     root_dir = posixpath.dirname(root_href) if "://" in root_href else str(Path(root_href).parent)
     collections = {c.id: c for c in root.get_all_collections()}

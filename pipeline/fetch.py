@@ -22,10 +22,14 @@ finds the file already fetched and no signature is written out. With ``params.fe
 planetary_computer``, hrefs in Azure Blob Storage get a Planetary Computer SAS token (replacing
 any query they had) just before each request.
 
-Before anything is read, an href whose scheme is not allowed, and a relative href of the
-catalog (``msgfm:catalog_href``, recorded by discover) that resolves outside the catalog root,
-are refused. Every problem becomes one ``Failure`` naming the item, the href and the reason;
-an item with any failed asset is left out of the result, and the others go on.
+Before anything is read, an href whose scheme is not allowed is refused, and so is an href
+the access policy (:mod:`pipeline.access_policy`) refuses for the item's catalog
+(``msgfm:catalog_root``, recorded by discover): a local file outside a local catalog's root
+(resolved, links followed), a local file named by a catalog read over the network, a relative
+href of a remote catalog (``msgfm:catalog_href``) that leaves its root; and, just before each
+request, an http(s) host that resolves to a loopback, private or link-local address. Every
+problem becomes one ``Failure`` naming the item, the href and the reason; an item with any
+failed asset is left out of the result, and the others go on.
 """
 
 from __future__ import annotations
@@ -46,13 +50,13 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
-from urllib.request import url2pathname
 
 import obstore
 from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
 from obstore.store import HTTPStore, ObjectStore, from_url
 
 from catalogs.item_assets import ItemReadError, sensor_assets
+from pipeline.access_policy import AccessRefused, check_host, check_local_allowed, local_path
 from pipeline.discover import CATALOG_HREF
 from pipeline.failures import Failure
 from pipeline.items import CATALOG_ROOT, read_items, write_items
@@ -184,10 +188,10 @@ def _plan(asset: dict[str, Any], item: dict[str, Any], params: PipelineParams) -
     """The source of ``asset`` after the checks that need no I/O.
 
     Raises:
-        AssetError: the scheme is not allowed, the href escapes the catalog root, the href is
-            relative with nothing to resolve it against, a remote href names no host (or
-            bucket), a query string is on an href other than http(s), or the asset's file
-            fields are invalid.
+        AssetError: the scheme is not allowed, the access policy refuses the href for the
+            item's catalog, the href is relative with nothing to resolve it against, a remote
+            href names no host (or bucket), a query string is on an href other than http(s),
+            or the asset's file fields are invalid.
     """
     href = asset["href"]
     parts = urlsplit(href)
@@ -196,10 +200,15 @@ def _plan(asset: dict[str, Any], item: dict[str, Any], params: PipelineParams) -
     if scheme not in allowed:
         raise AssetError(f"scheme {scheme!r} not allowed (allowed: {', '.join(allowed)})")
     root = item.get("properties", {}).get(CATALOG_ROOT)
-    if CATALOG_HREF in asset and (root is None or not _within(href, root)):
-        raise AssetError(f"href {_unsigned(asset[CATALOG_HREF])!r} resolves outside the catalog "
-                         f"root {root}")
-    if scheme == "file" and not _local_path(href).is_absolute():
+    shown = _unsigned(asset.get(CATALOG_HREF, href))
+    if scheme == "file" and root is not None:
+        try:
+            check_local_allowed(href, root, params.fetch, shown)
+        except AccessRefused as error:
+            raise AssetError(error.reason) from error
+    elif CATALOG_HREF in asset and (root is None or not _within(href, root)):
+        raise AssetError(f"href {shown!r} resolves outside the catalog root {root}")
+    if scheme == "file" and not local_path(href).is_absolute():
         raise AssetError(f"relative href {_unsigned(href)!r} has nothing to resolve it against")
     if scheme not in _SUPPORTED_SCHEMES:
         raise AssetError(f"scheme {scheme!r} is not supported "
@@ -237,13 +246,6 @@ def _within(href: str, root: str) -> bool:
         return False
     target_path = PurePosixPath(posixpath.normpath(target.path))
     return target_path.is_relative_to(posixpath.normpath(base.path))
-
-
-def _local_path(href: str) -> Path:
-    """The local path of a plain path or ``file://`` href."""
-    if href.lower().startswith("file:"):
-        return Path(url2pathname(urlsplit(href).path))
-    return Path(href)
 
 
 def _multihash_function(checksum: str) -> tuple[str, int]:
@@ -307,7 +309,7 @@ def _make_available(sources: set[_Source],
 
 
 def _verify_in_place(source: _Source) -> Path:
-    path = _local_path(source.href)
+    path = local_path(source.href)
     if not path.is_file():
         raise AssetError("missing file")
     problem = _verification_problem(path, source)
@@ -342,9 +344,10 @@ class _RemoteAccess:
     """GET requests of remote files: one obstore store per scheme, host and query string
     (obstore sends the query of a store's URL with every request), opened with
     ``store_options``; with a signer, each request of a file in Azure Blob Storage carries a
-    current SAS token."""
+    current SAS token. Each http(s) request first passes the access policy's host check."""
 
     def __init__(self, params: FetchParams) -> None:
+        self._allow_private_hosts = params.allow_private_hosts
         self._options = _checked_store_options(params.store_options)
         self._signer = (_PlanetaryComputerTokens(params.sign_endpoint)
                         if params.sign == "planetary_computer" else None)
@@ -368,9 +371,14 @@ class _RemoteAccess:
         """A GET of ``source`` from byte ``offset`` on, signed first where there is a signer.
 
         Raises:
-            AssetError: no token, the object does not exist, or access to it is denied.
+            AssetError: the host is refused, no token, the object does not exist, or access to
+                it is denied.
             _TransientError: any other failure (a retry may succeed).
         """
+        try:
+            check_host(source.href, self._allow_private_hosts)
+        except AccessRefused as error:
+            raise AssetError(error.reason) from error
         token = self._signer.token(source.href) if self._signer is not None else None
         store = self.store(source.href, source.query if token is None else token)
         return _request(store, unquote(urlsplit(source.href).path).lstrip("/"), offset)

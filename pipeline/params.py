@@ -33,6 +33,11 @@ class FetchParams:
     token of ``sign_endpoint`` just before each request. ``store_options``: per remote scheme
     (``http``, ``https``, ``s3``, ``gs``), keyword arguments of obstore's store for it (its
     config keys and ``client_options``), e.g. ``{"s3": {"request_payer": True}}``.
+    ``allow_private_hosts``: http(s) requests (assets, a remote catalog's links) may go to
+    loopback, private and link-local addresses. ``allow_local_files_from_remote``: a catalog
+    read over the network may name local files. ``allowed_local_folders``: folders besides its
+    own root whose files a local catalog may name. All off by default
+    (:mod:`pipeline.access_policy`).
     """
 
     cache_dir: Path = Path("data/cache")
@@ -42,6 +47,9 @@ class FetchParams:
     sign: str | None = None
     sign_endpoint: str = "https://planetarycomputer.microsoft.com/api/sas/v1/token"
     store_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    allow_private_hosts: bool = False
+    allow_local_files_from_remote: bool = False
+    allowed_local_folders: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.sign is not None and self.sign not in SIGNERS:
@@ -130,8 +138,8 @@ class PipelineParams:
 
     @property
     def chips_dir(self) -> Path:
-        """Output of coregister: one ``<source>/<item id>.npz`` (+ ``.chunks``) of LocationChips
-        per item."""
+        """Output of coregister: one chip file ``<source>/<item id>.<hash>.npz`` (+ ``.chunks``)
+        of LocationChips per item, source and id made safe file names (pipeline.stages)."""
         return self.work_dir / "chips"
 
 
@@ -189,6 +197,19 @@ def _text(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"must be a non-empty string, got {value!r}")
     return value
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def _folders(value: Any) -> tuple[str, ...]:
+    """A list (maybe empty) of folder paths."""
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"must be a list of folder paths, got {value!r}")
+    return tuple(value)
 
 
 def _url(value: Any) -> str:
@@ -299,7 +320,8 @@ _RULES: dict[type, dict[str, Rule | type | _Named]] = {
         "cache_dir": _path, "allowed_schemes": _names(SCHEMES),
         "retries": _integer(0, 20), "concurrency": _integer(1, 256),
         "sign": _optional(_choice(SIGNERS)), "sign_endpoint": _url,
-        "store_options": _store_options},
+        "store_options": _store_options, "allow_private_hosts": _flag,
+        "allow_local_files_from_remote": _flag, "allowed_local_folders": _folders},
     CoregisterParams: {
         "sources": _Named(SourceGrid), "pairs": _Named(PairSource),
         "max_nodata_share": _number(0, 1), "shift_flag_px": _number(0),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
@@ -34,6 +35,8 @@ from pipeline.params import PipelineParams
 from pipeline.shard import plan_store, write_store
 
 STAGES = ("discover", "fetch", "coregister", "shard", "validate")
+NAME_CHARS_MAX = 96  # of a catalog id in a file name (the hash keeps truncated ids apart)
+_NOT_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def failures_path(params: PipelineParams, stage: str) -> Path:
@@ -42,13 +45,17 @@ def failures_path(params: PipelineParams, stage: str) -> Path:
 
 
 def chip_file(params: PipelineParams, item: dict) -> Path:
-    """The LocationChips file of one item, named after everything its chips depend on.
+    """The LocationChips file of one item, ``<collection>/<item id>.<hash>.npz`` under
+    ``params.chips_dir``, named after everything its chips depend on.
 
-    The name carries a hash of the co-registration parameters and the item's assets, so a
-    resumed run reuses a file only when it would write the same one again, and a changed
-    parameter or source file gives a new file (the old one is then stale and removed).
+    The name carries a hash of the item's identity (collection and id), the co-registration
+    parameters and the item's assets, so a resumed run reuses a file only when it would write
+    the same one again, and a changed parameter or source file gives a new file (the old one is
+    then stale and removed). Collection and id come from the catalog: they appear only as safe
+    file names (:func:`_file_name`); nothing reads them back from the name.
     """
     depends_on = {
+        "item": [item["collection"], item["id"]],
         "coregister": asdict(params.coregister), "pictures": asdict(params.pictures),
         "assets": _asset_files(item),
     }
@@ -56,7 +63,15 @@ def chip_file(params: PipelineParams, item: dict) -> Path:
         depends_on["partners"] = {f"{p['collection']}/{p['id']}": _asset_files(p)
                                   for p in item[PARTNER_ITEMS]}
     digest = hashlib.sha256(json.dumps(depends_on, sort_keys=True, default=str).encode())
-    return params.chips_dir / item["collection"] / f"{item['id']}.{digest.hexdigest()[:16]}.npz"
+    return (params.chips_dir / _file_name(item["collection"])
+            / f"{_file_name(item['id'])}.{digest.hexdigest()[:16]}.npz")
+
+
+def _file_name(catalog_id: str) -> str:
+    """A catalog id as one path component that stays where it is put: letters, digits, ``_``,
+    ``-`` and ``.`` (no leading dot), every other run of characters as ``_``, at most
+    ``NAME_CHARS_MAX`` characters, never empty."""
+    return _NOT_NAME_CHARS.sub("_", catalog_id).lstrip(".")[:NAME_CHARS_MAX] or "_"
 
 
 def _asset_files(item: dict[str, Any]) -> dict[str, list[Any]]:

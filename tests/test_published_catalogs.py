@@ -194,7 +194,9 @@ def build_pair_from_api(factory: pytest.TempPathFactory, catalog: Path, name: st
             folder = make_workspace(factory.mktemp(f"{name}{count}"), catalog.parent, {
                 "api_url": url, "collections": [pair["reference"], *pair["partners"]],
                 "coregister": {"sources": {}, "pairs": {name: pair}},
-                "shard": {"chips_per_shard": 8}})
+                "shard": {"chips_per_shard": 8},
+                # the API (rustac over the local catalog) serves paths of local files
+                "fetch": {"allow_local_files_from_remote": True}})
             run_ok(folder, workers=count)
             builds[count] = folder
     return builds

@@ -1,0 +1,99 @@
+"""What a catalog may make the pipeline read or request.
+
+A catalog's hrefs (child and item links, asset hrefs) are input, not instructions:
+
+* a local catalog (a path or ``file://`` root) may name local files only inside its root
+  folder or a folder of ``params.fetch.allowed_local_folders`` (a dataset catalogued apart
+  from its catalog), judged on resolved paths (``..`` and symbolic links followed), and any
+  remote href;
+* a catalog read over the network (a static catalog's URL, a STAC API) may name remote hrefs
+  only, never local files, unless ``params.fetch.allow_local_files_from_remote`` (a trusted
+  API that serves paths of a shared file system);
+* an http(s) request never goes to a host that resolves to a loopback, private, link-local
+  or otherwise non-global address (127.0.0.0/8, 10.0.0.0/8, 169.254.169.254, ::1, ...) unless
+  ``params.fetch.allow_private_hosts`` (the tests' loopback servers, an intranet mirror).
+
+The host is resolved (``socket.getaddrinfo``) just before each request. Two limits remain: a
+DNS server that answers differently to the HTTP client's own lookup a moment later (DNS
+rebinding), and redirects, which the HTTP clients (obstore, urllib3, requests) follow without
+asking us; a network egress policy closes both. A name that does not resolve passes: the
+request cannot reach any address through it (a configured proxy resolves it instead).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from pipeline.params import FetchParams
+
+ALLOW_PRIVATE = "pipeline.fetch.allow_private_hosts"
+ALLOW_LOCAL_FROM_REMOTE = "pipeline.fetch.allow_local_files_from_remote"
+ALLOWED_FOLDERS = "pipeline.fetch.allowed_local_folders"
+
+
+class AccessRefused(Exception):
+    """An href the policy refuses; ``reason`` says which rule and how to allow it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def is_local(href: str) -> bool:
+    """Whether ``href`` names a local file: a plain path or a ``file://`` URL."""
+    return urlsplit(href).scheme.lower() in ("", "file")
+
+
+def local_path(href: str) -> Path:
+    """The path of a plain path or ``file://`` href."""
+    if href.lower().startswith("file:"):
+        return Path(url2pathname(urlsplit(href).path))
+    return Path(href)
+
+
+def check_local_allowed(href: str, root: str, policy: FetchParams,
+                        shown: str | None = None) -> None:
+    """Refuse a local ``href`` named by the catalog at ``root`` unless the policy allows it:
+    for a local catalog, inside its root or an allowed folder (resolved paths); for a remote
+    one, only with the opt-in.
+
+    Args:
+        shown: the href as the catalog wrote it, for the message; ``href`` by default.
+    """
+    if not is_local(root):
+        if not policy.allow_local_files_from_remote:
+            raise AccessRefused(f"the catalog {root} is read over the network and may not name "
+                                f"the local file {shown or href!r} (allow with "
+                                f"{ALLOW_LOCAL_FROM_REMOTE})")
+        return
+    target = local_path(href).resolve()
+    folders = (root, *policy.allowed_local_folders)
+    if not any(target.is_relative_to(local_path(str(f)).resolve()) for f in folders):
+        also = (f" or {ALLOWED_FOLDERS} {list(map(str, policy.allowed_local_folders))}"
+                if policy.allowed_local_folders else "")
+        raise AccessRefused(f"href {shown or href!r} resolves outside the catalog root "
+                            f"{root}{also}")
+
+
+def check_host(url: str, allow_private: bool) -> None:
+    """Refuse an http(s) ``url`` whose host resolves to a non-global address, unless
+    ``allow_private``."""
+    parts = urlsplit(url)
+    if allow_private or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return
+    try:
+        answers = socket.getaddrinfo(parts.hostname, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return
+    for *_, address in answers:
+        ip = ipaddress.ip_address(str(address[0]).split("%", 1)[0])
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if not ip.is_global:
+            raise AccessRefused(f"host {parts.hostname!r} resolves to {ip}, a loopback, "
+                                f"private, link-local or reserved address (allow with "
+                                f"{ALLOW_PRIVATE})")
