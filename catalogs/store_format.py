@@ -320,6 +320,11 @@ def open_store(path: Path | str) -> zarr.Group:
     return root
 
 
+def shard_key(image: zarr.Array, shard: int) -> str:
+    """The file of shard ``shard`` of an ``image`` array, relative to the array's folder."""
+    return image.metadata.encode_chunk_key((shard, *(0,) * (image.ndim - 1)))
+
+
 def read_manifest(path: Path | str) -> StoreManifest:
     """The attributes of a store as typed objects (reads only the root ``zarr.json``).
 

@@ -18,6 +18,7 @@ store as any other.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import google_crc32c
@@ -112,6 +113,25 @@ def read_shard_index(data: bytes, chips_per_shard: int) -> np.ndarray:
     if google_crc32c.value(index) != chunk_checksum(data):
         raise ValueError("shard index checksum mismatch (the file is damaged)")
     return np.frombuffer(index, dtype="<u8").reshape(chips_per_shard, 2).astype(np.uint64)
+
+
+def read_shard_file_index(fd: int, chips_per_shard: int) -> np.ndarray:
+    """The index of the open shard file ``fd`` (as :func:`read_shard_index`), checked to
+    point inside the file.
+
+    Raises:
+        ValueError: when the file is shorter than its index, the index is damaged or points
+            past the chunks.
+    """
+    size = os.fstat(fd).st_size
+    nbytes = index_nbytes(chips_per_shard)
+    if size < nbytes:
+        raise ValueError(f"{size} bytes, shorter than its index")
+    index = read_shard_index(os.pread(fd, nbytes, size - nbytes), chips_per_shard)
+    stored = index[:, 0] != NOT_STORED
+    if np.any(index[stored].sum(axis=1) > size - nbytes):
+        raise ValueError("the index points past the end of the file")
+    return index
 
 
 def shard_index(chunk_lengths: Sequence[int], chips_per_shard: int) -> bytes:

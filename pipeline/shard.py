@@ -471,8 +471,7 @@ def write_shard(task: ShardTask) -> ShardStats:
 
 def _shard_file(image: zarr.Array, staging: Path, shard_index: int) -> Path:
     """Path of one shard file of an ``image`` array."""
-    key = image.metadata.encode_chunk_key((shard_index, 0, 0, 0))
-    return staging / image.path / key
+    return staging / image.path / fmt.shard_key(image, shard_index)
 
 
 def _is_written(path: Path, chunk_bytes: int, index: bytes) -> bool:
