@@ -5,6 +5,7 @@ GeoPile-2 is one Zarr v3 store (a directory, default ``data/geopile2.zarr``) lai
     zarr.json                 root group; attributes below; consolidated metadata of every node
     <sensor>/                 one group per sensor, named as in the registry (sensors.yaml)
         image                 (chip, band, y, x) chips in the sensor's storage dtype
+        image_crc32c          (chip,) uint32: CRC32C of chip i's stored chunk (see below)
         band                  (band,) str: the registry's band names (an xarray coordinate)
         item_id               (chip,) str: catalog item the chip was cut from
         source                (chip,) str: collection id of that item (e.g. ``sen12ms``)
@@ -18,8 +19,13 @@ GeoPile-2 is one Zarr v3 store (a directory, default ``data/geopile2.zarr``) lai
 
 ``image`` is stored one chip per chunk ``(1, C, H, W)`` and ``chips_per_shard`` chips per shard
 file ``(chips_per_shard, C, H, W)`` (zarr's sharding codec), each chunk compressed with Blosc LZ4
-and bit-shuffle (:data:`IMAGE_COMPRESSOR`; the bytes of chunks and shard files, for writers
-and readers that bypass zarr, are in :mod:`catalogs.store_shards`); its fill value is the
+and bit-shuffle, then followed by the CRC32C of the compressed bytes (:data:`IMAGE_CODECS`:
+zarr's ``crc32c`` codec, so zarr and xarray refuse a chunk with a flipped bit; the bytes of
+chunks and shard files, for writers and readers that bypass zarr, are in
+:mod:`catalogs.store_shards`). ``image_crc32c[i]`` repeats chip ``i``'s checksum (the chunk's
+last four bytes), so a reader that compares it with the bytes it got for chip ``i`` also
+detects a chunk moved to another chip's place (shard index entries swapped, whose own
+checksum only shows that the index was written so). Its fill value is the
 sensor's nodata (0 where the sensor has none). Every other array is one chunk: one file, none
 where every value is the fill value (e.g. ``crs`` of pictures). Chip ``i`` of a sensor is row
 ``i`` of every array of that group. Chips are ordered by (source, item id), then by their index
@@ -59,13 +65,13 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.errors import ZarrUserWarning
 
 from catalogs.sensors import Sensor
 
 FORMAT_NAME = "geopile2"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: chunks end in their CRC32C; image_crc32c
 
 # Dimension names (zarr v3 ``dimension_names``; xarray's dims).
 CHIP_DIM = "chip"
@@ -79,6 +85,7 @@ IMAGE_DIMS = (CHIP_DIM, BAND_DIM, Y_DIM, X_DIM)
 
 # Array names of a sensor group.
 IMAGE = "image"
+IMAGE_CRC32C = "image_crc32c"
 BAND = "band"
 ITEM_ID = "item_id"
 SOURCE = "source"
@@ -111,6 +118,8 @@ STAT_PERCENTILES = (1, 2, 50, 98, 99)
 # smaller but decodes 1.3-2.4x slower; plain zstd (zarr's default) is both larger and ~3x slower.
 IMAGE_CLEVEL = 5
 IMAGE_COMPRESSOR = BloscCodec(cname="lz4", clevel=IMAGE_CLEVEL, shuffle="bitshuffle")
+# The bytes-to-bytes codecs of an image chunk: compression, then a checksum of its result.
+IMAGE_CODECS = (IMAGE_COMPRESSOR, Crc32cCodec())
 METADATA_COMPRESSOR = ZstdCodec(level=3)
 
 
@@ -154,6 +163,7 @@ CHIP_METADATA: tuple[TableArray, ...] = (
                {"units": DATETIME_UNITS, "calendar": DATETIME_CALENDAR, "_FillValue": NAT}),
     TableArray(BOUNDS_LONLAT, "float64", (CHIP_DIM, BOUND_DIM), (4,), math.nan,
                {"bounds": list(BOUND_NAMES)}),
+    TableArray(IMAGE_CRC32C, "uint32", (CHIP_DIM,), fill_value=0),
 )
 PAIR_ARRAYS: tuple[TableArray, ...] = (
     TableArray(SENSOR_A, "str", (PAIR_DIM,)),
@@ -308,6 +318,11 @@ def open_store(path: Path | str) -> zarr.Group:
         raise StoreFormatError(f"{path}: format version {root.attrs.get('format_version')!r}, "
                                f"this code reads version {FORMAT_VERSION}")
     return root
+
+
+def shard_key(image: zarr.Array, shard: int) -> str:
+    """The file of shard ``shard`` of an ``image`` array, relative to the array's folder."""
+    return image.metadata.encode_chunk_key((shard, *(0,) * (image.ndim - 1)))
 
 
 def read_manifest(path: Path | str) -> StoreManifest:

@@ -23,7 +23,7 @@ Measures, in one run on the same paired Sentinel-2 + Sentinel-1 chips (one pair 
 256 px, float32 in the model's units):
   (a) ours      GeoPile2 (Sentinel-2 chips with their Sentinel-1 partner) through a plain
                 DataLoader with collate_by_sensor, shuffled, in the main process and with
-                --workers worker processes;
+                --workers worker processes; each chunk's CRC32C checked (--no-verify: not);
   (b) TorchGeo  what a TorchGeo user does without our store: an IntersectionDataset of a
                 Sentinel-2 and a Sentinel-1 RasterDataset over the source COGs (Sentinel-1
                 warped onto the Sentinel-2 grid on the fly) with RandomGeoSampler at the same
@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     loader.add_argument("--workers", type=int, default=2,
                         help="worker processes of the second run of ours (default 2)")
     loader.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    loader.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="read chips without checking their CRC32C (GeoPile2's "
+                        "verify=False)")
     network = commands.add_parser("model", help="msGFM training speed, MoE vs dense, vs timm",
                                   description=MODEL_HELP,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -112,12 +115,13 @@ def run_loader(args: argparse.Namespace) -> int:
         built = ensure_scene_store(args.bench_dir, args.scenes * args.scale, args.scene_px,
                                    args.seed, progress=lambda line: print(line, file=sys.stderr))
         store, catalog = built.store, built.catalog
-    dataset = paired_dataset(store)
+    dataset = paired_dataset(store, verify=args.verify)
     chip_px = dataset.chip_reader(dataset.sensors[0]).layout.chip_shape[-1]
     files = paired_source_files(store, catalog)
     passes = max(1, math.ceil(args.samples / len(dataset)))
     print(f"loader benchmark: {store}: {len(dataset)} Sentinel-2 + Sentinel-1 pairs of "
-          f"{chip_px} px cut from {len(files)} source scenes; batch {args.batch_size}")
+          f"{chip_px} px cut from {len(files)} source scenes; batch {args.batch_size}; "
+          f"checksums {'verified' if args.verify else 'not verified'}")
     ours = time_ours(dataset, passes, args.batch_size, 0, args.seed)
     workers = time_ours(dataset, passes, args.batch_size, args.workers, args.seed)
     torchgeo = torchgeo_pairs_per_s(files, chip_px=chip_px, samples=args.torchgeo_samples,

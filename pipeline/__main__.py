@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.build_lock import BuildLockedError, build_lock
 from pipeline.cluster import Executor, executor
 from pipeline.failures import NothingUsableError
 from pipeline.params import PARAMS_PATH, ParamsError, PipelineParams, load_params
@@ -27,7 +28,9 @@ Build GeoPile-2 from STAC sources, one stage at a time or all at once:
 
 Parameters come from the `pipeline` section of params.yaml. Bad inputs are listed with item,
 path and reason in <work_dir>/failures/<stage>.json and skipped; the exit code is non-zero only
-when a stage produced nothing usable. Every stage resumes after a crash.
+when a stage produced nothing usable, validate found the store damaged or unlike the build's
+records, or another build holds the work dir or the store (<work_dir>.lock, <store>.lock: one
+build at a time). Every stage resumes after a crash.
 """
 
 
@@ -58,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                              "LocalCluster, e.g. tcp://10.0.0.5:8786")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    from pipeline.validate import StoreValidationError  # (as every stage does: not for --help)
+
     try:
         params = load_params(args.params)
     except ParamsError as error:
@@ -68,15 +73,19 @@ def main(argv: list[str] | None = None) -> int:
              else [args.stage])
     parallel = {"coregister", "shard"}
     needs_cluster = bool(parallel & set(names))
-    with executor(workers if needs_cluster else 0, args.scheduler) as ex:
-        for name in names:
-            start = time.perf_counter()
-            try:
-                output = _stage(name)(params, ex, not args.quiet)
-            except NothingUsableError as error:
-                print(f"{name}: {error}", file=sys.stderr)
-                return 1
-            print(f"{name}: {time.perf_counter() - start:.1f} s -> {output}")
+    try:
+        with build_lock(params), executor(workers if needs_cluster else 0, args.scheduler) as ex:
+            for name in names:
+                start = time.perf_counter()
+                try:
+                    output = _stage(name)(params, ex, not args.quiet)
+                except (NothingUsableError, StoreValidationError) as error:
+                    print(f"{name}: {error}", file=sys.stderr)
+                    return 1
+                print(f"{name}: {time.perf_counter() - start:.1f} s -> {output}")
+    except BuildLockedError as error:
+        print(f"{args.stage}: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

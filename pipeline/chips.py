@@ -6,15 +6,18 @@ reference sensor's grid), which is what makes them pairs.
 
 The chunk file holds each sensor's chips already encoded as the store's ``image`` chunks
 (:mod:`catalogs.store_shards`), one after another, sensor after sensor: raw bytes, so the
-shard stage copies them into shard files inside the kernel (``os.copy_file_range``). The chip
-file (an uncompressed ``.npz``) holds where each chunk is and the chips' statistics
-(:class:`~pipeline.stats.StreamingStats`), both computed while the chips are fresh in memory.
-Each file is written to a temporary name, fsynced and renamed, the chunk file first: a chip
+shard stage copies them into shard files inside the kernel (``os.copy_file_range``; a plain
+copy where the kernel cannot, e.g. across filesystems). The chip file (an uncompressed
+``.npz``) holds where each chunk is, its checksum and the chips' statistics
+(:class:`~pipeline.stats.StreamingStats`), all computed while the chips are fresh in memory.
+Each file is written atomically (:mod:`catalogs.atomic_files`), the chunk file first: a chip
 file that exists is complete, and so is its chunk file. Members, for the ``i``-th sensor of
 the header:
 
 - ``chunk_offsets_i`` (int64, K + 1): where chip ``k``'s bytes start in the chunk file (and,
   last, where the sensor's end);
+- ``chunk_crc32c_i`` (uint32, K): the CRC32C chip ``k``'s chunk ends with (the store's
+  ``image_crc32c``);
 - ``moments_i`` (float64, 3 x C): valid count, mean and sum of squared deviations per band;
 - ``histogram_keys_i``, ``histogram_counts_i`` (int64) and ``histogram_ends_i`` (int64, C):
   the bands' sparse histograms, one after another;
@@ -26,24 +29,30 @@ sensor's chips come from other items, and per sensor its name, chip shape and dt
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
 import zipfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
+from catalogs.atomic_files import atomic_open
 from catalogs.sensors import registry
-from catalogs.store_shards import chunk_codec, decode_chunk, encode_chunk
+from catalogs.store_shards import chunk_checksum, chunk_codec, decode_chunk, encode_chunk
 from pipeline.stats import Histogram, StreamingStats, combined_stats
 
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
                        (2, 0): np.lib.format.read_array_header_2_0}
+# copy_file_range cannot copy between these two files: copy through user space instead.
+_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL})
+# Errors only the writing side of a copy gives.
+_WRITE_SIDE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+_COPY_BLOCK = 1 << 20
 
 
 @dataclass
@@ -134,17 +143,6 @@ def chunk_file(path: Path) -> Path:
     return path.with_suffix(".chunks")
 
 
-@contextmanager
-def _atomic_file(path: Path) -> Iterator[IO[bytes]]:
-    """A file written under a temporary name, fsynced, then renamed to ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _statistics_nodata(sensor: str) -> float | None:
     """The nodata value left out of a sensor's statistics: the registry's. A sensor the
     registry lacks gets none (the shard stage refuses its chips anyway, naming the file)."""
@@ -172,7 +170,8 @@ class ChipFileWriter:
                          for name, (shape, dtype) in sensors.items()}
         self._parts = {name: open(path.with_name(f".{path.name}.{os.getpid()}.{i}.part"), "w+b")
                        for i, name in enumerate(sensors)}
-        self._chunks: dict[str, dict[int, tuple[int, int]]] = {name: {} for name in sensors}
+        # name -> chip index -> (offset and length in its scratch file, CRC32C)
+        self._chunks: dict[str, dict[int, tuple[int, int, int]]] = {name: {} for name in sensors}
         self._stats: dict[str, StreamingStats | None] = dict.fromkeys(sensors)
 
     def add(self, indexes: Iterable[int], chips: dict[str, np.ndarray]) -> None:
@@ -189,8 +188,8 @@ class ChipFileWriter:
                              f"{self._layouts[name]}")
         part, codec = self._parts[name], chunk_codec(batch.dtype)
         for index, chip in zip(indexes, batch, strict=True):
-            offset = part.tell()
-            self._chunks[name][index] = (offset, part.write(encode_chunk(chip, codec)))
+            chunk = encode_chunk(chip, codec)
+            self._chunks[name][index] = (part.tell(), part.write(chunk), chunk_checksum(chunk))
         if len(batch) or self._stats[name] is None:
             stats = StreamingStats.of_chips(batch, _statistics_nodata(name))
             merged = self._stats[name]  # merged as they come: memory stays flat
@@ -212,17 +211,18 @@ class ChipFileWriter:
         order. Returns the chip file's path."""
         members: dict[str, np.ndarray] = {}
         try:
-            with _atomic_file(chunk_file(self.path)) as chunks:
+            with atomic_open(chunk_file(self.path), "wb") as chunks:
                 for i, (name, part) in enumerate(self._parts.items()):
-                    offsets = [chunks.tell()]
+                    offsets, checksums = [chunks.tell()], []
                     for index in sorted(self._chunks[name]):
-                        offset, length = self._chunks[name][index]
+                        offset, length, checksum = self._chunks[name][index]
                         part.seek(offset)
                         offsets.append(offsets[-1] + chunks.write(part.read(length)))
+                        checksums.append(checksum)
                     stats = self._stats[name] or StreamingStats.of_chips(
                         np.empty((0, *self._layouts[name][0]), self._layouts[name][1]),
                         _statistics_nodata(name))
-                    members.update(_sensor_members(i, offsets, stats))
+                    members.update(_sensor_members(i, offsets, checksums, stats))
         finally:
             self._remove_scratch()
         header = {**header, "sensors": [{"name": name, "shape": list(shape),
@@ -230,18 +230,19 @@ class ChipFileWriter:
                                         for name, (shape, dtype) in self._layouts.items()]}
         if item_ids:
             header["item_ids"] = item_ids
-        with _atomic_file(self.path) as f:
+        with atomic_open(self.path, "wb") as f:
             np.savez(f, header=np.array(json.dumps(header)), transforms=transforms,
                      bounds_lonlat=bounds_lonlat, **members)
         return self.path
 
 
-def _sensor_members(index: int, offsets: list[int],
+def _sensor_members(index: int, offsets: list[int], checksums: list[int],
                     stats: StreamingStats) -> dict[str, np.ndarray]:
     """The chip file members that describe one sensor's chips (see module doc)."""
     histograms = stats.histograms
     return {
         f"chunk_offsets_{index}": np.array(offsets, dtype=np.int64),
+        f"chunk_crc32c_{index}": np.array(checksums, dtype=np.uint32),
         f"moments_{index}": np.stack([stats.count, stats.mean, stats.m2]).astype(np.float64),
         f"histogram_keys_{index}": np.concatenate([h.keys for h in histograms]),
         f"histogram_counts_{index}": np.concatenate([h.counts for h in histograms]),
@@ -289,6 +290,9 @@ def read_layout(path: Path) -> ChipFileLayout:
         sensors, end = {}, 0
         for i, layout in enumerate(header["sensors"]):
             offsets = npz[f"chunk_offsets_{i}"]
+            if len(npz[f"chunk_crc32c_{i}"]) != len(offsets) - 1:
+                raise ValueError(f"{layout['name']}: {len(offsets) - 1} chunks but "
+                                 f"{len(npz[f'chunk_crc32c_{i}'])} checksums")
             end = int(offsets[-1])
             sensors[layout["name"]] = ((len(offsets) - 1, *layout["shape"]),
                                        np.dtype(layout["dtype"]))
@@ -324,20 +328,56 @@ def read_chunk_offsets(path: Path, index: int) -> np.ndarray:
         return npz[f"chunk_offsets_{index}"]
 
 
+def read_chunk_checksums(path: Path, index: int) -> np.ndarray:
+    """The CRC32C of each chip's chunk of the ``index``-th sensor of a chip file (K, uint32)."""
+    with np.load(path, allow_pickle=False) as npz:
+        return npz[f"chunk_crc32c_{index}"]
+
+
+class ChunkWriteError(OSError):
+    """Copying chunks failed on the writing side (disk full, quota, file too large)."""
+
+
 def copy_chunks(path: Path, begin: int, end: int, out: int) -> None:
     """Copy bytes ``begin:end`` of the chunk file of the chip file ``path`` to the file
-    descriptor ``out`` (at its position), inside the kernel.
+    descriptor ``out`` (at its position): inside the kernel, or through a buffer where the
+    kernel cannot copy between the two files (another filesystem).
 
     Raises:
-        ValueError: when the chunk file ends before ``end``.
+        ChunkWriteError: when writing to ``out`` fails (its errno kept).
+        OSError, ValueError: when the chunk file cannot be read, or ends before ``end``.
     """
     with open(chunk_file(path), "rb") as f:
         source = f.fileno()
         while begin < end:
-            copied = os.copy_file_range(source, out, end - begin, begin)
+            try:
+                copied = os.copy_file_range(source, out, end - begin, begin)
+            except OSError as error:
+                if error.errno in _WRITE_SIDE:
+                    raise ChunkWriteError(error.errno, error.strerror) from error
+                if error.errno not in _NO_KERNEL_COPY:
+                    raise
+                _copy_through_buffer(source, out, begin, end, chunk_file(path))
+                return
             if copied == 0:
                 raise ValueError(f"{chunk_file(path)} ends at {begin}, before byte {end}")
             begin += copied
+
+
+def _copy_through_buffer(source: int, out: int, begin: int, end: int, name: Path) -> None:
+    """:func:`copy_chunks` with ``pread`` and ``write``."""
+    while begin < end:
+        data = os.pread(source, min(_COPY_BLOCK, end - begin), begin)
+        if not data:
+            raise ValueError(f"{name} ends at {begin}, before byte {end}")
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(out, view)
+            except OSError as error:
+                raise ChunkWriteError(error.errno, error.strerror) from error
+            view = view[written:]
+        begin += len(data)
 
 
 def _npy_shape(archive: zipfile.ZipFile, member: str) -> tuple[int, ...]:

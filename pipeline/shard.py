@@ -48,11 +48,14 @@ from zarr.errors import ZarrUserWarning
 from zarr.storage import LocalStore
 
 from catalogs import store_format as fmt
+from catalogs.atomic_files import atomic_open
 from catalogs.sensors import get_sensor
 from catalogs.store_shards import shard_index
 from pipeline.chips import (
+    ChunkWriteError,
     chunk_file,
     copy_chunks,
+    read_chunk_checksums,
     read_chunk_offsets,
     read_georeference,
     read_layout,
@@ -391,7 +394,7 @@ def _create_sensor_group(root: zarr.Group, plan: StorePlan, sensor: SensorPlan,
     group = root.create_group(sensor.name,
                               attributes=fmt.sensor_attributes(entry, sensor.chip_count))
     group.create_array(fmt.IMAGE, shape=(sensor.chip_count, *sensor.chip_shape),
-                       dtype=sensor.dtype, compressors=fmt.IMAGE_COMPRESSOR,
+                       dtype=sensor.dtype, compressors=fmt.IMAGE_CODECS,
                        fill_value=fmt.image_fill_value(sensor.nodata),
                        dimension_names=fmt.IMAGE_DIMS,
                        **fmt.image_layout(sensor.chip_shape, plan.chips_per_shard))
@@ -412,7 +415,10 @@ def _chip_metadata(plan: StorePlan, sensor: str,
 
     datetimes = [fmt.encode_datetime(location.datetimes.get(sensor)) for location in locations]
     item_ids = [loc.item_ids.get(sensor, loc.item_id) for loc in locations]
+    checksums = [_from_chip_file(read_chunk_checksums, loc.path, loc.members[sensor])
+                 for loc in locations]
     return {fmt.ITEM_ID: column(item_ids, object),
+            fmt.IMAGE_CRC32C: np.concatenate(checksums).astype(np.uint32),
             fmt.SOURCE: column([loc.source for loc in locations], object),
             fmt.CRS: column([loc.crs or fmt.NO_CRS for loc in locations], object),
             fmt.DATETIME: column(datetimes, np.int64),
@@ -441,6 +447,7 @@ def write_shard(task: ShardTask) -> ShardStats:
     Raises:
         RuntimeError: when the staging store was not created for the task's plan.
         ItemError: naming the file, when a chip file cannot be read.
+        OSError: naming the shard file, when it cannot be written (e.g. the disk is full).
     """
     if _staging_plan(task.staging) != task.fingerprint:
         raise RuntimeError(f"{task.staging}: not the staging store of this plan; "
@@ -464,8 +471,7 @@ def write_shard(task: ShardTask) -> ShardStats:
 
 def _shard_file(image: zarr.Array, staging: Path, shard_index: int) -> Path:
     """Path of one shard file of an ``image`` array."""
-    key = image.metadata.encode_chunk_key((shard_index, 0, 0, 0))
-    return staging / image.path / key
+    return staging / image.path / fmt.shard_key(image, shard_index)
 
 
 def _is_written(path: Path, chunk_bytes: int, index: bytes) -> bool:
@@ -482,15 +488,27 @@ def _is_written(path: Path, chunk_bytes: int, index: bytes) -> bool:
 
 def _write_shard_file(path: Path, ranges: list[tuple[Path, np.ndarray]], index: bytes) -> None:
     """The chunk bytes of each (chip file, chunk offsets) of ``ranges``, then ``index``, into
-    ``path``, through a temporary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb", buffering=0) as f:
-        for chip_file, offsets in ranges:
-            _from_chip_file(copy_chunks, chip_file, int(offsets[0]), int(offsets[-1]),
-                            f.fileno())
-        f.write(index)
-    os.replace(tmp, path)
+    ``path``, atomically.
+
+    Raises:
+        ItemError: naming the chip file, when its chunks cannot be read.
+        OSError: naming ``path`` and the reason (its errno kept), when the shard file cannot
+            be written (e.g. ENOSPC); no temporary file is left.
+    """
+    try:
+        with atomic_open(path, "wb", buffering=0) as f:
+            for chip_file, offsets in ranges:
+                try:
+                    copy_chunks(chip_file, int(offsets[0]), int(offsets[-1]), f.fileno())
+                except ChunkWriteError:
+                    raise
+                except (OSError, ValueError) as error:
+                    raise ItemError(chip_file.stem, str(chip_file),
+                                    f"cannot read its chunk file: {error}") from error
+            f.write(index)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot write the shard file: {error.strerror}",
+                      str(path)) from error
 
 
 def _from_chip_file(read: Callable[..., Any], path: Path, *args: Any) -> Any:

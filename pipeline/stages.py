@@ -17,6 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from catalogs.atomic_files import atomic_open, write_json
+from catalogs.store_format import FORMAT_VERSION
 from pipeline.chips import LocationChips, chunk_file
 from pipeline.cluster import Executor
 from pipeline.coregister import PARTNER_ITEMS, write_item_chips
@@ -57,7 +58,7 @@ def chip_file(params: PipelineParams, item: dict) -> Path:
     depends_on = {
         "item": [item["collection"], item["id"]],
         "coregister": asdict(params.coregister), "pictures": asdict(params.pictures),
-        "assets": _asset_files(item),
+        "assets": _asset_files(item), "store_format": FORMAT_VERSION,  # the chunks' encoding
     }
     if item.get(PARTNER_ITEMS):
         depends_on["partners"] = {f"{p['collection']}/{p['id']}": _asset_files(p)
@@ -185,7 +186,8 @@ def _summarise_chips(params: PipelineParams, paths: list[Path]) -> Path:
 
 def run_shard(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:
     """Write every chip file into the sharded Zarr v3 store, shards in parallel."""
-    paths = sorted(params.chips_dir.rglob("*.npz"))
+    paths = sorted(path for path in params.chips_dir.rglob("*.npz")
+                   if not path.name.startswith("."))  # (a killed writer's temporary file)
     if not paths:
         raise NothingUsableError(f"no chip files in {params.chips_dir}: run coregister first")
     plan = plan_store(paths, chips_per_shard=params.shard.chips_per_shard)

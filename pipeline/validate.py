@@ -1,5 +1,6 @@
-"""The validate stage: re-open the store, check it against what the stages recorded, and write
-``reports/geopile2.json`` (DVC metrics) and a one-page ``reports/geopile2.md`` with figures.
+"""The validate stage: re-open the store, check it against what the stages recorded, verify
+every chip's checksum, and write ``reports/geopile2.json`` (DVC metrics) and a one-page
+``reports/geopile2.md`` with figures.
 
 Each report file is written atomically (figures, then the page, then the metrics) and the metrics
 are strict JSON: a value that cannot be measured (a QA shift on a scene without structure) is null
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -25,6 +27,7 @@ from catalogs.atomic_files import atomic_path, write_json, write_text  # noqa: E
 from catalogs.sensors import Sensor, get_sensor  # noqa: E402
 from catalogs.store_format import (  # noqa: E402
     IMAGE,
+    IMAGE_CRC32C,
     INDEX_A,
     INDEX_B,
     PAIRS_GROUP,
@@ -33,7 +36,9 @@ from catalogs.store_format import (  # noqa: E402
     StoreManifest,
     open_store,
     read_manifest,
+    shard_key,
 )
+from catalogs.store_shards import NOT_STORED, read_shard_file_index, verify_chunk  # noqa: E402
 from pipeline.items import read_items  # noqa: E402
 from pipeline.params import PipelineParams  # noqa: E402
 from pipeline.stages import all_failures  # noqa: E402
@@ -82,7 +87,49 @@ def check_store(params: PipelineParams, manifest: StoreManifest) -> list[str]:
     if pairs[INDEX_A].shape[0] != manifest.pair_count:
         problems.append(f"pairs: {pairs[INDEX_A].shape[0]} rows, manifest says "
                         f"{manifest.pair_count}")
+    for name in manifest.sensors:
+        problems += verify_chips(params.store, name)
     return problems
+
+
+def verify_chips(store: Path, sensor: str) -> list[str]:
+    """Every chip of ``sensor`` whose stored chunk is missing, or whose CRC32C differs from
+    the one it carries or from its ``image_crc32c``: one line per chip naming the sensor, the
+    chip and its shard file, and the reason."""
+    group = open_store(store)[sensor]
+    image, checksums = group[IMAGE], group[IMAGE_CRC32C][:]
+    per_shard = image.shards[0]
+    problems = []
+    for shard in range(-(-image.shape[0] // per_shard)):
+        path = store / sensor / IMAGE / shard_key(image, shard)
+        first = shard * per_shard
+        expected = checksums[first:first + per_shard].tolist()
+        try:
+            damaged = _damaged_chunks(path, per_shard, expected)
+        except (OSError, ValueError) as error:  # no file, or no readable index
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            damaged = dict.fromkeys(range(len(expected)), reason)
+        problems += [f"{sensor} chip {first + slot}: {path}: {reason}"
+                     for slot, reason in damaged.items()]
+    return problems
+
+
+def _damaged_chunks(path: Path, chips_per_shard: int, checksums: list[int]) -> dict[int, str]:
+    """Slot -> reason, for each chunk of a shard file (``checksums``: its chips'
+    ``image_crc32c``) that is not stored or fails
+    :func:`~catalogs.store_shards.verify_chunk`."""
+    damaged = {}
+    with open(path, "rb") as f:
+        index = read_shard_file_index(f.fileno(), chips_per_shard)
+        for slot, expected in enumerate(checksums):
+            offset, length = (int(v) for v in index[slot])
+            try:
+                if offset == NOT_STORED:
+                    raise ValueError("the chunk is not stored in its shard")
+                verify_chunk(os.pread(f.fileno(), length, offset), expected)
+            except ValueError as error:
+                damaged[slot] = str(error)
+    return damaged
 
 
 def _shift_table(params: PipelineParams) -> list[dict[str, str]]:

@@ -262,7 +262,7 @@ def test_shards_layout_and_codec(tmp_path: Path) -> None:
         (300, 13, 4, 4), (1, 13, 4, 4), (64, 13, 4, 4))
     assert image.metadata.dimension_names == fmt.IMAGE_DIMS
     inner = image.metadata.codecs[0].codecs
-    assert [codec.to_dict()["name"] for codec in inner] == ["bytes", "blosc"]
+    assert [codec.to_dict()["name"] for codec in inner] == ["bytes", "blosc", "crc32c"]
     assert inner[1].to_dict()["configuration"] == {
         "typesize": 2, "cname": "lz4", "clevel": fmt.IMAGE_CLEVEL, "shuffle": "bitshuffle",
         "blocksize": 0}
@@ -299,7 +299,7 @@ def test_metadata_is_consolidated_and_staging_is_gone(built: Path) -> None:
     assert {f"{S2}/{fmt.IMAGE}", f"{fmt.PAIRS_GROUP}/{fmt.INDEX_B}", RGB} <= set(consolidated)
     assert consolidated[S2]["attributes"]["statistics"]["count"][0] > 0
     assert root["attributes"] == {
-        "format": "geopile2", "format_version": 1, "sensors": [RGB, S1, S2],
+        "format": "geopile2", "format_version": 2, "sensors": [RGB, S1, S2],
         "chip_counts": {RGB: 5, S1: 42, S2: 42}, "pair_count": 42, "chips_per_shard": 4}
     assert not staging_path(built).exists()
     assert not built.with_name(built.name + RETIRED_SUFFIX).exists()

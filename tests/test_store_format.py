@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import pytest
 import zarr
 
 from catalogs import store_format as fmt
 from catalogs.sensors import get_sensor
+from catalogs.store_shards import index_nbytes, read_shard_index
 from pipeline.chips import LocationChips
 from pipeline.shard import plan_store, write_store
 
@@ -67,12 +70,14 @@ def test_layout_constants() -> None:
                                                      "shards": (64, 13, 256, 256)}
     assert fmt.image_fill_value(None) == 0 and fmt.image_fill_value(-9999.0) == -9999.0
     assert [spec.name for spec in fmt.CHIP_METADATA] == [
-        "item_id", "source", "crs", "transform", "datetime", "bounds_lonlat"]
+        "item_id", "source", "crs", "transform", "datetime", "bounds_lonlat", "image_crc32c"]
     transform = fmt.CHIP_METADATA[3]
     assert transform.shape(7) == (7, 6)
     assert transform.dimension_names == ("chip", "affine")
     assert [spec.name for spec in fmt.PAIR_ARRAYS] == ["sensor_a", "index_a", "sensor_b",
                                                        "index_b"]
+    assert fmt.IMAGE_CODECS[0] is fmt.IMAGE_COMPRESSOR
+    assert fmt.IMAGE_CODECS[1].to_dict() == {"name": "crc32c"}
     configuration = fmt.IMAGE_COMPRESSOR.to_dict()["configuration"]
     assert {key: configuration[key] for key in ("cname", "clevel", "shuffle")} == {
         "cname": "lz4", "clevel": fmt.IMAGE_CLEVEL, "shuffle": "bitshuffle"}
@@ -93,7 +98,7 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_manifest_describes_the_store(tiny_store: Path) -> None:
     manifest = fmt.read_manifest(tiny_store)
-    assert (manifest.format_version, manifest.chips_per_shard, manifest.pair_count) == (1, 2, 3)
+    assert (manifest.format_version, manifest.chips_per_shard, manifest.pair_count) == (2, 2, 3)
     assert list(manifest.sensors) == ["dsm", "rgb"]
     dsm = manifest.sensors["dsm"]
     assert (dsm.dtype, dsm.nodata, dsm.unit, dsm.band_names, dsm.chip_count, dsm.chip_shape) == (
@@ -109,7 +114,7 @@ def test_open_store_checks_what_it_opens(tmp_path: Path, tiny_store: Path) -> No
     for name, attributes, reason in [
             ("other.zarr", {"format": "something"}, "not a geopile2 store"),
             ("future.zarr", {"format": "geopile2", "format_version": 99},
-             "format version 99, this code reads version 1")]:
+             "format version 99, this code reads version 2")]:
         zarr.create_group(tmp_path / name, zarr_format=3, attributes=attributes)
         with pytest.raises(fmt.StoreFormatError, match="not a consolidated Zarr v3 store"):
             fmt.open_store(tmp_path / name)
@@ -142,3 +147,21 @@ def test_acquisition_range_of_pictures_alone_is_unknown(tiny_store: Path) -> Non
     assert fmt.acquisition_range(tiny_store, ["dsm", "rgb"]) is None
     with pytest.raises(KeyError, match=r"no sensor\(s\) \['s2'\]; it holds \['dsm', 'rgb'\]"):
         fmt.acquisition_range(tiny_store, ["s2"])
+
+
+def test_each_chip_carries_its_chunk_checksum_and_zarr_refuses_a_flipped_bit(
+        tiny_store: Path, tmp_path: Path) -> None:
+    store = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, store)
+    group = fmt.open_store(store)["rgb"]
+    shard = store / "rgb" / "image" / "c" / "0" / "0" / "0" / "0"
+    data = shard.read_bytes()
+    index = read_shard_index(data[-index_nbytes(2):], 2)
+    chunks = [data[offset:offset + length] for offset, length in index.tolist()]
+    assert group[fmt.IMAGE_CRC32C][:].tolist()[:2] == [
+        google_crc32c.value(chunk[:-4]) for chunk in chunks]
+    flipped = bytearray(data)
+    flipped[int(index[1, 0]) + 20] ^= 0x01
+    shard.write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="checksum do not match"):
+        zarr.open_array(store, path="rgb/image", mode="r")[1]

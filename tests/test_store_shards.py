@@ -11,11 +11,13 @@ from zarr.storage import LocalStore
 
 from catalogs import store_format as fmt
 from catalogs.store_shards import (
+    chunk_checksum,
     decode_chunk,
     encode_chunk,
     index_nbytes,
     read_shard_index,
     shard_index,
+    verify_chunk,
 )
 
 
@@ -24,7 +26,7 @@ def test_shard_files_are_the_bytes_zarr_writes(tmp_path: Path, dtype: str) -> No
     rng = np.random.default_rng(1)
     chips = rng.integers(0, 3000, size=(7, 3, 16, 16)).astype(dtype)
     array = zarr.create_array(LocalStore(tmp_path), shape=chips.shape, dtype=chips.dtype.name,
-                              compressors=fmt.IMAGE_COMPRESSOR, fill_value=0,
+                              compressors=fmt.IMAGE_CODECS, fill_value=0,
                               config={"write_empty_chunks": True},
                               **fmt.image_layout((3, 16, 16), 4))
     array[:] = chips
@@ -65,5 +67,20 @@ def test_bytes_that_are_not_a_chunk_of_that_shape_are_refused() -> None:
     chip = np.arange(64, dtype=np.uint16).reshape(1, 8, 8)
     with pytest.raises(ValueError, match=r"not a chunk of \(1, 4, 4\) uint16"):
         decode_chunk(encode_chunk(chip), (1, 4, 4), np.uint16)
-    with pytest.raises(ValueError, match="not a chunk"):
+    with pytest.raises(ValueError, match="chunk checksum mismatch"):
         decode_chunk(bytes(64), (1, 8, 8), np.uint16)
+
+
+def test_a_flipped_bit_or_another_chips_chunk_fails_the_checksum() -> None:
+    chips = np.arange(2 * 64, dtype=np.uint16).reshape(2, 1, 8, 8)
+    first, second = (encode_chunk(chip) for chip in chips)
+    assert chunk_checksum(first) == int.from_bytes(first[-4:], "little")
+    assert bytes(verify_chunk(first, chunk_checksum(first))) == first[:-4]
+    for position in (0, len(first) // 2, len(first) - 1):  # header, payload, checksum
+        flipped = bytearray(first)
+        flipped[position] ^= 0x10
+        with pytest.raises(ValueError, match="chunk checksum mismatch"):
+            decode_chunk(bytes(flipped), (1, 8, 8), np.uint16)
+    with pytest.raises(ValueError, match=f"is not the chip's image_crc32c "
+                                         f"{chunk_checksum(first):#010x}"):
+        verify_chunk(second, chunk_checksum(first))

@@ -45,13 +45,15 @@ class Rate:
         return self.samples / self.seconds
 
 
-def paired_dataset(store: Path) -> GeoPile2:
-    """Every Sentinel-2 chip of ``store`` that has a Sentinel-1 partner, with that partner.
+def paired_dataset(store: Path, verify: bool = True) -> GeoPile2:
+    """Every Sentinel-2 chip of ``store`` that has a Sentinel-1 partner, with that partner
+    (each chunk's checksum checked unless ``verify`` is False).
 
     Raises:
         ValueError: when the store has no such pair.
     """
-    dataset = GeoPile2(store, sensors=[S2_SENSOR], split="all", paired_only=True)
+    dataset = GeoPile2(store, sensors=[S2_SENSOR], split="all", paired_only=True,
+                       verify=verify)
     if not len(dataset) or f"image_{S1_SENSOR}" not in dataset[0]:
         raise ValueError(f"{store}: no {S2_SENSOR} chip paired with a {S1_SENSOR} chip")
     return dataset

@@ -4,7 +4,8 @@ Why not ``zarr.Array.__getitem__``: a training loader reads single chips in rand
 zarr-python's single-chunk reads from a sharded array reached about 45 % of the codec's own
 decode rate on this kind of machine (it re-reads and re-parses the shard index and goes through
 its async machinery for every chip). Here each shard's index is read and checked once, each
-chip is then one ``pread`` and one Blosc decode into a buffer the caller owns. The bytes are
+chip is then one ``pread``, one CRC32C check (against the chip's ``image_crc32c``; optional)
+and one Blosc decode into a buffer the caller owns. The bytes are
 the ones :mod:`catalogs.store_shards` describes (zarr's ``sharding_indexed`` codec), so the
 store stays an ordinary Zarr v3 store for every other reader.
 """
@@ -20,7 +21,13 @@ import numpy as np
 import zarr
 
 from catalogs import store_format as fmt
-from catalogs.store_shards import NOT_STORED, chunk_codec, index_nbytes, read_shard_index
+from catalogs.store_shards import (
+    CHECKSUM_NBYTES,
+    NOT_STORED,
+    chunk_codec,
+    read_shard_file_index,
+    verify_chunk,
+)
 
 
 class ChipReadError(OSError):
@@ -54,8 +61,7 @@ class ImageLayout:
         """The layout of ``image``, the ``image`` array of ``sensor`` in ``store``."""
         chips_per_shard = image.shards[0]
         shard_count = math.ceil(image.shape[0] / chips_per_shard)
-        keys = tuple(image.metadata.encode_chunk_key((shard, 0, 0, 0))
-                     for shard in range(shard_count))
+        keys = tuple(fmt.shard_key(image, shard) for shard in range(shard_count))
         return cls(sensor=sensor, folder=store / sensor / fmt.IMAGE, shard_keys=keys,
                    chips_per_shard=chips_per_shard, chip_count=image.shape[0],
                    chip_shape=tuple(image.shape[1:]), dtype=str(image.dtype))
@@ -68,11 +74,15 @@ class ShardedChipReader:
     ``DataLoader`` workers (fork or spawn) opens its own files there.
     """
 
-    def __init__(self, layout: ImageLayout) -> None:
+    def __init__(self, layout: ImageLayout, checksums: np.ndarray | None = None) -> None:
         """Args:
             layout: the sensor's image layout.
+            checksums: the sensor's ``image_crc32c``: each chip's chunk is checked against
+                it before decoding (a flipped bit, or another chip's chunk, is an error);
+                None reads without checking.
         """
         self.layout = layout
+        self.checksums = None if checksums is None else checksums.tolist()
         self._pid = -1
         self._files: dict[int, int] = {}
         self._indices: dict[int, np.ndarray] = {}
@@ -81,10 +91,12 @@ class ShardedChipReader:
         self._stored = np.dtype(layout.dtype).newbyteorder("<")
 
     def __getstate__(self) -> dict[str, object]:
-        return {"layout": self.layout}
+        return {"layout": self.layout, "checksums": self.checksums}
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        self.__init__(state["layout"])  # type: ignore[misc]
+        checksums = state["checksums"]
+        self.__init__(state["layout"],  # type: ignore[misc]
+                      None if checksums is None else np.asarray(checksums, dtype=np.uint32))
 
     def __del__(self) -> None:
         self.close()
@@ -112,12 +124,14 @@ class ShardedChipReader:
         Raises:
             IndexError: when ``chip`` is out of range.
             ChipReadError: naming the sensor, chip and shard file, when the chip is not in
-                the store or its bytes do not decode.
+                the store, its checksum differs (when checked) or its bytes do not decode.
         """
         data = self.chunk(chip)
         out = self.empty()[0] if out is None else out
         try:
-            self._codec.decode(data, out=out)
+            compressed = (memoryview(data)[:-CHECKSUM_NBYTES] if self.checksums is None
+                          else verify_chunk(data, self.checksums[chip]))
+            self._codec.decode(compressed, out=out)
         except (ValueError, RuntimeError) as error:  # Blosc: RuntimeError
             raise self._error(chip, error) from error
         return out
@@ -156,15 +170,7 @@ class ShardedChipReader:
             path = self.layout.folder / self.layout.shard_keys[shard]
             fd = os.open(path, os.O_RDONLY)
             try:
-                size = os.fstat(fd).st_size
-                nbytes = index_nbytes(self.layout.chips_per_shard)
-                if size < nbytes:
-                    raise ValueError(f"{size} bytes, shorter than its index")
-                index = read_shard_index(os.pread(fd, nbytes, size - nbytes),
-                                         self.layout.chips_per_shard)
-                stored = index[:, 0] != NOT_STORED
-                if np.any(index[stored].sum(axis=1) > size - nbytes):
-                    raise ValueError("the index points past the end of the file")
+                index = read_shard_file_index(fd, self.layout.chips_per_shard)
             except BaseException:
                 os.close(fd)
                 raise

@@ -124,7 +124,7 @@ class GeoPile2(NonGeoDataset):
                  sensors: Sequence[str] | None = None, split: str = "train",
                  paired_only: bool = False,
                  transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 partners: bool = True, on_error: str = "raise") -> None:
+                 partners: bool = True, on_error: str = "raise", verify: bool = True) -> None:
         """Initialize a new GeoPile2 instance.
 
         Args:
@@ -138,6 +138,10 @@ class GeoPile2(NonGeoDataset):
                 ``"skip"``: return None for it and count it in :attr:`skipped` (collate with
                 :func:`model.datasets.batching.collate_by_sensor`, which drops and counts
                 those).
+            verify: check each chip's chunk against its CRC32C in the store's
+                ``image_crc32c`` before decoding, so a flipped bit or a chunk in another
+                chip's place is a :class:`ChipReadError` (costs one CRC32C pass over the
+                compressed bytes; False skips it).
 
         Raises:
             DatasetNotFoundError: when ``root`` does not exist.
@@ -152,7 +156,7 @@ class GeoPile2(NonGeoDataset):
         if not self.root.exists():
             raise DatasetNotFoundError(self)
         self.split, self.paired_only, self.partners = split, paired_only, partners
-        self.transforms, self.on_error = transforms, on_error
+        self.transforms, self.on_error, self.verify = transforms, on_error, verify
         self.manifest = fmt.read_manifest(self.root)
         store = fmt.open_store(self.root)
         names = tuple(self.manifest.sensors) if sensors is None else tuple(sensors)
@@ -301,7 +305,8 @@ class GeoPile2(NonGeoDataset):
                              f"to the model unit {manifest.model_unit}")
         return _SensorChips(
             manifest=manifest,
-            reader=ShardedChipReader(ImageLayout.of(self.root, group[fmt.IMAGE], name)),
+            reader=ShardedChipReader(ImageLayout.of(self.root, group[fmt.IMAGE], name),
+                                     group[fmt.IMAGE_CRC32C][:] if self.verify else None),
             item_id=group[fmt.ITEM_ID][:], source=group[fmt.SOURCE][:], crs=group[fmt.CRS][:],
             transform=group[fmt.TRANSFORM][:], bounds_lonlat=group[fmt.BOUNDS_LONLAT][:])
 
