@@ -263,11 +263,16 @@ def load_checkpoint_state(path: Path | str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise ValueError(f"{path}: refused by a weights-only load (it holds pickled objects "
-                         f"other than tensors and plain containers): {error}") from error
+        raise refused_checkpoint(path, error) from error
     if not isinstance(state, dict):
         raise ValueError(f"{path}: a checkpoint holds a dict, not a {type(state).__name__}")
     return state
+
+
+def refused_checkpoint(path: Path | str, error: pickle.UnpicklingError) -> ValueError:
+    """The error for a checkpoint that a weights-only load refused, naming ``path``."""
+    return ValueError(f"{path}: refused by a weights-only load (it holds pickled objects other "
+                      f"than tensors and plain containers): {error}")
 
 
 def _check_manifests(embeddings: nn.ModuleDict, sensors: Mapping[str, SensorManifest]) -> None:
