@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 import yaml
 from lightning import LightningDataModule
 
+from catalogs.atomic_files import atomic_folder, finite_or_none, write_json, write_text
 from model.evaluation.baselines import (
     bicubic_upsample,
     brovey,
@@ -38,7 +38,7 @@ from model.evaluation.metrics import ClassificationMetrics, RestorationMetrics, 
 from model.finetune import TASKS
 from model.finetuning import FIGURE_FILE, METRICS_FILE, ignore_invalid, valid_crop
 
-Results = dict[str, dict[str, dict[str, float]]]
+Results = dict[str, dict[str, dict[str, float | None]]]  # None: unmeasurable
 VARIANTS = ("pretrained", "random")
 # Columns of the report per task: (metric, higher is better).
 COLUMNS: dict[str, tuple[tuple[str, bool], ...]] = {
@@ -176,7 +176,8 @@ def markdown_report(results: Results, runs: Mapping[str, Mapping[str, Any]]) -> 
         for row in rows:
             cells = []
             for metric, up in columns:
-                values = [results[task][r][metric] for r in rows if metric in results[task][r]]
+                values = [results[task][r][metric] for r in rows
+                          if results[task][r].get(metric) is not None]
                 value = results[task][row].get(metric)
                 best = value is not None and value == (max(values) if up else min(values))
                 text = "–" if value is None else f"{value:.4g}"
@@ -195,9 +196,12 @@ def markdown_report(results: Results, runs: Mapping[str, Mapping[str, Any]]) -> 
     return "\n".join(lines)
 
 
-def _better(task: str, ours: Mapping[str, float], other: Mapping[str, float]) -> bool:
+def _better(task: str, ours: Mapping[str, float | None],
+            other: Mapping[str, float | None]) -> bool:
     metric = MAIN_METRIC[task]
     higher = dict(COLUMNS[task])[metric]
+    if ours[metric] is None or other[metric] is None:
+        return False
     return ours[metric] > other[metric] if higher else ours[metric] < other[metric]
 
 
@@ -205,8 +209,8 @@ def evaluate(pretrained: Path, configs: Path, runs_dir: Path, reports: Path,
              tasks: Iterable[str] = TASKS, progress: Callable[[str], None] = print) -> Results:
     """Fine-tune both inits and score the baselines for every task; write the reports.
 
-    The reports are written to a temporary folder and moved into place at the end, so a
-    failed run leaves the previous reports untouched.
+    The reports are written at the end (:func:`write_reports`), so a failed run leaves the
+    previous reports untouched.
     """
     results: Results = {}
     details: dict[str, dict[str, Any]] = {}
@@ -226,30 +230,27 @@ def evaluate(pretrained: Path, configs: Path, runs_dir: Path, reports: Path,
         for name, scores in BASELINES[task](data_module(config)).items():
             results[task][name] = scores
             progress(f"{task} baseline {name}: {_main(task, scores)}")
-    _write_reports(results, details, runs_dir, reports)
+    write_reports(results, details, runs_dir, reports)
     return results
 
 
-def _main(task: str, metrics: Mapping[str, float]) -> str:
-    return f"{MAIN_METRIC[task]} {metrics[MAIN_METRIC[task]]:.4g}"
+def _main(task: str, metrics: Mapping[str, float | None]) -> str:
+    value = metrics[MAIN_METRIC[task]]
+    return f"{MAIN_METRIC[task]} {'unmeasurable' if value is None else f'{value:.4g}'}"
 
 
-def _write_reports(results: Results, details: Mapping[str, Any], runs_dir: Path,
-                   reports: Path) -> None:
-    reports.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".benchmarks.", dir=reports))
-    try:
-        (staging / "benchmarks").mkdir()
+def write_reports(results: Results, details: Mapping[str, Any], runs_dir: Path,
+                  reports: Path) -> None:
+    """Write ``reports/benchmarks.json`` (strict JSON: a metric that is not finite, i.e.
+    unmeasurable, as null), ``benchmarks.md`` and ``benchmarks/<task>.png`` (the pretrained
+    run's picture of each task under ``runs_dir``), each replaced atomically."""
+    results = {task: {row: {metric: finite_or_none(value) for metric, value in scores.items()}
+                      for row, scores in rows.items()} for task, rows in results.items()}
+    with atomic_folder(reports / "benchmarks") as pictures:
         for task in results:
-            shutil.copy(runs_dir / task / "pretrained" / FIGURE_FILE,
-                        staging / "benchmarks" / f"{task}.png")
-        (staging / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
-        (staging / "benchmarks.md").write_text(markdown_report(results, details))
-        shutil.rmtree(reports / "benchmarks", ignore_errors=True)
-        for name in ("benchmarks", "benchmarks.json", "benchmarks.md"):
-            os.replace(staging / name, reports / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            shutil.copy(runs_dir / task / "pretrained" / FIGURE_FILE, pictures / f"{task}.png")
+    write_json(reports / "benchmarks.json", results)
+    write_text(reports / "benchmarks.md", markdown_report(results, details))
 
 
 def main(argv: list[str] | None = None) -> int:

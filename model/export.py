@@ -7,29 +7,33 @@ STAC 1.1 Item with the Machine Learning Model extension (:data:`MLM_SCHEMA`, v1.
 the encoder's configuration (``mlm:hyperparameters``), one ``mlm:input`` per sensor (registry
 band names, shape and per-band z-score ``value_scaling``: the normalisation the model was
 trained with) and the feature map it returns (``mlm:output``). :func:`load_pretrained` rebuilds
-a :class:`PretrainedEncoder` from those two files alone.
+a :class:`PretrainedEncoder` from those two files alone, checking every field it reads: a damaged
+or hostile card gives a :class:`ModelCardError` that names the file and the field.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import math
 import pickle
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import UnionType
+from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from catalogs.atomic_files import atomic_path, write_json
 from catalogs.sensors import get_sensor
 from catalogs.stac import EXTENSIONS
 from catalogs.store_format import SensorManifest
 from model.datasets.transforms import band_moments
-from model.nn.encoder import EncoderConfig, MoEConfig, SwinEncoder
+from model.nn.encoder import EncoderConfig, SwinEncoder
 from model.nn.sensors import SensorPatchEmbed
 
 if TYPE_CHECKING:
@@ -54,6 +58,13 @@ GLOBAL_BBOX = (-180.0, -90.0, 180.0, 90.0)
 # context for a model of any period, closed at the far end because a STAC Item needs both ends.
 ANY_TIME = ("1900-01-01T00:00:00Z", "9999-12-31T23:59:59Z")
 _SHOWN_KEYS = 8  # keys listed in an architecture-mismatch error before "... (N in all)"
+_JSON_KINDS = {dict: "an object", list: "a list", str: "a string", int: "an integer",
+               float: "a finite number"}
+
+
+class ModelCardError(ValueError):
+    """A model card, or the weights it names, that cannot be loaded; the message names the
+    file and the field."""
 
 
 class PretrainedEncoder(nn.Module):
@@ -139,11 +150,9 @@ def export_pretrained(model: MsGFM, out_dir: Path | str, sensors: Mapping[str, S
     tensors = exported_tensors(model)
     card = model_card(model.encoder.config, {name: sensors[name] for name in embeddings},
                       sum(t.numel() for t in tensors.values()), training, acquired)
-    text = json.dumps(card, indent=2, allow_nan=False, default=str) + "\n"
-    _write_atomically(out_dir / WEIGHTS_FILE, lambda path: save_file(
-        tensors, str(path), metadata={"format": "pt"}))
-    _write_atomically(out_dir / CARD_FILE, lambda path: path.write_text(text))
-    return out_dir / CARD_FILE
+    with atomic_path(out_dir / WEIGHTS_FILE) as path:
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    return write_json(out_dir / CARD_FILE, card)
 
 
 def exported_tensors(model: MsGFM) -> dict[str, Tensor]:
@@ -191,8 +200,8 @@ def model_card(config: EncoderConfig, sensors: Mapping[str, SensorManifest],
         "mlm:output": [_model_output(config)],
         "mlm:hyperparameters": asdict(config),
     }
-    if training is not None:
-        properties[TRAINING_FIELD] = dict(training)
+    if training is not None:  # as JSON holds it: paths (and other objects) as strings
+        properties[TRAINING_FIELD] = json.loads(json.dumps(dict(training), default=str))
     extensions = {key.split(":")[0] for band in bands for key in band if ":" in key}
     west, south, east, north = GLOBAL_BBOX
     return {
@@ -227,20 +236,30 @@ def load_pretrained(path: Path | str) -> PretrainedEncoder:
 
     Raises:
         FileNotFoundError: when the card or the weights it names are missing.
-        ValueError: naming the file, for a card whose hyperparameters or inputs cannot be
-            read, weights without a sensor's embedding, or weights of another architecture.
+        ModelCardError: naming the file and the field, for a card that is not JSON or lacks a
+            field, a field of the wrong type, a normalisation std that is not a finite number
+            above 0, a weights href that leads outside the card's folder, weights that are not
+            a whole safetensors file, lack a sensor's embedding or are of another architecture.
     """
     card_path = Path(path) / CARD_FILE if Path(path).is_dir() else Path(path)
-    card = json.loads(card_path.read_text())
-    properties = card["properties"]
-    inputs = {entry["name"]: entry for entry in properties["mlm:input"]}
-    encoder = PretrainedEncoder(
-        _encoder_config(properties["mlm:hyperparameters"], card_path),
-        {sensor: entry["input"]["shape"][1] for sensor, entry in inputs.items()},
-        {sensor: _normalisation(entry, card_path) for sensor, entry in inputs.items()},
-        card)
-    weights_path = card_path.parent / card["assets"][WEIGHTS_ASSET]["href"]
-    tensors = load_file(str(weights_path))
+    card = _read_card(card_path)
+    properties = _field(card, "properties", dict, "", card_path)
+    entries = _field(properties, "mlm:input", list, "properties", card_path)
+    inputs = dict(_model_input_entry(entry, f"properties.mlm:input[{index}]", card_path)
+                  for index, entry in enumerate(entries))
+    hyperparameters = _field(properties, "mlm:hyperparameters", dict, "properties", card_path)
+    config = _typed(hyperparameters, EncoderConfig, "properties.mlm:hyperparameters", card_path)
+    try:
+        encoder = PretrainedEncoder(config, {s: len(mean) for s, (mean, _) in inputs.items()},
+                                    inputs, card)
+    except ValueError as error:
+        raise ModelCardError(f"{card_path}: properties.mlm:hyperparameters: {error}") from error
+    weights_path = _weights_path(card, card_path)
+    try:
+        tensors = load_file(str(weights_path))
+    except SafetensorError as error:
+        raise ModelCardError(f"{weights_path} (assets.{WEIGHTS_ASSET}.href of {card_path}): "
+                             f"not a whole safetensors file: {error}") from error
     _check_weights(tensors, encoder, weights_path, card_path)
     encoder.load_state_dict(tensors, strict=True)
     return encoder.eval()
@@ -263,11 +282,16 @@ def load_checkpoint_state(path: Path | str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise ValueError(f"{path}: refused by a weights-only load (it holds pickled objects "
-                         f"other than tensors and plain containers): {error}") from error
+        raise refused_checkpoint(path, error) from error
     if not isinstance(state, dict):
         raise ValueError(f"{path}: a checkpoint holds a dict, not a {type(state).__name__}")
     return state
+
+
+def refused_checkpoint(path: Path | str, error: pickle.UnpicklingError) -> ValueError:
+    """The error for a checkpoint that a weights-only load refused, naming ``path``."""
+    return ValueError(f"{path}: refused by a weights-only load (it holds pickled objects other "
+                      f"than tensors and plain containers): {error}")
 
 
 def _check_manifests(embeddings: nn.ModuleDict, sensors: Mapping[str, SensorManifest]) -> None:
@@ -279,19 +303,6 @@ def _check_manifests(embeddings: nn.ModuleDict, sensors: Mapping[str, SensorMani
         if len(bands) != embedding.in_channels:
             raise ValueError(f"sensor {name!r}: the manifest has {len(bands)} bands, its patch "
                              f"embedding takes {embedding.in_channels} channels")
-
-
-def _write_atomically(target: Path, write: Callable[[Path], object]) -> None:
-    """``write`` a temporary file beside ``target``, then rename it onto ``target``."""
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                         suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _architecture(config: EncoderConfig) -> str:
@@ -340,36 +351,107 @@ def _model_output(config: EncoderConfig) -> dict[str, Any]:
     }
 
 
-def _encoder_config(hyperparameters: Mapping[str, Any], card_path: Path) -> EncoderConfig:
-    """``mlm:hyperparameters`` -> :class:`EncoderConfig`, every field required."""
-    expected = {field.name for field in fields(EncoderConfig)}
-    missing, unexpected = expected - set(hyperparameters), set(hyperparameters) - expected
-    if missing or unexpected:
-        raise ValueError(f"{card_path}: mlm:hyperparameters do not describe an encoder; "
-                         f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
-    values = {key: _tuples(value) for key, value in hyperparameters.items()}
-    moe = values.pop("moe")
+def _read_card(card_path: Path) -> dict[str, Any]:
     try:
-        return EncoderConfig(**values, moe=None if moe is None else MoEConfig(**{
-            key: _tuples(value) for key, value in moe.items()}))
-    except TypeError as error:
-        raise ValueError(f"{card_path}: mlm:hyperparameters.moe: {error}") from error
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelCardError(f"{card_path}: not a JSON model card: {error}") from error
+    if not isinstance(card, dict):
+        raise ModelCardError(f"{card_path}: a model card is a JSON object (a STAC Item), "
+                             f"not {type(card).__name__}")
+    return card
 
 
-def _tuples(value: Any) -> Any:
-    """JSON lists back to the tuples of the configuration dataclasses."""
-    return tuple(value) if isinstance(value, list) else value
+def _field(document: Mapping[str, Any], key: str, kind: type, where: str,
+           card_path: Path) -> Any:
+    """``document[key]``, required and of JSON type ``kind``; ``where`` is the document's
+    place in the card (``properties``), for the error."""
+    place = f"{where}.{key}" if where else key
+    if key not in document:
+        raise ModelCardError(f"{card_path}: {place} is missing")
+    value = document[key]
+    if not isinstance(value, kind):
+        raise ModelCardError(f"{card_path}: {place} must be {_JSON_KINDS[kind]}, not {value!r}")
+    return value
 
 
-def _normalisation(entry: Mapping[str, Any], card_path: Path) -> tuple[Tensor, Tensor]:
-    """(mean, std) of an ``mlm:input`` from its per-band z-score ``value_scaling``."""
-    scaling = entry.get("value_scaling") or []
-    channels = entry["input"]["shape"][1]
-    if len(scaling) != channels or any(s.get("type") != "z-score" for s in scaling):
-        raise ValueError(f"{card_path}: input {entry['name']!r} needs one z-score value_scaling "
-                         f"per channel ({channels}), not {scaling}")
-    return (torch.tensor([s["mean"] for s in scaling], dtype=torch.float32),
-            torch.tensor([s["stddev"] for s in scaling], dtype=torch.float32))
+def _typed(value: Any, kind: Any, place: str, card_path: Path) -> Any:
+    """A card's JSON ``value`` as the configuration type ``kind`` (a dataclass, ``X | None``,
+    ``tuple[int, ...]``, int, float or str), checked field by field."""
+    if is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ModelCardError(f"{card_path}: {place} must be an object, not {value!r}")
+        expected = {item.name for item in fields(kind)}
+        missing, unexpected = expected - set(value), set(value) - expected
+        if missing or unexpected:
+            raise ModelCardError(f"{card_path}: {place} does not hold the fields of "
+                                 f"{kind.__name__}; missing {sorted(missing)}, unexpected "
+                                 f"{sorted(unexpected)}")
+        return kind(**{name: _typed(value[name], hint, f"{place}.{name}", card_path)
+                       for name, hint in get_type_hints(kind).items()})
+    if isinstance(kind, UnionType):  # X | None
+        if value is None:
+            return None
+        (kind,) = (arg for arg in get_args(kind) if arg is not type(None))
+        return _typed(value, kind, place, card_path)
+    if get_origin(kind) is tuple:
+        if isinstance(value, list):
+            return tuple(_typed(item, get_args(kind)[0], f"{place}[{index}]", card_path)
+                         for index, item in enumerate(value))
+        raise ModelCardError(f"{card_path}: {place} must be a list, not {value!r}")
+    if kind is float and _finite_number(value):
+        return float(value)
+    if isinstance(value, kind) and not isinstance(value, bool):
+        return value
+    raise ModelCardError(f"{card_path}: {place} must be {_JSON_KINDS[kind]}, not {value!r}")
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _model_input_entry(entry: Any, place: str,
+                       card_path: Path) -> tuple[str, tuple[Tensor, Tensor]]:
+    """(sensor, (mean, std)) of an ``mlm:input``, from its per-band z-score ``value_scaling``."""
+    if not isinstance(entry, dict):
+        raise ModelCardError(f"{card_path}: {place} must be an object, not {entry!r}")
+    name = _field(entry, "name", str, place, card_path)
+    place = f"{place} ({name!r})"
+    shape = _field(_field(entry, "input", dict, place, card_path), "shape", list,
+                   f"{place}.input", card_path)
+    channels = shape[1] if len(shape) == len(DIM_ORDER) else None
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+        raise ModelCardError(f"{card_path}: {place}.input.shape must be [batch, channels, "
+                             f"height, width] with channels >= 1, not {shape!r}")
+    scaling = _field(entry, "value_scaling", list, place, card_path)
+    if len(scaling) != channels or any(
+            not isinstance(band, dict) or band.get("type") != "z-score" for band in scaling):
+        raise ModelCardError(f"{card_path}: {place}.value_scaling needs one z-score per "
+                             f"channel ({channels}), not {scaling}")
+    for index, band in enumerate(scaling):
+        where = f"{place}.value_scaling[{index}]"
+        if not _finite_number(band.get("mean")):
+            raise ModelCardError(f"{card_path}: {where}.mean must be a finite number, "
+                                 f"not {band.get('mean')!r}")
+        if not _finite_number(band.get("stddev")) or band["stddev"] <= 0:
+            raise ModelCardError(f"{card_path}: {where}.stddev must be a finite number above "
+                                 f"0, not {band.get('stddev')!r}")
+    return name, (torch.tensor([band["mean"] for band in scaling], dtype=torch.float32),
+                  torch.tensor([band["stddev"] for band in scaling], dtype=torch.float32))
+
+
+def _weights_path(card: Mapping[str, Any], card_path: Path) -> Path:
+    """The weights file the card's ``assets.weights.href`` names, required to lie inside the
+    card's folder once symbolic links are resolved."""
+    assets = _field(card, "assets", dict, "", card_path)
+    asset = _field(assets, WEIGHTS_ASSET, dict, "assets", card_path)
+    href = _field(asset, "href", str, f"assets.{WEIGHTS_ASSET}", card_path)
+    folder = card_path.parent.resolve()
+    weights_path = (folder / href).resolve()
+    if urlsplit(href).scheme or not weights_path.is_relative_to(folder):
+        raise ModelCardError(f"{card_path}: assets.{WEIGHTS_ASSET}.href {href!r} leads outside "
+                             f"the export folder {folder}; weights must lie beside the card")
+    return weights_path
 
 
 def _check_weights(tensors: Mapping[str, Tensor], encoder: PretrainedEncoder,
@@ -378,7 +460,7 @@ def _check_weights(tensors: Mapping[str, Tensor], encoder: PretrainedEncoder,
     absent = [sensor for sensor in encoder.sensors
               if not any(key.startswith(f"{EMBEDDINGS_PREFIX}{sensor}.") for key in tensors)]
     if absent:
-        raise ValueError(f"{weights_path}: checkpoint has no embedding for sensor(s) "
+        raise ModelCardError(f"{weights_path}: checkpoint has no embedding for sensor(s) "
                          f"{', '.join(map(repr, absent))}; {card_path} lists "
                          f"{list(encoder.sensors)}")
     expected = encoder.state_dict()
@@ -391,7 +473,7 @@ def _check_weights(tensors: Mapping[str, Tensor], encoder: PretrainedEncoder,
             for key in sorted(expected.keys() & tensors.keys())
             if tensors[key].shape != expected[key].shape])) if keys]
     if problems:
-        raise ValueError(f"architecture mismatch between {card_path} and {weights_path}: "
+        raise ModelCardError(f"architecture mismatch between {card_path} and {weights_path}: "
                          + "; ".join(problems))
 
 

@@ -34,8 +34,9 @@ def main(args: list[str] | None = None) -> int:
                       parser_kwargs={"prog": "python -m model.finetune",
                                      "description": "Fine-tune msGFM on a downstream task and "
                                      "score it on the test split. Tasks: " + ", ".join(TASKS)})
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    cli.trainer.test(cli.model, datamodule=cli.datamodule)
+    # weights_only: a checkpoint Lightning finds by itself (a SLURM requeue's) holds no code.
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, weights_only=True)
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, weights_only=True)
     return 0
 
 

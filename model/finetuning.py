@@ -20,7 +20,6 @@ sensors come in and what the target is.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,9 +32,11 @@ from torch.nn import functional as F
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import Metric
 
+from catalogs.atomic_files import finite_or_none, write_json
 from catalogs.sensors import get_sensor
 from model.evaluation.metrics import ClassificationMetrics, RestorationMetrics, SegmentationMetrics
 from model.export import load_pretrained
+from model.figures import save_figure
 from model.nn.downstream import DownstreamNetwork, HeadKind
 from model.nn.encoder import EncoderConfig, encoder_config
 from model.prediction_figures import (
@@ -198,7 +199,8 @@ class DownstreamTask(LightningModule):
             self._figure_batch = (batch, prediction.detach())
 
     def on_test_epoch_end(self) -> None:
-        """Log the test metrics; write them and the prediction picture to ``out_dir``."""
+        """Log the test metrics; write them (strict JSON: an unmeasurable one as null) and the
+        prediction picture to ``out_dir``, each file replaced atomically."""
         results = {name: float(value) for name, value in self.test_metrics.compute().items()}
         self.test_metrics.reset()
         for name, value in results.items():
@@ -207,17 +209,15 @@ class DownstreamTask(LightningModule):
             return
         out_dir = Path(self.hparams["out_dir"] or self.trainer.log_dir
                        or self.trainer.default_root_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        record = {"init": self.hparams["init"], "metrics": results,
+        record = {"init": self.hparams["init"],
+                  "metrics": {name: finite_or_none(value) for name, value in results.items()},
                   "embeddings": dict(self.network.provenance),
                   "train_samples": len(self.trainer.datamodule.train_indices),
                   "steps": self.global_step}
-        (out_dir / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        write_json(out_dir / METRICS_FILE, record)
         if self._figure_batch is not None:
             matplotlib.use("Agg")
-            figure = self.figure(*self._figure_batch)
-            figure.savefig(out_dir / FIGURE_FILE, dpi=80)
-            plt.close(figure)
+            save_figure(self.figure(*self._figure_batch), out_dir / FIGURE_FILE)
 
     def figure(self, batch: dict[str, Any], prediction: Tensor) -> plt.Figure:
         """A picture of predictions on the first test batch."""

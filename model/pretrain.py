@@ -1,13 +1,18 @@
 """Command line: ``python -m model.pretrain --config configs/pretrain/<name>.yaml`` (LightningCLI:
-every key can be overridden, e.g. ``--trainer.max_steps 20``; ``--ckpt_path`` resumes)."""
+every key can be overridden, e.g. ``--trainer.max_steps 20``; ``--ckpt_path`` resumes).
+
+A checkpoint, local or a URL, is loaded weights-only: tensors and plain containers, never
+pickled code (Lightning would unpickle a remote one in full)."""
 
 from __future__ import annotations
 
+import pickle
 import sys
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from model.datamodules.geopile2 import GeoPile2DataModule
+from model.export import refused_checkpoint
 from model.pretraining import MsGFMPretraining
 
 
@@ -25,11 +30,22 @@ class PretrainCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> int:
+    """Pretrain (resuming from ``--ckpt_path`` if given); returns 0.
+
+    Raises:
+        ValueError: naming the checkpoint, when it holds pickled objects other than tensors
+            and plain containers (it is refused before any of them is built).
+    """
     cli = PretrainCLI(MsGFMPretraining, GeoPile2DataModule, run=False, args=args,
                       seed_everything_default=0, save_config_kwargs={"overwrite": True},
                       parser_kwargs={"prog": "python -m model.pretrain",
                                      "description": "Pretrain msGFM on GeoPile-2."})
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config["ckpt_path"])
+    checkpoint = cli.config["ckpt_path"]
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint,
+                        weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise refused_checkpoint(checkpoint, error) from error
     return 0
 
 

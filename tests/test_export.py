@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from model.export import (
     CARD_FILE,
     MLM_SCHEMA,
     WEIGHTS_FILE,
+    ModelCardError,
     export_pretrained,
     load_checkpoint_state,
 )
@@ -188,3 +191,67 @@ def test_checkpoints_load_weights_only(tmp_path: Path) -> None:
     torch.save({"x": object()}, tmp_path / "pickled.ckpt")
     with pytest.raises(ValueError, match="weights-only"):
         load_checkpoint_state(tmp_path / "pickled.ckpt")
+
+
+def _edit_card(out: Path, edit: Callable[[dict], object]) -> None:
+    card = json.loads((out / CARD_FILE).read_text())
+    edit(card)
+    (out / CARD_FILE).write_text(json.dumps(card))  # NaN written as JSON's NaN extension
+
+
+def _weights_outside(out: Path) -> None:
+    """The weights moved beside the export folder, the href following them."""
+    (out / WEIGHTS_FILE).rename(out.parent / "outside.safetensors")
+    _edit_card(out, lambda card: card["assets"]["weights"].update(
+        href="../outside.safetensors"))
+
+
+def _weights_linked_outside(out: Path) -> None:
+    """The weights moved beside the export folder, a symbolic link left in their place."""
+    (out / WEIGHTS_FILE).rename(out.parent / "outside.safetensors")
+    (out / WEIGHTS_FILE).symlink_to(out.parent / "outside.safetensors")
+
+
+def _truncated_weights(out: Path) -> None:
+    data = (out / WEIGHTS_FILE).read_bytes()
+    (out / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+
+
+def _scaling(card: dict, value: float) -> None:
+    card["properties"]["mlm:input"][1]["value_scaling"][2]["stddev"] = value
+
+
+_STDDEV = r": properties\.mlm:input\[1\] \('\w+'\)\.value_scaling\[2\]\.stddev must be a finite " \
+    r"number above 0, not "
+DAMAGES = {
+    "href outside": (_weights_outside, CARD_FILE,
+                     r": assets\.weights\.href '\.\./outside\.safetensors' leads outside"),
+    "href through a link": (_weights_linked_outside, CARD_FILE,
+                            r": assets\.weights\.href '\./encoder\.safetensors' leads outside"),
+    "truncated weights": (_truncated_weights, WEIGHTS_FILE,
+                          r" \(assets\.weights\.href of .*\): not a whole safetensors file"),
+    "not JSON": (lambda out: (out / CARD_FILE).write_text("{\"type\": \"Feature\", "),
+                 CARD_FILE, ": not a JSON model card"),
+    "no hyperparameters": (lambda out: _edit_card(
+        out, lambda card: card["properties"].pop("mlm:hyperparameters")), CARD_FILE,
+        r": properties\.mlm:hyperparameters is missing"),
+    "input_px a string": (lambda out: _edit_card(
+        out, lambda card: card["properties"]["mlm:hyperparameters"].update(input_px="64")),
+        CARD_FILE, r": properties\.mlm:hyperparameters\.input_px must be an integer, not '64'"),
+    "std 0": (lambda out: _edit_card(out, lambda card: _scaling(card, 0)), CARD_FILE,
+              _STDDEV + "0$"),
+    "std negative": (lambda out: _edit_card(out, lambda card: _scaling(card, -0.5)), CARD_FILE,
+                     _STDDEV + "-0.5$"),
+    "std NaN": (lambda out: _edit_card(out, lambda card: _scaling(card, math.nan)), CARD_FILE,
+                _STDDEV + "nan$"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_or_hostile_card_is_refused_naming_the_file_and_field(
+        export: Path, tmp_path: Path, damage: str) -> None:
+    out = copy_export(export, tmp_path)
+    spoil, file, field = DAMAGES[damage]
+    spoil(out)
+    with pytest.raises(ModelCardError, match=re.escape(str(out / file)) + field):
+        load_pretrained(out)

@@ -4,12 +4,14 @@ the evaluate command writes the Table-3 report."""
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from catalogs.sample.benchmark import render_downstream_sets
 from catalogs.sample.downstream import DownstreamSizes, scene_triplets
@@ -95,6 +97,24 @@ def test_each_task_fine_tunes_and_scores_the_test_split(task: str, sets: Path, e
     # Sensors the model never saw get embeddings matched by wavelength to a pretrained one.
     assert record["embeddings"] == EXPECTED_EMBEDDINGS[task]
     assert (tmp_path / FIGURE_FILE).stat().st_size > 0
+
+
+def test_a_picture_write_that_fails_leaves_the_previous_picture_whole(
+        sets: Path, export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / FIGURE_FILE).write_bytes(b"the previous run's picture")
+
+    def disk_full(figure: Figure, path: Path, **kwargs: object) -> None:
+        Path(path).write_bytes(b"\x89PNG half a pic")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(Figure, "savefig", disk_full)
+    with pytest.raises(OSError, match="No space left"):  # no training: the test split only
+        run("classification", sets, export, tmp_path, "--trainer.max_steps", "0")
+    assert (tmp_path / FIGURE_FILE).read_bytes() == b"the previous run's picture"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    record = json.loads((tmp_path / METRICS_FILE).read_text(),
+                        parse_constant=lambda constant: pytest.fail(constant))
+    assert set(record["metrics"]) == EXPECTED_METRICS["classification"]
 
 
 def test_pretrained_init_loads_the_export_and_random_init_does_not(

@@ -1,9 +1,12 @@
-"""``python -m model.pretrain``: a short run writes its checkpoint, logs, figures and export, and
-a run resumed mid-epoch repeats the uninterrupted one."""
+"""``python -m model.pretrain``: a short run writes its checkpoint, logs, figures and export, a
+run resumed mid-epoch repeats the uninterrupted one, and a checkpoint holding pickled code is
+refused (local or served over HTTP) before the code runs."""
 
 from __future__ import annotations
 
 import csv
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +18,7 @@ import yaml
 from model import load_pretrained
 from model.export import load_checkpoint_state
 from model.pretrain import main
+from tests.http_server import file_server
 from tests.pipeline_setup import busy_reference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,3 +111,30 @@ def test_ddp_on_two_cpu_processes_keeps_the_ranks_weights_equal(store: Path,
     for key, weight in exported.items():
         torch.testing.assert_close(weight, ranks[0]["weights"][f"network.encoder.{key}"],
                                    rtol=0, atol=0)
+
+
+class _MakesFolderWhenUnpickled:
+    """Pickles as a call of ``os.mkdir(marker)``: the code a hostile checkpoint would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.mkdir, (str(self.marker),)
+
+
+@pytest.mark.parametrize("served", [False, True], ids=["local", "http"])
+def test_a_checkpoint_holding_pickled_code_is_refused_before_the_code_runs(
+        store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served: bool) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # where a URL is downloaded to
+    marker = tmp_path / "payload-ran"
+    hostile = tmp_path / "served" / "hostile.ckpt"
+    hostile.parent.mkdir()
+    torch.save({"state_dict": {}, "payload": _MakesFolderWhenUnpickled(marker)}, hostile)
+    with file_server(hostile.parent) as server:
+        checkpoint = server.url(hostile.name) if served else str(hostile)
+        with pytest.raises(ValueError, match=re.escape(checkpoint) + ": refused by a weights"):
+            main(["--config", str(config(tmp_path / "run", store, steps=1)),
+                  "--ckpt_path", checkpoint])
+        assert {r.path for r in server.requests} == ({"/hostile.ckpt"} if served else set())
+    assert not marker.exists()
