@@ -20,7 +20,9 @@ from pathlib import Path
 
 import yaml
 
+from catalogs.atomic_files import write_text
 from catalogs.sample.scenes import COLLECTION, SceneSet, ensure_scenes, write_scene_catalog
+from catalogs.store_format import FORMAT_VERSION
 
 LAYOUT = "stacked"  # one 12-band 10 m COG per scene: what a TorchGeo RasterDataset reads as is
 CHIP_PX = 256
@@ -49,7 +51,7 @@ def ensure_scene_store(bench_dir: Path, scenes: int, scene_px: int = 1024, seed:
     rendered = ensure_scenes(scene_set, scenes, processes=os.cpu_count() or 1)
     if rendered:
         progress(f"rendered {rendered} scenes of {scene_px} px into {scene_set.root}")
-    folder = bench_dir / f"loader-{scene_set.root.name}-n{scenes}"
+    folder = bench_dir / f"loader-{scene_set.root.name}-n{scenes}-format{FORMAT_VERSION}"
     built = SceneStore(folder / STORE, folder / CATALOG_DIR / "catalog.json")
     if built.store.exists() and built.catalog.exists():
         return built
@@ -58,8 +60,10 @@ def ensure_scene_store(bench_dir: Path, scenes: int, scene_px: int = 1024, seed:
     pipeline = {"catalog": f"{CATALOG_DIR}/catalog.json", "collections": [COLLECTION],
                 "work_dir": "work", "store": STORE, "reports_dir": "reports", "workers": 0,
                 "coregister": {"sources": {COLLECTION: {"reference": "s2", "chip_px": CHIP_PX,
-                                                        "stride_px": CHIP_PX}}}}
-    (folder / PARAMS).write_text(yaml.safe_dump({"pipeline": pipeline}, sort_keys=False))
+                                                        "stride_px": CHIP_PX}}},
+                # The catalog names the rendered scenes, which live outside its folder.
+                "fetch": {"allowed_local_folders": [str(scene_set.root.resolve())]}}
+    write_text(folder / PARAMS, yaml.safe_dump({"pipeline": pipeline}, sort_keys=False))
     progress(f"building their GeoPile-2 store: python -m pipeline run (in {folder})")
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--params", PARAMS,
