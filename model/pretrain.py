@@ -45,6 +45,8 @@ def main(args: list[str] | None = None) -> int:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint,
                         weights_only=True)
     except pickle.UnpicklingError as error:
+        if checkpoint is None:  # not a checkpoint's: e.g. a DataLoader worker's message
+            raise
         raise refused_checkpoint(checkpoint, error) from error
     return 0
 

@@ -53,12 +53,15 @@ def test_a_second_build_is_refused_and_the_first_ends_as_a_clean_build(
                                  stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_for_pid(folder / f"{STORE}.lock", first.pid)
+            # Paused while it holds the locks, so the second build surely meets it running
+            # (the sample build takes a few seconds, less than a second one's start).
+            first.send_signal(signal.SIGSTOP)
             second = run_pipeline(folder, "run")
             assert second.returncode == 1, second.stdout + second.stderr
             assert f"another build (pid {first.pid}) is using this work dir or store" \
                 in second.stderr, second.stderr
-            assert first.poll() is None, "the first build ended before the second started"
         finally:
+            first.send_signal(signal.SIGCONT)
             assert first.wait(timeout=300) == 0, (folder / "first.log").read_text()
     assert file_hashes(folder / STORE) == file_hashes(reference.store)
 
