@@ -36,9 +36,9 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     path = Path(temporary)
     try:
         yield path
-        _fsync_file(path)
+        fsync_path(path)
         os.replace(path, target)
-        _fsync_folder(target.parent)
+        fsync_path(target.parent)
     finally:
         path.unlink(missing_ok=True)
 
@@ -103,11 +103,11 @@ def atomic_folder(target: Path | str) -> Iterator[Path]:
         yield staging
         for path in sorted(staging.rglob("*")):
             if path.is_file():
-                _fsync_file(path)
+                fsync_path(path)
         if target.exists():
             os.replace(target, retired)
         os.replace(staging, target)
-        _fsync_folder(target.parent)
+        fsync_path(target.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(retired, ignore_errors=True)
@@ -129,12 +129,8 @@ def _first_non_finite(value: Any, where: str) -> str | None:
     return None
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_folder(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder's fsync makes the renames inside it durable)."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)

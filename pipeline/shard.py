@@ -48,7 +48,7 @@ from zarr.errors import ZarrUserWarning
 from zarr.storage import LocalStore
 
 from catalogs import store_format as fmt
-from catalogs.atomic_files import atomic_open
+from catalogs.atomic_files import atomic_open, fsync_path
 from catalogs.sensors import get_sensor
 from catalogs.store_shards import shard_index
 from pipeline.chips import (
@@ -607,15 +607,7 @@ def _remove_unnamed_files(root: zarr.Group, plan: StorePlan, staging: Path) -> N
 def _sync_tree(folder: Path) -> None:
     """fsync every file and folder under ``folder`` (its contents survive a power cut)."""
     for path in [*folder.rglob("*"), folder]:
-        _fsync(path)
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+        fsync_path(path)
 
 
 def _publish(staging: Path, store_path: Path) -> None:
@@ -626,7 +618,7 @@ def _publish(staging: Path, store_path: Path) -> None:
     if store_path.exists():
         os.replace(store_path, retired)
     os.replace(staging, store_path)
-    _fsync(store_path.parent)
+    fsync_path(store_path.parent)
     if retired.exists():
         shutil.rmtree(retired)
 
