@@ -51,6 +51,19 @@ def atomic_open(target: Path | str, mode: str = "w", **kwargs: Any) -> Iterator[
         yield f
 
 
+def save_figure(figure: Any, target: Path | str, dpi: int = 80) -> Path:
+    """Save a matplotlib ``figure`` to ``target`` atomically (the format from its suffix, which
+    the temporary name keeps), then close it, whether or not the save succeeded."""
+    from matplotlib import pyplot as plt  # only writers of figures pay for pyplot
+
+    try:
+        with atomic_path(target) as path:
+            figure.savefig(path, dpi=dpi)
+    finally:
+        plt.close(figure)
+    return Path(target)
+
+
 def write_bytes(target: Path | str, data: bytes) -> Path:
     """Write ``data`` to ``target`` atomically; returns ``target`` as a Path."""
     with atomic_open(target, "wb") as f:

@@ -10,7 +10,7 @@ import matplotlib
 import numpy as np
 from matplotlib import pyplot as plt
 
-from catalogs.atomic_files import atomic_path
+from catalogs.atomic_files import save_figure
 from catalogs.store_format import SensorManifest
 from model.datasets.display import composite
 from model.nn.msgfm import Reconstruction
@@ -33,16 +33,6 @@ def save_reconstruction_figures(groups: Sequence[Reconstruction],
         save_figure(reconstruction_figure(group, sensors), path)
         paths.append(path)
     return paths
-
-
-def save_figure(figure: plt.Figure, path: Path) -> None:
-    """Write ``figure`` to ``path`` (replaced atomically; the format from its suffix), then
-    close it."""
-    try:
-        with atomic_path(path) as temporary:
-            figure.savefig(temporary, dpi=80)
-    finally:
-        plt.close(figure)
 
 
 def reconstruction_figure(group: Reconstruction,

@@ -32,11 +32,10 @@ from torch.nn import functional as F
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import Metric
 
-from catalogs.atomic_files import finite_or_none, write_json
+from catalogs.atomic_files import finite_or_none, save_figure, write_json
 from catalogs.sensors import get_sensor
 from model.evaluation.metrics import ClassificationMetrics, RestorationMetrics, SegmentationMetrics
 from model.export import load_pretrained
-from model.figures import save_figure
 from model.nn.downstream import DownstreamNetwork, HeadKind
 from model.nn.encoder import EncoderConfig, encoder_config
 from model.prediction_figures import (

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from catalogs.atomic_files import atomic_path, write_json, write_text  # noqa: E402
+from catalogs.atomic_files import save_figure, write_json, write_text  # noqa: E402
 from catalogs.sensors import Sensor, get_sensor  # noqa: E402
 from catalogs.store_format import (  # noqa: E402
     IMAGE,
@@ -204,7 +204,8 @@ def _pairs_figure(params: PipelineParams, path: Path) -> Path:
             axes[row, column].set_title(f"{name} #{index}", fontsize=8)
     for axis in axes.ravel():
         axis.set_axis_off()
-    return _save_figure(figure, path)
+    figure.tight_layout()
+    return save_figure(figure, path)
 
 
 def _shift_figure(params: PipelineParams, path: Path) -> Path:
@@ -216,16 +217,8 @@ def _shift_figure(params: PipelineParams, path: Path) -> Path:
     axis.set_xlabel("residual shift after co-registration (px)")
     axis.set_ylabel("pairs")
     axis.legend()
-    return _save_figure(figure, path)
-
-
-def _save_figure(figure: plt.Figure, path: Path) -> Path:
-    """Save ``figure`` to ``path`` atomically and close it."""
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=80, format=path.suffix.lstrip("."))
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def _markdown(metrics: dict[str, Any], figures: dict[str, Path], report_dir: Path) -> str:
