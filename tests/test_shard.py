@@ -456,9 +456,10 @@ def test_builds_killed_at_random_moments_resume_to_the_same_store(tmp_path: Path
         writer.wait()
         assert not store.exists() or tree_hashes(store) in (old, reference)
         kills += killed
-        if not killed:  # it finished first (a faster run than the timed one): start over
-            shutil.rmtree(store)
+        if not killed:  # it finished first (a faster run than the timed one): start over,
+            shutil.rmtree(store)  # aiming earlier (runs vary with the machine's load)
             assert write_old_store() == old
+            duration *= 0.8
         if kills == 6:
             break
     assert kills == 6
