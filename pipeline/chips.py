@@ -1,41 +1,54 @@
-"""Co-registered chips of one location: what the coregister stage writes and the shard stage reads.
+"""Co-registered chips: what the coregister stage writes and the shard stage reads.
 
-One ``LocationChips`` per catalog item, saved as a chip file ``<name>.npz`` and its chunk file
-``<name>.chunks``. Chip ``k`` of every sensor of a location covers the same ground (the
-reference sensor's grid), which is what makes them pairs.
+A *chip file* ``<name>.npz`` and its *chunk file* ``<name>.chunks`` hold the chips of one or
+more locations (catalog items): the coregister stage writes one pair of files per batch of
+items (hundreds of small pictures or patches, or one large scene), so the work dir holds two
+files per batch, not per item, and a batch costs one durable write. Chip ``k`` of every sensor
+of a location covers the same ground (the reference sensor's grid), which is what makes them
+pairs.
 
-The chunk file holds each sensor's chips already encoded as the store's ``image`` chunks
-(:mod:`catalogs.store_shards`), one after another, sensor after sensor: raw bytes, so the
-shard stage copies them into shard files inside the kernel (``os.copy_file_range``; a plain
-copy where the kernel cannot, e.g. across filesystems). The chip file (an uncompressed
-``.npz``) holds where each chunk is, its checksum and the chips' statistics
-(:class:`~pipeline.stats.StreamingStats`), all computed while the chips are fresh in memory.
-Each file is written atomically (:mod:`catalogs.atomic_files`), the chunk file first: a chip
-file that exists is complete, and so is its chunk file. Members, for the ``i``-th sensor of
-the header:
+The chunk file holds each location's chips already encoded as the store's ``image`` chunks
+(:mod:`catalogs.store_shards`), one after another: location after location, and within a
+location sensor after sensor, chips in index order. The shard stage copies them into shard
+files inside the kernel (``os.copy_file_range``; a plain copy where the kernel cannot, e.g.
+across filesystems). The chip file (an uncompressed ``.npz``) says where each chunk is, its
+checksum and the chips' statistics (:class:`~pipeline.stats.StreamingStats`), all computed
+while the chips are fresh in memory. Both files are written atomically
+(:mod:`catalogs.atomic_files`), the chunk file first: a chip file that exists is complete, and
+so is its chunk file.
 
-- ``chunk_offsets_i`` (int64, K + 1): where chip ``k``'s bytes start in the chunk file (and,
-  last, where the sensor's end);
-- ``chunk_crc32c_i`` (uint32, K): the CRC32C chip ``k``'s chunk ends with (the store's
+A *slot* is one sensor of one location: slots are numbered location after location, sensor
+after sensor in the location's header order, as their chunks lie in the chunk file. Members:
+
+- ``header``: JSON ``{"locations": [...], "failures": [...]}``, per location its source,
+  item_id, crs, datetimes, dropped, shifts, item_ids (where a sensor's chips come from other
+  items) and ``sensors`` (name, chip shape (C, H, W) and dtype, in slot order); the failures
+  are the items of the batch that could not be co-registered (a resumed run reports them
+  again without retrying them);
+- ``location_chips`` (int64, L): chips per location (the rows of the next two);
+- ``transforms`` (sum K x 6) and ``bounds_lonlat`` (sum K x 4), location after location;
+- ``slot_chips`` (int64, S): chips per slot;
+- ``chunk_offsets`` (int64, sum over slots of K, plus 1): where each chunk starts in the chunk
+  file, and, last, where the chunks end;
+- ``chunk_crc32c`` (uint32, one per chunk): the CRC32C each chunk ends with (the store's
   ``image_crc32c``);
-- ``moments_i`` (float64, 3 x C): valid count, mean and sum of squared deviations per band;
-- ``histogram_keys_i``, ``histogram_counts_i`` (int64) and ``histogram_ends_i`` (int64, C):
-  the bands' sparse histograms, one after another;
-
-plus ``header`` (JSON: source, item_id, crs, datetimes, dropped, shifts, item_ids where a
-sensor's chips come from other items, and per sensor its name, chip shape and dtype),
-``transforms`` (K x 6) and ``bounds_lonlat`` (K x 4).
+- ``moments`` (float64, bands x 3, all slots' bands in slot order): valid count, mean and sum
+  of squared deviations per band;
+- ``histogram_keys``, ``histogram_counts`` (int64) and ``histogram_ends`` (int64, one per
+  band of every slot, cumulative): the bands' sparse histograms, one after another.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
 import os
-import zipfile
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +59,12 @@ from catalogs.sensors import registry
 from catalogs.store_shards import chunk_checksum, chunk_codec, decode_chunk, encode_chunk
 from pipeline.stats import Histogram, StreamingStats, combined_stats
 
-_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
-                       (2, 0): np.lib.format.read_array_header_2_0}
 # copy_file_range cannot copy between these two files: copy through user space instead.
 _NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL})
 # Errors only the writing side of a copy gives.
 _WRITE_SIDE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 _COPY_BLOCK = 1 << 20
+_SPOOL_BYTES = 1 << 20  # a location's chunks of one sensor kept in memory up to this
 
 
 @dataclass
@@ -96,14 +108,11 @@ class LocationChips:
         return len(self.sensors) > 1
 
     def save(self, path: Path) -> Path:
-        """Encode, measure and write to the chip file ``path`` (a ``.npz``) and its chunk
-        file, atomically (see module doc)."""
-        writer = ChipFileWriter(path, {name: (chips.shape[1:], chips.dtype)
-                                       for name, chips in self.sensors.items()})
-        for name, chips in self.sensors.items():  # (a sensor may hold another number of chips
-            writer.add_sensor(name, range(len(chips)), chips)  # than transforms: shard refuses)
-        return writer.finish(self.header_fields(), self.transforms, self.bounds_lonlat,
-                             self.item_ids)
+        """Write this one location as the chip file ``path`` (a ``.npz``) and its chunk file,
+        atomically (see module doc)."""
+        with ChipFileWriter(path) as writer:
+            writer.add(self)
+        return path
 
     def header_fields(self) -> dict[str, Any]:
         """The header's fields but the sensors' layout (the writer adds it)."""
@@ -111,31 +120,15 @@ class LocationChips:
                 "datetimes": self.datetimes, "dropped": self.dropped, "shifts": self.shifts}
 
     @classmethod
-    def load_header(cls, path: Path) -> LocationChips:
+    def load_header(cls, path: Path, location: int = 0) -> LocationChips:
         """What :meth:`load` reads but the pixels: ``sensors`` holds a (K, 0, 0, 0) array per
         sensor (chip counts without the chips), the rest as saved. For summaries."""
-        return cls._read(path, pixels=False)
+        return ChipFile(path).location_chips(location, pixels=False)
 
     @classmethod
-    def load(cls, path: Path) -> LocationChips:
-        """Read a file written by :meth:`save`, chips decoded."""
-        return cls._read(path, pixels=True)
-
-    @classmethod
-    def _read(cls, path: Path, pixels: bool) -> LocationChips:
-        with np.load(path, allow_pickle=False) as data:
-            header = read_header(data)
-            sensors = {}
-            for i, layout in enumerate(header["sensors"]):
-                offsets = data[f"chunk_offsets_{i}"]
-                sensors[layout["name"]] = (
-                    _decode_chips(path, offsets, layout) if pixels
-                    else np.empty((len(offsets) - 1, 0, 0, 0), dtype=np.uint8))
-            return cls(source=header["source"], item_id=header["item_id"], sensors=sensors,
-                       crs=header["crs"], transforms=data["transforms"],
-                       bounds_lonlat=data["bounds_lonlat"], datetimes=header["datetimes"],
-                       dropped=header["dropped"], shifts=header["shifts"],
-                       item_ids=header.get("item_ids", {}))
+    def load(cls, path: Path, location: int = 0) -> LocationChips:
+        """The ``location``-th location of a chip file, chips decoded."""
+        return ChipFile(path).location_chips(location, pixels=True)
 
 
 def chunk_file(path: Path) -> Path:
@@ -150,27 +143,133 @@ def _statistics_nodata(sensor: str) -> float | None:
     return None if entry is None else entry.nodata
 
 
-class ChipFileWriter:
-    """Writes one chip file batch of chips by batch, so that a location's chips never need to
-    be in memory together (a full Sentinel-2 tile has ~1,800 paired chips).
+@dataclass
+class _Slot:
+    """One sensor of one location as written: its chunks' lengths and checksums, and the
+    statistics of its chips."""
 
-    Each batch is encoded and measured at once; its chunks go to one scratch file per sensor
-    (removed at the end; a killed writer's are removed by the coregister stage as stale).
-    :meth:`finish` writes the chunk file with every sensor's chips in the order of their
-    indexes, sensor after sensor, then the chip file. One batch gives the bytes
-    :meth:`LocationChips.save` always gave.
+    chunk_lengths: list[int]
+    checksums: list[int]
+    stats: StreamingStats
+
+
+class ChipFileWriter:
+    """Writes one chip file and its chunk file: locations one after another, each either
+    whole (:meth:`add`, a location in memory) or batch of chips by batch
+    (:meth:`open_location`, so that a location's chips never need to be in memory together: a
+    full Sentinel-2 tile has ~1,800 paired chips). A context manager: leaving the block
+    without error writes both files (:meth:`finish`); an error writes nothing.
     """
 
-    def __init__(self, path: Path,
-                 sensors: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
-        """``sensors``: name -> (chip shape (C, H, W), storage dtype), in header order."""
+    def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._exit = contextlib.ExitStack()
+        self._chunks = self._exit.enter_context(atomic_open(chunk_file(path), "wb"))
+        self._locations: list[dict[str, Any]] = []
+        self._georeference: list[tuple[np.ndarray, np.ndarray]] = []
+        self._slots: list[_Slot] = []
+        self._failures: list[dict[str, Any]] = []
+
+    def __enter__(self) -> ChipFileWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: Any) -> None:
+        if kind is None:
+            self.finish()
+        else:
+            self.abort()
+
+    @property
+    def locations(self) -> int:
+        """Locations written so far."""
+        return len(self._locations)
+
+    def add(self, location: LocationChips) -> None:
+        """Write a location held in memory (its chips encoded and measured at once)."""
+        sink = self.open_location({name: (chips.shape[1:], chips.dtype)
+                                   for name, chips in location.sensors.items()})
+        # (A sensor may hold another number of chips than transforms: shard refuses the file.)
+        for name, chips in location.sensors.items():
+            sink.add_sensor(name, range(len(chips)), chips)
+        sink.finish(location.header_fields(), location.transforms, location.bounds_lonlat,
+                    location.item_ids)
+
+    def open_location(self, sensors: dict[str, tuple[tuple[int, ...], np.dtype]]
+                      ) -> LocationWriter:
+        """Start the next location: ``sensors`` name -> (chip shape (C, H, W), storage dtype),
+        in header order. Write its chips, then :meth:`LocationWriter.finish` it (or abort it:
+        nothing of it is written)."""
+        return LocationWriter(self, sensors)
+
+    def add_failure(self, failure: dict[str, Any]) -> None:
+        """Record an item of the batch that could not be co-registered."""
+        self._failures.append(failure)
+
+    def _append_location(self, header: dict[str, Any], transforms: np.ndarray,
+                         bounds_lonlat: np.ndarray, slots: list[_Slot]) -> None:
+        """Record a location whose chunks :class:`LocationWriter` has just appended."""
+        if transforms.shape[1:] != (6,) or bounds_lonlat.shape != (len(transforms), 4):
+            raise ValueError(f"{header['item_id']}: transforms {transforms.shape} and "
+                             f"bounds_lonlat {bounds_lonlat.shape} are not (K, 6) and (K, 4)")
+        self._slots.extend(slots)
+        self._locations.append(header)
+        self._georeference.append((transforms, bounds_lonlat))
+
+    def finish(self) -> Path:
+        """Write the chunk file, then the chip file; returns the chip file's path."""
+        lengths = [n for slot in self._slots for n in slot.chunk_lengths]
+        stats = [slot.stats for slot in self._slots]
+        histograms = [h for s in stats for h in s.histograms]
+        empty = np.empty((0,), dtype=np.int64)
+        members = {
+            "header": np.array(json.dumps({"locations": self._locations,
+                                           "failures": self._failures})),
+            "location_chips": np.array([len(t) for t, _ in self._georeference], dtype=np.int64),
+            "transforms": _rows([t for t, _ in self._georeference], 6),
+            "bounds_lonlat": _rows([b for _, b in self._georeference], 4),
+            "slot_chips": np.array([len(s.chunk_lengths) for s in self._slots], dtype=np.int64),
+            "chunk_offsets": np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]
+                                            ).astype(np.int64),
+            "chunk_crc32c": np.array([c for s in self._slots for c in s.checksums],
+                                     dtype=np.uint32),
+            "moments": (np.concatenate([np.stack([s.count, s.mean, s.m2], axis=1)
+                                        for s in stats]).astype(np.float64)
+                        if stats else np.empty((0, 3))),
+            "histogram_keys": np.concatenate([h.keys for h in histograms] or [empty]),
+            "histogram_counts": np.concatenate([h.counts for h in histograms] or [empty]),
+            "histogram_ends": np.cumsum([len(h.keys) for h in histograms], dtype=np.int64),
+        }
+        self._exit.close()  # the chunk file is complete: renamed into place
+        with atomic_open(self.path, "wb") as f:
+            np.savez(f, **members)
+        return self.path
+
+    def abort(self) -> None:
+        """Give up: nothing is written (the chunk file's temporary file is removed)."""
+        self._exit.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+def _rows(parts: list[np.ndarray], width: int) -> np.ndarray:
+    """``parts`` stacked as rows of ``width`` columns (float64; empty parts allowed)."""
+    return np.concatenate([np.empty((0, width))] + [np.asarray(p, dtype=np.float64)
+                                                      .reshape(-1, width) for p in parts])
+
+
+class LocationWriter:
+    """One location of a :class:`ChipFileWriter`: its chips come batch by batch, each encoded
+    and measured at once; its chunks wait in one scratch file per sensor (removed at the end;
+    a killed writer's are removed by the coregister stage as stale) until :meth:`finish`
+    appends them to the chunk file in index order. One batch gives the bytes of
+    :meth:`ChipFileWriter.add`."""
+
+    def __init__(self, file: ChipFileWriter,
+                 sensors: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+        self._file = file
         self._layouts = {name: (tuple(shape), np.dtype(dtype))
                          for name, (shape, dtype) in sensors.items()}
-        self._parts = {name: open(path.with_name(f".{path.name}.{os.getpid()}.{i}.part"), "w+b")
-                       for i, name in enumerate(sensors)}
-        # name -> chip index -> (offset and length in its scratch file, CRC32C)
+        self._parts: dict[str, Any] = {}
+        # name -> chip index -> (offset and length in its scratch part, CRC32C)
         self._chunks: dict[str, dict[int, tuple[int, int, int]]] = {name: {} for name in sensors}
         self._stats: dict[str, StreamingStats | None] = dict.fromkeys(sensors)
 
@@ -178,7 +277,7 @@ class ChipFileWriter:
         """Encode and measure one batch: ``chips[name]`` is (K, C, H, W), chip ``k`` having
         index ``indexes[k]``, for every sensor."""
         indexes = list(indexes)
-        for name in self._parts:
+        for name in self._layouts:
             self.add_sensor(name, indexes, chips[name])
 
     def add_sensor(self, name: str, indexes: Iterable[int], batch: np.ndarray) -> None:
@@ -186,7 +285,7 @@ class ChipFileWriter:
         if (batch.shape[1:], batch.dtype) != self._layouts[name]:
             raise ValueError(f"{name} chips {batch.shape[1:]} {batch.dtype} are not "
                              f"{self._layouts[name]}")
-        part, codec = self._parts[name], chunk_codec(batch.dtype)
+        part, codec = self._part(name), chunk_codec(batch.dtype)
         for index, chip in zip(indexes, batch, strict=True):
             chunk = encode_chunk(chip, codec)
             self._chunks[name][index] = (part.tell(), part.write(chunk), chunk_checksum(chunk))
@@ -195,143 +294,192 @@ class ChipFileWriter:
             merged = self._stats[name]  # merged as they come: memory stays flat
             self._stats[name] = stats if merged is None else combined_stats([merged, stats])
 
-    def abort(self) -> None:
-        """Give up: remove the scratch files; nothing is written."""
-        self._remove_scratch()
+    def _part(self, name: str) -> Any:
+        """The scratch file of one sensor's chunks: in memory up to ``_SPOOL_BYTES``, then an
+        unnamed file beside the chip file (nothing is left behind if the process dies)."""
+        if name not in self._parts:
+            self._parts[name] = tempfile.SpooledTemporaryFile(
+                max_size=_SPOOL_BYTES, dir=self._file.path.parent)
+        return self._parts[name]
 
-    def _remove_scratch(self) -> None:
+    def abort(self) -> None:
+        """Give up this location: nothing of it is written."""
         for part in self._parts.values():
             part.close()
-            os.unlink(part.name)
+        self._parts.clear()
 
     def finish(self, header: dict[str, Any], transforms: np.ndarray,
-               bounds_lonlat: np.ndarray, item_ids: dict[str, str] | None = None) -> Path:
-        """Write the chunk file and the chip file (``header`` fields, then the sensors'
-        layout, then ``item_ids`` where given); ``transforms`` and ``bounds_lonlat`` in index
-        order. Returns the chip file's path."""
-        members: dict[str, np.ndarray] = {}
+               bounds_lonlat: np.ndarray, item_ids: dict[str, str] | None = None) -> None:
+        """Append the location's chunks to the chunk file in index order, sensor after sensor,
+        and record it: ``header`` fields, then the sensors' layout, then ``item_ids`` where
+        given; ``transforms`` and ``bounds_lonlat`` in index order."""
+        out, slots = self._file._chunks, []
         try:
-            with atomic_open(chunk_file(self.path), "wb") as chunks:
-                for i, (name, part) in enumerate(self._parts.items()):
-                    offsets, checksums = [chunks.tell()], []
-                    for index in sorted(self._chunks[name]):
-                        offset, length, checksum = self._chunks[name][index]
-                        part.seek(offset)
-                        offsets.append(offsets[-1] + chunks.write(part.read(length)))
-                        checksums.append(checksum)
-                    stats = self._stats[name] or StreamingStats.of_chips(
-                        np.empty((0, *self._layouts[name][0]), self._layouts[name][1]),
-                        _statistics_nodata(name))
-                    members.update(_sensor_members(i, offsets, checksums, stats))
+            for name, (shape, dtype) in self._layouts.items():
+                chunks = self._chunks[name]
+                order = sorted(chunks)
+                for index in order:
+                    offset, length, _ = chunks[index]
+                    part = self._parts[name]
+                    part.seek(offset)
+                    out.write(part.read(length))
+                stats = self._stats[name] or StreamingStats.of_chips(
+                    np.empty((0, *shape), dtype), _statistics_nodata(name))
+                slots.append(_Slot([chunks[i][1] for i in order],
+                                   [chunks[i][2] for i in order], stats))
         finally:
-            self._remove_scratch()
+            self.abort()
         header = {**header, "sensors": [{"name": name, "shape": list(shape),
                                          "dtype": dtype.name}
                                         for name, (shape, dtype) in self._layouts.items()]}
         if item_ids:
             header["item_ids"] = item_ids
-        with atomic_open(self.path, "wb") as f:
-            np.savez(f, header=np.array(json.dumps(header)), transforms=transforms,
-                     bounds_lonlat=bounds_lonlat, **members)
-        return self.path
+        self._file._append_location(header, transforms, bounds_lonlat, slots)
 
 
-def _sensor_members(index: int, offsets: list[int], checksums: list[int],
-                    stats: StreamingStats) -> dict[str, np.ndarray]:
-    """The chip file members that describe one sensor's chips (see module doc)."""
-    histograms = stats.histograms
-    return {
-        f"chunk_offsets_{index}": np.array(offsets, dtype=np.int64),
-        f"chunk_crc32c_{index}": np.array(checksums, dtype=np.uint32),
-        f"moments_{index}": np.stack([stats.count, stats.mean, stats.m2]).astype(np.float64),
-        f"histogram_keys_{index}": np.concatenate([h.keys for h in histograms]),
-        f"histogram_counts_{index}": np.concatenate([h.counts for h in histograms]),
-        f"histogram_ends_{index}": np.cumsum([len(h.keys) for h in histograms],
-                                             dtype=np.int64),
-    }
+class ChipFile:
+    """A chip file opened for reading: its header and index arrays are read on first use
+    (a few KB per location; the histograms only when statistics are asked for), the pixels
+    stay in the chunk file until :meth:`location_chips` decodes them.
 
-
-def _decode_chips(path: Path, offsets: np.ndarray, layout: dict[str, Any]) -> np.ndarray:
-    shape, dtype = tuple(layout["shape"]), np.dtype(layout["dtype"])
-    chips = np.empty((len(offsets) - 1, *shape), dtype=dtype)
-    with open(chunk_file(path), "rb") as f:
-        f.seek(int(offsets[0]))
-        for k, length in enumerate(np.diff(offsets)):
-            chips[k] = decode_chunk(f.read(int(length)), shape, dtype)
-    return chips
-
-
-def read_header(data: np.lib.npyio.NpzFile) -> dict[str, Any]:
-    """The JSON header of an open chip file: source, item_id, crs, datetimes, dropped,
-    shifts and ``sensors`` (name, chip ``shape`` (C, H, W) and ``dtype``, in member order)."""
-    return json.loads(str(data["header"]))
-
-
-@dataclass(frozen=True)
-class ChipFileLayout:
-    """What a chip file holds, its pixels unread: the header, and the shapes of the
-    georeference arrays and of each sensor's chips ((K, C, H, W) and dtype)."""
-
-    header: dict[str, Any]
-    transforms_shape: tuple[int, ...]
-    bounds_shape: tuple[int, ...]
-    sensors: dict[str, tuple[tuple[int, ...], np.dtype]]
-
-
-def read_layout(path: Path) -> ChipFileLayout:
-    """The layout of a chip file (a few hundred bytes read), checked against its chunk file.
-
-    Raises:
-        OSError, ValueError, KeyError, zipfile.BadZipFile: when the file is not a readable
-            chip file, or its chunk file is missing or of another size.
+    Raises (from any method): OSError, ValueError, KeyError, zipfile.BadZipFile when the file
+    is not a readable chip file.
     """
-    with np.load(path, allow_pickle=False) as npz:
-        header = read_header(npz)
-        sensors, end = {}, 0
-        for i, layout in enumerate(header["sensors"]):
-            offsets = npz[f"chunk_offsets_{i}"]
-            if len(npz[f"chunk_crc32c_{i}"]) != len(offsets) - 1:
-                raise ValueError(f"{layout['name']}: {len(offsets) - 1} chunks but "
-                                 f"{len(npz[f'chunk_crc32c_{i}'])} checksums")
-            end = int(offsets[-1])
-            sensors[layout["name"]] = ((len(offsets) - 1, *layout["shape"]),
-                                       np.dtype(layout["dtype"]))
-        transforms, bounds = (_npy_shape(npz.zip, name) for name in ("transforms",
-                                                                     "bounds_lonlat"))
-    size = chunk_file(path).stat().st_size
-    if size != end:
-        raise ValueError(f"its chunk file {chunk_file(path)} has {size} bytes, not {end}")
-    return ChipFileLayout(header, transforms, bounds, sensors)
 
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
 
-def read_georeference(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The (K, 6) transforms and (K, 4) lon/lat bounds of a chip file."""
-    with np.load(path, allow_pickle=False) as npz:
-        return npz["transforms"], npz["bounds_lonlat"]
+    @cached_property
+    def _members(self) -> dict[str, np.ndarray]:
+        names = ("header", "location_chips", "transforms", "bounds_lonlat", "slot_chips",
+                 "chunk_offsets", "chunk_crc32c", "moments", "histogram_ends")
+        with np.load(self.path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in names}
 
+    @cached_property
+    def header(self) -> dict[str, Any]:
+        """``locations`` (see the module doc) and ``failures``."""
+        return json.loads(str(self._members["header"]))
 
-def read_statistics(path: Path, index: int, dtype: np.dtype | str) -> StreamingStats:
-    """The statistics of the ``index``-th sensor's chips of a chip file."""
-    with np.load(path, allow_pickle=False) as npz:
-        count, mean, m2 = npz[f"moments_{index}"]
-        keys, counts = npz[f"histogram_keys_{index}"], npz[f"histogram_counts_{index}"]
-        bounds = np.r_[0, npz[f"histogram_ends_{index}"]]
-    histograms = tuple(Histogram(keys[a:b], counts[a:b])
-                       for a, b in itertools.pairwise(bounds))
-    return StreamingStats(np.dtype(dtype).str, count.astype(np.int64), mean, m2, histograms)
+    @property
+    def locations(self) -> list[dict[str, Any]]:
+        """Each location's header: source, item_id, crs, datetimes, dropped, shifts,
+        ``sensors`` (name, chip ``shape`` (C, H, W), ``dtype``) and, where set, item_ids."""
+        return self.header["locations"]
 
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        """The items of the batch that could not be co-registered."""
+        return self.header.get("failures", [])
 
-def read_chunk_offsets(path: Path, index: int) -> np.ndarray:
-    """Where each chip of the ``index``-th sensor of a chip file starts in its chunk file,
-    and, last, where they end (K + 1 offsets)."""
-    with np.load(path, allow_pickle=False) as npz:
-        return npz[f"chunk_offsets_{index}"]
+    @cached_property
+    def _slot_starts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per location, its first slot; per slot, its first chunk (each with the end)."""
+        slots = np.cumsum([0] + [len(loc["sensors"]) for loc in self.locations])
+        chunks = np.concatenate([[0], np.cumsum(self._members["slot_chips"])])
+        return slots, chunks
 
+    def slot(self, location: int, member: int) -> int:
+        """The slot of the ``member``-th sensor of the ``location``-th location."""
+        return int(self._slot_starts[0][location]) + member
 
-def read_chunk_checksums(path: Path, index: int) -> np.ndarray:
-    """The CRC32C of each chip's chunk of the ``index``-th sensor of a chip file (K, uint32)."""
-    with np.load(path, allow_pickle=False) as npz:
-        return npz[f"chunk_crc32c_{index}"]
+    def chip_count(self, slot: int) -> int:
+        """Chips of a slot."""
+        return int(self._members["slot_chips"][slot])
+
+    def chunk_offsets(self, slot: int) -> np.ndarray:
+        """Where each chip of a slot starts in the chunk file, and, last, where they end
+        (K + 1 offsets)."""
+        first = int(self._slot_starts[1][slot])
+        return self._members["chunk_offsets"][first:first + self.chip_count(slot) + 1]
+
+    def checksums(self, slot: int) -> np.ndarray:
+        """The CRC32C of each chip's chunk of a slot (K, uint32)."""
+        first = int(self._slot_starts[1][slot])
+        return self._members["chunk_crc32c"][first:first + self.chip_count(slot)]
+
+    def georeference(self, location: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (K, 6) transforms and (K, 4) lon/lat bounds of a location's chips."""
+        rows = np.concatenate([[0], np.cumsum(self._members["location_chips"])])
+        part = slice(int(rows[location]), int(rows[location + 1]))
+        return self._members["transforms"][part], self._members["bounds_lonlat"][part]
+
+    def location_chip_count(self, location: int) -> int:
+        """Chips of a location (its georeference rows)."""
+        return int(self._members["location_chips"][location])
+
+    def _band_rows(self, slot: int) -> slice:
+        """The rows of a slot's bands in ``moments`` and ``histogram_ends``."""
+        bands = [layout["shape"][0] for loc in self.locations for layout in loc["sensors"]]
+        first = sum(bands[:slot])
+        return slice(first, first + bands[slot])
+
+    def statistics(self, slot: int, dtype: np.dtype | str) -> StreamingStats:
+        """The statistics of a slot's chips."""
+        rows = self._band_rows(slot)
+        count, mean, m2 = self._members["moments"][rows].T
+        ends = self._members["histogram_ends"]
+        begin = int(ends[rows.start - 1]) if rows.start else 0
+        bounds = np.r_[begin, ends[rows]]
+        keys, counts = self._histograms
+        histograms = tuple(Histogram(keys[a:b], counts[a:b])
+                           for a, b in itertools.pairwise(bounds))
+        return StreamingStats(np.dtype(dtype).str, count.astype(np.int64), mean, m2, histograms)
+
+    @cached_property
+    def _histograms(self) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(self.path, allow_pickle=False) as npz:
+            return npz["histogram_keys"], npz["histogram_counts"]
+
+    def check(self) -> None:
+        """Check that the index arrays agree with each other and with the chunk file's size.
+
+        Raises:
+            ValueError: naming the disagreement (OSError where the chunk file is missing).
+        """
+        members, locations = self._members, self.locations
+        slots = sum(len(loc["sensors"]) for loc in locations)
+        chips = int(members["location_chips"].sum())
+        chunks = int(members["slot_chips"].sum())
+        bands = sum(layout["shape"][0] for loc in locations for layout in loc["sensors"])
+        expected = {"location_chips": (len(locations),), "transforms": (chips, 6),
+                    "bounds_lonlat": (chips, 4), "slot_chips": (slots,),
+                    "chunk_offsets": (chunks + 1,), "chunk_crc32c": (chunks,),
+                    "moments": (bands, 3), "histogram_ends": (bands,)}
+        for name, shape in expected.items():
+            if members[name].shape != shape:
+                raise ValueError(f"{name} has shape {members[name].shape}, not {shape}")
+        end, size = int(members["chunk_offsets"][-1]), chunk_file(self.path).stat().st_size
+        if size != end:
+            raise ValueError(f"its chunk file {chunk_file(self.path)} has {size} bytes, "
+                             f"not {end}")
+
+    def location_chips(self, location: int, pixels: bool) -> LocationChips:
+        """One location as :class:`LocationChips`: chips decoded, or, without ``pixels``, a
+        (K, 0, 0, 0) array per sensor (chip counts without the chips)."""
+        header = self.locations[location]
+        sensors = {}
+        for member, layout in enumerate(header["sensors"]):
+            slot = self.slot(location, member)
+            sensors[layout["name"]] = (
+                self._decode(slot, layout) if pixels
+                else np.empty((self.chip_count(slot), 0, 0, 0), dtype=np.uint8))
+        transforms, bounds = self.georeference(location)
+        return LocationChips(source=header["source"], item_id=header["item_id"],
+                             sensors=sensors, crs=header["crs"], transforms=transforms,
+                             bounds_lonlat=bounds, datetimes=header["datetimes"],
+                             dropped=header["dropped"], shifts=header["shifts"],
+                             item_ids=header.get("item_ids", {}))
+
+    def _decode(self, slot: int, layout: dict[str, Any]) -> np.ndarray:
+        shape, dtype = tuple(layout["shape"]), np.dtype(layout["dtype"])
+        offsets = self.chunk_offsets(slot)
+        chips = np.empty((len(offsets) - 1, *shape), dtype=dtype)
+        with open(chunk_file(self.path), "rb") as f:
+            f.seek(int(offsets[0]))
+            for k, length in enumerate(np.diff(offsets)):
+                chips[k] = decode_chunk(f.read(int(length)), shape, dtype)
+        return chips
 
 
 class ChunkWriteError(OSError):
@@ -378,12 +526,3 @@ def _copy_through_buffer(source: int, out: int, begin: int, end: int, name: Path
                 raise ChunkWriteError(error.errno, error.strerror) from error
             view = view[written:]
         begin += len(data)
-
-
-def _npy_shape(archive: zipfile.ZipFile, member: str) -> tuple[int, ...]:
-    """The shape of the ``.npy`` member ``member``, its data unread."""
-    with archive.open(f"{member}.npy") as f:
-        version = np.lib.format.read_magic(f)
-        if version not in _NPY_HEADER_READERS:
-            raise ValueError(f"{member}: .npy format version {version} is not supported")
-        return _NPY_HEADER_READERS[version](f)[0]

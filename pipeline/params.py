@@ -93,6 +93,9 @@ class CoregisterParams:
     # The most pixels (width x height) a raster or picture may declare: larger files are
     # quarantined from their header, before any read. 4 Sentinel-2 tiles (10980 px a side).
     max_raster_px: int = 500_000_000
+    # Work units per batch on average: one chip file and one task per batch (a scene larger
+    # than a block is a batch of its own).
+    batch_items: int = 256
 
 
 @dataclass(frozen=True)
@@ -326,7 +329,7 @@ _RULES: dict[type, dict[str, Rule | type | _Named]] = {
         "sources": _Named(SourceGrid), "pairs": _Named(PairSource),
         "max_nodata_share": _number(0, 1), "shift_flag_px": _number(0),
         "qa_window_px": _integer(32, MAX_CHIP_PX), "block_px": _block_px,
-        "max_raster_px": _integer(1)},
+        "max_raster_px": _integer(1), "batch_items": _integer(1, 100_000)},
     SourceGrid: {
         "reference": _text, "chip_px": _integer(1, MAX_CHIP_PX), "stride_px": _integer(1)},
     PairSource: {

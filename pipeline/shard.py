@@ -29,6 +29,7 @@ order or the processes the shards were written in: every byte is a function of t
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import json
@@ -51,16 +52,7 @@ from catalogs import store_format as fmt
 from catalogs.atomic_files import atomic_open, fsync_path
 from catalogs.sensors import get_sensor
 from catalogs.store_shards import shard_index
-from pipeline.chips import (
-    ChunkWriteError,
-    chunk_file,
-    copy_chunks,
-    read_chunk_checksums,
-    read_chunk_offsets,
-    read_georeference,
-    read_layout,
-    read_statistics,
-)
+from pipeline.chips import ChipFile, ChunkWriteError, chunk_file, copy_chunks
 from pipeline.failures import ItemError
 from pipeline.params import ShardParams
 from pipeline.stats import ShardStats, StatsAccumulator
@@ -72,27 +64,29 @@ PLAN_ATTRIBUTE = "staging_plan"  # root attribute of a staging store; not in a p
 
 @dataclass(frozen=True)
 class LocationPlan:
-    """One chip file as the store sees it.
+    """One location of a chip file as the store sees it.
 
     Attributes:
-        path: the LocationChips file.
+        path: the chip file.
+        location: its index among the chip file's locations.
         source: collection id.
         item_id: catalog item id.
         crs: CRS of its grid, None without georeference.
         datetimes: sensor -> ISO 8601 acquisition time (None or missing where unknown).
         chip_count: chips per sensor (K).
-        members: sensor -> its index among the chip file's sensors.
+        slots: sensor -> its slot in the chip file (pipeline/chips.py).
         first_chip: sensor -> store index of this location's chip 0.
         item_ids: sensor -> its chips' item(s) where not ``item_id``.
     """
 
     path: Path
+    location: int
     source: str
     item_id: str
     crs: str | None
     datetimes: dict[str, str | None]
     chip_count: int
-    members: dict[str, int]
+    slots: dict[str, int]
     first_chip: dict[str, int] = field(default_factory=dict)
     item_ids: dict[str, str] = field(default_factory=dict)
 
@@ -110,10 +104,10 @@ class SensorPlan:
 
 @dataclass(frozen=True)
 class ChipSpan:
-    """Chips ``start:stop`` of the ``member``-th sensor of one chip file."""
+    """Chips ``start:stop`` of one slot (a sensor of a location) of one chip file."""
 
     path: Path
-    member: int
+    slot: int
     start: int
     stop: int
 
@@ -130,8 +124,8 @@ class ShardTask:
         shard_index: shard of that group's ``image``.
         chips_per_shard: chips a shard holds (its index has one entry per chip).
         spans: where its chips are, in order.
-        statistics: the chip files (and the sensor's member in each) whose statistics the
-            shard reports: the locations whose first chip is in it.
+        statistics: the chip files and slots whose statistics the shard reports: the
+            locations whose first chip is in it.
     """
 
     staging: Path
@@ -177,7 +171,7 @@ class StorePlan:
         staging = staging_path(store_path)
         return [ShardTask(staging, self.fingerprint, sensor.name, sensor.dtype, index,
                           self.chips_per_shard, tuple(spans),
-                          tuple((span.path, span.member) for span in spans if span.start == 0))
+                          tuple((span.path, span.slot) for span in spans if span.start == 0))
                 for sensor in self.sensors.values()
                 for index, spans in enumerate(self._spans_by_shard(sensor.name))]
 
@@ -191,7 +185,7 @@ class StorePlan:
             stop = first + location.chip_count
             for shard in range(first // size, (stop - 1) // size + 1):
                 start, end = max(first, shard * size), min(stop, (shard + 1) * size)
-                shards[shard].append(ChipSpan(location.path, location.members[sensor],
+                shards[shard].append(ChipSpan(location.path, location.slots[sensor],
                                               start - first, end - first))
         return shards
 
@@ -224,7 +218,7 @@ def plan_store(chip_files: list[Path],
     """
     if chips_per_shard < 1:
         raise ValueError(f"chips_per_shard must be at least 1, not {chips_per_shard}")
-    headers = sorted((_read_location(Path(path)) for path in chip_files),
+    headers = sorted((header for path in chip_files for header in _read_locations(Path(path))),
                      key=lambda h: (h[0].source, h[0].item_id))
     _check_unique(headers)
     headers = [(location, shapes) for location, shapes in headers if location.chip_count]
@@ -239,30 +233,35 @@ def plan_store(chip_files: list[Path],
 _Shapes = dict[str, tuple[tuple[int, ...], np.dtype]]
 
 
-def _read_location(path: Path) -> tuple[LocationPlan, _Shapes]:
-    """The header of a chip file and the shape and dtype of each sensor's chips (pixels
+def _read_locations(path: Path) -> list[tuple[LocationPlan, _Shapes]]:
+    """The locations of a chip file and the shape and dtype of each sensor's chips (pixels
     unread), checked against the registry."""
+    chip_file = ChipFile(path)
     try:
-        layout = read_layout(path)
+        chip_file.check()
+        locations = chip_file.locations
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
         raise ItemError(path.stem, str(path), f"not a readable chip file: {error}") from error
-    header, transforms, bounds = layout.header, layout.transforms_shape, layout.bounds_shape
-    chip_count = transforms[0] if transforms else 0
-    members = {name: i for i, name in enumerate(layout.sensors)}
-    location = LocationPlan(path, header["source"], header["item_id"], header["crs"],
-                            header["datetimes"], chip_count, members,
-                            item_ids=header.get("item_ids", {}))
-    if transforms != (chip_count, 6) or bounds != (chip_count, 4):
-        raise ItemError(location.item_id, str(path), f"transforms {transforms} and "
-                        f"bounds_lonlat {bounds} are not (K, 6) and (K, 4)")
-    for sensor, (shape, dtype) in layout.sensors.items():
-        _check_chips(location, sensor, shape, dtype)
-    for value in location.datetimes.values():
-        try:
-            fmt.encode_datetime(value)
-        except ValueError as error:
-            raise ItemError(location.item_id, str(path), str(error)) from error
-    return location, layout.sensors
+    plans = []
+    for index, header in enumerate(locations):
+        slots = {layout["name"]: chip_file.slot(index, member)
+                 for member, layout in enumerate(header["sensors"])}
+        location = LocationPlan(path, index, header["source"], header["item_id"],
+                                header["crs"], header["datetimes"],
+                                chip_file.location_chip_count(index), slots,
+                                item_ids=header.get("item_ids", {}))
+        shapes = {layout["name"]: ((chip_file.chip_count(slots[layout["name"]]),
+                                    *layout["shape"]), np.dtype(layout["dtype"]))
+                  for layout in header["sensors"]}
+        for sensor, (shape, dtype) in shapes.items():
+            _check_chips(location, sensor, shape, dtype)
+        for value in location.datetimes.values():
+            try:
+                fmt.encode_datetime(value)
+            except ValueError as error:
+                raise ItemError(location.item_id, str(path), str(error)) from error
+        plans.append((location, shapes))
+    return plans
 
 
 def _check_chips(location: LocationPlan, sensor: str, shape: tuple[int, ...],
@@ -312,22 +311,25 @@ def _number_chips(locations: list[LocationPlan],
     """The locations with ``first_chip`` filled: each sensor's chips numbered in order."""
     next_chip = dict.fromkeys(sensors, 0)
     for location in locations:
-        first = {sensor: next_chip[sensor] for sensor in sorted(location.members)}
+        first = {sensor: next_chip[sensor] for sensor in sorted(location.slots)}
         for sensor in first:
             next_chip[sensor] += location.chip_count
-        yield LocationPlan(location.path, location.source, location.item_id, location.crs,
-                           location.datetimes, location.chip_count, location.members, first,
-                           location.item_ids)
+        yield LocationPlan(location.path, location.location, location.source,
+                           location.item_id, location.crs, location.datetimes,
+                           location.chip_count, location.slots, first, location.item_ids)
 
 
 def _fingerprint(locations: tuple[LocationPlan, ...], sensors: dict[str, SensorPlan],
                  chips_per_shard: int) -> str:
     """SHA-256 of everything the store's bytes depend on, plus the size and mtime of each
     chip file and chunk file."""
-    files = []
+    files, file_stats = [], {}
     for location in locations:
-        stats = [path.stat() for path in (location.path, chunk_file(location.path))]
-        files.append([str(location.path), [(s.st_size, s.st_mtime_ns) for s in stats],
+        if location.path not in file_stats:
+            file_stats[location.path] = [
+                (s.st_size, s.st_mtime_ns) for s in (
+                    path.stat() for path in (location.path, chunk_file(location.path)))]
+        files.append([str(location.path), location.location, file_stats[location.path],
                       location.source, location.item_id, location.crs, location.datetimes,
                       location.first_chip,
                       # (only where set: fingerprints of stores without pairs stay as they were)
@@ -378,8 +380,10 @@ def _georeference(plan: StorePlan) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per sensor, the (N, 6) transforms and (N, 4) lon/lat bounds of its chips, in order."""
     parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {
         name: ([], []) for name in plan.sensors}
+    chip_files = _ChipFiles()
     for location in plan.locations:
-        transforms, bounds = read_georeference(location.path)
+        transforms, bounds = chip_files.read(location.path, ChipFile.georeference,
+                                             location.location)
         for sensor in location.first_chip:
             parts[sensor][0].append(transforms)
             parts[sensor][1].append(bounds)
@@ -415,7 +419,8 @@ def _chip_metadata(plan: StorePlan, sensor: str,
 
     datetimes = [fmt.encode_datetime(location.datetimes.get(sensor)) for location in locations]
     item_ids = [loc.item_ids.get(sensor, loc.item_id) for loc in locations]
-    checksums = [_from_chip_file(read_chunk_checksums, loc.path, loc.members[sensor])
+    chip_files = _ChipFiles()
+    checksums = [chip_files.read(loc.path, ChipFile.checksums, loc.slots[sensor])
                  for loc in locations]
     return {fmt.ITEM_ID: column(item_ids, object),
             fmt.IMAGE_CRC32C: np.concatenate(checksums).astype(np.uint32),
@@ -455,17 +460,18 @@ def write_shard(task: ShardTask) -> ShardStats:
     image = zarr.open_array(LocalStore(task.staging, read_only=True),
                             path=f"{task.sensor}/{fmt.IMAGE}", mode="r", zarr_format=3)
     path = _shard_file(image, task.staging, task.shard_index)
+    chip_files = _ChipFiles()
     ranges = []  # (chip file, offsets of its chips' chunks and of their end)
     for span in task.spans:
-        offsets = _from_chip_file(read_chunk_offsets, span.path, span.member)
+        offsets = chip_files.read(span.path, ChipFile.chunk_offsets, span.slot)
         ranges.append((span.path, offsets[span.start:span.stop + 1]))
     index = shard_index([n for _, offsets in ranges for n in np.diff(offsets)],
                         task.chips_per_shard)
     chunk_bytes = sum(int(offsets[-1] - offsets[0]) for _, offsets in ranges)
     if not _is_written(path, chunk_bytes, index):
         _write_shard_file(path, ranges, index)
-    parts = tuple(_from_chip_file(read_statistics, chip_file, member, task.dtype)
-                  for chip_file, member in task.statistics)
+    parts = tuple(chip_files.read(chip_file, ChipFile.statistics, slot, task.dtype)
+                  for chip_file, slot in task.statistics)
     return ShardStats(task.sensor, task.shard_index, parts)
 
 
@@ -511,13 +517,27 @@ def _write_shard_file(path: Path, ranges: list[tuple[Path, np.ndarray]], index: 
                       str(path)) from error
 
 
-def _from_chip_file(read: Callable[..., Any], path: Path, *args: Any) -> Any:
-    """``read(path, *args)`` of the chip file ``path``, its failure an ItemError naming it."""
-    try:
-        return read(path, *args)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise ItemError(path.stem, str(path), f"cannot read {read.__name__}: {error}"
-                        ) from error
+class _ChipFiles:
+    """The chip files read last, their index read once while they are among them (readers go
+    through the locations in order, so consecutive locations mostly share a file); failures
+    are ItemErrors naming the file."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self._open: collections.OrderedDict[Path, ChipFile] = collections.OrderedDict()
+        self._keep = keep
+
+    def read(self, path: Path, method: Callable[..., Any], *args: Any) -> Any:
+        """``method(chip file, *args)`` of the chip file ``path``."""
+        chip_file = self._open.get(path)
+        if chip_file is None:
+            chip_file = self._open[path] = ChipFile(path)
+            if len(self._open) > self._keep:
+                self._open.popitem(last=False)
+        try:
+            return method(chip_file, *args)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            raise ItemError(path.stem, str(path), f"cannot read its {method.__name__}: "
+                            f"{error}") from error
 
 
 def finalize_store(plan: StorePlan, store_path: Path, stats: Iterable[ShardStats]) -> Path:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,9 @@ from tqdm import tqdm
 
 from catalogs.atomic_files import atomic_open, write_json
 from catalogs.store_format import FORMAT_VERSION
-from pipeline.chips import LocationChips, chunk_file
+from pipeline.chips import ChipFile, ChipFileWriter, chunk_file
 from pipeline.cluster import Executor
-from pipeline.coregister import PARTNER_ITEMS, write_item_chips
+from pipeline.coregister import PARTNER_ITEMS, add_item_chips
 from pipeline.discover import discover_to_table
 from pipeline.failures import (
     Failure,
@@ -37,6 +38,9 @@ from pipeline.shard import plan_store, write_store
 
 STAGES = ("discover", "fetch", "coregister", "shard", "validate")
 NAME_CHARS_MAX = 96  # of a catalog id in a file name (the hash keeps truncated ids apart)
+MAX_BATCH_FACTOR = 4  # a batch holds at most this many times pipeline.coregister.batch_items
+LARGE_ITEM_PX = 2048 * 2048  # an item with a larger raster is co-registered alone
+LARGE_ITEM_BYTES = 64 << 20  # and one with a larger file
 _NOT_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -45,27 +49,80 @@ def failures_path(params: PipelineParams, stage: str) -> Path:
     return params.work_dir / "failures" / f"{stage}.json"
 
 
-def chip_file(params: PipelineParams, item: dict) -> Path:
-    """The LocationChips file of one item, ``<collection>/<item id>.<hash>.npz`` under
-    ``params.chips_dir``, named after everything its chips depend on.
+def chip_file(params: PipelineParams, batch: list[dict[str, Any]]) -> Path:
+    """The chip file of a batch of work units (:func:`batches`), ``<collection>/<first item
+    id>.<hash>.npz`` under ``params.chips_dir``, named after everything its chips depend on.
 
-    The name carries a hash of the item's identity (collection and id), the co-registration
-    parameters and the item's assets, so a resumed run reuses a file only when it would write
-    the same one again, and a changed parameter or source file gives a new file (the old one is
-    then stale and removed). Collection and id come from the catalog: they appear only as safe
-    file names (:func:`_file_name`); nothing reads them back from the name.
+    The name carries a hash of each item's identity (collection and id) and assets (its
+    partners' too), of the co-registration parameters and of the store format, so a resumed
+    run reuses a file only when it would write the same one again, and a changed parameter,
+    source file or batch gives a new file (the old one is then stale and removed). Collection
+    and id come from the catalog: they appear only as safe file names (:func:`_file_name`);
+    nothing reads them back from the name.
     """
     depends_on = {
-        "item": [item["collection"], item["id"]],
+        "items": [_identity(item) for item in batch],
         "coregister": asdict(params.coregister), "pictures": asdict(params.pictures),
-        "assets": _asset_files(item), "store_format": FORMAT_VERSION,  # the chunks' encoding
+        "store_format": FORMAT_VERSION,  # the chunks' encoding
     }
-    if item.get(PARTNER_ITEMS):
-        depends_on["partners"] = {f"{p['collection']}/{p['id']}": _asset_files(p)
-                                  for p in item[PARTNER_ITEMS]}
     digest = hashlib.sha256(json.dumps(depends_on, sort_keys=True, default=str).encode())
-    return (params.chips_dir / _file_name(item["collection"])
-            / f"{_file_name(item['id'])}.{digest.hexdigest()[:16]}.npz")
+    first = batch[0]
+    return (params.chips_dir / _file_name(first["collection"])
+            / f"{_file_name(first['id'])}.{digest.hexdigest()[:16]}.npz")
+
+
+def _identity(item: dict[str, Any]) -> dict[str, Any]:
+    """What an item's chips depend on: collection, id, asset files and its partners'."""
+    identity: dict[str, Any] = {"item": [item["collection"], item["id"]],
+                                "assets": _asset_files(item)}
+    if item.get(PARTNER_ITEMS):
+        identity["partners"] = {f"{p['collection']}/{p['id']}": _asset_files(p)
+                                for p in item[PARTNER_ITEMS]}
+    return identity
+
+
+def batches(units: list[dict[str, Any]], batch_items: int) -> list[list[dict[str, Any]]]:
+    """The work units cut into batches, one chip file and one task each.
+
+    Units come sorted by (collection, id); a batch holds units of one collection. Its ends
+    depend on the units themselves, not on their positions: a batch ends after a unit whose
+    identity hashes to 0 modulo ``batch_items`` (so batches hold ``batch_items`` units on
+    average, at most ``MAX_BATCH_FACTOR`` times that), and a large unit (a scene larger than
+    one block, see :func:`_is_large`) is a batch of its own. An item added to or removed from
+    the catalog therefore changes one batch, and a rerun co-registers only that one.
+    """
+    result: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    for unit in units:
+        if current and (unit["collection"] != current[0]["collection"] or _is_large(unit)):
+            result.append(current)
+            current = []
+        current.append(unit)
+        if (_is_large(unit) or len(current) >= MAX_BATCH_FACTOR * batch_items
+                or _batch_end(unit, batch_items)):
+            result.append(current)
+            current = []
+    if current:
+        result.append(current)
+    return result
+
+
+def _batch_end(unit: dict[str, Any], batch_items: int) -> bool:
+    digest = hashlib.sha256(f"{unit['collection']}/{unit['id']}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % batch_items == 0
+
+
+def _is_large(unit: dict[str, Any]) -> bool:
+    """Whether a unit is a scene to co-register alone: an asset declares more than
+    ``LARGE_ITEM_PX`` pixels (``proj:shape``) or ``LARGE_ITEM_BYTES`` (``file:size``), its
+    partners' included. A unit declaring neither is taken for a small one."""
+    for item in [unit, *unit.get(PARTNER_ITEMS, [])]:
+        for asset in item["assets"].values():
+            shape = asset.get("proj:shape") or [0, 0]
+            if (math.prod(shape) > LARGE_ITEM_PX
+                    or (asset.get("file:size") or 0) > LARGE_ITEM_BYTES):
+                return True
+    return False
 
 
 def _file_name(catalog_id: str) -> str:
@@ -97,32 +154,53 @@ def run_fetch(params: PipelineParams) -> Path:
     return write_items(params.fetched_table, fetched)
 
 
-def coregister_to_file(item: dict, params: PipelineParams) -> Failure | Path:
-    """Co-register one item into its chip file (skipped when the file already exists).
+@dataclass(frozen=True)
+class BatchResult:
+    """What co-registering a batch gave: its chip file and the items that failed."""
 
-    Runs on a worker: the chips go to disk, only the path (or the failure) comes back.
+    path: Path
+    locations: int
+    failures: list[Failure]
+
+
+def coregister_batch(batch: list[dict[str, Any]], params: PipelineParams) -> BatchResult:
+    """Co-register a batch of work units into its chip file, one durable write for the batch
+    (reused as it is when the file already exists). An item that fails is recorded in the
+    file and left out; the others go on.
+
+    Runs on a worker: the chips go to disk, only the path and the failures come back.
     """
-    path = chip_file(params, item)
-    if path.exists():
-        return path
-    try:
-        return write_item_chips(item, params, path)
-    except ItemError as error:
-        return Failure.from_error("coregister", error)
+    path = chip_file(params, batch)
+    if not path.exists():
+        with ChipFileWriter(path) as writer:
+            for item in batch:
+                try:
+                    add_item_chips(item, params, writer)
+                except ItemError as error:
+                    writer.add_failure(asdict(Failure.from_error("coregister", error)))
+    written = ChipFile(path)
+    return BatchResult(path, len(written.locations),
+                       [Failure(**row) for row in written.failures])
 
 
 def run_coregister(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:
-    """Co-register and chip every fetched item, in parallel; summarise drops and QA shifts."""
-    items = work_units(read_items(params.fetched_table))
+    """Co-register and chip every fetched item, batch by batch in parallel; summarise drops
+    and QA shifts."""
+    units = work_units(read_items(params.fetched_table))
     failures: list[Failure] = []
     done: list[Path] = []
-    results = executor.map_unordered(coregister_to_file, items, params)
-    for result in tqdm(results, total=len(items), desc="coregister", unit="item",
-                       disable=not progress):
-        (failures if isinstance(result, Failure) else done).append(result)
+    located = 0
+    with tqdm(total=len(units), desc="coregister", unit="item", disable=not progress) as bar:
+        for result in executor.map_unordered(coregister_batch,
+                                             batches(units, params.coregister.batch_items),
+                                             params):
+            failures.extend(result.failures)
+            done.append(result.path)
+            located += result.locations
+            bar.update(result.locations + len(result.failures))
     _remove_stale_chip_files(params, set(done))
     write_failures(failures_path(params, "coregister"), failures)
-    if not done:
+    if not located:
         raise NothingUsableError(f"no item could be co-registered ({len(failures)} failures)")
     summary = _summarise_chips(params, sorted(done))
     chips = json.loads(summary.read_text())["chips"]
@@ -165,13 +243,16 @@ def _summarise_chips(params: PipelineParams, paths: list[Path]) -> Path:
     dropped: Counter[str] = Counter()
     chips: Counter[str] = Counter()
     rows = []
+    locations = 0
     for path in paths:
-        location = LocationChips.load_header(path)  # counts and QA rows; the pixels stay on disk
-        dropped.update(location.dropped)
-        for sensor, array in location.sensors.items():
-            chips[sensor] += len(array)
-        rows.extend({"source": location.source, "item_id": location.item_id, **shift}
-                    for shift in location.shifts)
+        chip_file = ChipFile(path)  # counts and QA rows; the pixels stay on disk
+        for index, location in enumerate(chip_file.locations):
+            locations += 1
+            dropped.update(location["dropped"])
+            for member, layout in enumerate(location["sensors"]):
+                chips[layout["name"]] += chip_file.chip_count(chip_file.slot(index, member))
+            rows.extend({"source": location["source"], "item_id": location["item_id"], **shift}
+                        for shift in location["shifts"])
     qa_path = params.work_dir / "qa.csv"
     columns = ["source", "item_id", "reference", "secondary", "dy_px", "dx_px", "shift_px",
                "flagged"]
@@ -179,7 +260,7 @@ def _summarise_chips(params: PipelineParams, paths: list[Path]) -> Path:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    summary = {"locations": len(paths), "chips": dict(sorted(chips.items())),
+    summary = {"locations": locations, "chips": dict(sorted(chips.items())),
                "dropped": dict(sorted(dropped.items()))}
     return write_json(params.work_dir / "coregister.json", summary)
 

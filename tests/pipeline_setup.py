@@ -31,12 +31,14 @@ WORK = "work"
 REPORTS = "reports"
 
 # A small but busy build: every pretraining source, small chips at a short stride (~200 chips
-# per sensor) and small shards (~60 shard files), so coregister and shard take long enough to
-# be interrupted many times, while the whole build stays a few seconds.
+# per sensor), batches of 2 items on average (~20 chip files) and small shards (~60 shard
+# files), so coregister and shard take long enough to be interrupted many times, while the
+# whole build stays a few seconds.
 BUSY_BUILD: dict[str, Any] = {
     "collections": ["sen12ms", "mdas", "millionaid", "geopile"],
     "coregister": {"sources": {"sen12ms": {"reference": "s2", "chip_px": 64, "stride_px": 32},
-                               "mdas": {"reference": "rgb", "chip_px": 64, "stride_px": 32}}},
+                               "mdas": {"reference": "rgb", "chip_px": 64, "stride_px": 32}},
+                   "batch_items": 2},
     "pictures": {"chip_px": 64},
     "shard": {"chips_per_shard": 16},
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ import rasterio
 
 from catalogs.item_assets import Radiometry, to_storage
 from catalogs.sensors import get_sensor
+from pipeline.chips import ChipFile
 from pipeline.coregister import coregister_item
 from pipeline.failures import Failure, ItemError
 from pipeline.params import CoregisterParams, PictureParams, PipelineParams, SourceGrid
-from pipeline.stages import chip_file, coregister_to_file
+from pipeline.stages import coregister_batch
 from tests.data.coregister import data
 
 REF = data.REFERENCE_TRANSFORM
@@ -64,12 +66,14 @@ def test_a_raster_declaring_too_many_pixels_is_quarantined_from_its_header(
     # would be read window by window: both are refused before any pixel is read.
     item = _item(tmp_path, huge)
     params = _params(tmp_path, block_px=block_px)
-    result = coregister_to_file(item, params)
-    assert result == Failure(
+    result = coregister_batch([item], params)
+    assert result.failures == [Failure(
         "coregister", "huge", item["assets"][huge]["href"],
         "declares 100000 x 100000 px (10,000,000,000), more than "
-        "pipeline.coregister.max_raster_px (500,000,000)")
-    assert not chip_file(params, item).parent.exists()  # nothing written
+        "pipeline.coregister.max_raster_px (500,000,000)")]
+    assert result.locations == 0  # nothing of it written; the failure kept for a rerun
+    assert ChipFile(result.path).failures == [asdict(f) for f in result.failures]
+    assert ChipFile(result.path).locations == []
 
 
 def test_a_stride_giving_millions_of_chips_is_refused_before_listing_them(

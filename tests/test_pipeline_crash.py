@@ -45,7 +45,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory, sample_world: Path) -> B
 
 
 def _chip_files(folder: Path) -> int:
-    """Chip files the coregister stage has completed (temporary files not counted)."""
+    """Chip files (one per batch of items) the coregister stage has completed (temporary
+    files not counted)."""
     chips = folder / WORK / "chips"
     return sum(1 for p in chips.rglob("*.npz") if not p.name.startswith(".")) \
         if chips.exists() else 0
@@ -83,11 +84,11 @@ def _kill_plan(rng: random.Random, reference: Build) -> list[KillPoint]:
     (discover, fetch), twice in coregister, three times in shard (once with two dask workers,
     once after its last shard file: finalizing and publishing), in validate, and anywhere in
     a rerun of the finished build."""
-    items = _chip_files(reference.folder)
+    batches = _chip_files(reference.folder)
     shards = _shard_files(reference.store)
     ends = reference.stage_end_s
-    k1 = rng.randint(1, items // 2)
-    k2 = rng.randint(k1 + 1, items - 2)
+    k1 = rng.randint(1, batches // 2)
+    k2 = rng.randint(k1 + 1, batches - 2)
     s1 = rng.randint(1, shards // 2)
     s2 = rng.randint(s1 + 1, shards - 2)
     validate_s = ends["validate"] - ends["shard"]
@@ -95,8 +96,8 @@ def _kill_plan(rng: random.Random, reference: Build) -> list[KillPoint]:
     rerun_s = ends["fetch"] + ends["shard"] - ends["coregister"]
     return [
         KillPoint("start", after_s=rng.uniform(0.1, ends["fetch"])),
-        KillPoint(f"coregister after {k1} of {items} items", stage="coregister", count=k1),
-        KillPoint(f"coregister after {k2} of {items} items", stage="coregister", count=k2),
+        KillPoint(f"coregister after {k1} of {batches} batches", stage="coregister", count=k1),
+        KillPoint(f"coregister after {k2} of {batches} batches", stage="coregister", count=k2),
         KillPoint(f"shard after {s1} of {shards} shards", stage="shard", count=s1),
         KillPoint(f"shard after {s2} of {shards} shards, 2 workers", workers=2,
                   stage="shard", count=s2),

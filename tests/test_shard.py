@@ -22,7 +22,7 @@ import zarr
 
 from catalogs import store_format as fmt
 from catalogs.sensors import get_sensor
-from pipeline.chips import LocationChips, chunk_file, read_statistics
+from pipeline.chips import ChipFile, ChipFileWriter, LocationChips, chunk_file
 from pipeline.failures import ItemError
 from pipeline.shard import (
     RETIRED_SUFFIX,
@@ -151,6 +151,15 @@ def _bad_georeference(location: LocationChips) -> None:
     location.transforms = location.transforms[:, :4]
 
 
+def test_a_location_of_bad_georeference_is_refused_and_nothing_written(tmp_path: Path) -> None:
+    location = _paired_location(np.random.default_rng(3), 0, 7, 8)
+    _bad_georeference(location)
+    with pytest.raises(ValueError, match=r"ROI_000: transforms \(7, 4\) and bounds_lonlat "
+                                         r"\(7, 4\) are not \(K, 6\) and \(K, 4\)"):
+        location.save(tmp_path / "a.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
 def _bad_datetime(location: LocationChips) -> None:
     location.datetimes[S2] = "summer 2017"
 
@@ -159,7 +168,6 @@ def _bad_datetime(location: LocationChips) -> None:
     (_bad_shape, "must share one shape"), (_bad_dtype, "the registry stores float32"),
     (_bad_sensor, "unknown sensor 'landsat9'"), (_bad_count, r"not \(7, C, H, W\)"),
     (_bad_bands, "12 bands, the registry has 13"),
-    (_bad_georeference, r"transforms \(7, 4\) and bounds_lonlat \(7, 4\) are not"),
     (_bad_datetime, "'summer 2017' is not ISO 8601")])
 def test_plan_names_the_file_and_the_reason(tmp_path: Path, spoil: Callable[[LocationChips], None],
                                             reason: str) -> None:
@@ -198,17 +206,29 @@ def test_plan_refuses_a_chip_file_whose_chunk_file_is_cut_or_missing(tmp_path: P
 
 
 def test_chip_files_keep_statistics_of_their_chips(tmp_path: Path) -> None:
-    location = _paired_location(np.random.default_rng(8), 0, 3, 8)
-    path = location.save(tmp_path / "a.npz")
-    for index, (sensor, chips) in enumerate(location.sensors.items()):
-        stored = read_statistics(path, index, chips.dtype)
-        expected = StreamingStats.of_chips(chips, get_sensor(sensor).nodata)
-        np.testing.assert_array_equal(stored.count, expected.count)
-        np.testing.assert_array_equal(stored.mean, expected.mean)
-        np.testing.assert_array_equal(stored.m2, expected.m2)
-        for ours, theirs in zip(stored.histograms, expected.histograms, strict=True):
-            np.testing.assert_array_equal(ours.keys, theirs.keys)
-            np.testing.assert_array_equal(ours.counts, theirs.counts)
+    # Two locations in one chip file: each sensor of each keeps its own statistics (slots
+    # numbered location after location, sensor after sensor).
+    rng = np.random.default_rng(8)
+    locations = [_paired_location(rng, i, 3 + i, 8) for i in range(2)]
+    with ChipFileWriter(tmp_path / "a.npz") as writer:
+        for location in locations:
+            writer.add(location)
+    chip_file = ChipFile(tmp_path / "a.npz")
+    assert [loc["item_id"] for loc in chip_file.locations] == [x.item_id for x in locations]
+    for number, location in enumerate(locations):
+        for member, (sensor, chips) in enumerate(location.sensors.items()):
+            stored = chip_file.statistics(chip_file.slot(number, member), chips.dtype)
+            expected = StreamingStats.of_chips(chips, get_sensor(sensor).nodata)
+            np.testing.assert_array_equal(stored.count, expected.count)
+            np.testing.assert_array_equal(stored.mean, expected.mean)
+            np.testing.assert_array_equal(stored.m2, expected.m2)
+            for ours, theirs in zip(stored.histograms, expected.histograms, strict=True):
+                np.testing.assert_array_equal(ours.keys, theirs.keys)
+                np.testing.assert_array_equal(ours.counts, theirs.counts)
+        loaded = LocationChips.load(tmp_path / "a.npz", number)
+        for sensor, chips in location.sensors.items():
+            np.testing.assert_array_equal(loaded.sensors[sensor], chips)
+        np.testing.assert_array_equal(loaded.transforms, location.transforms)
 
 
 def test_plan_of_no_chips_is_an_error(tmp_path: Path) -> None:
