@@ -117,8 +117,8 @@ def test_picture_sizes_follow_the_mix_and_decode_at_the_smallest_scale_keeping_a
 
 
 def test_projection_is_serial_per_item_times_target_plus_parallel_over_cores() -> None:
-    stages = [StageRun("a", 9.0, serial_cpu_s=2.0, parallel_cpu_s=0.0, peak_rss_bytes=1),
-              StageRun("b", 9.0, serial_cpu_s=1.0, parallel_cpu_s=64.0, peak_rss_bytes=1)]
+    stages = [StageRun("a", 9.0, serial_cpu_s=2.0, parallel_cpu_s=0.0),
+              StageRun("b", 9.0, serial_cpu_s=1.0, parallel_cpu_s=64.0)]
     # per item: serial 3/1000 s, parallel 64/1000 s -> 2e6 * (0.003 + 0.001)
     assert projected_seconds(stages, 1000) == pytest.approx(8000.0)
     assert projected_seconds(stages, 1000, target_items=1000, cores=1) == pytest.approx(67.0)
@@ -146,7 +146,7 @@ def test_scale_bench_ends_with_its_json_line_whose_figures_follow_the_table(
     assert summary["work_files_per_1000_items"] > 0
     # The table's per-item figures (ms, serial and parallel) give the JSON's projection.
     rows = {parts[0]: parts for parts in map(str.split, lines)
-            if len(parts) == 9 and parts[0] in STAGES and parts[-1] == "MiB"}
+            if len(parts) == 7 and parts[0] in STAGES}
     serial_ms = [float(rows[name][5]) for name in STAGES]
     parallel_ms = [float(rows[name][6]) for name in STAGES]
     hours = sum(2e6 * (s + p / 64) / 1000 for s, p in zip(serial_ms, parallel_ms, strict=True))

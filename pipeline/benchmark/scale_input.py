@@ -83,11 +83,11 @@ def picture_mix() -> str:
 
 
 def pool_dir(bench_dir: Path, seed: int) -> Path:
-    return bench_dir / "scale" / f"pool-seed{seed}-v{FORMAT}"
+    return bench_dir.resolve() / "scale" / f"pool-seed{seed}-v{FORMAT}"
 
 
 def items_dir(bench_dir: Path, items: int, seed: int) -> Path:
-    return bench_dir / "scale" / f"items{items}-seed{seed}-v{FORMAT}"
+    return bench_dir.resolve() / "scale" / f"items{items}-seed{seed}-v{FORMAT}"
 
 
 def ensure_pool(bench_dir: Path, seed: int) -> Path:
