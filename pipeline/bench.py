@@ -15,6 +15,8 @@ from pipeline.benchmark.full_scene import (
     run_full_scene,
 )
 from pipeline.benchmark.full_scene_input import FULL_TILE_PX
+from pipeline.benchmark.scale import ScaleConfig, format_scale_report, run_scale
+from pipeline.benchmark.scale_input import picture_mix
 from pipeline.benchmark.suite import (
     BenchConfig,
     format_report,
@@ -88,6 +90,32 @@ interleaved --repeats times (median and range):
                     same reprojection call of each raster off the reference grid.
 Last line: {"full_scene_chips_per_s_per_core", "ratio_vs_warp_bound" (chips/s per core of (a)
 over (c), as above), "peak_rss_mb_blocked", "peak_rss_mb_whole_scene", "chips"}.
+
+With --items N, the scale bench instead (see pipeline/benchmark/scale.py): a static STAC
+catalog of N small items in GeoPile-2's proportions (1.0 M Million-AID : 0.6 M GeoPile
+pictures : 0.18 M SEN12MS S1 + S2 + land-cover patch triplets of 256 px; MDAS's few large
+scenes left out), each item its own files (copies of a pool rendered from the sample world,
+under the item's own names), catalogued as the builders do. Pictures are square JPEGs, sides
+in px with their shares (an assumption: Million-AID's sizes range widely, GeoPile's sources
+are mostly 256-600 px):
+""" + picture_mix() + """
+Rendered once, cached under --bench-dir by N and seed (about 20 s, plus 3 s per 2,000 items).
+It is built by the real stages (discover, fetch, coregister, shard, validate, through the
+command line's stage table) on a dask LocalCluster of --workers processes started here. Per
+stage: wall time, this process's CPU (time.process_time: stage code, dask scheduler and
+client; the serial part) and the workers' CPU (getrusage in each worker, before and after;
+the parallel part); items/s per core = N / (serial + parallel CPU s). Then: files in the work
+dir and in the store per 1,000 items, the peak RSS of this process and all its descendants
+(sampled every 20 ms), and the projected wall time for 2,000,000 items on 64 cores, a linear
+extrapolation: the sum over stages of serial CPU/item x 2e6 + parallel CPU/item x 2e6 / 64
+(the cluster's start and other fixed costs left out). The decode/encode bound: in this
+process, on one core, for a spread of at most 2,000 of the items, read and decode each file of
+a sensor the store holds (JPEGs with Image.draft at the smallest scale keeping a 256 px chip,
+GeoTIFFs with rasterio) and encode the chunk of its central 256 px chip with the store's
+codec; nothing else. Last line: {"items", "items_per_s_per_core": {"discover", "fetch",
+"coregister", "shard", "validate"}, "serial_s_per_million", "work_files_per_1000_items",
+"projected_hours_2m_items_64_cores", "decode_encode_bound_items_per_s_per_core"}; the table
+also gives (coregister + shard CPU per item) / (bound CPU per item).
 """
 
 
@@ -136,7 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-px", type=int, default=None,
                         help="with --full-scene: pipeline.coregister.block_px (default: the "
                              "parameter file's)")
+    parser.add_argument("--items", type=int, default=None,
+                        help="run the scale bench on this many items instead (see above; "
+                             "20,000: under 10 minutes on 2 cores, the first time included)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="with --items: dask worker processes (default 2)")
     args = parser.parse_args(argv)
+    if args.items is not None:
+        return _scale(parser, args)
     if args.full_scene:
         return _full_scene(parser, args)
     scenes = args.scenes if args.scenes is not None else (2 if args.quick else 16)
@@ -173,6 +208,18 @@ def _full_scene(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
                              repeats=repeats)
     result = run_full_scene(config)
     print(format_full_scene_report(result))
+    print(summary_line(result.summary()))
+    return 0
+
+
+def _scale(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.full_scene or args.rss_check or args.quick:
+        parser.error("--items takes none of --full-scene, --rss-check, --quick")
+    if args.items < 1 or args.workers < 1:
+        parser.error("--items and --workers must be at least 1")
+    result = run_scale(ScaleConfig(items=args.items, seed=args.seed, workers=args.workers,
+                                   params_path=args.params, bench_dir=args.bench_dir))
+    print(format_scale_report(result))
     print(summary_line(result.summary()))
     return 0
 
