@@ -57,10 +57,10 @@ from obstore.store import HTTPStore, ObjectStore, from_url
 
 from catalogs.item_assets import ItemReadError, sensor_assets
 from pipeline.access_policy import AccessRefused, check_host, check_local_allowed, local_path
-from pipeline.discover import CATALOG_HREF
 from pipeline.failures import Failure
 from pipeline.items import CATALOG_ROOT, read_items, write_items
 from pipeline.params import FetchParams, PipelineParams
+from pipeline.search import CATALOG_HREF
 
 if TYPE_CHECKING:
     from obstore import GetResult
