@@ -38,8 +38,8 @@ def _stage(name: str) -> Callable[[PipelineParams, Executor, bool], Path]:
     from pipeline import stages, validate
 
     table: dict[str, Callable[[PipelineParams, Executor, bool], Path]] = {
-        "discover": lambda p, e, q: stages.run_discover(p),
-        "fetch": lambda p, e, q: stages.run_fetch(p),
+        "discover": stages.run_discover,
+        "fetch": stages.run_fetch,
         "coregister": stages.run_coregister,
         "shard": stages.run_shard,
         "validate": lambda p, e, q: validate.run_validate(p),
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = params.workers if args.workers is None else args.workers
     names = (["discover", "fetch", "coregister", "shard", "validate"] if args.stage == "run"
              else [args.stage])
-    parallel = {"coregister", "shard"}
+    parallel = {"discover", "fetch", "coregister", "shard"}
     needs_cluster = bool(parallel & set(names))
     try:
         with build_lock(params), executor(workers if needs_cluster else 0, args.scheduler) as ex:

@@ -5,7 +5,8 @@ others (thumbnails, previews, metadata) are left out of the fetched items, and a
 cannot be read as registry sensors (no sensor matches, a SAR scene that is not geocoded) is a
 failure before anything is downloaded.
 
-Local assets (plain paths, ``file://``) are verified where they are and never copied. Remote
+Local assets (plain paths, ``file://``) are verified where they are and never copied, in chunks
+of items on the executor (a worker's threads verify files at once). Remote
 ones (``http(s)://``, ``s3://``, ``gs://``, read with obstore; ``params.fetch.store_options`` are
 given to obstore's store of their scheme, e.g. ``{s3: {request_payer: true}}``) go into a
 content-addressed cache: ``<cache_dir>/<checksum[4:6]>/<checksum><suffix>`` when the asset has a
@@ -34,7 +35,6 @@ failed asset is left out of the result, and the others go on.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -57,15 +57,17 @@ from obstore.store import HTTPStore, ObjectStore, from_url
 
 from catalogs.item_assets import ItemReadError, sensor_assets
 from pipeline.access_policy import AccessRefused, check_host, check_local_allowed, local_path
-from pipeline.discover import CATALOG_HREF
+from pipeline.cluster import Executor
 from pipeline.failures import Failure
 from pipeline.items import CATALOG_ROOT, read_items, write_items
 from pipeline.params import FetchParams, PipelineParams
+from pipeline.search import CATALOG_HREF
 
 if TYPE_CHECKING:
     from obstore import GetResult
 
 STAGE = "fetch"
+CHUNK_ITEMS = 500  # local items verified per task
 SOURCE_HREF = "msgfm:source_href"  # asset field of a cached asset: the href it was fetched from
 CHUNK_BYTES = 256 * 1024  # bytes written (and kept after an interruption) per chunk
 BACKOFF_BASE_S = 0.25  # wait before the first retry; doubles with every further retry
@@ -108,51 +110,72 @@ class _Source:
     checksum: str | None
 
 
-def fetch(items: list[dict[str, Any]],
-          params: PipelineParams) -> tuple[list[dict[str, Any]], list[Failure]]:
+def fetch(items: list[dict[str, Any]], params: PipelineParams,
+          executor: Executor | None = None) -> tuple[list[dict[str, Any]], list[Failure]]:
     """Make every asset of ``items`` available as a verified local file.
+
+    Items whose assets are all local are verified in chunks of :data:`CHUNK_ITEMS` on
+    ``executor`` (default: this process); the others are downloaded here, by
+    ``params.fetch.concurrency`` threads (one download per cache entry at a time).
 
     Args:
         items: STAC item dicts with absolute asset hrefs (as :func:`pipeline.discover.discover`
             returns them).
         params: ``params.fetch`` gives the cache folder, allowed schemes, retries and the number
             of files verified or downloaded at once.
+        executor: where local items are verified.
 
     Returns:
         The items whose assets are all available, in their input order, each asset href
         replaced by the absolute local path (a cached asset also gets ``msgfm:source_href``);
-        and one ``Failure(stage="fetch", item_id, path=href, reason)`` per failed asset.
+        and one ``Failure(stage="fetch", item_id, path=href, reason)`` per failed asset, by
+        item in input order.
     """
-    failures: list[Failure] = []
+    local, remote = [], []
+    for index, item in enumerate(items):
+        is_local = all(_scheme(asset.get("href", "")) == "file"
+                       for asset in item.get("assets", {}).values())
+        (local if is_local else remote).append((index, item))
+    chunks = [local[start:start + CHUNK_ITEMS] for start in range(0, len(local), CHUNK_ITEMS)]
+    outcomes = [_fetch_chunk(remote, params)] if remote else []
+    outcomes += (executor or Executor(None)).map_unordered(_fetch_chunk, chunks, params)
+    results = sorted((result for outcome in outcomes for result in outcome),
+                     key=lambda result: result[0])
+    fetched = [item for _, item, _ in results if item is not None]
+    return fetched, [failure for _, _, failures in results for failure in failures]
+
+
+def _fetch_chunk(items: list[tuple[int, dict[str, Any]]], params: PipelineParams
+                 ) -> list[tuple[int, dict[str, Any] | None, list[Failure]]]:
+    """(index, fetched item or None, failures) of each of ``items`` (indexed items)."""
+    results: list[tuple[int, dict[str, Any] | None, list[Failure]]] = []
     readable = []
-    for item in items:
+    for index, item in items:
         try:
-            readable.append((item, _sensor_asset_keys(item)))
+            readable.append((index, item, _sensor_asset_keys(item)))
         except ItemReadError as error:
-            failures.append(Failure(STAGE, error.item_id, error.href and _unsigned(error.href),
-                                    _redacted(error.reason)))
+            results.append((index, None, [Failure(STAGE, error.item_id,
+                                                   error.href and _unsigned(error.href),
+                                                   _redacted(error.reason))]))
     plans = [{key: _planned(item["assets"][key], item, params) for key in keys}
-             for item, keys in readable]
+             for _, item, keys in readable]
     available = _make_available(
         {plan for item_plans in plans for plan in item_plans.values()
          if isinstance(plan, _Source)}, params)
-    fetched: list[dict[str, Any]] = []
-    for (item, _), item_plans in zip(readable, plans, strict=True):
+    for (index, item, _), item_plans in zip(readable, plans, strict=True):
         outcomes = {key: plan if isinstance(plan, AssetError) else available[plan]
                     for key, plan in item_plans.items()}
         problems = [Failure(STAGE, item["id"], _unsigned(item["assets"][key]["href"]),
                             _redacted(outcome.reason))
                     for key, outcome in outcomes.items() if isinstance(outcome, AssetError)]
-        failures.extend(problems)
-        if not problems:
-            fetched.append(_localised(item, outcomes))
-    return fetched, failures
+        results.append((index, None if problems else _localised(item, outcomes), problems))
+    return results
 
 
-def fetch_table(params: PipelineParams) -> Path:
+def fetch_table(params: PipelineParams, executor: Executor | None = None) -> Path:
     """Fetch the items of ``params.items_table`` and write the available ones to
     ``params.fetched_table``; returns that path."""
-    fetched, _ = fetch(read_items(params.items_table), params)
+    fetched, _ = fetch(read_items(params.items_table), params, executor)
     return write_items(params.fetched_table, fetched)
 
 
@@ -174,14 +197,13 @@ def _planned(asset: dict[str, Any], item: dict[str, Any],
 def _localised(item: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``item`` with the assets in ``paths`` only, each href replaced by its local
     path."""
-    local = copy.deepcopy(item)
-    local["assets"] = {key: asset for key, asset in local.get("assets", {}).items()
-                       if key in paths}
-    for key, asset in local["assets"].items():
-        if _scheme(asset["href"]) != "file":
-            asset[SOURCE_HREF] = _unsigned(asset["href"])
-        asset["href"] = str(paths[key])
-    return local
+    assets = {}
+    for key, asset in item.get("assets", {}).items():
+        if key in paths:
+            assets[key] = {**asset, "href": str(paths[key])}
+            if _scheme(asset["href"]) != "file":
+                assets[key][SOURCE_HREF] = _unsigned(asset["href"])
+    return {**item, "assets": assets}
 
 
 def _plan(asset: dict[str, Any], item: dict[str, Any], params: PipelineParams) -> _Source:

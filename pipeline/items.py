@@ -75,7 +75,13 @@ def read_items(path: Path) -> list[dict[str, Any]]:
     Raises:
         FileNotFoundError: ``path`` does not exist.
     """
-    table = pq.read_table(path)
+    return [_with_hrefs(item, make_absolute_href)  # relative paths against the cwd
+            for item in table_items(pq.read_table(path))]
+
+
+def table_items(table: pa.Table) -> list[dict[str, Any]]:
+    """The STAC item dicts of a stac-geoparquet Arrow table, hrefs as the table holds them
+    (see the module docstring for nulls and timestamps)."""
     if table.num_rows == 0:
         return []
     unlocated = table.column("geometry").is_null()
@@ -112,7 +118,7 @@ def read_items(path: Path) -> list[dict[str, Any]]:
         for key in timestamps:
             if properties.get(key) is not None:
                 properties[key] = datetime_to_str(str_to_datetime(properties[key]))
-        items.append(_with_hrefs(item, make_absolute_href))  # relative paths against the cwd
+        items.append(item)
     return items
 
 

@@ -140,14 +140,16 @@ def _asset_files(item: dict[str, Any]) -> dict[str, list[Any]]:
             for key, asset in sorted(item["assets"].items())}
 
 
-def run_discover(params: PipelineParams) -> Path:
-    """Find the items of the configured collections; write the items table."""
-    return discover_to_table(params)
+def run_discover(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:
+    """Find the items of the configured collections (item files read on ``executor``); write
+    the items table."""
+    return discover_to_table(params, executor)
 
 
-def run_fetch(params: PipelineParams) -> Path:
-    """Make every asset local and verified; quarantine items whose assets fail."""
-    fetched, failures = fetch(read_items(params.items_table), params)
+def run_fetch(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:
+    """Make every asset local and verified (local items in chunks on ``executor``);
+    quarantine items whose assets fail."""
+    fetched, failures = fetch(read_items(params.items_table), params, executor)
     write_failures(failures_path(params, "fetch"), failures)
     if not fetched:
         raise NothingUsableError(f"no item could be fetched ({len(failures)} failures)")
