@@ -75,8 +75,14 @@ def read_items(path: Path) -> list[dict[str, Any]]:
     Raises:
         FileNotFoundError: ``path`` does not exist.
     """
+    return table_rows_as_items(pq.read_table(path))
+
+
+def table_rows_as_items(table: pa.Table) -> list[dict[str, Any]]:
+    """The STAC item dicts of (some rows of) a table read from a file written by
+    :func:`write_items`, as :func:`read_items` gives them: hrefs absolute again."""
     return [_with_hrefs(item, make_absolute_href)  # relative paths against the cwd
-            for item in table_items(pq.read_table(path))]
+            for item in table_items(table)]
 
 
 def table_items(table: pa.Table) -> list[dict[str, Any]]:
