@@ -26,6 +26,8 @@ import numpy as np
 from catalogs.store_format import STAT_PERCENTILES, BandStatistics
 
 FLOAT_BIN_BITS = 20
+_HALF = 1 << (FLOAT_BIN_BITS - 1)  # float keys from here on are of non-negative values
+_SPLIT_SPAN = 1 << 16  # keys spanning more bins than this are counted per sign
 _FLOAT_SHIFT = 32 - FLOAT_BIN_BITS
 _SIGN = np.uint32(0x80000000)
 
@@ -271,9 +273,7 @@ def _float_band(band: np.ndarray, nodata: float | None) -> _BandStats:
         if not valid.size:
             continue
         keys = bin_keys(valid)
-        low = int(keys.min())
-        keys -= np.uint32(low)
-        spans.append((low, np.bincount(keys)))
+        spans.extend(_key_spans(keys))
         values = valid.astype(np.float64)
         mean = values.mean()
         values -= mean
@@ -286,21 +286,24 @@ def _float_band(band: np.ndarray, nodata: float | None) -> _BandStats:
     return int(count[0]), float(mean[0]), float(m2[0]), histogram
 
 
+def _key_spans(keys: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """The counts of ``keys`` as (first key, counts from it) spans: one, or one per sign where
+    the values have both (their keys lie half the key space apart, and one span would count
+    over all the bins between)."""
+    low, high = int(keys.min()), int(keys.max())
+    if high - low < _SPLIT_SPAN or low >= _HALF or high < _HALF:
+        return [(low, np.bincount(keys - np.uint32(low)))]
+    below = keys < _HALF
+    return [span for part in (keys[below], keys[~below]) for span in _key_spans(part)]
+
+
 def _histogram_of_spans(spans: list[tuple[int, np.ndarray]]) -> Histogram:
-    """The histogram of counts given by span: ``counts[i]`` values in bin ``first + i``;
-    summed over the keys the spans cover only (not over all 2**20)."""
-    if not spans:
-        return Histogram(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
-    if len(spans) == 1:
-        low, dense = spans[0]
+    """The histogram of counts given by span: ``counts[i]`` values in bin ``first + i``."""
+    sparse = []
+    for low, dense in spans:
         histogram = Histogram.of_dense(dense)
-        return Histogram(histogram.keys + low, histogram.counts)
-    low = min(first for first, _ in spans)
-    dense = np.zeros(max(first + len(c) for first, c in spans) - low, dtype=np.int64)
-    for first, counts in spans:
-        dense[first - low:first - low + len(counts)] += counts
-    histogram = Histogram.of_dense(dense)
-    return Histogram(histogram.keys + low, histogram.counts)
+        sparse.append(Histogram(histogram.keys + low, histogram.counts))
+    return sparse[0] if len(sparse) == 1 else summed_histogram(sparse)  # (none: empty)
 
 
 def _floats(values: np.ndarray, empty: np.ndarray) -> tuple[float | None, ...]:
