@@ -144,6 +144,7 @@ def test_scale_bench_ends_with_its_json_line_whose_figures_follow_the_table(
     assert all(value > 0 for value in summary["items_per_s_per_core"].values())
     assert summary["decode_encode_bound_items_per_s_per_core"] > 0
     assert summary["work_files_per_1000_items"] > 0
+    assert 0 <= summary["dask_upkeep_cpu_s_per_wall_s"] < 1  # CPU s per wall s of one process
     # The table's per-item figures (ms, serial and parallel) give the JSON's projection.
     rows = {parts[0]: parts for parts in map(str.split, lines)
             if len(parts) == 7 and parts[0] in STAGES}

@@ -4,10 +4,16 @@ per-item costs projected to GeoPile-2's two million items.
 
 Each stage runs through the command line's stage table on a dask LocalCluster of ``workers``
 processes started in this process. Per stage: wall time, this process's CPU time (its
-``time.process_time`` less the RSS sampler's thread: the stage's own code, the dask scheduler
-and client; the *serial* part)
-and the workers' CPU time (``getrusage`` in every worker before and after, summed: the
+``time.process_time`` less the RSS sampler's thread and less the dask upkeep: the stage's own
+code and the scheduler's and client's work for its tasks; the *serial* part) and the workers'
+CPU time (``getrusage`` in every worker before and after, summed: the
 *parallel* part). Items/s per core = items / (serial + parallel CPU seconds).
+
+The dask upkeep is what the scheduler and client threads of this process spend with no task to
+handle (heartbeats, event-loop ticks): measured for ``UPKEEP_PROBE_S`` seconds with the cluster
+idle before the stages, as CPU seconds per wall second, and taken out of each stage's serial CPU
+(rate x its wall time). It grows with time, not with items, and on a cluster the scheduler runs
+in a process of its own; it is printed apart.
 
 The projection is linear: for T items on C cores, each stage takes serial x T + parallel x T / C
 seconds (serial and parallel in CPU seconds per item); the cluster's start and anything else
@@ -59,7 +65,8 @@ TARGET_ITEMS = 2_000_000
 TARGET_CORES = 64
 SUMMARY_KEYS = ("items", "items_per_s_per_core", "serial_s_per_million",
                 "work_files_per_1000_items", "projected_hours_2m_items_64_cores",
-                "decode_encode_bound_items_per_s_per_core")
+                "decode_encode_bound_items_per_s_per_core", "dask_upkeep_cpu_s_per_wall_s")
+UPKEEP_PROBE_S = 5.0  # the cluster idle this long before the stages: the dask upkeep
 BOUND_MAX_ITEMS = 2000  # the bound is measured on every k-th item, at most this many
 
 
@@ -83,6 +90,7 @@ class StageRun:
     wall_s: float
     serial_cpu_s: float
     parallel_cpu_s: float
+    upkeep_cpu_s: float = 0.0  # the dask upkeep taken out of this process's CPU
 
     def items_per_s_per_core(self, items: int) -> float:
         return items / max(self.serial_cpu_s + self.parallel_cpu_s, 1e-9)
@@ -109,6 +117,7 @@ class ScaleResult:
     peak_rss_bytes: int
     bound_items: int
     bound_cpu_s: float
+    upkeep_cpu_per_wall_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         items = self.config.items
@@ -120,6 +129,7 @@ class ScaleResult:
             "work_files_per_1000_items": 1000.0 * self.work_files / items,
             "projected_hours_2m_items_64_cores": projected_seconds(self.stages, items) / 3600,
             "decode_encode_bound_items_per_s_per_core": self.bound_items / self.bound_cpu_s,
+            "dask_upkeep_cpu_s_per_wall_s": self.upkeep_cpu_per_wall_s,
         }
         return {key: values[key] for key in SUMMARY_KEYS}
 
@@ -165,10 +175,11 @@ def run_scale(config: ScaleConfig, progress: Progress = to_stderr) -> ScaleResul
             start = time.perf_counter()
             with executor(config.workers) as ex:
                 cluster_start_s = time.perf_counter() - start
+                upkeep = _upkeep_cpu_per_wall_s()
                 for name in STAGES:
                     progress(f"{name} ...")
                     stages.append(_timed_stage(name, lambda n=name: _stage(n)(params, ex, False),
-                                               ex.client))
+                                               ex.client, upkeep))
                     progress(f"{name}: {stages[-1].wall_s:.1f} s")
         work_files = _count_files(params.work_dir)
         store_files = _count_files(params.store)
@@ -180,20 +191,31 @@ def run_scale(config: ScaleConfig, progress: Progress = to_stderr) -> ScaleResul
     subset = items[::step]
     bound_cpu_s = decode_encode_cpu_seconds(catalog, subset, sensors, _chip_px(params))
     return ScaleResult(config, catalog, input_bytes, render_s, cluster_start_s, stages,
-                       work_files, store_files, usage.peak_rss_bytes, len(subset), bound_cpu_s)
+                       work_files, store_files, usage.peak_rss_bytes, len(subset), bound_cpu_s,
+                       upkeep)
 
 
-def _timed_stage(name: str, run: Callable[[], object], client: Client) -> StageRun:
+def _upkeep_cpu_per_wall_s() -> float:
+    """CPU seconds per wall second this process spends with the cluster up and idle."""
+    cpu, start = time.process_time() - _sampler_cpu_seconds(), time.perf_counter()
+    time.sleep(UPKEEP_PROBE_S)
+    return ((time.process_time() - _sampler_cpu_seconds() - cpu)
+            / (time.perf_counter() - start))
+
+
+def _timed_stage(name: str, run: Callable[[], object], client: Client,
+                 upkeep_per_wall_s: float = 0.0) -> StageRun:
     workers_before = client.run(_cpu_seconds)
     serial = time.process_time() - _sampler_cpu_seconds()
     start = time.perf_counter()
     run()
     wall = time.perf_counter() - start
     serial = time.process_time() - _sampler_cpu_seconds() - serial
+    upkeep = min(serial, upkeep_per_wall_s * wall)
     workers_after = client.run(_cpu_seconds)
     parallel = sum(after - workers_before[worker] for worker, after in workers_after.items()
                    if worker in workers_before)
-    return StageRun(name, wall, serial, parallel)
+    return StageRun(name, wall, serial - upkeep, parallel, upkeep)
 
 
 def _sampler_cpu_seconds() -> float:
@@ -280,7 +302,11 @@ def format_scale_report(result: ScaleResult) -> str:
         f"{'all':11s} {total:8.2f}",
         "",
         "serial = this process's CPU (stage code, dask scheduler and client; the RSS sampler's "
-        "thread left out); parallel = the workers' CPU",
+        "thread and the dask upkeep left out); parallel = the workers' CPU",
+        f"dask upkeep left out of serial: {result.upkeep_cpu_per_wall_s:.3f} CPU s per wall s "
+        f"(the scheduler and client idle, measured for {UPKEEP_PROBE_S:.0f} s before the "
+        f"stages), {sum(s.upkeep_cpu_s for s in result.stages):.1f} CPU s in all: it grows "
+        "with time, not items, and a cluster's scheduler has a process of its own",
         f"files: work dir {result.work_files} ({summary['work_files_per_1000_items']:.1f} per "
         f"1,000 items), store {result.store_files} "
         f"({1000 * result.store_files / items:.1f} per 1,000 items)",
