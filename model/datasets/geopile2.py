@@ -12,12 +12,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from torch.utils.data import get_worker_info
 from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
 
 from catalogs import store_format as fmt
 from model.datasets.chip_reader import ChipReadError, ImageLayout, ShardedChipReader
 from model.datasets.display import composite, panel_figure
+from model.datasets.shared_rows import empty_rows
 
 PARTNER_PREFIX = "image_"
 
@@ -26,15 +26,6 @@ MODEL_UNIT_CONVERSIONS: dict[tuple[str, str], Callable[[np.ndarray], None]] = {
     ("linear_power", "dB"): lambda values: np.multiply(np.log10(values, out=values), 10.0,
                                                        out=values),
 }
-
-
-def _empty_rows(shape: tuple[int, ...]) -> torch.Tensor:
-    """A float32 tensor for decoded chips; in a ``DataLoader`` worker, in shared memory, so
-    handing the batch to the main process moves no bytes (torch copies other tensors there)."""
-    if get_worker_info() is None:
-        return torch.empty(shape)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape) * 4)  # as default_collate does
-    return torch.empty(0).set_(storage, 0, shape)
 
 
 def location_fraction(source: str, item_id: str) -> float:
@@ -245,7 +236,7 @@ class GeoPile2(NonGeoDataset):
         samples: list[dict[str, Any] | None] = [{"sensor": s} for s, _ in located]
         for group, rows in wanted.items():
             sensor = group.rpartition(">")[2]
-            images = _empty_rows((len(rows), *self._chips[sensor].reader.layout.chip_shape))
+            images = empty_rows((len(rows), *self._chips[sensor].reader.layout.chip_shape))
             for row, (position, chip, key) in enumerate(rows):
                 sample = samples[position]
                 if sample is None:
