@@ -257,3 +257,16 @@ def test_transforms_see_the_whole_sample(store: Path) -> None:
     plain = GeoPile2(store, sensors=["dsm"], split="all")
     doubled = GeoPile2(store, sensors=["dsm"], split="all", transforms=double)
     torch.testing.assert_close(doubled[4]["image"], plain[4]["image"] * 2, equal_nan=True)
+
+
+def test_nodata_is_found_whichever_way_its_sensor_is_checked(store: Path) -> None:
+    checked = set()
+    for chips in GeoPile2(store, split="all")._chips.values():
+        if chips.nodata_value is None:
+            continue
+        nodata = chips.nodata_value
+        other = np.asarray(1 if nodata == 0 else nodata - 1, dtype=nodata.dtype)
+        assert chips.holds_nodata(np.array([other, nodata, other]))
+        assert not chips.holds_nodata(np.array([other, other]))
+        checked.add(getattr(chips.nodata_extreme, "__name__", "=="))
+    assert {"min", "=="} <= checked  # uint16 reflectance 0; a float nodata
