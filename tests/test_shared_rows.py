@@ -29,7 +29,7 @@ class Rows(Dataset):
         rows = empty_rows((len(indices), *ROW_SHAPE))
         for row, index in enumerate(indices):
             rows[row] = index
-        pooled = len(shared_rows._worker_pool().buffers)
+        pooled = len(shared_rows._process_pool().buffers)
         return [{"image": rows[row], "index": index, "pooled": pooled}
                 for row, index in enumerate(indices)]
 
@@ -49,7 +49,7 @@ def assert_rows_hold_their_index(batch: dict[str, Any]) -> None:
     torch.testing.assert_close(batch["image"], expected, rtol=0, atol=0)
 
 
-def test_the_main_process_gets_plain_tensors() -> None:
+def test_the_main_process_gets_tensors_outside_shared_memory() -> None:
     rows = empty_rows((2, *ROW_SHAPE))
     assert rows.shape == (2, *ROW_SHAPE) and rows.dtype == torch.float32
     assert not rows.is_shared()
@@ -85,3 +85,13 @@ def test_small_tensors_arrive_by_value_and_shared_ones_stay_shared() -> None:
     batch = next(iter(loader(4)))
     assert batch["index"].tolist() == [0, 1] and not batch["index"].is_shared()
     assert batch["image"].is_shared()
+
+
+def test_the_main_process_reuses_a_buffer_once_nothing_uses_it() -> None:
+    first = empty_rows((2, *ROW_SHAPE))
+    pointer = first.data_ptr()
+    row = first[1]
+    del first
+    assert empty_rows((2, *ROW_SHAPE)).data_ptr() != pointer  # a row of it is still used
+    del row
+    assert empty_rows((1, *ROW_SHAPE)).data_ptr() == pointer  # a smaller one fits in it

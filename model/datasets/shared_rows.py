@@ -1,20 +1,22 @@
-"""Float32 buffers for decoded chips; inside ``DataLoader`` workers, shared-memory buffers that
-each worker recycles once the main process is done with them.
+"""Float32 buffers for decoded chips, recycled by each process once no process uses them; in
+``DataLoader`` workers, in shared memory.
 
-Why: a worker hands a batch to the main process in shared memory. A fresh shared-memory buffer
-for every batch made each worker about three times as slow per sample as the main process on
-our 2-core test machine: the kernel allocates, zeroes and maps every page of it anew (27 ms to
-get and fill one 25 MB batch of Sentinel-2 rows against 1.7 ms to refill a buffer already
-mapped). So each worker keeps its buffers (up to :data:`MAX_BUFFERS`) and reuses one when
-neither process still uses it:
+Why: fresh memory for every batch costs more than decoding into it. The kernel allocates,
+zeroes and maps every page anew: on our 2-core test machine 27 ms to get and fill one 25 MB
+batch of Sentinel-2 rows in shared memory (as a worker hands a batch to the main process),
+about 15 ms from malloc in the main process (glibc maps blocks that large afresh), against
+1.7 ms to refill a buffer already mapped; this made each worker about three times as slow
+per sample as the main process. So each process keeps the buffers it made (up to
+:data:`MAX_BUFFERS`; past them it makes fresh ones) and reuses one when no process uses it:
 
-* the worker sees its own uses in the buffer's reference count;
-* the main process rebuilds the buffer while unpickling the batch; the worker pickles a pooled
-  buffer with a flag byte in shared memory, set while the batch is pickled, and the main
-  process clears it when it frees its copy of the buffer (a finalizer attached as the
-  buffer is unpickled), whoever the batch went to (collate, ``pin_memory``, the user).
+* a process sees its own uses in the buffer's reference count;
+* in a worker, the main process rebuilds the buffer while unpickling the batch: the worker
+  pickles a pooled buffer with a flag byte in shared memory, set while the batch is pickled,
+  and the main process clears it when it frees its copy of the buffer (a finalizer attached
+  as the buffer is unpickled), whoever the batch went to (collate, ``pin_memory``, the user).
 
-A batch forwarded from the main process to a third process must be cloned first: the worker
+The pool holds as many buffers as were in use at once (a caching allocator's trade-off). A
+batch forwarded from the main process to a third process must be cloned first: the worker
 may refill its buffer once the main process has freed it.
 """
 
@@ -39,26 +41,27 @@ BY_VALUE_NBYTES = 1 << 16
 
 
 def empty_rows(shape: tuple[int, ...]) -> torch.Tensor:
-    """A float32 tensor of ``shape`` for decoded chips: in a ``DataLoader`` worker it lies in
-    shared memory (so handing the batch to the main process moves no bytes) and reuses a
-    buffer of this worker that no process uses any more."""
-    if get_worker_info() is None:
-        return torch.empty(shape)
-    storage = _worker_pool().take(math.prod(shape) * 4)
+    """A float32 tensor of ``shape`` for decoded chips, on a buffer of this process that no
+    process uses any more; in a ``DataLoader`` worker in shared memory (so handing the batch
+    to the main process moves no bytes)."""
+    storage = _process_pool().take(math.prod(shape) * 4)
     return torch.empty(0).set_(storage, 0, shape)
 
 
-class _WorkerPool:
-    """This worker process's shared buffers and their "held by the main process" flags."""
+class _Pool:
+    """This process's buffers; in a worker, shared, with their "held by the main process"
+    flags."""
 
-    def __init__(self) -> None:
-        self.pid = os.getpid()
+    def __init__(self, shared: bool) -> None:
+        self.pid, self.shared = os.getpid(), shared
         self.buffers: list[torch.UntypedStorage] = []
         self.slot_of: dict[int, int] = {}  # data pointer -> slot
-        self.held = torch.zeros(MAX_BUFFERS, dtype=torch.uint8).share_memory_()
+        self.held = torch.zeros(MAX_BUFFERS, dtype=torch.uint8)
+        if shared:
+            self.held.share_memory_()
+            # Overrides torch's reducer in this worker only; it pickles other storages.
+            ForkingPickler.register(torch.UntypedStorage, self.reduce)
         self.held_flags = self.held.numpy()
-        # Overrides torch's reducer in this worker only; other storages are pickled by it.
-        ForkingPickler.register(torch.UntypedStorage, self.reduce)
 
     def take(self, nbytes: int) -> torch.UntypedStorage:
         """The smallest free buffer of at least ``nbytes``, else a new one (pooled while
@@ -69,8 +72,9 @@ class _WorkerPool:
                 and torch._C._storage_Use_Count(buffer._cdata) == 1]
         if free:
             return self.buffers[min(free)[1]]
-        buffer = torch.UntypedStorage._new_shared(nbytes)
-        if len(self.buffers) < MAX_BUFFERS:
+        buffer = (torch.UntypedStorage._new_shared(nbytes) if self.shared
+                  else torch.UntypedStorage(nbytes))
+        if len(self.buffers) < len(self.held_flags):  # MAX_BUFFERS when made
             self.slot_of[buffer.data_ptr()] = len(self.buffers)
             self.buffers.append(buffer)
         return buffer
@@ -105,12 +109,12 @@ def _release(held: torch.Tensor, slot: int) -> None:
     held[slot] = 0
 
 
-_pool: _WorkerPool | None = None
+_pool: _Pool | None = None
 
 
-def _worker_pool() -> _WorkerPool:
+def _process_pool() -> _Pool:
+    """This process's pool (a forked worker makes its own)."""
     global _pool
     if _pool is None or _pool.pid != os.getpid():
-        _pool = _WorkerPool()
+        _pool = _Pool(shared=get_worker_info() is not None)
     return _pool
-
