@@ -29,7 +29,8 @@ class Rows(Dataset):
         rows = empty_rows((len(indices), *ROW_SHAPE))
         for row, index in enumerate(indices):
             rows[row] = index
-        pooled = len(shared_rows._process_pool().buffers)
+        pool = shared_rows._process_pool()
+        pooled = len(pool.buffers) if pool else 0
         return [{"image": rows[row], "index": index, "pooled": pooled}
                 for row, index in enumerate(indices)]
 
@@ -95,3 +96,27 @@ def test_the_main_process_reuses_a_buffer_once_nothing_uses_it() -> None:
     assert empty_rows((2, *ROW_SHAPE)).data_ptr() != pointer  # a row of it is still used
     del row
     assert empty_rows((1, *ROW_SHAPE)).data_ptr() == pointer  # a smaller one fits in it
+
+
+def test_the_main_process_keeps_each_buffer_descriptor_once_and_forgets_ended_workers() -> None:
+    before = set(shared_rows._flags_of)
+    for batch in loader(80):
+        assert_rows_hold_their_index(batch)
+    tokens = set(shared_rows._flags_of) - before
+    kept = [key for key in shared_rows._descriptor_of if key[0] in tokens]
+    assert len(tokens) == 1 and 1 <= len(kept) <= 5  # one per buffer, not one per batch
+    assert_rows_hold_their_index(next(iter(loader(4))))  # a new worker's first batch
+    assert not tokens & set(shared_rows._flags_of)  # the ended worker's are closed
+    assert not [key for key in shared_rows._descriptor_of if key[0] in tokens]
+
+
+def test_with_another_sharing_strategy_workers_hand_out_fresh_buffers() -> None:
+    strategy = torch.multiprocessing.get_sharing_strategy()
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    try:
+        batches = list(loader(8))
+    finally:
+        torch.multiprocessing.set_sharing_strategy(strategy)
+    assert [b["pooled"] for b in batches] == [0] * 4
+    for batch in batches:
+        assert_rows_hold_their_index(batch)
