@@ -120,3 +120,11 @@ def test_with_another_sharing_strategy_workers_hand_out_fresh_buffers() -> None:
     assert [b["pooled"] for b in batches] == [0] * 4
     for batch in batches:
         assert_rows_hold_their_index(batch)
+
+
+def test_torch_default_collate_copies_rows_and_frees_the_buffers_at_once() -> None:
+    plain = DataLoader(Rows(40), batch_size=2, num_workers=1)  # default_collate stacks
+    batches = list(plain)  # all held: the copies are default_collate's own
+    assert max(int(b["pooled"].max()) for b in batches) <= 2
+    for batch in batches:
+        assert_rows_hold_their_index(batch)
