@@ -227,7 +227,9 @@ class GeoPile2(NonGeoDataset):
 
         The images of one sensor (and each partner sensor) are decoded straight into one
         tensor of all such rows, in order; each sample holds a view of its row, so
-        :func:`~model.datasets.batching.collate_by_sensor` batches them without a copy.
+        :func:`~model.datasets.batching.collate_by_sensor` batches them without a copy. The
+        tensor is a buffer this process reuses once no process uses it any more, in a
+        ``DataLoader`` worker in shared memory (:mod:`model.datasets.shared_rows`).
 
         Args:
             indices: sample indices.
