@@ -6,12 +6,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from model.benchmark.loader import paired_dataset, time_decode_bound, time_ours
+from model.benchmark.loader import (
+    Rate,
+    interleaved,
+    one_thread_per_process,
+    paired_dataset,
+    time_decode_bound,
+    time_ours,
+)
 from model.benchmark.network import encoder_vs_timm_seconds, train_rate
 from model.benchmark.scene_store import ensure_scene_store
 from model.benchmark.torchgeo_path import paired_source_files, torchgeo_pairs_per_s
@@ -22,23 +31,35 @@ LOADER_HELP = """\
 Measures, in one run on the same paired Sentinel-2 + Sentinel-1 chips (one pair = one sample,
 256 px, float32 in the model's units):
   (a) ours      GeoPile2 (Sentinel-2 chips with their Sentinel-1 partner) through a plain
-                DataLoader with collate_by_sensor, shuffled, in the main process and with
-                --workers worker processes; each chunk's CRC32C checked (--no-verify: not);
+                DataLoader with collate_by_sensor, shuffled: in the main process, with one
+                worker process and with --workers; with a CUDA GPU, also --workers with
+                pin_memory; each chunk's CRC32C checked (--no-verify: not);
   (b) TorchGeo  what a TorchGeo user does without our store: an IntersectionDataset of a
                 Sentinel-2 and a Sentinel-1 RasterDataset over the source COGs (Sentinel-1
                 warped onto the Sentinel-2 grid on the fly) with RandomGeoSampler at the same
                 chip size, in the main process;
   (c) decode    the same chunks' compressed bytes, in memory, decoded by the store's own
       bound     codec into reused buffers in a tight loop.
+Every process decodes with one thread: the bench sets numcodecs.blosc.use_threads = False
+(Blosc's single-threaded context in every process; zarr sets it too on import) and
+torch.set_num_threads(1) in the main process (DataLoader workers run with one torch thread).
+So the main-process figure and the decode bound use one core, and N workers N cores.
+The runs are interleaved, --repeats rounds of (a) (b) (c) in turn; each figure is the median
+of its rounds, with their range, beside samples per CPU-second (CPU time of the main process
+and its workers: the per-core rate, whatever else runs on the machine).
 The input: --scenes x --scale scene-sized (--scene-px) Sentinel-2 L2A + Sentinel-1 scenes
 rendered from the sample world (cached under --bench-dir) and the GeoPile-2 store that
 `python -m pipeline run` builds from them (cached beside them; about 30 s the first time).
 --store and --catalog measure any other build instead, e.g. the sample store of `dvc repro`
 (--store data/geopile2.zarr --catalog data/sample/catalog.json: SEN12MS-style 256 px patch
 files, where TorchGeo reads whole small files). Prints each figure, the ratios a/b and a/c,
-and, as its last line, one JSON object:
-  {"ours_samples_per_s", "ours_samples_per_s_2_workers", "torchgeo_samples_per_s",
-   "decode_bound_samples_per_s", "ratio_vs_torchgeo", "ratio_vs_decode_bound"}
+the workers' speed-ups and, as its last line, one JSON object of medians:
+  {"ours_samples_per_s", "ours_samples_per_s_1_worker", "ours_samples_per_s_2_workers",
+   "ours_samples_per_s_2_workers_pinned" (null without a CUDA GPU), "torchgeo_samples_per_s",
+   "decode_bound_samples_per_s", "ratio_vs_torchgeo", "ratio_vs_decode_bound",
+   "ratio_2_workers_vs_main", "ratio_2_workers_vs_1_worker", "ours_samples_per_cpu_s",
+   "ours_samples_per_cpu_s_2_workers"}
+("2_workers" keys hold the --workers runs.)
 """
 
 MODEL_HELP = """\
@@ -82,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="pairs the TorchGeo path reads (default 160)")
     loader.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
     loader.add_argument("--workers", type=int, default=2,
-                        help="worker processes of the second run of ours (default 2)")
+                        help="worker processes of the multi-worker runs of ours (default 2)")
+    loader.add_argument("--repeats", type=int, default=3,
+                        help="interleaved rounds of every run (default 3)")
     loader.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     loader.add_argument("--no-verify", dest="verify", action="store_false",
                         help="read chips without checking their CRC32C (GeoPile2's "
@@ -103,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_model(args)
     if (args.store is None) != (args.catalog is None):
         parser.error("--store and --catalog go together")
-    if min(args.scenes, args.scale, args.samples, args.batch_size) < 1:
-        parser.error("--scenes, --scale, --samples and --batch-size must be at least 1")
+    if min(args.scenes, args.scale, args.samples, args.batch_size, args.repeats) < 1:
+        parser.error("--scenes, --scale, --samples, --batch-size and --repeats must be at "
+                     "least 1")
     return run_loader(args)
 
 
@@ -121,28 +145,57 @@ def run_loader(args: argparse.Namespace) -> int:
     passes = max(1, math.ceil(args.samples / len(dataset)))
     print(f"loader benchmark: {store}: {len(dataset)} Sentinel-2 + Sentinel-1 pairs of "
           f"{chip_px} px cut from {len(files)} source scenes; batch {args.batch_size}; "
-          f"checksums {'verified' if args.verify else 'not verified'}")
-    ours = time_ours(dataset, passes, args.batch_size, 0, args.seed)
-    workers = time_ours(dataset, passes, args.batch_size, args.workers, args.seed)
-    torchgeo = torchgeo_pairs_per_s(files, chip_px=chip_px, samples=args.torchgeo_samples,
-                                    batch_size=args.batch_size, num_workers=0, seed=args.seed)
-    bound = time_decode_bound(dataset, passes)
-    rows = [("(a) ours, main process", ours.samples, ours.seconds),
-            (f"(a) ours, {args.workers} workers", workers.samples, workers.seconds),
-            ("(b) TorchGeo paired path", torchgeo.samples, torchgeo.seconds),
-            ("(c) decode bound", bound.samples, bound.seconds)]
-    for label, samples, seconds in rows:
-        print(f"{label:28s} {samples / seconds:9.1f} samples/s  ({samples} in {seconds:.2f} s)")
-    versus_torchgeo = ours.per_s / torchgeo.samples_per_s
-    versus_bound = ours.per_s / bound.per_s
-    print(f"ours / TorchGeo      {versus_torchgeo:6.1f}x")
-    print(f"ours / decode bound  {versus_bound:6.2f}")
-    print(json.dumps({"ours_samples_per_s": round(ours.per_s, 1),
-                      "ours_samples_per_s_2_workers": round(workers.per_s, 1),
-                      "torchgeo_samples_per_s": round(torchgeo.samples_per_s, 1),
-                      "decode_bound_samples_per_s": round(bound.per_s, 1),
-                      "ratio_vs_torchgeo": round(versus_torchgeo, 2),
-                      "ratio_vs_decode_bound": round(versus_bound, 3)}))
+          f"checksums {'verified' if args.verify else 'not verified'}; one decoder and torch "
+          f"thread per process; {args.repeats} interleaved rounds")
+    torchgeo_samples = max(args.batch_size + 1, args.torchgeo_samples // args.repeats)
+
+    def ours(workers: int, pinned: bool = False) -> Callable[[], Rate]:
+        return lambda: time_ours(dataset, passes, args.batch_size, workers, args.seed, pinned)
+
+    def torchgeo() -> Rate:
+        timing = torchgeo_pairs_per_s(files, chip_px=chip_px, samples=torchgeo_samples,
+                                      batch_size=args.batch_size, num_workers=0,
+                                      seed=args.seed)
+        return Rate(timing.samples, timing.seconds)
+
+    runs = {"(a) ours, main process": ours(0), "(a) ours, 1 worker": ours(1),
+            f"(a) ours, {args.workers} workers": ours(args.workers)}
+    if torch.cuda.is_available():  # pin_memory pins only with an accelerator
+        runs[f"(a) ours, {args.workers} workers, pinned"] = ours(args.workers, pinned=True)
+    runs |= {"(b) TorchGeo paired path": torchgeo,
+             "(c) decode bound": lambda: time_decode_bound(dataset, passes)}
+    with one_thread_per_process():
+        rates = interleaved(runs, args.repeats)
+    for label, rounds in rates.items():
+        per_s = [rate.per_s for rate in rounds]
+        per_cpu = [rate.per_cpu_s for rate in rounds if rate.per_cpu_s is not None]
+        print(f"{label:36s} {statistics.median(per_s):9.1f} samples/s (range "
+              f"{min(per_s):.1f}-{max(per_s):.1f}; {rounds[0].samples} a round)"
+              + (f", {statistics.median(per_cpu):7.1f} per CPU-second" if per_cpu else ""))
+    median = {label: statistics.median(rate.per_s for rate in rounds)
+              for label, rounds in rates.items()}
+    main_s, one_s, many_s = (median[label] for label in list(runs)[:3])
+    pinned_s = median.get(f"(a) ours, {args.workers} workers, pinned")
+    torchgeo_s, bound_s = median["(b) TorchGeo paired path"], median["(c) decode bound"]
+    print(f"ours / TorchGeo      {main_s / torchgeo_s:6.1f}x")
+    print(f"ours / decode bound  {main_s / bound_s:6.2f}")
+    print(f"{args.workers} workers / main process {many_s / main_s:5.2f}x, / 1 worker "
+          f"{many_s / one_s:5.2f}x")
+    per_cpu = [statistics.median(r.per_cpu_s for r in rates[label])
+               for label in (list(runs)[0], list(runs)[2])]
+    print(json.dumps({"ours_samples_per_s": round(main_s, 1),
+                      "ours_samples_per_s_1_worker": round(one_s, 1),
+                      "ours_samples_per_s_2_workers": round(many_s, 1),
+                      "ours_samples_per_s_2_workers_pinned":
+                          None if pinned_s is None else round(pinned_s, 1),
+                      "torchgeo_samples_per_s": round(torchgeo_s, 1),
+                      "decode_bound_samples_per_s": round(bound_s, 1),
+                      "ratio_vs_torchgeo": round(main_s / torchgeo_s, 2),
+                      "ratio_vs_decode_bound": round(main_s / bound_s, 3),
+                      "ratio_2_workers_vs_main": round(many_s / main_s, 3),
+                      "ratio_2_workers_vs_1_worker": round(many_s / one_s, 3),
+                      "ours_samples_per_cpu_s": round(per_cpu[0], 1),
+                      "ours_samples_per_cpu_s_2_workers": round(per_cpu[1], 1)}))
     return 0
 
 

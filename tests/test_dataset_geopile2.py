@@ -218,13 +218,36 @@ def test_batched_reads_equal_single_reads_and_collate_without_copy(store: Path) 
 
 def test_worker_processes_read_the_same_samples(store: Path) -> None:
     dataset = GeoPile2(store, sensors=["sentinel2_l2a"], split="all", paired_only=True)
-    loader = DataLoader(dataset, batch_size=8, num_workers=2, collate_fn=collate_by_sensor)
-    batches = list(loader)
-    assert sum(b["sensors"]["sentinel2_l2a"]["image"].shape[0] for b in batches) == len(dataset)
-    first = batches[0]["sensors"]["sentinel2_l2a"]
-    torch.testing.assert_close(first["image"][3], dataset[3]["image"], equal_nan=True)
-    torch.testing.assert_close(first["image_sentinel1_grd"][3],
-                               dataset[3]["image_sentinel1_grd"], equal_nan=True)
+    batches = {workers: list(DataLoader(dataset, batch_size=3, num_workers=workers,
+                                        collate_fn=collate_by_sensor))
+               for workers in (0, 2)}  # all held: workers recycle none of their buffers
+    assert sum(b["sensors"]["sentinel2_l2a"]["image"].shape[0] for b in batches[2]) \
+        == len(dataset)
+    first = batches[2][0]["sensors"]["sentinel2_l2a"]
+    torch.testing.assert_close(first["image"][2], dataset[2]["image"], equal_nan=True)
+    torch.testing.assert_close(first["image_sentinel1_grd"][2],
+                               dataset[2]["image_sentinel1_grd"], equal_nan=True)
+    for main, worker in zip(*batches.values(), strict=True):
+        for key, value in main["sensors"]["sentinel2_l2a"].items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(worker["sensors"]["sentinel2_l2a"][key], value,
+                                           equal_nan=True, rtol=0, atol=0)
+            else:
+                assert worker["sensors"]["sentinel2_l2a"][key] == value
+
+
+def test_worker_processes_recycle_buffers_and_keep_reading_the_same_samples(
+        store: Path) -> None:
+    dataset = GeoPile2(store, sensors=["sentinel2_l2a"], split="all", paired_only=True)
+    loader = DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collate_by_sensor,
+                        persistent_workers=True)
+    for _ in range(3):  # each batch dropped before the next: its buffers are reused
+        for position, batch in enumerate(loader):
+            expected = collate_by_sensor(dataset.__getitems__([2 * position, 2 * position + 1]))
+            for key in ("image", "image_sentinel1_grd"):
+                torch.testing.assert_close(batch["sensors"]["sentinel2_l2a"][key],
+                                           expected["sensors"]["sentinel2_l2a"][key],
+                                           equal_nan=True, rtol=0, atol=0)
 
 
 def test_transforms_see_the_whole_sample(store: Path) -> None:
@@ -234,3 +257,16 @@ def test_transforms_see_the_whole_sample(store: Path) -> None:
     plain = GeoPile2(store, sensors=["dsm"], split="all")
     doubled = GeoPile2(store, sensors=["dsm"], split="all", transforms=double)
     torch.testing.assert_close(doubled[4]["image"], plain[4]["image"] * 2, equal_nan=True)
+
+
+def test_nodata_is_found_whichever_way_its_sensor_is_checked(store: Path) -> None:
+    checked = set()
+    for chips in GeoPile2(store, split="all")._chips.values():
+        if chips.nodata_value is None:
+            continue
+        nodata = chips.nodata_value
+        other = np.asarray(1 if nodata == 0 else nodata - 1, dtype=nodata.dtype)
+        assert chips.holds_nodata(np.array([other, nodata, other]))
+        assert not chips.holds_nodata(np.array([other, other]))
+        checked.add(getattr(chips.nodata_extreme, "__name__", "=="))
+    assert {"min", "=="} <= checked  # uint16 reflectance 0; a float nodata

@@ -15,13 +15,16 @@ All three read the same paired Sentinel-2 + Sentinel-1 chips, one pair per sampl
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numcodecs.blosc
 import numpy as np
+import psutil
 import torch
 from torch.utils.data import DataLoader
 
@@ -35,14 +38,20 @@ S1_SENSOR = "sentinel1_grd"
 
 @dataclass(frozen=True)
 class Rate:
-    """A measured throughput."""
+    """A measured throughput, with the CPU time every process that loaded it spent."""
 
     samples: int
     seconds: float
+    cpu_seconds: float | None = None  # None: not measured
 
     @property
     def per_s(self) -> float:
         return self.samples / self.seconds
+
+    @property
+    def per_cpu_s(self) -> float | None:
+        """Samples per CPU-second: the per-core rate, whatever else runs on the machine."""
+        return None if self.cpu_seconds is None else self.samples / self.cpu_seconds
 
 
 def paired_dataset(store: Path, verify: bool = True) -> GeoPile2:
@@ -60,22 +69,30 @@ def paired_dataset(store: Path, verify: bool = True) -> GeoPile2:
 
 
 def time_ours(dataset: GeoPile2, passes: int, batch_size: int, num_workers: int,
-              seed: int = 0) -> Rate:
+              seed: int = 0, pin_memory: bool = False) -> Rate:
     """Samples per second of ``passes`` shuffled passes over ``dataset`` through a DataLoader
-    (the first batch, which starts the workers, is not timed)."""
+    (the first batch, which starts the workers, is not timed); the CPU time is this
+    process's (its pin-memory thread included) and its workers'."""
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
                         num_workers=num_workers, collate_fn=collate_by_sensor,
-                        persistent_workers=num_workers > 0)
+                        persistent_workers=num_workers > 0, pin_memory=pin_memory)
     batches = _endless(loader)
     next(batches)
-    samples, start = 0, time.perf_counter()
+    workers = psutil.Process().children()
+    samples, start, cpu = 0, time.perf_counter(), _cpu_seconds(workers)
     while samples < passes * len(dataset):
         batch = next(batches)
         samples += batch["sensors"][S2_SENSOR]["image"].shape[0]
-    rate = Rate(samples, time.perf_counter() - start)
+    rate = Rate(samples, time.perf_counter() - start, _cpu_seconds(workers) - cpu)
     batches.close()  # with the return, frees the loader: its workers end here
     return rate
+
+
+def _cpu_seconds(workers: list[psutil.Process]) -> float:
+    """CPU time of this process and of ``workers``, user and system."""
+    times = [worker.cpu_times() for worker in workers]
+    return time.process_time() + sum(t.user + t.system for t in times)
 
 
 def _endless(loader: DataLoader) -> Generator[dict[str, Any], None, None]:
@@ -95,8 +112,34 @@ def time_decode_bound(dataset: GeoPile2, passes: int) -> Rate:
             jobs.append((codec.decode, reader.chunk(number), reader.empty()[0]))
     for decode, data, out in jobs:  # warm up
         decode(data, out=out)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(passes):
         for decode, data, out in jobs:
             decode(data, out=out)
-    return Rate(passes * len(dataset), time.perf_counter() - start)
+    return Rate(passes * len(dataset), time.perf_counter() - start,
+                time.process_time() - cpu)
+
+
+@contextlib.contextmanager
+def one_thread_per_process() -> Iterator[None]:
+    """Blosc and torch on one thread in this process while inside (DataLoader workers
+    already run so): Blosc's single-threaded context (``numcodecs.blosc.use_threads =
+    False``, which zarr also sets on import) and ``torch.set_num_threads(1)``."""
+    blosc_threads, torch_threads = numcodecs.blosc.use_threads, torch.get_num_threads()
+    numcodecs.blosc.use_threads = False
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numcodecs.blosc.use_threads = blosc_threads
+        torch.set_num_threads(torch_threads)
+
+
+def interleaved(runs: dict[str, Callable[[], Rate]], rounds: int) -> dict[str, list[Rate]]:
+    """Each of ``runs`` ``rounds`` times, in turn (A B C A B C ...), so that a change in the
+    machine's load falls on all of them alike."""
+    rates: dict[str, list[Rate]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            rates[name].append(run())
+    return rates
