@@ -406,9 +406,14 @@ class ChipFile:
         first = int(self._slot_starts[1][slot])
         return self._members["chunk_crc32c"][first:first + self.chip_count(slot)]
 
+    @cached_property
+    def _first_row(self) -> np.ndarray:
+        """Per location, its first row of ``transforms`` and ``bounds_lonlat`` (and the end)."""
+        return np.concatenate([[0], np.cumsum(self._members["location_chips"])])
+
     def georeference(self, location: int) -> tuple[np.ndarray, np.ndarray]:
         """The (K, 6) transforms and (K, 4) lon/lat bounds of a location's chips."""
-        rows = np.concatenate([[0], np.cumsum(self._members["location_chips"])])
+        rows = self._first_row
         part = slice(int(rows[location]), int(rows[location + 1]))
         return self._members["transforms"][part], self._members["bounds_lonlat"][part]
 
@@ -416,11 +421,15 @@ class ChipFile:
         """Chips of a location (its georeference rows)."""
         return int(self._members["location_chips"][location])
 
+    @cached_property
+    def _first_band(self) -> np.ndarray:
+        """Per slot, its first row in ``moments`` and ``histogram_ends`` (and, last, the end)."""
+        bands = [layout["shape"][0] for loc in self.locations for layout in loc["sensors"]]
+        return np.concatenate([[0], np.cumsum(bands, dtype=np.int64)])
+
     def _band_rows(self, slot: int) -> slice:
         """The rows of a slot's bands in ``moments`` and ``histogram_ends``."""
-        bands = [layout["shape"][0] for loc in self.locations for layout in loc["sensors"]]
-        first = sum(bands[:slot])
-        return slice(first, first + bands[slot])
+        return slice(int(self._first_band[slot]), int(self._first_band[slot + 1]))
 
     def statistics(self, slot: int, dtype: np.dtype | str) -> StreamingStats:
         """The statistics of a slot's chips."""

@@ -342,9 +342,17 @@ class ShardStats:
 
 def summed_histogram(histograms: Sequence[Histogram]) -> Histogram:
     """The histogram of the union of the values ``histograms`` count."""
-    if not histograms:
-        return Histogram(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
-    keys, where = np.unique(np.concatenate([h.keys for h in histograms]), return_inverse=True)
-    counts = np.zeros(len(keys), dtype=np.int64)
-    np.add.at(counts, where, np.concatenate([h.counts for h in histograms]))
-    return Histogram(keys.astype(np.int64), counts)
+    keys = np.concatenate([h.keys for h in histograms] or [np.empty(0, dtype=np.int64)])
+    if not len(keys):
+        return Histogram(keys.astype(np.int64), keys.astype(np.int64))
+    counts = np.concatenate([h.counts for h in histograms])
+    low, high = int(keys.min()), int(keys.max())
+    if high - low > _SPLIT_SPAN * 16:  # far apart: sort them instead of counting the span
+        keys, where = np.unique(keys, return_inverse=True)
+        summed = np.zeros(len(keys), dtype=np.int64)
+        np.add.at(summed, where, counts)
+        return Histogram(keys.astype(np.int64), summed)
+    dense = np.zeros(high - low + 1, dtype=np.int64)
+    np.add.at(dense, keys - low, counts)
+    used = np.flatnonzero(dense)
+    return Histogram(used.astype(np.int64) + low, dense[used])
