@@ -26,10 +26,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 from pystac.serialization import identify_stac_object, migrate_to_latest
 from pystac.utils import datetime_to_str, make_absolute_href, str_to_datetime
 
 from pipeline.cluster import Executor
+from pipeline.items import items_table, sorted_by_id
 from pipeline.params import FetchParams
 from pipeline.search import (
     CheckedStacIO,
@@ -75,6 +77,23 @@ def static_catalog_items(catalog_href: str, search: Search, policy: FetchParams,
                          executor: Executor) -> Iterator[dict[str, Any]]:
     """The items of ``search.collections`` in the static catalog that match ``search``,
     unsorted; item files read in chunks of :data:`CHUNK_ITEMS` on ``executor``."""
+    for items in executor.map_unordered(_read_chunk, _chunks(catalog_href, search, policy),
+                                        search, policy):
+        yield from items
+
+
+def static_catalog_tables(catalog_href: str, search: Search, policy: FetchParams,
+                          executor: Executor) -> Iterator[pa.Table]:
+    """:func:`static_catalog_items` as stac-geoparquet tables (:func:`pipeline.items.items_table`),
+    one per chunk, each sorted by (collection, id), in no particular order: the items never
+    become dicts in this process."""
+    return executor.map_unordered(_read_chunk_table, _chunks(catalog_href, search, policy),
+                                  search, policy)
+
+
+def _chunks(catalog_href: str, search: Search, policy: FetchParams) -> list[_ItemChunk]:
+    """The item files of ``search.collections``, walked from the root catalog, in chunks of
+    :data:`CHUNK_ITEMS`."""
     reader = CheckedStacIO(catalog_href, policy)
     root = _walk(reader, make_absolute_href(catalog_href), set())
     collections = {node.id: node for node in _collections(root)}
@@ -86,8 +105,7 @@ def static_catalog_items(catalog_href: str, search: Search, policy: FetchParams,
             _ItemChunk(catalog_href, collection_id, (root.href, root.title),
                        folder_of(root.href), tuple(entries[start:start + CHUNK_ITEMS]))
             for start in range(0, len(entries), CHUNK_ITEMS))
-    for items in executor.map_unordered(_read_chunk, chunks, search, policy):
-        yield from items
+    return chunks
 
 
 def _walk(reader: CheckedStacIO, href: str, seen: set[str]) -> _Node:
@@ -149,6 +167,13 @@ def _read_chunk(chunk: _ItemChunk, search: Search,
             item["collection"] = chunk.collection
             items.append(with_origin(item, href, chunk.root_dir))
     return items
+
+
+def _read_chunk_table(chunk: _ItemChunk, search: Search, policy: FetchParams) -> pa.Table:
+    """The items of ``chunk`` that match ``search`` as a table sorted by (collection, id)
+    (runs on a worker)."""
+    files = f"{chunk.source}, item files {chunk.entries[0][0]} to {chunk.entries[-1][0]}"
+    return sorted_by_id(items_table(_read_chunk(chunk, search, policy), files))
 
 
 def _as_pystac_writes(record: dict[str, Any], href: str, root: tuple[str, str | None],
