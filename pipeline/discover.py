@@ -14,7 +14,10 @@ remote, and an http(s) link to another host than the source's never reaches a lo
 or link-local address unless allowed. A refused link stops discover with an error naming the
 source, the link and the rule: the catalog itself is hostile or broken.
 
-Items come sorted by collection, then item id.
+Items come sorted by collection, then item id. The stage (:func:`discover_to_table`) gets them
+from the workers as Arrow tables, one per chunk, and only concatenates and sorts those; items
+become dicts in the main process only where pairs are declared (pairing matches dicts) or an
+API was searched.
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ cannot be read as registry sensors (no sensor matches, a SAR scene that is not g
 failure before anything is downloaded.
 
 Local assets (plain paths, ``file://``) are verified where they are and never copied, in chunks
-of items on the executor (a worker's threads verify files at once). Remote
+of items on the executor (a worker's threads verify files at once). The stage hands the items
+table's rows to the workers as Arrow tables and gets the fetched items back as tables
+(:func:`fetch_rows`): no item becomes a dict in the main process unless it has remote assets.
+Remote
 ones (``http(s)://``, ``s3://``, ``gs://``, read with obstore; ``params.fetch.store_options`` are
 given to obstore's store of their scheme, e.g. ``{s3: {request_payer: true}}``) go into a
 content-addressed cache: ``<cache_dir>/<checksum[4:6]>/<checksum><suffix>`` when the asset has a
