@@ -59,18 +59,24 @@ class _Node:
     title: str | None
     is_collection: bool
     children: list[_Node] = field(default_factory=list)
-    item_hrefs: list[str] = field(default_factory=list)
+    item_hrefs: list[str] = field(default_factory=list)  # as written: resolved on the workers
 
 
 @dataclass(frozen=True)
 class _ItemChunk:
-    """Item files of one collection to read in one task: (item href, parent node) pairs."""
+    """Item files of one collection to read in one task, each with its parent node."""
 
     source: str  # the catalog as the user named it (the access policy's origin)
     collection: str
     root: tuple[str, str | None]  # root catalog href and title
     root_dir: str
-    entries: tuple[tuple[str, str, str | None], ...]  # item href, parent href, parent title
+    # item link href (as the parent writes it), parent href, parent title
+    entries: tuple[tuple[str, str, str | None], ...]
+
+    def item_href(self, entry: int) -> str:
+        """The absolute href of the item file of ``entries[entry]``."""
+        href, parent_href, _ = self.entries[entry]
+        return make_absolute_href(href, parent_href)
 
 
 def static_catalog_items(catalog_href: str, search: Search, policy: FetchParams,
@@ -116,11 +122,12 @@ def _walk(reader: CheckedStacIO, href: str, seen: set[str]) -> _Node:
     node = _Node(href, record.get("id", ""), record.get("title"),
                  record.get("type") == "Collection")
     for link in record.get("links", []):
-        target = make_absolute_href(link["href"], href)
-        if link.get("rel") == "item":
-            node.item_hrefs.append(target)
-        elif link.get("rel") == "child" and target not in seen:
-            node.children.append(_walk(reader, target, seen))
+        if link.get("rel") == "item":  # up to millions: resolved on the workers
+            node.item_hrefs.append(link["href"])
+        elif link.get("rel") == "child":
+            target = make_absolute_href(link["href"], href)
+            if target not in seen:
+                node.children.append(_walk(reader, target, seen))
     return node
 
 
@@ -133,7 +140,8 @@ def _collections(node: _Node) -> Iterator[_Node]:
 
 
 def _item_entries(node: _Node) -> Iterator[tuple[str, str, str | None]]:
-    """(item href, parent href, parent title) of the items of ``node`` and its sub-catalogs."""
+    """(item link href, parent href, parent title) of the items of ``node`` and its
+    sub-catalogs."""
     for href in node.item_hrefs:
         yield href, node.href, node.title
     for child in node.children:
@@ -157,7 +165,8 @@ def _read_chunk(chunk: _ItemChunk, search: Search,
     reader = CheckedStacIO(chunk.source, policy)
     area, interval = search.area, search.interval
     items = []
-    for href, parent_href, parent_title in chunk.entries:
+    for entry, (_, parent_href, parent_title) in enumerate(chunk.entries):
+        href = chunk.item_href(entry)
         record = _read_json(reader, href)
         if record.get("type") != "Feature":
             raise ValueError(f"{href}: an item link of {parent_href} names no STAC item")
@@ -172,7 +181,7 @@ def _read_chunk(chunk: _ItemChunk, search: Search,
 def _read_chunk_table(chunk: _ItemChunk, search: Search, policy: FetchParams) -> pa.Table:
     """The items of ``chunk`` that match ``search`` as a table sorted by (collection, id)
     (runs on a worker)."""
-    files = f"{chunk.source}, item files {chunk.entries[0][0]} to {chunk.entries[-1][0]}"
+    files = f"{chunk.source}, item files {chunk.item_href(0)} to {chunk.item_href(-1)}"
     return sorted_by_id(items_table(_read_chunk(chunk, search, policy), files))
 
 
