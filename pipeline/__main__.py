@@ -42,7 +42,7 @@ def _stage(name: str) -> Callable[[PipelineParams, Executor, bool], Path]:
         "fetch": stages.run_fetch,
         "coregister": stages.run_coregister,
         "shard": stages.run_shard,
-        "validate": lambda p, e, q: validate.run_validate(p),
+        "validate": lambda p, e, q: validate.run_validate(p, e),
     }
     return table[name]
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = params.workers if args.workers is None else args.workers
     names = (["discover", "fetch", "coregister", "shard", "validate"] if args.stage == "run"
              else [args.stage])
-    parallel = {"discover", "fetch", "coregister", "shard"}
+    parallel = {"discover", "fetch", "coregister", "shard", "validate"}
     needs_cluster = bool(parallel & set(names))
     try:
         with build_lock(params), executor(workers if needs_cluster else 0, args.scheduler) as ex:

@@ -34,8 +34,9 @@ after sensor in the location's header order, as their chunks lie in the chunk fi
   ``image_crc32c``);
 - ``moments`` (float64, bands x 3, all slots' bands in slot order): valid count, mean and sum
   of squared deviations per band;
-- ``histogram_keys``, ``histogram_counts`` (int64) and ``histogram_ends`` (int64, one per
-  band of every slot, cumulative): the bands' sparse histograms, one after another.
+- ``histogram_keys``, ``histogram_counts`` (uint32, or int64 where a count needs it) and
+  ``histogram_ends`` (int64, one per band of every slot, cumulative): the bands' sparse
+  histograms, one after another.
 """
 
 from __future__ import annotations
@@ -236,8 +237,9 @@ class ChipFileWriter:
             "moments": (np.concatenate([np.stack([s.count, s.mean, s.m2], axis=1)
                                         for s in stats]).astype(np.float64)
                         if stats else np.empty((0, 3))),
-            "histogram_keys": np.concatenate([h.keys for h in histograms] or [empty]),
-            "histogram_counts": np.concatenate([h.counts for h in histograms] or [empty]),
+            "histogram_keys": _narrow(np.concatenate([h.keys for h in histograms] or [empty])),
+            "histogram_counts": _narrow(np.concatenate([h.counts for h in histograms]
+                                                       or [empty])),
             "histogram_ends": np.cumsum([len(h.keys) for h in histograms], dtype=np.int64),
         }
         self._exit.close()  # the chunk file is complete: renamed into place
@@ -248,6 +250,12 @@ class ChipFileWriter:
     def abort(self) -> None:
         """Give up: nothing is written (the chunk file's temporary file is removed)."""
         self._exit.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """Non-negative integers as uint32 where they fit (half the bytes of int64: a Sentinel-2
+    location's histograms hold thousands of keys per band), else as they are."""
+    return values.astype(np.uint32) if not len(values) or values.max() < 1 << 32 else values
 
 
 def _rows(parts: list[np.ndarray], width: int) -> np.ndarray:
@@ -422,7 +430,7 @@ class ChipFile:
         begin = int(ends[rows.start - 1]) if rows.start else 0
         bounds = np.r_[begin, ends[rows]]
         keys, counts = self._histograms
-        histograms = tuple(Histogram(keys[a:b], counts[a:b])
+        histograms = tuple(Histogram(keys[a:b].astype(np.int64), counts[a:b].astype(np.int64))
                            for a, b in itertools.pairwise(bounds))
         return StreamingStats(np.dtype(dtype).str, count.astype(np.int64), mean, m2, histograms)
 

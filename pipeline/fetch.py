@@ -71,7 +71,7 @@ from pipeline.items import (
     concat_tables,
     items_table,
     read_table,
-    table_items,
+    table_rows_as_items,
     write_table,
 )
 from pipeline.params import FetchParams, PipelineParams
@@ -204,7 +204,7 @@ def _fetch_rows(chunk: tuple[int, pa.Table], params: PipelineParams) -> _Fetched
     """Verify the local items of ``chunk`` (its first row's index, its rows); the others are
     left to download (runs on a worker)."""
     start, rows = chunk
-    local, remote = _split(enumerate(table_items(rows, absolute=True), start))
+    local, remote = _split(enumerate(table_rows_as_items(rows), start))
     source = f"{params.items_table} (rows {start} to {start + rows.num_rows - 1})"
     return _fetched(_fetch_chunk(local, params), remote, source)
 

@@ -63,7 +63,14 @@ def read_items(path: Path) -> list[dict[str, Any]]:
     Raises:
         FileNotFoundError: ``path`` does not exist.
     """
-    return table_items(read_table(path), absolute=True)
+    return table_rows_as_items(read_table(path))
+
+
+def table_rows_as_items(table: pa.Table) -> list[dict[str, Any]]:
+    """The STAC item dicts of (some rows of) a table read from a file written by
+    :func:`write_items`, as :func:`read_items` gives them: hrefs absolute again."""
+    return [_with_hrefs(item, make_absolute_href)  # relative paths against the cwd
+            for item in table_items(table)]
 
 
 def items_table(items: list[dict[str, Any]], source: object) -> pa.Table:
@@ -132,10 +139,9 @@ def read_table(path: Path) -> pa.Table:
     return pq.read_table(path)
 
 
-def table_items(table: pa.Table, absolute: bool = False) -> list[dict[str, Any]]:
-    """The STAC item dicts of a stac-geoparquet Arrow table (see the module docstring for
-    nulls and timestamps): hrefs as the table holds them, or with ``absolute`` local relative
-    ones made absolute against the working directory, as :func:`read_items` gives them."""
+def table_items(table: pa.Table) -> list[dict[str, Any]]:
+    """The STAC item dicts of a stac-geoparquet Arrow table, hrefs as the table holds them
+    (see the module docstring for nulls and timestamps)."""
     if table.num_rows == 0:
         return []
     unlocated = table.column("geometry").is_null()
@@ -172,7 +178,7 @@ def table_items(table: pa.Table, absolute: bool = False) -> list[dict[str, Any]]
         for key in timestamps:
             if properties.get(key) is not None:
                 properties[key] = datetime_to_str(str_to_datetime(properties[key]))
-        items.append(_with_hrefs(item, make_absolute_href) if absolute else item)
+        items.append(item)
     return items
 
 

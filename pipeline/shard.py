@@ -30,6 +30,7 @@ order or the processes the shards were written in: every byte is a function of t
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import itertools
 import json
@@ -121,6 +122,7 @@ class ShardTask:
         fingerprint: the plan's; the staging store must have been created for it.
         sensor: sensor group.
         dtype: the sensor's storage dtype.
+        bands: its band count.
         shard_index: shard of that group's ``image``.
         chips_per_shard: chips a shard holds (its index has one entry per chip).
         spans: where its chips are, in order.
@@ -132,6 +134,7 @@ class ShardTask:
     fingerprint: str
     sensor: str
     dtype: str
+    bands: int
     shard_index: int
     chips_per_shard: int
     spans: tuple[ChipSpan, ...]
@@ -169,7 +172,8 @@ class StorePlan:
     def shard_tasks(self, store_path: Path) -> list[ShardTask]:
         """One task per shard of every sensor, by sensor then shard."""
         staging = staging_path(store_path)
-        return [ShardTask(staging, self.fingerprint, sensor.name, sensor.dtype, index,
+        return [ShardTask(staging, self.fingerprint, sensor.name, sensor.dtype,
+                          sensor.chip_shape[0], index,
                           self.chips_per_shard, tuple(spans),
                           tuple((span.path, span.slot) for span in spans if span.start == 0))
                 for sensor in self.sensors.values()
@@ -256,10 +260,8 @@ def _read_locations(path: Path) -> list[tuple[LocationPlan, _Shapes]]:
         for sensor, (shape, dtype) in shapes.items():
             _check_chips(location, sensor, shape, dtype)
         for value in location.datetimes.values():
-            try:
-                fmt.encode_datetime(value)
-            except ValueError as error:
-                raise ItemError(location.item_id, str(path), str(error)) from error
+            if (problem := _datetime_problem(value)) is not None:
+                raise ItemError(location.item_id, str(path), problem)
         plans.append((location, shapes))
     return plans
 
@@ -267,19 +269,38 @@ def _read_locations(path: Path) -> list[tuple[LocationPlan, _Shapes]]:
 def _check_chips(location: LocationPlan, sensor: str, shape: tuple[int, ...],
                  dtype: np.dtype) -> None:
     """One sensor's chips are (K, C, H, W), in the registry's dtype and band count."""
-    def fail(reason: str) -> ItemError:
-        return ItemError(location.item_id, str(location.path), reason)
-
     if len(shape) != 4 or shape[0] != location.chip_count:
-        raise fail(f"{sensor} chips have shape {shape}, not ({location.chip_count}, C, H, W)")
+        problem: str | None = (f"{sensor} chips have shape {shape}, not "
+                               f"({location.chip_count}, C, H, W)")
+    else:
+        problem = _registry_problem(sensor, shape[1], dtype.name)
+    if problem is not None:
+        raise ItemError(location.item_id, str(location.path), problem)
+
+
+@functools.lru_cache(maxsize=1024)
+def _registry_problem(sensor: str, bands: int, dtype: str) -> str | None:
+    """Why chips of ``sensor`` with ``bands`` bands of ``dtype`` disagree with the registry
+    (None if they agree); asked once per combination, not per location."""
     try:
         entry = get_sensor(sensor)
     except KeyError as error:
-        raise fail(error.args[0]) from error
-    if dtype.name != np.dtype(entry.dtype).name:
-        raise fail(f"{sensor} chips are {dtype.name}, the registry stores {entry.dtype}")
-    if shape[1] != entry.num_bands:
-        raise fail(f"{sensor} chips have {shape[1]} bands, the registry has {entry.num_bands}")
+        return error.args[0]
+    if dtype != np.dtype(entry.dtype).name:
+        return f"{sensor} chips are {dtype}, the registry stores {entry.dtype}"
+    if bands != entry.num_bands:
+        return f"{sensor} chips have {bands} bands, the registry has {entry.num_bands}"
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _datetime_problem(value: str | None) -> str | None:
+    """Why ``value`` is not a datetime the store can hold (None if it is)."""
+    try:
+        fmt.encode_datetime(value)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def _check_unique(headers: list[tuple[LocationPlan, _Shapes]]) -> None:
@@ -470,9 +491,9 @@ def write_shard(task: ShardTask) -> ShardStats:
     chunk_bytes = sum(int(offsets[-1] - offsets[0]) for _, offsets in ranges)
     if not _is_written(path, chunk_bytes, index):
         _write_shard_file(path, ranges, index)
-    parts = tuple(chip_files.read(chip_file, ChipFile.statistics, slot, task.dtype)
-                  for chip_file, slot in task.statistics)
-    return ShardStats(task.sensor, task.shard_index, parts)
+    parts = [chip_files.read(chip_file, ChipFile.statistics, slot, task.dtype)
+             for chip_file, slot in task.statistics]
+    return ShardStats.of_parts(task.sensor, task.shard_index, parts, task.bands)
 
 
 def _shard_file(image: zarr.Array, staging: Path, shard_index: int) -> Path:
@@ -585,8 +606,7 @@ def _merge_stats(plan: StorePlan, stats: Iterable[ShardStats]) -> dict[str, fmt.
         if key in seen or key not in expected:
             raise ValueError(f"statistics of shard {key} given twice or not in the plan")
         seen.add(key)
-        for part in shard.parts:
-            accumulators[shard.sensor].add(part)
+        accumulators[shard.sensor].add_shard(shard)
     if seen != expected:
         raise ValueError(f"statistics missing for shards {sorted(expected - seen)}")
     return {name: accumulator.summary() for name, accumulator in accumulators.items()}

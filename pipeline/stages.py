@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -15,6 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from catalogs.atomic_files import atomic_open, write_json
@@ -31,7 +34,7 @@ from pipeline.failures import (
     write_failures,
 )
 from pipeline.fetch import fetch_rows
-from pipeline.items import portable_href, read_items, read_table, write_table
+from pipeline.items import portable_href, read_table, table_rows_as_items, write_table
 from pipeline.pairing import PARTNERS
 from pipeline.params import PipelineParams
 from pipeline.shard import plan_store, write_store
@@ -81,24 +84,89 @@ def _identity(item: dict[str, Any]) -> dict[str, Any]:
     return identity
 
 
-def batches(units: list[dict[str, Any]], batch_items: int) -> list[list[dict[str, Any]]]:
+@dataclass(frozen=True)
+class PlannedUnit:
+    """A work unit as the coregister stage plans it, without reading its item: its row in the
+    fetched table, its partners' rows (None for an item that is not a pair's reference), its
+    collection and id, and whether it is large (:func:`_large_rows`)."""
+
+    row: int
+    partner_rows: tuple[int, ...] | None
+    collection: str
+    id: str
+    large: bool
+
+
+def plan_units(table: pa.Table) -> list[PlannedUnit]:
+    """The work units of the fetched table, in its order (:func:`work_units`'s units, as rows):
+    read from a few of its columns, so the stage's main process never turns every item into a
+    Python dict (a worker does, for its batch only)."""
+    collections = table.column("collection").to_pylist()
+    ids = table.column("id").to_pylist()
+    large = _large_rows(table)
+    declared = (table.column(PARTNERS).to_pylist() if PARTNERS in table.column_names
+                else [None] * table.num_rows)
+    row_of = ({key: row for row, key in enumerate(zip(collections, ids, strict=True))}
+              if any(declared) else {})
+    partners_of = [_partner_rows(partners, row_of) for partners in declared]
+    partner_rows = {row for rows in partners_of if rows for row in rows}
+    return [PlannedUnit(row, None if partners is None else tuple(partners), collections[row],
+                        ids[row], bool(large[row] or (partners and large[list(partners)].any())))
+            for row, partners in enumerate(partners_of)
+            if partners is not None or row not in partner_rows]
+
+
+def _partner_rows(partners: dict[str, list[str] | None] | None,
+                  row_of: dict[tuple[str, str], int]) -> list[int] | None:
+    """The rows of the fetched partners an item declares (:data:`PARTNERS`; a collection
+    without ids is none), None when it declares none: it is not a pair's reference."""
+    declared = {c: ids for c, ids in (partners or {}).items() if ids is not None}
+    if not declared:
+        return None
+    return [row_of[(c, i)] for c, ids in sorted(declared.items()) for i in ids
+            if (c, i) in row_of]
+
+
+def _large_rows(table: pa.Table) -> np.ndarray:
+    """Per row, whether the item is a scene to co-register alone: an asset declares more than
+    ``LARGE_ITEM_PX`` pixels (``proj:shape``) or ``LARGE_ITEM_BYTES`` (``file:size``). An item
+    declaring neither is taken for a small one."""
+    large = np.zeros(table.num_rows, dtype=bool)
+    if "assets" not in table.column_names or not table.num_rows:
+        return large
+    assets = table.column("assets").combine_chunks()
+    for index in range(assets.type.num_fields):
+        asset = pc.struct_field(assets, [index])
+        fields = [field.name for field in asset.type]
+        if "proj:shape" in fields:
+            shape = pc.struct_field(asset, [fields.index("proj:shape")])
+            sides = [pc.fill_null(pc.list_element(pc.fill_null(shape, [0, 0]), i), 0)
+                     for i in (0, 1)]
+            large |= pc.multiply(*sides).to_numpy(zero_copy_only=False) > LARGE_ITEM_PX
+        if "file:size" in fields:
+            size = pc.fill_null(pc.struct_field(asset, [fields.index("file:size")]), 0)
+            large |= size.to_numpy(zero_copy_only=False) > LARGE_ITEM_BYTES
+    return large
+
+
+def batches(units: list[PlannedUnit], batch_items: int) -> list[list[PlannedUnit]]:
     """The work units cut into batches, one chip file and one task each.
 
     Units come sorted by (collection, id); a batch holds units of one collection. Its ends
     depend on the units themselves, not on their positions: a batch ends after a unit whose
     identity hashes to 0 modulo ``batch_items`` (so batches hold ``batch_items`` units on
-    average, at most ``MAX_BATCH_FACTOR`` times that), and a large unit (a scene larger than
-    one block, see :func:`_is_large`) is a batch of its own. An item added to or removed from
-    the catalog therefore changes one batch, and a rerun co-registers only that one.
+    average, at most ``MAX_BATCH_FACTOR`` times that), and a large unit is a batch of its
+    own. An item added to or removed from the catalog therefore changes one batch, and a
+    rerun co-registers only that one.
     """
-    result: list[list[dict[str, Any]]] = []
-    current: list[dict[str, Any]] = []
+    result: list[list[PlannedUnit]] = []
+    current: list[PlannedUnit] = []
     for unit in units:
-        if current and (unit["collection"] != current[0]["collection"] or _is_large(unit)):
+        if current and (unit.collection != current[0].collection or unit.large):
             result.append(current)
             current = []
         current.append(unit)
-        if (_is_large(unit) or len(current) >= MAX_BATCH_FACTOR * batch_items
+        if (unit.large or len(current) >= MAX_BATCH_FACTOR * batch_items
                 or _batch_end(unit, batch_items)):
             result.append(current)
             current = []
@@ -107,22 +175,29 @@ def batches(units: list[dict[str, Any]], batch_items: int) -> list[list[dict[str
     return result
 
 
-def _batch_end(unit: dict[str, Any], batch_items: int) -> bool:
-    digest = hashlib.sha256(f"{unit['collection']}/{unit['id']}".encode()).digest()
+def _batch_end(unit: PlannedUnit, batch_items: int) -> bool:
+    digest = hashlib.sha256(f"{unit.collection}/{unit.id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % batch_items == 0
 
 
-def _is_large(unit: dict[str, Any]) -> bool:
-    """Whether a unit is a scene to co-register alone: an asset declares more than
-    ``LARGE_ITEM_PX`` pixels (``proj:shape``) or ``LARGE_ITEM_BYTES`` (``file:size``), its
-    partners' included. A unit declaring neither is taken for a small one."""
-    for item in [unit, *unit.get(PARTNER_ITEMS, [])]:
-        for asset in item["assets"].values():
-            shape = asset.get("proj:shape") or [0, 0]
-            if (math.prod(shape) > LARGE_ITEM_PX
-                    or (asset.get("file:size") or 0) > LARGE_ITEM_BYTES):
-                return True
-    return False
+def batch_task(table: pa.Table, batch: list[PlannedUnit]) -> tuple[pa.Table, list]:
+    """What a worker needs to co-register ``batch``: its rows of the table (each once) and,
+    per unit, its row and its partners' rows (None if not a reference) in them."""
+    rows = list(dict.fromkeys(row for unit in batch
+                              for row in (unit.row, *(unit.partner_rows or ()))))
+    position = {row: i for i, row in enumerate(rows)}
+    layout = [(position[unit.row], None if unit.partner_rows is None
+               else [position[row] for row in unit.partner_rows]) for unit in batch]
+    return table.take(rows), layout
+
+
+def batch_items_of(task: tuple[pa.Table, list]) -> list[dict[str, Any]]:
+    """The work units (:func:`work_units`'s dicts) of a :func:`batch_task`."""
+    table, layout = task
+    items = table_rows_as_items(table)
+    return [items[row] if partners is None
+            else {**items[row], PARTNER_ITEMS: [items[p] for p in partners]}
+            for row, partners in layout]
 
 
 def _file_name(catalog_id: str) -> str:
@@ -169,8 +244,6 @@ def coregister_batch(batch: list[dict[str, Any]], params: PipelineParams) -> Bat
     """Co-register a batch of work units into its chip file, one durable write for the batch
     (reused as it is when the file already exists). An item that fails is recorded in the
     file and left out; the others go on.
-
-    Runs on a worker: the chips go to disk, only the path and the failures come back.
     """
     path = chip_file(params, batch)
     if not path.exists():
@@ -185,17 +258,23 @@ def coregister_batch(batch: list[dict[str, Any]], params: PipelineParams) -> Bat
                        [Failure(**row) for row in written.failures])
 
 
+def _coregister_task(task: tuple[pa.Table, list], params: PipelineParams) -> BatchResult:
+    """:func:`coregister_batch` of a :func:`batch_task`. Runs on a worker: the chips go to
+    disk, only the path and the failures come back."""
+    return coregister_batch(batch_items_of(task), params)
+
+
 def run_coregister(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:
     """Co-register and chip every fetched item, batch by batch in parallel; summarise drops
     and QA shifts."""
-    units = work_units(read_items(params.fetched_table))
+    table = pq.read_table(params.fetched_table)
+    units = plan_units(table)
+    tasks = (batch_task(table, batch) for batch in batches(units, params.coregister.batch_items))
     failures: list[Failure] = []
     done: list[Path] = []
     located = 0
     with tqdm(total=len(units), desc="coregister", unit="item", disable=not progress) as bar:
-        for result in executor.map_unordered(coregister_batch,
-                                             batches(units, params.coregister.batch_items),
-                                             params):
+        for result in executor.map_unordered(_coregister_task, tasks, params):
             failures.extend(result.failures)
             done.append(result.path)
             located += result.locations

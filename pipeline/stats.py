@@ -17,13 +17,17 @@ Nodata (the registry's) and non-finite values are excluded.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from catalogs.store_format import STAT_PERCENTILES, BandStatistics
 
 FLOAT_BIN_BITS = 20
+_HALF = 1 << (FLOAT_BIN_BITS - 1)  # float keys from here on are of non-negative values
+_SPLIT_SPAN = 1 << 16  # keys spanning more bins than this are counted per sign
 _FLOAT_SHIFT = 32 - FLOAT_BIN_BITS
 _SIGN = np.uint32(0x80000000)
 
@@ -156,7 +160,7 @@ class StatsAccumulator:
         self.dtype = np.dtype(dtype)
         bins = 1 << (8 * self.dtype.itemsize if exact_bins(self.dtype) else FLOAT_BIN_BITS)
         self._histograms = np.zeros((bands, bins), dtype=np.int64)
-        self._moments: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._moments: list[np.ndarray] = []  # (P, 3, C) arrays
 
     def add(self, stats: StreamingStats) -> None:
         """Count the values ``stats`` describes.
@@ -167,13 +171,29 @@ class StatsAccumulator:
         if np.dtype(stats.dtype) != self.dtype or len(stats.count) != len(self._histograms):
             raise ValueError(f"statistics of {len(stats.count)} {stats.dtype} bands do not add "
                              f"to {len(self._histograms)} {self.dtype} bands")
-        for dense, histogram in zip(self._histograms, stats.histograms, strict=True):
+        self._add(np.array([(stats.count, stats.mean, stats.m2)], dtype=np.float64),
+                  stats.histograms)
+
+    def add_shard(self, shard: ShardStats) -> None:
+        """Count the values of a shard's parts (the same as adding each part).
+
+        Raises:
+            ValueError: when the shard's statistics have another number of bands.
+        """
+        if shard.moments.shape[1:] != (3, len(self._histograms)):
+            raise ValueError(f"statistics of {shard.moments.shape[2]} bands do not add to "
+                             f"{len(self._histograms)} bands")
+        self._add(shard.moments, shard.histograms)
+
+    def _add(self, moments: np.ndarray, histograms: Sequence[Histogram]) -> None:
+        for dense, histogram in zip(self._histograms, histograms, strict=True):
             dense[histogram.keys] += histogram.counts
-        self._moments.append((stats.count, stats.mean, stats.m2))
+        self._moments.append(moments)
 
     def summary(self) -> BandStatistics:
         """Count, mean, population std and :data:`STAT_PERCENTILES` per band (None if empty)."""
-        count, mean, m2 = _combine_moments(self._moments, len(self._histograms))
+        count, mean, m2 = _combine_moments(
+            np.concatenate(self._moments) if self._moments else [], len(self._histograms))
         rows = [percentiles_of(Histogram(np.flatnonzero(dense), dense[dense > 0]), int(n),
                                self.dtype) if n else None
                 for dense, n in zip(self._histograms, count, strict=True)]
@@ -186,9 +206,11 @@ class StatsAccumulator:
                          for i, q in enumerate(STAT_PERCENTILES)})
 
 
-def _combine_moments(moments: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+def _combine_moments(moments: Any,
                      bands: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Count, mean and sum of squared deviations of the union of parts, per band: the mean
+    """Count, mean and sum of squared deviations of the union of parts (``moments``: per part
+    its count, mean and sum of squared deviations per band, as nested sequences or a (P, 3,
+    bands) array), per band: the mean
     from the parts' sums, the deviations as each part's plus its mean's offset (Chan et al.),
     both summed with ``math.fsum`` (exactly rounded, so independent of the order)."""
     parts = np.array(moments, dtype=np.float64).reshape(-1, 3, bands)
@@ -219,10 +241,14 @@ def _exact_band(band: np.ndarray, nodata: float | None) -> _BandStats:
     the moments come from the exact histogram."""
     offset = int(np.iinfo(band.dtype).min)
     drop = None if nodata is None or not float(nodata).is_integer() else int(nodata) - offset
-    dense = np.zeros(1 << (8 * band.dtype.itemsize), dtype=np.int64)
+    dense = np.zeros(0, dtype=np.int64)  # up to the largest key seen, not all 2**16
     for block in _blocks(band):
-        counts = np.bincount(bin_keys(block))
-        dense[:len(counts)] += counts
+        counts = np.bincount(bin_keys(block)).astype(np.int64, copy=False)
+        if len(counts) > len(dense):
+            counts[:len(dense)] += dense
+            dense = counts
+        else:
+            dense[:len(counts)] += counts
     histogram = Histogram.of_dense(dense, drop)
     points = bin_values(histogram.keys, band.dtype)
     weights = histogram.counts.astype(np.float64)
@@ -236,8 +262,8 @@ def _float_band(band: np.ndarray, nodata: float | None) -> _BandStats:
     are left out; the moments come from the values in float64, block by block, combined as
     parts are (:func:`_combine_moments`). Each block is counted over the span of keys it
     uses only (a few thousand bins for values of one sign and a few octaves, as dB or
-    metres are), not over all 2**20."""
-    dense = np.zeros(1 << FLOAT_BIN_BITS, dtype=np.int64)
+    metres are), and so are the blocks' counts summed, not over all 2**20."""
+    spans = []  # (first key, counts from it) of each block
     moments = []
     for block in _blocks(band):
         keep = np.isfinite(block)
@@ -247,20 +273,37 @@ def _float_band(band: np.ndarray, nodata: float | None) -> _BandStats:
         if not valid.size:
             continue
         keys = bin_keys(valid)
-        low = int(keys.min())
-        keys -= np.uint32(low)
-        counts = np.bincount(keys)
-        dense[low:low + len(counts)] += counts
+        spans.extend(_key_spans(keys))
         values = valid.astype(np.float64)
         mean = values.mean()
         values -= mean
         np.square(values, out=values)
         moments.append(([valid.size], [mean], [float(values.sum())]))
-    histogram = Histogram.of_dense(dense)
+    histogram = _histogram_of_spans(spans)
     if not moments:
         return 0, 0.0, 0.0, histogram
     count, mean, m2 = _combine_moments(moments, 1)
     return int(count[0]), float(mean[0]), float(m2[0]), histogram
+
+
+def _key_spans(keys: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """The counts of ``keys`` as (first key, counts from it) spans: one, or one per sign where
+    the values have both (their keys lie half the key space apart, and one span would count
+    over all the bins between)."""
+    low, high = int(keys.min()), int(keys.max())
+    if high - low < _SPLIT_SPAN or low >= _HALF or high < _HALF:
+        return [(low, np.bincount(keys - np.uint32(low)))]
+    below = keys < _HALF
+    return [span for part in (keys[below], keys[~below]) for span in _key_spans(part)]
+
+
+def _histogram_of_spans(spans: list[tuple[int, np.ndarray]]) -> Histogram:
+    """The histogram of counts given by span: ``counts[i]`` values in bin ``first + i``."""
+    sparse = []
+    for low, dense in spans:
+        histogram = Histogram.of_dense(dense)
+        sparse.append(Histogram(histogram.keys + low, histogram.counts))
+    return sparse[0] if len(sparse) == 1 else summed_histogram(sparse)  # (none: empty)
 
 
 def _floats(values: np.ndarray, empty: np.ndarray) -> tuple[float | None, ...]:
@@ -270,8 +313,38 @@ def _floats(values: np.ndarray, empty: np.ndarray) -> tuple[float | None, ...]:
 @dataclass(frozen=True)
 class ShardStats:
     """What a shard writer returns: the statistics of the locations whose chips of ``sensor``
-    begin in shard ``shard_index`` (so that every location is counted once)."""
+    begin in shard ``shard_index`` (so that every location is counted once), in a form cheap
+    to send: each location's moments in one array, and the locations' histograms summed per
+    band (integer sums: exactly what the accumulator would add up part by part).
+
+    Attributes:
+        sensor, shard_index: which shard.
+        moments: (P, 3, C) float64: each part's valid count, mean and sum of squared
+            deviations per band.
+        histograms: per band, the sum of the parts' histograms.
+    """
 
     sensor: str
     shard_index: int
-    parts: tuple[StreamingStats, ...]
+    moments: np.ndarray
+    histograms: tuple[Histogram, ...]
+
+    @classmethod
+    def of_parts(cls, sensor: str, shard_index: int, parts: Sequence[StreamingStats],
+                 bands: int) -> ShardStats:
+        """The statistics of ``parts`` (each of ``bands`` bands)."""
+        moments = np.array([(p.count, p.mean, p.m2) for p in parts],
+                           dtype=np.float64).reshape(-1, 3, bands)
+        return cls(sensor, shard_index, moments,
+                   tuple(summed_histogram([p.histograms[c] for p in parts])
+                         for c in range(bands)))
+
+
+def summed_histogram(histograms: Sequence[Histogram]) -> Histogram:
+    """The histogram of the union of the values ``histograms`` count."""
+    if not histograms:
+        return Histogram(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+    keys, where = np.unique(np.concatenate([h.keys for h in histograms]), return_inverse=True)
+    counts = np.zeros(len(keys), dtype=np.int64)
+    np.add.at(counts, where, np.concatenate([h.counts for h in histograms]))
+    return Histogram(keys.astype(np.int64), counts)

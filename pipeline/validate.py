@@ -9,6 +9,7 @@ and counted apart, never NaN."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from catalogs.atomic_files import save_figure, write_json, write_text  # noqa: E402
@@ -39,11 +41,12 @@ from catalogs.store_format import (  # noqa: E402
     shard_key,
 )
 from catalogs.store_shards import NOT_STORED, read_shard_file_index, verify_chunk  # noqa: E402
-from pipeline.items import read_items  # noqa: E402
+from pipeline.cluster import Executor  # noqa: E402
 from pipeline.params import PipelineParams  # noqa: E402
 from pipeline.stages import all_failures  # noqa: E402
 
 SHIFT_PERCENTILES = (50, 90, 99)
+VERIFY_SHARDS_PER_TASK = 16  # shard files whose chips one task verifies
 THUMBNAIL_PAIRS = 4
 
 
@@ -51,8 +54,10 @@ class StoreValidationError(RuntimeError):
     """The store disagrees with the build's records; lists every disagreement."""
 
 
-def check_store(params: PipelineParams, manifest: StoreManifest) -> list[str]:
-    """Every disagreement between the store and the coregister summary and the registry."""
+def check_store(params: PipelineParams, manifest: StoreManifest,
+                executor: Executor | None = None) -> list[str]:
+    """Every disagreement between the store and the coregister summary and the registry; the
+    chips' checksums verified on ``executor``'s workers (this process without one)."""
     summary = json.loads((params.work_dir / "coregister.json").read_text())
     root = open_store(params.store)
     problems = []
@@ -87,20 +92,34 @@ def check_store(params: PipelineParams, manifest: StoreManifest) -> list[str]:
     if pairs[INDEX_A].shape[0] != manifest.pair_count:
         problems.append(f"pairs: {pairs[INDEX_A].shape[0]} rows, manifest says "
                         f"{manifest.pair_count}")
-    for name in manifest.sensors:
-        problems += verify_chips(params.store, name)
-    return problems
+    tasks = [(params.store, name, range(first, min(first + VERIFY_SHARDS_PER_TASK, shards)))
+             for name in manifest.sensors
+             for shards in [-(-root[name][IMAGE].shape[0] // root[name][IMAGE].shards[0])]
+             for first in range(0, shards, VERIFY_SHARDS_PER_TASK)]
+    verified = (executor or Executor()).map_unordered(_verify_task, tasks)
+    return problems + sorted(itertools.chain.from_iterable(verified), key=_problem_order)
 
 
-def verify_chips(store: Path, sensor: str) -> list[str]:
-    """Every chip of ``sensor`` whose stored chunk is missing, or whose CRC32C differs from
-    the one it carries or from its ``image_crc32c``: one line per chip naming the sensor, the
-    chip and its shard file, and the reason."""
+def _verify_task(task: tuple[Path, str, range]) -> list[str]:
+    return verify_chips(*task)
+
+
+def _problem_order(line: str) -> tuple[str, int]:
+    """``<sensor> chip <n>: ...`` lines by sensor, then chip."""
+    sensor, _, rest = line.partition(" chip ")
+    return sensor, int(rest.partition(":")[0])
+
+
+def verify_chips(store: Path, sensor: str, shards: range | None = None) -> list[str]:
+    """Every chip of ``sensor`` (of the shard files ``shards``, default all) whose stored
+    chunk is missing, or whose CRC32C differs from the one it carries or from its
+    ``image_crc32c``: one line per chip naming the sensor, the chip and its shard file, and
+    the reason."""
     group = open_store(store)[sensor]
     image, checksums = group[IMAGE], group[IMAGE_CRC32C][:]
     per_shard = image.shards[0]
     problems = []
-    for shard in range(-(-image.shape[0] // per_shard)):
+    for shard in shards if shards is not None else range(-(-image.shape[0] // per_shard)):
         path = store / sensor / IMAGE / shard_key(image, shard)
         first = shard * per_shard
         expected = checksums[first:first + per_shard].tolist()
@@ -157,7 +176,7 @@ def build_metrics(params: PipelineParams, manifest: StoreManifest) -> dict[str, 
                        params.coregister.shift_flag_px)
     failures = all_failures(params)
     return {
-        "items": len(read_items(params.items_table)),
+        "items": pq.read_metadata(params.items_table).num_rows,
         "locations": summary["locations"],
         "chips": {name: s.chip_count for name, s in manifest.sensors.items()},
         "pairs": manifest.pair_count,
@@ -243,10 +262,11 @@ def _markdown(metrics: dict[str, Any], figures: dict[str, Path], report_dir: Pat
     return "\n".join(lines) + "\n"
 
 
-def run_validate(params: PipelineParams) -> Path:
-    """Check the store and write the reports; raises StoreValidationError on a disagreement."""
+def run_validate(params: PipelineParams, executor: Executor | None = None) -> Path:
+    """Check the store (its chips on ``executor``'s workers) and write the reports; raises
+    StoreValidationError on a disagreement."""
     manifest = read_manifest(params.store)
-    problems = check_store(params, manifest)
+    problems = check_store(params, manifest, executor)
     if problems:
         raise StoreValidationError(f"{params.store}:\n" + "\n".join(problems))
     report_dir = params.reports_dir

@@ -21,6 +21,7 @@ from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 
 from catalogs.sensors import get_sensor
+from pipeline import coregister
 from pipeline.chips import LocationChips
 from pipeline.coregister import Grid, coregister_item, warp
 from pipeline.failures import ItemError
@@ -507,6 +508,35 @@ def test_picture_resize_keeps_detail_of_a_larger_picture(tmp_path: Path) -> None
     item = data.stac_item("halves", "pictures", {"image": data.raster_asset(path, "rgb")})
     chip = coregister_item(item, make_params(picture_px=64)).sensors["rgb"][0, 0]
     assert (chip[:, :28] == 0).all() and (chip[:, 37:] == 255).all()  # beyond the ringing
+
+
+@pytest.mark.parametrize(("size", "decoded"), [
+    ((1024, 768), (128, 96)),  # 1/8: the short side still >= 64
+    ((300, 200), (150, 100)),  # 1/2
+    ((100, 90), (100, 90)),  # less than twice the chip: decoded whole
+])
+def test_a_jpeg_is_decoded_at_the_smallest_size_still_larger_than_the_chip(
+        tmp_path: Path, size: tuple[int, int], decoded: tuple[int, int]) -> None:
+    # A smooth picture: the reduced decode (DCT scaling), centre-cropped and resized, is
+    # within a few DN of the full decode resized with Lanczos.
+    width, height = size
+    rows, cols = np.indices((height, width))
+    pixels = np.stack([cols * 255 // width, rows * 255 // height,
+                       (rows + cols) * 127 // (width + height)], axis=-1).astype(np.uint8)
+    path = data.write_picture(tmp_path / "picture.jpg", pixels)
+    item = data.stac_item("picture", "pictures", {"image": data.raster_asset(path, "rgb")})
+    asset = coregister._picture_asset(item)
+    assert coregister._read_picture("picture", asset, 10**9, 64).size == decoded
+    chip = coregister_item(item, make_params(picture_px=64)).sensors["rgb"][0]
+    with Image.open(path) as full:
+        side = min(size)
+        box = ((width - side) // 2, (height - side) // 2, (width + side) // 2,
+               (height + side) // 2)
+        expected = np.asarray(full.crop(box).resize((64, 64), Image.Resampling.LANCZOS))
+    difference = np.abs(chip.astype(int) - expected.transpose(2, 0, 1).astype(int))
+    assert difference.mean() < 1.5 and difference.max() <= 12
+    if decoded == size:
+        assert difference.max() == 0
 
 
 def test_four_band_picture_keeps_its_fourth_band(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from pipeline.items import (
     read_items,
     sorted_by_id,
     table_items,
+    table_rows_as_items,
     write_items,
 )
 from pipeline.params import PipelineParams
@@ -49,7 +50,7 @@ def test_the_items_table_has_the_bytes_the_item_dicts_give(
     monkeypatch.setattr(static_catalog, "CHUNK_ITEMS", 3)  # chunks within a collection
     table = discover_table(params, ex)
     assert table.num_rows > 3 * len(SAMPLE_COLLECTIONS)
-    assert table_items(table, absolute=True) == read_items(from_dicts)
+    assert table_rows_as_items(table) == read_items(from_dicts)
 
 
 def _catalog(tmp_path: Path, labels: list[object]) -> Path:
@@ -110,7 +111,7 @@ def test_a_geoparquet_catalog_gives_the_table_its_item_dicts_give(
     params = PipelineParams(catalog=str(path), collections=("mdas", "geopile"),
                             work_dir=tmp_path / "again")
     table = discover_table(params)
-    assert table_items(table, absolute=True) == read_items(
+    assert table_rows_as_items(table) == read_items(
         write_items(tmp_path / "dicts.parquet", discover(params)))
     assert {item["collection"] for item in table_items(table)} == {"mdas", "geopile"}
 

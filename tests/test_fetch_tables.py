@@ -14,7 +14,14 @@ from pipeline import fetch as fetch_module
 from pipeline.cluster import Executor, executor
 from pipeline.discover import discover
 from pipeline.fetch import SOURCE_HREF, fetch, fetch_rows
-from pipeline.items import read_items, read_table, table_items, write_items, write_table
+from pipeline.items import (
+    read_items,
+    read_table,
+    table_items,
+    table_rows_as_items,
+    write_items,
+    write_table,
+)
 from pipeline.params import FetchParams, PipelineParams
 from pipeline.search import CATALOG_HREF
 from tests.http_server import file_server
@@ -86,7 +93,7 @@ def test_downloaded_items_take_their_rows_place(sample_world: Path, tmp_path: Pa
         expected, expected_failures = fetch(read_items(path), params)
     assert failures == expected_failures
     assert [f.item_id for f in failures] == [items[5]["id"]]
-    rows = table_items(fetched, absolute=True)
+    rows = table_rows_as_items(fetched)
     assert rows == read_items(write_items(tmp_path / "dicts.parquet", expected))
     assert [row["id"] for row in rows] == [item["id"] for n, item in enumerate(items) if n != 5]
     for row in rows:

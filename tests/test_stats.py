@@ -8,6 +8,7 @@ import pytest
 from catalogs.store_format import STAT_PERCENTILES
 from pipeline.stats import (
     FLOAT_BIN_BITS,
+    ShardStats,
     StatsAccumulator,
     StreamingStats,
     bin_keys,
@@ -121,3 +122,22 @@ def test_adding_statistics_of_another_dtype_is_refused() -> None:
     accumulator = StatsAccumulator("<u2", 2)
     with pytest.raises(ValueError, match="do not add"):
         accumulator.add(StreamingStats.of_chips(np.zeros((1, 2, 2, 2), np.float32), None))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_shards_of_parts_add_up_to_the_parts_added_one_by_one(dtype: type) -> None:
+    # What shard tasks send (moments stacked, histograms summed) gives the very same summary
+    # as adding their parts one by one, whichever way the parts are grouped into shards.
+    rng = np.random.default_rng(4)
+    chips = (rng.normal(-12, 6, size=(20, 2, 9, 9)) if dtype is np.float32
+             else rng.integers(0, 256, size=(20, 2, 9, 9))).astype(dtype)
+    parts = [StreamingStats.of_chips(part, None) for part in np.split(chips, [3, 4, 11, 15])]
+    one_by_one = StatsAccumulator(chips.dtype.str, 2)
+    for part in parts:
+        one_by_one.add(part)
+    by_shard = StatsAccumulator(chips.dtype.str, 2)
+    for index, group in enumerate((parts[3:], parts[:1], parts[1:3])):
+        by_shard.add_shard(ShardStats.of_parts("s", index, group, 2))
+    assert by_shard.summary() == one_by_one.summary()
+    with pytest.raises(ValueError, match="statistics of 2 bands do not add to 3 bands"):
+        StatsAccumulator(chips.dtype.str, 3).add_shard(ShardStats.of_parts("s", 0, parts, 2))
