@@ -172,13 +172,13 @@ def fetch_rows(table: pa.Table, params: PipelineParams,
     remote = [indexed for part in parts for indexed in part.remote]
     if remote:
         parts.append(_fetched(_fetch_chunk(remote, params), [], params.fetched_table))
+    failed = sorted((row for part in parts for row in part.failures), key=lambda row: row[0])
     parts = sorted((part for part in parts if part.table.num_rows),
                    key=lambda part: part.rows[0].as_py())
     fetched = concat_tables([part.table for part in parts], params.fetched_table)
     if remote:  # downloaded items were appended: back to the rows' order
         fetched = fetched.take(pc.sort_indices(pa.chunked_array(
             [part.rows for part in parts], pa.int64())))
-    failed = sorted((row for part in parts for row in part.failures), key=lambda row: row[0])
     return fetched, [failure for _, failures in failed for failure in failures]
 
 

@@ -104,6 +104,16 @@ def test_downloaded_items_take_their_rows_place(sample_world: Path, tmp_path: Pa
                        for asset in row["assets"].values())
 
 
+def test_rows_that_all_fail_are_all_failures(sample_world: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    params = _params(sample_world, tmp_path)
+    items = [_wrong_size(item) for item in discover(params)[:5]]
+    monkeypatch.setattr(fetch_module, "CHUNK_ITEMS", 2)
+    fetched, failures = fetch_rows(read_table(write_items(params.items_table, items)), params)
+    assert fetched.num_rows == 0
+    assert [f.item_id for f in failures] == [item["id"] for item in items]
+
+
 def test_a_table_of_no_rows_fetches_nothing(sample_world: Path, tmp_path: Path) -> None:
     params = _params(sample_world, tmp_path)
     fetched, failures = fetch_rows(read_table(write_items(params.items_table, [])), params)
