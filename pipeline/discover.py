@@ -14,22 +14,33 @@ remote, and an http(s) link to another host than the source's never reaches a lo
 or link-local address unless allowed. A refused link stops discover with an error naming the
 source, the link and the rule: the catalog itself is hostile or broken.
 
-Items come sorted by collection, then item id.
+Items come sorted by collection, then item id. The stage (:func:`discover_to_table`) gets them
+from the workers as Arrow tables, one per chunk, and only concatenates and sorts those; items
+become dicts in the main process only where pairs are declared (pairing matches dicts) or an
+API was searched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from pystac_client import Client
 
 from pipeline.access_policy import AccessRefused
 from pipeline.cluster import Executor
-from pipeline.geoparquet_catalog import geoparquet_items, is_geoparquet
-from pipeline.items import CATALOG_ROOT, write_items
+from pipeline.geoparquet_catalog import geoparquet_items, geoparquet_tables, is_geoparquet
+from pipeline.items import (
+    CATALOG_ROOT,
+    concat_tables,
+    items_table,
+    sorted_by_id,
+    write_table,
+)
 from pipeline.pairing import pair_items, write_pairs_table
 from pipeline.params import FetchParams, PipelineParams
 from pipeline.search import (
@@ -40,9 +51,9 @@ from pipeline.search import (
     search_of,
     with_origin,
 )
-from pipeline.static_catalog import static_catalog_items
+from pipeline.static_catalog import static_catalog_items, static_catalog_tables
 
-__all__ = ["CATALOG_HREF", "CATALOG_ROOT", "discover", "discover_to_table"]
+__all__ = ["CATALOG_HREF", "CATALOG_ROOT", "discover", "discover_table", "discover_to_table"]
 API_SEARCHES = 8  # collections searched at once in a STAC API
 
 
@@ -63,20 +74,60 @@ def discover(params: PipelineParams, executor: Executor | None = None) -> list[d
             source is no catalog of its kind, or the access policy refuses a link of the source
             (naming the link and the rule).
     """
-    source = params.api_url or params.catalog
-    if not source:
-        raise ValueError("pipeline: neither api_url nor catalog is set; nothing to discover")
-    search = search_of(source, params)
-    try:
+    source, search = _source_search(params)
+    executor = executor or Executor(None)
+    with _refusal_named(source):
         if params.api_url:
             items: Iterable[dict[str, Any]] = _from_api(params.api_url, search, params.fetch)
         elif is_geoparquet(source):
-            items = geoparquet_items(source, search, executor or Executor(None))
+            items = geoparquet_items(source, search, executor)
         else:
-            items = static_catalog_items(source, search, params.fetch,
-                                         executor or Executor(None))
-        return sorted(items, key=lambda item: (item["collection"], item["id"]))
-    except Exception as error:  # pystac wraps a reader's error in its own: find the refusal
+            items = static_catalog_items(source, search, params.fetch, executor)
+        return sorted(items, key=_key)
+
+
+def discover_table(params: PipelineParams, executor: Executor | None = None) -> pa.Table:
+    """:func:`discover` as a stac-geoparquet table (:func:`pipeline.items.items_table`), sorted
+    by (collection, id).
+
+    A static catalog's or a local stac-geoparquet file's items become tables on ``executor``,
+    one per chunk of items; this process only concatenates and sorts them. Only an API
+    search's items (and a downloaded stac-geoparquet file's) are converted here.
+
+    Raises:
+        ValueError: as :func:`discover`; or naming the item files (the items table where chunks
+            disagree) when the items' fields cannot share one Arrow schema.
+    """
+    source, search = _source_search(params)
+    executor = executor or Executor(None)
+    with _refusal_named(source):
+        if params.api_url:
+            items = sorted(_from_api(params.api_url, search, params.fetch), key=_key)
+            tables: Iterable[pa.Table] = [items_table(items, params.api_url)]
+        elif is_geoparquet(source):
+            tables = geoparquet_tables(source, search, executor)
+        else:
+            tables = static_catalog_tables(source, search, params.fetch, executor)
+        # In the order of their first rows, so the columns come in one order whatever order
+        # the chunks finished in.
+        ordered = sorted((table for table in tables if table.num_rows), key=_first_key)
+    return sorted_by_id(concat_tables(ordered, params.items_table))
+
+
+def _source_search(params: PipelineParams) -> tuple[str, Search]:
+    source = params.api_url or params.catalog
+    if not source:
+        raise ValueError("pipeline: neither api_url nor catalog is set; nothing to discover")
+    return source, search_of(source, params)
+
+
+@contextmanager
+def _refusal_named(source: str) -> Iterator[None]:
+    """Re-raise an access refusal as a ValueError naming ``source`` (pystac wraps a reader's
+    error in its own: the refusal is found among the causes)."""
+    try:
+        yield
+    except Exception as error:
         refusal = _refusal(error)
         if refusal is None:
             raise
@@ -90,14 +141,30 @@ def _refusal(error: BaseException | None) -> AccessRefused | None:
     return error
 
 
+def _key(item: dict[str, Any]) -> tuple[str, str]:
+    return item["collection"], item["id"]
+
+
+def _first_key(table: pa.Table) -> tuple[str, str]:
+    return table.column("collection")[0].as_py(), table.column("id")[0].as_py()
+
+
 def discover_to_table(params: PipelineParams, executor: Executor | None = None) -> Path:
-    """Run :func:`discover`, pair the items of the declared pairs across collections, write
+    """Discover the items, pair the items of the declared pairs across collections, write
     the items to ``params.items_table`` and the matches to ``params.pairs_table``; returns the
-    items table."""
-    items, rows = pair_items(discover(params, executor), params.coregister.pairs)
+    items table.
+
+    Without pairs the items stay Arrow tables in this process (:func:`discover_table`);
+    pairing matches item dicts here (:func:`discover`, :func:`pipeline.pairing.pair_items`).
+    """
+    if params.coregister.pairs:
+        items, rows = pair_items(discover(params, executor), params.coregister.pairs)
+        table = items_table(items, params.items_table)
+    else:
+        table, rows = discover_table(params, executor), []
     params.work_dir.mkdir(parents=True, exist_ok=True)
     write_pairs_table(params.pairs_table, rows)
-    return write_items(params.items_table, items)
+    return write_table(params.items_table, table)
 
 
 def _from_api(api_url: str, search: Search, policy: FetchParams) -> list[dict[str, Any]]:

@@ -6,7 +6,10 @@ cannot be read as registry sensors (no sensor matches, a SAR scene that is not g
 failure before anything is downloaded.
 
 Local assets (plain paths, ``file://``) are verified where they are and never copied, in chunks
-of items on the executor (a worker's threads verify files at once). Remote
+of items on the executor (a worker's threads verify files at once). The stage hands the items
+table's rows to the workers as Arrow tables and gets the fetched items back as tables
+(:func:`fetch_rows`): no item becomes a dict in the main process unless it has remote assets.
+Remote
 ones (``http(s)://``, ``s3://``, ``gs://``, read with obstore; ``params.fetch.store_options`` are
 given to obstore's store of their scheme, e.g. ``{s3: {request_payer: true}}``) go into a
 content-addressed cache: ``<cache_dir>/<checksum[4:6]>/<checksum><suffix>`` when the asset has a
@@ -44,6 +47,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,7 +55,10 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import numpy as np
 import obstore
+import pyarrow as pa
+import pyarrow.compute as pc
 from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
 from obstore.store import HTTPStore, ObjectStore, from_url
 
@@ -59,7 +66,14 @@ from catalogs.item_assets import ItemReadError, sensor_assets
 from pipeline.access_policy import AccessRefused, check_host, check_local_allowed, local_path
 from pipeline.cluster import Executor
 from pipeline.failures import Failure
-from pipeline.items import CATALOG_ROOT, read_items, write_items
+from pipeline.items import (
+    CATALOG_ROOT,
+    concat_tables,
+    items_table,
+    read_table,
+    table_rows_as_items,
+    write_table,
+)
 from pipeline.params import FetchParams, PipelineParams
 from pipeline.search import CATALOG_HREF
 
@@ -131,11 +145,7 @@ def fetch(items: list[dict[str, Any]], params: PipelineParams,
         and one ``Failure(stage="fetch", item_id, path=href, reason)`` per failed asset, by
         item in input order.
     """
-    local, remote = [], []
-    for index, item in enumerate(items):
-        is_local = all(_scheme(asset.get("href", "")) == "file"
-                       for asset in item.get("assets", {}).values())
-        (local if is_local else remote).append((index, item))
+    local, remote = _split(enumerate(items))
     chunks = [local[start:start + CHUNK_ITEMS] for start in range(0, len(local), CHUNK_ITEMS)]
     outcomes = [_fetch_chunk(remote, params)] if remote else []
     outcomes += (executor or Executor(None)).map_unordered(_fetch_chunk, chunks, params)
@@ -143,6 +153,80 @@ def fetch(items: list[dict[str, Any]], params: PipelineParams,
                      key=lambda result: result[0])
     fetched = [item for _, item, _ in results if item is not None]
     return fetched, [failure for _, _, failures in results for failure in failures]
+
+
+def fetch_rows(table: pa.Table, params: PipelineParams,
+               executor: Executor | None = None) -> tuple[pa.Table, list[Failure]]:
+    """:func:`fetch` of the rows of an items table (:func:`pipeline.items.read_table`), the
+    fetched items as a table (:func:`pipeline.items.items_table`) in the rows' order.
+
+    This process sends chunks of :data:`CHUNK_ITEMS` rows to ``executor``, where they become
+    item dicts, local ones are verified and the fetched ones become a table again; it only
+    concatenates the tables. Items with remote assets come back as dicts and are downloaded
+    here, as :func:`fetch` downloads them.
+    """
+    rows = table.num_rows
+    chunks = [(start, table.take(np.arange(start, min(start + CHUNK_ITEMS, rows))))
+              for start in range(0, rows, CHUNK_ITEMS)]
+    parts = list((executor or Executor(None)).map_unordered(_fetch_rows, chunks, params))
+    remote = [indexed for part in parts for indexed in part.remote]
+    if remote:
+        parts.append(_fetched(_fetch_chunk(remote, params), [], params.fetched_table))
+    failed = sorted((row for part in parts for row in part.failures), key=lambda row: row[0])
+    parts = sorted((part for part in parts if part.table.num_rows),
+                   key=lambda part: part.rows[0].as_py())
+    fetched = concat_tables([part.table for part in parts], params.fetched_table)
+    if remote:  # downloaded items were appended: back to the rows' order
+        fetched = fetched.take(pc.sort_indices(pa.chunked_array(
+            [part.rows for part in parts], pa.int64())))
+    return fetched, [failure for _, failures in failed for failure in failures]
+
+
+def fetch_table(params: PipelineParams, executor: Executor | None = None) -> Path:
+    """Fetch the items of ``params.items_table`` and write the available ones to
+    ``params.fetched_table``; returns that path."""
+    fetched, _ = fetch_rows(read_table(params.items_table), params, executor)
+    return write_table(params.fetched_table, fetched)
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """What fetching some rows gave: the fetched items as a table and the rows they came from,
+    each failed row's failures, and the rows (as item dicts) left to download."""
+
+    table: pa.Table
+    rows: pa.Array
+    failures: list[tuple[int, list[Failure]]]
+    remote: list[tuple[int, dict[str, Any]]]
+
+
+def _fetch_rows(chunk: tuple[int, pa.Table], params: PipelineParams) -> _Fetched:
+    """Verify the local items of ``chunk`` (its first row's index, its rows); the others are
+    left to download (runs on a worker)."""
+    start, rows = chunk
+    local, remote = _split(enumerate(table_rows_as_items(rows), start))
+    source = f"{params.items_table} (rows {start} to {start + rows.num_rows - 1})"
+    return _fetched(_fetch_chunk(local, params), remote, source)
+
+
+def _fetched(outcomes: list[tuple[int, dict[str, Any] | None, list[Failure]]],
+             remote: list[tuple[int, dict[str, Any]]], source: object) -> _Fetched:
+    outcomes = sorted(outcomes, key=lambda outcome: outcome[0])
+    fetched = [(row, item) for row, item, _ in outcomes if item is not None]
+    return _Fetched(items_table([item for _, item in fetched], source),
+                    pa.array([row for row, _ in fetched], pa.int64()),
+                    [(row, failures) for row, _, failures in outcomes if failures], remote)
+
+
+def _split(items: Iterable[tuple[int, dict[str, Any]]]
+           ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
+    """The indexed items whose assets are all local files, and the others."""
+    local, remote = [], []
+    for index, item in items:
+        is_local = all(_scheme(asset.get("href", "")) == "file"
+                       for asset in item.get("assets", {}).values())
+        (local if is_local else remote).append((index, item))
+    return local, remote
 
 
 def _fetch_chunk(items: list[tuple[int, dict[str, Any]]], params: PipelineParams
@@ -170,13 +254,6 @@ def _fetch_chunk(items: list[tuple[int, dict[str, Any]]], params: PipelineParams
                     for key, outcome in outcomes.items() if isinstance(outcome, AssetError)]
         results.append((index, None if problems else _localised(item, outcomes), problems))
     return results
-
-
-def fetch_table(params: PipelineParams, executor: Executor | None = None) -> Path:
-    """Fetch the items of ``params.items_table`` and write the available ones to
-    ``params.fetched_table``; returns that path."""
-    fetched, _ = fetch(read_items(params.items_table), params, executor)
-    return write_items(params.fetched_table, fetched)
 
 
 def _sensor_asset_keys(item: dict[str, Any]) -> list[str]:

@@ -12,8 +12,8 @@ URL is downloaded once and read here.
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -22,12 +22,13 @@ import pyarrow.parquet as pq
 
 from pipeline.access_policy import is_local, local_path
 from pipeline.cluster import Executor
-from pipeline.items import table_items
+from pipeline.items import items_table, sorted_by_id, table_items
 from pipeline.search import Search, check_collections, folder_of, matches, with_origin
 
 SUFFIXES = (".parquet", ".geoparquet")
 _REQUIRED_COLUMNS = ("type", "stac_version", "id", "geometry", "collection")
 DOWNLOAD_TIMEOUT_S = 300.0
+_Result = TypeVar("_Result")
 
 
 def is_geoparquet(href: str) -> bool:
@@ -43,6 +44,26 @@ def geoparquet_items(href: str, search: Search, executor: Executor) -> Iterator[
             required column is missing or its rows are no STAC items), or it has no items of a
             searched collection.
     """
+    for items in _per_row_group(href, search, executor, _row_group_items, _matching):
+        yield from items
+
+
+def geoparquet_tables(href: str, search: Search, executor: Executor) -> Iterator[pa.Table]:
+    """:func:`geoparquet_items` as stac-geoparquet tables (:func:`pipeline.items.items_table`),
+    one per row group, each sorted by (collection, id), in no particular order.
+
+    Raises:
+        ValueError: as :func:`geoparquet_items`.
+    """
+    return _per_row_group(href, search, executor, _row_group_table, _matching_table)
+
+
+def _per_row_group(href: str, search: Search, executor: Executor,
+                   local_task: Callable[[tuple[str, int], Search], _Result],
+                   read: Callable[[str, pa.Table, Search], _Result]) -> Iterator[_Result]:
+    """``local_task`` of each row group of the local file at ``href``, on ``executor``; or
+    ``read`` of each row group of the file at an http(s) ``href``, downloaded once and read
+    here rather than shipped to every worker."""
     source: str | pa.NativeFile = (str(local_path(href)) if is_local(href)
                                    else pa.BufferReader(_download(href)))
     parquet = _open(href, source)
@@ -54,12 +75,8 @@ def geoparquet_items(href: str, search: Search, executor: Executor) -> Iterator[
                       (c for c in pc.unique(collections).to_pylist() if c is not None))
     tasks = [(href, group) for group in range(parquet.metadata.num_row_groups)]
     if isinstance(source, str):
-        results = executor.map_unordered(_row_group_items, tasks, search)
-    else:  # downloaded: read here rather than ship the file to every worker
-        results = (_matching(href, parquet.read_row_group(group), search)
-                   for _, group in tasks)
-    for items in results:
-        yield from items
+        return executor.map_unordered(local_task, tasks, search)
+    return (read(href, parquet.read_row_group(group), search) for _, group in tasks)
 
 
 def _download(url: str) -> bytes:
@@ -81,6 +98,17 @@ def _row_group_items(task: tuple[str, int], search: Search) -> list[dict[str, An
     """The matching items of one row group of a local file (runs on a worker)."""
     href, group = task
     return _matching(href, pq.ParquetFile(local_path(href)).read_row_group(group), search)
+
+
+def _row_group_table(task: tuple[str, int], search: Search) -> pa.Table:
+    """:func:`_row_group_items` as a table sorted by (collection, id) (runs on a worker)."""
+    href, group = task
+    return _matching_table(href, pq.ParquetFile(local_path(href)).read_row_group(group), search)
+
+
+def _matching_table(href: str, table: pa.Table, search: Search) -> pa.Table:
+    """:func:`_matching` as a table sorted by (collection, id)."""
+    return sorted_by_id(items_table(_matching(href, table, search), href))
 
 
 def _matching(href: str, table: pa.Table, search: Search) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -46,27 +47,14 @@ _REQUIRED_NULL_PROPERTIES = ("datetime",)
 
 
 def write_items(path: Path, items: list[dict[str, Any]]) -> Path:
-    """Write STAC item dicts as a stac-geoparquet table, atomically.
-
-    The table is written to a temporary file beside ``path`` and renamed, so ``path`` is either
-    the previous table or the complete new one. Row order is the order of ``items``.
-
-    Args:
-        path: the ``.parquet`` file to write (its folder is created).
-        items: STAC items as dicts, each with ``collection``; ``geometry`` may be null.
-
-    Returns:
-        ``path``.
+    """Write STAC item dicts as a stac-geoparquet table, atomically (:func:`items_table`,
+    :func:`write_table`).
 
     Raises:
         ValueError: naming ``path``, when the items' fields cannot share one Arrow schema
             (e.g. a field that is a number in one item and a string in another).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = _items_table([_with_hrefs(item, portable_href) for item in items], path)
-    with atomic_path(path) as tmp:
-        stac_arrow.to_parquet(table, tmp)
-    return path
+    return write_table(path, items_table(items, path))
 
 
 def read_items(path: Path) -> list[dict[str, Any]]:
@@ -75,7 +63,7 @@ def read_items(path: Path) -> list[dict[str, Any]]:
     Raises:
         FileNotFoundError: ``path`` does not exist.
     """
-    return table_rows_as_items(pq.read_table(path))
+    return table_rows_as_items(read_table(path))
 
 
 def table_rows_as_items(table: pa.Table) -> list[dict[str, Any]]:
@@ -83,6 +71,72 @@ def table_rows_as_items(table: pa.Table) -> list[dict[str, Any]]:
     :func:`write_items`, as :func:`read_items` gives them: hrefs absolute again."""
     return [_with_hrefs(item, make_absolute_href)  # relative paths against the cwd
             for item in table_items(table)]
+
+
+def items_table(items: list[dict[str, Any]], source: object) -> pa.Table:
+    """STAC item dicts as the stac-geoparquet Arrow table :func:`write_items` writes: local
+    hrefs portable, unlocated items with null geometry and bbox, rows in the order of ``items``.
+
+    Args:
+        items: STAC items as dicts, each with ``collection``; ``geometry`` may be null.
+        source: what the items are, for the error (the table's path, a catalog's item files).
+
+    Raises:
+        ValueError: naming ``source``, when the items' fields cannot share one Arrow schema.
+    """
+    return _items_table([_with_hrefs(item, portable_href) for item in items], source)
+
+
+def concat_tables(tables: list[pa.Table], source: object) -> pa.Table:
+    """The rows of ``tables``, in order, as one table; empty tables are left out.
+
+    Their schemas are unified as stac-geoparquet unifies its chunks' (``pa.unify_schemas``,
+    permissive): a field one table lacks is null in its rows, an integer field that is a float
+    in another table becomes a float, and fields (nested ones too) come in the order they first
+    appear, table after table.
+
+    Raises:
+        ValueError: naming ``source``, when two tables give one field incompatible types.
+    """
+    tables = [table for table in tables if table.num_rows]
+    if not tables:
+        return _items_table([], source)
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise ValueError(f"{source}: the items cannot be written as one table: {error}") from error
+
+
+def sorted_by_id(table: pa.Table) -> pa.Table:
+    """The rows of an items table sorted by (collection, id), a stable sort (as Python sorts
+    the strings: UTF-8 bytes sort as code points)."""
+    if table.num_rows == 0:
+        return table
+    order = pc.sort_indices(table, [("collection", "ascending"), ("id", "ascending")])
+    if pc.all(pc.equal(order, pa.array(np.arange(table.num_rows)))).as_py():
+        return table  # already sorted (chunks of sorted catalogs): no copy of every row
+    return table.take(order)
+
+
+def write_table(path: Path, table: pa.Table) -> Path:
+    """Write a stac-geoparquet Arrow table (:func:`items_table`) to ``path``, atomically: to a
+    temporary file beside it (its folder is created), then renamed, so ``path`` is either the
+    previous table or the complete new one. The file's row groups do not depend on how the
+    table is chunked in memory: a table has the bytes of its rows. Returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        stac_arrow.to_parquet(table.combine_chunks(), tmp)
+    return path
+
+
+def read_table(path: Path) -> pa.Table:
+    """The Arrow table of a file written by :func:`write_table` (rows as :func:`table_items`
+    reads them).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    return pq.read_table(path)
 
 
 def table_items(table: pa.Table) -> list[dict[str, Any]]:
@@ -155,7 +209,7 @@ def _with_hrefs(item: dict[str, Any], convert: Callable[[str], str]) -> dict[str
     return item
 
 
-def _items_table(items: list[dict[str, Any]], path: Path) -> pa.Table:
+def _items_table(items: list[dict[str, Any]], source: object) -> pa.Table:
     """``items`` as a stac-geoparquet Arrow table, unlocated items with null geometry and bbox."""
     if not items:
         return pa.table({"id": pa.array([], pa.string()), "geometry": pa.array([], pa.binary())})
@@ -167,7 +221,7 @@ def _items_table(items: list[dict[str, Any]], path: Path) -> pa.Table:
     try:
         table = stac_arrow.parse_stac_items_to_arrow(convertible).read_all()
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        raise ValueError(f"{path}: the items cannot be written as one table: {error}") from error
+        raise ValueError(f"{source}: the items cannot be written as one table: {error}") from error
     for name in ("geometry", "bbox"):
         column = table.column(name)
         nulled = pc.if_else(unlocated, pa.scalar(None, column.type), column)

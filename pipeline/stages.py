@@ -33,8 +33,8 @@ from pipeline.failures import (
     read_failures,
     write_failures,
 )
-from pipeline.fetch import fetch
-from pipeline.items import portable_href, read_items, table_rows_as_items, write_items
+from pipeline.fetch import fetch_rows
+from pipeline.items import portable_href, read_table, table_rows_as_items, write_table
 from pipeline.pairing import PARTNERS
 from pipeline.params import PipelineParams
 from pipeline.shard import plan_store, write_store
@@ -224,11 +224,11 @@ def run_discover(params: PipelineParams, executor: Executor, progress: bool = Tr
 def run_fetch(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:
     """Make every asset local and verified (local items in chunks on ``executor``);
     quarantine items whose assets fail."""
-    fetched, failures = fetch(read_items(params.items_table), params, executor)
+    fetched, failures = fetch_rows(read_table(params.items_table), params, executor)
     write_failures(failures_path(params, "fetch"), failures)
-    if not fetched:
+    if not fetched.num_rows:
         raise NothingUsableError(f"no item could be fetched ({len(failures)} failures)")
-    return write_items(params.fetched_table, fetched)
+    return write_table(params.fetched_table, fetched)
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 from pystac.serialization import identify_stac_object, migrate_to_latest
 from pystac.utils import datetime_to_str, make_absolute_href, str_to_datetime
 
 from pipeline.cluster import Executor
+from pipeline.items import items_table, sorted_by_id
 from pipeline.params import FetchParams
 from pipeline.search import (
     CheckedStacIO,
@@ -57,24 +59,47 @@ class _Node:
     title: str | None
     is_collection: bool
     children: list[_Node] = field(default_factory=list)
-    item_hrefs: list[str] = field(default_factory=list)
+    item_hrefs: list[str] = field(default_factory=list)  # as written: resolved on the workers
 
 
 @dataclass(frozen=True)
 class _ItemChunk:
-    """Item files of one collection to read in one task: (item href, parent node) pairs."""
+    """Item files of one collection to read in one task, each with its parent node."""
 
     source: str  # the catalog as the user named it (the access policy's origin)
     collection: str
     root: tuple[str, str | None]  # root catalog href and title
     root_dir: str
-    entries: tuple[tuple[str, str, str | None], ...]  # item href, parent href, parent title
+    # item link href (as the parent writes it), parent href, parent title
+    entries: tuple[tuple[str, str, str | None], ...]
+
+    def item_href(self, entry: int) -> str:
+        """The absolute href of the item file of ``entries[entry]``."""
+        href, parent_href, _ = self.entries[entry]
+        return make_absolute_href(href, parent_href)
 
 
 def static_catalog_items(catalog_href: str, search: Search, policy: FetchParams,
                          executor: Executor) -> Iterator[dict[str, Any]]:
     """The items of ``search.collections`` in the static catalog that match ``search``,
     unsorted; item files read in chunks of :data:`CHUNK_ITEMS` on ``executor``."""
+    for items in executor.map_unordered(_read_chunk, _chunks(catalog_href, search, policy),
+                                        search, policy):
+        yield from items
+
+
+def static_catalog_tables(catalog_href: str, search: Search, policy: FetchParams,
+                          executor: Executor) -> Iterator[pa.Table]:
+    """:func:`static_catalog_items` as stac-geoparquet tables (:func:`pipeline.items.items_table`),
+    one per chunk, each sorted by (collection, id), in no particular order: the items never
+    become dicts in this process."""
+    return executor.map_unordered(_read_chunk_table, _chunks(catalog_href, search, policy),
+                                  search, policy)
+
+
+def _chunks(catalog_href: str, search: Search, policy: FetchParams) -> list[_ItemChunk]:
+    """The item files of ``search.collections``, walked from the root catalog, in chunks of
+    :data:`CHUNK_ITEMS`."""
     reader = CheckedStacIO(catalog_href, policy)
     root = _walk(reader, make_absolute_href(catalog_href), set())
     collections = {node.id: node for node in _collections(root)}
@@ -86,8 +111,7 @@ def static_catalog_items(catalog_href: str, search: Search, policy: FetchParams,
             _ItemChunk(catalog_href, collection_id, (root.href, root.title),
                        folder_of(root.href), tuple(entries[start:start + CHUNK_ITEMS]))
             for start in range(0, len(entries), CHUNK_ITEMS))
-    for items in executor.map_unordered(_read_chunk, chunks, search, policy):
-        yield from items
+    return chunks
 
 
 def _walk(reader: CheckedStacIO, href: str, seen: set[str]) -> _Node:
@@ -98,11 +122,12 @@ def _walk(reader: CheckedStacIO, href: str, seen: set[str]) -> _Node:
     node = _Node(href, record.get("id", ""), record.get("title"),
                  record.get("type") == "Collection")
     for link in record.get("links", []):
-        target = make_absolute_href(link["href"], href)
-        if link.get("rel") == "item":
-            node.item_hrefs.append(target)
-        elif link.get("rel") == "child" and target not in seen:
-            node.children.append(_walk(reader, target, seen))
+        if link.get("rel") == "item":  # up to millions: resolved on the workers
+            node.item_hrefs.append(link["href"])
+        elif link.get("rel") == "child":
+            target = make_absolute_href(link["href"], href)
+            if target not in seen:
+                node.children.append(_walk(reader, target, seen))
     return node
 
 
@@ -115,7 +140,8 @@ def _collections(node: _Node) -> Iterator[_Node]:
 
 
 def _item_entries(node: _Node) -> Iterator[tuple[str, str, str | None]]:
-    """(item href, parent href, parent title) of the items of ``node`` and its sub-catalogs."""
+    """(item link href, parent href, parent title) of the items of ``node`` and its
+    sub-catalogs."""
     for href in node.item_hrefs:
         yield href, node.href, node.title
     for child in node.children:
@@ -139,7 +165,8 @@ def _read_chunk(chunk: _ItemChunk, search: Search,
     reader = CheckedStacIO(chunk.source, policy)
     area, interval = search.area, search.interval
     items = []
-    for href, parent_href, parent_title in chunk.entries:
+    for entry, (_, parent_href, parent_title) in enumerate(chunk.entries):
+        href = chunk.item_href(entry)
         record = _read_json(reader, href)
         if record.get("type") != "Feature":
             raise ValueError(f"{href}: an item link of {parent_href} names no STAC item")
@@ -149,6 +176,13 @@ def _read_chunk(chunk: _ItemChunk, search: Search,
             item["collection"] = chunk.collection
             items.append(with_origin(item, href, chunk.root_dir))
     return items
+
+
+def _read_chunk_table(chunk: _ItemChunk, search: Search, policy: FetchParams) -> pa.Table:
+    """The items of ``chunk`` that match ``search`` as a table sorted by (collection, id)
+    (runs on a worker)."""
+    files = f"{chunk.source}, item files {chunk.item_href(0)} to {chunk.item_href(-1)}"
+    return sorted_by_id(items_table(_read_chunk(chunk, search, policy), files))
 
 
 def _as_pystac_writes(record: dict[str, Any], href: str, root: tuple[str, str | None],

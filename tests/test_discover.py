@@ -268,7 +268,7 @@ def test_table_keeps_paths_inside_the_project_relative_so_it_moves_with_it(
         assert row["links"][0]["href"] == "data/x.json" and row[CATALOG_ROOT] == "data"
         assert read_items(path) == [item]  # absolute again, in the project it is read in
         tables[name] = path.read_bytes()
-        chip_names.add(chip_file(PipelineParams(), read_items(path)[0]).name)
+        chip_names.add(chip_file(PipelineParams(), read_items(path)).name)
     assert tables["here"] == tables["moved"]
     assert len(chip_names) == 1
 
