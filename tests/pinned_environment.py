@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from importlib import metadata
 from pathlib import Path
@@ -43,3 +44,28 @@ def drift_from_lock(lock: Path = LOCK) -> list[str]:
         elif Version(have) != Version(pinned):
             drift.append(f"{name}: {have} installed, pinned {pinned}")
     return drift
+
+
+LOCK_CPU = Path(__file__).resolve().parent / "data" / "dvc_lock_cpu.json"
+
+
+def cpu_class() -> list[str]:
+    """The SIMD targets numpy dispatches to on this CPU (beyond its baseline), e.g.
+    ``["X86_V3"]`` for AVX2. numpy's exp and log, and the BLAS kernels picked for the same CPU,
+    round in the last bit differently across these, so the store's Sentinel-1 pixels and its
+    statistics are reproduced byte for byte only on a CPU of the same class."""
+    from numpy._core import _multiarray_umath as umath
+
+    return sorted(f for f in umath.__cpu_dispatch__ if umath.__cpu_features__.get(f))
+
+
+def cpu_drift_from_lock(record: Path = LOCK_CPU) -> str | None:
+    """Why this CPU's class differs from the one the committed dvc.lock was built on (None
+    when it is the same)."""
+    built_on = json.loads(record.read_text())["numpy_cpu_dispatch"]
+    here = cpu_class()
+    return None if here == built_on else f"dvc.lock was built on {built_on}, this CPU is {here}"
+
+
+if __name__ == "__main__":  # python -m tests.pinned_environment: record this CPU's class
+    LOCK_CPU.write_text(json.dumps({"numpy_cpu_dispatch": cpu_class()}, indent=2) + "\n")

@@ -3,6 +3,7 @@ start and CI install it into a new virtual environment and run the same test com
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from importlib import metadata
@@ -12,7 +13,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.pinned_environment import drift_from_lock, read_pins
+from tests.pinned_environment import cpu_class, cpu_drift_from_lock, drift_from_lock, read_pins
 
 REPO = Path(__file__).resolve().parents[1]
 PINNED = '-c requirements.lock -e ".[dev]"'  # what pip installs: the project, pinned
@@ -76,3 +77,12 @@ def test_drift_names_each_package_at_another_version_or_missing(tmp_path: Path) 
                                      f"numpy: {installed} installed, pinned 0.0.1"]
     lock.write_text(f"pytest=={have}\n")
     assert drift_from_lock(lock) == []
+
+
+def test_the_cpu_class_of_the_lock_is_compared_with_this_cpus(tmp_path: Path) -> None:
+    record = tmp_path / "cpu.json"
+    record.write_text(json.dumps({"numpy_cpu_dispatch": cpu_class()}))
+    assert cpu_drift_from_lock(record) is None
+    record.write_text(json.dumps({"numpy_cpu_dispatch": ["X86_V9"]}))
+    assert cpu_drift_from_lock(record) == (
+        f"dvc.lock was built on ['X86_V9'], this CPU is {cpu_class()}")
