@@ -88,7 +88,10 @@ def test_small_tensors_arrive_by_value_and_shared_ones_stay_shared() -> None:
     assert batch["image"].is_shared()
 
 
-def test_the_main_process_reuses_a_buffer_once_nothing_uses_it() -> None:
+def test_the_main_process_reuses_a_buffer_once_nothing_uses_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A pool of its own: buffers other tests of this process left free would fit too.
+    monkeypatch.setattr(shared_rows, "_pool", None)
     first = empty_rows((2, *ROW_SHAPE))
     pointer = first.data_ptr()
     row = first[1]
