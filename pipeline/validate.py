@@ -9,7 +9,6 @@ and counted apart, never NaN."""
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import os
 import re
@@ -92,22 +91,23 @@ def check_store(params: PipelineParams, manifest: StoreManifest,
     if pairs[INDEX_A].shape[0] != manifest.pair_count:
         problems.append(f"pairs: {pairs[INDEX_A].shape[0]} rows, manifest says "
                         f"{manifest.pair_count}")
-    tasks = [(params.store, name, range(first, min(first + VERIFY_SHARDS_PER_TASK, shards)))
-             for name in manifest.sensors
-             for shards in [-(-root[name][IMAGE].shape[0] // root[name][IMAGE].shards[0])]
-             for first in range(0, shards, VERIFY_SHARDS_PER_TASK)]
-    verified = (executor or Executor()).map_unordered(_verify_task, tasks)
-    return problems + sorted(itertools.chain.from_iterable(verified), key=_problem_order)
+    parts = [(name, shards[first:first + VERIFY_SHARDS_PER_TASK])
+             for name in manifest.sensors for shards in [_shards(root[name][IMAGE])]
+             for first in range(0, len(shards), VERIFY_SHARDS_PER_TASK)]
+    tasks = [(number, params.store, name, shards) for number, (name, shards) in enumerate(parts)]
+    verified = dict((executor or Executor()).map_unordered(_verify_task, tasks))
+    return problems + [line for number in sorted(verified) for line in verified[number]]
 
 
-def _verify_task(task: tuple[Path, str, range]) -> list[str]:
-    return verify_chips(*task)
+def _verify_task(task: tuple[int, Path, str, range]) -> tuple[int, list[str]]:
+    """The task's number and :func:`verify_chips` of its shard files."""
+    number, *arguments = task
+    return number, verify_chips(*arguments)
 
 
-def _problem_order(line: str) -> tuple[str, int]:
-    """``<sensor> chip <n>: ...`` lines by sensor, then chip."""
-    sensor, _, rest = line.partition(" chip ")
-    return sensor, int(rest.partition(":")[0])
+def _shards(image: Any) -> range:
+    """The shard indexes of a sensor's ``image`` array."""
+    return range(-(-image.shape[0] // image.shards[0]))
 
 
 def verify_chips(store: Path, sensor: str, shards: range | None = None) -> list[str]:
@@ -116,13 +116,18 @@ def verify_chips(store: Path, sensor: str, shards: range | None = None) -> list[
     ``image_crc32c``: one line per chip naming the sensor, the chip and its shard file, and
     the reason."""
     group = open_store(store)[sensor]
-    image, checksums = group[IMAGE], group[IMAGE_CRC32C][:]
+    image = group[IMAGE]
     per_shard = image.shards[0]
+    shards = _shards(image) if shards is None else shards
+    if not shards:
+        return []
+    offset = shards[0] * per_shard  # only these shards' checksums are read
+    checksums = group[IMAGE_CRC32C][offset:(shards[-1] + 1) * per_shard]
     problems = []
-    for shard in shards if shards is not None else range(-(-image.shape[0] // per_shard)):
+    for shard in shards:
         path = store / sensor / IMAGE / shard_key(image, shard)
         first = shard * per_shard
-        expected = checksums[first:first + per_shard].tolist()
+        expected = checksums[first - offset:first - offset + per_shard].tolist()
         try:
             damaged = _damaged_chunks(path, per_shard, expected)
         except (OSError, ValueError) as error:  # no file, or no readable index
