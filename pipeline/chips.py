@@ -181,11 +181,6 @@ class ChipFileWriter:
         else:
             self.abort()
 
-    @property
-    def locations(self) -> int:
-        """Locations written so far."""
-        return len(self._locations)
-
     def add(self, location: LocationChips) -> None:
         """Write a location held in memory (its chips encoded and measured at once)."""
         sink = self.open_location({name: (chips.shape[1:], chips.dtype)
