@@ -4,7 +4,8 @@ All three read the same paired Sentinel-2 + Sentinel-1 chips, one pair per sampl
 
 * ours: :class:`~model.datasets.geopile2.GeoPile2` (S2 chips with their S1 partner) through
   a plain ``DataLoader`` with :func:`~model.datasets.batching.collate_by_sensor`, in the main
-  process and with worker processes;
+  process and with worker processes, chips as stored (as pretraining loads them) or in the
+  model's unit;
 * TorchGeo: what a TorchGeo user does without our store: an ``IntersectionDataset`` of an S2
   and an S1 ``RasterDataset`` over the source COGs (S1 warped onto the S2 grid on the fly)
   with ``RandomGeoSampler`` at the same chip size (:mod:`model.benchmark.torchgeo_path`);
@@ -54,15 +55,15 @@ class Rate:
         return None if self.cpu_seconds is None else self.samples / self.cpu_seconds
 
 
-def paired_dataset(store: Path, verify: bool = True) -> GeoPile2:
+def paired_dataset(store: Path, verify: bool = True, stored: bool = False) -> GeoPile2:
     """Every Sentinel-2 chip of ``store`` that has a Sentinel-1 partner, with that partner
-    (each chunk's checksum checked unless ``verify`` is False).
+    (each chunk's checksum checked unless ``verify`` is False; as stored if ``stored``).
 
     Raises:
         ValueError: when the store has no such pair.
     """
     dataset = GeoPile2(store, sensors=[S2_SENSOR], split="all", paired_only=True,
-                       verify=verify)
+                       verify=verify, stored=stored)
     if not len(dataset) or f"image_{S1_SENSOR}" not in dataset[0]:
         raise ValueError(f"{store}: no {S2_SENSOR} chip paired with a {S1_SENSOR} chip")
     return dataset
@@ -109,7 +110,7 @@ def time_decode_bound(dataset: GeoPile2, passes: int) -> Rate:
         for name, number in [(sensor, chip), *dataset.partners_of(sensor, chip)]:
             reader = dataset.chip_reader(name)
             codec = chunk_codec(reader.layout.dtype)
-            jobs.append((codec.decode, reader.chunk(number), reader.empty()[0]))
+            jobs.append((codec.decode, bytes(reader.chunk(number)), reader.empty()[0]))
     for decode, data, out in jobs:  # warm up
         decode(data, out=out)
     start, cpu = time.perf_counter(), time.process_time()

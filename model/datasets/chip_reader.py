@@ -3,9 +3,11 @@
 Why not ``zarr.Array.__getitem__``: a training loader reads single chips in random order, and
 zarr-python's single-chunk reads from a sharded array reached about 45 % of the codec's own
 decode rate on this kind of machine (it re-reads and re-parses the shard index and goes through
-its async machinery for every chip). Here each shard's index is read and checked once, each
-chip is then one ``pread``, one CRC32C check (against the chip's ``image_crc32c``; optional)
-and one Blosc decode into a buffer the caller owns. The bytes are
+its async machinery for every chip). Here each shard file is mapped into memory and its index
+read and checked once; each chip is then one CRC32C check (against the chip's
+``image_crc32c``; optional) and one Blosc decode, straight from the mapped pages into a buffer
+the caller owns. Mapping instead of ``pread``: no copy of the compressed bytes, which cost
+about 0.12 ms of a 1.0 ms Sentinel-2 + Sentinel-1 pair on our test machine. The bytes are
 the ones :mod:`catalogs.store_shards` describes (zarr's ``sharding_indexed`` codec), so the
 store stays an ordinary Zarr v3 store for every other reader.
 """
@@ -13,6 +15,7 @@ store stays an ordinary Zarr v3 store for every other reader.
 from __future__ import annotations
 
 import math
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +71,12 @@ class ImageLayout:
 
 
 class ShardedChipReader:
-    """Reads chips of one sensor: one ``pread`` and one decode per chip.
+    """Reads chips of one sensor: one decode per chip, from the shard file's mapped pages.
 
-    Open files and shard indices are cached per process, so a reader copied into
-    ``DataLoader`` workers (fork or spawn) opens its own files there.
+    Mapped files and shard indices are cached per process, so a reader copied into
+    ``DataLoader`` workers (fork or spawn) maps its own files there. A published store is
+    never modified in place; a shard file truncated while it is mapped would end the process
+    (SIGBUS) on the next read of its lost pages.
     """
 
     def __init__(self, layout: ImageLayout, checksums: np.ndarray | None = None) -> None:
@@ -84,7 +89,7 @@ class ShardedChipReader:
         self.layout = layout
         self.checksums = None if checksums is None else checksums.tolist()
         self._pid = -1
-        self._files: dict[int, int] = {}
+        self._maps: dict[int, memoryview] = {}
         self._indices: dict[int, np.ndarray] = {}
         self._buffer: np.ndarray | None = None
         self._codec = chunk_codec(layout.dtype)
@@ -102,11 +107,17 @@ class ShardedChipReader:
         self.close()
 
     def close(self) -> None:
-        """Close the shard files this process opened."""
+        """Unmap the shard files this process mapped (a file whose chunk a caller still
+        holds is unmapped once that chunk is freed)."""
         if self._pid == os.getpid():
-            for fd in self._files.values():
-                os.close(fd)
-        self._files, self._indices = {}, {}
+            for view in self._maps.values():
+                mapped = view.obj
+                view.release()
+                try:
+                    mapped.close()  # type: ignore[union-attr]
+                except BufferError:
+                    pass
+        self._maps, self._indices = {}, {}
 
     def empty(self, count: int = 1) -> np.ndarray:
         """A buffer for ``count`` chips in the stored dtype (little-endian)."""
@@ -136,8 +147,9 @@ class ShardedChipReader:
             raise self._error(chip, error) from error
         return out
 
-    def chunk(self, chip: int) -> bytes:
-        """The compressed bytes of chip ``chip``, as its shard stores them.
+    def chunk(self, chip: int) -> memoryview:
+        """The compressed bytes of chip ``chip``, as its shard stores them (a view of the
+        mapped shard file: no copy).
 
         Raises:
             IndexError, ChipReadError: as :meth:`read`.
@@ -147,32 +159,29 @@ class ShardedChipReader:
                              f"0..{self.layout.chip_count - 1}")
         shard, slot = divmod(chip, self.layout.chips_per_shard)
         try:
-            fd, index = self._shard(shard)
+            mapped, index = self._shard(shard)
             offset, length = (int(v) for v in index[slot])
             if offset == NOT_STORED:
                 raise ValueError("the chunk is not stored in its shard")
-            data = os.pread(fd, length, offset)
-            if len(data) != length:
-                raise ValueError(f"{length} bytes expected at {offset}, {len(data)} read")
         except (OSError, ValueError) as error:
             raise self._error(chip, error) from error
-        return data
+        return mapped[offset:offset + length]
 
     def _error(self, chip: int, error: Exception) -> ChipReadError:
         shard = chip // self.layout.chips_per_shard
         path = self.layout.folder / self.layout.shard_keys[shard]
         return ChipReadError(f"{self.layout.sensor} chip {chip}: {path}: {error}")
 
-    def _shard(self, shard: int) -> tuple[int, np.ndarray]:
+    def _shard(self, shard: int) -> tuple[memoryview, np.ndarray]:
         if self._pid != os.getpid():  # first use, or a worker process after fork
-            self._files, self._indices, self._pid = {}, {}, os.getpid()
-        if shard not in self._files:
+            self._maps, self._indices, self._pid = {}, {}, os.getpid()
+        if shard not in self._maps:
             path = self.layout.folder / self.layout.shard_keys[shard]
             fd = os.open(path, os.O_RDONLY)
-            try:
+            try:  # the index first: it checks the file (an empty one cannot be mapped)
                 index = read_shard_file_index(fd, self.layout.chips_per_shard)
-            except BaseException:
-                os.close(fd)
-                raise
-            self._files[shard], self._indices[shard] = fd, index
-        return self._files[shard], self._indices[shard]
+                mapped = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+            finally:
+                os.close(fd)  # the mapping keeps the file
+            self._maps[shard], self._indices[shard] = memoryview(mapped), index
+        return self._maps[shard], self._indices[shard]
