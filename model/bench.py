@@ -24,20 +24,24 @@ from model.benchmark.loader import (
 from model.benchmark.network import encoder_vs_timm_seconds, train_rate
 from model.benchmark.scene_store import ensure_scene_store
 from model.benchmark.torchgeo_path import paired_source_files, torchgeo_pairs_per_s
+from model.datasets.geopile2 import GeoPile2
 from model.nn.encoder import PRESETS, encoder_config
 from model.nn.moe import moe_vs_dense_seconds
 
 LOADER_HELP = """\
 Measures, in one run on the same paired Sentinel-2 + Sentinel-1 chips (one pair = one sample,
-256 px, float32 in the model's units):
+256 px):
   (a) ours      GeoPile2 (Sentinel-2 chips with their Sentinel-1 partner) through a plain
-                DataLoader with collate_by_sensor, shuffled: in the main process, with one
-                worker process and with --workers; with a CUDA GPU, also --workers with
-                pin_memory; each chunk's CRC32C checked (--no-verify: not);
+                DataLoader with collate_by_sensor, shuffled, as pretraining loads them: chips
+                as stored (uint16 Sentinel-2, float32 dB Sentinel-1), converted to the
+                model's unit on the device: in the main process, with one worker process
+                and with --workers; with a CUDA GPU, also --workers with pin_memory; and, in
+                the main process, converted to float32 in the model's unit on the CPU (what
+                GeoPile2 gives by default); each chunk's CRC32C checked (--no-verify: not);
   (b) TorchGeo  what a TorchGeo user does without our store: an IntersectionDataset of a
                 Sentinel-2 and a Sentinel-1 RasterDataset over the source COGs (Sentinel-1
                 warped onto the Sentinel-2 grid on the fly) with RandomGeoSampler at the same
-                chip size, in the main process;
+                chip size, in the main process (float32, as TorchGeo returns them);
   (c) decode    the same chunks' compressed bytes, in memory, decoded by the store's own
       bound     codec into reused buffers in a tight loop.
 Every process decodes with one thread: the bench sets numcodecs.blosc.use_threads = False
@@ -55,7 +59,8 @@ rendered from the sample world (cached under --bench-dir) and the GeoPile-2 stor
 files, where TorchGeo reads whole small files). Prints each figure, the ratios a/b and a/c,
 the workers' speed-ups and, as its last line, one JSON object of medians:
   {"ours_samples_per_s", "ours_samples_per_s_1_worker", "ours_samples_per_s_2_workers",
-   "ours_samples_per_s_2_workers_pinned" (null without a CUDA GPU), "torchgeo_samples_per_s",
+   "ours_samples_per_s_2_workers_pinned" (null without a CUDA GPU),
+   "ours_samples_per_s_model_unit", "torchgeo_samples_per_s",
    "decode_bound_samples_per_s", "ratio_vs_torchgeo", "ratio_vs_decode_bound",
    "ratio_2_workers_vs_main", "ratio_2_workers_vs_1_worker", "ours_samples_per_cpu_s",
    "ours_samples_per_cpu_s_2_workers"}
@@ -139,7 +144,8 @@ def run_loader(args: argparse.Namespace) -> int:
         built = ensure_scene_store(args.bench_dir, args.scenes * args.scale, args.scene_px,
                                    args.seed, progress=lambda line: print(line, file=sys.stderr))
         store, catalog = built.store, built.catalog
-    dataset = paired_dataset(store, verify=args.verify)
+    dataset = paired_dataset(store, verify=args.verify, stored=True)
+    converting = paired_dataset(store, verify=args.verify)
     chip_px = dataset.chip_reader(dataset.sensors[0]).layout.chip_shape[-1]
     files = paired_source_files(store, catalog)
     passes = max(1, math.ceil(args.samples / len(dataset)))
@@ -149,8 +155,8 @@ def run_loader(args: argparse.Namespace) -> int:
           f"thread per process; {args.repeats} interleaved rounds")
     torchgeo_samples = max(args.batch_size + 1, args.torchgeo_samples // args.repeats)
 
-    def ours(workers: int, pinned: bool = False) -> Callable[[], Rate]:
-        return lambda: time_ours(dataset, passes, args.batch_size, workers, args.seed, pinned)
+    def ours(workers: int, pinned: bool = False, data: GeoPile2 = dataset) -> Callable[[], Rate]:
+        return lambda: time_ours(data, passes, args.batch_size, workers, args.seed, pinned)
 
     def torchgeo() -> Rate:
         timing = torchgeo_pairs_per_s(files, chip_px=chip_px, samples=torchgeo_samples,
@@ -162,6 +168,7 @@ def run_loader(args: argparse.Namespace) -> int:
             f"(a) ours, {args.workers} workers": ours(args.workers)}
     if torch.cuda.is_available():  # pin_memory pins only with an accelerator
         runs[f"(a) ours, {args.workers} workers, pinned"] = ours(args.workers, pinned=True)
+    runs["(a) ours, float32 on the CPU, main"] = ours(0, data=converting)
     runs |= {"(b) TorchGeo paired path": torchgeo,
              "(c) decode bound": lambda: time_decode_bound(dataset, passes)}
     with one_thread_per_process():
@@ -177,8 +184,10 @@ def run_loader(args: argparse.Namespace) -> int:
     main_s, one_s, many_s = (median[label] for label in list(runs)[:3])
     pinned_s = median.get(f"(a) ours, {args.workers} workers, pinned")
     torchgeo_s, bound_s = median["(b) TorchGeo paired path"], median["(c) decode bound"]
+    model_unit_s = median["(a) ours, float32 on the CPU, main"]
     print(f"ours / TorchGeo      {main_s / torchgeo_s:6.1f}x")
-    print(f"ours / decode bound  {main_s / bound_s:6.2f}")
+    print(f"ours / decode bound  {main_s / bound_s:6.2f} (float32 on the CPU: "
+          f"{model_unit_s / bound_s:.2f})")
     print(f"{args.workers} workers / main process {many_s / main_s:5.2f}x, / 1 worker "
           f"{many_s / one_s:5.2f}x")
     per_cpu = [statistics.median(r.per_cpu_s for r in rates[label])
@@ -188,6 +197,7 @@ def run_loader(args: argparse.Namespace) -> int:
                       "ours_samples_per_s_2_workers": round(many_s, 1),
                       "ours_samples_per_s_2_workers_pinned":
                           None if pinned_s is None else round(pinned_s, 1),
+                      "ours_samples_per_s_model_unit": round(model_unit_s, 1),
                       "torchgeo_samples_per_s": round(torchgeo_s, 1),
                       "decode_bound_samples_per_s": round(bound_s, 1),
                       "ratio_vs_torchgeo": round(main_s / torchgeo_s, 2),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -26,6 +27,7 @@ from catalogs.store_format import (
 from model.datasets.batching import collate_by_sensor
 from model.datasets.chip_reader import ChipReadError
 from model.datasets.geopile2 import GeoPile2, location_fraction
+from model.datasets.units import check_convertible, to_model_unit
 from tests.pipeline_setup import busy_reference
 
 matplotlib.use("Agg")
@@ -270,3 +272,68 @@ def test_nodata_is_found_whichever_way_its_sensor_is_checked(store: Path) -> Non
         assert not chips.holds_nodata(np.array([other, other]))
         checked.add(getattr(chips.nodata_extreme, "__name__", "=="))
     assert {"min", "=="} <= checked  # uint16 reflectance 0; a float nodata
+
+
+def test_stored_chips_are_the_store_values_and_convert_to_the_model_unit_exactly(
+        store: Path) -> None:
+    stored = GeoPile2(store, split="all", stored=True)
+    converted = GeoPile2(store, split="all")
+    root = open_store(store)
+    manifest = read_manifest(store)
+    for sensor, m in manifest.sensors.items():
+        index = int(stored.sensor_offsets[sensor]) + m.chip_count // 3
+        raw, expected = stored[index], converted[index]
+        assert raw["image"].dtype == getattr(torch, m.dtype)
+        np.testing.assert_array_equal(raw["image"].numpy(), root[sensor][IMAGE][raw["index"]])
+        for key in [k for k in expected if k.startswith("image")]:
+            partner = raw["sensor"] if key == "image" else key.removeprefix("image_")
+            torch.testing.assert_close(to_model_unit(raw[key], manifest.sensors[partner]),
+                                       expected[key], equal_nan=True, rtol=0, atol=0)
+    assert isinstance(stored.plot(stored[0]), Figure)
+
+
+def test_stored_chips_come_through_worker_processes_unchanged(store: Path) -> None:
+    dataset = GeoPile2(store, sensors=["sentinel2_l2a"], split="all", paired_only=True,
+                       stored=True)
+    loader = DataLoader(dataset, batch_size=3, num_workers=1, collate_fn=collate_by_sensor,
+                        persistent_workers=True)
+    for _ in range(2):  # the second pass refills the worker's recycled buffers
+        for position, batch in enumerate(loader):
+            expected = collate_by_sensor(dataset.__getitems__(
+                list(range(3 * position, min(3 * position + 3, len(dataset))))))
+            for key in ("image", "image_sentinel1_grd"):
+                got = batch["sensors"]["sentinel2_l2a"][key]
+                want = expected["sensors"]["sentinel2_l2a"][key]
+                assert got.dtype == want.dtype
+                torch.testing.assert_close(got, want, equal_nan=True, rtol=0, atol=0)
+    assert batch["sensors"]["sentinel2_l2a"]["image"].dtype == torch.uint16
+
+
+def test_a_reader_hands_out_views_of_the_mapped_shard_and_closes_while_one_is_held(
+        store: Path) -> None:
+    reader = GeoPile2(store, sensors=["dsm"], split="all").chip_reader("dsm")
+    chunk = reader.chunk(1)
+    assert isinstance(chunk, memoryview) and chunk.readonly
+    reader.close()  # a chunk still held keeps its mapping until it is freed
+    assert len(bytes(chunk)) == len(chunk)
+    again = reader.read(1)  # maps the file anew
+    np.testing.assert_array_equal(again, open_store(store)["dsm"][IMAGE][1])
+
+
+def test_to_model_unit_scales_masks_nodata_and_converts_power_to_decibels(store: Path) -> None:
+    sensors = read_manifest(store).sensors
+    reflectance = replace(sensors["sentinel2_l2a"], scale=0.5, offset=-1.0, nodata=0.0)
+    stored = torch.tensor([[0, 2, 65535]], dtype=torch.uint16)
+    expected = torch.tensor([[math.nan, 0.0, 32766.5]])
+    torch.testing.assert_close(to_model_unit(stored, reflectance), expected, equal_nan=True)
+    assert stored.tolist() == [[0, 2, 65535]]  # a new tensor, the input unchanged
+    told = to_model_unit(stored, reflectance, has_nodata=False)  # the caller knows better
+    assert told[0, 0] == -1.0
+    power = replace(sensors["sentinel1_grd"], unit="linear_power", model_unit="dB",
+                    nodata=-1.0)
+    values = torch.tensor([100.0, 0.1, -1.0])
+    out = to_model_unit(values, power, out=values)
+    assert out is values  # converted in place
+    torch.testing.assert_close(out, torch.tensor([20.0, -10.0, math.nan]), equal_nan=True)
+    with pytest.raises(ValueError, match="sentinel1_grd: no conversion from kelvin to the"):
+        check_convertible(replace(power, unit="kelvin"))

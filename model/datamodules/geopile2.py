@@ -28,8 +28,10 @@ class GeoPile2DataModule(LightningDataModule):
     """GeoPile-2 for pretraining: every sensor in every batch, normalised and augmented.
 
     Batches are ``{"sensors": {name: sub_batch}, "skipped": n}`` (see
-    :func:`~model.datasets.batching.collate_by_sensor`). On the device, each sub-batch is
-    normalised with its sensor's band statistics from the store (nodata -> 0) and augmented:
+    :func:`~model.datasets.batching.collate_by_sensor`), their chips as stored (a 16-bit
+    sensor's batch is half the bytes of float32 to pin and transfer). On the device, each
+    sub-batch is converted to the model's unit, normalised with its sensor's band statistics
+    from the store (nodata -> 0) and augmented:
     in training a random resized crop to ``crop_px`` and flips, otherwise the centre crop,
     drawn per chip and applied identically to its partners.
 
@@ -73,8 +75,10 @@ class GeoPile2DataModule(LightningDataModule):
         for split in splits.get(stage, ("train",)):
             self.datasets[split] = GeoPile2(
                 self.root, sensors=self.hparams["sensors"], split=split,
-                paired_only=self.hparams["paired_only"], on_error=self.hparams["on_error"])
-        self.normalize = SensorNormalize(next(iter(self.datasets.values())).manifest.sensors)
+                paired_only=self.hparams["paired_only"], on_error=self.hparams["on_error"],
+                stored=True)
+        self.normalize = SensorNormalize(next(iter(self.datasets.values())).manifest.sensors,
+                                         stored=True)
 
     def train_dataloader(self) -> DataLoader[Any]:
         """Batches of the train split, reshuffled each epoch."""
@@ -90,7 +94,7 @@ class GeoPile2DataModule(LightningDataModule):
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int
                                 ) -> dict[str, Any]:
-        """Normalise and augment each sensor's sub-batch on the device."""
+        """Convert, normalise and augment each sensor's sub-batch on the device."""
         assert self.normalize is not None, "setup() first"
         training = self.trainer is not None and self.trainer.training
         if training:  # the augmentation of a step depends on (seed, step, rank) only

@@ -18,14 +18,9 @@ from catalogs import store_format as fmt
 from model.datasets.chip_reader import ChipReadError, ImageLayout, ShardedChipReader
 from model.datasets.display import composite, panel_figure
 from model.datasets.shared_rows import empty_rows
+from model.datasets.units import check_convertible, stored_as_model_unit, to_model_unit
 
 PARTNER_PREFIX = "image_"
-
-# Physical unit -> unit the model sees, where the registry names two different ones.
-MODEL_UNIT_CONVERSIONS: dict[tuple[str, str], Callable[[np.ndarray], None]] = {
-    ("linear_power", "dB"): lambda values: np.multiply(np.log10(values, out=values), 10.0,
-                                                       out=values),
-}
 
 
 def location_fraction(source: str, item_id: str) -> float:
@@ -50,8 +45,7 @@ class _SensorChips:
     def __post_init__(self) -> None:
         m = self.manifest
         # Chips already float32 in the model's unit are decoded straight into the output.
-        self.decoded_as_is = (np.dtype(m.dtype) == np.float32 and m.scale == 1.0
-                              and m.offset == 0.0 and m.unit == m.model_unit)
+        self.decoded_as_is = stored_as_model_unit(m)
         self.nodata_value = (None if m.nodata is None or math.isnan(m.nodata)
                              else np.asarray(m.nodata, dtype=m.dtype))
         # An integer nodata at the end of its dtype's range (0 in uint16 reflectance) is
@@ -69,23 +63,18 @@ class _SensorChips:
             return bool(self.nodata_extreme(stored) == self.nodata_value)
         return bool((stored == self.nodata_value).any())
 
-    def read_into(self, chip: int, out: torch.Tensor) -> None:
-        """Chip ``chip`` into ``out`` (float32, C x H x W) in the model's unit, nodata NaN."""
-        m = self.manifest
-        values = out.numpy()
-        if self.decoded_as_is:
-            stored = self.reader.read(chip, out=values)
-        else:  # decoded into a per-process buffer, then scaled into ``out``
-            stored = self.reader.read(chip, out=self.reader.buffer())
-            out.copy_(torch.from_numpy(stored))  # torch converts ~2x faster than numpy here
-            if m.scale != 1.0:
-                out.mul_(m.scale)
-            if m.offset:
-                out.add_(m.offset)
-        if self.holds_nodata(stored):  # copyto with where: ~8x faster than putmask here
-            np.copyto(values, np.float32(np.nan), where=stored == self.nodata_value)
-        if m.unit != m.model_unit:
-            MODEL_UNIT_CONVERSIONS[m.unit, m.model_unit](values)
+    def read_into(self, chip: int, out: torch.Tensor, stored: bool) -> None:
+        """Chip ``chip`` into ``out`` (C x H x W): as stored when ``stored`` (``out`` in the
+        stored dtype), else float32 in the model's unit, nodata NaN."""
+        if stored or self.decoded_as_is:
+            values = self.reader.read(chip, out=out.numpy())
+            if stored:
+                return
+            source = out
+        else:  # decoded into a per-process buffer, then converted into ``out``
+            values = self.reader.read(chip, out=self.reader.buffer())
+            source = torch.from_numpy(values)
+        to_model_unit(source, self.manifest, out=out, has_nodata=self.holds_nodata(values))
 
 
 class GeoPile2(NonGeoDataset):
@@ -101,11 +90,12 @@ class GeoPile2(NonGeoDataset):
     * chips are 256 x 256 pixels; a pair is two sensors' chips on one pixel grid.
 
     Each sample is one chip of one sensor: ``image`` (float32, C x H x W, in the unit the
-    registry's ``model_unit`` names, nodata as NaN), ``sensor`` (its name), ``index`` (its chip
-    index in the sensor's group), ``crs`` (``"EPSG:<code>"``, ``""`` without one),
-    ``transform`` (float64 affine a, b, c, d, e, f of the chip's grid) and ``bounds``
-    (float64 west, south, east, north in degrees), both NaN without georeference, and, for a
-    paired chip, each partner chip as ``image_<sensor>`` for cross-sensor reconstruction.
+    registry's ``model_unit`` names, nodata as NaN; with ``stored=True``, as stored),
+    ``sensor`` (its name), ``index`` (its chip index in the sensor's group), ``crs``
+    (``"EPSG:<code>"``, ``""`` without one), ``transform`` (float64 affine a, b, c, d, e, f
+    of the chip's grid) and ``bounds`` (float64 west, south, east, north in degrees), both
+    NaN without georeference, and, for a paired chip, each partner chip as
+    ``image_<sensor>`` for cross-sensor reconstruction.
 
     Splits are by location: a location (source and item id) goes to ``train``, ``val`` or
     ``test`` by a hash of its name (80 / 10 / 10 %), so all chips of a scene, and both chips
@@ -127,7 +117,8 @@ class GeoPile2(NonGeoDataset):
                  sensors: Sequence[str] | None = None, split: str = "train",
                  paired_only: bool = False,
                  transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 partners: bool = True, on_error: str = "raise", verify: bool = True) -> None:
+                 partners: bool = True, on_error: str = "raise", verify: bool = True,
+                 stored: bool = False) -> None:
         """Initialize a new GeoPile2 instance.
 
         Args:
@@ -145,6 +136,11 @@ class GeoPile2(NonGeoDataset):
                 ``image_crc32c`` before decoding, so a flipped bit or a chunk in another
                 chip's place is a :class:`ChipReadError` (costs one CRC32C pass over the
                 compressed bytes; False skips it).
+            stored: images as the store holds them (the sensor's storage dtype and values:
+                no scale, nodata as stored), to be converted where the batch goes, e.g. on
+                the GPU by :func:`model.datasets.units.to_model_unit`: a 16-bit sensor's
+                batch is half the bytes to fill, pin and transfer, and the CPU does no
+                conversion.
 
         Raises:
             DatasetNotFoundError: when ``root`` does not exist.
@@ -160,6 +156,7 @@ class GeoPile2(NonGeoDataset):
             raise DatasetNotFoundError(self)
         self.split, self.paired_only, self.partners = split, paired_only, partners
         self.transforms, self.on_error, self.verify = transforms, on_error, verify
+        self.stored = stored
         self.manifest = fmt.read_manifest(self.root)
         store = fmt.open_store(self.root)
         names = tuple(self.manifest.sensors) if sensors is None else tuple(sensors)
@@ -250,13 +247,15 @@ class GeoPile2(NonGeoDataset):
         samples: list[dict[str, Any] | None] = [{"sensor": s} for s, _ in located]
         for group, rows in wanted.items():
             sensor = group.rpartition(">")[2]
-            images = empty_rows((len(rows), *self._chips[sensor].reader.layout.chip_shape))
+            layout = self._chips[sensor].reader.layout
+            images = empty_rows((len(rows), *layout.chip_shape),
+                                getattr(torch, layout.dtype) if self.stored else torch.float32)
             for row, (position, chip, key) in enumerate(rows):
                 sample = samples[position]
                 if sample is None:
                     continue
                 try:
-                    self._chips[sensor].read_into(chip, images[row])
+                    self._chips[sensor].read_into(chip, images[row], self.stored)
                 except ChipReadError as error:
                     if self.on_error == "raise":
                         raise ChipReadError(
@@ -296,18 +295,19 @@ class GeoPile2(NonGeoDataset):
         pictures = []
         for sensor, image in panels:
             m = self.manifest.sensors[sensor]
+            values = to_model_unit(image, m) if self.stored else image
             pictures.append((f"{sensor} ({m.model_unit})",
-                             composite(np.asarray(image, dtype=np.float32), sensor, m.kind,
+                             composite(np.asarray(values, dtype=np.float32), sensor, m.kind,
                                        m.band_names), {}))
         return panel_figure(pictures, show_titles, suptitle)[0]
 
     def _load_sensor(self, store: Any, name: str) -> _SensorChips:
         group = store[name]
         manifest = self.manifest.sensors[name]
-        if (manifest.unit != manifest.model_unit
-                and (manifest.unit, manifest.model_unit) not in MODEL_UNIT_CONVERSIONS):
-            raise ValueError(f"{self.root}: sensor {name}: no conversion from {manifest.unit} "
-                             f"to the model unit {manifest.model_unit}")
+        try:
+            check_convertible(manifest)
+        except ValueError as error:
+            raise ValueError(f"{self.root}: {error}") from None
         return _SensorChips(
             manifest=manifest,
             reader=ShardedChipReader(ImageLayout.of(self.root, group[fmt.IMAGE], name),

@@ -1,4 +1,4 @@
-"""Float32 buffers for decoded chips, recycled by each process once no process uses them; in
+"""Buffers for decoded chips, recycled by each process once no process uses them; in
 ``DataLoader`` workers, in shared memory.
 
 Why: fresh memory for every batch costs more than decoding into it. The kernel allocates,
@@ -48,14 +48,14 @@ HELD, KEPT = 0, 1  # flag columns: the main process holds the buffer; keeps its 
 # (the flags' last row: KEPT when the main process keeps the flags)
 
 
-def empty_rows(shape: tuple[int, ...]) -> torch.Tensor:
-    """A float32 tensor of ``shape`` for decoded chips, on a buffer of this process that no
-    process uses any more; in a ``DataLoader`` worker in shared memory (so handing the batch
-    to the main process moves no bytes)."""
+def empty_rows(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A tensor of ``shape`` and ``dtype`` for decoded chips, on a buffer of this process that
+    no process uses any more; in a ``DataLoader`` worker in shared memory (so handing the
+    batch to the main process moves no bytes)."""
     pool = _process_pool()
-    nbytes = math.prod(shape) * 4
+    nbytes = math.prod(shape) * dtype.itemsize
     storage = pool.take(nbytes) if pool else torch.UntypedStorage._new_shared(nbytes)
-    return torch.empty(0).set_(storage, 0, shape)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
 
 
 class _Pool:

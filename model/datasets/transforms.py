@@ -13,6 +13,7 @@ from torch import nn
 from catalogs.store_format import SensorManifest
 from model.datasets.batching import ROWS_PREFIX
 from model.datasets.geopile2 import PARTNER_PREFIX
+from model.datasets.units import to_model_unit
 
 
 def band_moments(sensor: SensorManifest) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,14 +37,17 @@ class SensorNormalize(nn.Module):
     """(x - mean) / std per band of each sensor; nodata (NaN) becomes 0, the band mean.
 
     Applied to a chip and to its partners (``image_<sensor>``), each with its own sensor's
-    moments.
+    moments; chips as stored (``GeoPile2(stored=True)``) are first converted to the model's
+    unit, on their device.
     """
 
-    def __init__(self, sensors: dict[str, SensorManifest]) -> None:
+    def __init__(self, sensors: dict[str, SensorManifest], stored: bool = False) -> None:
         """Args:
             sensors: the store's sensors (``read_manifest(path).sensors``).
+            stored: the images come as stored, not in the model's unit.
         """
         super().__init__()
+        self.sensors, self.stored = sensors, stored
         self.moments = {name: band_moments(sensor) for name, sensor in sensors.items()
                         if sensor.unit == sensor.model_unit}
         self.unusable = {name: sensor for name, sensor in sensors.items()
@@ -53,6 +57,8 @@ class SensorNormalize(nn.Module):
         """One sensor's images (B, C, H, W) normalised."""
         if sensor in self.unusable:
             band_moments(self.unusable[sensor])  # raises, naming the sensor
+        if self.stored:
+            image = to_model_unit(image, self.sensors[sensor])
         mean, std = (m.to(image.device, image.dtype)[:, None, None] for m in self.moments[sensor])
         return torch.nan_to_num((image - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
 
