@@ -24,6 +24,7 @@ Written and read with the stac-geoparquet package (its Arrow API), so the file i
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -69,8 +70,10 @@ def read_items(path: Path) -> list[dict[str, Any]]:
 def table_rows_as_items(table: pa.Table) -> list[dict[str, Any]]:
     """The STAC item dicts of (some rows of) a table read from a file written by
     :func:`write_items`, as :func:`read_items` gives them: hrefs absolute again."""
-    return [_with_hrefs(item, make_absolute_href)  # relative paths against the cwd
-            for item in table_items(table)]
+    # Relative paths against the cwd. Every item of a collection links the same root,
+    # collection and parent and has the same catalog root: each is converted once.
+    absolute = functools.cache(make_absolute_href)
+    return [_with_hrefs(item, absolute) for item in table_items(table)]
 
 
 def items_table(items: list[dict[str, Any]], source: object) -> pa.Table:
@@ -161,6 +164,7 @@ def table_items(table: pa.Table) -> list[dict[str, Any]]:
     # changes with the process's hash seed; properties take the table's own column order back,
     # so a table written from these items has the same bytes in every process.
     position = {name: index for index, name in enumerate(table.schema.names)}
+    canonical = functools.cache(_canonical_timestamp)  # items of a source share their ranges
     items = []
     for row, (item, is_unlocated) in enumerate(zip(stac_arrow.stac_table_to_items(table),
                                                    unlocated.to_pylist(), strict=True)):
@@ -177,9 +181,14 @@ def table_items(table: pa.Table) -> list[dict[str, Any]]:
             properties.setdefault(key, None)
         for key in timestamps:
             if properties.get(key) is not None:
-                properties[key] = datetime_to_str(str_to_datetime(properties[key]))
+                properties[key] = canonical(properties[key])
         items.append(item)
     return items
+
+
+def _canonical_timestamp(value: str) -> str:
+    """A timestamp in pystac's canonical form (see the module docstring)."""
+    return datetime_to_str(str_to_datetime(value))
 
 
 def portable_href(href: str) -> str:
@@ -239,7 +248,8 @@ def _fill_nulls(table: pa.Table, name: str, mask: pa.ChunkedArray, value: Any) -
 def _without_nulls(value: Any) -> Any:
     """``value`` with every null dict entry removed, at any depth (lists keep their length)."""
     if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+        return {k: _without_nulls(v) if isinstance(v, dict | list) else v
+                for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
+        return [_without_nulls(v) if isinstance(v, dict | list) else v for v in value]
     return value
