@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from catalogs.store_format import STAT_PERCENTILES, BandStatistics
 
@@ -241,15 +242,7 @@ def _exact_band(band: np.ndarray, nodata: float | None) -> _BandStats:
     the moments come from the exact histogram."""
     offset = int(np.iinfo(band.dtype).min)
     drop = None if nodata is None or not float(nodata).is_integer() else int(nodata) - offset
-    dense = np.zeros(0, dtype=np.int64)  # up to the largest key seen, not all 2**16
-    for block in _blocks(band):
-        counts = np.bincount(bin_keys(block)).astype(np.int64, copy=False)
-        if len(counts) > len(dense):
-            counts[:len(dense)] += dense
-            dense = counts
-        else:
-            dense[:len(counts)] += counts
-    histogram = Histogram.of_dense(dense, drop)
+    histogram = Histogram.of_dense(_dense_counts(band), drop)
     points = bin_values(histogram.keys, band.dtype)
     weights = histogram.counts.astype(np.float64)
     count = int(histogram.counts.sum())
@@ -257,13 +250,35 @@ def _exact_band(band: np.ndarray, nodata: float | None) -> _BandStats:
     return count, mean, float((points - mean) ** 2 @ weights), histogram
 
 
+def _dense_counts(band: np.ndarray) -> np.ndarray:
+    """The number of values of a (K, H, W) band of integer chips in each bin (by key, up to
+    the largest key seen, not all 2**16). 8-bit chips are counted by Pillow's histogram: one
+    pass over the bytes, where ``np.bincount`` first copies them to int64 and scans them for
+    their range (38 against 83 us for a 256 px chip's band, and pictures are most chips)."""
+    if band.dtype == np.uint8:
+        dense = np.zeros(256, dtype=np.int64)
+        for chip in band:
+            dense += Image.fromarray(chip).histogram()
+        return dense
+    dense = np.zeros(0, dtype=np.int64)
+    for block in _blocks(band):
+        counts = np.bincount(bin_keys(block)).astype(np.int64, copy=False)
+        if len(counts) > len(dense):
+            counts[:len(dense)] += dense
+            dense = counts
+        else:
+            dense[:len(counts)] += counts
+    return dense
+
+
 def _float_band(band: np.ndarray, nodata: float | None) -> _BandStats:
     """As :func:`_exact_band` for values binned approximately: non-finite values and nodata
     are left out; the moments come from the values in float64, block by block, combined as
     parts are (:func:`_combine_moments`). Each block is counted over the span of keys it
     uses only (a few thousand bins for values of one sign and a few octaves, as dB or
-    metres are), and so are the blocks' counts summed, not over all 2**20."""
-    spans = []  # (first key, counts from it) of each block
+    metres are), and the blocks' counts are summed per sign, so that no count spans the
+    bins between the signs' keys (half the key space apart)."""
+    by_sign: dict[bool, tuple[int, np.ndarray]] = {}  # first key and counts from it
     moments = []
     for block in _blocks(band):
         keep = np.isfinite(block)
@@ -272,14 +287,14 @@ def _float_band(band: np.ndarray, nodata: float | None) -> _BandStats:
         valid = block if keep.all() else block[keep]
         if not valid.size:
             continue
-        keys = bin_keys(valid)
-        spans.extend(_key_spans(keys))
+        for low, counts in _key_spans(bin_keys(valid)):
+            by_sign[low >= _HALF] = _added_span(by_sign.get(low >= _HALF), low, counts)
         values = valid.astype(np.float64)
         mean = values.mean()
         values -= mean
         np.square(values, out=values)
         moments.append(([valid.size], [mean], [float(values.sum())]))
-    histogram = _histogram_of_spans(spans)
+    histogram = _histogram_of_spans([by_sign[s] for s in (False, True) if s in by_sign])
     if not moments:
         return 0, 0.0, 0.0, histogram
     count, mean, m2 = _combine_moments(moments, 1)
@@ -297,13 +312,26 @@ def _key_spans(keys: np.ndarray) -> list[tuple[int, np.ndarray]]:
     return [span for part in (keys[below], keys[~below]) for span in _key_spans(part)]
 
 
+def _added_span(span: tuple[int, np.ndarray] | None, low: int,
+                counts: np.ndarray) -> tuple[int, np.ndarray]:
+    """The counts of ``span`` (first key, counts from it; None for none) and of ``counts``
+    from key ``low``, added up as one span from the lower first key."""
+    if span is None:
+        return low, counts
+    first = min(span[0], low)
+    dense = np.zeros(max(span[0] + len(span[1]), low + len(counts)) - first, dtype=np.int64)
+    for start, part in (span, (low, counts)):
+        dense[start - first:start - first + len(part)] += part
+    return first, dense
+
+
 def _histogram_of_spans(spans: list[tuple[int, np.ndarray]]) -> Histogram:
-    """The histogram of counts given by span: ``counts[i]`` values in bin ``first + i``."""
-    sparse = []
-    for low, dense in spans:
-        histogram = Histogram.of_dense(dense)
-        sparse.append(Histogram(histogram.keys + low, histogram.counts))
-    return sparse[0] if len(sparse) == 1 else summed_histogram(sparse)  # (none: empty)
+    """The histogram of the counts of disjoint ``spans`` in the order of their keys:
+    ``counts[i]`` values in bin ``first + i``."""
+    parts = [(Histogram.of_dense(dense), low) for low, dense in spans]
+    empty = np.empty(0, dtype=np.int64)
+    return Histogram(np.concatenate([h.keys + low for h, low in parts] or [empty]),
+                     np.concatenate([h.counts for h, _ in parts] or [empty]))
 
 
 def _floats(values: np.ndarray, empty: np.ndarray) -> tuple[float | None, ...]:

@@ -501,6 +501,18 @@ def test_picture_is_centre_cropped_and_resized(tmp_path: Path, size: tuple[int, 
     assert chips.shifts == [] and chips.source == "pictures"
 
 
+@pytest.mark.parametrize(("bands", "sensor"), [(3, "rgb"), (4, "rgb_nir")])
+def test_square_picture_of_the_chip_size_is_the_chip(tmp_path: Path, bands: int,
+                                                     sensor: str) -> None:
+    # Neither cropped nor resized (Pillow's resize to the same size is a copy): the pixels.
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 48, bands), dtype=np.uint8)
+    path = data.write_picture(tmp_path / "square.png", pixels)
+    item = data.stac_item("square", "pictures", {"image": data.raster_asset(path, sensor)})
+    chip = coregister_item(item, make_params(picture_px=48)).sensors[sensor]
+    np.testing.assert_array_equal(chip[0], pixels.transpose(2, 0, 1))
+    assert chip.flags.c_contiguous
+
+
 def test_picture_resize_keeps_detail_of_a_larger_picture(tmp_path: Path) -> None:
     rows, cols = np.indices((128, 128))
     pixels = np.stack([np.where(cols < 64, 0, 255)] * 3, axis=-1).astype(np.uint8)

@@ -141,3 +141,51 @@ def test_shards_of_parts_add_up_to_the_parts_added_one_by_one(dtype: type) -> No
     assert by_shard.summary() == one_by_one.summary()
     with pytest.raises(ValueError, match="statistics of 2 bands do not add to 3 bands"):
         StatsAccumulator(chips.dtype.str, 3).add_shard(ShardStats.of_parts("s", 0, parts, 2))
+
+
+def _counts_of(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    unique, counts = np.unique(keys, return_counts=True)
+    return unique.astype(np.int64), counts.astype(np.int64)
+
+
+@pytest.mark.parametrize(("dtype", "nodata"), [(np.uint8, None), (np.uint8, 255.0),
+                                                (np.uint16, 0.0), (np.int16, -7.0)])
+def test_integer_histograms_are_the_counts_of_every_value(dtype: type, nodata: float | None
+                                                          ) -> None:
+    # 8-bit chips are counted by Pillow, wider ones by np.bincount in blocks of several chips
+    # (9 chips of 256 px: three blocks); either way, the counts of np.unique, nodata left out,
+    # and the moments of those counts. A view with strides (every other chip) counts too.
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dtype)
+    chips = rng.integers(max(info.min, -3000), min(info.max, 3000) + 1,
+                         size=(18, 2, 256, 256)).astype(dtype)[::2]
+    stats = StreamingStats.of_chips(chips, nodata)
+    for band, histogram in enumerate(stats.histograms):
+        values = chips[:, band].ravel()
+        values = values[values != nodata] if nodata is not None else values
+        keys, counts = _counts_of(values.astype(np.int64) - int(info.min))
+        np.testing.assert_array_equal(histogram.keys, keys)
+        np.testing.assert_array_equal(histogram.counts, counts)
+        assert histogram.keys.dtype == histogram.counts.dtype == np.int64
+        assert stats.count[band] == values.size
+        assert stats.mean[band] == pytest.approx(values.astype(np.float64).mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("chips_count", [1, 9])
+def test_float_histograms_of_both_signs_are_the_counts_of_every_bin(chips_count: int) -> None:
+    # Values of both signs (dB: mostly negative), some not finite, in one block or in three:
+    # each sign is counted over its own span, and the spans come out in key order.
+    rng = np.random.default_rng(6)
+    chips = rng.normal(-14.0, 5.0, size=(chips_count, 2, 256, 256)).astype(np.float32)
+    chips[0, 0, :2] = np.nan
+    chips[-1, 1, 5, :9] = -np.inf
+    stats = StreamingStats.of_chips(chips, np.nan)
+    for band, histogram in enumerate(stats.histograms):
+        values = chips[:, band].ravel()
+        values = values[np.isfinite(values)]
+        assert (values > 0).any() and (values < 0).any()
+        keys, counts = _counts_of(bin_keys(values))
+        np.testing.assert_array_equal(histogram.keys, keys)
+        np.testing.assert_array_equal(histogram.counts, counts)
+        assert histogram.keys.dtype == histogram.counts.dtype == np.int64
+        assert stats.count[band] == values.size
