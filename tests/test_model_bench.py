@@ -78,7 +78,8 @@ def test_the_report_ends_with_the_json_figures(bench_dir: Path,
     figures = json.loads(lines[-1])
     assert set(figures) == {"ours_samples_per_s", "ours_samples_per_s_1_worker",
                             "ours_samples_per_s_2_workers", "ours_samples_per_s_2_workers_pinned",
-                            "ours_samples_per_s_model_unit", "torchgeo_samples_per_s", "decode_bound_samples_per_s",
+                            "ours_samples_per_s_model_unit", "torchgeo_samples_per_s",
+                            "decode_bound_samples_per_s",
                             "ratio_vs_torchgeo", "ratio_vs_decode_bound",
                             "ratio_2_workers_vs_main", "ratio_2_workers_vs_1_worker",
                             "ours_samples_per_cpu_s", "ours_samples_per_cpu_s_2_workers"}
