@@ -294,7 +294,12 @@ def _float_band(band: np.ndarray, nodata: float | None) -> _BandStats:
         values -= mean
         np.square(values, out=values)
         moments.append(([valid.size], [mean], [float(values.sum())]))
-    histogram = _histogram_of_spans([by_sign[s] for s in (False, True) if s in by_sign])
+    spans = [by_sign[s] for s in (False, True) if s in by_sign]
+    if len(spans) == 2 and spans[0][0] + len(spans[0][1]) > spans[1][0]:
+        # A span that straddles zero (-0.0 and 0.0 are neighbouring bins) went with the
+        # negatives and reaches into the positives' keys: one span then.
+        spans = [_added_span(spans[0], *spans[1])]
+    histogram = _histogram_of_spans(spans)
     if not moments:
         return 0, 0.0, 0.0, histogram
     count, mean, m2 = _combine_moments(moments, 1)

@@ -189,3 +189,15 @@ def test_float_histograms_of_both_signs_are_the_counts_of_every_bin(chips_count:
         np.testing.assert_array_equal(histogram.counts, counts)
         assert histogram.keys.dtype == histogram.counts.dtype == np.int64
         assert stats.count[band] == values.size
+
+
+def test_a_block_straddling_zero_and_a_block_of_positives_count_each_bin_once() -> None:
+    # -0.0 and 0.0 lie in neighbouring bins across the signs' boundary, so the first block's
+    # one span reaches into the key range the second block's positive span starts at.
+    chips = np.zeros((2, 1, 512, 512), dtype=np.float32)  # one block per chip
+    chips[0, 0, 0, 0] = -0.0
+    chips[1, 0, 0, :10] = 1e6
+    histogram = StreamingStats.of_chips(chips, None).histograms[0]
+    keys, counts = _counts_of(bin_keys(chips.ravel()))
+    np.testing.assert_array_equal(histogram.keys, keys)
+    np.testing.assert_array_equal(histogram.counts, counts)
