@@ -1,0 +1,1 @@
+"""Source datasets as STAC (sensor registry, builders, sample world) and the store format."""

@@ -37,6 +37,7 @@ def build_catalog(roots: Mapping[str, Path], out: Path,
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m catalogs.build`` on ``argv``; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m catalogs.build", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,5 +1,6 @@
-"""Any STAC item -> registry sensors: which sensor and bands each asset holds, and the
-radiometry that takes its pixels to the registry's storage.
+"""Any STAC item -> registry sensors: which sensor and bands each asset holds.
+
+Also the radiometry that takes each asset's pixels to the registry's storage.
 
 Items come two ways. Our builders tag each asset with ``msgfm:sensor`` and write the registry's
 storage values. Public APIs (Earth Search, Planetary Computer, CDSE) publish one sensor per
@@ -42,6 +43,13 @@ class ItemReadError(ValueError):
     """An item cannot be read as registry sensors: names the item, the href (if one) and why."""
 
     def __init__(self, item_id: str, href: str | None, reason: str) -> None:
+        """Initialize a new ItemReadError instance.
+
+        Args:
+            item_id: the item's id.
+            href: the file that cannot be read; None for the item itself.
+            reason: why the item cannot be read.
+        """
         where = f"item {item_id!r}" + (f", {href}" if href else "")
         super().__init__(f"{where}: {reason}")
         self.item_id = item_id
@@ -51,9 +59,11 @@ class ItemReadError(ValueError):
 
 @dataclass(frozen=True)
 class Radiometry:
-    """How an asset's pixel values become the sensor's physical unit: ``value * scale +
-    offset``, in linear power (converted to dB) when ``linear_power``; ``nodata`` marks pixels
-    without data."""
+    """How an asset's pixel values become the sensor's physical unit.
+
+    ``value * scale + offset``, in linear power (converted to dB) when ``linear_power``; ``nodata``
+    marks pixels without data.
+    """
 
     scale: float
     offset: float
@@ -81,8 +91,9 @@ class SensorAsset:
 
 
 def sensor_assets(item: dict[str, Any]) -> dict[str, list[SensorAsset]]:
-    """The item's assets by registry sensor name (masks included): tagged assets in item
-    order, published ones in the order of the registry bands they hold.
+    """The item's assets by registry sensor name (masks included).
+
+    Tagged assets in item order, published ones in the order of the registry bands they hold.
 
     Raises:
         ItemReadError: an unknown ``msgfm:sensor``; an item that matches no sensor of the
@@ -124,8 +135,10 @@ def match_sensor(item: dict[str, Any], sensors: Mapping[str, Sensor] | None = No
 
 
 def _tagged_asset(item: dict[str, Any], key: str) -> SensorAsset:
-    """An asset our builders wrote: its sensor named, its bands (if listed) by registry name,
-    its pixels in the registry's storage."""
+    """An asset our builders wrote.
+
+    Its sensor named, its bands (if listed) by registry name, its pixels in the registry's storage.
+    """
     asset = item["assets"][key]
     sensors = registry()
     if asset[SENSOR_FIELD] not in sensors:
@@ -165,8 +178,11 @@ def _published_assets(item: dict[str, Any], sensor: Sensor) -> list[SensorAsset]
 
 def _published_asset(item: dict[str, Any], key: str, asset: dict[str, Any], sensor: Sensor,
                      linear_power: bool) -> SensorAsset | None:
-    """One asset of a published item with the registry bands it holds, or None when it is not
-    a data asset of ``sensor``; ``linear_power``: the item's rule says its pixels are."""
+    """One asset of a published item with the registry bands it holds.
+
+    None when it is not a data asset of ``sensor``; ``linear_power``: the item's rule says its
+    pixels are.
+    """
     roles = set(asset.get("roles") or ())
     if key in NON_DATA_KEYS or roles & NON_DATA_ROLES or (roles and "data" not in roles):
         return None
@@ -198,9 +214,11 @@ def _published_asset(item: dict[str, Any], key: str, asset: dict[str, Any], sens
 
 def _registry_band(sensor: Sensor, key: str, asset: dict[str, Any],
                    eo_band: dict[str, Any] | None, count: int) -> str | None:
-    """The registry band one file band holds: by name, else a unique common name, else the
-    band whose width holds the centre wavelength; SAR by polarisation; a single-band sensor's
-    band for a single-band asset without band metadata."""
+    """The registry band one file band holds.
+
+    By name, else a unique common name, else the band whose width holds the centre wavelength; SAR
+    by polarisation; a single-band sensor's band for a single-band asset without band metadata.
+    """
     if eo_band is not None:
         name = str(eo_band.get("name") or "").lower()
         for band in sensor.bands:
@@ -235,8 +253,11 @@ def _band_at(bands: tuple[Band, ...], wavelength_um: float | None) -> str | None
 def _band_fields(asset: dict[str, Any], eo_bands: list[dict[str, Any]],
                  raster_bands: list[dict[str, Any]], i: int
                  ) -> tuple[float | None, float | None, float | None]:
-    """(scale, offset, nodata) a file band declares: ``raster:bands`` (STAC 1.0), the band's
-    own fields (STAC 1.1), the asset's fields; None where nothing is declared."""
+    """(scale, offset, nodata) a file band declares.
+
+    From ``raster:bands`` (STAC 1.0), the band's own fields (STAC 1.1), the asset's fields; None
+    where nothing is declared.
+    """
     sources = [raster_bands[i] if i < len(raster_bands) else {},
                eo_bands[i] if i < len(eo_bands) else {}, asset]
     found: list[float | None] = []
@@ -272,9 +293,12 @@ def sentinel2_offset(item: dict[str, Any], sensor: Sensor, declared: float,
 
 def _one_asset_per_band(item_id: str, sensor: Sensor,
                         candidates: list[tuple[SensorAsset, float, int]]) -> list[SensorAsset]:
-    """Where several assets hold a band (Earth Search's COG and JP2 copies, CDSE's 10/20/60 m
-    versions), the finest (declared GSD, then the most pixels: CDSE's 60 m B07 declares 20 m),
-    then a GeoTIFF over other formats; a tie is ambiguous."""
+    """The assets to read a sensor's bands from: one per band.
+
+    Where several assets hold a band (Earth Search's COG and JP2 copies, CDSE's 10/20/60 m
+    versions), the finest (declared GSD, then the most pixels: CDSE's 60 m B07 declares 20 m), then
+    a GeoTIFF over other formats; a tie is ambiguous.
+    """
     def preference(candidate: tuple[SensorAsset, float, int]) -> tuple[float, int, bool]:
         asset, gsd, pixels = candidate
         return gsd, -pixels, "tiff" not in (asset.media_type or "")
@@ -295,8 +319,10 @@ def _one_asset_per_band(item_id: str, sensor: Sensor,
 
 
 def _gsd(asset: dict[str, Any]) -> float:
-    """An asset's ground sample distance as declared (``gsd``, raster spatial resolution, the
-    transform's pixel width); infinity when unknown."""
+    """An asset's ground sample distance as declared.
+
+    From ``gsd``, raster spatial resolution, the transform's pixel width; infinity when unknown.
+    """
     raster = (asset.get("raster:bands") or [{}])[0]
     transform = asset.get("proj:transform")
     for value in (asset.get("gsd"), raster.get("spatial_resolution"),
@@ -307,8 +333,10 @@ def _gsd(asset: dict[str, Any]) -> float:
 
 
 def declared_crs(item: dict[str, Any], asset: dict[str, Any] | None = None) -> CRS | None:
-    """The CRS an asset (else its item) declares: ``proj:code``, ``proj:epsg``, ``proj:wkt2``
-    or ``proj:projjson``; None when none is given."""
+    """The CRS an asset (else its item) declares.
+
+    ``proj:code``, ``proj:epsg``, ``proj:wkt2`` or ``proj:projjson``; None when none is given.
+    """
     for source in (asset or {}, item.get("properties") or {}):
         code = source.get("proj:code")
         if code is None and source.get("proj:epsg") is not None:
@@ -324,8 +352,11 @@ def declared_crs(item: dict[str, Any], asset: dict[str, Any] | None = None) -> C
 
 
 def _projected(item: dict[str, Any]) -> bool:
-    """Whether the item's rasters lie on a projected (map) grid: not the case for GRD scenes
-    in radar geometry (no projection, or lon/lat with a transform derived from the bbox)."""
+    """Whether the item's rasters lie on a projected (map) grid.
+
+    Not the case for GRD scenes in radar geometry (no projection, or lon/lat with a transform
+    derived from the bbox).
+    """
     crses = [declared_crs(item, asset) for asset in item.get("assets", {}).values()]
     return bool(crses) and all(crs is not None and crs.is_projected for crs in crses)
 
@@ -345,8 +376,9 @@ def _same_nodata(a: float | None, b: float | None) -> bool:
 
 def to_storage(values: np.ndarray, radiometry: Radiometry | None,
                sensor: Sensor) -> tuple[np.ndarray, np.ndarray]:
-    """An asset's (bands, rows, cols) pixels in the registry's storage, and the (rows, cols)
-    mask of pixels without data.
+    """An asset's pixels in the registry's storage, and its mask of pixels without data.
+
+    The pixels as (bands, rows, cols), the mask as (rows, cols).
 
     Physical value = ``value * scale + offset`` (linear power converted to dB, where zero or
     negative power has no data), stored = ``(physical - registry offset) / registry scale``,
@@ -401,9 +433,12 @@ def to_storage(values: np.ndarray, radiometry: Radiometry | None,
 
 
 def _whole_step_shift(source: np.dtype, radiometry: Radiometry, sensor: Sensor) -> int | None:
-    """The integer ``k`` with stored = value + k, where integer pixels reach integer storage
-    by a whole number of steps (same scale, offsets a whole number of steps apart, no linear
-    power); None otherwise. It gives the values the float path gives, exactly."""
+    """The integer ``k`` with stored = value + k, or None.
+
+    Defined where integer pixels reach integer storage by a whole number of steps (same scale,
+    offsets a whole number of steps apart, no linear power); None otherwise. It gives the values the
+    float path gives, exactly.
+    """
     if (radiometry.linear_power or source.kind not in "iu"
             or np.dtype(sensor.dtype).kind not in "iu" or radiometry.scale != sensor.scale):
         return None

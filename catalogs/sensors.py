@@ -65,8 +65,11 @@ class Resampling:
 
 
 def stac_term(value: str) -> str:
-    """A STAC vocabulary term as rules compare it: lower case, spaces and underscores as
-    hyphens (publishers write "Sentinel 2", "sentinel-2" and "SENTINEL-1A")."""
+    """A STAC vocabulary term as rules compare it.
+
+    Lower case, spaces and underscores as hyphens (publishers write "Sentinel 2", "sentinel-2" and
+    "SENTINEL-1A").
+    """
     return str(value).strip().lower().replace(" ", "-").replace("_", "-")
 
 
@@ -139,10 +142,12 @@ class Sensor:
 
     @property
     def band_names(self) -> tuple[str, ...]:
+        """The sensor's band names, in band order."""
         return tuple(b.name for b in self.bands)
 
     @property
     def num_bands(self) -> int:
+        """The number of bands of the sensor."""
         return len(self.bands)
 
     def band(self, name: str) -> Band:

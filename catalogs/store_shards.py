@@ -41,8 +41,11 @@ def chunk_codec(dtype: np.dtype | str) -> Blosc:
 
 
 def encode_chunk(chip: np.ndarray, codec: Blosc | None = None) -> bytes:
-    """One chip's chunk bytes: little-endian, C order, compressed (``codec`` from
-    :func:`chunk_codec` for the chip's dtype, made here when None), then their CRC32C."""
+    """One chip's chunk bytes, then their CRC32C.
+
+    The bytes are little-endian, C order, compressed (``codec`` from :func:`chunk_codec` for the
+    chip's dtype, made here when None).
+    """
     little = np.ascontiguousarray(chip, dtype=chip.dtype.newbyteorder("<"))
     compressed = bytes((codec or chunk_codec(chip.dtype)).encode(little))
     return compressed + _checksum_bytes(compressed)
@@ -54,9 +57,10 @@ def chunk_checksum(data: bytes) -> int:
 
 
 def verify_chunk(data: bytes, expected: int | None = None) -> memoryview:
-    """The compressed bytes of a chunk, once its CRC32C is checked: computed over the
-    compressed bytes, it must equal the one the chunk carries and ``expected`` (the chip's
-    ``image_crc32c``) where given.
+    """The compressed bytes of a chunk, once its CRC32C is checked.
+
+    The CRC32C, computed over the compressed bytes, must equal the one the chunk carries and
+    ``expected`` (the chip's ``image_crc32c``) where given.
 
     Raises:
         ValueError: saying which checksum differs (the bytes are damaged, or belong to
@@ -100,8 +104,9 @@ def index_nbytes(chips_per_shard: int) -> int:
 
 
 def read_shard_index(data: bytes, chips_per_shard: int) -> np.ndarray:
-    """Inverse of :func:`shard_index`: (offset, length) per chunk, uint64, shape
-    (``chips_per_shard``, 2), :data:`NOT_STORED` for a chunk absent from the shard.
+    """Inverse of :func:`shard_index`: (offset, length) per chunk.
+
+    As uint64, shape (``chips_per_shard``, 2), :data:`NOT_STORED` for a chunk absent from the shard.
 
     Raises:
         ValueError: when ``data`` is not an index of that many chunks or its checksum differs.
@@ -116,8 +121,9 @@ def read_shard_index(data: bytes, chips_per_shard: int) -> np.ndarray:
 
 
 def read_shard_file_index(fd: int, chips_per_shard: int) -> np.ndarray:
-    """The index of the open shard file ``fd`` (as :func:`read_shard_index`), checked to
-    point inside the file.
+    """The index of the open shard file ``fd`` (as :func:`read_shard_index`).
+
+    Checked to point inside the file.
 
     Raises:
         ValueError: when the file is shorter than its index, the index is damaged or points
@@ -135,9 +141,11 @@ def read_shard_file_index(fd: int, chips_per_shard: int) -> np.ndarray:
 
 
 def shard_index(chunk_lengths: Sequence[int], chips_per_shard: int) -> bytes:
-    """The index (with its checksum) ending a shard file whose chunks 0, 1, ... have
-    ``chunk_lengths`` bytes and follow one another from offset 0; the shard's remaining
-    entries (past the end of the array, in its last shard) are marked not stored.
+    """The index (with its checksum) ending a shard file.
+
+    The shard file's chunks 0, 1, ... have ``chunk_lengths`` bytes and follow one another from
+    offset 0; the shard's remaining entries (past the end of the array, in its last shard) are
+    marked not stored.
 
     Raises:
         ValueError: when there are more chunks than ``chips_per_shard``.

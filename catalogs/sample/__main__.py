@@ -11,6 +11,7 @@ from catalogs.sample import WRITERS, build_sample
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m catalogs.sample`` on ``argv``; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m catalogs.sample",
         description="Render the embedded sample world: one procedural world (land cover, "

@@ -9,8 +9,10 @@ from catalogs.sensors import Sensor
 
 def to_scaled_integers(physical: np.ndarray, sensor: Sensor, noise: float,
                        rng: np.random.Generator) -> np.ndarray:
-    """Physical values plus Gaussian ``noise`` stored with the registry's scale/offset and dtype;
-    valid pixels never take the nodata value (they are clipped to the next valid one)."""
+    """Physical values plus Gaussian ``noise`` stored with the registry's scale/offset and dtype.
+
+    Valid pixels never take the nodata value (they are clipped to the next valid one).
+    """
     noisy = physical + rng.normal(0.0, noise, size=physical.shape)
     stored = np.rint((noisy - sensor.offset) / sensor.scale)
     info = np.iinfo(np.dtype(sensor.dtype))
@@ -28,14 +30,19 @@ def to_display_8bit(reflectance: np.ndarray, rng: np.random.Generator, white: fl
 
 def to_linear_counts(reflectance: np.ndarray, rng: np.random.Generator, full_scale: float = 0.8,
                      bits: int = 11, noise: float = 2.0) -> np.ndarray:
-    """A linear ``bits``-bit sensor (as WorldView-3 delivers): counts = reflectance * gain,
-    at least 1 so that 0 stays nodata."""
+    """A linear ``bits``-bit sensor (as WorldView-3 delivers).
+
+    Counts = reflectance * gain, at least 1 so that 0 stays nodata.
+    """
     top = 2**bits - 1
     counts = reflectance * (top / full_scale) + rng.normal(0.0, noise, reflectance.shape)
     return np.clip(np.rint(counts), 1, top).astype(np.uint16)
 
 
 def quantize_db(db: np.ndarray) -> np.ndarray:
-    """float32 dB rounded to 1/64 dB: far below speckle, and the zeroed low mantissa bits make
-    the GeoTIFF compress about twice as well."""
+    """float32 dB rounded to 1/64 dB.
+
+    Far below speckle, and the zeroed low mantissa bits make the GeoTIFF compress about twice as
+    well.
+    """
     return (np.rint(db * 64.0) / 64.0).astype(np.float32)

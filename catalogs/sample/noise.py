@@ -51,8 +51,11 @@ def value_noise(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
 
 def fbm(x: np.ndarray, y: np.ndarray, scale_m: float, seed: int, octaves: int = 4,
         persistence: float = 0.5) -> np.ndarray:
-    """Fractal noise in [0, 1]: ``octaves`` of value noise, the coarsest with features ``scale_m``
-    metres across, each finer octave half the size and ``persistence`` times the weight."""
+    """Fractal noise in [0, 1]: ``octaves`` of value noise.
+
+    The coarsest with features ``scale_m`` metres across, each finer octave half the size and
+    ``persistence`` times the weight.
+    """
     total = np.zeros(np.broadcast(x, y).shape)
     weight, norm, frequency = 1.0, 0.0, 1.0 / scale_m
     for octave in range(octaves):
@@ -64,8 +67,11 @@ def fbm(x: np.ndarray, y: np.ndarray, scale_m: float, seed: int, octaves: int = 
 
 
 def cell_uniform(x: np.ndarray, y: np.ndarray, cell_m: float, seed: int) -> tuple[np.ndarray, ...]:
-    """For points (x, y): the uniform hash of the ``cell_m`` lattice cell each falls in, and the
-    point's offset from that cell's centre (metres). Used to scatter objects (buildings, cars)."""
+    """For points (x, y): the uniform hash of the ``cell_m`` lattice cell each falls in.
+
+    Also the point's offset from that cell's centre (metres). Used to scatter objects (buildings,
+    cars).
+    """
     cx = np.floor(x / cell_m)
     cy = np.floor(y / cell_m)
     u = hash_uniform(cx.astype(np.int64), cy.astype(np.int64), seed)

@@ -1,5 +1,7 @@
-"""The pretraining sources of the sample world, each written in its official on-disk layout:
-SEN12MS (S1 + S2 + land cover), MDAS (aerial RGB + DSM), Million-AID and GeoPile (pictures)."""
+"""The pretraining sources of the sample world, each written in its official on-disk layout.
+
+SEN12MS (S1 + S2 + land cover), MDAS (aerial RGB + DSM), Million-AID and GeoPile (pictures).
+"""
 
 from __future__ import annotations
 
@@ -39,9 +41,12 @@ def sen12ms_patch_path(folder: Path, name: str, kind: str, scene: int, patch: in
 
 
 def write_sen12ms(world: World, root: Path) -> None:
-    """SEN12MS-like patches: Sentinel-2 L2A on UTM 32N, Sentinel-1 on UTM 33N (a rotated grid
-    with a sub-pixel origin shift, so co-registration is real work) and MODIS-coded land cover
-    on the Sentinel-2 grid, as ``ROIs<id>_<season>/<kind>_<scene>/..._p<patch>.tif``."""
+    """SEN12MS-like patches: Sentinel-2 L2A, Sentinel-1 and MODIS-coded land cover.
+
+    Sentinel-2 L2A on UTM 32N, Sentinel-1 on UTM 33N (a rotated grid with a sub-pixel origin shift,
+    so co-registration is real work) and land cover on the Sentinel-2 grid, as
+    ``ROIs<id>_<season>/<kind>_<scene>/..._p<patch>.tif``.
+    """
     s2, s1 = get_sensor("sentinel2_l2a"), get_sensor("sentinel1_grd")
     rng = _rng(world.seed, 1)
     scenes = [(roi, season, scene) for (roi, season), numbers in SEN12MS_SCENES.items()
@@ -76,9 +81,12 @@ MDAS_DSM_GSD_M = 0.5
 
 
 def write_mdas(world: World, root: Path) -> None:
-    """MDAS-like sub-areas over built-up ground: 3K_RGB (8-bit, 0.3 m, UTM 32N / WGS84),
-    3K_DSM (0.5 m, ETRS89 / UTM 32N, its own origin) and osm_buildings on the DSM grid, as
-    ``Augsburg_data_4_publication/sub_area_<N>/<modality>_sub_area<N>.tif``."""
+    """MDAS-like sub-areas over built-up ground: 3K_RGB, 3K_DSM and osm_buildings.
+
+    3K_RGB (8-bit, 0.3 m, UTM 32N / WGS84), 3K_DSM (0.5 m, ETRS89 / UTM 32N, its own origin) and
+    osm_buildings on the DSM grid, as
+    ``Augsburg_data_4_publication/sub_area_<N>/<modality>_sub_area<N>.tif``.
+    """
     rgb_sensor, dsm_sensor = get_sensor("rgb"), get_sensor("dsm")
     rng = _rng(world.seed, 2)
     centers = find_sites(world, LC["built_up"], MDAS_SUB_AREAS, 3000.0, rng)
@@ -127,8 +135,10 @@ def _picture(world: World, rng: np.random.Generator, size_px: int,
 
 
 def write_millionaid(world: World, root: Path) -> None:
-    """Million-AID-like JPEGs without georeference, at varied GSD:
-    ``train/<L1>/<L2>[/<L3>]/P<number>.jpg`` labelled by dominant class, and ``test/``."""
+    """Million-AID-like JPEGs without georeference, at varied GSD.
+
+    As ``train/<L1>/<L2>[/<L3>]/P<number>.jpg`` labelled by dominant class, and ``test/``.
+    """
     rng = _rng(world.seed, 3)
     for number in range(MILLIONAID_TRAIN + MILLIONAID_TEST):
         size = int(rng.choice((128, 192, 256)))
@@ -153,8 +163,10 @@ GEOPILE_PER_CONSTITUENT = 3
 
 
 def write_geopile(world: World, root: Path) -> None:
-    """GeoPile-like pictures without georeference, one folder per constituent dataset:
-    ``<constituent>/<dominant class>/<constituent>_<number>.<jpg|png>``."""
+    """GeoPile-like pictures without georeference, one folder per constituent dataset.
+
+    As ``<constituent>/<dominant class>/<constituent>_<number>.<jpg|png>``.
+    """
     rng = _rng(world.seed, 4)
     for constituent, (suffix, gsds) in GEOPILE_CONSTITUENTS.items():
         for number in range(GEOPILE_PER_CONSTITUENT):

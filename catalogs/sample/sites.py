@@ -14,8 +14,10 @@ from catalogs.sample.world import WORLD_BOUNDS, WORLD_CRS, World
 
 def world_grid(center: tuple[float, float], shape: tuple[int, int], gsd: float,
                crs: str = WORLD_CRS) -> Grid:
-    """A north-up grid of ``shape`` pixels of ``gsd`` centred near ``center`` (world CRS),
-    expressed in ``crs``, its origin snapped to whole multiples of ``gsd``."""
+    """A north-up grid of ``shape`` pixels of ``gsd`` centred near ``center`` (world CRS).
+
+    Expressed in ``crs``, its origin snapped to whole multiples of ``gsd``.
+    """
     cx, cy = center
     if crs != WORLD_CRS:
         cx, cy = Transformer.from_crs(WORLD_CRS, crs, always_xy=True).transform(cx, cy)
@@ -27,9 +29,11 @@ def world_grid(center: tuple[float, float], shape: tuple[int, int], gsd: float,
 
 def covering_grid(grid: Grid, crs: str, gsd: float, margin: float,
                   origin_shift: tuple[float, float] = (0.0, 0.0)) -> Grid:
-    """A north-up grid in ``crs`` (pixel size ``gsd``, in that CRS's units) that covers
-    ``grid``'s footprint plus ``margin`` on every side, its origin on a lattice of ``gsd``
-    moved by ``origin_shift``: a different sensor's product over the same ground."""
+    """A north-up grid in ``crs`` that covers ``grid``'s footprint plus ``margin`` on every side.
+
+    Its pixel size is ``gsd``, in that CRS's units, its origin on a lattice of ``gsd`` moved by
+    ``origin_shift``: a different sensor's product over the same ground.
+    """
     to_crs = Transformer.from_crs(grid.crs, crs, always_xy=True)
     left, bottom, right, top = to_crs.transform_bounds(*grid.bounds, densify_pts=21)
     sx, sy = origin_shift
@@ -42,8 +46,10 @@ def covering_grid(grid: Grid, crs: str, gsd: float, margin: float,
 
 def find_sites(world: World, landcover_class: int, count: int, min_separation_m: float,
                rng: np.random.Generator, window_m: float = 600.0) -> list[tuple[float, float]]:
-    """Centres (world CRS) of ``count`` windows rich in ``landcover_class``, at least
-    ``min_separation_m`` apart, richest first among a shuffled set of candidates."""
+    """Centres (world CRS) of ``count`` windows rich in ``landcover_class``.
+
+    At least ``min_separation_m`` apart, richest first among a shuffled set of candidates.
+    """
     step = window_m / 3.0
     left, bottom, right, top = WORLD_BOUNDS
     cols = int((right - left - window_m) // step)

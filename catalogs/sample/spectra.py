@@ -1,5 +1,8 @@
-"""Physical constants of the sample world: material reflectance spectra, SAR backscatter and a
-simple atmosphere. A sensor band sees a spectrum through its registry response (centre, width)."""
+"""Physical constants of the sample world.
+
+Material reflectance spectra, SAR backscatter and a simple atmosphere. A sensor band sees a spectrum
+through its registry response (centre, width).
+"""
 
 from __future__ import annotations
 
@@ -52,8 +55,10 @@ SPECKLE_LOOKS = 4.4  # equivalent number of looks of Sentinel-1 IW GRD high reso
 
 
 def _band_weights(center_nm: float, width_nm: float) -> np.ndarray:
-    """Weights over WAVELENGTHS_NM of a box response [centre - width/2, centre + width/2],
-    integrated on a 1 nm grid with linear interpolation of the spectra."""
+    """Weights over WAVELENGTHS_NM of a box response [centre - width/2, centre + width/2].
+
+    Integrated on a 1 nm grid with linear interpolation of the spectra.
+    """
     fine = np.arange(center_nm - width_nm / 2.0, center_nm + width_nm / 2.0 + 0.5, 1.0)
     weights = np.zeros(len(WAVELENGTHS_NM))
     for wavelength in fine:
@@ -77,8 +82,11 @@ def response_matrix(sensor: Sensor) -> np.ndarray:
 
 
 def transmittance(sensor: Sensor) -> np.ndarray:
-    """Two-way atmospheric transmittance per band: water-vapour absorption near 940 nm and
-    1375 nm (where the Sentinel-2 cirrus band sees almost nothing of the ground)."""
+    """Two-way atmospheric transmittance per band.
+
+    Water-vapour absorption near 940 nm and 1375 nm (where the Sentinel-2 cirrus band sees almost
+    nothing of the ground).
+    """
     centers = np.array([b.center_wavelength_nm for b in sensor.bands], dtype=np.float64)
     t = np.full(len(centers), 0.92)
     t[np.abs(centers - 945.0) < 30.0] = 0.55

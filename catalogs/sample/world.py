@@ -1,5 +1,6 @@
-"""The latent sample world: land cover, terrain, buildings, trees, cars and clouds as functions
-of map position in one world CRS, from one seed.
+"""The latent sample world: land cover, terrain, buildings, trees, cars and clouds.
+
+As functions of map position in one world CRS, from one seed.
 
 Every sensor of the sample renders this same ground (``catalogs.sample.render``), so
 cross-sensor reconstruction is learnable and downstream labels are consistent with the imagery.
