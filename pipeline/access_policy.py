@@ -39,6 +39,11 @@ class AccessRefused(Exception):
     """An href the policy refuses; ``reason`` says which rule and how to allow it."""
 
     def __init__(self, reason: str) -> None:
+        """Initialize a new AccessRefused instance.
+
+        Args:
+            reason: which rule refuses the href, and how to allow it.
+        """
         super().__init__(reason)
         self.reason = reason
 
@@ -57,11 +62,15 @@ def local_path(href: str) -> Path:
 
 def check_local_allowed(href: str, root: str, policy: FetchParams,
                         shown: str | None = None) -> None:
-    """Refuse a local ``href`` named by the catalog at ``root`` unless the policy allows it:
-    for a local catalog, inside its root or an allowed folder (resolved paths); for a remote
-    one, only with the opt-in.
+    """Refuse a local ``href`` named by the catalog at ``root`` unless the policy allows it.
+
+    For a local catalog, it must lie inside its root or an allowed folder (resolved paths); for a
+    remote one, it is allowed only with the opt-in.
 
     Args:
+        href: the local path or ``file://`` URL to check.
+        root: the href of the catalog that names ``href``.
+        policy: the fetch parameters that say what is allowed.
         shown: the href as the catalog wrote it, for the message; ``href`` by default.
     """
     if not is_local(root):
@@ -80,8 +89,10 @@ def check_local_allowed(href: str, root: str, policy: FetchParams,
 
 
 def check_host(url: str, allow_private: bool) -> None:
-    """Refuse an http(s) ``url`` whose host resolves to a non-global address, unless
-    ``allow_private``."""
+    """Refuse an http(s) ``url`` whose host resolves to a non-global address.
+
+    Such a URL is allowed with ``allow_private``.
+    """
     parts = urlsplit(url)
     if allow_private or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return

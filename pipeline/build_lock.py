@@ -1,6 +1,8 @@
-"""One build at a time: a command of ``python -m pipeline`` holds an exclusive lock on its work
-dir and on its store for as long as it runs; a second command on either is refused at once,
-naming the lock file and the process holding it.
+"""One build at a time: a command holds an exclusive lock on its work dir and store.
+
+A command of ``python -m pipeline`` holds the lock on its work dir and on its store for as long as
+it runs; a second command on either is refused at once, naming the lock file and the process holding
+it.
 
 The locks are ``flock`` locks on the files ``<work_dir>.lock`` and ``<store>.lock``, beside the
 folders they guard (not inside: the store is replaced by a rename when it is published, and DVC

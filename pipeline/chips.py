@@ -109,8 +109,10 @@ class LocationChips:
         return len(self.sensors) > 1
 
     def save(self, path: Path) -> Path:
-        """Write this one location as the chip file ``path`` (a ``.npz``) and its chunk file,
-        atomically (see module doc)."""
+        """Write this one location as the chip file ``path`` (a ``.npz``) and its chunk file.
+
+        The write is atomic (see module doc).
+        """
         with ChipFileWriter(path) as writer:
             writer.add(self)
         return path
@@ -122,8 +124,11 @@ class LocationChips:
 
     @classmethod
     def load_header(cls, path: Path, location: int = 0) -> LocationChips:
-        """What :meth:`load` reads but the pixels: ``sensors`` holds a (K, 0, 0, 0) array per
-        sensor (chip counts without the chips), the rest as saved. For summaries."""
+        """What :meth:`load` reads but the pixels. For summaries.
+
+        ``sensors`` holds a (K, 0, 0, 0) array per sensor (chip counts without the chips), the rest
+        as saved.
+        """
         return ChipFile(path).location_chips(location, pixels=False)
 
     @classmethod
@@ -138,16 +143,21 @@ def chunk_file(path: Path) -> Path:
 
 
 def _statistics_nodata(sensor: str) -> float | None:
-    """The nodata value left out of a sensor's statistics: the registry's. A sensor the
-    registry lacks gets none (the shard stage refuses its chips anyway, naming the file)."""
+    """The nodata value left out of a sensor's statistics: the registry's.
+
+    A sensor the registry lacks gets none (the shard stage refuses its chips anyway, naming the
+    file).
+    """
     entry = registry().get(sensor)
     return None if entry is None else entry.nodata
 
 
 @dataclass
 class _Slot:
-    """One sensor of one location as written: its chunks' lengths and checksums, and the
-    statistics of its chips."""
+    """One sensor of one location as written.
+
+    Its chunks' lengths and checksums, and the statistics of its chips.
+    """
 
     chunk_lengths: list[int]
     checksums: list[int]
@@ -155,14 +165,20 @@ class _Slot:
 
 
 class ChipFileWriter:
-    """Writes one chip file and its chunk file: locations one after another, each either
-    whole (:meth:`add`, a location in memory) or batch of chips by batch
-    (:meth:`open_location`, so that a location's chips never need to be in memory together: a
-    full Sentinel-2 tile has ~1,800 paired chips). A context manager: leaving the block
+    """Writes one chip file and its chunk file.
+
+    Locations come one after another, each either whole (:meth:`add`, a location in memory) or batch
+    of chips by batch (:meth:`open_location`, so that a location's chips never need to be in memory
+    together: a full Sentinel-2 tile has ~1,800 paired chips). A context manager: leaving the block
     without error writes both files (:meth:`finish`); an error writes nothing.
     """
 
     def __init__(self, path: Path) -> None:
+        """Initialize a new ChipFileWriter instance.
+
+        Args:
+            path: the chip file to write (a ``.npz``); its chunk file is written beside it.
+        """
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._exit = contextlib.ExitStack()
@@ -173,9 +189,11 @@ class ChipFileWriter:
         self._failures: list[dict[str, Any]] = []
 
     def __enter__(self) -> ChipFileWriter:
+        """This writer."""
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *rest: Any) -> None:
+        """Write both files (:meth:`finish`) without an error, else write nothing (abort)."""
         if kind is None:
             self.finish()
         else:
@@ -193,9 +211,11 @@ class ChipFileWriter:
 
     def open_location(self, sensors: dict[str, tuple[tuple[int, ...], np.dtype]]
                       ) -> LocationWriter:
-        """Start the next location: ``sensors`` name -> (chip shape (C, H, W), storage dtype),
-        in header order. Write its chips, then :meth:`LocationWriter.finish` it (or abort it:
-        nothing of it is written)."""
+        """Start the next location.
+
+        ``sensors``: name -> (chip shape (C, H, W), storage dtype), in header order. Write its
+        chips, then :meth:`LocationWriter.finish` it (or abort it: nothing of it is written).
+        """
         return LocationWriter(self, sensors)
 
     def add_failure(self, failure: dict[str, Any]) -> None:
@@ -248,8 +268,11 @@ class ChipFileWriter:
 
 
 def _narrow(values: np.ndarray) -> np.ndarray:
-    """Non-negative integers as uint32 where they fit (half the bytes of int64: a Sentinel-2
-    location's histograms hold thousands of keys per band), else as they are."""
+    """Non-negative integers as uint32 where they fit, else as they are.
+
+    uint32 takes half the bytes of int64: a Sentinel-2 location's histograms hold thousands of keys
+    per band.
+    """
     return values.astype(np.uint32) if not len(values) or values.max() < 1 << 32 else values
 
 
@@ -260,14 +283,22 @@ def _rows(parts: list[np.ndarray], width: int) -> np.ndarray:
 
 
 class LocationWriter:
-    """One location of a :class:`ChipFileWriter`: its chips come batch by batch, each encoded
-    and measured at once; its chunks wait in one scratch file per sensor (removed at the end;
-    a killed writer's are removed by the coregister stage as stale) until :meth:`finish`
-    appends them to the chunk file in index order. One batch gives the bytes of
-    :meth:`ChipFileWriter.add`."""
+    """One location of a :class:`ChipFileWriter`: its chips come batch by batch.
+
+    Each batch is encoded and measured at once; its chunks wait in one scratch file per sensor
+    (removed at the end; a killed writer's are removed by the coregister stage as stale) until
+    :meth:`finish` appends them to the chunk file in index order. One batch gives the bytes of
+    :meth:`ChipFileWriter.add`.
+    """
 
     def __init__(self, file: ChipFileWriter,
                  sensors: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+        """Initialize a new LocationWriter instance.
+
+        Args:
+            file: the chip file writer the location belongs to.
+            sensors: name -> (chip shape (C, H, W), storage dtype), in header order.
+        """
         self._file = file
         self._layouts = {name: (tuple(shape), np.dtype(dtype))
                          for name, (shape, dtype) in sensors.items()}
@@ -277,8 +308,10 @@ class LocationWriter:
         self._stats: dict[str, StreamingStats | None] = dict.fromkeys(sensors)
 
     def add(self, indexes: Iterable[int], chips: dict[str, np.ndarray]) -> None:
-        """Encode and measure one batch: ``chips[name]`` is (K, C, H, W), chip ``k`` having
-        index ``indexes[k]``, for every sensor."""
+        """Encode and measure one batch.
+
+        ``chips[name]`` is (K, C, H, W), chip ``k`` having index ``indexes[k]``, for every sensor.
+        """
         indexes = list(indexes)
         for name in self._layouts:
             self.add_sensor(name, indexes, chips[name])
@@ -298,8 +331,11 @@ class LocationWriter:
             self._stats[name] = stats if merged is None else combined_stats([merged, stats])
 
     def _part(self, name: str) -> Any:
-        """The scratch file of one sensor's chunks: in memory up to ``_SPOOL_BYTES``, then an
-        unnamed file beside the chip file (nothing is left behind if the process dies)."""
+        """The scratch file of one sensor's chunks.
+
+        In memory up to ``_SPOOL_BYTES``, then an unnamed file beside the chip file (nothing is left
+        behind if the process dies).
+        """
         if name not in self._parts:
             self._parts[name] = tempfile.SpooledTemporaryFile(
                 max_size=_SPOOL_BYTES, dir=self._file.path.parent)
@@ -313,9 +349,11 @@ class LocationWriter:
 
     def finish(self, header: dict[str, Any], transforms: np.ndarray,
                bounds_lonlat: np.ndarray, item_ids: dict[str, str] | None = None) -> None:
-        """Append the location's chunks to the chunk file in index order, sensor after sensor,
-        and record it: ``header`` fields, then the sensors' layout, then ``item_ids`` where
-        given; ``transforms`` and ``bounds_lonlat`` in index order."""
+        """Append the location's chunks to the chunk file in index order, and record it.
+
+        Chunks go sensor after sensor; the record holds ``header`` fields, then the sensors' layout,
+        then ``item_ids`` where given; ``transforms`` and ``bounds_lonlat`` in index order.
+        """
         out, slots = self._file._chunks, []
         try:
             for name, (shape, dtype) in self._layouts.items():
@@ -341,15 +379,22 @@ class LocationWriter:
 
 
 class ChipFile:
-    """A chip file opened for reading: its header and index arrays are read on first use
-    (a few KB per location; the histograms only when statistics are asked for), the pixels
-    stay in the chunk file until :meth:`location_chips` decodes them.
+    """A chip file opened for reading.
+
+    Its header and index arrays are read on first use (a few KB per location; the histograms only
+    when statistics are asked for), the pixels stay in the chunk file until :meth:`location_chips`
+    decodes them.
 
     Raises (from any method): OSError, ValueError, KeyError, zipfile.BadZipFile when the file
     is not a readable chip file.
     """
 
     def __init__(self, path: Path) -> None:
+        """Initialize a new ChipFile instance (nothing is read yet).
+
+        Args:
+            path: the chip file (a ``.npz``).
+        """
         self.path = Path(path)
 
     @cached_property
@@ -366,8 +411,11 @@ class ChipFile:
 
     @property
     def locations(self) -> list[dict[str, Any]]:
-        """Each location's header: source, item_id, crs, datetimes, dropped, shifts,
-        ``sensors`` (name, chip ``shape`` (C, H, W), ``dtype``) and, where set, item_ids."""
+        """Each location's header.
+
+        Source, item_id, crs, datetimes, dropped, shifts, ``sensors`` (name, chip ``shape`` (C, H,
+        W), ``dtype``) and, where set, item_ids.
+        """
         return self.header["locations"]
 
     @property
@@ -391,8 +439,10 @@ class ChipFile:
         return int(self._members["slot_chips"][slot])
 
     def chunk_offsets(self, slot: int) -> np.ndarray:
-        """Where each chip of a slot starts in the chunk file, and, last, where they end
-        (K + 1 offsets)."""
+        """Where each chip of a slot starts in the chunk file, and, last, where they end.
+
+        K + 1 offsets.
+        """
         first = int(self._slot_starts[1][slot])
         return self._members["chunk_offsets"][first:first + self.chip_count(slot) + 1]
 
@@ -467,8 +517,11 @@ class ChipFile:
                              f"not {end}")
 
     def location_chips(self, location: int, pixels: bool) -> LocationChips:
-        """One location as :class:`LocationChips`: chips decoded, or, without ``pixels``, a
-        (K, 0, 0, 0) array per sensor (chip counts without the chips)."""
+        """One location as :class:`LocationChips`.
+
+        Chips decoded, or, without ``pixels``, a (K, 0, 0, 0) array per sensor (chip counts without
+        the chips).
+        """
         header = self.locations[location]
         sensors = {}
         for member, layout in enumerate(header["sensors"]):
@@ -499,9 +552,10 @@ class ChunkWriteError(OSError):
 
 
 def copy_chunks(path: Path, begin: int, end: int, out: int) -> None:
-    """Copy bytes ``begin:end`` of the chunk file of the chip file ``path`` to the file
-    descriptor ``out`` (at its position): inside the kernel, or through a buffer where the
-    kernel cannot copy between the two files (another filesystem).
+    """Copy bytes ``begin:end`` of the chunk file of the chip file ``path`` to ``out``.
+
+    ``out`` is a file descriptor, written at its position: the copy happens inside the kernel, or
+    through a buffer where the kernel cannot copy between the two files (another filesystem).
 
     Raises:
         ChunkWriteError: when writing to ``out`` fails (its errno kept).

@@ -1,5 +1,7 @@
-"""Where the work runs: a dask.distributed cluster (local worker processes, or an existing one),
-or this process alone. Stages only see ``Executor.map_unordered``.
+"""Where the work runs: a dask.distributed cluster, or this process alone.
+
+The cluster is local worker processes, or an existing one. Stages only see
+``Executor.map_unordered``.
 
 Worker processes get :data:`ALLOCATOR_ENVIRON`: glibc keeps the memory a task frees and hands
 it to the next task, where by default (and with dask's ``MALLOC_TRIM_THRESHOLD_=65536``) every
@@ -35,9 +37,12 @@ _MALLOPT = {-1: 1 << 30, -3: 32 << 20, -8: 1}  # M_TRIM_THRESHOLD, M_MMAP_THRESH
 
 
 def keep_freed_memory() -> bool:
-    """Give this process the allocator behaviour worker processes get from
-    :data:`ALLOCATOR_ENVIRON`, as far as glibc allows at run time (arrays above 32 MiB stay
-    mmapped). Returns False, changing nothing, where the C library is not glibc."""
+    """Give this process the allocator behaviour worker processes get.
+
+    Worker processes get it from :data:`ALLOCATOR_ENVIRON`; this process gets it as far as glibc
+    allows at run time (arrays above 32 MiB stay mmapped). Returns False, changing nothing, where
+    the C library is not glibc.
+    """
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):
@@ -54,6 +59,7 @@ class Executor:
 
     @property
     def workers(self) -> int:
+        """The number of worker processes of the cluster (at least 1); 1 in-process."""
         if self.client is None:
             return 1
         return max(1, len(self.client.scheduler_info(n_workers=-1)["workers"]))
@@ -89,9 +95,11 @@ class Executor:
 
 @contextlib.contextmanager
 def executor(workers: int, scheduler: str | None = None) -> Iterator[Executor]:
-    """An Executor over ``scheduler`` (address of a running cluster), else a LocalCluster of
-    ``workers`` single-threaded worker processes; ``workers == 0`` runs in this process (with
-    :func:`keep_freed_memory`)."""
+    """An Executor over ``scheduler`` (address of a running cluster), else a LocalCluster.
+
+    The LocalCluster has ``workers`` single-threaded worker processes; ``workers == 0`` runs in this
+    process (with :func:`keep_freed_memory`).
+    """
     if scheduler:
         with Client(scheduler) as client:
             yield Executor(client)

@@ -1,5 +1,6 @@
-"""Discover: the items of the chosen sources, from a STAC API, a static STAC catalog or a
-stac-geoparquet file, with one search (:mod:`pipeline.search`).
+"""Discover: the items of the chosen sources, with one search (:mod:`pipeline.search`).
+
+Sources are a STAC API, a static STAC catalog or a stac-geoparquet file.
 
 * A static catalog's item files are read in chunks on the executor
   (:mod:`pipeline.static_catalog`); a stac-geoparquet file (``pipeline.catalog`` ending in
@@ -87,8 +88,9 @@ def discover(params: PipelineParams, executor: Executor | None = None) -> list[d
 
 
 def discover_table(params: PipelineParams, executor: Executor | None = None) -> pa.Table:
-    """:func:`discover` as a stac-geoparquet table (:func:`pipeline.items.items_table`), sorted
-    by (collection, id).
+    """:func:`discover` as a stac-geoparquet table (:func:`pipeline.items.items_table`).
+
+    Sorted by (collection, id).
 
     A static catalog's or a local stac-geoparquet file's items become tables on ``executor``,
     one per chunk of items; this process only concatenates and sorts them. Only an API
@@ -123,8 +125,10 @@ def _source_search(params: PipelineParams) -> tuple[str, Search]:
 
 @contextmanager
 def _refusal_named(source: str) -> Iterator[None]:
-    """Re-raise an access refusal as a ValueError naming ``source`` (pystac wraps a reader's
-    error in its own: the refusal is found among the causes)."""
+    """Re-raise an access refusal as a ValueError naming ``source``.
+
+    pystac wraps a reader's error in its own: the refusal is found among the causes.
+    """
     try:
         yield
     except Exception as error:
@@ -150,9 +154,10 @@ def _first_key(table: pa.Table) -> tuple[str, str]:
 
 
 def discover_to_table(params: PipelineParams, executor: Executor | None = None) -> Path:
-    """Discover the items, pair the items of the declared pairs across collections, write
-    the items to ``params.items_table`` and the matches to ``params.pairs_table``; returns the
-    items table.
+    """Discover the items and pair the items of the declared pairs across collections.
+
+    Writes the items to ``params.items_table`` and the matches to ``params.pairs_table``; returns
+    the items table.
 
     Without pairs the items stay Arrow tables in this process (:func:`discover_table`);
     pairing matches item dicts here (:func:`discover`, :func:`pipeline.pairing.pair_items`).
@@ -168,8 +173,10 @@ def discover_to_table(params: PipelineParams, executor: Executor | None = None) 
 
 
 def _from_api(api_url: str, search: Search, policy: FetchParams) -> list[dict[str, Any]]:
-    """Items of a STAC API search, one search per collection, up to :data:`API_SEARCHES` at
-    once; relative asset hrefs resolved against each item's self link."""
+    """Items of a STAC API search, one search per collection.
+
+    Up to :data:`API_SEARCHES` at once; relative asset hrefs resolved against each item's self link.
+    """
     client = Client.open(api_url, stac_io=CheckedApiIO(api_url, policy))
     check_collections(api_url, search.collections, (c.id for c in client.get_collections()))
 

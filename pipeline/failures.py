@@ -13,6 +13,13 @@ class ItemError(Exception):
     """A catalog item (or one of its files) cannot be used; names the item, path and reason."""
 
     def __init__(self, item_id: str, path: str | None, reason: str) -> None:
+        """Initialize a new ItemError instance.
+
+        Args:
+            item_id: the item's id.
+            path: the file that cannot be used; None for the item itself.
+            reason: why it cannot be used.
+        """
         super().__init__(f"{item_id}: {path or '<item>'}: {reason}")
         self.item_id = item_id
         self.path = path
@@ -34,6 +41,7 @@ class Failure:
 
     @classmethod
     def from_error(cls, stage: str, error: ItemError) -> Failure:
+        """The failure ``error`` records, met by ``stage``."""
         return cls(stage, error.item_id, error.path, error.reason)
 
 

@@ -1,5 +1,6 @@
-"""A catalog given as one stac-geoparquet file (``pipeline.catalog: .../items.parquet``), read
-directly: one Parquet row group per task on the executor.
+"""A catalog given as one stac-geoparquet file, read directly.
+
+Given as ``pipeline.catalog: .../items.parquet``; one Parquet row group per task on the executor.
 
 The file is a catalog like a static one: relative link and asset hrefs are resolved against
 the file's folder, which is the catalog root the access policy holds its local asset hrefs to
@@ -49,8 +50,10 @@ def geoparquet_items(href: str, search: Search, executor: Executor) -> Iterator[
 
 
 def geoparquet_tables(href: str, search: Search, executor: Executor) -> Iterator[pa.Table]:
-    """:func:`geoparquet_items` as stac-geoparquet tables (:func:`pipeline.items.items_table`),
-    one per row group, each sorted by (collection, id), in no particular order.
+    """:func:`geoparquet_items` as stac-geoparquet tables, one per row group.
+
+    Tables as :func:`pipeline.items.items_table` makes them, each sorted by (collection, id), in no
+    particular order.
 
     Raises:
         ValueError: as :func:`geoparquet_items`.
@@ -61,9 +64,12 @@ def geoparquet_tables(href: str, search: Search, executor: Executor) -> Iterator
 def _per_row_group(href: str, search: Search, executor: Executor,
                    local_task: Callable[[tuple[str, int], Search], _Result],
                    read: Callable[[str, pa.Table, Search], _Result]) -> Iterator[_Result]:
-    """``local_task`` of each row group of the local file at ``href``, on ``executor``; or
-    ``read`` of each row group of the file at an http(s) ``href``, downloaded once and read
-    here rather than shipped to every worker."""
+    """Run ``local_task`` or ``read`` on each row group of the file at ``href``.
+
+    ``local_task`` of each row group of a local file, on ``executor``; or ``read`` of each row group
+    of a file at an http(s) ``href``, downloaded once and read here rather than shipped to every
+    worker.
+    """
     source: str | pa.NativeFile = (str(local_path(href)) if is_local(href)
                                    else pa.BufferReader(_download(href)))
     parquet = _open(href, source)

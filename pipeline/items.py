@@ -54,8 +54,9 @@ _BBOX_FIELDS = {4: ("xmin", "ymin", "xmax", "ymax"),
 
 
 def write_items(path: Path, items: list[dict[str, Any]]) -> Path:
-    """Write STAC item dicts as a stac-geoparquet table, atomically (:func:`items_table`,
-    :func:`write_table`).
+    """Write STAC item dicts as a stac-geoparquet table, atomically.
+
+    See :func:`items_table` and :func:`write_table`.
 
     Raises:
         ValueError: naming ``path``, when the items' fields cannot share one Arrow schema
@@ -74,8 +75,10 @@ def read_items(path: Path) -> list[dict[str, Any]]:
 
 
 def table_rows_as_items(table: pa.Table) -> list[dict[str, Any]]:
-    """The STAC item dicts of (some rows of) a table read from a file written by
-    :func:`write_items`, as :func:`read_items` gives them: hrefs absolute again."""
+    """The STAC item dicts of (some rows of) a file written by :func:`write_items`.
+
+    The table read from the file gives them as :func:`read_items` gives them: hrefs absolute again.
+    """
     # Relative paths against the cwd. Every item of a collection links the same root,
     # collection and parent and has the same catalog root: each is converted once.
     absolute = functools.cache(make_absolute_href)
@@ -83,8 +86,10 @@ def table_rows_as_items(table: pa.Table) -> list[dict[str, Any]]:
 
 
 def items_table(items: list[dict[str, Any]], source: object) -> pa.Table:
-    """STAC item dicts as the stac-geoparquet Arrow table :func:`write_items` writes: local
-    hrefs portable, unlocated items with null geometry and bbox, rows in the order of ``items``.
+    """STAC item dicts as the stac-geoparquet Arrow table :func:`write_items` writes.
+
+    Local hrefs portable, unlocated items with null geometry and bbox, rows in the order of
+    ``items``.
 
     Args:
         items: STAC items as dicts, each with ``collection``; ``geometry`` may be null.
@@ -117,8 +122,10 @@ def concat_tables(tables: list[pa.Table], source: object) -> pa.Table:
 
 
 def sorted_by_id(table: pa.Table) -> pa.Table:
-    """The rows of an items table sorted by (collection, id), a stable sort (as Python sorts
-    the strings: UTF-8 bytes sort as code points)."""
+    """The rows of an items table sorted by (collection, id), a stable sort.
+
+    As Python sorts the strings: UTF-8 bytes sort as code points.
+    """
     if table.num_rows == 0:
         return table
     order = pc.sort_indices(table, [("collection", "ascending"), ("id", "ascending")])
@@ -128,10 +135,12 @@ def sorted_by_id(table: pa.Table) -> pa.Table:
 
 
 def write_table(path: Path, table: pa.Table) -> Path:
-    """Write a stac-geoparquet Arrow table (:func:`items_table`) to ``path``, atomically: to a
-    temporary file beside it (its folder is created), then renamed, so ``path`` is either the
-    previous table or the complete new one. The file's row groups do not depend on how the
-    table is chunked in memory: a table has the bytes of its rows. Returns ``path``."""
+    """Write a stac-geoparquet Arrow table (:func:`items_table`) to ``path``, atomically.
+
+    It goes to a temporary file beside it (its folder is created), then is renamed, so ``path`` is
+    either the previous table or the complete new one. The file's row groups do not depend on how
+    the table is chunked in memory: a table has the bytes of its rows. Returns ``path``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         stac_arrow.to_parquet(table.combine_chunks(), tmp)
@@ -139,8 +148,9 @@ def write_table(path: Path, table: pa.Table) -> Path:
 
 
 def read_table(path: Path) -> pa.Table:
-    """The Arrow table of a file written by :func:`write_table` (rows as :func:`table_items`
-    reads them).
+    """The Arrow table of a file written by :func:`write_table`.
+
+    Rows as :func:`table_items` reads them.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -149,14 +159,16 @@ def read_table(path: Path) -> pa.Table:
 
 
 def table_items(table: pa.Table) -> list[dict[str, Any]]:
-    """The STAC item dicts of a stac-geoparquet Arrow table, hrefs as the table holds them
-    (see the module docstring for nulls and timestamps).
+    """The STAC item dicts of a stac-geoparquet Arrow table, hrefs as the table holds them.
+
+    See the module docstring for nulls and timestamps.
 
     The dicts are stac-geoparquet's (``stac_table_to_items``: its columns at the top level,
     the others in ``properties``, WKB geometries as GeoJSON, ``bbox`` as a list), converted
     here from the whole table at once (``to_pylist``): stac-geoparquet converts a row at a
     time (``as_py``), 140 us a row of a batch of pictures against 6 us. A test compares the
-    two."""
+    two.
+    """
     if table.num_rows == 0:
         return []
     names = table.schema.names
@@ -165,8 +177,10 @@ def table_items(table: pa.Table) -> list[dict[str, Any]]:
 
 
 def _row_item(row: dict[str, Any], names: list[str], timestamps: set[str]) -> dict[str, Any]:
-    """One row of a stac-geoparquet table (``to_pylist``) as a STAC item dict: top-level
-    fields in column order, then the properties in column order."""
+    """One row of a stac-geoparquet table (``to_pylist``) as a STAC item dict.
+
+    Top-level fields in column order, then the properties in column order.
+    """
     item: dict[str, Any] = {}
     properties: dict[str, Any] = {}
     for name in names:
@@ -214,8 +228,11 @@ def _as_lists(value: Any) -> Any:
 
 
 def portable_href(href: str) -> str:
-    """``href`` relative to the working directory when it is a local absolute path inside it
-    (POSIX separators); any other href as it is. pystac's ``make_absolute_href`` undoes it."""
+    """``href`` relative to the working directory when it is a local absolute path inside it.
+
+    Relative with POSIX separators; any other href as it is. pystac's ``make_absolute_href`` undoes
+    it.
+    """
     if "://" in href or not os.path.isabs(href):
         return href
     relative = os.path.relpath(href)

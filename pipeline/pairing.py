@@ -59,6 +59,7 @@ class PairRow:
     left_out: str = ""
 
     def csv_row(self) -> dict[str, str]:
+        """This match as a row of the pairs table (numbers with 6 decimals, None as empty)."""
         def number(value: float | None) -> str:
             return "" if value is None else f"{value:.6f}"
 
@@ -71,8 +72,11 @@ class PairRow:
 
 @dataclass(frozen=True)
 class _Footprint:
-    """What matching needs of an item: id, time span (an instant: start == end), footprint,
-    acquisition key, cloud cover and whether a registry sensor reads it."""
+    """What matching needs of an item.
+
+    Id, time span (an instant: start == end), footprint, acquisition key, cloud cover and whether a
+    registry sensor reads it.
+    """
 
     item_id: str
     start: datetime | None

@@ -52,6 +52,7 @@ class FetchParams:
     allowed_local_folders: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        """Refuse an unknown signer."""
         if self.sign is not None and self.sign not in SIGNERS:
             raise ValueError(f"pipeline.fetch.sign: unknown signer {self.sign!r} "
                              f"(allowed: null, {', '.join(SIGNERS)})")
@@ -68,10 +69,12 @@ class SourceGrid:
 
 @dataclass(frozen=True)
 class PairSource:
-    """Items of different collections paired by footprint and time (``pipeline/pairing.py``):
-    each ``reference`` item (its native grid is the grid) with the partner items, per partner
+    """Items of different collections paired by footprint and time (``pipeline/pairing.py``).
+
+    Each ``reference`` item (its native grid is the grid) with the partner items, per partner
     collection, closest in time within ``max_days`` that cover at least ``min_overlap`` of its
-    footprint; references above ``max_cloud_cover`` (``eo:cloud_cover``, %) are left out."""
+    footprint; references above ``max_cloud_cover`` (``eo:cloud_cover``, %) are left out.
+    """
 
     reference: str
     partners: tuple[str, ...]
@@ -84,6 +87,8 @@ class PairSource:
 
 @dataclass(frozen=True)
 class CoregisterParams:
+    """Parameters of the coregister stage: source grids, pairs, QA, block and batch sizes."""
+
     sources: dict[str, SourceGrid] = field(default_factory=dict)
     pairs: dict[str, PairSource] = field(default_factory=dict)
     max_nodata_share: float = 0.05
@@ -100,16 +105,22 @@ class CoregisterParams:
 
 @dataclass(frozen=True)
 class PictureParams:
+    """Parameters of pictures (items of a collection without a source grid): chip size (px)."""
+
     chip_px: int = 256
 
 
 @dataclass(frozen=True)
 class ShardParams:
+    """Parameters of the shard stage: the chips per shard file."""
+
     chips_per_shard: int = 256
 
 
 @dataclass(frozen=True)
 class PipelineParams:
+    """The ``pipeline`` section of a params file: the sources, the folders and each stage's."""
+
     catalog: str | None = "data/sample/catalog.json"
     api_url: str | None = None
     collections: tuple[str, ...] = ("sen12ms", "mdas", "millionaid", "geopile")
@@ -141,8 +152,11 @@ class PipelineParams:
 
     @property
     def chips_dir(self) -> Path:
-        """Output of coregister: one chip file ``<source>/<item id>.<hash>.npz`` (+ ``.chunks``)
-        of LocationChips per item, source and id made safe file names (pipeline.stages)."""
+        """Output of coregister: one chip file of LocationChips per item.
+
+        The file is ``<source>/<item id>.<hash>.npz`` (+ ``.chunks``), source and id made safe file
+        names (pipeline.stages).
+        """
         return self.work_dir / "chips"
 
 
@@ -150,6 +164,13 @@ class ParamsError(ValueError):
     """A parameter file that cannot be used: names the file, the full key and the reason."""
 
     def __init__(self, path: Path | str, key: str | None, reason: str) -> None:
+        """Initialize a new ParamsError instance.
+
+        Args:
+            path: the parameter file.
+            key: the full key of the parameter; None for the file as a whole.
+            reason: why the parameter cannot be used.
+        """
         super().__init__(f"{path}: {key}: {reason}" if key else f"{path}: {reason}")
 
 
@@ -259,8 +280,10 @@ def _block_px(value: Any) -> int:
 
 
 def _bbox(value: Any) -> tuple[float, float, float, float]:
-    """[west, south, east, north] in degrees; boxes crossing the antimeridian (west > east)
-    are refused, as discover refuses them."""
+    """[west, south, east, north] in degrees.
+
+    Boxes crossing the antimeridian (west > east) are refused, as discover refuses them.
+    """
     allowed = ("must be [west, south, east, north] in degrees: west <= east in [-180, 180], "
                "south <= north in [-90, 90]")
     if not (isinstance(value, list | tuple) and len(value) == 4
@@ -273,8 +296,11 @@ def _bbox(value: Any) -> tuple[float, float, float, float]:
 
 
 def _datetime(value: Any) -> str:
-    """An RFC 3339 datetime or interval (``A/B``, ``../B``, ``A/..``; partial dates such as
-    ``2017-06`` are whole periods), read by pystac-client as discover reads it, start <= end."""
+    """An RFC 3339 datetime or interval, read by pystac-client as discover reads it.
+
+    Intervals are ``A/B``, ``../B`` or ``A/..``; partial dates such as ``2017-06`` are whole
+    periods; start <= end.
+    """
     allowed = 'must be an RFC 3339 datetime or interval such as "2017-01-01/2017-12-31"'
     if not isinstance(value, str):
         raise ValueError(f"{allowed}, got {value!r}")
@@ -383,8 +409,10 @@ def _section(cls: type[T], raw: Any, path: Path | str, key: str) -> T:
 
 
 def _check_pairs(params: PipelineParams, path: Path | str) -> None:
-    """Each pair's collections are discovered (in ``collections``), the reference not among
-    its own partners."""
+    """Each pair's collections are discovered (in ``collections``).
+
+    The reference is not among its own partners.
+    """
     for name, pair in params.coregister.pairs.items():
         key = f"pipeline.coregister.pairs.{name}"
         missing = [c for c in (pair.reference, *pair.partners) if c not in params.collections]
@@ -397,8 +425,9 @@ def _check_pairs(params: PipelineParams, path: Path | str) -> None:
 
 def load_params(path: Path | str = PARAMS_PATH,
                 overrides: dict[str, Any] | None = None) -> PipelineParams:
-    """Read and check the ``pipeline`` section of ``path``; ``overrides`` replace its
-    top-level keys (and are checked alike).
+    """Read and check the ``pipeline`` section of ``path``.
+
+    ``overrides`` replace its top-level keys (and are checked alike).
 
     Raises:
         ParamsError: naming the file, the key and what it allows: an unreadable file, an

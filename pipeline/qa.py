@@ -15,10 +15,11 @@ _EDGE_REACH_PX = 3
 
 
 def edge_map(image: np.ndarray) -> np.ndarray:
-    """Gradient magnitude (up to a constant factor) of a (rows, cols) image smoothed by a
-    Gaussian of 1 px (two passes of the binomial kernel [1, 2, 1], which suppress speckle and
-    sensor noise), from central differences; tapered to zero at the border so that the
-    periodic boundary of the Fourier transform adds no edges.
+    """Gradient magnitude (up to a constant factor) of a smoothed (rows, cols) image.
+
+    The image is smoothed by a Gaussian of 1 px (two passes of the binomial kernel [1, 2, 1], which
+    suppress speckle and sensor noise); the gradient comes from central differences, tapered to zero
+    at the border so that the periodic boundary of the Fourier transform adds no edges.
 
     NaN pixels (no data) are filled with the mean of the valid ones, and the edges they reach
     are zeroed: the border of a coverage gap is not a feature. The outer 3 px, which the
@@ -51,17 +52,21 @@ def edge_map(image: np.ndarray) -> np.ndarray:
 
 
 def _binomial(values: np.ndarray) -> np.ndarray:
-    """[1, 2, 1] / 4 along both axes, where the kernel fits (1 px less on every side):
-    a few array additions, several times faster than a general convolution."""
+    """[1, 2, 1] / 4 along both axes, where the kernel fits (1 px less on every side).
+
+    A few array additions, several times faster than a general convolution.
+    """
     rows = values[:-2] + 2 * values[1:-1] + values[2:]
     return (rows[:, :-2] + 2 * rows[:, 1:-1] + rows[:, 2:]) / np.float32(16)
 
 
 @lru_cache(maxsize=8)
 def _taper(shape: tuple[int, int]) -> np.ndarray:
-    """Separable Tukey window of ``shape``: flat inside, cosine ramps over ``TAPER_SHARE`` of
-    each axis, so features inside keep their weight wherever they move (float32, read-only:
-    it is shared)."""
+    """Separable Tukey window of ``shape``.
+
+    Flat inside, cosine ramps over ``TAPER_SHARE`` of each axis, so features inside keep their
+    weight wherever they move (float32, read-only: it is shared).
+    """
     rows, cols = (windows.tukey(n, TAPER_SHARE) for n in shape)
     window = np.outer(rows, cols).astype(np.float32)
     window.flags.writeable = False
@@ -105,8 +110,11 @@ def residual_shift(reference: np.ndarray, secondary: np.ndarray) -> tuple[float,
 
 
 def _peak_offset(correlation: np.ndarray, peak: tuple[np.intp, ...], axis: int) -> float:
-    """Offset from ``peak`` (-0.5 .. 0.5) of the vertex of the parabola through it and its
-    two neighbours along ``axis`` (the correlation is periodic)."""
+    """Offset from ``peak`` (-0.5 .. 0.5) of the vertex of a parabola through it.
+
+    The parabola goes through the peak and its two neighbours along ``axis`` (the correlation is
+    periodic).
+    """
     size = correlation.shape[axis]
 
     def at(step: int) -> float:

@@ -56,22 +56,28 @@ _OPEN_END = ("", "..")
 
 @dataclass(frozen=True)
 class Search:
-    """A normalised search: the parameters as pystac-client sends them to an API, and the
-    bbox and datetime as a geometry and an interval for matching items here."""
+    """A normalised search.
+
+    The parameters as pystac-client sends them to an API, and the bbox and datetime as a geometry
+    and an interval for matching items here.
+    """
 
     parameters: dict[str, Any]
 
     @property
     def collections(self) -> list[str]:
+        """The collections searched."""
         return list(self.parameters["collections"])
 
     @property
     def area(self) -> BaseGeometry | None:
+        """The bbox as a geometry; None without a bbox."""
         bbox = self.parameters.get("bbox")
         return None if bbox is None else shapely.geometry.box(*bbox)
 
     @property
     def interval(self) -> tuple[datetime | None, datetime | None] | None:
+        """The datetime as (start, end), None for an open end; None without a datetime."""
         value = self.parameters.get("datetime")
         if value is None:
             return None
@@ -82,8 +88,10 @@ class Search:
 
 
 def search_of(source: str, params: PipelineParams) -> Search:
-    """collections, bbox and datetime of ``params`` exactly as pystac-client sends them to
-    ``source``; only pystac-client's parameter parsing is used, no request is made.
+    """The collections, bbox and datetime of ``params`` as pystac-client sends them.
+
+    Exactly as sent to ``source``; only pystac-client's parameter parsing is used, no request is
+    made.
 
     Raises:
         ValueError: no collection is named, or the bbox or datetime is invalid.
@@ -146,8 +154,11 @@ def _time(value: str | None) -> datetime | None:
 
 
 def with_origin(item: dict[str, Any], base_href: str, root: str) -> dict[str, Any]:
-    """``item`` with absolute link and asset hrefs (relative ones resolved against ``base_href``;
-    an asset keeps its relative href as ``msgfm:catalog_href``) and ``msgfm:catalog_root``."""
+    """``item`` with absolute link and asset hrefs, and ``msgfm:catalog_root``.
+
+    Relative hrefs are resolved against ``base_href``; an asset keeps its relative href as
+    ``msgfm:catalog_href``.
+    """
     links = [{**link, "href": make_absolute_href(link["href"], base_href)}
              for link in item.get("links", [])]
     assets = {}
@@ -168,8 +179,10 @@ def folder_of(href: str) -> str:
 
 
 class _LinkPolicy:
-    """Mixed into a pystac or pystac-client reader: each file it reads passes the access policy
-    for the catalog at ``source`` (that one URL's scheme and host are the user's choice)."""
+    """Mixed into a pystac or pystac-client reader: each file it reads passes the access policy.
+
+    The policy for the catalog at ``source`` (that one URL's scheme and host are the user's choice).
+    """
 
     def __init__(self, source: str, policy: FetchParams, **reader_options: Any) -> None:
         super().__init__(**reader_options)

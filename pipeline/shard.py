@@ -155,8 +155,10 @@ class StorePlan:
         return math.ceil(self.sensors[sensor].chip_count / self.chips_per_shard)
 
     def pairs(self) -> dict[str, np.ndarray]:
-        """The pairs table (:data:`~catalogs.store_format.PAIR_ARRAYS` -> column): chip ``k``
-        of sensors ``a < b`` of one location, by location, then sensor pair, then ``k``."""
+        """The pairs table (:data:`~catalogs.store_format.PAIR_ARRAYS` -> column).
+
+        Chip ``k`` of sensors ``a < b`` of one location, by location, then sensor pair, then ``k``.
+        """
         columns: dict[str, list[np.ndarray]] = {spec.name: [] for spec in fmt.PAIR_ARRAYS}
         for location in self.locations:
             k = np.arange(location.chip_count, dtype=np.int64)
@@ -201,8 +203,9 @@ def staging_path(store_path: Path) -> Path:
 
 def plan_store(chip_files: list[Path],
                chips_per_shard: int = ShardParams.chips_per_shard) -> StorePlan:
-    """Plan the store of ``chip_files`` (LocationChips ``.npz`` files), reading headers only
-    (the pixels stay in their chunk files).
+    """Plan the store of ``chip_files`` (LocationChips ``.npz`` files), reading headers only.
+
+    The pixels stay in their chunk files.
 
     Locations are ordered by (source, item id); each sensor's chips are numbered in that
     order; locations without chips are left out.
@@ -238,8 +241,10 @@ _Shapes = dict[str, tuple[tuple[int, ...], np.dtype]]
 
 
 def _read_locations(path: Path) -> list[tuple[LocationPlan, _Shapes]]:
-    """The locations of a chip file and the shape and dtype of each sensor's chips (pixels
-    unread), checked against the registry."""
+    """The locations of a chip file and the shape and dtype of each sensor's chips.
+
+    Pixels unread, checked against the registry.
+    """
     chip_file = ChipFile(path)
     try:
         chip_file.check()
@@ -280,8 +285,10 @@ def _check_chips(location: LocationPlan, sensor: str, shape: tuple[int, ...],
 
 @functools.lru_cache(maxsize=1024)
 def _registry_problem(sensor: str, bands: int, dtype: str) -> str | None:
-    """Why chips of ``sensor`` with ``bands`` bands of ``dtype`` disagree with the registry
-    (None if they agree); asked once per combination, not per location."""
+    """Why chips of ``sensor`` with ``bands`` bands of ``dtype`` disagree with the registry.
+
+    None if they agree; asked once per combination, not per location.
+    """
     try:
         entry = get_sensor(sensor)
     except KeyError as error:
@@ -342,8 +349,10 @@ def _number_chips(locations: list[LocationPlan],
 
 def _fingerprint(locations: tuple[LocationPlan, ...], sensors: dict[str, SensorPlan],
                  chips_per_shard: int) -> str:
-    """SHA-256 of everything the store's bytes depend on, plus the size and mtime of each
-    chip file and chunk file."""
+    """SHA-256 of everything the store's bytes depend on.
+
+    Plus the size and mtime of each chip file and chunk file.
+    """
     files, file_stats = [], {}
     for location in locations:
         if location.path not in file_stats:
@@ -363,8 +372,9 @@ def _fingerprint(locations: tuple[LocationPlan, ...], sensors: dict[str, SensorP
 
 
 def create_store(plan: StorePlan, store_path: Path) -> None:
-    """Write the store's skeleton into ``<store>.partial``: every group and array, the image
-    arrays empty, the per-chip metadata and the pairs filled.
+    """Write the store's skeleton into ``<store>.partial``.
+
+    Every group and array, the image arrays empty, the per-chip metadata and the pairs filled.
 
     Idempotent: a staging store already created for this plan is kept as it is (with the
     shards written so far); any other is deleted and created afresh.
@@ -514,8 +524,9 @@ def _is_written(path: Path, chunk_bytes: int, index: bytes) -> bool:
 
 
 def _write_shard_file(path: Path, ranges: list[tuple[Path, np.ndarray]], index: bytes) -> None:
-    """The chunk bytes of each (chip file, chunk offsets) of ``ranges``, then ``index``, into
-    ``path``, atomically.
+    """The chunk bytes of each (chip file, chunk offsets) of ``ranges`` into ``path``.
+
+    Then ``index``; written atomically.
 
     Raises:
         ItemError: naming the chip file, when its chunks cannot be read.
@@ -539,9 +550,11 @@ def _write_shard_file(path: Path, ranges: list[tuple[Path, np.ndarray]], index: 
 
 
 class _ChipFiles:
-    """The chip files read last, their index read once while they are among them (readers go
-    through the locations in order, so consecutive locations mostly share a file); failures
-    are ItemErrors naming the file."""
+    """The chip files read last, their index read once while they are among them.
+
+    Readers go through the locations in order, so consecutive locations mostly share a file;
+    failures are ItemErrors naming the file.
+    """
 
     def __init__(self, keep: int = 8) -> None:
         self._open: collections.OrderedDict[Path, ChipFile] = collections.OrderedDict()
@@ -562,8 +575,10 @@ class _ChipFiles:
 
 
 def finalize_store(plan: StorePlan, store_path: Path, stats: Iterable[ShardStats]) -> Path:
-    """Merge the shards' statistics into the sensor groups, consolidate the metadata and
-    publish the staging store as ``store_path`` (replacing an old store only then).
+    """Merge the shards' statistics into the sensor groups, consolidate and publish the store.
+
+    Consolidate the metadata and publish the staging store as ``store_path`` (replacing an old store
+    only then).
 
     Args:
         plan: the plan the staging store was built for.
@@ -623,8 +638,10 @@ def _layout_nodes(plan: StorePlan) -> tuple[list[str], list[str]]:
 
 
 def _named_files(root: zarr.Group, plan: StorePlan, staging: Path) -> set[Path]:
-    """Every file the layout names: each node's ``zarr.json`` and each array's chunk (or
-    shard) files."""
+    """Every file the layout names.
+
+    Each node's ``zarr.json`` and each array's chunk (or shard) files.
+    """
     groups, arrays = _layout_nodes(plan)
     named = {staging / "zarr.json", *(staging / path / "zarr.json" for path in groups + arrays)}
     for path in arrays:
@@ -645,7 +662,7 @@ def _remove_unnamed_files(root: zarr.Group, plan: StorePlan, staging: Path) -> N
 
 
 def _sync_tree(folder: Path) -> None:
-    """fsync every file and folder under ``folder`` (its contents survive a power cut)."""
+    """Fsync every file and folder under ``folder`` (its contents survive a power cut)."""
     for path in [*folder.rglob("*"), folder]:
         fsync_path(path)
 

@@ -1,5 +1,7 @@
-"""A static STAC catalog's items, read in parallel: the catalog and collection files (few) are
-walked here, the item files (up to millions) are read in chunks on the executor.
+"""A static STAC catalog's items, read in parallel.
+
+The catalog and collection files (few) are walked here, the item files (up to millions) are read in
+chunks on the executor.
 
 Items are read as plain JSON, not as pystac objects: building each item's pystac hierarchy cost
 35 ms per item on a 5,000-item catalog (pystac looks up every link target in the whole resolved
@@ -81,8 +83,10 @@ class _ItemChunk:
 
 def static_catalog_items(catalog_href: str, search: Search, policy: FetchParams,
                          executor: Executor) -> Iterator[dict[str, Any]]:
-    """The items of ``search.collections`` in the static catalog that match ``search``,
-    unsorted; item files read in chunks of :data:`CHUNK_ITEMS` on ``executor``."""
+    """The items of ``search.collections`` in the static catalog that match ``search``.
+
+    Unsorted; item files read in chunks of :data:`CHUNK_ITEMS` on ``executor``.
+    """
     for items in executor.map_unordered(_read_chunk, _chunks(catalog_href, search, policy),
                                         search, policy):
         yield from items
@@ -90,16 +94,20 @@ def static_catalog_items(catalog_href: str, search: Search, policy: FetchParams,
 
 def static_catalog_tables(catalog_href: str, search: Search, policy: FetchParams,
                           executor: Executor) -> Iterator[pa.Table]:
-    """:func:`static_catalog_items` as stac-geoparquet tables (:func:`pipeline.items.items_table`),
-    one per chunk, each sorted by (collection, id), in no particular order: the items never
-    become dicts in this process."""
+    """:func:`static_catalog_items` as stac-geoparquet tables, one per chunk.
+
+    Tables as :func:`pipeline.items.items_table` makes them, each sorted by (collection, id), in no
+    particular order: the items never become dicts in this process.
+    """
     return executor.map_unordered(_read_chunk_table, _chunks(catalog_href, search, policy),
                                   search, policy)
 
 
 def _chunks(catalog_href: str, search: Search, policy: FetchParams) -> list[_ItemChunk]:
-    """The item files of ``search.collections``, walked from the root catalog, in chunks of
-    :data:`CHUNK_ITEMS`."""
+    """The item files of ``search.collections``, walked from the root catalog.
+
+    In chunks of :data:`CHUNK_ITEMS`.
+    """
     reader = CheckedStacIO(catalog_href, policy)
     root = _walk(reader, make_absolute_href(catalog_href), set())
     collections = {node.id: node for node in _collections(root)}
@@ -115,8 +123,10 @@ def _chunks(catalog_href: str, search: Search, policy: FetchParams) -> list[_Ite
 
 
 def _walk(reader: CheckedStacIO, href: str, seen: set[str]) -> _Node:
-    """The catalog or collection at ``href`` with its children, depth first (a child already
-    seen is not read again)."""
+    """The catalog or collection at ``href`` with its children, depth first.
+
+    A child already seen is not read again.
+    """
     seen.add(href)
     record = _read_json(reader, href)
     node = _Node(href, record.get("id", ""), record.get("title"),
@@ -140,8 +150,10 @@ def _collections(node: _Node) -> Iterator[_Node]:
 
 
 def _item_entries(node: _Node) -> Iterator[tuple[str, str, str | None]]:
-    """(item link href, parent href, parent title) of the items of ``node`` and its
-    sub-catalogs."""
+    """(item link href, parent href, parent title) of the items of ``node``.
+
+    Including those of its sub-catalogs.
+    """
     for href in node.item_hrefs:
         yield href, node.href, node.title
     for child in node.children:
@@ -179,16 +191,20 @@ def _read_chunk(chunk: _ItemChunk, search: Search,
 
 
 def _read_chunk_table(chunk: _ItemChunk, search: Search, policy: FetchParams) -> pa.Table:
-    """The items of ``chunk`` that match ``search`` as a table sorted by (collection, id)
-    (runs on a worker)."""
+    """The items of ``chunk`` that match ``search`` as a table sorted by (collection, id).
+
+    Runs on a worker.
+    """
     files = f"{chunk.source}, item files {chunk.item_href(0)} to {chunk.item_href(-1)}"
     return sorted_by_id(items_table(_read_chunk(chunk, search, policy), files))
 
 
 def _as_pystac_writes(record: dict[str, Any], href: str, root: tuple[str, str | None],
                       parent: tuple[str, str | None]) -> dict[str, Any]:
-    """The item file ``record`` (at ``href``) as pystac writes the item it reads from it
-    within its catalog: see the module docstring."""
+    """The item file ``record`` (at ``href``) as pystac writes the item it reads from it.
+
+    As written within its catalog: see the module docstring.
+    """
     links = [_entry(link, _LINK_FIELDS) for link in record.get("links", [])
              if link.get("rel") not in ("self", "parent")]
     root_link = _typed_link("root", *root)
@@ -222,8 +238,10 @@ def _typed_link(rel: str, href: str, title: str | None) -> dict[str, Any]:
 
 
 def _entry(record: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
-    """A link or asset as pystac writes it: its own fields (less nulls) in pystac's order,
-    then the others (an asset's ``roles`` last)."""
+    """A link or asset as pystac writes it.
+
+    Its own fields (less nulls) in pystac's order, then the others (an asset's ``roles`` last).
+    """
     known = {k: record[k] for k in fields if record.get(k) is not None}
     extra = {k: v for k, v in record.items() if k not in fields}
     if "roles" in known:

@@ -1,5 +1,7 @@
-"""Per-band statistics in one streaming pass: computed per location when its chips are cut
-(and kept in its chip file), added up by the shard stage.
+"""Per-band statistics in one streaming pass.
+
+Computed per location when its chips are cut (and kept in its chip file), added up by the shard
+stage.
 
 Each part (a location's chips) gives count, mean and sum of squared deviations per band
 (float64) and a histogram (sorted bin keys and counts); :class:`StatsAccumulator` adds parts up
@@ -133,9 +135,11 @@ class StreamingStats:
 
 
 def combined_stats(parts: list[StreamingStats]) -> StreamingStats:
-    """The statistics of the union of ``parts`` (one sensor's chips measured block by block):
-    histograms summed, moments combined as :class:`StatsAccumulator` combines them. One part
-    is returned as it is."""
+    """The statistics of the union of ``parts`` (one sensor's chips measured block by block).
+
+    Histograms summed, moments combined as :class:`StatsAccumulator` combines them. One part is
+    returned as it is.
+    """
     if len(parts) == 1:
         return parts[0]
     bands = len(parts[0].count)
@@ -151,13 +155,21 @@ def combined_stats(parts: list[StreamingStats]) -> StreamingStats:
 
 
 class StatsAccumulator:
-    """Adds up the :class:`StreamingStats` of one sensor's parts, in any order: histograms
-    are summed as integers and the moments combined with exactly rounded sums (``math.fsum``),
-    so the result does not depend on the order the parts come in. Memory is one dense
-    histogram per band (2**16 bins for 16-bit integers, 2**20 for floats), whatever the number
-    of parts."""
+    """Adds up the :class:`StreamingStats` of one sensor's parts, in any order.
+
+    Histograms are summed as integers and the moments combined with exactly rounded sums
+    (``math.fsum``), so the result does not depend on the order the parts come in. Memory is one
+    dense histogram per band (2**16 bins for 16-bit integers, 2**20 for floats), whatever the number
+    of parts.
+    """
 
     def __init__(self, dtype: str, bands: int) -> None:
+        """Initialize a new StatsAccumulator instance.
+
+        Args:
+            dtype: the sensor's storage dtype.
+            bands: the sensor's number of bands.
+        """
         self.dtype = np.dtype(dtype)
         bins = 1 << (8 * self.dtype.itemsize if exact_bins(self.dtype) else FLOAT_BIN_BITS)
         self._histograms = np.zeros((bands, bins), dtype=np.int64)
@@ -209,11 +221,13 @@ class StatsAccumulator:
 
 def _combine_moments(moments: Any,
                      bands: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Count, mean and sum of squared deviations of the union of parts (``moments``: per part
-    its count, mean and sum of squared deviations per band, as nested sequences or a (P, 3,
-    bands) array), per band: the mean
-    from the parts' sums, the deviations as each part's plus its mean's offset (Chan et al.),
-    both summed with ``math.fsum`` (exactly rounded, so independent of the order)."""
+    """Count, mean and sum of squared deviations of the union of parts, per band.
+
+    ``moments``: per part its count, mean and sum of squared deviations per band, as nested
+    sequences or a (P, 3, bands) array. The mean comes from the parts' sums, the deviations as each
+    part's plus its mean's offset (Chan et al.), both summed with ``math.fsum`` (exactly rounded, so
+    independent of the order).
+    """
     parts = np.array(moments, dtype=np.float64).reshape(-1, 3, bands)
     counts, means, m2s = parts[:, 0], parts[:, 1], parts[:, 2]
     count = counts.sum(axis=0)
@@ -238,8 +252,10 @@ def _blocks(band: np.ndarray) -> list[np.ndarray]:
 
 
 def _exact_band(band: np.ndarray, nodata: float | None) -> _BandStats:
-    """Count, mean, sum of squared deviations and histogram of one band of integer chips;
-    the moments come from the exact histogram."""
+    """Count, mean, sum of squared deviations and histogram of one band of integer chips.
+
+    The moments come from the exact histogram.
+    """
     offset = int(np.iinfo(band.dtype).min)
     drop = None if nodata is None or not float(nodata).is_integer() else int(nodata) - offset
     histogram = Histogram.of_dense(_dense_counts(band), drop)
@@ -251,10 +267,12 @@ def _exact_band(band: np.ndarray, nodata: float | None) -> _BandStats:
 
 
 def _dense_counts(band: np.ndarray) -> np.ndarray:
-    """The number of values of a (K, H, W) band of integer chips in each bin (by key, up to
-    the largest key seen, not all 2**16). 8-bit chips are counted by Pillow's histogram: one
-    pass over the bytes, where ``np.bincount`` first copies them to int64 and scans them for
-    their range (38 against 83 us for a 256 px chip's band, and pictures are most chips)."""
+    """The number of values of a (K, H, W) band of integer chips in each bin.
+
+    By key, up to the largest key seen, not all 2**16. 8-bit chips are counted by Pillow's
+    histogram: one pass over the bytes, where ``np.bincount`` first copies them to int64 and scans
+    them for their range (38 against 83 us for a 256 px chip's band, and pictures are most chips).
+    """
     if band.dtype == np.uint8:
         dense = np.zeros(256, dtype=np.int64)
         for chip in band:
@@ -272,12 +290,14 @@ def _dense_counts(band: np.ndarray) -> np.ndarray:
 
 
 def _float_band(band: np.ndarray, nodata: float | None) -> _BandStats:
-    """As :func:`_exact_band` for values binned approximately: non-finite values and nodata
-    are left out; the moments come from the values in float64, block by block, combined as
-    parts are (:func:`_combine_moments`). Each block is counted over the span of keys it
-    uses only (a few thousand bins for values of one sign and a few octaves, as dB or
-    metres are), and the blocks' counts are summed per sign, so that no count spans the
-    bins between the signs' keys (half the key space apart)."""
+    """As :func:`_exact_band` for values binned approximately.
+
+    Non-finite values and nodata are left out; the moments come from the values in float64, block by
+    block, combined as parts are (:func:`_combine_moments`). Each block is counted over the span of
+    keys it uses only (a few thousand bins for values of one sign and a few octaves, as dB or metres
+    are), and the blocks' counts are summed per sign, so that no count spans the bins between the
+    signs' keys (half the key space apart).
+    """
     by_sign: dict[bool, tuple[int, np.ndarray]] = {}  # first key and counts from it
     moments = []
     for block in _blocks(band):
@@ -307,9 +327,11 @@ def _float_band(band: np.ndarray, nodata: float | None) -> _BandStats:
 
 
 def _key_spans(keys: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """The counts of ``keys`` as (first key, counts from it) spans: one, or one per sign where
-    the values have both (their keys lie half the key space apart, and one span would count
-    over all the bins between)."""
+    """The counts of ``keys`` as (first key, counts from it) spans.
+
+    One, or one per sign where the values have both (their keys lie half the key space apart, and
+    one span would count over all the bins between).
+    """
     low, high = int(keys.min()), int(keys.max())
     if high - low < _SPLIT_SPAN or low >= _HALF or high < _HALF:
         return [(low, np.bincount(keys - np.uint32(low)))]
@@ -319,8 +341,10 @@ def _key_spans(keys: np.ndarray) -> list[tuple[int, np.ndarray]]:
 
 def _added_span(span: tuple[int, np.ndarray] | None, low: int,
                 counts: np.ndarray) -> tuple[int, np.ndarray]:
-    """The counts of ``span`` (first key, counts from it; None for none) and of ``counts``
-    from key ``low``, added up as one span from the lower first key."""
+    """The counts of ``span`` and of ``counts`` from key ``low``, added up as one span.
+
+    ``span`` is (first key, counts from it; None for none); the sum starts from the lower first key.
+    """
     if span is None:
         return low, counts
     first = min(span[0], low)
@@ -331,8 +355,10 @@ def _added_span(span: tuple[int, np.ndarray] | None, low: int,
 
 
 def _histogram_of_spans(spans: list[tuple[int, np.ndarray]]) -> Histogram:
-    """The histogram of the counts of disjoint ``spans`` in the order of their keys:
-    ``counts[i]`` values in bin ``first + i``."""
+    """The histogram of the counts of disjoint ``spans`` in the order of their keys.
+
+    ``counts[i]`` values in bin ``first + i``.
+    """
     parts = [(Histogram.of_dense(dense), low) for low, dense in spans]
     empty = np.empty(0, dtype=np.int64)
     return Histogram(np.concatenate([h.keys + low for h, low in parts] or [empty]),
@@ -345,10 +371,12 @@ def _floats(values: np.ndarray, empty: np.ndarray) -> tuple[float | None, ...]:
 
 @dataclass(frozen=True)
 class ShardStats:
-    """What a shard writer returns: the statistics of the locations whose chips of ``sensor``
-    begin in shard ``shard_index`` (so that every location is counted once), in a form cheap
-    to send: each location's moments in one array, and the locations' histograms summed per
-    band (integer sums: exactly what the accumulator would add up part by part).
+    """What a shard writer returns: the statistics of some locations of ``sensor``.
+
+    The locations whose chips of ``sensor`` begin in shard ``shard_index`` (so that every location
+    is counted once), in a form cheap to send: each location's moments in one array, and the
+    locations' histograms summed per band (integer sums: exactly what the accumulator would add up
+    part by part).
 
     Attributes:
         sensor, shard_index: which shard.

@@ -1,10 +1,13 @@
-"""The validate stage: re-open the store, check it against what the stages recorded, verify
-every chip's checksum, and write ``reports/geopile2.json`` (DVC metrics) and a one-page
-``reports/geopile2.md`` with figures.
+"""The validate stage: re-open the store, check it, and write the reports.
+
+The store is checked against what the stages recorded and every chip's checksum verified; the
+reports are ``reports/geopile2.json`` (DVC metrics) and a one-page ``reports/geopile2.md`` with
+figures.
 
 Each report file is written atomically (figures, then the page, then the metrics) and the metrics
 are strict JSON: a value that cannot be measured (a QA shift on a scene without structure) is null
-and counted apart, never NaN."""
+and counted apart, never NaN.
+"""
 
 from __future__ import annotations
 
@@ -55,8 +58,10 @@ class StoreValidationError(RuntimeError):
 
 def check_store(params: PipelineParams, manifest: StoreManifest,
                 executor: Executor | None = None) -> list[str]:
-    """Every disagreement between the store and the coregister summary and the registry; the
-    chips' checksums verified on ``executor``'s workers (this process without one)."""
+    """Every disagreement between the store and the coregister summary and the registry.
+
+    The chips' checksums are verified on ``executor``'s workers (this process without one).
+    """
     summary = json.loads((params.work_dir / "coregister.json").read_text())
     root = open_store(params.store)
     problems = []
@@ -111,10 +116,12 @@ def _shards(image: Any) -> range:
 
 
 def verify_chips(store: Path, sensor: str, shards: range | None = None) -> list[str]:
-    """Every chip of ``sensor`` (of the shard files ``shards``, default all) whose stored
-    chunk is missing, or whose CRC32C differs from the one it carries or from its
-    ``image_crc32c``: one line per chip naming the sensor, the chip and its shard file, and
-    the reason."""
+    """Every chip of ``sensor`` whose stored chunk is missing or fails its CRC32C check.
+
+    Chips of the shard files ``shards``, default all, whose stored chunk is missing, or whose CRC32C
+    differs from the one it carries or from its ``image_crc32c``: one line per chip naming the
+    sensor, the chip and its shard file, and the reason.
+    """
     group = open_store(store)[sensor]
     image = group[IMAGE]
     per_shard = image.shards[0]
@@ -139,9 +146,11 @@ def verify_chips(store: Path, sensor: str, shards: range | None = None) -> list[
 
 
 def _damaged_chunks(path: Path, chips_per_shard: int, checksums: list[int]) -> dict[int, str]:
-    """Slot -> reason, for each chunk of a shard file (``checksums``: its chips'
-    ``image_crc32c``) that is not stored or fails
-    :func:`~catalogs.store_shards.verify_chunk`."""
+    """Slot -> reason, for each chunk of a shard file that is not stored or fails verification.
+
+    ``checksums``: its chips' ``image_crc32c``; verification is
+    :func:`~catalogs.store_shards.verify_chunk`.
+    """
     damaged = {}
     with open(path, "rb") as f:
         index = read_shard_file_index(f.fileno(), chips_per_shard)
@@ -162,8 +171,11 @@ def _shift_table(params: PipelineParams) -> list[dict[str, str]]:
 
 
 def shift_summary(measured: np.ndarray, flag_px: float) -> dict[str, Any]:
-    """Counts and percentiles of the QA's residual shifts (px); a NaN shift (a scene with no
-    structure to measure on: level ground, water) is counted apart, not in the statistics."""
+    """Counts and percentiles of the QA's residual shifts (px).
+
+    A NaN shift (a scene with no structure to measure on: level ground, water) is counted apart, not
+    in the statistics.
+    """
     shifts = measured[np.isfinite(measured)]
     qa: dict[str, Any] = {"pairs_measured": int(shifts.size),
                           "pairs_without_structure": int(measured.size - shifts.size),
@@ -199,8 +211,11 @@ def build_metrics(params: PipelineParams, manifest: StoreManifest) -> dict[str, 
 
 
 def _display(chip: np.ndarray, sensor: Sensor) -> tuple[np.ndarray, str | None]:
-    """A chip as a picture: an RGB composite where the sensor has red/green/blue bands, else
-    its first band (SAR: the first polarisation in dB; DSM: height) with a colour map."""
+    """A chip as a picture.
+
+    An RGB composite where the sensor has red/green/blue bands, else its first band (SAR: the first
+    polarisation in dB; DSM: height) with a colour map.
+    """
     names = [b.common_name for b in sensor.bands]
     if {"red", "green", "blue"} <= set(names):
         picture = np.stack([chip[names.index(c)] for c in ("red", "green", "blue")], axis=-1)
@@ -268,8 +283,10 @@ def _markdown(metrics: dict[str, Any], figures: dict[str, Path], report_dir: Pat
 
 
 def run_validate(params: PipelineParams, executor: Executor | None = None) -> Path:
-    """Check the store (its chips on ``executor``'s workers) and write the reports; raises
-    StoreValidationError on a disagreement."""
+    """Check the store (its chips on ``executor``'s workers) and write the reports.
+
+    Raises StoreValidationError on a disagreement.
+    """
     manifest = read_manifest(params.store)
     problems = check_store(params, manifest, executor)
     if problems:
