@@ -24,8 +24,11 @@ ROWS_PREFIX = "rows_"  # sub-batch["rows_<partner>"]: rows of the sub-batch that
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
-    """A seed of one training step on one rank: augmentation, masks and every other draw of
-    the step come from it, so a run resumed at any step repeats the uninterrupted one."""
+    """A seed of one training step on one rank.
+
+    Augmentation, masks and every other draw of the step come from it, so a run resumed at any step
+    repeats the uninterrupted one.
+    """
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
 
 
@@ -105,14 +108,19 @@ class SensorBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def resume(self, epoch: int, batches_done: int) -> None:
-        """Continue epoch ``epoch`` after its first ``batches_done`` batches of this rank (a run
-        resumed mid-epoch sees the rest of the very epoch it was cut in)."""
+        """Continue epoch ``epoch`` after its first ``batches_done`` batches of this rank.
+
+        A run resumed mid-epoch sees the rest of the very epoch it was cut in.
+        """
         self.epoch, self.skip = epoch, batches_done
 
     @property
     def sampler(self) -> SensorBatchSampler:
-        """This sampler itself: Lightning calls ``set_epoch`` on ``batch_sampler.sampler``
-        (never on the batch sampler), so each epoch is reshuffled under a Trainer too."""
+        """This sampler itself.
+
+        Lightning calls ``set_epoch`` on ``batch_sampler.sampler`` (never on the batch sampler), so
+        each epoch is reshuffled under a Trainer too.
+        """
         return self
 
     def __len__(self) -> int:
@@ -169,8 +177,11 @@ def _sub_batch(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def stack_rows(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack(tensors)``, without the copy when they already are the rows 0, 1, ... of
-    one tensor (as :meth:`GeoPile2.__getitems__` decodes them)."""
+    """``torch.stack(tensors)``, without the copy where possible.
+
+    No copy is made when they already are the rows 0, 1, ... of one tensor (as
+    :meth:`GeoPile2.__getitems__` decodes them).
+    """
     base = tensors[0]._base
     if (base is not None and base.shape[0] == len(tensors) and base.is_contiguous()
             and all(t._base is base and t.storage_offset() == row * t.numel()

@@ -80,7 +80,9 @@ class ShardedChipReader:
     """
 
     def __init__(self, layout: ImageLayout, checksums: np.ndarray | None = None) -> None:
-        """Args:
+        """Initialize a new ShardedChipReader instance.
+
+        Args:
             layout: the sensor's image layout.
             checksums: the sensor's ``image_crc32c``: each chip's chunk is checked against
                 it before decoding (a flipped bit, or another chip's chunk, is an error);
@@ -96,19 +98,24 @@ class ShardedChipReader:
         self._stored = np.dtype(layout.dtype).newbyteorder("<")
 
     def __getstate__(self) -> dict[str, object]:
+        """The state to pickle: the layout and checksums only (no mapped files)."""
         return {"layout": self.layout, "checksums": self.checksums}
 
     def __setstate__(self, state: dict[str, object]) -> None:
+        """A fresh reader of the pickled layout and checksums (nothing mapped yet)."""
         checksums = state["checksums"]
         self.__init__(state["layout"],  # type: ignore[misc]
                       None if checksums is None else np.asarray(checksums, dtype=np.uint32))
 
     def __del__(self) -> None:
+        """Unmap the shard files this process mapped (:meth:`close`)."""
         self.close()
 
     def close(self) -> None:
-        """Unmap the shard files this process mapped (a file whose chunk a caller still
-        holds is unmapped once that chunk is freed)."""
+        """Unmap the shard files this process mapped.
+
+        A file whose chunk a caller still holds is unmapped once that chunk is freed.
+        """
         if self._pid == os.getpid():
             for view in self._maps.values():
                 mapped = view.obj
@@ -148,8 +155,9 @@ class ShardedChipReader:
         return out
 
     def chunk(self, chip: int) -> memoryview:
-        """The compressed bytes of chip ``chip``, as its shard stores them (a view of the
-        mapped shard file: no copy).
+        """The compressed bytes of chip ``chip``, as its shard stores them.
+
+        A view of the mapped shard file: no copy.
 
         Raises:
             IndexError, ChipReadError: as :meth:`read`.

@@ -19,8 +19,10 @@ STRETCH_PERCENTILES = (2.0, 98.0)
 
 
 def stretch(values: np.ndarray) -> np.ndarray:
-    """Each band (last axis) scaled to [0, 1] between its 2nd and 98th percentiles; non-finite
-    values (nodata) become 0."""
+    """Each band (last axis) scaled to [0, 1] between its 2nd and 98th percentiles.
+
+    Non-finite values (nodata) become 0.
+    """
     out = np.zeros(values.shape, dtype=np.float32)
     for band in range(values.shape[-1]):
         channel = values[..., band]
@@ -34,8 +36,11 @@ def stretch(values: np.ndarray) -> np.ndarray:
 
 
 def rgb_band_indices(sensor: str, band_names: Sequence[str]) -> list[int]:
-    """Indices of the red, green and blue bands of an optical sensor (by the registry's
-    common names), or its first three bands (first band thrice for one band)."""
+    """Indices of the red, green and blue bands of an optical sensor.
+
+    Found by the registry's common names; else its first three bands (first band thrice for one
+    band).
+    """
     try:
         common = {band.name: band.common_name for band in get_sensor(sensor).bands}
     except (KeyError, RegistryError):
@@ -90,8 +95,10 @@ def panel_figure(panels: Sequence[tuple[str, np.ndarray, Mapping[str, Any]]],
 
 
 def hillshade(elevation: np.ndarray) -> np.ndarray:
-    """A (H, W, 3) hillshade of a height field in metres, tinted by height (terrain colours);
-    nodata (non-finite) shows black."""
+    """A (H, W, 3) hillshade of a height field in metres, tinted by height (terrain colours).
+
+    Nodata (non-finite) shows black.
+    """
     from matplotlib import colormaps
 
     finite = np.isfinite(elevation)

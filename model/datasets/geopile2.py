@@ -24,8 +24,11 @@ PARTNER_PREFIX = "image_"
 
 
 def location_fraction(source: str, item_id: str) -> float:
-    """A location's place in [0, 1), from its source and item id: stable across runs, machines
-    and store rebuilds, so a split never changes while the location stays in the store."""
+    """A location's place in [0, 1), from its source and item id.
+
+    Stable across runs, machines and store rebuilds, so a split never changes while the location
+    stays in the store.
+    """
     digest = hashlib.blake2b(f"{source}/{item_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64
 
@@ -64,8 +67,11 @@ class _SensorChips:
         return bool((stored == self.nodata_value).any())
 
     def read_into(self, chip: int, out: torch.Tensor, stored: bool) -> None:
-        """Chip ``chip`` into ``out`` (C x H x W): as stored when ``stored`` (``out`` in the
-        stored dtype), else float32 in the model's unit, nodata NaN."""
+        """Chip ``chip`` into ``out`` (C x H x W).
+
+        As stored when ``stored`` (``out`` in the stored dtype), else float32 in the model's unit,
+        nodata NaN.
+        """
         if stored or self.decoded_as_is:
             values = self.reader.read(chip, out=out.numpy())
             if stored:

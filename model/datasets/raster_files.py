@@ -15,8 +15,9 @@ from catalogs.sensors import Sensor
 
 
 def read_sensor_file(path: Path, sensor: Sensor) -> np.ndarray:
-    """The stored values (bands, rows, cols) of a file holding every band of ``sensor``
-    (georeferenced or not: some official files carry no CRS).
+    """The stored values (bands, rows, cols) of a file holding every band of ``sensor``.
+
+    Georeferenced or not: some official files carry no CRS.
 
     Raises:
         ValueError: naming the file, when it is unreadable or its band count is not the
@@ -36,8 +37,10 @@ def read_sensor_file(path: Path, sensor: Sensor) -> np.ndarray:
 
 
 def read_physical(path: Path, sensor: Sensor) -> Tensor:
-    """:func:`read_sensor_file` as float32 in the sensor's physical unit (stored values times
-    its scale plus its offset; nodata values are scaled like any other)."""
+    """:func:`read_sensor_file` as float32 in the sensor's physical unit.
+
+    Stored values times its scale plus its offset; nodata values are scaled like any other.
+    """
     values = read_sensor_file(path, sensor).astype(np.float32)
     if sensor.scale != 1.0 or sensor.offset != 0.0:
         values = values * np.float32(sensor.scale) + np.float32(sensor.offset)

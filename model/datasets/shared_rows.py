@@ -1,5 +1,6 @@
-"""Buffers for decoded chips, recycled by each process once no process uses them; in
-``DataLoader`` workers, in shared memory.
+"""Buffers for decoded chips, recycled by each process once no process uses them.
+
+In ``DataLoader`` workers, the buffers are in shared memory.
 
 Why: fresh memory for every batch costs more than decoding into it. The kernel allocates,
 zeroes and maps every page anew: on our 2-core test machine 27 ms to get and fill one 25 MB
@@ -49,9 +50,11 @@ HELD, KEPT = 0, 1  # flag columns: the main process holds the buffer; keeps its 
 
 
 def empty_rows(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A tensor of ``shape`` and ``dtype`` for decoded chips, on a buffer of this process that
-    no process uses any more; in a ``DataLoader`` worker in shared memory (so handing the
-    batch to the main process moves no bytes)."""
+    """A tensor of ``shape`` and ``dtype`` for decoded chips.
+
+    On a buffer of this process that no process uses any more; in a ``DataLoader`` worker in shared
+    memory (so handing the batch to the main process moves no bytes).
+    """
     pool = _process_pool()
     nbytes = math.prod(shape) * dtype.itemsize
     storage = pool.take(nbytes) if pool else torch.UntypedStorage._new_shared(nbytes)
@@ -74,8 +77,10 @@ class _Pool:
         self.flag_values = self.flags.numpy()
 
     def take(self, nbytes: int) -> torch.UntypedStorage:
-        """The smallest free buffer of at least ``nbytes``, else a new one (pooled while
-        fewer than :data:`MAX_BUFFERS` when the pool was made)."""
+        """The smallest free buffer of at least ``nbytes``, else a new one.
+
+        A new one is pooled while fewer than :data:`MAX_BUFFERS` when the pool was made.
+        """
         free = [(buffer.nbytes(), slot) for slot, buffer in enumerate(self.buffers)
                 if buffer.nbytes() >= nbytes and not self.flag_values[slot, HELD]
                 # only the pool refers to it: no tensor of this process uses it
@@ -90,9 +95,11 @@ class _Pool:
         return buffer
 
     def reduce(self, storage: torch.UntypedStorage) -> tuple[Callable[..., Any], tuple]:
-        """Pickle ``storage``: a pooled one as its slot (with its descriptor and the flags
-        while the main process does not keep them), a small one not in shared memory by
-        value, any other as torch does."""
+        """Pickle ``storage``.
+
+        A pooled one as its slot (with its descriptor and the flags while the main process does not
+        keep them), a small one not in shared memory by value, any other as torch does.
+        """
         slot = self.slot_of.get(storage.data_ptr())
         if slot is not None:
             self.flag_values[slot, HELD] = 1
@@ -113,8 +120,11 @@ _descriptor_of: dict[tuple[str, int], int] = {}
 
 def _rebuild_pooled(token: str, slot: int, nbytes: int, descriptor: Any,
                     flags: torch.Tensor | None) -> torch.UntypedStorage:
-    """Unpickle a pooled buffer of worker pool ``token``, mapped from its descriptor (kept
-    from its first batch), with a finalizer that clears its flag once it is freed."""
+    """Unpickle a pooled buffer of worker pool ``token``.
+
+    Mapped from its descriptor (kept from its first batch), with a finalizer that clears its flag
+    once it is freed.
+    """
     if flags is not None:
         _forget_ended_workers()
         _flags_of[token] = flags
@@ -154,8 +164,10 @@ _pool: _Pool | None = None
 
 
 def _process_pool() -> _Pool | None:
-    """This process's pool (a forked worker makes its own); None in a worker whose buffers
-    torch shares otherwise than by file descriptor."""
+    """This process's pool (a forked worker makes its own).
+
+    None in a worker whose buffers torch shares otherwise than by file descriptor.
+    """
     global _pool
     if _pool is None or _pool.pid != os.getpid():
         worker = get_worker_info() is not None

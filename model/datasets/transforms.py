@@ -1,5 +1,8 @@
-"""Batch transforms of GeoPile-2 sub-batches: per-sensor normalisation from the store's
-statistics, and kornia augmentation applied identically to a chip and its partners."""
+"""Batch transforms of GeoPile-2 sub-batches.
+
+Per-sensor normalisation from the store's statistics, and kornia augmentation applied identically to
+a chip and its partners.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ from model.datasets.units import to_model_unit
 
 
 def band_moments(sensor: SensorManifest) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-band mean and std of a sensor in the model's unit, from the store's statistics
-    (a band without valid values, or constant, gets mean 0 and std 1).
+    """Per-band mean and std of a sensor in the model's unit, from the store's statistics.
+
+    A band without valid values, or constant, gets mean 0 and std 1.
 
     Raises:
         ValueError: naming the sensor, when its model unit is not a linear function of the
@@ -42,7 +46,9 @@ class SensorNormalize(nn.Module):
     """
 
     def __init__(self, sensors: dict[str, SensorManifest], stored: bool = False) -> None:
-        """Args:
+        """Initialize a new SensorNormalize instance.
+
+        Args:
             sensors: the store's sensors (``read_manifest(path).sensors``).
             stored: the images come as stored, not in the model's unit.
         """
@@ -79,7 +85,9 @@ class AlignedAugmentation(nn.Module):
     """
 
     def __init__(self, augmentations: Sequence[nn.Module]) -> None:
-        """Args:
+        """Initialize a new AlignedAugmentation instance.
+
+        Args:
             augmentations: kornia augmentations (geometric ones: the same transform touches
                 every channel of a row).
         """

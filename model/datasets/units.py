@@ -31,8 +31,10 @@ def check_convertible(sensor: SensorManifest) -> None:
 
 
 def stored_as_model_unit(sensor: SensorManifest) -> bool:
-    """Whether the sensor's stored values already are float32 in the model's unit (its
-    nodata aside): decoded, they need no conversion."""
+    """Whether the sensor's stored values already are float32 in the model's unit.
+
+    Its nodata aside: decoded, they need no conversion.
+    """
     return (np.dtype(sensor.dtype) == np.float32 and sensor.scale == 1.0 and sensor.offset == 0.0
             and sensor.unit == sensor.model_unit)
 
@@ -40,8 +42,9 @@ def stored_as_model_unit(sensor: SensorManifest) -> bool:
 def to_model_unit(stored: torch.Tensor, sensor: SensorManifest,
                   out: torch.Tensor | None = None, has_nodata: bool | None = None
                   ) -> torch.Tensor:
-    """Chips of ``sensor`` in its stored dtype and values (any shape, any device) as float32
-    in its model unit, nodata as NaN.
+    """Chips of ``sensor`` in its stored dtype and values as float32 in its model unit.
+
+    Any shape, any device; nodata as NaN.
 
     Args:
         stored: the chips as stored.

@@ -1,5 +1,6 @@
-"""Patch embeddings for sensors the model never saw, initialised from a pretrained optical
-embedding by matching band wavelengths.
+"""Patch embeddings for sensors the model never saw.
+
+Initialised from a pretrained optical embedding by matching band wavelengths.
 
 Band mapping (:func:`band_mapping`): each band of the target sensor takes its weights from
 source bands chosen by the registry's centre wavelengths and widths (FWHM):

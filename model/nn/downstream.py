@@ -1,5 +1,7 @@
-"""The fine-tuning network: the pretrained (or freshly initialised) patch embeddings and Swin
-encoder of msGFM with a task head on top.
+"""The fine-tuning network: msGFM's encoder with a task head on top.
+
+The pretrained (or freshly initialised) patch embeddings and Swin encoder of msGFM, with a task head
+on top.
 
 Several input sensors (S1 + S2, cloudy S2 + S1, PAN + MS, IR-R-G + DSM) each go through their
 own patch embedding; their token grids are averaged into one grid, which the shared encoder
@@ -87,8 +89,10 @@ class DownstreamNetwork(nn.Module):
         return self.head(self.encoder.forward_pyramid(tokens))
 
     def load_pretrained(self, pretrained: PretrainedEncoder) -> None:
-        """Copy the encoder and, per input sensor, its pretrained embedding, or one matched by
-        band wavelengths from the closest pretrained optical sensor.
+        """Copy the encoder and, per input sensor, a pretrained or band-matched embedding.
+
+        Per input sensor: its pretrained embedding, or one matched by band wavelengths from the
+        closest pretrained optical sensor.
 
         Raises:
             MissingEmbeddingError: naming the sensor, what the checkpoint has and why no

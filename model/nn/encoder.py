@@ -1,6 +1,7 @@
-"""The shared encoder of msGFM: timm's Swin (V2 by default, V1 selectable) stages over a token
-grid from any sensor's patch embedding, SimMIM's mask token, and sparse MoE MLPs in chosen
-blocks.
+"""The shared encoder of msGFM: Swin stages, SimMIM's mask token and sparse MoE MLPs.
+
+timm's Swin (V2 by default, V1 selectable) stages over a token grid from any sensor's patch
+embedding, SimMIM's mask token, and sparse MoE MLPs in chosen blocks.
 
 The stages are timm's own (attention, windows, shifts, patch merging are not rewritten); the
 encoder starts after the patch embedding, because every sensor brings its own (``f_i`` in
@@ -25,8 +26,10 @@ VERSIONS = ("v1", "v2")
 
 @dataclass(frozen=True)
 class MoEConfig:
-    """Where and how MoE layers replace MLPs (defaults as Swin-MoE: 8 experts, top-1, capacity
-    factor 1.25, in every other block of stages 3 and 4, starting with each stage's second).
+    """Where and how MoE layers replace MLPs.
+
+    Defaults as Swin-MoE: 8 experts, top-1, capacity factor 1.25, in every other block of stages 3
+    and 4, starting with each stage's second.
 
     Attributes:
         num_experts: experts per MoE layer.

@@ -1,5 +1,7 @@
-"""Task heads on the shared encoder: a classifier on the last stage, and UPerNet over all stages
-with a full-resolution dense head for segmentation and image-to-image tasks.
+"""Task heads on the shared encoder: a classifier, and UPerNet with a dense head.
+
+The classifier sits on the last stage; UPerNet runs over all stages, with a full-resolution dense
+head for segmentation and image-to-image tasks.
 
 The convolution blocks normalise with GroupNorm, not BatchNorm: fine-tuning here runs with
 batches of a few images (on CPU often one or two), whose batch statistics are noisy, and
@@ -38,8 +40,10 @@ class ClassificationHead(nn.Module):
 
 
 class UPerNetDecoder(nn.Module):
-    """UPerNet (Xiao et al., 2018): pyramid pooling on the last stage, a feature pyramid's
-    top-down path over the others, every level brought to the finest one and fused.
+    """UPerNet (Xiao et al., 2018) over the encoder's stages.
+
+    Pyramid pooling on the last stage, a feature pyramid's top-down path over the others, every
+    level brought to the finest one and fused.
 
     Attributes:
         pyramid_pooling: one pooled branch per :data:`PYRAMID_SCALES` on the last stage,
@@ -130,8 +134,9 @@ class PyramidPooling(nn.Module):
 
 
 class DensePredictionHead(nn.Module):
-    """A fused stride-``scale`` map to full resolution: a 1x1 convolution to
-    ``out_channels * scale**2`` channels, then a pixel shuffle.
+    """A fused stride-``scale`` map to full resolution.
+
+    A 1x1 convolution to ``out_channels * scale**2`` channels, then a pixel shuffle.
 
     The pixel shuffle (as the SimMIM decoders ``D_i`` of pretraining) learns each output pixel
     of a ``scale`` x ``scale`` block from the features of its token, where bilinear upsampling

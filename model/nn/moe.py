@@ -150,6 +150,7 @@ class SparseMoE(nn.Module):
     def __init__(self, dim: int, hidden_dim: int, num_experts: int = 8, top_k: int = 1,
                  capacity_factor: float = 1.25, gate_noise: float = 1.0,
                  act_layer: type[nn.Module] = nn.GELU, drop: float = 0.0) -> None:
+        """Initialize a new SparseMoE instance (see the class docstring for the arguments)."""
         super().__init__()
         _check_arguments(num_experts, top_k, capacity_factor, gate_noise)
         self.num_experts = num_experts

@@ -1,5 +1,7 @@
-"""msGFM: per-sensor patch embeddings, one shared Swin encoder, per-sensor SimMIM decoders and
-cross-sensor reconstruction (Han et al., CVPR 2024).
+"""msGFM (Han et al., CVPR 2024): one shared Swin encoder for every sensor.
+
+Per-sensor patch embeddings, one shared Swin encoder, per-sensor SimMIM decoders and cross-sensor
+reconstruction.
 
 For a batch holding every sensor (:func:`model.datasets.batching.collate_by_sensor`), each
 sensor's chips are masked (SimMIM), embedded by their own ``f_i``, encoded by the shared ``En``
