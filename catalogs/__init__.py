@@ -1,1 +1,0 @@
-"""Source datasets as STAC (sensor registry, builders, sample world) and the store format."""

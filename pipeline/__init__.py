@@ -1,1 +1,0 @@
-"""The GeoPile-2 pipeline: the stages discover, fetch, coregister, shard and validate."""
