@@ -1,4 +1,4 @@
-"""The input of ``python -m pipeline.bench --full-scene``: one full-size Sentinel-2 L2A tile as
+"""The input of ``python -m pipeline.benchmarks --full-scene``: one full-size Sentinel-2 L2A tile as
 Planetary Computer publishes it, and a Sentinel-1 RTC partner on the neighbouring UTM zone,
 rendered once as COGs and cached under the bench folder.
 

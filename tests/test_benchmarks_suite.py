@@ -1,4 +1,4 @@
-"""``python -m pipeline.bench``: a tiny run prints a table and, last, its JSON summary (figures
+"""``python -m pipeline.benchmarks``: a tiny run prints a table and, last, its JSON summary (figures
 are not asserted: performance is read from the command, never from tests)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench import main
-from pipeline.benchmark.suite import SUMMARY_KEYS
+from pipeline.benchmarks.__main__ import main
+from pipeline.benchmarks.suite import SUMMARY_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 
