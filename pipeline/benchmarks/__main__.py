@@ -228,15 +228,21 @@ def _scale(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_allocator_environ() -> None:
-    """Start this command again with :data:`~pipeline.cluster.ALLOCATOR_ENVIRON` unless it is
-    set: glibc reads it at start-up only, and every path measured in this process should run
-    under the allocator settings the pipeline's worker processes get."""
+def restart_with_allocator_environ(argv: list[str]) -> None:
+    """Start ``python -m pipeline.benchmarks argv`` again under the pipeline's allocator settings.
+
+    glibc reads :data:`~pipeline.cluster.ALLOCATOR_ENVIRON` at start-up only, and every path
+    measured in this process should run under the allocator settings the pipeline's worker
+    processes get. Returns without restarting when they are set already.
+
+    Args:
+        argv: the bench's arguments (without the command itself).
+    """
     if any(os.environ.get(name) != value for name, value in ALLOCATOR_ENVIRON.items()):
-        os.execve(sys.executable, [sys.executable, "-m", "pipeline.benchmarks", *sys.argv[1:]],
+        os.execve(sys.executable, [sys.executable, "-m", "pipeline.benchmarks", *argv],
                   {**os.environ, **ALLOCATOR_ENVIRON})
 
 
 if __name__ == "__main__":
-    _with_allocator_environ()
+    restart_with_allocator_environ(sys.argv[1:])
     sys.exit(main())
