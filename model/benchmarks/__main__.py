@@ -87,6 +87,14 @@ object: {"train_images_per_s", "moe_vs_dense_ratio", "encoder_vs_timm_ratio"}.
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m model.benchmarks loader|model`` (``python -m model bench`` forwards here).
+
+    Args:
+        argv: the arguments after the command (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status, 0; argparse exits with 2 on bad arguments.
+    """
     parser = argparse.ArgumentParser(prog="python -m model.benchmarks",
                                      description="Benchmarks of the model side.")
     commands = parser.add_subparsers(dest="command", required=True)

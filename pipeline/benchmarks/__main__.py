@@ -124,6 +124,14 @@ also gives (coregister + shard CPU per item) / (bound CPU per item).
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m pipeline.benchmarks`` (``python -m pipeline bench`` forwards here).
+
+    Args:
+        argv: the arguments after the command (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status, 0; argparse exits with 2 on bad arguments.
+    """
     parser = argparse.ArgumentParser(prog="python -m pipeline.benchmarks", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=None,
