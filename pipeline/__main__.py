@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline {discover,fetch,coregister,shard,validate,run}``."""
+"""Command line: ``python -m pipeline {discover,fetch,coregister,shard,validate,run,bench}``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ Build GeoPile-2 from STAC sources, one stage at a time or all at once:
   shard       write the chips into the sharded Zarr v3 store -> <store>
   validate    re-open the store, check it, write reports/geopile2.{json,md}
   run         all of the above
+  bench       the pipeline benchmarks, apart from the stages (python -m pipeline bench --help;
+              the same as python -m pipeline.benchmarks)
 
 Parameters come from the `pipeline` section of params.yaml. Bad inputs are listed with item,
 path and reason in <work_dir>/failures/<stage>.json and skipped; the exit code is non-zero only
@@ -48,6 +50,11 @@ def _stage(name: str) -> Callable[[PipelineParams, Executor, bool], Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # the benchmarks' own command line
+        from pipeline.benchmarks.__main__ import main as bench
+
+        return bench(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["discover", "fetch", "coregister", "shard",
@@ -90,4 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["bench"]:  # measured under the allocator settings of the workers
+        from pipeline.benchmarks.__main__ import restart_with_allocator_environ
+
+        restart_with_allocator_environ(sys.argv[2:])
     sys.exit(main())

@@ -8,7 +8,7 @@ it to the next task, where by default (and with dask's ``MALLOC_TRIM_THRESHOLD_=
 scene-sized array is a fresh ``mmap`` returned to the kernel when freed, so each task pays the
 page faults of its whole working set again. On the bench's virtual machines (memory the guest
 frees goes back to the host within seconds, and is slow to touch again) that cost more than
-compressing the chips: ``python -m pipeline.bench`` built 12.5 chips/s on 1 worker with dask's
+compressing the chips: ``python -m pipeline.benchmarks`` built 12.5 chips/s on 1 worker with dask's
 setting and 20 with this one, 22 and 37 on 2 workers. A worker keeps its largest task's
 working set, not more: the memory it holds does not grow with the number of items.
 """

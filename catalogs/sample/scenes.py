@@ -1,6 +1,6 @@
 """Scene-level Sentinel-2 L2A / Sentinel-1 pairs rendered from the sample world, written as
-COGs: the input of the pipeline and loader benchmarks (``python -m pipeline.bench``,
-``python -m model.bench loader``), catalogued as the fetch stage hands items on or as a static
+COGs: the input of the pipeline and loader benchmarks (``python -m pipeline.benchmarks``,
+``python -m model.benchmarks loader``), catalogued as the fetch stage hands items on or as a static
 STAC catalog.
 
 Each scene is ``scene_px`` x ``scene_px`` pixels of 10 m Sentinel-2 L2A (12 bands, uint16) on

@@ -1,4 +1,4 @@
-"""``python -m model.bench loader``: its input is built once, and it reports every figure."""
+"""``python -m model.benchmarks loader``: its input is built once, and it reports every figure."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from catalogs.store_format import ITEM_ID, open_store
-from model.bench import main
-from model.benchmark.loader import (
+from model.benchmarks.__main__ import main
+from model.benchmarks.loader import (
     Rate,
     interleaved,
     one_thread_per_process,
@@ -21,7 +21,7 @@ from model.benchmark.loader import (
     time_decode_bound,
     time_ours,
 )
-from model.benchmark.scene_store import ensure_scene_store
+from model.benchmarks.scene_store import ensure_scene_store
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The scale bench (``python -m pipeline.bench --items N``): its input is valid STAC that the
+"""The scale bench (``python -m pipeline.benchmarks --items N``): its input is valid STAC that the
 builders would write and the registry reads as it reads the sample world; its figures follow
 their stated formulas (the figures themselves are not asserted: performance is read from the
 command, never from tests)."""
@@ -18,8 +18,8 @@ from PIL import Image
 from catalogs.builders import BUILDERS
 from catalogs.item_assets import sensor_assets
 from catalogs.stac import validate_tree
-from pipeline.bench import main
-from pipeline.benchmark.scale import (
+from pipeline.benchmarks.__main__ import main
+from pipeline.benchmarks.scale import (
     STAGES,
     SUMMARY_KEYS,
     StageRun,
@@ -27,7 +27,7 @@ from pipeline.benchmark.scale import (
     _decode,
     projected_seconds,
 )
-from pipeline.benchmark.scale_input import (
+from pipeline.benchmarks.scale_input import (
     PROPORTIONS,
     asset_paths,
     catalog_items,

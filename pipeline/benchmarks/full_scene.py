@@ -1,5 +1,5 @@
-"""``python -m pipeline.bench --full-scene``: one full-size Sentinel-2 tile paired with a
-Sentinel-1 RTC scene on another UTM zone (:mod:`pipeline.benchmark.full_scene_input`),
+"""``python -m pipeline.benchmarks --full-scene``: one full-size Sentinel-2 tile paired with a
+Sentinel-1 RTC scene on another UTM zone (:mod:`pipeline.benchmarks.full_scene_input`),
 co-registered into one chip file three ways, each run in a fresh process of its own pinned to
 one core:
 
@@ -21,7 +21,7 @@ Runs are interleaved (blocked, whole_scene, warp_bound, blocked, ...); each is a
 so its peak RSS is its own. Within a run, after imports and an untimed warm-up (every file
 opened and a tile of it read, one transform between the CRSs, one tiny reprojection), the work
 is timed: wall time, CPU time (user + system) and peak RSS sampled every 20 ms
-(:func:`pipeline.benchmark.resources.tree_usage`), under the allocator settings of the
+(:func:`pipeline.benchmarks.resources.tree_usage`), under the allocator settings of the
 pipeline's workers (:data:`pipeline.cluster.ALLOCATOR_ENVIRON`, set in the worker's
 environment).
 """
@@ -51,9 +51,9 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from catalogs.item_assets import SensorAsset, nodata_mask, sensor_assets
-from pipeline.benchmark.full_scene_input import FULL_TILE_PX, FullScene, ensure_full_scene
-from pipeline.benchmark.resources import pinned, tree_usage
-from pipeline.benchmark.suite import run_dir
+from pipeline.benchmarks.full_scene_input import FULL_TILE_PX, FullScene, ensure_full_scene
+from pipeline.benchmarks.resources import pinned, tree_usage
+from pipeline.benchmarks.suite import run_dir
 from pipeline.chips import LocationChips, chunk_file
 from pipeline.cluster import ALLOCATOR_ENVIRON
 from pipeline.coregister import (
@@ -221,9 +221,9 @@ def _peak_rss_since_exec() -> int:
 
 
 def _worker(argv: list[str]) -> int:
-    """``python -m pipeline.benchmark.full_scene PATH --unit U --params P --chip-file F
+    """``python -m pipeline.benchmarks.full_scene PATH --unit U --params P --chip-file F
     --result R [--block-px N]``: one timed run of one path; its figures go to ``R`` (JSON)."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.benchmark.full_scene")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.benchmarks.full_scene")
     parser.add_argument("path", choices=PATHS)
     parser.add_argument("--unit", type=Path, required=True)
     parser.add_argument("--params", type=Path, required=True)
@@ -362,7 +362,7 @@ def _run_worker(path: str, unit_file: Path, config: FullSceneConfig, run_dir: Pa
     chip_file = run_dir / f"{path}.npz"
     for old in (result, chip_file, chunk_file(chip_file)):
         old.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "pipeline.benchmark.full_scene", path,
+    command = [sys.executable, "-m", "pipeline.benchmarks.full_scene", path,
                "--unit", str(unit_file), "--params", str(config.params_path.resolve()),
                "--chip-file", str(chip_file), "--result", str(result)]
     if config.block_px is not None:

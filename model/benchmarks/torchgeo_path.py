@@ -38,7 +38,6 @@ from typing import Any, ClassVar
 
 import pystac
 import torch
-from torch import Tensor
 from torch.utils.data import DataLoader
 from torchgeo.datasets import IntersectionDataset, RasterDataset, stack_samples
 from torchgeo.samplers import RandomGeoSampler
@@ -214,26 +213,6 @@ def _seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
-
-
-def load_one_pair(files: Sequence[tuple[Path, Path]], chip_px: int, seed: int = 0
-                  ) -> dict[str, Tensor]:
-    """One sample of the TorchGeo path, for checks: both sensors' images of one random chip.
-
-    Args:
-        files: (Sentinel-2 COG, Sentinel-1 COG) per location.
-        chip_px: chip side in Sentinel-2 pixels.
-        seed: seed of the sampler.
-
-    Returns:
-        ``sentinel2_l2a`` (12, chip_px, chip_px) and ``sentinel1_grd`` (2, chip_px, chip_px).
-    """
-    dataset = torchgeo_pair_dataset(files)
-    with _seeded(seed):
-        sampler = RandomGeoSampler(dataset, size=chip_px, length=1,
-                                   generator=torch.Generator().manual_seed(seed))
-        sample = dataset[next(iter(sampler))]
-    return {OPTICAL_SENSOR: sample[OPTICAL_SENSOR], SAR_SENSOR: sample[SAR_SENSOR]}
 
 
 def _check_batch(batch: dict[str, Any], chip_px: int) -> None:

@@ -1,5 +1,5 @@
 """The bench as functions: prepare the input, run the three paths, summarise (see
-``python -m pipeline.bench --help`` for what is measured)."""
+``python -m pipeline.benchmarks --help`` for what is measured)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 
 from catalogs.sample.scenes import COLLECTION, SceneSet, catalog_items, ensure_scenes
-from pipeline.benchmark.paths import PathRun, run_naive, run_pipeline, run_warp_bound
+from pipeline.benchmarks.paths import PathRun, run_naive, run_pipeline, run_warp_bound
 from pipeline.cluster import keep_freed_memory
 from pipeline.params import PipelineParams, load_params
 

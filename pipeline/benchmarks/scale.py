@@ -1,5 +1,5 @@
-"""The scale bench (``python -m pipeline.bench --items N``): the whole pipeline over N small
-items in GeoPile-2's proportions (:mod:`pipeline.benchmark.scale_input`), per stage, with the
+"""The scale bench (``python -m pipeline.benchmarks --items N``): the whole pipeline over N small
+items in GeoPile-2's proportions (:mod:`pipeline.benchmarks.scale_input`), per stage, with the
 per-item costs projected to GeoPile-2's two million items.
 
 Each stage runs through the command line's stage table on a dask LocalCluster of ``workers``
@@ -47,15 +47,15 @@ from PIL import Image
 from catalogs.sensors import get_sensor
 from catalogs.store_format import open_store
 from catalogs.store_shards import chunk_codec, encode_chunk
-from pipeline.benchmark.resources import tree_usage
-from pipeline.benchmark.scale_input import (
+from pipeline.benchmarks.resources import tree_usage
+from pipeline.benchmarks.scale_input import (
     PROPORTIONS,
     asset_paths,
     catalog_items,
     ensure_items,
     geopile2_counts,
 )
-from pipeline.benchmark.suite import MIB, Progress, run_dir, to_stderr
+from pipeline.benchmarks.suite import MIB, Progress, run_dir, to_stderr
 from pipeline.build_lock import build_lock
 from pipeline.cluster import executor, keep_freed_memory
 from pipeline.params import PipelineParams, load_params

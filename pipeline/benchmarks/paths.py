@@ -1,4 +1,4 @@
-"""The three ways ``python -m pipeline.bench`` builds the same paired chips, each timed alone.
+"""The three ways ``python -m pipeline.benchmarks`` builds the same paired chips, each timed alone.
 
 - :func:`run_pipeline` -- ours, end to end: the ``coregister`` and ``shard`` stages
   (read, warp, QA, chip, compress, statistics, intermediate chip files, the sharded store)
@@ -37,7 +37,7 @@ from rasterio.windows import transform as window_transform
 from catalogs import store_format as fmt
 from catalogs.sensors import Sensor, get_sensor
 from catalogs.stac import SENSOR_FIELD
-from pipeline.benchmark.resources import best_of, pinned, tree_usage
+from pipeline.benchmarks.resources import best_of, pinned, tree_usage
 from pipeline.cluster import Executor, executor
 from pipeline.coregister import Grid, chip_windows, gdal_reproject, invalid_pixels
 from pipeline.items import write_items

@@ -1,4 +1,4 @@
-"""``python -m pipeline.bench --full-scene`` end to end on a small tile cut in several blocks:
+"""``python -m pipeline.benchmarks --full-scene`` end to end on a small tile cut in several blocks:
 the chips it counts, the blocked and whole-scene chip files being the same bytes, and a last
 JSON line of positive figures (figures are not asserted: performance is read from the
 command, never from tests)."""
@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.benchmark.full_scene import SUMMARY_KEYS
+from pipeline.benchmarks.full_scene import SUMMARY_KEYS
 from pipeline.coregister import chip_blocks, chip_windows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ CHIP_PX = 256
 
 def test_full_scene_bench_on_a_small_tile(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.bench", "--full-scene", "--full-scene-px",
+        [sys.executable, "-m", "pipeline.benchmarks", "--full-scene", "--full-scene-px",
          str(TILE_PX), "--block-px", str(BLOCK_PX), "--repeats", "1", "--bench-dir",
          str(tmp_path), "--params", str(REPO / "params.yaml")],
         cwd=REPO, capture_output=True, text=True, timeout=120)

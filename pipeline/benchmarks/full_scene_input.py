@@ -1,4 +1,4 @@
-"""The input of ``python -m pipeline.bench --full-scene``: one full-size Sentinel-2 L2A tile as
+"""The input of ``python -m pipeline.benchmarks --full-scene``: one full-size Sentinel-2 L2A tile as
 Planetary Computer publishes it, and a Sentinel-1 RTC partner on the neighbouring UTM zone,
 rendered once as COGs and cached under the bench folder.
 
@@ -49,6 +49,7 @@ from rasterio.warp import transform as transform_points
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from catalogs.atomic_files import atomic_path, write_text
 from catalogs.item_assets import declared_crs, sensor_assets
 from catalogs.stac import file_fields
 
@@ -134,9 +135,7 @@ def ensure_full_scene(bench_dir: Path, tile_px: int = FULL_TILE_PX,
                 asset.update(file_fields(Path(asset["href"])))
     seconds = time.perf_counter() - start
     record = {"s2": s2, "s1": s1, "render_seconds": seconds, "processes": processes}
-    tmp = ready.with_name(f".{READY}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, ready)
+    write_text(ready, json.dumps(record))
     progress(f"    rendered in {seconds:.1f} s")
     return _scene(record, folder, tile_px, rendered_now=True)
 
@@ -264,9 +263,8 @@ def _render(job: _RasterJob) -> str:
                 rows = min(STRIP_PX, job.shape[0] - row0)
                 dst.write(pattern_strip(job, row0, rows), 1,
                           window=Window(0, row0, job.shape[1], rows))
-        out = path.with_name(f".{path.name}.{os.getpid()}.cog.tif")
-        rasterio.shutil.copy(tmp, out, driver="COG", **COG_OPTIONS)
-        os.replace(out, path)
+        with atomic_path(path) as out:
+            rasterio.shutil.copy(tmp, out, driver="COG", **COG_OPTIONS)
     finally:
         tmp.unlink(missing_ok=True)
     return job.path

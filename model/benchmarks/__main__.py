@@ -1,5 +1,9 @@
-"""Command line: ``python -m model.bench loader`` and ``python -m model.bench model`` (see
-``--help`` of each)."""
+"""Command line of the model benchmarks: ``python -m model.benchmarks loader|model``.
+
+``loader`` times the GeoPile-2 loader against the TorchGeo user's path and the decode bound;
+``model`` times msGFM training, the MoE layer and the encoder against timm. ``--help`` of each
+says what it measures.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from model.benchmark.loader import (
+from model.benchmarks.loader import (
     Rate,
     interleaved,
     one_thread_per_process,
@@ -21,9 +25,9 @@ from model.benchmark.loader import (
     time_decode_bound,
     time_ours,
 )
-from model.benchmark.network import encoder_vs_timm_seconds, train_rate
-from model.benchmark.scene_store import ensure_scene_store
-from model.benchmark.torchgeo_path import paired_source_files, torchgeo_pairs_per_s
+from model.benchmarks.network import encoder_vs_timm_seconds, train_rate
+from model.benchmarks.scene_store import ensure_scene_store
+from model.benchmarks.torchgeo_path import paired_source_files, torchgeo_pairs_per_s
 from model.datasets.geopile2 import GeoPile2
 from model.nn.encoder import PRESETS, encoder_config
 from model.nn.moe import moe_vs_dense_seconds
@@ -83,7 +87,15 @@ object: {"train_images_per_s", "moe_vs_dense_ratio", "encoder_vs_timm_ratio"}.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.bench",
+    """Run ``python -m model.benchmarks loader|model`` (``python -m model bench`` forwards here).
+
+    Args:
+        argv: the arguments after the command (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status, 0; argparse exits with 2 on bad arguments.
+    """
+    parser = argparse.ArgumentParser(prog="python -m model.benchmarks",
                                      description="Benchmarks of the model side.")
     commands = parser.add_subparsers(dest="command", required=True)
     loader = commands.add_parser("loader", help="GeoPile-2 loader vs TorchGeo vs decode bound",

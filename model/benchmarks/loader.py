@@ -8,7 +8,7 @@ All three read the same paired Sentinel-2 + Sentinel-1 chips, one pair per sampl
   model's unit;
 * TorchGeo: what a TorchGeo user does without our store: an ``IntersectionDataset`` of an S2
   and an S1 ``RasterDataset`` over the source COGs (S1 warped onto the S2 grid on the fly)
-  with ``RandomGeoSampler`` at the same chip size (:mod:`model.benchmark.torchgeo_path`);
+  with ``RandomGeoSampler`` at the same chip size (:mod:`model.benchmarks.torchgeo_path`);
 * the decode bound: the same chunks' compressed bytes, already in memory, decoded with the
   store's own codec into a reused buffer in a tight loop: the most any reader of this store
   can do on one core's worth of Blosc.

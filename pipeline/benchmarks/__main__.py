@@ -1,5 +1,9 @@
-"""Command line: ``python -m pipeline.bench``, the pipeline's throughput against GDAL's own work
-and against a naive per-chip script (see ``--help``)."""
+"""Command line of the pipeline benchmarks: ``python -m pipeline.benchmarks``.
+
+The pipeline's throughput against GDAL's own work and against a naive per-chip script, on one
+full-size scene (``--full-scene``) or at scale (``--items N``); ``--help`` says what each
+measures.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,15 @@ import sys
 from pathlib import Path
 
 from catalogs.sample.scenes import LAYOUTS
-from pipeline.benchmark.full_scene import (
+from pipeline.benchmarks.full_scene import (
     FullSceneConfig,
     format_full_scene_report,
     run_full_scene,
 )
-from pipeline.benchmark.full_scene_input import FULL_TILE_PX
-from pipeline.benchmark.scale import ScaleConfig, format_scale_report, run_scale
-from pipeline.benchmark.scale_input import picture_mix
-from pipeline.benchmark.suite import (
+from pipeline.benchmarks.full_scene_input import FULL_TILE_PX
+from pipeline.benchmarks.scale import ScaleConfig, format_scale_report, run_scale
+from pipeline.benchmarks.scale_input import picture_mix
+from pipeline.benchmarks.suite import (
     BenchConfig,
     format_report,
     format_rss_report,
@@ -76,7 +80,7 @@ With --rss-check, only (a) runs (in this process and on 2 workers), at 1x and at
 and the JSON line holds the peak RSS of each and its growth from 1x to 4x.
 Progress goes to stderr; the table and the JSON line to stdout.
 
-With --full-scene, one full-size scene instead (see pipeline/benchmark/full_scene.py): a
+With --full-scene, one full-size scene instead (see pipeline/benchmarks/full_scene.py): a
 Sentinel-2 L2A tile as Planetary Computer publishes it (tests/data/stac_items, 12 band COGs,
 10980 px at 10 m; --full-scene-px scales it down) paired with a Sentinel-1 RTC scene relocated
 onto the neighbouring UTM zone (pair s1s2, 256 px chips, the parameter file's block_px unless
@@ -91,7 +95,7 @@ interleaved --repeats times (median and range):
 Last line: {"full_scene_chips_per_s_per_core", "ratio_vs_warp_bound" (chips/s per core of (a)
 over (c), as above), "peak_rss_mb_blocked", "peak_rss_mb_whole_scene", "chips"}.
 
-With --items N, the scale bench instead (see pipeline/benchmark/scale.py): a static STAC
+With --items N, the scale bench instead (see pipeline/benchmarks/scale.py): a static STAC
 catalog of N small items in GeoPile-2's proportions (1.0 M Million-AID : 0.6 M GeoPile
 pictures : 0.18 M SEN12MS S1 + S2 + land-cover patch triplets of 256 px; MDAS's few large
 scenes left out), each item its own files (copies of a pool rendered from the sample world,
@@ -120,7 +124,15 @@ also gives (coregister + shard CPU per item) / (bound CPU per item).
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench", description=DESCRIPTION,
+    """Run ``python -m pipeline.benchmarks`` (``python -m pipeline bench`` forwards here).
+
+    Args:
+        argv: the arguments after the command (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status, 0; argparse exits with 2 on bad arguments.
+    """
+    parser = argparse.ArgumentParser(prog="python -m pipeline.benchmarks", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=None,
                         help="scenes at scale 1 (default 16: 256 chips, one full shard per "
@@ -224,15 +236,21 @@ def _scale(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_allocator_environ() -> None:
-    """Start this command again with :data:`~pipeline.cluster.ALLOCATOR_ENVIRON` unless it is
-    set: glibc reads it at start-up only, and every path measured in this process should run
-    under the allocator settings the pipeline's worker processes get."""
+def restart_with_allocator_environ(argv: list[str]) -> None:
+    """Start ``python -m pipeline.benchmarks argv`` again under the pipeline's allocator settings.
+
+    glibc reads :data:`~pipeline.cluster.ALLOCATOR_ENVIRON` at start-up only, and every path
+    measured in this process should run under the allocator settings the pipeline's worker
+    processes get. Returns without restarting when they are set already.
+
+    Args:
+        argv: the bench's arguments (without the command itself).
+    """
     if any(os.environ.get(name) != value for name, value in ALLOCATOR_ENVIRON.items()):
-        os.execve(sys.executable, [sys.executable, "-m", "pipeline.bench", *sys.argv[1:]],
+        os.execve(sys.executable, [sys.executable, "-m", "pipeline.benchmarks", *argv],
                   {**os.environ, **ALLOCATOR_ENVIRON})
 
 
 if __name__ == "__main__":
-    _with_allocator_environ()
+    restart_with_allocator_environ(sys.argv[1:])
     sys.exit(main())
