@@ -73,7 +73,8 @@ def time_ours(dataset: GeoPile2, passes: int, batch_size: int, num_workers: int,
               seed: int = 0, pin_memory: bool = False) -> Rate:
     """Samples per second of ``passes`` shuffled passes over ``dataset`` through a DataLoader
     (the first batch, which starts the workers, is not timed); the CPU time is this
-    process's (its pin-memory thread included) and its workers'."""
+    process's (its pin-memory thread included) and its workers'.
+    """
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
                         num_workers=num_workers, collate_fn=collate_by_sensor,
@@ -103,7 +104,8 @@ def _endless(loader: DataLoader) -> Generator[dict[str, Any], None, None]:
 
 def time_decode_bound(dataset: GeoPile2, passes: int) -> Rate:
     """Samples per second of decoding each pair's two chunks, from memory, into reused
-    buffers with the store's codec: no I/O, no conversion, no allocation."""
+    buffers with the store's codec: no I/O, no conversion, no allocation.
+    """
     jobs: list[tuple[Callable[..., object], bytes, np.ndarray]] = []
     for index in range(len(dataset)):
         sensor, chip = dataset.locate(index)
@@ -125,7 +127,8 @@ def time_decode_bound(dataset: GeoPile2, passes: int) -> Rate:
 def one_thread_per_process() -> Iterator[None]:
     """Blosc and torch on one thread in this process while inside (DataLoader workers
     already run so): Blosc's single-threaded context (``numcodecs.blosc.use_threads =
-    False``, which zarr also sets on import) and ``torch.set_num_threads(1)``."""
+    False``, which zarr also sets on import) and ``torch.set_num_threads(1)``.
+    """
     blosc_threads, torch_threads = numcodecs.blosc.use_threads, torch.get_num_threads()
     numcodecs.blosc.use_threads = False
     torch.set_num_threads(1)
@@ -138,7 +141,8 @@ def one_thread_per_process() -> Iterator[None]:
 
 def interleaved(runs: dict[str, Callable[[], Rate]], rounds: int) -> dict[str, list[Rate]]:
     """Each of ``runs`` ``rounds`` times, in turn (A B C A B C ...), so that a change in the
-    machine's load falls on all of them alike."""
+    machine's load falls on all of them alike.
+    """
     rates: dict[str, list[Rate]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():

@@ -67,7 +67,8 @@ class SourceFileError(FileNotFoundError):
 
 def _store_pair_chips(store: Path, sensor_a: str, sensor_b: str) -> list[tuple[int, int]]:
     """The (chip of ``sensor_a``, chip of ``sensor_b``) index pairs of the store's pairs table,
-    in table order, whichever order the table names the two sensors in."""
+    in table order, whichever order the table names the two sensors in.
+    """
     pairs = open_store(store)[PAIRS_GROUP]
     names_a, names_b = pairs[SENSOR_A][:], pairs[SENSOR_B][:]
     index_a, index_b = pairs[INDEX_A][:], pairs[INDEX_B][:]
@@ -153,7 +154,8 @@ def paired_source_files(store: Path, catalog: Path, sensor_a: str = OPTICAL_SENS
 
 class Sentinel2Files(RasterDataset):
     """Sentinel-2 L2A COGs (SEN12MS layout): 12 bands B01-B12 (no B10), uint16 reflectance x
-    10000, 10 m, nodata 0, read as float32 on their own grid."""
+    10000, 10 m, nodata 0, read as float32 on their own grid.
+    """
 
     filename_glob = "*.tif"
     is_image = True
@@ -162,7 +164,8 @@ class Sentinel2Files(RasterDataset):
 
 class Sentinel1Files(RasterDataset):
     """Sentinel-1 GRD COGs (SEN12MS layout): VV and VH backscatter in dB, float32, 10 m, nodata
-    NaN, warped by TorchGeo onto the grid of the dataset it is intersected with."""
+    NaN, warped by TorchGeo onto the grid of the dataset it is intersected with.
+    """
 
     filename_glob = "*.tif"
     is_image = True
@@ -171,7 +174,8 @@ class Sentinel1Files(RasterDataset):
 
 def _keep_both_images(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """IntersectionDataset collate: each sensor's image under its registry name (not one
-    concatenated ``image``), with the first sample's ``crs`` and ``bounds``."""
+    concatenated ``image``), with the first sample's ``crs`` and ``bounds``.
+    """
     optical, sar = samples
     return {OPTICAL_SENSOR: optical["image"], SAR_SENSOR: sar["image"],
             "crs": optical["crs"], "bounds": optical["bounds"]}

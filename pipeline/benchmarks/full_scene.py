@@ -96,7 +96,8 @@ class FullSceneConfig:
 
 def full_scene_params(params_path: Path, block_px: int | None = None) -> PipelineParams:
     """The project's parameters with the pair ``s1s2`` (Sentinel-2 L2A reference, Sentinel-1
-    RTC partner, chips of 256 px every 256 px) and, where given, another ``block_px``."""
+    RTC partner, chips of 256 px every 256 px) and, where given, another ``block_px``.
+    """
     params = load_params(params_path)
     pair = PairSource(reference=S2_COLLECTION, partners=(S1_COLLECTION,), chip_px=CHIP_PX,
                       stride_px=CHIP_PX)
@@ -109,7 +110,8 @@ def full_scene_params(params_path: Path, block_px: int | None = None) -> Pipelin
 
 def work_unit(scene: FullScene) -> dict[str, Any]:
     """The coregister stage's unit of work for the pair: the Sentinel-2 item annotated as
-    pairing annotates it, carrying its partner item (``pipeline.stages.work_units``)."""
+    pairing annotates it, carrying its partner item (``pipeline.stages.work_units``).
+    """
     from pipeline.stages import work_units  # the stage's own shape of a unit
 
     reference = {**scene.s2, "properties": {**scene.s2["properties"], PAIR: PAIR_NAME,
@@ -179,7 +181,8 @@ def warp_bound(unit: dict[str, Any], params: PipelineParams) -> int:
 
 def _open(asset: SensorAsset, block_px: int) -> _BoundRaster:
     """A raster's grid; read whole where the stage reads it whole (no larger than a block:
-    the rule of ``coregister._open_raster``)."""
+    the rule of ``coregister._open_raster``).
+    """
     with rasterio.open(asset.href) as src:
         grid = Grid(src.crs, src.transform, (src.height, src.width))
         small = read_once(src.height, src.width, block_px)
@@ -212,7 +215,8 @@ def _warm_up(unit: dict[str, Any]) -> None:
 def _peak_rss_since_exec() -> int:
     """The kernel's high-water mark of this process's RSS (``VmHWM``): exact, but over the
     whole process life since exec (imports and warm-up included). Not ``ru_maxrss``, which
-    Linux carries over from the forking parent through exec."""
+    Linux carries over from the forking parent through exec.
+    """
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
@@ -222,7 +226,8 @@ def _peak_rss_since_exec() -> int:
 
 def _worker(argv: list[str]) -> int:
     """``python -m pipeline.benchmarks.full_scene PATH --unit U --params P --chip-file F
-    --result R [--block-px N]``: one timed run of one path; its figures go to ``R`` (JSON)."""
+    --result R [--block-px N]``: one timed run of one path; its figures go to ``R`` (JSON).
+    """
     parser = argparse.ArgumentParser(prog="python -m pipeline.benchmarks.full_scene")
     parser.add_argument("path", choices=PATHS)
     parser.add_argument("--unit", type=Path, required=True)
@@ -293,7 +298,8 @@ class FullSceneResult:
 
     def summary(self) -> dict[str, Any]:
         """As today's bench: the ratio is of chips/s per core (wall time, per pinned core),
-        here of the median runs."""
+        here of the median runs.
+        """
         values = {
             "full_scene_chips_per_s_per_core": self.chips_per_s_per_core("blocked"),
             "ratio_vs_warp_bound": self.chips_per_s_per_core("blocked")
@@ -310,7 +316,8 @@ def _to_stderr(message: str) -> None:
 
 def run_full_scene(config: FullSceneConfig, progress: Progress = _to_stderr) -> FullSceneResult:
     """Render (or reuse) the input, warm the page cache, run the paths interleaved
-    ``config.repeats`` times, check blocked and whole-scene chips are the same bytes."""
+    ``config.repeats`` times, check blocked and whole-scene chips are the same bytes.
+    """
     scene = ensure_full_scene(config.bench_dir, config.tile_px, progress=progress)
     for path in scene.files():  # every path starts from the same warm page cache
         with open(path, "rb") as f:
@@ -378,7 +385,8 @@ def _run_worker(path: str, unit_file: Path, config: FullSceneConfig, run_dir: Pa
 
 def _same_chip_files(a: Path, b: Path) -> bool:
     """Chunk files byte for byte, and every member of the chip files equal (the zip
-    archives themselves carry their write times)."""
+    archives themselves carry their write times).
+    """
     if not filecmp.cmp(chunk_file(a), chunk_file(b), shallow=False):
         return False
     with np.load(a) as x, np.load(b) as y:

@@ -77,7 +77,8 @@ Progress = Callable[[str], None]
 @dataclass(frozen=True)
 class FullScene:
     """The rendered pair: both items (absolute local hrefs), where they lie, their size, and
-    how long rendering took (when it was done, maybe by an earlier run)."""
+    how long rendering took (when it was done, maybe by an earlier run).
+    """
 
     s2: dict[str, Any]
     s1: dict[str, Any]
@@ -109,7 +110,8 @@ def ensure_full_scene(bench_dir: Path, tile_px: int = FULL_TILE_PX,
                       processes: int | None = None,
                       progress: Progress = lambda _: None) -> FullScene:
     """The pair of ``tile_px`` (10 m pixels a side of the Sentinel-2 grid) under
-    ``bench_dir/full-scene/``, rendered unless cached (see module doc)."""
+    ``bench_dir/full-scene/``, rendered unless cached (see module doc).
+    """
     folder = (bench_dir / "full-scene" / f"tile-{tile_px}-v{CACHE_VERSION}").resolve()
     ready = folder / READY
     if ready.exists():
@@ -150,7 +152,8 @@ def _scene(record: dict[str, Any], folder: Path, tile_px: int, rendered_now: boo
 
 def _sentinel2(folder: Path, tile_px: int) -> tuple[dict[str, Any], list[_RasterJob]]:
     """The Sentinel-2 item (only the assets the reading layer uses, hrefs into ``folder``) and
-    its rasters to render."""
+    its rasters to render.
+    """
     item = json.loads(S2_ITEM.read_text())
     used = [a.key for assets in sensor_assets(item).values() for a in assets]
     local = copy.deepcopy(item)
@@ -178,7 +181,8 @@ def _sentinel2(folder: Path, tile_px: int) -> tuple[dict[str, Any], list[_Raster
 def _sentinel1(folder: Path, s2: dict[str, Any],
                tile_px: int) -> tuple[dict[str, Any], list[_RasterJob]]:
     """The relocated Sentinel-1 RTC item (module doc) over the Sentinel-2 tile of ``tile_px``,
-    and its rasters to render."""
+    and its rasters to render.
+    """
     item = json.loads(S1_ITEM.read_text())
     s2_crs = declared_crs(s2)
     assert s2_crs is not None
@@ -231,7 +235,8 @@ def _stac_time(when: datetime) -> str:
 
 def pattern_strip(job: _RasterJob, row0: int, rows: int) -> np.ndarray:
     """Rows ``row0:row0 + rows`` of a raster: a smooth product of waves along map x and y
-    (the same ground looks alike at every resolution and in both CRSs' neighbourhood)."""
+    (the same ground looks alike at every resolution and in both CRSs' neighbourhood).
+    """
     transform = Affine(*job.transform)
     cols = np.arange(job.shape[1], dtype=np.float64) + 0.5
     lines = np.arange(row0, row0 + rows, dtype=np.float64) + 0.5

@@ -87,7 +87,8 @@ def run_pipeline(items: list[dict[str, Any]], params: PipelineParams, workers: i
     LocalCluster of ``workers`` single-threaded processes pinned, with this process, to
     ``workers`` cores; the fastest of ``repeats`` runs counts. Before the clock starts, the
     cluster is up and both stages have run once on the first item (into a scratch store), so
-    what is timed is processes that have loaded the pipeline, not their start-up."""
+    what is timed is processes that have loaded the pipeline, not their start-up.
+    """
     warm_up = dataclasses.replace(params, work_dir=_beside(params.work_dir, "warm-up"),
                                   store=_beside(params.store, "warm-up"))
 
@@ -175,7 +176,8 @@ def run_warp_bound(items: list[dict[str, Any]], params: PipelineParams, chips: i
     """GDAL's own work on ``items``, in this process on one core: every raster read whole, each
     one off the reference grid reprojected onto it in memory (see module doc); the fastest of
     ``repeats`` runs counts, after one untimed run on the first item. ``chips`` is the number
-    of paired chips those grids hold (ours built them): the bound's rate is in that unit."""
+    of paired chips those grids hold (ours built them): the bound's rate is in that unit.
+    """
 
     def run() -> None:
         for item in items:
@@ -192,7 +194,8 @@ def run_warp_bound(items: list[dict[str, Any]], params: PipelineParams, chips: i
 
 def _warp_item(item: dict[str, Any], params: PipelineParams) -> None:
     """Read every raster of ``item``; reproject each one off the reference grid onto it, with
-    the GDAL call ours makes."""
+    the GDAL call ours makes.
+    """
     reference, others = _rasters(item, params.coregister.sources[item["collection"]].reference)
     with rasterio.open(reference.path) as src:
         src.read()
@@ -210,7 +213,8 @@ def run_naive(items: list[dict[str, Any]], params: PipelineParams, out_dir: Path
     """A per-chip script over ``items`` (see module doc), in this process on one core, writing
     ``out_dir/<item id>/<sensor>_<chip>.tif`` (removed before each run); ``compress`` is a
     GDAL GeoTIFF compression (None: none). The fastest of ``repeats`` runs counts, after one
-    untimed run on the first item."""
+    untimed run on the first item.
+    """
     warm_up = _beside(out_dir, "warm-up")
 
     def run() -> int:

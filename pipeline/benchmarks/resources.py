@@ -1,6 +1,7 @@
 """What a measured path costs beyond wall time: the cores it may use, the peak resident memory
 and the CPU time of its whole process tree (this process and every descendant: dask's
-scheduler runs in this process, its nannies and workers are child processes)."""
+scheduler runs in this process, its nannies and workers are child processes).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def pinned(cores: int) -> Iterator[set[int]]:
     that starts them): a path that starts threads or processes cannot use more cores than it
     is charged for. Every thread of this process is pinned (affinity is per thread: a dask
     event-loop thread started earlier would otherwise spawn workers with the old one), and
-    restored after."""
+    restored after.
+    """
     before = {tid: os.sched_getaffinity(tid) for tid in _threads()}
     available = os.sched_getaffinity(0)
     if cores > len(available):
@@ -59,7 +61,8 @@ class TreeUsage:
     def cpu_seconds(self) -> float:
         """User + system CPU seconds used so far by every process of the tree seen while
         watched (one that has ended: as last sampled); the difference of two calls is the CPU
-        time between them."""
+        time between them.
+        """
         return sum(self._snapshot().values())
 
 
@@ -135,7 +138,8 @@ class Timing:
 def best_of(repeats: int, usage: TreeUsage, run: Callable[[], Any],
             before: Callable[[], None] = lambda: None) -> Timing:
     """Time ``run`` ``repeats`` times (``before`` untimed before each) and keep the fastest,
-    as :mod:`timeit` does: the others were slowed by something else on the machine."""
+    as :mod:`timeit` does: the others were slowed by something else on the machine.
+    """
     best: Timing | None = None
     for _ in range(max(repeats, 1)):
         before()

@@ -99,7 +99,8 @@ class StageRun:
 def projected_seconds(stages: list[StageRun], items: int, target_items: int = TARGET_ITEMS,
                       cores: int = TARGET_CORES) -> float:
     """Linear projection: sum over stages of serial CPU per item x target_items plus
-    parallel CPU per item x target_items / cores."""
+    parallel CPU per item x target_items / cores.
+    """
     return sum(target_items * (s.serial_cpu_s + s.parallel_cpu_s / cores) / items
                for s in stages)
 
@@ -154,7 +155,8 @@ def scale_params(config: ScaleConfig, catalog: Path, run: Path) -> PipelineParam
 
 def run_scale(config: ScaleConfig, progress: Progress = to_stderr) -> ScaleResult:
     """Render (or reuse) the input, build it stage by stage, count the files, then measure the
-    decode/encode bound."""
+    decode/encode bound.
+    """
     from pipeline.__main__ import _stage  # the command line's stage table
 
     if config.items < 1 or config.workers < 1:
@@ -221,7 +223,8 @@ def _timed_stage(name: str, run: Callable[[], object], client: Client,
 
 def _sampler_cpu_seconds() -> float:
     """CPU seconds of the RSS sampler's thread (:func:`tree_usage`): measuring, not building,
-    so taken out of this process's figure."""
+    so taken out of this process's figure.
+    """
     return sum(time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
                for thread in threading.enumerate()
                if thread.name == "tree-usage" and thread.ident is not None)
@@ -247,7 +250,8 @@ def _chip_px(params: PipelineParams) -> int:
 def decode_encode_cpu_seconds(catalog: Path, items: list[dict[str, Any]], sensors: set[str],
                               chip_px: int) -> float:
     """CPU seconds (this process) to read and decode every file of ``items`` that holds one of
-    ``sensors`` and encode each one's central ``chip_px`` chip with the store's codec."""
+    ``sensors`` and encode each one's central ``chip_px`` chip with the store's codec.
+    """
     codecs: dict[str, Any] = {}
     start = time.process_time()
     for item in items:
@@ -265,7 +269,8 @@ def decode_encode_cpu_seconds(catalog: Path, items: list[dict[str, Any]], sensor
 
 def _decode(path: Path, chip_px: int) -> np.ndarray:
     """(bands, rows, cols): a JPEG decoded at the smallest scale keeping ``chip_px``, or every
-    band of a GeoTIFF."""
+    band of a GeoTIFF.
+    """
     if path.suffix.lower() in (".jpg", ".jpeg"):
         with Image.open(path) as image:
             image.draft("RGB", (chip_px, chip_px))

@@ -64,7 +64,8 @@ RAW_PREFIX = "../../raw/"  # an item JSON's asset hrefs start so (<collection>/<
 
 def geopile2_counts(items: int) -> dict[str, int]:
     """Items per collection for ``items`` in all, in :data:`PROPORTIONS` (largest remainders,
-    ties to the larger collection)."""
+    ties to the larger collection).
+    """
     total = sum(PROPORTIONS.values())
     exact = {name: items * share / total for name, share in PROPORTIONS.items()}
     counts = {name: int(value) for name, value in exact.items()}
@@ -114,7 +115,8 @@ def _staged_folder(target: Path) -> Iterator[Path]:
     rename once the block ends without error, and is removed otherwise. Unlike
     :func:`catalogs.atomic_files.atomic_folder` nothing is fsynced: a cache of tens of
     thousands of files would spend minutes in fsync (8 ms a file here), and a cache lost to a
-    power cut is only rendered again."""
+    power cut is only rendered again.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
@@ -127,7 +129,8 @@ def _staged_folder(target: Path) -> Iterator[Path]:
 def _write_pictures(world: World, raw: Path, rng: np.random.Generator) -> None:
     """Million-AID pictures (train/<L1>/<L2>[/<L3>]/ or test/) and GeoPile pictures
     (<constituent>/<class>/) of every size of :data:`PICTURE_SIZES`; labels round-robin (they
-    do not matter to the build)."""
+    do not matter to the build).
+    """
     categories = list(MILLIONAID_CATEGORIES.values())
     for size in PICTURE_SIZES["millionaid"]:
         for number in range(MILLIONAID_POOL_PER_SIZE):
@@ -209,7 +212,8 @@ def _templates(source: str, pool: list[dict[str, Any]], count: int,
                rng: np.random.Generator) -> Iterator[dict[str, Any]]:
     """The pool item each of ``count`` items copies: pictures of a size drawn from
     :data:`PICTURE_SIZES`, round-robin among the pool's pictures of that size; patches
-    round-robin."""
+    round-robin.
+    """
     if source not in PICTURE_SIZES:
         for number in range(count):
             yield pool[number % len(pool)]
@@ -230,7 +234,8 @@ def _write_item(pool: Path, out: Path, source: str, template: dict[str, Any],
     """Copy ``template``'s files under item ``number``'s names and write its JSON; returns the
     collection's link to it. Names follow the builders' rules: a picture's file stem gets
     ``_<number>`` (its id, which ends with the stem, too); a SEN12MS patch becomes patch
-    ``<number>`` of the template's scene (``..._p<number>``)."""
+    ``<number>`` of the template's scene (``..._p<number>``).
+    """
     item = json.loads(json.dumps(template))
     if source == "sen12ms":
         patch = f"_p{template['properties']['sen12ms:patch']}"

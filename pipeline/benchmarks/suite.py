@@ -1,5 +1,6 @@
 """The bench as functions: prepare the input, run the three paths, summarise (see
-``python -m pipeline.benchmarks --help`` for what is measured)."""
+``python -m pipeline.benchmarks --help`` for what is measured).
+"""
 
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ class BenchInput:
 
 def prepare_input(config: BenchConfig, progress: Progress = to_stderr) -> BenchInput:
     """Render the scenes not cached yet, catalogue them, and read every file once so that every
-    path starts from the same warm page cache."""
+    path starts from the same warm page cache.
+    """
     scenes = config.scene_set()
     count = config.scene_count
     missing = sum(not scenes.exists(i) for i in range(count))
@@ -122,7 +124,8 @@ def run_bench(config: BenchConfig, progress: Progress = to_stderr) -> BenchResul
     """Prepare the input and run: (b) the warp bound, (c) the naive script, (a) ours in this
     process, on 1 dask worker and on 2; each path alone, pinned to the cores it is charged.
     This process gets the allocator settings of the pipeline's processes first
-    (:func:`~pipeline.cluster.keep_freed_memory`), so that every path runs under the same."""
+    (:func:`~pipeline.cluster.keep_freed_memory`), so that every path runs under the same.
+    """
     keep_freed_memory()
     data = prepare_input(config, progress)
     run_dir = _run_dir(config)
@@ -160,7 +163,8 @@ def _run_dir(config: BenchConfig) -> Path:
 
 def run_dir(runs: Path) -> Path:
     """``runs/run-<pid>``, this process's scratch folder; the folders of runs whose process is
-    gone (killed benches) are removed first."""
+    gone (killed benches) are removed first.
+    """
     for stale in runs.glob("run-*"):
         pid = stale.name.removeprefix("run-")
         if not pid.isdigit() or int(pid) == os.getpid() or not psutil.pid_exists(int(pid)):
@@ -248,7 +252,8 @@ def run_rss_check(config: BenchConfig, progress: Progress = to_stderr,
                   scales: tuple[int, ...] = RSS_CHECK_SCALES,
                   workers: tuple[int, ...] = (0, 2)) -> RssCheck:
     """Ours (in this process and on 2 dask workers) at each of ``scales`` times
-    ``config.scenes`` scenes."""
+    ``config.scenes`` scenes.
+    """
     keep_freed_memory()
     runs: dict[int, dict[int, PathRun]] = {}
     for scale in scales:
