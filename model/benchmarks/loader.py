@@ -47,6 +47,7 @@ class Rate:
 
     @property
     def per_s(self) -> float:
+        """Samples per second of wall-clock time."""
         return self.samples / self.seconds
 
     @property
@@ -56,8 +57,10 @@ class Rate:
 
 
 def paired_dataset(store: Path, verify: bool = True, stored: bool = False) -> GeoPile2:
-    """Every Sentinel-2 chip of ``store`` that has a Sentinel-1 partner, with that partner
-    (each chunk's checksum checked unless ``verify`` is False; as stored if ``stored``).
+    """Every Sentinel-2 chip of ``store`` that has a Sentinel-1 partner, with that partner.
+
+    Each chunk's checksum is checked unless ``verify`` is False; chips are as stored if
+    ``stored``.
 
     Raises:
         ValueError: when the store has no such pair.
@@ -71,9 +74,10 @@ def paired_dataset(store: Path, verify: bool = True, stored: bool = False) -> Ge
 
 def time_ours(dataset: GeoPile2, passes: int, batch_size: int, num_workers: int,
               seed: int = 0, pin_memory: bool = False) -> Rate:
-    """Samples per second of ``passes`` shuffled passes over ``dataset`` through a DataLoader
-    (the first batch, which starts the workers, is not timed); the CPU time is this
-    process's (its pin-memory thread included) and its workers'.
+    """Samples per second of ``passes`` shuffled passes over ``dataset`` through a DataLoader.
+
+    The first batch, which starts the workers, is not timed; the CPU time is this process's
+    (its pin-memory thread included) and its workers'.
     """
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
@@ -103,8 +107,9 @@ def _endless(loader: DataLoader) -> Generator[dict[str, Any], None, None]:
 
 
 def time_decode_bound(dataset: GeoPile2, passes: int) -> Rate:
-    """Samples per second of decoding each pair's two chunks, from memory, into reused
-    buffers with the store's codec: no I/O, no conversion, no allocation.
+    """Samples per second of decoding each pair's two chunks, from memory, into reused buffers.
+
+    The chunks are decoded with the store's codec: no I/O, no conversion, no allocation.
     """
     jobs: list[tuple[Callable[..., object], bytes, np.ndarray]] = []
     for index in range(len(dataset)):
@@ -125,9 +130,11 @@ def time_decode_bound(dataset: GeoPile2, passes: int) -> Rate:
 
 @contextlib.contextmanager
 def one_thread_per_process() -> Iterator[None]:
-    """Blosc and torch on one thread in this process while inside (DataLoader workers
-    already run so): Blosc's single-threaded context (``numcodecs.blosc.use_threads =
-    False``, which zarr also sets on import) and ``torch.set_num_threads(1)``.
+    """Blosc and torch on one thread in this process while inside.
+
+    DataLoader workers already run so. Blosc's single-threaded context
+    (``numcodecs.blosc.use_threads = False``, which zarr also sets on import) and
+    ``torch.set_num_threads(1)``.
     """
     blosc_threads, torch_threads = numcodecs.blosc.use_threads, torch.get_num_threads()
     numcodecs.blosc.use_threads = False
@@ -140,8 +147,9 @@ def one_thread_per_process() -> Iterator[None]:
 
 
 def interleaved(runs: dict[str, Callable[[], Rate]], rounds: int) -> dict[str, list[Rate]]:
-    """Each of ``runs`` ``rounds`` times, in turn (A B C A B C ...), so that a change in the
-    machine's load falls on all of them alike.
+    """Each of ``runs`` ``rounds`` times, in turn (A B C A B C ...).
+
+    So a change in the machine's load falls on all of them alike.
     """
     rates: dict[str, list[Rate]] = {name: [] for name in runs}
     for _ in range(rounds):

@@ -1,5 +1,7 @@
-"""The network benchmark: training images/s of msGFM, its MoE layer against a dense MLP of the
-same active FLOPs, and its dense encoder against timm's Swin of the same configuration.
+"""The network benchmark: training images/s of msGFM and two comparisons.
+
+Its MoE layer against a dense MLP of the same active FLOPs, and its dense encoder against
+timm's Swin of the same configuration.
 """
 
 from __future__ import annotations
@@ -87,8 +89,9 @@ def train_rate(config: EncoderConfig, per_sensor: int, repeats: int,
 
 def interleaved_best_seconds(first: Callable[[], object], second: Callable[[], object],
                             repeats: int) -> tuple[float, float]:
-    """The fastest of ``repeats`` runs of each of two CPU steps, after one warm-up each, their
-    runs alternating so that a busy spell of the machine slows both alike.
+    """The fastest of ``repeats`` runs of each of two CPU steps, after one warm-up each.
+
+    Their runs alternate so that a busy spell of the machine slows both alike.
     """
     first()
     second()
@@ -103,9 +106,10 @@ def interleaved_best_seconds(first: Callable[[], object], second: Callable[[], o
 
 def encoder_vs_timm_seconds(config: EncoderConfig, batch: int, repeats: int
                             ) -> tuple[float, float]:
-    """Forward + backward seconds of our dense encoder (with an RGB patch embedding) and of
-    timm's Swin V2 ``forward_features`` of the same configuration, on the same input, timed
-    alternately.
+    """Forward + backward seconds of our dense encoder and of timm's Swin V2, timed alternately.
+
+    Ours has an RGB patch embedding; timm's is its ``forward_features`` of the same
+    configuration; both run on the same input.
     """
     dense = replace(config, moe=None)
     torch.manual_seed(0)

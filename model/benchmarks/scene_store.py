@@ -1,5 +1,7 @@
-"""The loader benchmark's input: scene-sized Sentinel-2 + Sentinel-1 COGs rendered from the
-sample world, and the GeoPile-2 store the pipeline builds from them.
+"""The loader benchmark's input: scene-sized S2 + S1 COGs and the store built from them.
+
+The Sentinel-2 + Sentinel-1 COGs are rendered from the sample world; the GeoPile-2 store is
+the one the pipeline builds from them.
 
 Scene-sized files, not the sample world's 256 px SEN12MS patches: a TorchGeo user reads
 chips out of scene COGs (a Sentinel-2 tile, a Sentinel-1 swath on another UTM zone), and that

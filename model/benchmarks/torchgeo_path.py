@@ -66,8 +66,9 @@ class SourceFileError(FileNotFoundError):
 
 
 def _store_pair_chips(store: Path, sensor_a: str, sensor_b: str) -> list[tuple[int, int]]:
-    """The (chip of ``sensor_a``, chip of ``sensor_b``) index pairs of the store's pairs table,
-    in table order, whichever order the table names the two sensors in.
+    """The (chip of ``sensor_a``, chip of ``sensor_b``) index pairs of the store's pairs table.
+
+    In table order, whichever order the table names the two sensors in.
     """
     pairs = open_store(store)[PAIRS_GROUP]
     names_a, names_b = pairs[SENSOR_A][:], pairs[SENSOR_B][:]
@@ -153,8 +154,9 @@ def paired_source_files(store: Path, catalog: Path, sensor_a: str = OPTICAL_SENS
 # --- the TorchGeo datasets ---------------------------------------------------------------------
 
 class Sentinel2Files(RasterDataset):
-    """Sentinel-2 L2A COGs (SEN12MS layout): 12 bands B01-B12 (no B10), uint16 reflectance x
-    10000, 10 m, nodata 0, read as float32 on their own grid.
+    """Sentinel-2 L2A COGs (SEN12MS layout), read as float32 on their own grid.
+
+    12 bands B01-B12 (no B10), uint16 reflectance x 10000, 10 m, nodata 0.
     """
 
     filename_glob = "*.tif"
@@ -163,8 +165,10 @@ class Sentinel2Files(RasterDataset):
 
 
 class Sentinel1Files(RasterDataset):
-    """Sentinel-1 GRD COGs (SEN12MS layout): VV and VH backscatter in dB, float32, 10 m, nodata
-    NaN, warped by TorchGeo onto the grid of the dataset it is intersected with.
+    """Sentinel-1 GRD COGs (SEN12MS layout): VV and VH backscatter in dB.
+
+    Float32, 10 m, nodata NaN, warped by TorchGeo onto the grid of the dataset it is
+    intersected with.
     """
 
     filename_glob = "*.tif"
@@ -173,8 +177,9 @@ class Sentinel1Files(RasterDataset):
 
 
 def _keep_both_images(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """IntersectionDataset collate: each sensor's image under its registry name (not one
-    concatenated ``image``), with the first sample's ``crs`` and ``bounds``.
+    """IntersectionDataset collate: each sensor's image under its registry name.
+
+    Not one concatenated ``image``; with the first sample's ``crs`` and ``bounds``.
     """
     optical, sar = samples
     return {OPTICAL_SENSOR: optical["image"], SAR_SENSOR: sar["image"],
@@ -243,6 +248,7 @@ class LoaderTiming:
 
     @property
     def samples_per_s(self) -> float:
+        """Pairs per second over the timed part of the run."""
         return self.samples / self.seconds
 
 
