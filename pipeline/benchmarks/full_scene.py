@@ -1,7 +1,8 @@
-"""``python -m pipeline.benchmarks --full-scene``: one full-size Sentinel-2 tile paired with a
-Sentinel-1 RTC scene on another UTM zone (:mod:`pipeline.benchmarks.full_scene_input`),
-co-registered into one chip file three ways, each run in a fresh process of its own pinned to
-one core:
+"""``python -m pipeline.benchmarks --full-scene``: one full-size scene pair, three ways.
+
+One full-size Sentinel-2 tile paired with a Sentinel-1 RTC scene on another UTM zone
+(:mod:`pipeline.benchmarks.full_scene_input`), co-registered into one chip file three ways,
+each run in a fresh process of its own pinned to one core:
 
 - ``blocked``: :func:`~pipeline.coregister.write_item_chips` as the coregister stage calls it,
   block by block (``read_whole=False``);
@@ -87,6 +88,8 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class FullSceneConfig:
+    """What ``--full-scene`` runs: the tile's size, the block size, the files, the repeats."""
+
     tile_px: int = FULL_TILE_PX
     block_px: int | None = None  # None: the parameter file's pipeline.coregister.block_px
     params_path: Path = Path("params.yaml")
@@ -95,8 +98,9 @@ class FullSceneConfig:
 
 
 def full_scene_params(params_path: Path, block_px: int | None = None) -> PipelineParams:
-    """The project's parameters with the pair ``s1s2`` (Sentinel-2 L2A reference, Sentinel-1
-    RTC partner, chips of 256 px every 256 px) and, where given, another ``block_px``.
+    """The project's parameters with the pair ``s1s2`` and, where given, another ``block_px``.
+
+    The pair: Sentinel-2 L2A reference, Sentinel-1 RTC partner, chips of 256 px every 256 px.
     """
     params = load_params(params_path)
     pair = PairSource(reference=S2_COLLECTION, partners=(S1_COLLECTION,), chip_px=CHIP_PX,
@@ -109,8 +113,9 @@ def full_scene_params(params_path: Path, block_px: int | None = None) -> Pipelin
 
 
 def work_unit(scene: FullScene) -> dict[str, Any]:
-    """The coregister stage's unit of work for the pair: the Sentinel-2 item annotated as
-    pairing annotates it, carrying its partner item (``pipeline.stages.work_units``).
+    """The coregister stage's unit of work for the pair (``pipeline.stages.work_units``).
+
+    The Sentinel-2 item annotated as pairing annotates it, carrying its partner item.
     """
     from pipeline.stages import work_units  # the stage's own shape of a unit
 
@@ -180,8 +185,9 @@ def warp_bound(unit: dict[str, Any], params: PipelineParams) -> int:
 
 
 def _open(asset: SensorAsset, block_px: int) -> _BoundRaster:
-    """A raster's grid; read whole where the stage reads it whole (no larger than a block:
-    the rule of ``coregister._open_raster``).
+    """A raster's grid; read whole where the stage reads it whole.
+
+    That is, no larger than a block: the rule of ``coregister._open_raster``.
     """
     with rasterio.open(asset.href) as src:
         grid = Grid(src.crs, src.transform, (src.height, src.width))
@@ -213,9 +219,10 @@ def _warm_up(unit: dict[str, Any]) -> None:
 
 
 def _peak_rss_since_exec() -> int:
-    """The kernel's high-water mark of this process's RSS (``VmHWM``): exact, but over the
-    whole process life since exec (imports and warm-up included). Not ``ru_maxrss``, which
-    Linux carries over from the forking parent through exec.
+    """The kernel's high-water mark of this process's RSS (``VmHWM``).
+
+    Exact, but over the whole process life since exec (imports and warm-up included). Not
+    ``ru_maxrss``, which Linux carries over from the forking parent through exec.
     """
     with open("/proc/self/status") as f:
         for line in f:
@@ -225,8 +232,10 @@ def _peak_rss_since_exec() -> int:
 
 
 def _worker(argv: list[str]) -> int:
-    """``python -m pipeline.benchmarks.full_scene PATH --unit U --params P --chip-file F
-    --result R [--block-px N]``: one timed run of one path; its figures go to ``R`` (JSON).
+    """One timed run of one path; its figures go to ``R`` (JSON).
+
+    The command line: ``python -m pipeline.benchmarks.full_scene PATH --unit U --params P
+    --chip-file F --result R [--block-px N]``.
     """
     parser = argparse.ArgumentParser(prog="python -m pipeline.benchmarks.full_scene")
     parser.add_argument("path", choices=PATHS)
@@ -273,6 +282,8 @@ class Run:
 
 @dataclass(frozen=True)
 class FullSceneResult:
+    """The ``--full-scene`` figures: every path's runs, the chips and blocks, the checks."""
+
     config: FullSceneConfig
     params: PipelineParams
     scene: FullScene
@@ -285,20 +296,25 @@ class FullSceneResult:
     identical: list[bool]  # per repeat: the chunk files of blocked and whole_scene
 
     def median_seconds(self, path: str) -> float:
+        """The median wall time of ``path``'s runs."""
         return statistics.median(run.seconds for run in self.runs[path])
 
     def median_cpu(self, path: str) -> float:
+        """The median CPU time (user + system) of ``path``'s runs."""
         return statistics.median(run.cpu_seconds for run in self.runs[path])
 
     def peak_rss_mb(self, path: str) -> float:
+        """The largest peak RSS of ``path``'s runs, in MiB."""
         return max(run.peak_rss_bytes for run in self.runs[path]) / MIB
 
     def chips_per_s_per_core(self, path: str) -> float:
+        """Chips per second of ``path``'s median run, on its one core."""
         return self.chips / self.median_seconds(path)  # 1 core
 
     def summary(self) -> dict[str, Any]:
-        """As today's bench: the ratio is of chips/s per core (wall time, per pinned core),
-        here of the median runs.
+        """The summary figures, as today's bench.
+
+        The ratio is of chips/s per core (wall time, per pinned core), here of the median runs.
         """
         values = {
             "full_scene_chips_per_s_per_core": self.chips_per_s_per_core("blocked"),
@@ -315,8 +331,10 @@ def _to_stderr(message: str) -> None:
 
 
 def run_full_scene(config: FullSceneConfig, progress: Progress = _to_stderr) -> FullSceneResult:
-    """Render (or reuse) the input, warm the page cache, run the paths interleaved
-    ``config.repeats`` times, check blocked and whole-scene chips are the same bytes.
+    """Render (or reuse) the input, then run the paths interleaved ``config.repeats`` times.
+
+    The page cache is warmed first; blocked and whole-scene chips are checked to be the same
+    bytes.
     """
     scene = ensure_full_scene(config.bench_dir, config.tile_px, progress=progress)
     for path in scene.files():  # every path starts from the same warm page cache
@@ -384,8 +402,9 @@ def _run_worker(path: str, unit_file: Path, config: FullSceneConfig, run_dir: Pa
 
 
 def _same_chip_files(a: Path, b: Path) -> bool:
-    """Chunk files byte for byte, and every member of the chip files equal (the zip
-    archives themselves carry their write times).
+    """Chunk files byte for byte, and every member of the chip files equal.
+
+    Not the zip archives themselves: they carry their write times.
     """
     if not filecmp.cmp(chunk_file(a), chunk_file(b), shallow=False):
         return False

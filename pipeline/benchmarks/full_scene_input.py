@@ -1,6 +1,7 @@
-"""The input of ``python -m pipeline.benchmarks --full-scene``: one full-size Sentinel-2 L2A tile as
-Planetary Computer publishes it, and a Sentinel-1 RTC partner on the neighbouring UTM zone,
-rendered once as COGs and cached under the bench folder.
+"""The input of ``python -m pipeline.benchmarks --full-scene``: a full-size S2 + S1 scene pair.
+
+One full-size Sentinel-2 L2A tile as Planetary Computer publishes it, and a Sentinel-1 RTC
+partner on the neighbouring UTM zone, rendered once as COGs and cached under the bench folder.
 
 - Sentinel-2: ``tests/data/stac_items/pc_sentinel-2-l2a.json`` as published (tile 53NKG,
   EPSG:32653), its 12 band assets rendered on their own declared grids (10980 px at 10 m,
@@ -76,8 +77,9 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class FullScene:
-    """The rendered pair: both items (absolute local hrefs), where they lie, their size, and
-    how long rendering took (when it was done, maybe by an earlier run).
+    """The rendered pair: both items, where they lie, their size, how long rendering took.
+
+    The items have absolute local hrefs; rendering was done now or maybe by an earlier run.
     """
 
     s2: dict[str, Any]
@@ -89,6 +91,7 @@ class FullScene:
     rendered_now: bool
 
     def files(self) -> list[Path]:
+        """The asset files of both items."""
         return [Path(a["href"]) for item in (self.s2, self.s1) for a in item["assets"].values()]
 
 
@@ -109,8 +112,9 @@ class _RasterJob:
 def ensure_full_scene(bench_dir: Path, tile_px: int = FULL_TILE_PX,
                       processes: int | None = None,
                       progress: Progress = lambda _: None) -> FullScene:
-    """The pair of ``tile_px`` (10 m pixels a side of the Sentinel-2 grid) under
-    ``bench_dir/full-scene/``, rendered unless cached (see module doc).
+    """The pair of ``tile_px`` under ``bench_dir/full-scene/``, rendered unless cached.
+
+    ``tile_px`` counts 10 m pixels a side of the Sentinel-2 grid; see the module doc.
     """
     folder = (bench_dir / "full-scene" / f"tile-{tile_px}-v{CACHE_VERSION}").resolve()
     ready = folder / READY
@@ -151,8 +155,9 @@ def _scene(record: dict[str, Any], folder: Path, tile_px: int, rendered_now: boo
 
 
 def _sentinel2(folder: Path, tile_px: int) -> tuple[dict[str, Any], list[_RasterJob]]:
-    """The Sentinel-2 item (only the assets the reading layer uses, hrefs into ``folder``) and
-    its rasters to render.
+    """The Sentinel-2 item and its rasters to render.
+
+    The item keeps only the assets the reading layer uses, with hrefs into ``folder``.
     """
     item = json.loads(S2_ITEM.read_text())
     used = [a.key for assets in sensor_assets(item).values() for a in assets]
@@ -180,8 +185,9 @@ def _sentinel2(folder: Path, tile_px: int) -> tuple[dict[str, Any], list[_Raster
 
 def _sentinel1(folder: Path, s2: dict[str, Any],
                tile_px: int) -> tuple[dict[str, Any], list[_RasterJob]]:
-    """The relocated Sentinel-1 RTC item (module doc) over the Sentinel-2 tile of ``tile_px``,
-    and its rasters to render.
+    """The relocated Sentinel-1 RTC item and its rasters to render.
+
+    The item (see the module doc) lies over the Sentinel-2 tile of ``tile_px``.
     """
     item = json.loads(S1_ITEM.read_text())
     s2_crs = declared_crs(s2)
@@ -234,8 +240,9 @@ def _stac_time(when: datetime) -> str:
 
 
 def pattern_strip(job: _RasterJob, row0: int, rows: int) -> np.ndarray:
-    """Rows ``row0:row0 + rows`` of a raster: a smooth product of waves along map x and y
-    (the same ground looks alike at every resolution and in both CRSs' neighbourhood).
+    """Rows ``row0:row0 + rows`` of a raster: a smooth product of waves along map x and y.
+
+    The same ground looks alike at every resolution and in both CRSs' neighbourhood.
     """
     transform = Affine(*job.transform)
     cols = np.arange(job.shape[1], dtype=np.float64) + 0.5
