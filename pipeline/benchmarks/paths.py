@@ -73,21 +73,25 @@ class PathRun:
 
     @property
     def chips_per_s(self) -> float:
+        """Paired chips per second of wall time."""
         return self.chips / self.seconds
 
     @property
     def chips_per_s_per_core(self) -> float:
+        """Paired chips per second divided by the cores the path was pinned to."""
         return self.chips_per_s / self.cores
 
 
 def run_pipeline(items: list[dict[str, Any]], params: PipelineParams, workers: int,
                  repeats: int = 1) -> PathRun:
-    """Ours: ``run_coregister`` then ``run_shard`` over ``items`` into ``params.work_dir`` and
-    ``params.store`` (both removed before each run), in this process (``workers`` 0) or on a
-    LocalCluster of ``workers`` single-threaded processes pinned, with this process, to
-    ``workers`` cores; the fastest of ``repeats`` runs counts. Before the clock starts, the
-    cluster is up and both stages have run once on the first item (into a scratch store), so
-    what is timed is processes that have loaded the pipeline, not their start-up.
+    """Ours: ``run_coregister`` then ``run_shard`` over ``items``, timed.
+
+    They write into ``params.work_dir`` and ``params.store`` (both removed before each run), in
+    this process (``workers`` 0) or on a LocalCluster of ``workers`` single-threaded processes
+    pinned, with this process, to ``workers`` cores; the fastest of ``repeats`` runs counts.
+    Before the clock starts, the cluster is up and both stages have run once on the first item
+    (into a scratch store), so what is timed is processes that have loaded the pipeline, not
+    their start-up.
     """
     warm_up = dataclasses.replace(params, work_dir=_beside(params.work_dir, "warm-up"),
                                   store=_beside(params.store, "warm-up"))
@@ -173,10 +177,12 @@ def _rasters(item: dict[str, Any], reference: str) -> tuple[_Raster, list[_Raste
 
 def run_warp_bound(items: list[dict[str, Any]], params: PipelineParams, chips: int,
                    repeats: int = 1) -> PathRun:
-    """GDAL's own work on ``items``, in this process on one core: every raster read whole, each
-    one off the reference grid reprojected onto it in memory (see module doc); the fastest of
-    ``repeats`` runs counts, after one untimed run on the first item. ``chips`` is the number
-    of paired chips those grids hold (ours built them): the bound's rate is in that unit.
+    """GDAL's own work on ``items``, in this process on one core.
+
+    Every raster read whole, each one off the reference grid reprojected onto it in memory (see
+    module doc); the fastest of ``repeats`` runs counts, after one untimed run on the first
+    item. ``chips`` is the number of paired chips those grids hold (ours built them): the
+    bound's rate is in that unit.
     """
 
     def run() -> None:
@@ -193,8 +199,9 @@ def run_warp_bound(items: list[dict[str, Any]], params: PipelineParams, chips: i
 
 
 def _warp_item(item: dict[str, Any], params: PipelineParams) -> None:
-    """Read every raster of ``item``; reproject each one off the reference grid onto it, with
-    the GDAL call ours makes.
+    """Read every raster of ``item``; reproject each one off the reference grid onto it.
+
+    With the GDAL call ours makes.
     """
     reference, others = _rasters(item, params.coregister.sources[item["collection"]].reference)
     with rasterio.open(reference.path) as src:
@@ -210,10 +217,11 @@ def _warp_item(item: dict[str, Any], params: PipelineParams) -> None:
 
 def run_naive(items: list[dict[str, Any]], params: PipelineParams, out_dir: Path,
               compress: str | None = None, repeats: int = 1) -> PathRun:
-    """A per-chip script over ``items`` (see module doc), in this process on one core, writing
-    ``out_dir/<item id>/<sensor>_<chip>.tif`` (removed before each run); ``compress`` is a
-    GDAL GeoTIFF compression (None: none). The fastest of ``repeats`` runs counts, after one
-    untimed run on the first item.
+    """A per-chip script over ``items`` (see module doc), in this process on one core.
+
+    It writes ``out_dir/<item id>/<sensor>_<chip>.tif`` (removed before each run);
+    ``compress`` is a GDAL GeoTIFF compression (None: none). The fastest of ``repeats`` runs
+    counts, after one untimed run on the first item.
     """
     warm_up = _beside(out_dir, "warm-up")
 

@@ -1,6 +1,8 @@
-"""What a measured path costs beyond wall time: the cores it may use, the peak resident memory
-and the CPU time of its whole process tree (this process and every descendant: dask's
-scheduler runs in this process, its nannies and workers are child processes).
+"""What a measured path costs beyond wall time: its cores, peak memory and CPU time.
+
+The cores it may use, the peak resident memory and the CPU time of its whole process tree (this
+process and every descendant: dask's scheduler runs in this process, its nannies and workers
+are child processes).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ REFRESH_TREE_EVERY_S = 0.2  # look for new child processes (a walk of /proc: cos
 
 @contextlib.contextmanager
 def pinned(cores: int) -> Iterator[set[int]]:
-    """Run the block on the first ``cores`` CPUs of this process's affinity, and so do the
-    threads and child processes started inside it (Linux hands affinity down from the thread
-    that starts them): a path that starts threads or processes cannot use more cores than it
-    is charged for. Every thread of this process is pinned (affinity is per thread: a dask
-    event-loop thread started earlier would otherwise spawn workers with the old one), and
+    """Run the block on the first ``cores`` CPUs of this process's affinity.
+
+    So do the threads and child processes started inside it (Linux hands affinity down from the
+    thread that starts them): a path that starts threads or processes cannot use more cores
+    than it is charged for. Every thread of this process is pinned (affinity is per thread: a
+    dask event-loop thread started earlier would otherwise spawn workers with the old one), and
     restored after.
     """
     before = {tid: os.sched_getaffinity(tid) for tid in _threads()}
@@ -54,14 +57,20 @@ class TreeUsage:
     """Peak summed RSS of a process tree while it is watched, and its CPU time."""
 
     def __init__(self, snapshot: Callable[[], dict[int, float]]) -> None:
+        """Initialize a new TreeUsage instance.
+
+        Args:
+            snapshot: returns the CPU seconds so far of every process of the tree, by pid.
+        """
         self.peak_rss_bytes = 0  # of the tree: the largest sum over its processes at one time
         self.peak_process_rss_bytes = 0  # of its largest process
         self._snapshot = snapshot
 
     def cpu_seconds(self) -> float:
-        """User + system CPU seconds used so far by every process of the tree seen while
-        watched (one that has ended: as last sampled); the difference of two calls is the CPU
-        time between them.
+        """User + system CPU seconds used so far by every process of the tree seen while watched.
+
+        One that has ended counts as last sampled; the difference of two calls is the CPU time
+        between them.
         """
         return sum(self._snapshot().values())
 
@@ -137,8 +146,9 @@ class Timing:
 
 def best_of(repeats: int, usage: TreeUsage, run: Callable[[], Any],
             before: Callable[[], None] = lambda: None) -> Timing:
-    """Time ``run`` ``repeats`` times (``before`` untimed before each) and keep the fastest,
-    as :mod:`timeit` does: the others were slowed by something else on the machine.
+    """Time ``run`` ``repeats`` times (``before`` untimed before each) and keep the fastest.
+
+    As :mod:`timeit` does: the others were slowed by something else on the machine.
     """
     best: Timing | None = None
     for _ in range(max(repeats, 1)):
