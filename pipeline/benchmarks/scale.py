@@ -1,6 +1,8 @@
-"""The scale bench (``python -m pipeline.benchmarks --items N``): the whole pipeline over N small
-items in GeoPile-2's proportions (:mod:`pipeline.benchmarks.scale_input`), per stage, with the
-per-item costs projected to GeoPile-2's two million items.
+"""The scale bench (``python -m pipeline.benchmarks --items N``): the whole pipeline, per stage.
+
+The whole pipeline over N small items in GeoPile-2's proportions
+(:mod:`pipeline.benchmarks.scale_input`), per stage, with the per-item costs projected to
+GeoPile-2's two million items.
 
 Each stage runs through the command line's stage table on a dask LocalCluster of ``workers``
 processes started in this process. Per stage: wall time, this process's CPU time (its
@@ -93,13 +95,16 @@ class StageRun:
     upkeep_cpu_s: float = 0.0  # the dask upkeep taken out of this process's CPU
 
     def items_per_s_per_core(self, items: int) -> float:
+        """``items`` per CPU second of this process and the workers together."""
         return items / max(self.serial_cpu_s + self.parallel_cpu_s, 1e-9)
 
 
 def projected_seconds(stages: list[StageRun], items: int, target_items: int = TARGET_ITEMS,
                       cores: int = TARGET_CORES) -> float:
-    """Linear projection: sum over stages of serial CPU per item x target_items plus
-    parallel CPU per item x target_items / cores.
+    """Linear projection of the build's seconds to ``target_items`` on ``cores``.
+
+    The sum over stages of serial CPU per item x target_items plus parallel CPU per item x
+    target_items / cores.
     """
     return sum(target_items * (s.serial_cpu_s + s.parallel_cpu_s / cores) / items
                for s in stages)
@@ -107,6 +112,8 @@ def projected_seconds(stages: list[StageRun], items: int, target_items: int = TA
 
 @dataclass(frozen=True)
 class ScaleResult:
+    """The scale bench's figures: the input, every stage's run, the files, the bound."""
+
     config: ScaleConfig
     catalog: Path
     input_bytes: int
@@ -121,6 +128,7 @@ class ScaleResult:
     upkeep_cpu_per_wall_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
+        """The summary figures, by the names of ``SUMMARY_KEYS``, in that order."""
         items = self.config.items
         values = {
             "items": items,
@@ -135,6 +143,7 @@ class ScaleResult:
         return {key: values[key] for key in SUMMARY_KEYS}
 
     def stage(self, name: str) -> StageRun:
+        """The run of the stage called ``name``."""
         return next(s for s in self.stages if s.name == name)
 
     def ratio_to_bound(self) -> float:
@@ -154,8 +163,9 @@ def scale_params(config: ScaleConfig, catalog: Path, run: Path) -> PipelineParam
 
 
 def run_scale(config: ScaleConfig, progress: Progress = to_stderr) -> ScaleResult:
-    """Render (or reuse) the input, build it stage by stage, count the files, then measure the
-    decode/encode bound.
+    """Render (or reuse) the input, build it stage by stage, count the files, measure the bound.
+
+    The bound is the decode/encode bound.
     """
     from pipeline.__main__ import _stage  # the command line's stage table
 
@@ -222,8 +232,9 @@ def _timed_stage(name: str, run: Callable[[], object], client: Client,
 
 
 def _sampler_cpu_seconds() -> float:
-    """CPU seconds of the RSS sampler's thread (:func:`tree_usage`): measuring, not building,
-    so taken out of this process's figure.
+    """CPU seconds of the RSS sampler's thread (:func:`tree_usage`).
+
+    Measuring, not building, so taken out of this process's figure.
     """
     return sum(time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
                for thread in threading.enumerate()
@@ -249,8 +260,10 @@ def _chip_px(params: PipelineParams) -> int:
 
 def decode_encode_cpu_seconds(catalog: Path, items: list[dict[str, Any]], sensors: set[str],
                               chip_px: int) -> float:
-    """CPU seconds (this process) to read and decode every file of ``items`` that holds one of
-    ``sensors`` and encode each one's central ``chip_px`` chip with the store's codec.
+    """CPU seconds (this process) to decode ``items``' files of ``sensors`` and encode a chip.
+
+    Every file of ``items`` that holds one of ``sensors`` is read and decoded, and each one's
+    central ``chip_px`` chip encoded with the store's codec.
     """
     codecs: dict[str, Any] = {}
     start = time.process_time()
@@ -268,8 +281,9 @@ def decode_encode_cpu_seconds(catalog: Path, items: list[dict[str, Any]], sensor
 
 
 def _decode(path: Path, chip_px: int) -> np.ndarray:
-    """(bands, rows, cols): a JPEG decoded at the smallest scale keeping ``chip_px``, or every
-    band of a GeoTIFF.
+    """(bands, rows, cols) of a picture file.
+
+    A JPEG decoded at the smallest scale keeping ``chip_px``, or every band of a GeoTIFF.
     """
     if path.suffix.lower() in (".jpg", ".jpeg"):
         with Image.open(path) as image:

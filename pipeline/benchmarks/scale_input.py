@@ -63,8 +63,9 @@ RAW_PREFIX = "../../raw/"  # an item JSON's asset hrefs start so (<collection>/<
 
 
 def geopile2_counts(items: int) -> dict[str, int]:
-    """Items per collection for ``items`` in all, in :data:`PROPORTIONS` (largest remainders,
-    ties to the larger collection).
+    """Items per collection for ``items`` in all, in :data:`PROPORTIONS`.
+
+    Rounded by largest remainders, ties to the larger collection.
     """
     total = sum(PROPORTIONS.values())
     exact = {name: items * share / total for name, share in PROPORTIONS.items()}
@@ -84,10 +85,12 @@ def picture_mix() -> str:
 
 
 def pool_dir(bench_dir: Path, seed: int) -> Path:
+    """The folder of the pool of ``seed`` under ``bench_dir/scale``."""
     return bench_dir.resolve() / "scale" / f"pool-seed{seed}-v{FORMAT}"
 
 
 def items_dir(bench_dir: Path, items: int, seed: int) -> Path:
+    """The folder of the ``items`` items of ``seed`` under ``bench_dir/scale``."""
     return bench_dir.resolve() / "scale" / f"items{items}-seed{seed}-v{FORMAT}"
 
 
@@ -111,11 +114,12 @@ def ensure_pool(bench_dir: Path, seed: int) -> Path:
 
 @contextlib.contextmanager
 def _staged_folder(target: Path) -> Iterator[Path]:
-    """A staging folder beside ``target`` (which must not exist) that becomes ``target`` by one
-    rename once the block ends without error, and is removed otherwise. Unlike
-    :func:`catalogs.atomic_files.atomic_folder` nothing is fsynced: a cache of tens of
-    thousands of files would spend minutes in fsync (8 ms a file here), and a cache lost to a
-    power cut is only rendered again.
+    """A staging folder beside ``target`` (which must not exist) that becomes ``target``.
+
+    It becomes ``target`` by one rename once the block ends without error, and is removed
+    otherwise. Unlike :func:`catalogs.atomic_files.atomic_folder` nothing is fsynced: a cache
+    of tens of thousands of files would spend minutes in fsync (8 ms a file here), and a cache
+    lost to a power cut is only rendered again.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
@@ -127,9 +131,10 @@ def _staged_folder(target: Path) -> Iterator[Path]:
 
 
 def _write_pictures(world: World, raw: Path, rng: np.random.Generator) -> None:
-    """Million-AID pictures (train/<L1>/<L2>[/<L3>]/ or test/) and GeoPile pictures
-    (<constituent>/<class>/) of every size of :data:`PICTURE_SIZES`; labels round-robin (they
-    do not matter to the build).
+    """Million-AID pictures and GeoPile pictures of every size of :data:`PICTURE_SIZES`.
+
+    Million-AID's under train/<L1>/<L2>[/<L3>]/ or test/, GeoPile's under
+    <constituent>/<class>/; labels round-robin (they do not matter to the build).
     """
     categories = list(MILLIONAID_CATEGORIES.values())
     for size in PICTURE_SIZES["millionaid"]:
@@ -210,9 +215,10 @@ def ensure_items(bench_dir: Path, items: int, seed: int) -> Path:
 
 def _templates(source: str, pool: list[dict[str, Any]], count: int,
                rng: np.random.Generator) -> Iterator[dict[str, Any]]:
-    """The pool item each of ``count`` items copies: pictures of a size drawn from
-    :data:`PICTURE_SIZES`, round-robin among the pool's pictures of that size; patches
-    round-robin.
+    """The pool item each of ``count`` items copies.
+
+    Pictures of a size drawn from :data:`PICTURE_SIZES`, round-robin among the pool's pictures
+    of that size; patches round-robin.
     """
     if source not in PICTURE_SIZES:
         for number in range(count):
@@ -231,10 +237,11 @@ def _templates(source: str, pool: list[dict[str, Any]], count: int,
 
 def _write_item(pool: Path, out: Path, source: str, template: dict[str, Any],
                 number: int) -> dict[str, str]:
-    """Copy ``template``'s files under item ``number``'s names and write its JSON; returns the
-    collection's link to it. Names follow the builders' rules: a picture's file stem gets
-    ``_<number>`` (its id, which ends with the stem, too); a SEN12MS patch becomes patch
-    ``<number>`` of the template's scene (``..._p<number>``).
+    """Copy ``template``'s files under item ``number``'s names and write its JSON.
+
+    Returns the collection's link to it. Names follow the builders' rules: a picture's file
+    stem gets ``_<number>`` (its id, which ends with the stem, too); a SEN12MS patch becomes
+    patch ``<number>`` of the template's scene (``..._p<number>``).
     """
     item = json.loads(json.dumps(template))
     if source == "sen12ms":
