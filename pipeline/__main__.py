@@ -50,6 +50,17 @@ def _stage(name: str) -> Callable[[PipelineParams, Executor, bool], Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m pipeline``: one stage or all of them (``bench``: the benchmarks).
+
+    Args:
+        argv: the arguments after the command (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 when every stage ran; 1 when a stage produced nothing usable,
+        validate found the store damaged or unlike the build's records, or another build holds
+        the lock; 2 on a bad parameter file (argparse exits with 2 on bad arguments); for
+        ``bench``, the benchmarks' status.
+    """
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # the benchmarks' own command line
         from pipeline.benchmarks.__main__ import main as bench

@@ -1,5 +1,6 @@
-"""The bench as functions: prepare the input, run the three paths, summarise (see
-``python -m pipeline.benchmarks --help`` for what is measured).
+"""The bench as functions: prepare the input, run the three paths, summarise.
+
+See ``python -m pipeline.benchmarks --help`` for what is measured.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ Progress = Callable[[str], None]
 
 
 def to_stderr(message: str) -> None:
+    """Print a progress ``message`` to stderr, marked ``[bench]``."""
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
@@ -50,22 +52,27 @@ class BenchConfig:
 
     @property
     def scene_count(self) -> int:
+        """The number of scenes to build: ``scenes`` x ``scale``."""
         return self.scenes * self.scale
 
     def scene_set(self) -> SceneSet:
+        """The rendered scenes' set under the bench folder."""
         return SceneSet(self.bench_dir.resolve(), self.seed, self.scene_px, self.layout)
 
 
 @dataclass(frozen=True)
 class BenchInput:
+    """The prepared input: the scenes' items, their bytes, how many scenes were rendered now."""
+
     items: list[dict[str, Any]]
     input_bytes: int
     rendered: int
 
 
 def prepare_input(config: BenchConfig, progress: Progress = to_stderr) -> BenchInput:
-    """Render the scenes not cached yet, catalogue them, and read every file once so that every
-    path starts from the same warm page cache.
+    """Render the scenes not cached yet, catalogue them, and read every file once.
+
+    So every path starts from the same warm page cache.
     """
     scenes = config.scene_set()
     count = config.scene_count
@@ -96,6 +103,8 @@ def bench_params(config: BenchConfig, run_dir: Path) -> PipelineParams:
 
 @dataclass(frozen=True)
 class BenchResult:
+    """The bench's runs: the warp bound, the naive script and ours by dask workers."""
+
     config: BenchConfig
     params: PipelineParams
     input: BenchInput
@@ -104,6 +113,7 @@ class BenchResult:
     ours: dict[int, PathRun]  # dask workers (0: this process) -> run
 
     def summary(self) -> dict[str, float]:
+        """The summary figures, by the names of ``SUMMARY_KEYS``, in that order."""
         ours = self.ours[0]
         runs = [self.warp_bound, self.naive, *self.ours.values()]
         values = {
@@ -121,9 +131,10 @@ class BenchResult:
 
 
 def run_bench(config: BenchConfig, progress: Progress = to_stderr) -> BenchResult:
-    """Prepare the input and run: (b) the warp bound, (c) the naive script, (a) ours in this
-    process, on 1 dask worker and on 2; each path alone, pinned to the cores it is charged.
-    This process gets the allocator settings of the pipeline's processes first
+    """Prepare the input and run the three paths, each alone, pinned to the cores it is charged.
+
+    The paths: (b) the warp bound, (c) the naive script, (a) ours in this process, on 1 dask
+    worker and on 2. This process gets the allocator settings of the pipeline's processes first
     (:func:`~pipeline.cluster.keep_freed_memory`), so that every path runs under the same.
     """
     keep_freed_memory()
@@ -162,8 +173,9 @@ def _run_dir(config: BenchConfig) -> Path:
 
 
 def run_dir(runs: Path) -> Path:
-    """``runs/run-<pid>``, this process's scratch folder; the folders of runs whose process is
-    gone (killed benches) are removed first.
+    """``runs/run-<pid>``, this process's scratch folder.
+
+    The folders of runs whose process is gone (killed benches) are removed first.
     """
     for stale in runs.glob("run-*"):
         pid = stale.name.removeprefix("run-")
@@ -213,6 +225,7 @@ def format_report(result: BenchResult) -> str:
 
 
 def summary_line(summary: dict[str, Any]) -> str:
+    """``summary`` as one JSON line, floats rounded to 3 decimals (for machines)."""
     return json.dumps({key: round(value, 3) if isinstance(value, float) else value
                        for key, value in summary.items()})
 
@@ -225,6 +238,7 @@ class RssCheck:
     runs: dict[int, dict[int, PathRun]]  # scale -> dask workers -> run
 
     def summary(self) -> dict[str, Any]:
+        """Peak RSS per scale and its growth from the smallest to the largest, by path."""
         scales = sorted(self.runs)
         first, last = self.runs[scales[0]], self.runs[scales[-1]]
         summary: dict[str, Any] = {
@@ -251,8 +265,9 @@ def _label(workers: int) -> str:
 def run_rss_check(config: BenchConfig, progress: Progress = to_stderr,
                   scales: tuple[int, ...] = RSS_CHECK_SCALES,
                   workers: tuple[int, ...] = (0, 2)) -> RssCheck:
-    """Ours (in this process and on 2 dask workers) at each of ``scales`` times
-    ``config.scenes`` scenes.
+    """Ours (in this process and on 2 dask workers) at each of ``scales``.
+
+    At scale s, the input is s times ``config.scenes`` scenes.
     """
     keep_freed_memory()
     runs: dict[int, dict[int, PathRun]] = {}
@@ -273,6 +288,7 @@ def run_rss_check(config: BenchConfig, progress: Progress = to_stderr,
 
 
 def format_rss_report(check: RssCheck) -> str:
+    """The table of every RSS check run and the growths, for people."""
     header = (f"{'input':>7s} {'scenes':>6s} {'path':28s} {'chips':>6s} {'wall s':>7s} "
               f"{'chips/s':>8s} {'RSS tree':>9s} {'largest':>9s}")
     lines = [header, "-" * len(header)]
