@@ -15,7 +15,7 @@ from torch import Tensor
 from torchgeo.datasets import BigEarthNet
 
 from catalogs.sensors import get_sensor
-from model.datamodules.augmentation import random_flip
+from model.datamodules.augmentation import SampleFlips
 from model.datamodules.base import INPUTS, TARGET, DownstreamDataModule, Sample, map_spatial
 
 
@@ -89,6 +89,7 @@ class BigEarthNetDataModule(DownstreamDataModule):
                              f"{', '.join(self.allowed_sensors)}, each once")
         super().__init__(root, **kwargs)
         self.sensors = sensors
+        self.flips = SampleFlips()
 
     @property
     def input_sensors(self) -> tuple[str, ...]:
@@ -122,7 +123,7 @@ class BigEarthNetDataModule(DownstreamDataModule):
             x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0])
 
     def _train_view(self, sample: Sample, key: Any) -> Sample:
-        return random_flip(self._resize(sample), ())
+        return self.flips(self._resize(sample))
 
     def _eval_view(self, sample: Sample, key: Any) -> Sample:
         return self._resize(sample)

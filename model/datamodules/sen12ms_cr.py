@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from catalogs.sensors import get_sensor
-from model.datamodules.augmentation import center_crop, random_crop, random_flip
+from model.datamodules.augmentation import SampleCrop, SampleFlips
 from model.datamodules.base import INPUTS, TARGET, DownstreamDataModule, Sample
 from model.datasets.sen12ms_cr import SEN12MSCR
 
@@ -37,6 +37,8 @@ class SEN12MSCRDataModule(DownstreamDataModule):
             **kwargs: the common arguments of :class:`DownstreamDataModule`.
         """
         super().__init__(root, **kwargs)
+        self.crop = SampleCrop(self.input_px, self.spatial_keys)
+        self.flips = SampleFlips(self.spatial_keys)
 
     @property
     def input_sensors(self) -> tuple[str, ...]:
@@ -59,8 +61,7 @@ class SEN12MSCRDataModule(DownstreamDataModule):
                 TARGET: raw["target"]}
 
     def _train_view(self, sample: Sample, key: Any) -> Sample:
-        cropped = random_crop(sample, self.spatial_keys, self.input_px)
-        return random_flip(cropped, self.spatial_keys)
+        return self.flips(self.crop.random(sample))
 
     def _eval_view(self, sample: Sample, key: Any) -> Sample:
-        return center_crop(sample, self.spatial_keys, self.input_px)
+        return self.crop.centre(sample)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from catalogs.sensors import get_sensor
-from model.datamodules.augmentation import random_flip
+from model.datamodules.augmentation import SampleFlips
 from model.datamodules.base import (
     INPUTS,
     TARGET,
@@ -109,6 +109,7 @@ class SpaceNet2DataModule(DownstreamDataModule):
             raise ValueError(f"ratio must be at least 2, got {ratio}")
         super().__init__(root, **kwargs)
         self.ratio = ratio
+        self.flips = SampleFlips((*self.spatial_keys, "ms_low"))
 
     @property
     def input_sensors(self) -> tuple[str, ...]:
@@ -141,7 +142,7 @@ class SpaceNet2DataModule(DownstreamDataModule):
         return padded
 
     def _train_view(self, sample: Sample, key: Any) -> Sample:
-        return self._pad(random_flip(sample, (*self.spatial_keys, "ms_low")))
+        return self._pad(self.flips(sample))
 
     def _eval_view(self, sample: Sample, key: Any) -> Sample:
         return self._pad(sample)

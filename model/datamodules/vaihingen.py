@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from catalogs.sensors import get_sensor
-from model.datamodules.augmentation import crop, random_crop, random_flip
+from model.datamodules.augmentation import SampleCrop, SampleFlips
 from model.datamodules.base import (
     INPUTS,
     TARGET,
@@ -74,7 +74,8 @@ class VaihingenDataModule(DownstreamDataModule):
     height_sensor: ClassVar[str] = "dsm"
     class_names: ClassVar[tuple[str, ...]] = VaihingenDSM.classes
     ignore_index: ClassVar[int] = 0
-    spatial_keys: ClassVar[tuple[str, ...]] = (TARGET, VALID)
+    # Only the target is cropped with the inputs: ``valid`` is made per item.
+    spatial_keys: ClassVar[tuple[str, ...]] = (TARGET,)
     _area_name: ClassVar[re.Pattern[str]] = re.compile(
         r"(\d+)".join(map(re.escape, VaihingenDSM.top_file.split("{area}"))))
 
@@ -104,6 +105,8 @@ class VaihingenDataModule(DownstreamDataModule):
         super().__init__(root, **kwargs)
         self.crops_per_area = crops_per_area
         self.val_areas = val_areas
+        self.crop = SampleCrop(self.input_px, self.spatial_keys)
+        self.flips = SampleFlips(self.spatial_keys)
 
     @property
     def input_sensors(self) -> tuple[str, ...]:
@@ -144,8 +147,9 @@ class VaihingenDataModule(DownstreamDataModule):
         heights = torch.where(missing, torch.nan, dsm - lowest)
         inputs = {name: raw[key] for name, key in self.input_keys.items()}
         inputs[self.height_sensor] = heights
-        return {INPUTS: inputs, TARGET: raw["mask"],
-                VALID: torch.ones((1, *dsm.shape[-2:]), dtype=torch.bool)}
+        # The class indices as float32 (exact) until the view: kornia crops floats as they
+        # are, where it would convert an integer mask of the whole area for every crop.
+        return {INPUTS: inputs, TARGET: raw["mask"].float()}
 
     def _train_items(self, indices: Sequence[int]) -> list[Item]:
         return [(index, None) for index in indices for _ in range(self.crops_per_area)]
@@ -171,12 +175,16 @@ class VaihingenDataModule(DownstreamDataModule):
             raise ValueError(f"{path}: unreadable raster ({error})") from error
 
     def _train_view(self, sample: Sample, key: Any) -> Sample:
-        cropped = random_crop(sample, self.spatial_keys, self.input_px)
-        return random_flip(cropped, self.spatial_keys)
+        valid = torch.ones((1, self.input_px, self.input_px), dtype=torch.bool)
+        return self._item(self.flips(self.crop.random(sample)), valid)
 
     def _eval_view(self, sample: Sample, key: tuple[int, int, int, int]) -> Sample:
         top, left, new_top, new_left = key
-        tile = crop(sample, self.spatial_keys, top, left, self.input_px)
-        valid = torch.zeros_like(tile[VALID])
+        valid = torch.zeros((1, self.input_px, self.input_px), dtype=torch.bool)
         valid[:, new_top - top:, new_left - left:] = True
-        return dict(tile, **{VALID: valid})
+        return self._item(self.crop.at(sample, top, left), valid)
+
+    @staticmethod
+    def _item(cut: Sample, valid: Tensor) -> Sample:
+        """A crop or tile with its target as int64 class indices and its ``valid`` mask."""
+        return dict(cut, **{TARGET: cut[TARGET].long(), VALID: valid})
