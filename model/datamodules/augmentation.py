@@ -29,7 +29,7 @@ def _as_batch(values: Tensor) -> Tensor:
 
 
 def _data_key(values: Tensor) -> str:
-    """kornia's data key of a tensor: ``input`` if it holds floats, else ``mask``."""
+    """The kornia data key of a tensor: ``input`` if it holds floats, else ``mask``."""
     return "input" if values.is_floating_point() else "mask"
 
 

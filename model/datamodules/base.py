@@ -41,8 +41,11 @@ def subset_indices(count: int, keep: int, seed: int) -> list[int]:
 
 
 def missing_values(values: Tensor, sensor: Sensor) -> Tensor:
-    """Where ``values`` (in the sensor's physical unit) are missing: NaN, or the registry's
-    nodata value times its scale plus its offset."""
+    """Where ``values`` (in the sensor's physical unit) are missing.
+
+    A value is missing if it is NaN, or the registry's nodata value times its scale plus its
+    offset.
+    """
     missing = torch.isnan(values)
     if sensor.nodata is not None and not math.isnan(sensor.nodata):
         missing |= values == sensor.nodata * sensor.scale + sensor.offset
@@ -66,8 +69,10 @@ def map_spatial(sample: Sample, keys: Sequence[str], fn: Callable[[Tensor], Tens
 
 
 class TaskSamples(Dataset[Sample]):
-    """One split of a task: each item is a source sample, prepared (converted to the task's
-    format, missing inputs filled), then cut by a view (augmentation, crop, tile, padding).
+    """One split of a task: each item is a source sample, prepared, then cut by a view.
+
+    Preparing converts the source sample to the task's format and fills its missing inputs; the
+    view applies augmentation, crop, tile or padding.
 
     The last prepared sample is kept, so the items of one source sample in a row (the tiles of
     a Vaihingen area) read it once.
@@ -197,8 +202,9 @@ class DownstreamDataModule(LightningDataModule, ABC):
         return [(index, None) for index in range(len(source))]  # type: ignore[arg-type]
 
     def setup(self, stage: str | None = None) -> None:
-        """Open the splits, draw the training subset and compute the statistics (once, for
-        any stage: evaluation needs the training statistics too).
+        """Open the splits, draw the training subset and compute the statistics.
+
+        This happens once, for any stage: evaluation needs the training statistics too.
 
         Args:
             stage: the Lightning stage (``fit``, ``validate``, ``test``); all are alike.

@@ -32,8 +32,13 @@ class _BigEarthNetFloat(BigEarthNet):
     sensor_band_sets: ClassVar[dict[str, str]] = {"sentinel1_grd": "s1", "sentinel2_l2a": "s2"}
 
     def __init__(self, root: Path, split: str, sensors: Sequence[str]) -> None:
-        """Open a split with the bands of ``sensors`` (a non-empty subset of
-        :attr:`sensor_band_sets`)."""
+        """Open a split with the bands of ``sensors``.
+
+        Args:
+            root: the directory holding TorchGeo's BigEarthNet layout and split CSVs.
+            split: ``train``, ``val`` or ``test``.
+            sensors: a non-empty subset of :attr:`sensor_band_sets`.
+        """
         self.loaded_sensors = tuple(s for s in self.sensor_band_sets if s in sensors)
         bands = ("all" if len(self.loaded_sensors) > 1
                  else self.sensor_band_sets[self.loaded_sensors[0]])
@@ -54,8 +59,10 @@ class _BigEarthNetFloat(BigEarthNet):
 
 
 class BigEarthNetDataModule(DownstreamDataModule):
-    """BigEarthNet v1.0 multi-label classification (19 classes) from Sentinel-2 L2A, Sentinel-1
-    or both, over TorchGeo's ``BigEarthNet`` (its layout and split CSVs under ``root``).
+    """BigEarthNet v1.0 multi-label classification (19 classes).
+
+    The inputs are Sentinel-2 L2A, Sentinel-1 or both, over TorchGeo's ``BigEarthNet`` (its
+    layout and split CSVs under ``root``).
 
     Batch: ``inputs`` ``sentinel2_l2a`` (B, 12, P, P) reflectance (DN x 1e-4) and/or
     ``sentinel1_grd`` (B, 2, P, P) VV, VH in dB; ``target`` (B, 19) float32 multi-hot. The

@@ -107,8 +107,12 @@ class GeoPile2DataModule(LightningDataModule):
         return dict(batch, **{SENSORS_KEY: sub_batches})
 
     def state_dict(self) -> dict[str, int]:
-        """Where training is in its epoch (saved in checkpoints): the epoch and the batches of
-        it this rank has trained on."""
+        """Where training is in its epoch, saved in checkpoints.
+
+        Returns:
+            ``epoch`` and ``batches_done`` (the batches of it this rank has trained on); empty
+            without a trainer.
+        """
         if self.trainer is None:
             return {}
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current

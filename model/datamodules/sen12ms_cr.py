@@ -14,8 +14,9 @@ from model.datasets.sen12ms_cr import SEN12MSCR
 
 
 class SEN12MSCRDataModule(DownstreamDataModule):
-    """SEN12MS-CR cloud removal: the cloudy Sentinel-2 and Sentinel-1 in, the cloud-free
-    Sentinel-2 out, over :class:`~model.datasets.SEN12MSCR` (official scene splits).
+    """SEN12MS-CR cloud removal: cloudy Sentinel-2 and Sentinel-1 in, cloud-free Sentinel-2 out.
+
+    Over :class:`~model.datasets.SEN12MSCR` (official scene splits).
 
     Batch: ``inputs`` ``sentinel2_l1c`` (B, 13, P, P) cloudy reflectance and
     ``sentinel1_grd`` (B, 2, P, P) VV, VH in dB; ``target`` (B, 13, P, P) cloud-free

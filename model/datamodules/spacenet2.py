@@ -24,13 +24,13 @@ from model.datasets.spacenet2 import SpaceNet2PanMS
 
 
 def wald_degradation(pan: Tensor, ms: Tensor, ratio: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Wald's protocol for pan-sharpening with reference: degrade PAN and MS so the original
-    MS becomes the target.
+    """Degrade PAN and MS by Wald's protocol so the original MS becomes the target.
 
-    Strictly, the protocol low-passes each band with a Gaussian matched to the sensor's
-    modulation transfer function before decimating; here the low-pass is a box filter (the area
-    average of ``F.interpolate(mode="area")``), which needs no MTF gains. Area averaging and
-    bicubic interpolation are both symmetric, so the three results flip with their inputs.
+    Wald's protocol is for pan-sharpening with reference. Strictly, the protocol low-passes each
+    band with a Gaussian matched to the sensor's modulation transfer function before decimating;
+    here the low-pass is a box filter (the area average of ``F.interpolate(mode="area")``),
+    which needs no MTF gains. Area averaging and bicubic interpolation are both symmetric, so
+    the three results flip with their inputs.
 
     Args:
         pan: the panchromatic image, (1, H, W).
@@ -57,8 +57,13 @@ def wald_degradation(pan: Tensor, ms: Tensor, ratio: int) -> tuple[Tensor, Tenso
 
 
 def _pad_bottom_right(values: Tensor, size: int) -> Tensor:
-    """``values`` (C, h, w) padded at the bottom and right to (C, size, size): replicating the
-    border, or with False for a boolean mask."""
+    """Pad ``values`` (C, h, w) at the bottom and right to (C, size, size).
+
+    The padding replicates the border, or is False for a boolean mask.
+
+    Raises:
+        ValueError: if ``values`` is larger than ``size`` in height or width.
+    """
     height, width = values.shape[-2:]
     if max(height, width) > size:
         raise ValueError(f"a {height} x {width} image does not fit in {size} x {size} "
@@ -70,16 +75,15 @@ def _pad_bottom_right(values: Tensor, size: int) -> Tensor:
 
 
 class SpaceNet2DataModule(DownstreamDataModule):
-    """SpaceNet 2 pan-sharpening under Wald's protocol, over
-    :class:`~model.datasets.SpaceNet2PanMS` (splits by image number).
+    """SpaceNet 2 pan-sharpening under Wald's protocol.
 
-    Each PAN (about 650 px) + MS (about 163 px) chip is degraded by :func:`wald_degradation`:
-    the network sees ``worldview3_pan``, PAN area-averaged onto the MS grid, and
-    ``worldview3_ms``, MS area-averaged by ``ratio`` and upsampled bicubically back to the MS
-    grid; it predicts the original MS. Everything is then padded at the bottom and right to
-    ``input_px`` (P) by replicating the border; training first flips randomly (everything,
-    ``ms_low`` included). Values are 11-bit digital numbers, so the target's data range is
-    2047.
+    Over :class:`~model.datasets.SpaceNet2PanMS` (splits by image number). Each PAN (about 650
+    px) + MS (about 163 px) chip is degraded by :func:`wald_degradation`: the network sees
+    ``worldview3_pan``, PAN area-averaged onto the MS grid, and ``worldview3_ms``, MS
+    area-averaged by ``ratio`` and upsampled bicubically back to the MS grid; it predicts the
+    original MS. Everything is then padded at the bottom and right to ``input_px`` (P) by
+    replicating the border; training first flips randomly (everything, ``ms_low`` included).
+    Values are 11-bit digital numbers, so the target's data range is 2047.
 
     Batch: ``inputs`` ``worldview3_ms`` (B, 8, P, P) and ``worldview3_pan`` (B, 1, P, P);
     ``target`` (B, 8, P, P) the original MS; ``valid`` (B, 1, P, P) bool, True on the real

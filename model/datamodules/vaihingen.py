@@ -29,8 +29,7 @@ from model.datasets.vaihingen import VaihingenDSM
 
 
 def tile_origins(length: int, tile: int) -> list[tuple[int, int]]:
-    """Non-overlapping tiles covering ``length`` pixels, the last one shifted inward so that it
-    ends at the border.
+    """Non-overlapping tiles covering ``length`` pixels; the last shifted to end at the border.
 
     Args:
         length: pixels to cover.
@@ -49,17 +48,17 @@ def tile_origins(length: int, tile: int) -> list[tuple[int, int]]:
 
 
 class VaihingenDataModule(DownstreamDataModule):
-    """ISPRS Vaihingen semantic segmentation (6 classes) from the IR-R-G orthophoto and the DSM,
-    over :class:`~model.datasets.VaihingenDSM`.
+    """ISPRS Vaihingen semantic segmentation (6 classes) from the IR-R-G orthophoto and the DSM.
 
-    Inputs: ``cir`` (IR-R-G digital numbers 0-255) and ``dsm``, heights in metres relative to
-    the area's lowest valid DSM pixel (a per-area offset, the same for every crop and tile of
-    an area; terrain relief stays in). Training draws ``crops_per_area`` random ``input_px``
-    (P) crops per area and epoch, with random flips (the same for inputs, target and
-    ``valid``). Validation and test cut each area into a grid of non-overlapping P x P tiles,
-    the last row and column shifted inward to end at the border; ``valid`` marks each pixel
-    once (False where a shifted tile overlaps the tile before it), so metrics over ``valid``
-    count every pixel of the area exactly once. The units of ``train_fraction`` are areas.
+    Over :class:`~model.datasets.VaihingenDSM`. Inputs: ``cir`` (IR-R-G digital numbers 0-255)
+    and ``dsm``, heights in metres relative to the area's lowest valid DSM pixel (a per-area
+    offset, the same for every crop and tile of an area; terrain relief stays in). Training
+    draws ``crops_per_area`` random ``input_px`` (P) crops per area and epoch, with random flips
+    (the same for inputs, target and ``valid``). Validation and test cut each area into a grid
+    of non-overlapping P x P tiles, the last row and column shifted inward to end at the border;
+    ``valid`` marks each pixel once (False where a shifted tile overlaps the tile before it), so
+    metrics over ``valid`` count every pixel of the area exactly once. The units of
+    ``train_fraction`` are areas.
 
     Splits: ``train`` the 16 areas with released ground truth, ``test`` the other 17; ``val``
     is ``test`` unless ``val_areas`` names training areas to hold out for validation.
