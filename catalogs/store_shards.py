@@ -34,10 +34,21 @@ _SHUFFLES = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE,
 
 
 def chunk_codec(dtype: np.dtype | str) -> Blosc:
-    """The Blosc codec zarr runs for ``image`` chunks of ``dtype`` (its type size set)."""
-    return Blosc(cname=IMAGE_COMPRESSOR.cname.value, clevel=IMAGE_COMPRESSOR.clevel,
-                 shuffle=_SHUFFLES[IMAGE_COMPRESSOR.shuffle.value],
-                 blocksize=IMAGE_COMPRESSOR.blocksize, typesize=np.dtype(dtype).itemsize)
+    """The Blosc codec zarr runs for ``image`` chunks of ``dtype`` (its type size set).
+
+    The settings are read from the codec's JSON form, which holds plain strings in every zarr
+    3 release; its attributes ``cname`` and ``shuffle`` are enums in zarr 3.1, strings in 3.4.
+
+    Args:
+        dtype: the chip's data type; its item size is Blosc's type size.
+
+    Returns:
+        A numcodecs Blosc codec that encodes chunks byte for byte as zarr does.
+    """
+    settings = IMAGE_COMPRESSOR.to_dict()["configuration"]
+    return Blosc(cname=settings["cname"], clevel=settings["clevel"],
+                 shuffle=_SHUFFLES[settings["shuffle"]], blocksize=settings["blocksize"],
+                 typesize=np.dtype(dtype).itemsize)
 
 
 def encode_chunk(chip: np.ndarray, codec: Blosc | None = None) -> bytes:

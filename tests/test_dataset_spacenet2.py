@@ -119,6 +119,12 @@ def test_plot(root: Path) -> None:
     figure = dataset.plot(sample, suptitle="chip")
     assert isinstance(figure, Figure)
     assert len(figure.axes) == 3
+    pan, rgb = (np.asarray(ax.images[0].get_array()) for ax in figure.axes[:2])
+    assert pan.shape == tuple(sample["image_pan"].shape[1:])
+    # each band stretched on its own, between its 2nd and 98th percentiles
+    assert rgb.shape == (*sample["image_ms"].shape[1:], 3)
+    assert np.allclose(rgb.min(axis=(0, 1)), 0.0) and np.allclose(rgb.max(axis=(0, 1)), 1.0)
+    assert pan.min() == 0.0 and pan.max() == 1.0
     plt.close(figure)
     prediction = torch.nn.functional.interpolate(sample["image_ms"][None], size=data.PAN_PX)[0]
     figure = dataset.plot({"image_pan": sample["image_pan"], "image_ms": sample["image_ms"],

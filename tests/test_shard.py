@@ -251,7 +251,7 @@ def test_every_chip_and_its_metadata_round_trip(built: Path, chip_files: list[Pa
             np.testing.assert_array_equal(group[fmt.TRANSFORM][rows], location.transforms)
             np.testing.assert_array_equal(group[fmt.BOUNDS_LONLAT][rows], location.bounds_lonlat)
             stamp = location.datetimes[sensor]
-            expected = np.datetime64("NaT") if stamp is None else np.datetime64(
+            expected = np.datetime64("NaT", "us") if stamp is None else np.datetime64(
                 fmt.encode_datetime(stamp), "us")
             np.testing.assert_array_equal(fmt.decode_datetimes(group[fmt.DATETIME][rows]),
                                           np.full(location.count, expected))

@@ -179,11 +179,12 @@ class Sentinel1Files(RasterDataset):
 def _keep_both_images(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """IntersectionDataset collate: each sensor's image under its registry name.
 
-    Not one concatenated ``image``; with the first sample's ``crs`` and ``bounds``.
+    Not one concatenated ``image``; with the first sample's other keys (``crs`` and ``bounds``
+    in TorchGeo 0.8; from 0.10, ``bounds`` and ``transform``, and no ``crs``).
     """
     optical, sar = samples
-    return {OPTICAL_SENSOR: optical["image"], SAR_SENSOR: sar["image"],
-            "crs": optical["crs"], "bounds": optical["bounds"]}
+    metadata = {key: value for key, value in optical.items() if key != "image"}
+    return {**metadata, OPTICAL_SENSOR: optical["image"], SAR_SENSOR: sar["image"]}
 
 
 def torchgeo_pair_dataset(files: Sequence[tuple[Path, Path]]) -> IntersectionDataset:

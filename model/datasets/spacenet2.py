@@ -17,11 +17,10 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
-from torchgeo.datasets.utils import percentile_normalization
 
 from catalogs.builders.spacenet2 import LABEL_FOLDER, RASTER_PRODUCTS
 from catalogs.sensors import get_sensor
-from model.datasets.display import panel_figure
+from model.datasets.display import panel_figure, stretch
 from model.datasets.raster_files import read_physical
 
 
@@ -276,7 +275,7 @@ class SpaceNet2PanMS(NonGeoDataset):
         grey = {"cmap": "gray", "vmin": 0, "vmax": 1, "interpolation": "none"}
         colour = {"vmin": 0, "vmax": 1, "interpolation": "none"}
         panels = [
-            ("PAN", percentile_normalization(sample["image_pan"][0].float().numpy()), grey),
+            ("PAN", stretch(sample["image_pan"][0].float().numpy()[..., None])[..., 0], grey),
             ("MS (true colour)", self._rgb(sample["image_ms"]), colour),
         ]
         if "mask" in sample:
@@ -288,5 +287,6 @@ class SpaceNet2PanMS(NonGeoDataset):
     def _rgb(self, ms: Tensor) -> np.ndarray:
         """The true-colour bands of an 8-band MS tensor as a (rows, cols, 3) picture."""
         indices = [self.ms_band_names.index(band) for band in self.rgb_bands]
-        rgb = ms[indices].float().numpy().transpose(1, 2, 0)
-        return percentile_normalization(rgb, axis=(0, 1))
+        # display.stretch, not TorchGeo's percentile_normalization: from TorchGeo 0.10 that
+        # one flattens the image before taking percentiles (no per-band axis) and is deprecated.
+        return stretch(ms[indices].float().numpy().transpose(1, 2, 0))
