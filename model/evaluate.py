@@ -5,7 +5,9 @@ pretrained export and the same network at random init (``python -m model.finetun
 subprocess each, exactly as a user runs it), scores the classical baselines on the same test
 split, and writes ``reports/benchmarks.json`` (DVC metrics: ``{task: {variant: {metric:
 value}}}``), ``reports/benchmarks.md`` (a table laid out like Table 3 of the msGFM paper) and
-one prediction picture per task.
+one prediction picture per task. What each task measures (columns, main metric, baselines,
+title, the paper's figure) comes from its :class:`~model.tasks.downstream.TaskSpec` in
+:data:`model.tasks.TASKS`.
 """
 
 from __future__ import annotations
@@ -22,43 +24,15 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from lightning import LightningDataModule
 
 from catalogs.atomic_files import atomic_folder, finite_or_none, write_json, write_text
-from model.evaluation.baselines import (
-    bicubic_upsample,
-    brovey,
-    cloudy_input,
-    majority_class,
-    majority_scores,
-)
-from model.evaluation.metrics import ClassificationMetrics, RestorationMetrics, SegmentationMetrics
-from model.finetune import TASKS
-from model.finetuning import FIGURE_FILE, METRICS_FILE, ignore_invalid, valid_crop
+from model.tasks import TASKS
+from model.tasks.downstream import FIGURE_FILE, METRICS_FILE
 
 Results = dict[str, dict[str, dict[str, float | None]]]  # None: unmeasurable
 VARIANTS = ("pretrained", "random")
-# Columns of the report per task: (metric, higher is better).
-COLUMNS: dict[str, tuple[tuple[str, bool], ...]] = {
-    "classification": (("mAP_micro", True), ("mAP_macro", True)),
-    "cloud_removal": (("MAE", False), ("RMSE", False), ("PSNR", True), ("SAM", False),
-                      ("SSIM", True)),
-    "pansharpening": (("PSNR", True), ("SSIM", True), ("SAM", False), ("ERGAS", False)),
-    "segmentation": (("mIoU", True), ("OA", True)),
-}
-MAIN_METRIC = {"classification": "mAP_micro", "cloud_removal": "PSNR",
-               "pansharpening": "PSNR", "segmentation": "mIoU"}
-TITLES = {"classification": "BigEarthNet (S1+S2)", "cloud_removal": "SEN12MS-CR",
-          "pansharpening": "SpaceNet 2 (WorldView-3)", "segmentation": "Vaihingen (IR-R-G+DSM)"}
-# msGFM's published results on the real datasets, for reference only. Source: the benchmark
-# listing of arXiv 2404.01260 at wizwand.com (the paper's Table 3 and text); the paper has
-# more columns than we could verify, so only these are quoted.
-PAPER = {"classification": "mAP 92.9 (100% of the training set), 87.5 (10%)",
-         "cloud_removal": "MAE 0.026",
-         "pansharpening": "PSNR 22.85",
-         "segmentation": "mIoU 75.8"}
 
 
 def config_path(configs: Path, task: str) -> Path:
@@ -96,70 +70,6 @@ def data_module(config: Path) -> LightningDataModule:
     return data
 
 
-def _score(metric: Any, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
-    for prediction, target in pairs:
-        metric.update(prediction, target)
-    return {name: float(value) for name, value in metric.compute().items()}
-
-
-def classification_baselines(data: LightningDataModule) -> dict[str, dict[str, float]]:
-    """Majority: every test sample gets the training set's label frequencies as scores."""
-    prior = majority_scores(torch.cat([b["target"] for b in data.train_dataloader()]))
-    info = data.target_info
-    pairs = ((prior.expand_as(b["target"]), b["target"].long()) for b in data.test_dataloader())
-    metric = ClassificationMetrics(info["num_classes"], from_logits=False)
-    return {"majority": _score(metric, pairs)}
-
-
-def cloud_removal_baselines(data: LightningDataModule) -> dict[str, dict[str, float]]:
-    """Cloudy input: the cloudy Sentinel-2 itself as the prediction."""
-    info = data.target_info
-    pairs = ((cloudy_input(b["inputs"][info["sensor"]]), b["target"])
-             for b in data.test_dataloader())
-    return {"cloudy_input": _score(RestorationMetrics(info["data_range"]), pairs)}
-
-
-def pansharpening_baselines(data: LightningDataModule) -> dict[str, dict[str, float]]:
-    """Bicubic upsampling of the degraded MS, and the Brovey transform with the degraded PAN."""
-    info = data.target_info
-    methods: dict[str, Callable[[dict[str, Any]], torch.Tensor]] = {
-        "bicubic": lambda b: _upsampled(b),
-        "brovey": lambda b: brovey(_upsampled(b), valid_crop(b["pan_low"], b["valid"])),
-    }
-    results = {}
-    for name, method in methods.items():
-        pairs = ((method(b), valid_crop(b["target"], b["valid"])) for b in data.test_dataloader())
-        results[name] = _score(RestorationMetrics(info["data_range"], ergas_ratio=4.0), pairs)
-    return results
-
-
-def _upsampled(batch: dict[str, Any]) -> torch.Tensor:
-    """The degraded MS (its real block) upsampled bicubically to the target's real size."""
-    height, width = valid_crop(batch["target"], batch["valid"]).shape[-2:]
-    ratio = batch["target"].shape[-1] // batch["ms_low"].shape[-1]
-    real_low = batch["ms_low"][..., : height // ratio, : width // ratio]
-    return bicubic_upsample(real_low, (height, width))
-
-
-def segmentation_baselines(data: LightningDataModule) -> dict[str, dict[str, float]]:
-    """Majority: the most frequent (non-clutter) training class everywhere."""
-    info = data.target_info
-    masks = [b["target"] for b in data.train_dataloader()]
-    label = majority_class(masks, ignore_index=info["ignore_index"])
-    pairs = ((torch.full_like(b["target"], label), ignore_invalid(b, info["ignore_index"]))
-             for b in data.test_dataloader())
-    return {"majority": _score(SegmentationMetrics(info["num_classes"],
-                                                   ignore_index=info["ignore_index"]), pairs)}
-
-
-BASELINES: dict[str, Callable[[LightningDataModule], dict[str, dict[str, float]]]] = {
-    "classification": classification_baselines,
-    "cloud_removal": cloud_removal_baselines,
-    "pansharpening": pansharpening_baselines,
-    "segmentation": segmentation_baselines,
-}
-
-
 def markdown_report(results: Results, runs: Mapping[str, Mapping[str, Any]]) -> str:
     """The Table-3-like report: rows random init, baselines, ours; columns each task's metrics."""
     lines = ["# Downstream mini benchmarks on the sample world", "",
@@ -168,9 +78,10 @@ def markdown_report(results: Results, runs: Mapping[str, Mapping[str, Any]]) -> 
              "model's quality on the real datasets. Same network, data, seed and schedule for "
              "both inits; metrics over the whole test split. Best of each column in bold.", ""]
     for task in results:
-        columns = COLUMNS[task]
+        spec = TASKS[task]
+        columns = spec.columns
         rows = ["random", *[v for v in results[task] if v not in VARIANTS], "pretrained"]
-        lines += [f"## {TITLES[task]} ({task})", "",
+        lines += [f"## {spec.title} ({task})", "",
                   "| method | " + " | ".join(f"{m} {'↑' if up else '↓'}" for m, up in columns)
                   + " |", "|---|" + "---|" * len(columns)]
         for row in rows:
@@ -188,7 +99,7 @@ def markdown_report(results: Results, runs: Mapping[str, Mapping[str, Any]]) -> 
         run = runs[task]
         lines += ["", f"Pretrained embeddings: {run['embeddings']}; {run['train_samples']} "
                   f"training samples, {run['steps']} steps. Paper (real data, for reference "
-                  f"only): {PAPER[task]}.", "", f"![{task} predictions](benchmarks/{task}.png)",
+                  f"only): {spec.paper}.", "", f"![{task} predictions](benchmarks/{task}.png)",
                   ""]
     wins = [t for t in results if _better(t, results[t]["pretrained"], results[t]["random"])]
     lines += ["## Summary", "", f"Pretrained beats random init on the main metric of "
@@ -198,8 +109,8 @@ def markdown_report(results: Results, runs: Mapping[str, Mapping[str, Any]]) -> 
 
 def _better(task: str, ours: Mapping[str, float | None],
             other: Mapping[str, float | None]) -> bool:
-    metric = MAIN_METRIC[task]
-    higher = dict(COLUMNS[task])[metric]
+    metric = TASKS[task].main_metric
+    higher = TASKS[task].higher_is_better(metric)
     if ours[metric] is None or other[metric] is None:
         return False
     return ours[metric] > other[metric] if higher else ours[metric] < other[metric]
@@ -227,7 +138,7 @@ def evaluate(pretrained: Path, configs: Path, runs_dir: Path, reports: Path,
                 details[task] = record
             progress(f"{task} {variant}: {_main(task, record['metrics'])} "
                      f"({time.perf_counter() - start:.0f} s)")
-        for name, scores in BASELINES[task](data_module(config)).items():
+        for name, scores in TASKS[task].baselines(data_module(config)).items():
             results[task][name] = scores
             progress(f"{task} baseline {name}: {_main(task, scores)}")
     write_reports(results, details, runs_dir, reports)
@@ -235,8 +146,9 @@ def evaluate(pretrained: Path, configs: Path, runs_dir: Path, reports: Path,
 
 
 def _main(task: str, metrics: Mapping[str, float | None]) -> str:
-    value = metrics[MAIN_METRIC[task]]
-    return f"{MAIN_METRIC[task]} {'unmeasurable' if value is None else f'{value:.4g}'}"
+    metric = TASKS[task].main_metric
+    value = metrics[metric]
+    return f"{metric} {'unmeasurable' if value is None else f'{value:.4g}'}"
 
 
 def write_reports(results: Results, details: Mapping[str, Any], runs_dir: Path,

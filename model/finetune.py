@@ -12,9 +12,7 @@ import sys
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from model.finetuning import DownstreamTask
-
-TASKS = ("classification", "cloud_removal", "pansharpening", "segmentation")
+from model.tasks import TASKS, DownstreamTask
 
 
 class FinetuneCLI(LightningCLI):

@@ -12,8 +12,7 @@ import sys
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from model.datamodules.geopile2 import GeoPile2DataModule
-from model.export import refused_checkpoint
-from model.pretraining import MsGFMPretraining
+from model.tasks.pretraining import MsGFMPretraining
 
 
 class PretrainCLI(LightningCLI):
@@ -47,7 +46,9 @@ def main(args: list[str] | None = None) -> int:
     except pickle.UnpicklingError as error:
         if checkpoint is None:  # not a checkpoint's: e.g. a DataLoader worker's message
             raise
-        raise refused_checkpoint(checkpoint, error) from error
+        raise ValueError(f"{checkpoint}: refused by a weights-only load (it holds pickled "
+                         "objects other than tensors and plain containers): "
+                         f"{error}") from error
     return 0
 
 

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, 
 
 from model.datamodules.geopile2 import GeoPile2DataModule  # noqa: E402
 from model.pretrain import PretrainCLI  # noqa: E402
-from model.pretraining import MsGFMPretraining  # noqa: E402
+from model.tasks.pretraining import MsGFMPretraining  # noqa: E402
 
 
 class RecordRank(lightning.Callback):

@@ -1,4 +1,4 @@
-"""Classical baselines (model/evaluation/baselines.py)."""
+"""Classical baselines of the downstream tasks (model/tasks/<task>.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from model.evaluation.baselines import (
-    bicubic_upsample,
-    brovey,
-    cloudy_input,
-    gram_schmidt,
-    majority_class,
-    majority_scores,
-)
+from model.tasks.classification import majority_scores
+from model.tasks.cloud_removal import cloudy_input
+from model.tasks.pansharpening import bicubic_upsample, brovey
+from model.tasks.segmentation import majority_class
 
 
 def _pansharpening_pair(seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -84,22 +80,6 @@ def test_brovey_zero_intensity_is_finite() -> None:
     assert torch.equal(brovey(ms_up, torch.ones(1, 1, 4, 4)), ms_up)
 
 
-def test_gram_schmidt_intensity_equals_matched_pan() -> None:
-    ms_up, pan = _pansharpening_pair(2)
-    out = gram_schmidt(ms_up, pan)
-    intensity = ms_up.mean(dim=1, keepdim=True)
-    dims = (2, 3)
-    matched = ((pan - pan.mean(dims, keepdim=True)) / pan.std(dims, correction=0, keepdim=True)
-               * intensity.std(dims, correction=0, keepdim=True)
-               + intensity.mean(dims, keepdim=True))
-    torch.testing.assert_close(out.mean(dim=1, keepdim=True), matched)
-
-
-def test_gram_schmidt_returns_ms_when_pan_is_intensity() -> None:
-    ms_up, _ = _pansharpening_pair(3)
-    torch.testing.assert_close(gram_schmidt(ms_up, ms_up.mean(dim=1, keepdim=True)), ms_up)
-
-
 @pytest.mark.parametrize(("call", "message"), [
     (lambda: majority_scores(torch.zeros(4)), "train_targets must have shape"),
     (lambda: majority_scores(torch.full((2, 3), 2)), "train_targets must hold only 0 and 1"),
@@ -114,7 +94,6 @@ def test_gram_schmidt_returns_ms_when_pan_is_intensity() -> None:
     (lambda: brovey(torch.zeros(1, 4, 8), torch.zeros(1, 1, 8, 8)), "ms_up must be a float"),
     (lambda: brovey(torch.zeros(1, 4, 8, 8), torch.zeros(1, 1, 8, 8), torch.ones(3)),
      r"weights must be \(4,\)"),
-    (lambda: gram_schmidt(torch.zeros(1, 4, 8, 8), torch.zeros(2, 1, 8, 8)), "pan must be"),
 ])
 def test_errors_name_the_argument(call: Callable[[], object], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from model.evaluate import write_reports
-from model.finetuning import FIGURE_FILE
+from model.tasks.downstream import FIGURE_FILE
 
 DETAILS = {"pansharpening": {"embeddings": {"worldview3_pan": "pretrained"},
                              "train_samples": 4, "steps": 2}}

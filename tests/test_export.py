@@ -1,5 +1,6 @@
-"""An exported encoder reloads from its weights and STAC MLM card alone, and computes the same
-features; a damaged export gives an error that says what is wrong."""
+"""An exported encoder reloads from its weights and STAC MLM card alone (model/export.py,
+model/model_card.py), and computes the same features; a damaged export gives an error that says
+what is wrong."""
 
 from __future__ import annotations
 
@@ -18,15 +19,8 @@ from catalogs.stac import validate_core
 from catalogs.store_format import SensorManifest, read_manifest
 from model import load_pretrained
 from model.datasets.transforms import band_moments
-from model.export import (
-    ANY_TIME,
-    CARD_FILE,
-    MLM_SCHEMA,
-    WEIGHTS_FILE,
-    ModelCardError,
-    export_pretrained,
-    load_checkpoint_state,
-)
+from model.export import export_pretrained
+from model.model_card import ANY_TIME, CARD_FILE, MLM_SCHEMA, WEIGHTS_FILE, ModelCardError
 from model.nn.encoder import encoder_config
 from model.nn.msgfm import MsGFM
 from tests.pipeline_setup import busy_reference
@@ -181,16 +175,6 @@ def test_a_card_without_an_encoder_field_is_refused(export: Path, tmp_path: Path
     (out / CARD_FILE).write_text(json.dumps(card))
     with pytest.raises(ValueError, match="missing \\['window_size'\\]"):
         load_pretrained(out)
-
-
-def test_checkpoints_load_weights_only(tmp_path: Path) -> None:
-    state = {"state_dict": {"w": torch.ones(2)}, "epoch": 1, "lr": math.pi}
-    torch.save(state, tmp_path / "plain.ckpt")
-    loaded = load_checkpoint_state(tmp_path / "plain.ckpt")
-    assert torch.equal(loaded["state_dict"]["w"], torch.ones(2)) and loaded["epoch"] == 1
-    torch.save({"x": object()}, tmp_path / "pickled.ckpt")
-    with pytest.raises(ValueError, match="weights-only"):
-        load_checkpoint_state(tmp_path / "pickled.ckpt")
 
 
 def _edit_card(out: Path, edit: Callable[[dict], object]) -> None:

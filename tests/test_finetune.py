@@ -17,13 +17,14 @@ from catalogs.sample.benchmark import render_downstream_sets
 from catalogs.sample.downstream import DownstreamSizes, scene_triplets
 from catalogs.store_format import SensorManifest, read_manifest
 from model import load_pretrained
-from model.evaluate import TASKS, config_path, evaluate
+from model.evaluate import config_path, evaluate
 from model.export import export_pretrained
 from model.finetune import main
-from model.finetuning import FIGURE_FILE, METRICS_FILE
 from model.nn.downstream import DownstreamNetwork, MissingEmbeddingError
 from model.nn.encoder import encoder_config
 from model.nn.msgfm import MsGFM
+from model.tasks import TASKS
+from model.tasks.downstream import FIGURE_FILE, METRICS_FILE
 from tests.pipeline_setup import busy_reference
 
 # One worker runs this module, so its module fixtures are built once.

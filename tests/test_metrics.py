@@ -16,11 +16,9 @@ from torchmetrics.functional.image import (
 )
 from torchmetrics.image import ErrorRelativeGlobalDimensionlessSynthesis
 
-from model.evaluation.metrics import (
-    ClassificationMetrics,
-    RestorationMetrics,
-    SegmentationMetrics,
-)
+from model.tasks.classification import ClassificationMetrics
+from model.tasks.restoration import RestorationMetrics
+from model.tasks.segmentation import SegmentationMetrics
 
 
 def _generator(seed: int) -> torch.Generator:

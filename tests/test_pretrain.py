@@ -16,7 +16,6 @@ import torch
 import yaml
 
 from model import load_pretrained
-from model.export import load_checkpoint_state
 from model.pretrain import main
 from tests.http_server import file_server
 from tests.pipeline_setup import busy_reference
@@ -75,7 +74,7 @@ def test_a_short_run_writes_checkpoint_logs_figures_and_export(store: Path,
     pairs = (("dsm", "rgb"), ("sentinel1_grd", "sentinel2_l2a"))  # the end: each sensor and pair
     assert {name for name in figures if name.startswith("step0000003_")} == \
         {f"step0000003_{a}_to_{b}.png" for pair in pairs for a in pair for b in pair}
-    state = load_checkpoint_state(tmp_path / "checkpoints" / "epoch=0-step=3.ckpt")
+    state = torch.load(tmp_path / "checkpoints" / "epoch=0-step=3.ckpt", weights_only=True)
     assert state["hyper_parameters"]["store"] == str(store)  # loads with weights_only=True
     encoder = load_pretrained(tmp_path / "export")
     features = encoder("sentinel2_l2a", torch.randn(1, 12, 64, 64))

@@ -22,6 +22,10 @@ from torch import Tensor, nn
 from model.nn.moe import SparseMoE
 
 VERSIONS = ("v1", "v2")
+# Parameters of timm's Swin stages that timm's own models exempt from weight decay
+# (SwinTransformer.no_weight_decay, SwinTransformerV2.no_weight_decay), matched in the name.
+NO_WEIGHT_DECAY_KEYWORDS = {"v1": ("relative_position_bias_table",),
+                            "v2": ("cpb_mlp", "logit_scale")}
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,18 @@ class SwinEncoder(nn.Module):
             yield stage
             in_dim = out_dim
             grid = grid // 2 if i > 0 else grid
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters AdamW should not decay, as timm's Swin models list them.
+
+        Returns:
+            The mask token and, per Swin version, the attention's position-bias parameters
+            (V1: the relative-position tables; V2: the continuous position-bias MLP and the
+            logit scales). Norms and biases are left to the optimiser's 1-D rule.
+        """
+        keywords = NO_WEIGHT_DECAY_KEYWORDS[self.config.version]
+        return {"mask_token"} | {name for name, _ in self.named_parameters()
+                                 if any(keyword in name for keyword in keywords)}
 
     def moe_layers(self) -> list[SparseMoE]:
         """The MoE layers, in depth order."""

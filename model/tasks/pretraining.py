@@ -1,26 +1,36 @@
 """msGFM pretraining as a LightningModule: the loss, its logs, the optimiser and schedule, the
-Figure-3 pictures and the export at the end."""
+Figure-3 pictures of masked reconstruction and the export at the end.
+
+The pictures are laid out like Figure 3 of the msGFM paper: input, masked input, reconstruction
+and target, for each sensor and each cross-sensor pair.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import numpy as np
 import torch
 from lightning import LightningModule
-from torch.optim.lr_scheduler import LambdaLR
+from matplotlib import pyplot as plt
 
-from catalogs.store_format import acquisition_range, read_manifest
+from catalogs.atomic_files import save_figure
+from catalogs.store_format import SensorManifest, acquisition_range, read_manifest
 from model.datasets.batching import step_seed
+from model.datasets.display import composite
 from model.export import export_pretrained
-from model.figures import save_reconstruction_figures
 from model.nn.encoder import encoder_config
-from model.nn.msgfm import MsGFM, PretrainOutput
+from model.nn.msgfm import MsGFM, PretrainOutput, Reconstruction
+from model.tasks.optimization import adamw_warmup_cosine
 
 REFERENCE_BATCH = 512  # the paper's learning rate is given per 512 samples
+FIGURE_COLUMNS = ("input", "masked input", "reconstruction", "target")
+FIGURE_ROWS = 2  # examples per picture
+MASK_GREY = 0.5
 
 
 class MsGFMPretraining(LightningModule):
@@ -55,7 +65,8 @@ class MsGFMPretraining(LightningModule):
             aux_weight: weight of the MoE load-balancing loss.
             base_lr: learning rate per 512 samples (scaled by the global batch).
             batch_size: samples per step and device (for the learning-rate scaling).
-            weight_decay: AdamW weight decay.
+            weight_decay: AdamW weight decay (not on norms, biases, the mask token and what
+                the network's ``no_weight_decay()`` lists).
             warmup_share: share of the steps of linear warm-up before the cosine decay.
             figure_every_n_steps: write the Figure-3 pictures every N steps (0: at the end only).
             export_dir: where the end of training exports the encoder (default: the log
@@ -108,19 +119,13 @@ class MsGFMPretraining(LightningModule):
         self.log("val/mim", out.mim_loss, batch_size=_batch_rows(batch), sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW at ``base_lr x global batch / 512``, linear warm-up, then cosine decay."""
+        """AdamW at ``base_lr x global batch / 512`` (no decay on norms, biases, the mask token
+        and what the network exempts), linear warm-up, then cosine decay."""
         world = self.trainer.world_size if self.trainer else 1
         lr = self.hparams["base_lr"] * self.hparams["batch_size"] * world / REFERENCE_BATCH
-        decay = [p for n, p in self.named_parameters() if p.ndim > 1 and "mask_token" not in n]
-        other = [p for n, p in self.named_parameters() if p.ndim <= 1 or "mask_token" in n]
-        optimizer = torch.optim.AdamW([{"params": decay},
-                                       {"params": other, "weight_decay": 0.0}],
-                                      lr=lr, weight_decay=self.hparams["weight_decay"])
-        total = max(int(self.trainer.estimated_stepping_batches), 1) if self.trainer else 1
-        warmup = int(total * self.hparams["warmup_share"])
-        schedule = LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        total = int(self.trainer.estimated_stepping_batches) if self.trainer else 1
+        return adamw_warmup_cosine(self.network, lr, self.hparams["weight_decay"],
+                                   self.hparams["warmup_share"], total)
 
     def _new_network(self) -> MsGFM:
         return MsGFM(self._channels, self._config,
@@ -178,13 +183,51 @@ class MsGFMPretraining(LightningModule):
                      batch_size=rows)
 
 
-def warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """Learning-rate factor: linear from 0 to 1 over ``warmup`` steps, then cosine to 0."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1)
-    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
 def _batch_rows(batch: dict[str, Any]) -> int:
     return sum(sub["image"].shape[0] for sub in batch["sensors"].values())
+
+
+def save_reconstruction_figures(groups: Sequence[Reconstruction],
+                                sensors: Mapping[str, SensorManifest], folder: Path,
+                                step: int) -> list[Path]:
+    """One PNG per (encoded sensor, decoded sensor) group:
+    ``folder/step<step>_<source>_to_<target>.png``; returns their paths."""
+    matplotlib.use("Agg")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for group in groups:
+        path = folder / f"step{step:07d}_{group.source}_to_{group.target_sensor}.png"
+        save_figure(reconstruction_figure(group, sensors), path)
+        paths.append(path)
+    return paths
+
+
+def reconstruction_figure(group: Reconstruction,
+                          sensors: Mapping[str, SensorManifest]) -> plt.Figure:
+    """The four columns of :data:`FIGURE_COLUMNS` for the first :data:`FIGURE_ROWS` chips of
+    ``group``."""
+    rows = min(FIGURE_ROWS, len(group.rows))
+    columns = len(FIGURE_COLUMNS)
+    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
+    source, target = sensors[group.source], sensors[group.target_sensor]
+    patch = group.image.shape[-1] // group.mask.shape[-1]
+    for row in range(rows):
+        mask = np.kron(group.mask[row].cpu().numpy(), np.ones((patch, patch))).astype(bool)
+        picture = _picture(group.image[row], source)
+        masked = np.where(mask[..., None], MASK_GREY, picture)
+        panels = (picture, masked, _picture(group.prediction[row], target),
+                  _picture(group.target[row], target))
+        for column, (ax, panel) in enumerate(zip(axes[row], panels, strict=True)):
+            ax.imshow(panel)
+            ax.axis("off")
+            if row == 0:
+                sensor = source if column < 2 else target
+                ax.set_title(f"{FIGURE_COLUMNS[column]}\n{sensor.name}")
+    figure.suptitle(f"{group.source} -> {group.target_sensor}")
+    figure.tight_layout()
+    return figure
+
+
+def _picture(image: object, sensor: SensorManifest) -> np.ndarray:
+    values = np.asarray(image.detach().float().cpu(), dtype=np.float32)
+    return composite(values, sensor.name, sensor.kind, sensor.band_names)

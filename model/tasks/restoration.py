@@ -1,10 +1,6 @@
-"""Metrics of the four downstream benchmarks, accumulated over a whole evaluation set.
-
-Each class is a torchmetrics object: call ``update`` once per batch and ``compute`` once at the
-end; every score is computed from the state of the whole set (global sums, per-image scores or
-stored rankings), never as a mean of per-batch values. ``compute`` returns a flat mapping of
-name -> scalar tensor.
-"""
+"""What cloud removal and pan-sharpening share: image-to-image regression as a residual over an
+input of the target's sensor, and its metrics (MAE, RMSE, PSNR, SSIM, SAM, ERGAS) accumulated over
+a whole evaluation set."""
 
 from __future__ import annotations
 
@@ -13,81 +9,15 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection
-from torchmetrics.classification import MulticlassConfusionMatrix, MultilabelAveragePrecision
 from torchmetrics.functional.image import error_relative_global_dimensionless_synthesis
 from torchmetrics.image import (
     PeakSignalNoiseRatio,
     StructuralSimilarityIndexMeasure,
 )
 
-__all__ = ["ClassificationMetrics", "RestorationMetrics", "SegmentationMetrics"]
+from model.tasks.downstream import DownstreamTask
 
-
-class ClassificationMetrics(MetricCollection):
-    """Multi-label mean average precision (BigEarthNet-19).
-
-    Keys of ``compute()``: ``mAP_micro`` (AP of all (sample, class) pairs ranked together) and
-    ``mAP_macro`` (mean over classes of the per-class AP), both from torchmetrics'
-    ``MultilabelAveragePrecision`` with exact thresholds (scores of the whole set are stored and
-    ranked once at ``compute``), as ``sklearn.metrics.average_precision_score`` defines AP.
-
-    AP depends on the ranking of the scores only. torchmetrics decides per batch whether scores
-    are logits (any value outside [0, 1]) and applies a sigmoid then, which would rank batches on
-    different scales; this class fixes the scale once instead: with ``from_logits=True`` every
-    batch goes through a sigmoid in float64 (distinct up to logits of about 36, where float32
-    probabilities would already tie at about 17), with ``from_logits=False`` scores must lie in
-    [0, 1] and are used as they are.
-
-    Args:
-        num_classes: number of labels K.
-        from_logits: whether scores are logits (True) or probabilities (False).
-
-    Raises:
-        ValueError: if ``num_classes`` < 2.
-    """
-
-    def __init__(self, num_classes: int, *, from_logits: bool = True) -> None:
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        super().__init__({
-            f"mAP_{average}": MultilabelAveragePrecision(num_classes, average=average)
-            for average in ("micro", "macro")
-        })
-        self.num_classes = num_classes
-        self.from_logits = from_logits
-
-    def update(self, scores: Tensor, targets: Tensor) -> None:  # type: ignore[override]
-        """Add a batch.
-
-        Args:
-            scores: (B, K) float logits or probabilities (see ``from_logits``).
-            targets: (B, K) integer labels in {0, 1}.
-
-        Raises:
-            ValueError: if a shape, dtype or value range does not match.
-        """
-        super().update(*self._prepare(scores, targets))
-
-    def forward(self, scores: Tensor, targets: Tensor) -> dict[str, Any]:  # type: ignore[override]
-        """Add a batch and return the metrics of that batch alone."""
-        return super().forward(*self._prepare(scores, targets))
-
-    def _prepare(self, scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        shape = f"(B, {self.num_classes})"
-        if scores.ndim != 2 or scores.shape[1] != self.num_classes:
-            raise ValueError(f"scores must have shape {shape}, got {tuple(scores.shape)}")
-        if targets.shape != scores.shape:
-            raise ValueError(f"targets must have shape {tuple(scores.shape)} as scores, "
-                             f"got {tuple(targets.shape)}")
-        if not scores.is_floating_point():
-            raise ValueError(f"scores must be a float tensor, got {scores.dtype}")
-        if targets.is_floating_point() or not bool(((targets == 0) | (targets == 1)).all()):
-            raise ValueError("targets must be an integer tensor of 0 and 1")
-        if self.from_logits:
-            return torch.sigmoid(scores.double()), targets.long()
-        if not bool(((scores >= 0) & (scores <= 1)).all()):
-            raise ValueError("scores must lie in [0, 1] with from_logits=False")
-        return scores, targets.long()
+MAIN_METRIC = "PSNR"
 
 
 class _MeanSpectralAngle(Metric):
@@ -235,67 +165,28 @@ class RestorationMetrics(MetricCollection):
                 targets.to(dtype).clamp(0, self.data_range))
 
 
-class SegmentationMetrics(MulticlassConfusionMatrix):
-    """Semantic segmentation scores from one confusion matrix of the set (ISPRS Vaihingen).
+class RestorationTask(DownstreamTask):
+    """Image-to-image regression as a residual over an input of the target's sensor: the head
+    predicts, in normalised units, what to add to that input; the loss is L1 there."""
 
-    Pixels whose target is ``ignore_index`` (Vaihingen: 0, clutter/background, excluded as the
-    literature does) are dropped entirely; a prediction of ``ignore_index`` on any other pixel
-    stays in the matrix as an error of that pixel's class. Keys of ``compute()``:
+    ergas_ratio: float | None = None
 
-    - ``IoU_<k>`` for every class k but ``ignore_index``: ``TP / (TP + FP + FN)``, NaN for a
-      class absent from both predictions and targets of the set.
-    - ``mIoU``: mean of the ``IoU_<k>`` that are not NaN.
-    - ``OA``: correctly classified pixels over all non-ignored pixels.
+    def output_channels(self, info: dict[str, Any]) -> int:
+        return int(info["channels"])
 
-    Args:
-        num_classes: number of classes K, ``ignore_index`` included.
-        ignore_index: class whose target pixels are ignored, or None to score all.
+    def configure_metrics(self, info: dict[str, Any]) -> MetricCollection:
+        return RestorationMetrics(float(info["data_range"]), ergas_ratio=self.ergas_ratio)
 
-    Raises:
-        ValueError: if ``num_classes`` < 2 or ``ignore_index`` is not a class.
-    """
+    def predict_from(self, output: Tensor, batch: dict[str, Any]) -> Tensor:
+        sensor = self.target_info["sensor"]
+        base = self.normalise(sensor, batch["inputs"][sensor])
+        return self.denormalise(sensor, base + output)
 
-    def __init__(self, num_classes: int = 6, ignore_index: int | None = 0) -> None:
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        if ignore_index is not None and not 0 <= ignore_index < num_classes:
-            raise ValueError(f"ignore_index must be in [0, {num_classes}), got {ignore_index}")
-        super().__init__(num_classes, ignore_index=ignore_index)
-        self.scored_classes = [k for k in range(num_classes) if k != ignore_index]
-
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add a batch.
-
-        Args:
-            preds: (B, K, H, W) float logits or scores, or (B, H, W) integer class indices.
-            target: (B, H, W) integer class indices.
-
-        Raises:
-            ValueError: if a shape or dtype does not match.
-        """
-        if target.ndim != 3 or target.is_floating_point():
-            raise ValueError(f"target must be an integer tensor (B, H, W), "
-                             f"got {target.dtype} {tuple(target.shape)}")
-        if preds.is_floating_point():
-            expected = (target.shape[0], self.num_classes, *target.shape[1:])
-            if preds.shape != expected:
-                raise ValueError(f"preds (logits) must have shape {expected}, "
-                                 f"got {tuple(preds.shape)}")
-            preds = preds.argmax(dim=1)
-        elif preds.shape != target.shape:
-            raise ValueError(f"preds (class indices) must have shape {tuple(target.shape)}, "
-                             f"got {tuple(preds.shape)}")
-        super().update(preds, target)
-
-    def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
-        """mIoU, OA and per-class IoU of the set."""
-        confmat = self.confmat.double()
-        true_positives = confmat.diagonal()
-        union = confmat.sum(dim=0) + confmat.sum(dim=1) - true_positives
-        iou = true_positives / union  # 0 / 0 -> NaN for a class seen nowhere
-        scored = iou[self.scored_classes]
-        result = {f"IoU_{k}": iou[k] for k in self.scored_classes}
-        result["mIoU"] = scored.nanmean()
-        result["OA"] = true_positives.sum() / confmat.sum()
-        return result
-
+    def loss(self, prediction: Tensor, batch: dict[str, Any]) -> Tensor:
+        sensor = self.target_info["sensor"]
+        error = (self.normalise(sensor, prediction) - self.normalise(sensor, batch["target"])).abs()
+        valid = batch.get("valid")
+        if valid is None:
+            return error.mean()
+        weight = valid.to(error.dtype).expand_as(error)
+        return (error * weight).sum() / weight.sum().clamp(min=1.0)

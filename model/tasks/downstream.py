@@ -1,18 +1,12 @@
-"""Fine-tuning msGFM on the four downstream benchmarks as LightningModules.
+"""What the downstream tasks share: the LightningModule base and the spec each task declares.
 
-One base class holds what the tasks share: the network (a pretrained export through
+:class:`DownstreamTask` holds the network (a pretrained export through
 :func:`model.load_pretrained`, or the same architecture at random init), input normalisation
-with the training set's band statistics,
-AdamW with warm-up and cosine decay, and metrics accumulated over the whole evaluation set
-(never averaged per batch). Each task adds its head, loss, metrics and prediction picture:
-
-* :class:`ClassificationTask`: BigEarthNet multi-label (BCE; mAP micro and macro).
-* :class:`CloudRemovalTask`: SEN12MS-CR (residual over the cloudy input; L1; MAE, RMSE, PSNR,
-  SAM, SSIM).
-* :class:`PanSharpeningTask`: SpaceNet 2, Wald's protocol (residual over the upsampled MS; L1
-  on the real pixels; PSNR, SSIM, SAM, ERGAS).
-* :class:`SegmentationTask`: Vaihingen IR-R-G + DSM (cross-entropy; mIoU and OA without
-  clutter).
+with the training set's band statistics, the optimiser (:mod:`model.tasks.optimization`) and
+metrics accumulated over the whole evaluation set (never averaged per batch), one
+``MetricCollection`` per stage cloned from the task's :meth:`~DownstreamTask.configure_metrics`.
+Each task module adds its head, loss, metrics, prediction picture, classical baselines and a
+:class:`TaskSpec` that the report (:mod:`model.evaluate`) reads.
 
 The network is built in :meth:`DownstreamTask.configure_model`, once the data module says which
 sensors come in and what the target is.
@@ -20,42 +14,69 @@ sensors come in and what the target is.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import matplotlib
 import torch
-from lightning import LightningModule
+from lightning import LightningDataModule, LightningModule
 from matplotlib import pyplot as plt
 from torch import Tensor
-from torch.nn import functional as F
-from torch.optim.lr_scheduler import LambdaLR
-from torchmetrics import Metric
+from torchmetrics import Metric, MetricCollection
 
 from catalogs.atomic_files import finite_or_none, save_figure, write_json
 from catalogs.sensors import get_sensor
-from model.evaluation.metrics import ClassificationMetrics, RestorationMetrics, SegmentationMetrics
 from model.export import load_pretrained
 from model.nn.downstream import DownstreamNetwork, HeadKind
 from model.nn.encoder import EncoderConfig, encoder_config
-from model.prediction_figures import (
-    classification_figure,
-    cloud_removal_figure,
-    pansharpening_figure,
-    segmentation_figure,
-)
-from model.pretraining import warmup_cosine
+from model.tasks.optimization import adamw_warmup_cosine
 
 Init = Literal["pretrained", "random"]
+Scores = dict[str, dict[str, float]]  # {baseline: {metric: value}}
 METRICS_FILE = "metrics.json"
 FIGURE_FILE = "prediction.png"
+VAL_PREFIX = "val/"
+TEST_PREFIX = "test/"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the benchmark report needs to know of one downstream task.
+
+    Attributes:
+        name: the task's name (``configs/finetune/<name with dashes>-sample.yaml``).
+        title: the benchmark dataset, as the report's heading names it.
+        columns: the report's columns: (metric, higher is better).
+        main_metric: the metric that decides which init wins.
+        baselines: scores the classical baselines on a data module's test split.
+        paper: msGFM's published result on the real dataset, quoted for reference.
+    """
+
+    name: str
+    title: str
+    columns: tuple[tuple[str, bool], ...]
+    main_metric: str
+    baselines: Callable[[LightningDataModule], Scores]
+    paper: str
+
+    def higher_is_better(self, metric: str) -> bool:
+        """Whether a larger ``metric`` is better."""
+        return dict(self.columns)[metric]
+
+
+def score(metric: Metric, pairs: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
+    """Feed every (prediction, target) pair to ``metric``; its values over all of them."""
+    for prediction, target in pairs:
+        metric.update(prediction, target)
+    return {name: float(value) for name, value in metric.compute().items()}
 
 
 class DownstreamTask(LightningModule):
-    """What the four fine-tuning tasks share; subclasses set the head, loss and metrics."""
+    """What the fine-tuning tasks share; subclasses set the head, loss, metrics and figure."""
 
     head_kind: HeadKind = "dense"
-    main_metric: str = ""
 
     def __init__(self, pretrained: str | None = None, init: Init = "pretrained",
                  preset: str = "tiny", input_px: int = 192, lr: float = 1e-3,
@@ -71,7 +92,8 @@ class DownstreamTask(LightningModule):
             preset: encoder preset when no export is given (random init only).
             input_px: side of the input images (the data module's ``input_px``).
             lr: peak learning rate of AdamW.
-            weight_decay: AdamW weight decay (not on norms, biases and tokens).
+            weight_decay: AdamW weight decay (not on norms, biases, tokens and what the
+                network's ``no_weight_decay()`` lists).
             warmup_share: share of the steps of linear warm-up before the cosine decay.
             aux_weight: weight of the MoE load-balancing loss (when the encoder has MoE).
             out_dir: where :meth:`on_test_epoch_end` writes ``metrics.json`` and
@@ -89,14 +111,14 @@ class DownstreamTask(LightningModule):
         self.save_hyperparameters()
         self.network: DownstreamNetwork | None = None
         self.normalisation: dict[str, tuple[Tensor, Tensor]] = {}
-        self.test_metrics: Metric | None = None
-        self.val_metrics: Metric | None = None
+        self.val_metrics: MetricCollection | None = None
+        self.test_metrics: MetricCollection | None = None
         self._figure_batch: tuple[dict[str, Any], Tensor] | None = None
 
     # --- building -------------------------------------------------------------------------
 
     def configure_model(self) -> None:
-        """Build the network for the data module's sensors and target (once)."""
+        """Build the network and the metrics for the data module's sensors and target (once)."""
         if self.network is not None:
             return
         data = self.trainer.datamodule
@@ -114,8 +136,9 @@ class DownstreamTask(LightningModule):
         self.normalisation = dict(data.statistics())
         self.network = network
         self.target_info = info
-        self.val_metrics = self.build_metrics(info)
-        self.test_metrics = self.build_metrics(info)
+        metrics = self.configure_metrics(info)
+        self.val_metrics = metrics.clone(prefix=VAL_PREFIX)
+        self.test_metrics = metrics.clone(prefix=TEST_PREFIX)
 
     def _encoder_config(self, exported: EncoderConfig | None) -> EncoderConfig:
         config = exported or encoder_config(self.hparams["preset"],
@@ -129,8 +152,8 @@ class DownstreamTask(LightningModule):
         """Channels of the head's output for this task."""
         raise NotImplementedError
 
-    def build_metrics(self, info: dict[str, Any]) -> Metric:
-        """A fresh metric accumulating over one evaluation set."""
+    def configure_metrics(self, info: dict[str, Any]) -> MetricCollection:
+        """The task's metrics over one evaluation set (cloned per stage)."""
         raise NotImplementedError
 
     # --- forward ----------------------------------------------------------------------------
@@ -187,7 +210,7 @@ class DownstreamTask(LightningModule):
     def on_validation_epoch_end(self) -> None:
         """Log the validation metrics of the whole set."""
         for name, value in self.val_metrics.compute().items():
-            self.log(f"val/{name}", value)
+            self.log(name, value)
         self.val_metrics.reset()
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -200,10 +223,11 @@ class DownstreamTask(LightningModule):
     def on_test_epoch_end(self) -> None:
         """Log the test metrics; write them (strict JSON: an unmeasurable one as null) and the
         prediction picture to ``out_dir``, each file replaced atomically."""
-        results = {name: float(value) for name, value in self.test_metrics.compute().items()}
+        results = {name.removeprefix(TEST_PREFIX): float(value)
+                   for name, value in self.test_metrics.compute().items()}
         self.test_metrics.reset()
         for name, value in results.items():
-            self.log(f"test/{name}", value)
+            self.log(f"{TEST_PREFIX}{name}", value)
         if not self.trainer.is_global_zero:
             return
         out_dir = Path(self.hparams["out_dir"] or self.trainer.log_dir
@@ -223,138 +247,8 @@ class DownstreamTask(LightningModule):
         raise NotImplementedError
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW (no decay on norms, biases, tokens), linear warm-up then cosine decay."""
-        named = list(self.named_parameters())
-        decay = [p for n, p in named if p.ndim > 1 and "token" not in n]
-        other = [p for n, p in named if p.ndim <= 1 or "token" in n]
-        optimizer = torch.optim.AdamW([{"params": decay}, {"params": other, "weight_decay": 0.0}],
-                                      lr=self.hparams["lr"],
-                                      weight_decay=self.hparams["weight_decay"])
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = int(total * self.hparams["warmup_share"])
-        schedule = LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-
-class ClassificationTask(DownstreamTask):
-    """Multi-label scene classification (BigEarthNet, 19 classes): BCE on logits; mAP micro
-    (the literature's figure) and macro over the whole evaluation set."""
-
-    head_kind = "classification"
-    main_metric = "mAP_micro"
-
-    def output_channels(self, info: dict[str, Any]) -> int:
-        return int(info["num_classes"])
-
-    def build_metrics(self, info: dict[str, Any]) -> Metric:
-        return ClassificationMetrics(int(info["num_classes"]))
-
-    def loss(self, prediction: Tensor, batch: dict[str, Any]) -> Tensor:
-        return F.binary_cross_entropy_with_logits(prediction, batch["target"].float())
-
-    def scored(self, prediction: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        return prediction, batch["target"].long()  # logits: the metric applies the sigmoid
-
-    def figure(self, batch: dict[str, Any], prediction: Tensor) -> plt.Figure:
-        return classification_figure(batch, prediction.sigmoid(),
-                                     self.target_info["class_names"])
-
-
-class _RestorationTask(DownstreamTask):
-    """Image-to-image regression as a residual over an input of the target's sensor: the head
-    predicts, in normalised units, what to add to that input; the loss is L1 there."""
-
-    main_metric = "PSNR"
-    ergas_ratio: float | None = None
-
-    def output_channels(self, info: dict[str, Any]) -> int:
-        return int(info["channels"])
-
-    def build_metrics(self, info: dict[str, Any]) -> Metric:
-        return RestorationMetrics(float(info["data_range"]), ergas_ratio=self.ergas_ratio)
-
-    def predict_from(self, output: Tensor, batch: dict[str, Any]) -> Tensor:
-        sensor = self.target_info["sensor"]
-        base = self.normalise(sensor, batch["inputs"][sensor])
-        return self.denormalise(sensor, base + output)
-
-    def loss(self, prediction: Tensor, batch: dict[str, Any]) -> Tensor:
-        sensor = self.target_info["sensor"]
-        error = (self.normalise(sensor, prediction) - self.normalise(sensor, batch["target"])).abs()
-        valid = batch.get("valid")
-        if valid is None:
-            return error.mean()
-        weight = valid.to(error.dtype).expand_as(error)
-        return (error * weight).sum() / weight.sum().clamp(min=1.0)
-
-
-class CloudRemovalTask(_RestorationTask):
-    """SEN12MS-CR: cloudy Sentinel-2 + Sentinel-1 in, the clear Sentinel-2 out (reflectance);
-    MAE, RMSE, PSNR, SAM (degrees) and SSIM over the whole evaluation set."""
-
-    def figure(self, batch: dict[str, Any], prediction: Tensor) -> plt.Figure:
-        return cloud_removal_figure(batch, prediction, self.target_info["sensor"])
-
-
-class PanSharpeningTask(_RestorationTask):
-    """SpaceNet 2 pan-sharpening at reduced resolution (Wald's protocol): MS upsampled to the
-    PAN grid + PAN in, MS at the PAN grid out; PSNR, SSIM, SAM, ERGAS on the real (unpadded)
-    pixels over the whole evaluation set."""
-
-    ergas_ratio = 4.0
-
-    def scored(self, prediction: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        return valid_crop(prediction, batch["valid"]), valid_crop(batch["target"], batch["valid"])
-
-    def figure(self, batch: dict[str, Any], prediction: Tensor) -> plt.Figure:
-        return pansharpening_figure(batch, prediction, self.target_info["sensor"])
-
-
-class SegmentationTask(DownstreamTask):
-    """Semantic segmentation (Vaihingen, 6 classes): cross-entropy over every class; mIoU and
-    overall accuracy over the 5 classes without clutter, as the literature reports."""
-
-    main_metric = "mIoU"
-
-    def output_channels(self, info: dict[str, Any]) -> int:
-        return int(info["num_classes"])
-
-    def build_metrics(self, info: dict[str, Any]) -> Metric:
-        return SegmentationMetrics(int(info["num_classes"]), ignore_index=info["ignore_index"])
-
-    def loss(self, prediction: Tensor, batch: dict[str, Any]) -> Tensor:
-        return F.cross_entropy(prediction, batch["target"])
-
-    def scored(self, prediction: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        """Class indices; pixels outside ``valid`` (tile overlaps) are left out."""
-        return prediction.argmax(dim=1), ignore_invalid(batch, self.target_info["ignore_index"])
-
-    def figure(self, batch: dict[str, Any], prediction: Tensor) -> plt.Figure:
-        return segmentation_figure(batch, prediction.argmax(dim=1),
-                                   self.target_info["class_names"])
-
-
-def ignore_invalid(batch: dict[str, Any], ignore_index: int) -> Tensor:
-    """The target with ``ignore_index`` wherever ``batch["valid"]`` (if given) is False."""
-    target = batch["target"]
-    valid = batch.get("valid")
-    return target if valid is None else target.masked_fill(~valid[:, 0], ignore_index)
-
-
-def valid_crop(image: Tensor, valid: Tensor) -> Tensor:
-    """The top-left block of real pixels of a padded batch (padding is at the bottom/right).
-
-    Args:
-        image: (B, C, H, W).
-        valid: (B, 1, H, W) bool, True on real pixels.
-
-    Raises:
-        ValueError: when the samples of the batch have real blocks of different sizes.
-    """
-    rows = valid[:, 0].any(dim=2).sum(dim=1)
-    cols = valid[:, 0].any(dim=1).sum(dim=1)
-    if (rows != rows[0]).any() or (cols != cols[0]).any():
-        raise ValueError("the batch mixes images of different real sizes: "
-                         f"{sorted(set(zip(rows.tolist(), cols.tolist(), strict=True)))}")
-    return image[..., : int(rows[0]), : int(cols[0])]
+        """AdamW (no decay on norms, biases, tokens and what the network exempts), linear
+        warm-up then cosine decay, over the trainer's steps."""
+        return adamw_warmup_cosine(self.network, self.hparams["lr"],
+                                   self.hparams["weight_decay"], self.hparams["warmup_share"],
+                                   int(self.trainer.estimated_stepping_batches))
