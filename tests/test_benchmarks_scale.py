@@ -27,7 +27,7 @@ from pipeline.benchmarks.scale import (
     _decode,
     projected_seconds,
 )
-from pipeline.benchmarks.scale_input import (
+from pipeline.benchmarks.scale_catalog import (
     PROPORTIONS,
     asset_paths,
     catalog_items,

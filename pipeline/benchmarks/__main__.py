@@ -18,9 +18,9 @@ from pipeline.benchmarks.full_scene import (
     format_full_scene_report,
     run_full_scene,
 )
-from pipeline.benchmarks.full_scene_input import FULL_TILE_PX
 from pipeline.benchmarks.scale import ScaleConfig, format_scale_report, run_scale
-from pipeline.benchmarks.scale_input import picture_mix
+from pipeline.benchmarks.scale_catalog import picture_mix
+from pipeline.benchmarks.sentinel_tile_pair import FULL_TILE_PX
 from pipeline.benchmarks.suite import (
     BenchConfig,
     format_report,

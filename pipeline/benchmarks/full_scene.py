@@ -1,7 +1,7 @@
 """``python -m pipeline.benchmarks --full-scene``: one full-size scene pair, three ways.
 
 One full-size Sentinel-2 tile paired with a Sentinel-1 RTC scene on another UTM zone
-(:mod:`pipeline.benchmarks.full_scene_input`), co-registered into one chip file three ways,
+(:mod:`pipeline.benchmarks.sentinel_tile_pair`), co-registered into one chip file three ways,
 each run in a fresh process of its own pinned to one core:
 
 - ``blocked``: :func:`~pipeline.coregister.write_item_chips` as the coregister stage calls it,
@@ -52,8 +52,8 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from catalogs.item_assets import SensorAsset, nodata_mask, sensor_assets
-from pipeline.benchmarks.full_scene_input import FULL_TILE_PX, FullScene, ensure_full_scene
 from pipeline.benchmarks.resources import pinned, tree_usage
+from pipeline.benchmarks.sentinel_tile_pair import FULL_TILE_PX, FullScene, ensure_full_scene
 from pipeline.benchmarks.suite import run_dir
 from pipeline.chips import LocationChips, chunk_file
 from pipeline.cluster import ALLOCATOR_ENVIRON

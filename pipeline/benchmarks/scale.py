@@ -1,7 +1,7 @@
 """The scale bench (``python -m pipeline.benchmarks --items N``): the whole pipeline, per stage.
 
 The whole pipeline over N small items in GeoPile-2's proportions
-(:mod:`pipeline.benchmarks.scale_input`), per stage, with the per-item costs projected to
+(:mod:`pipeline.benchmarks.scale_catalog`), per stage, with the per-item costs projected to
 GeoPile-2's two million items.
 
 Each stage runs through the command line's stage table on a dask LocalCluster of ``workers``
@@ -50,7 +50,7 @@ from catalogs.sensors import get_sensor
 from catalogs.store_format import open_store
 from catalogs.store_shards import chunk_codec, encode_chunk
 from pipeline.benchmarks.resources import tree_usage
-from pipeline.benchmarks.scale_input import (
+from pipeline.benchmarks.scale_catalog import (
     PROPORTIONS,
     asset_paths,
     catalog_items,
