@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catalogs.layouts.sen12ms import Patch, patch_path
 from catalogs.sample import render
 from catalogs.sample.camera import quantize_db, to_display_8bit, to_scaled_integers
 from catalogs.sample.files import write_cog, write_picture
@@ -33,11 +34,6 @@ def _rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, *stream])
 
 
-def sen12ms_patch_path(folder: Path, name: str, kind: str, scene: int, patch: int) -> Path:
-    """SEN12MS's file naming: ``<folder>/<kind>_<scene>/<name>_<kind>_<scene>_p<patch>.tif``."""
-    return folder / f"{kind}_{scene}" / f"{name}_{kind}_{scene}_p{patch}.tif"
-
-
 def write_sen12ms(world: World, root: Path) -> None:
     """SEN12MS-like patches: Sentinel-2 L2A on UTM 32N, Sentinel-1 on UTM 33N (a rotated grid
     with a sub-pixel origin shift, so co-registration is real work) and MODIS-coded land cover
@@ -55,7 +51,7 @@ def write_sen12ms(world: World, root: Path) -> None:
             name = f"{roi}_{season}"
 
             def stem(kind: str, name: str = name, scene: int = scene, patch: int = patch) -> Path:
-                return sen12ms_patch_path(root / name, name, kind, scene, patch)
+                return patch_path(root / name, Patch(name, scene, patch), kind)
 
             noise_rng = _rng(world.seed, 1, scene, patch)
             reflectance = render.surface_reflectance(world, grid, s2)
