@@ -14,8 +14,9 @@ from pyproj import Transformer
 from rasterio.warp import Resampling, reproject
 from shapely.geometry import box, shape
 
+from catalogs.grid import Grid
 from catalogs.sample import WRITERS, build_sample, downstream, pretraining
-from catalogs.sample.render import Grid, sample_points
+from catalogs.sample.render import sample_points
 from catalogs.sample.world import World
 from catalogs.stac import file_checksum, validate_tree
 

@@ -19,6 +19,7 @@ from affine import Affine
 from pyproj import Transformer
 from shapely.geometry import mapping, shape
 
+from catalogs.grid import Grid
 from catalogs.layouts import sen12ms_cr as sen12ms_cr_layout
 from catalogs.layouts import spacenet2 as spacenet2_layout
 from catalogs.layouts import vaihingen as vaihingen_layout
@@ -163,7 +164,7 @@ def _pool(values: np.ndarray, factor: int) -> np.ndarray:
     return render.pixel_mean(values, factor)
 
 
-def _bigearthnet_metadata(grid: render.Grid, labels: list[str]) -> dict[str, object]:
+def _bigearthnet_metadata(grid: Grid, labels: list[str]) -> dict[str, object]:
     left, bottom, right, top = grid.bounds
     return {"labels": labels,
             "coordinates": {"ulx": left, "uly": top, "lrx": right, "lry": bottom},
@@ -195,7 +196,7 @@ def write_bigearthnet(world: World, root: Path, sizes: DownstreamSizes = SAMPLE)
         folder = root / "BigEarthNet-v1.0" / s2_name
         for band, values in zip(s2.bands, reflectance, strict=True):
             factor = int(band.gsd_m // 10)
-            band_grid = render.Grid(grid.crs, grid.transform @ Affine.scale(factor),
+            band_grid = Grid(grid.crs, grid.transform @ Affine.scale(factor),
                                     (BIGEARTHNET_PATCH_PX // factor,) * 2)
             stored = to_scaled_integers(_pool(values, factor), s2, S2_NOISE, noise_rng)
             write_cog(folder / f"{s2_name}_{band.name}.tif", stored, band_grid, nodata=s2.nodata)
@@ -242,7 +243,7 @@ def write_sen12ms_cr(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) 
         write_cog(path("s1"), quantize_db(sigma0), grid, nodata=s1.nodata)
 
 
-def _building_polygons(mask: np.ndarray, grid: render.Grid) -> list[dict[str, object]]:
+def _building_polygons(mask: np.ndarray, grid: Grid) -> list[dict[str, object]]:
     """GeoJSON features of the connected building regions of ``mask`` (the grid's CRS)."""
     features = []
     for number, (geometry, _) in enumerate(rasterio.features.shapes(
@@ -266,11 +267,11 @@ def write_spacenet2(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -
     for k, center in zip(sizes.spacenet2_images, centers, strict=True):
         cx, cy = to_wgs84.transform(*center)
         half = SPACENET_PAN_PX * SPACENET_PAN_DEG / 2
-        pan_grid = render.Grid("EPSG:4326", Affine(SPACENET_PAN_DEG, 0, cx - half, 0,
+        pan_grid = Grid("EPSG:4326", Affine(SPACENET_PAN_DEG, 0, cx - half, 0,
                                                     -SPACENET_PAN_DEG, cy + half),
                                (SPACENET_PAN_PX, SPACENET_PAN_PX))
         ms_step = SPACENET_PAN_DEG * SPACENET_PAN_PX / SPACENET_MS_PX
-        ms_grid = render.Grid("EPSG:4326", Affine(ms_step, 0, cx - half, 0, -ms_step, cy + half),
+        ms_grid = Grid("EPSG:4326", Affine(ms_step, 0, cx - half, 0, -ms_step, cy + half),
                               (SPACENET_MS_PX, SPACENET_MS_PX))
         noise_rng = _rng(world.seed, 7, k)
 

@@ -38,11 +38,11 @@ import pystac
 from affine import Affine
 
 from catalogs.collections import source_collection
+from catalogs.grid import Grid
 from catalogs.sample import render
 from catalogs.sample.camera import quantize_db, to_scaled_integers
 from catalogs.sample.files import write_cog
 from catalogs.sample.pretraining import S2_NOISE
-from catalogs.sample.render import Grid
 from catalogs.sample.sites import covering_grid, random_centers, world_grid
 from catalogs.sample.world import World
 from catalogs.sensors import get_sensor
