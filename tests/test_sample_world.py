@@ -18,7 +18,8 @@ from catalogs.grid import Grid
 from catalogs.sample import WRITERS, build_sample, downstream, pretraining
 from catalogs.sample.render import sample_points
 from catalogs.sample.world import World
-from catalogs.stac import file_checksum, validate_tree
+from catalogs.stac import file_checksum
+from tests.data.checks import validate_tree
 
 
 def _hashes(root: Path) -> dict[str, str]:
