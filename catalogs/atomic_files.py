@@ -112,12 +112,19 @@ def finite_or_none(value: float | None) -> float | None:
 
 @contextmanager
 def atomic_folder(target: Path | str) -> Iterator[Path]:
-    """A staging folder beside ``target`` to fill; it replaces ``target`` (a folder or
-    nothing) once the block ends without error, and is removed otherwise.
+    """A staging folder beside ``target`` that replaces it whole once the block ends.
 
-    The files are fsynced, then the staging folder takes ``target``'s place
-    (:func:`replace_folder`). The staging folder is made by :func:`tempfile.mkdtemp`
-    (mode 0o700); a caller that wants another mode sets it inside the block.
+    On an error in the block the staging folder is removed and ``target`` (a folder or
+    nothing) is left as it was. Otherwise the files are fsynced and the staging folder takes
+    ``target``'s place (:func:`replace_folder`). The staging folder is made by
+    :func:`tempfile.mkdtemp` (mode 0o700); a caller that wants another mode sets it inside the
+    block.
+
+    Args:
+        target: the folder to write.
+
+    Yields:
+        The staging folder to fill.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)

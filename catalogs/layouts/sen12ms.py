@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from catalogs.layouts import parse_number
+from catalogs.layouts.numbered_names import parse_number
 
 # SEN12MS covers the four meteorological seasons December 2016 - November 2017 (Schmitt et al.,
 # 2019, ISPRS Annals IV-2/W7); a patch carries no acquisition time, only its season's interval.

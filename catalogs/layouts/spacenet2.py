@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from catalogs.layouts import parse_number
+from catalogs.layouts.numbered_names import parse_number
 
 # The folder of an AOI: ``aoi`` its name (AOI_<n>_<City>), ``number`` its n.
 AOI_FOLDER = re.compile(r"(?P<aoi>AOI_(?P<number>\d+)_[A-Za-z]+)_Train")

@@ -11,7 +11,7 @@ ground truth, as TorchGeo's ``Vaihingen2D`` reads it)::
 
 from __future__ import annotations
 
-from catalogs.layouts import parse_number
+from catalogs.layouts.numbered_names import parse_number
 
 TOP_FOLDER = "top"
 DSM_FOLDER = "dsm"
