@@ -20,6 +20,7 @@ from pyproj import Transformer
 from shapely.geometry import mapping, shape
 
 from catalogs.grid import Grid
+from catalogs.layouts import bigearthnet as bigearthnet_layout
 from catalogs.layouts import sen12ms_cr as sen12ms_cr_layout
 from catalogs.layouts import spacenet2 as spacenet2_layout
 from catalogs.layouts import vaihingen as vaihingen_layout
@@ -193,28 +194,31 @@ def write_bigearthnet(world: World, root: Path, sizes: DownstreamSizes = SAMPLE)
                         if share >= BIGEARTHNET_MIN_SHARE)
         noise_rng = _rng(world.seed, 5, index)
         reflectance = render.surface_reflectance(world, grid, s2)
-        folder = root / "BigEarthNet-v1.0" / s2_name
+        folder = root / bigearthnet_layout.S2_FOLDER / s2_name
         for band, values in zip(s2.bands, reflectance, strict=True):
             factor = int(band.gsd_m // 10)
             band_grid = Grid(grid.crs, grid.transform @ Affine.scale(factor),
-                                    (BIGEARTHNET_PATCH_PX // factor,) * 2)
+                             (BIGEARTHNET_PATCH_PX // factor,) * 2)
             stored = to_scaled_integers(_pool(values, factor), s2, S2_NOISE, noise_rng)
-            write_cog(folder / f"{s2_name}_{band.name}.tif", stored, band_grid, nodata=s2.nodata)
+            write_cog(folder / bigearthnet_layout.band_file(s2_name, band.name), stored, band_grid,
+                      nodata=s2.nodata)
         metadata = _bigearthnet_metadata(grid, labels)
-        (folder / f"{s2_name}_labels_metadata.json").write_text(json.dumps({
+        (folder / bigearthnet_layout.metadata_file(s2_name)).write_text(json.dumps({
             **metadata, "tile_source": BIGEARTHNET_S2_SOURCE,
             "acquisition_date": BIGEARTHNET_ACQUIRED.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
-        folder = root / "BigEarthNet-S1-v1.0" / s1_name
+        folder = root / bigearthnet_layout.S1_FOLDER / s1_name
         sigma0 = quantize_db(render.backscatter_db(world, grid, s1, noise_rng))
         for band, values in zip(s1.bands, sigma0, strict=True):
-            write_cog(folder / f"{s1_name}_{band.name}.tif", values, grid, nodata=s1.nodata)
-        (folder / f"{s1_name}_labels_metadata.json").write_text(json.dumps({
+            write_cog(folder / bigearthnet_layout.band_file(s1_name, band.name), values, grid,
+                      nodata=s1.nodata)
+        (folder / bigearthnet_layout.metadata_file(s1_name)).write_text(json.dumps({
             **metadata, "scene_source": f"{BIGEARTHNET_S1_PRODUCT}_020000_02A0B2_6E9C",
             "acquisition_time": BIGEARTHNET_S1_ACQUIRED.strftime("%Y-%m-%dT%H:%M:%S"),
             "corresponding_s2_patch": s2_name}, indent=2))
         rows[split].append(f"{s2_name},{s1_name}")
     for split, lines in rows.items():
-        (root / f"bigearthnet-{split}.csv").write_text("\n".join(lines) + "\n")
+        split_file = root / bigearthnet_layout.SPLIT_FILE.format(split=split)
+        split_file.write_text("\n".join(lines) + "\n")
 
 
 def write_sen12ms_cr(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -> None:
@@ -268,11 +272,11 @@ def write_spacenet2(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -
         cx, cy = to_wgs84.transform(*center)
         half = SPACENET_PAN_PX * SPACENET_PAN_DEG / 2
         pan_grid = Grid("EPSG:4326", Affine(SPACENET_PAN_DEG, 0, cx - half, 0,
-                                                    -SPACENET_PAN_DEG, cy + half),
-                               (SPACENET_PAN_PX, SPACENET_PAN_PX))
+                                            -SPACENET_PAN_DEG, cy + half),
+                        (SPACENET_PAN_PX, SPACENET_PAN_PX))
         ms_step = SPACENET_PAN_DEG * SPACENET_PAN_PX / SPACENET_MS_PX
         ms_grid = Grid("EPSG:4326", Affine(ms_step, 0, cx - half, 0, -ms_step, cy + half),
-                              (SPACENET_MS_PX, SPACENET_MS_PX))
+                       (SPACENET_MS_PX, SPACENET_MS_PX))
         noise_rng = _rng(world.seed, 7, k)
 
         def path(product: str, k: int = k) -> Path:
