@@ -36,11 +36,21 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     path = Path(temporary)
     try:
         yield path
-        fsync_path(path)
-        os.replace(path, target)
-        fsync_path(target.parent)
+        replace_file(path, target)
     finally:
         path.unlink(missing_ok=True)
+
+
+def replace_file(new: Path, target: Path) -> None:
+    """Rename the written file ``new`` onto ``target`` durably (both in one folder).
+
+    Args:
+        new: the complete file, under a temporary name.
+        target: the file it replaces (or creates).
+    """
+    fsync_path(new)
+    os.replace(new, target)
+    fsync_path(target.parent)
 
 
 @contextmanager
@@ -102,28 +112,52 @@ def finite_or_none(value: float | None) -> float | None:
 
 @contextmanager
 def atomic_folder(target: Path | str) -> Iterator[Path]:
-    """A staging folder beside ``target`` to fill; it replaces ``target`` (a folder or
-    nothing) once the block ends without error, and is removed otherwise.
+    """A staging folder beside ``target`` that replaces it whole once the block ends.
 
-    The swap is two renames (the old folder aside, the new one in place), so a crash between
-    them leaves no ``target`` but never a half-written one; the old folder is then deleted.
+    On an error in the block the staging folder is removed and ``target`` (a folder or
+    nothing) is left as it was. Otherwise the files are fsynced and the staging folder takes
+    ``target``'s place (:func:`replace_folder`). The staging folder is made by
+    :func:`tempfile.mkdtemp` (mode 0o700); a caller that wants another mode sets it inside the
+    block.
+
+    Args:
+        target: the folder to write.
+
+    Yields:
+        The staging folder to fill.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    retired = staging.with_suffix(".old")
     try:
         yield staging
         for path in sorted(staging.rglob("*")):
             if path.is_file():
                 fsync_path(path)
-        if target.exists():
-            os.replace(target, retired)
-        os.replace(staging, target)
-        fsync_path(target.parent)
+        replace_folder(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(retired, ignore_errors=True)
+
+
+def replace_folder(new: Path, target: Path, retired: Path | None = None) -> None:
+    """Rename the folder ``new`` to ``target``, replacing the folder there, if any.
+
+    The swap is two renames (the old folder aside to ``retired``, the new one in place), so a
+    crash between them leaves no ``target`` but never a half-written one; the old folder is
+    then deleted.
+
+    Args:
+        new: the complete folder, on the filesystem of ``target``.
+        target: the folder it replaces (or creates).
+        retired: where the old folder goes before it is deleted; it must not exist. Default:
+            ``new``'s name plus ``.old``, beside ``new``.
+    """
+    retired = retired if retired is not None else new.with_name(f"{new.name}.old")
+    if target.exists():
+        os.replace(target, retired)
+    os.replace(new, target)
+    fsync_path(target.parent)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _first_non_finite(value: Any, where: str) -> str | None:

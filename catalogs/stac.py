@@ -8,7 +8,6 @@ one Item per location, one Asset per co-located sensor, keyed by the sensor's re
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import tempfile
@@ -27,6 +26,7 @@ from pyproj import CRS, Transformer
 from pystac.utils import datetime_to_str
 from shapely.geometry import box, mapping
 
+from catalogs.atomic_files import replace_file, replace_folder
 from catalogs.sensors import Sensor
 
 EXTENSIONS = {
@@ -346,8 +346,8 @@ def write_catalog(out_dir: Path | str, collections: Iterable[pystac.Collection],
         catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
         for child in sorted(Path(staging).iterdir()):
             if child.is_dir():
-                _replace_folder(child, out_dir / child.name)
-        os.replace(Path(staging) / "catalog.json", out_dir / "catalog.json")
+                replace_folder(child, out_dir / child.name)
+        replace_file(Path(staging) / "catalog.json", out_dir / "catalog.json")
     return out_dir / "catalog.json"
 
 
@@ -357,14 +357,6 @@ def _check_folder_name(kind: str, name: str) -> None:
             or any(c in name for c in ("/", "\\", "\0"))):
         raise ValueError(f"{kind} id {name[:80]!r}: not usable as a folder name (no separators, "
                          f"'..' or NUL, at most {MAX_ID_CHARS} characters)")
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """Put the folder ``new`` at ``target``; the old one (if any) is moved beside ``new``, into
-    the staging folder, which is deleted with it."""
-    if target.exists():
-        os.replace(target, new.with_name(f"{new.name}.old"))
-    os.replace(new, target)
 
 
 def _core_schema_registry() -> Any:
@@ -397,28 +389,3 @@ def validate_core(stac: Mapping[str, Any]) -> list[str]:
     validator = Draft7Validator(schema, registry=registry)
     return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
             for e in validator.iter_errors(dict(stac))]
-
-
-def validate_tree(catalog_path: Path | str) -> dict[str, list[str]]:
-    """Core-validate every STAC object of a static catalog, following its child and item
-    links from ``catalog_path`` (a ``catalog.json``, or the folder holding one).
-    Returns ``{path: errors}`` for the invalid objects, and reports links to missing files."""
-    root = Path(catalog_path)
-    pending = [root / "catalog.json" if root.is_dir() else root]
-    seen: set[Path] = set()
-    failures: dict[str, list[str]] = {}
-    while pending:
-        path = pending.pop().resolve()
-        if path in seen:
-            continue
-        seen.add(path)
-        if not path.is_file():
-            failures[str(path)] = ["linked, but there is no such file"]
-            continue
-        stac = json.loads(path.read_text())
-        errors = validate_core(stac)
-        if errors:
-            failures[str(path)] = errors
-        pending.extend(path.parent / link["href"] for link in stac.get("links", [])
-                       if link.get("rel") in ("child", "item"))
-    return failures

@@ -43,6 +43,7 @@ from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
+from catalogs.grid import Grid
 from catalogs.item_assets import (
     ItemReadError,
     SensorAsset,
@@ -68,20 +69,6 @@ PICTURE_RESAMPLING = Image.Resampling.LANCZOS
 MAX_CHIPS_PER_ITEM = 1_000_000
 # GDAL resampling methods whose every output lies within the range of the source values used.
 CONVEX_METHODS = frozenset({"nearest", "bilinear", "average", "mode", "min", "max", "med"})
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A pixel grid: CRS, affine transform (pixel corner -> map) and (rows, cols)."""
-
-    crs: CRS
-    transform: Affine
-    shape: tuple[int, int]
-
-    @property
-    def pixel_area(self) -> float:
-        """Area of one pixel in CRS units squared (smaller is finer)."""
-        return abs(self.transform.determinant)
 
 
 @dataclass(frozen=True)

@@ -70,9 +70,7 @@ from pipeline.items import (
     CATALOG_ROOT,
     concat_tables,
     items_table,
-    read_table,
     table_rows_as_items,
-    write_table,
 )
 from pipeline.params import FetchParams, PipelineParams
 from pipeline.search import CATALOG_HREF
@@ -180,13 +178,6 @@ def fetch_rows(table: pa.Table, params: PipelineParams,
         fetched = fetched.take(pc.sort_indices(pa.chunked_array(
             [part.rows for part in parts], pa.int64())))
     return fetched, [failure for _, failures in failed for failure in failures]
-
-
-def fetch_table(params: PipelineParams, executor: Executor | None = None) -> Path:
-    """Fetch the items of ``params.items_table`` and write the available ones to
-    ``params.fetched_table``; returns that path."""
-    fetched, _ = fetch_rows(read_table(params.items_table), params, executor)
-    return write_table(params.fetched_table, fetched)
 
 
 @dataclass(frozen=True)
@@ -623,6 +614,8 @@ def _download(source: _Source, entry: Path, access: _RemoteAccess, retries: int)
     if problem:
         partial.unlink()
         raise AssetError(problem)
+    # Not atomic_files' helper: the ``.part`` file keeps a fixed name so that a later run can
+    # resume it, and it is verified (size, checksum) before this rename makes it the entry.
     os.replace(partial, entry)
     return entry
 

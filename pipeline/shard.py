@@ -50,7 +50,7 @@ from zarr.errors import ZarrUserWarning
 from zarr.storage import LocalStore
 
 from catalogs import store_format as fmt
-from catalogs.atomic_files import atomic_open, fsync_path
+from catalogs.atomic_files import atomic_open, fsync_path, replace_folder
 from catalogs.sensors import get_sensor
 from catalogs.store_shards import shard_index
 from pipeline.chips import ChipFile, ChunkWriteError, chunk_file, copy_chunks
@@ -670,14 +670,9 @@ def _sync_tree(folder: Path) -> None:
 def _publish(staging: Path, store_path: Path) -> None:
     """Rename ``staging`` to ``store_path``; an old store is moved aside first, then removed."""
     retired = store_path.with_name(store_path.name + RETIRED_SUFFIX)
-    if retired.exists():
+    if retired.exists():  # a killed swap's
         shutil.rmtree(retired)
-    if store_path.exists():
-        os.replace(store_path, retired)
-    os.replace(staging, store_path)
-    fsync_path(store_path.parent)
-    if retired.exists():
-        shutil.rmtree(retired)
+    replace_folder(staging, store_path, retired)
 
 
 MapFn = Callable[[Callable[[ShardTask], ShardStats], Iterable[ShardTask]], Iterable[ShardStats]]

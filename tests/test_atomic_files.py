@@ -5,7 +5,14 @@ import math
 
 import pytest
 
-from catalogs.atomic_files import atomic_folder, atomic_open, finite_or_none, write_json, write_text
+from catalogs.atomic_files import (
+    atomic_folder,
+    atomic_open,
+    finite_or_none,
+    replace_folder,
+    write_json,
+    write_text,
+)
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -38,3 +45,14 @@ def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
         (staging / "b.json").write_text("2")
     assert [p.name for p in target.iterdir()] == ["b.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog"]
+
+
+def test_a_folder_replaced_through_a_named_retired_folder_leaves_neither_behind(tmp_path):
+    target, new, retired = tmp_path / "store", tmp_path / "store.partial", tmp_path / "store.old"
+    target.mkdir()
+    (target / "old.bin").write_bytes(b"old")
+    new.mkdir()
+    (new / "new.bin").write_bytes(b"new")
+    replace_folder(new, target, retired)
+    assert [p.name for p in target.iterdir()] == ["new.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]

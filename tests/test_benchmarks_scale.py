@@ -17,7 +17,6 @@ from PIL import Image
 
 from catalogs.builders import BUILDERS
 from catalogs.item_assets import sensor_assets
-from catalogs.stac import validate_tree
 from pipeline.benchmarks.__main__ import main
 from pipeline.benchmarks.scale import (
     STAGES,
@@ -34,6 +33,7 @@ from pipeline.benchmarks.scale_catalog import (
     ensure_items,
     geopile2_counts,
 )
+from tests.data.checks import validate_tree
 
 REPO = Path(__file__).resolve().parents[1]
 ITEMS = 60

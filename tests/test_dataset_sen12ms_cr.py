@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torchgeo.datasets import DatasetNotFoundError
 
-from catalogs.builders.sen12ms import Patch
+from catalogs.layouts.sen12ms import Patch
 from model.datasets.sen12ms_cr import SEN12MSCR
 from tests.data.sen12ms_cr import data
 

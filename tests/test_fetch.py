@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 
 from catalogs.stac import file_checksum
-from pipeline.discover import discover, discover_to_table
+from pipeline.discover import discover
 from pipeline.failures import Failure
-from pipeline.fetch import CHUNK_BYTES, SOURCE_HREF, fetch, fetch_table
-from pipeline.items import read_items
+from pipeline.fetch import CHUNK_BYTES, SOURCE_HREF, fetch
 from pipeline.params import FetchParams, PipelineParams
 from tests.http_server import FileServer, Request, file_server
 from tests.small_catalog import file_asset, stac_item, write_catalog
@@ -175,23 +174,6 @@ def test_static_catalog_over_http_is_downloaded(tmp_path: Path, served: FileServ
     assert Path(item["assets"]["image"]["href"]).read_bytes() == inside.read_bytes()
     assert [r.path for r in served.requests if not r.path.endswith(".json")] == [
         "/cat/data/inside.tif"]  # the refused file was never asked for
-
-
-def test_fetch_table_writes_the_fetched_items(tmp_path: Path) -> None:
-    good = _write(tmp_path / "cat" / "good.bin", 100)
-    bad = _write(tmp_path / "cat" / "bad.bin", 100)
-    bad_asset = file_asset(bad)
-    bad.write_bytes(b"y" * 100)
-    catalog = write_catalog(tmp_path / "cat", "c", [
-        stac_item("good", {"image": file_asset(good, href="../../good.bin")}),
-        stac_item("bad", {"image": bad_asset})])
-    params = PipelineParams(catalog=str(catalog), collections=("c",), work_dir=tmp_path / "w",
-                            fetch=FetchParams(cache_dir=tmp_path / "cache"))
-    discover_to_table(params)
-    path = fetch_table(params)
-    assert path == params.fetched_table
-    (item,) = read_items(path)
-    assert item["id"] == "good" and item["assets"]["image"]["href"] == str(good)
 
 
 # --- downloads over HTTP ----------------------------------------------------------------------

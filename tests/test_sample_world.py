@@ -14,10 +14,12 @@ from pyproj import Transformer
 from rasterio.warp import Resampling, reproject
 from shapely.geometry import box, shape
 
+from catalogs.grid import Grid
 from catalogs.sample import WRITERS, build_sample, downstream, pretraining
-from catalogs.sample.render import Grid, sample_points
+from catalogs.sample.render import sample_points
 from catalogs.sample.world import World
-from catalogs.stac import file_checksum, validate_tree
+from catalogs.stac import file_checksum
+from tests.data.checks import validate_tree
 
 
 def _hashes(root: Path) -> dict[str, str]:

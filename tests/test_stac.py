@@ -18,7 +18,6 @@ from catalogs.stac import (
     make_item,
     raster_asset,
     validate_core,
-    validate_tree,
     write_catalog,
 )
 from tests.data import checks
@@ -78,7 +77,7 @@ def test_catalog_in_a_dotted_folder_with_relative_and_absolute_hrefs(tmp_path: P
     hrefs = {p.parent.name: json.loads(p.read_text())["assets"]["dsm"]["href"]
              for p in out.rglob("*.json") if p.parent.name in ("in", "out")}
     assert hrefs == {"in": "../../raw/in.tif", "out": str(outside.resolve())}
-    assert validate_tree(out) == {}
+    assert checks.validate_tree(out) == {}
 
 
 def test_validate_core_reports_what_is_wrong() -> None:

@@ -14,21 +14,23 @@ from typing import Any
 import pystac
 from pystac.utils import datetime_to_str
 
+from catalogs.layouts.bigearthnet import (
+    S1_FOLDER,
+    S1_PATCH,
+    S2_FOLDER,
+    S2_PATCH,
+    SPLIT_FILE,
+    SPLITS,
+    band_file,
+    metadata_file,
+)
 from catalogs.sensors import Sensor, get_sensor
 from catalogs.stac import BuildResult, SourceFileError, make_item, raster_asset
 
-S2_FOLDER = "BigEarthNet-v1.0"
-S1_FOLDER = "BigEarthNet-S1-v1.0"
-SPLITS = ("train", "val", "test")
-SPLIT_FILE = "bigearthnet-{split}.csv"
-METADATA_SUFFIX = "_labels_metadata.json"
 S2_SENSOR = "sentinel2_l2a"
 S1_SENSOR = "sentinel1_grd"
 FOOTPRINT_ASSET = "s2_B02"
 PATCH_SIZE_M = 1200.0  # every patch covers 1.2 km x 1.2 km on the ground
-
-S2_PATCH = re.compile(r"S2[AB]_MSIL2A_\d{8}T\d{6}_\d+_\d+")
-S1_PATCH = re.compile(r"S1[AB]_IW_GRDH_1SDV_\d{8}T\d{6}_[0-9A-Z]{5}_\d+_\d+")
 
 # The 43 CORINE Land Cover 2018 level-3 classes that label BigEarthNet v1.0 patches,
 # spelled as in the patches' metadata files (Sumbul et al., 2019).
@@ -196,7 +198,7 @@ def _pair_s1_patches(parent: Path, s2_names: set[str], result: BuildResult) -> d
     """``{s2 patch: its S1 patch}`` from the S1 metadata files' ``corresponding_s2_patch``."""
     pairs: dict[str, S1Patch] = {}
     for folder in _patch_folders(parent, S1_PATCH, result):
-        metadata_path = folder / f"{folder.name}{METADATA_SUFFIX}"
+        metadata_path = folder / metadata_file(folder.name)
         try:
             metadata = _read_metadata(metadata_path)
             s2_name = _text_field(metadata, "corresponding_s2_patch", metadata_path)
@@ -219,7 +221,7 @@ def _s2_patch(folder: Path,
               result: BuildResult) -> tuple[dict[str, pystac.Asset], datetime, list[str]]:
     """The band assets, acquisition time and labels of an S2 patch folder."""
     sensor = get_sensor(S2_SENSOR)
-    metadata_path = folder / f"{folder.name}{METADATA_SUFFIX}"
+    metadata_path = folder / metadata_file(folder.name)
     metadata = _read_metadata(metadata_path)
     labels = _labels(metadata, metadata_path)
     when = _timestamp(metadata, "acquisition_date", metadata_path)
@@ -245,7 +247,7 @@ def _s1_assets(patch: S1Patch, result: BuildResult) -> dict[str, pystac.Asset]:
 
 def _band_asset(folder: Path, band: str, sensor: Sensor) -> pystac.Asset:
     """The asset of one band file of a patch, checked to lie on the band's native grid."""
-    path = folder / f"{folder.name}_{band}.tif"
+    path = folder / band_file(folder.name, band)
     if not path.is_file():
         raise SourceFileError(path, "band file missing")
     asset = raster_asset(path, sensor, band_names=(band,))
@@ -260,8 +262,8 @@ def _band_asset(folder: Path, band: str, sensor: Sensor) -> pystac.Asset:
 
 def _report_strays(folder: Path, sensor: Sensor, result: BuildResult) -> None:
     """Report the files of a patch folder that are neither its band files nor its metadata."""
-    expected = {f"{folder.name}_{band}.tif" for band in sensor.band_names}
-    expected.add(f"{folder.name}{METADATA_SUFFIX}")
+    expected = {band_file(folder.name, band) for band in sensor.band_names}
+    expected.add(metadata_file(folder.name))
     for path in sorted(folder.iterdir()):
         if path.name not in expected:
             result.skip(SourceFileError(path, "not a file of the BigEarthNet layout"))

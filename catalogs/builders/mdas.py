@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import rasterio
 import rasterio.errors
 from rasterio.enums import ColorInterp
 
+from catalogs.layouts.mdas import DATA_FOLDER, modality_of, sub_area_file, sub_area_of
 from catalogs.sensors import Sensor, get_sensor
 from catalogs.stac import (
     BuildResult,
@@ -20,7 +20,6 @@ from catalogs.stac import (
     raster_asset,
 )
 
-DATA_FOLDER = "Augsburg_data_4_publication"
 # All MDAS data were collected on 7 May 2018 (Hu et al., 2023, ESSD 15, 113-131, abstract);
 # no time of day is documented, so an Item spans that day.
 ACQUISITION_DAY: tuple[datetime, datetime] = (
@@ -55,9 +54,6 @@ UNUSED_MODALITIES = frozenset({
 # Official MDAS folders that are not sub-areas: the whole city (overlapping the sub-areas) and
 # the super-resolution training split. Not catalogued, not reported.
 UNUSED_FOLDERS = frozenset({"entire_city", "sr_deep_model_data"})
-
-_SUB_AREA_FOLDER = re.compile(r"sub_area_(?P<number>\d+)")
-
 
 def build(root: Path) -> BuildResult:
     """Catalog a local copy of MDAS: one Item per sub-area, assets by co-located sensor.
@@ -100,9 +96,9 @@ def _sub_areas(data_dir: Path, result: BuildResult) -> list[tuple[int, Path]]:
     """The ``sub_area_<N>`` folders by number, reporting unexpected folders."""
     found = []
     for folder in sorted(p for p in data_dir.iterdir() if p.is_dir()):
-        match = _SUB_AREA_FOLDER.fullmatch(folder.name)
-        if match:
-            found.append((int(match["number"]), folder))
+        number = sub_area_of(folder.name)
+        if number is not None:
+            found.append((number, folder))
         elif folder.name not in UNUSED_FOLDERS:
             result.skip(SourceFileError(folder, "not a sub_area_<N> folder of MDAS"))
     return sorted(found)
@@ -127,12 +123,12 @@ def _sub_area_item(number: int, folder: Path, result: BuildResult) -> pystac.Ite
 
 def _sub_area_files(number: int, folder: Path, result: BuildResult) -> dict[str, Path]:
     """The sub-area's files by asset key, in ``ASSET_SENSORS`` order; the rest reported."""
-    suffix = f"_sub_area{number}.tif"
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        modality = path.name.removesuffix(suffix)
-        if not path.is_file() or modality == path.name:
-            result.skip(SourceFileError(path, f"name is not <modality>{suffix}"))
+        modality = modality_of(path.name, number)
+        if not path.is_file() or modality is None:
+            result.skip(SourceFileError(
+                path, f"name is not {sub_area_file('<modality>', number)}"))
         elif modality in UNUSED_MODALITIES:
             continue
         elif modality not in MODALITY_ASSETS:

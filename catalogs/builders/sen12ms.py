@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+from catalogs.layouts.sen12ms import (
+    SEASON_FOLDER,
+    SEASON_INTERVALS,
+    Patch,
+    patch_of,
+    patch_path,
+    scene_of,
+)
 from catalogs.sensors import get_sensor
 from catalogs.stac import (
     BuildResult,
@@ -19,15 +24,7 @@ from catalogs.stac import (
     raster_asset,
 )
 
-# SEN12MS covers the four meteorological seasons December 2016 - November 2017 (Schmitt et al.,
-# 2019, ISPRS Annals IV-2/W7); a patch carries no acquisition time, only its season's interval.
-SEASON_INTERVALS: dict[str, tuple[datetime, datetime]] = {
-    "winter": (datetime(2016, 12, 1, tzinfo=UTC), datetime(2017, 2, 28, 23, 59, 59, tzinfo=UTC)),
-    "spring": (datetime(2017, 3, 1, tzinfo=UTC), datetime(2017, 5, 31, 23, 59, 59, tzinfo=UTC)),
-    "summer": (datetime(2017, 6, 1, tzinfo=UTC), datetime(2017, 8, 31, 23, 59, 59, tzinfo=UTC)),
-    "fall": (datetime(2017, 9, 1, tzinfo=UTC), datetime(2017, 11, 30, 23, 59, 59, tzinfo=UTC)),
-}
-# Asset key (also the file kind in names) -> candidate registry sensors, chosen by band count.
+# Asset key (the layout's file kind) -> candidate registry sensors, chosen by band count.
 ASSET_SENSORS: dict[str, tuple[str, ...]] = {
     "s1": ("sentinel1_grd",),
     "s2": ("sentinel2_l1c", "sentinel2_l2a"),
@@ -35,31 +32,6 @@ ASSET_SENSORS: dict[str, tuple[str, ...]] = {
 }
 REQUIRED_ASSETS = ("s1", "s2")
 FOOTPRINT_ASSET = "s2"
-
-_SEASON_FOLDER = re.compile(r"ROIs\d+_(?P<season>" + "|".join(SEASON_INTERVALS) + ")")
-_SCENE_FOLDER = re.compile(r"(?P<kind>" + "|".join(ASSET_SENSORS) + r")_(?P<scene>\d+)")
-
-
-@dataclass(frozen=True, order=True)
-class Patch:
-    """One SEN12MS location: a patch of a scene of a season folder."""
-
-    season_folder: str
-    scene: int
-    patch: int
-
-    @property
-    def season(self) -> str:
-        return self.season_folder.split("_")[1]
-
-    @property
-    def item_id(self) -> str:
-        return f"{self.season_folder}_{self.scene}_p{self.patch}"
-
-    def file_name(self, kind: str) -> str:
-        """The name the layout gives this patch's file of ``kind`` (s1, s2 or lc)."""
-        return f"{self.season_folder}_{kind}_{self.scene}_p{self.patch}.tif"
-
 
 # Every patch's files by asset key.
 PatchFiles = dict[Patch, dict[str, Path]]
@@ -128,18 +100,17 @@ def _find_patches(root: Path, result: BuildResult) -> PatchFiles:
     """Every patch's files by kind, reporting folders and files outside the layout."""
     patches: PatchFiles = {}
     for season_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        if not _SEASON_FOLDER.fullmatch(season_dir.name):
+        if not SEASON_FOLDER.fullmatch(season_dir.name):
             result.skip(SourceFileError(season_dir, "folder name is not ROIs<id>_<season>"))
             continue
         for scene_dir in sorted(season_dir.iterdir()):
-            scene_match = _SCENE_FOLDER.fullmatch(scene_dir.name)
-            if not scene_dir.is_dir() or scene_match is None:
+            kind, scene = _scene_folder(scene_dir.name)
+            if not scene_dir.is_dir() or scene is None:
                 result.skip(SourceFileError(scene_dir, "not a <kind>_<scene> folder"))
                 continue
-            kind, scene = scene_match["kind"], int(scene_match["scene"])
             for path in sorted(scene_dir.iterdir()):
-                patch = _parse_patch(path, season_dir.name, kind, scene)
-                if patch is None:
+                patch = patch_of(path.name, season_dir.name, kind, scene)
+                if not path.is_file() or patch is None:
                     result.skip(SourceFileError(
                         path, f"name is not {season_dir.name}_{kind}_{scene}_p<patch>.tif"))
                     continue
@@ -147,17 +118,18 @@ def _find_patches(root: Path, result: BuildResult) -> PatchFiles:
     return patches
 
 
-def _parse_patch(path: Path, season_folder: str, kind: str, scene: int) -> Patch | None:
-    """The patch a file in ``<kind>_<scene>`` belongs to, or None if its name does not fit."""
-    match = re.fullmatch(rf"{re.escape(season_folder)}_{kind}_{scene}_p(\d+)\.tif", path.name)
-    if not path.is_file() or match is None:
-        return None
-    return Patch(season_folder, scene, int(match[1]))
+def _scene_folder(name: str) -> tuple[str, int | None]:
+    """The kind and scene number of a ``<kind>_<scene>`` folder (scene None if it is not one)."""
+    for kind in ASSET_SENSORS:
+        scene = scene_of(name, kind)
+        if scene is not None:
+            return kind, scene
+    return "", None
 
 
 def _patch_path(root: Path, patch: Patch, kind: str) -> Path:
     """Where the layout puts the ``kind`` file of ``patch``."""
-    return root / patch.season_folder / f"{kind}_{patch.scene}" / patch.file_name(kind)
+    return patch_path(root / patch.season_folder, patch, kind)
 
 
 def season_properties(patch: Patch) -> dict[str, str | int]:

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from catalogs.builders.sen12ms import SEASON_INTERVALS, Patch, PatchFiles, build_patches
+from catalogs.builders.sen12ms import PatchFiles, build_patches
+from catalogs.layouts.sen12ms import patch_of, scene_of
+from catalogs.layouts.sen12ms_cr import (
+    MODALITIES,
+    MODALITY_FOLDER,
+    MODALITY_FOLDER_NAMES,
+    member_path,
+)
 from catalogs.stac import BuildResult, SourceFileError
 
-# Asset key (also the modality in folder and file names) -> candidate registry sensors, chosen
-# by band count. Every asset is required: a triplet is cloud-free s2, cloudy s2 and s1.
+# Asset key (the layout's modality) -> candidate registry sensors, chosen by band count. Every
+# asset is required: a triplet is cloud-free s2, cloudy s2 and s1.
 ASSET_SENSORS: dict[str, tuple[str, ...]] = {
     "s1": ("sentinel1_grd",),
     "s2": ("sentinel2_l1c", "sentinel2_l2a"),
     "s2_cloudy": ("sentinel2_l1c", "sentinel2_l2a"),
 }
-
-_MODALITY_FOLDER = re.compile(
-    r"(?P<season_folder>ROIs\d+_(?:" + "|".join(SEASON_INTERVALS) + r"))"
-    r"_(?P<modality>" + "|".join(ASSET_SENSORS) + ")")
-_MODALITY_NAMES = "ROIs<id>_<season>_{" + ",".join(ASSET_SENSORS) + "}"
 
 
 def build(root: Path) -> BuildResult:
@@ -54,38 +55,30 @@ def build(root: Path) -> BuildResult:
     Returns:
         The Items, sorted by season folder, scene and patch, and the skipped files.
     """
-    return build_patches(Path(root), _find_triplets, ASSET_SENSORS, list(ASSET_SENSORS),
-                         _member_path)
+    return build_patches(Path(root), _find_triplets, ASSET_SENSORS, list(MODALITIES),
+                         member_path)
 
 
 def _find_triplets(root: Path, result: BuildResult) -> PatchFiles:
     """Every patch's files by modality, reporting folders and files outside the layout."""
     patches: PatchFiles = {}
     for modality_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        match = _MODALITY_FOLDER.fullmatch(modality_dir.name)
+        match = MODALITY_FOLDER.fullmatch(modality_dir.name)
         if match is None:
-            result.skip(SourceFileError(modality_dir, f"folder name is not {_MODALITY_NAMES}"))
+            result.skip(SourceFileError(modality_dir,
+                                        f"folder name is not {MODALITY_FOLDER_NAMES}"))
             continue
         season_folder, modality = match["season_folder"], match["modality"]
         for scene_dir in sorted(modality_dir.iterdir()):
-            scene_match = re.fullmatch(rf"{modality}_(\d+)", scene_dir.name)
-            if not scene_dir.is_dir() or scene_match is None:
+            scene = scene_of(scene_dir.name, modality)
+            if not scene_dir.is_dir() or scene is None:
                 result.skip(SourceFileError(scene_dir, f"not a {modality}_<scene> folder"))
                 continue
-            scene = int(scene_match[1])
             for path in sorted(scene_dir.iterdir()):
-                patch_match = re.fullmatch(
-                    rf"{season_folder}_{modality}_{scene}_p(\d+)\.tif", path.name)
-                if not path.is_file() or patch_match is None:
+                patch = patch_of(path.name, season_folder, modality, scene)
+                if not path.is_file() or patch is None:
                     result.skip(SourceFileError(
                         path, f"name is not {season_folder}_{modality}_{scene}_p<patch>.tif"))
                     continue
-                patch = Patch(season_folder, scene, int(patch_match[1]))
                 patches.setdefault(patch, {})[modality] = path
     return patches
-
-
-def _member_path(root: Path, patch: Patch, modality: str) -> Path:
-    """Where the layout puts the ``modality`` file of ``patch``."""
-    return (root / f"{patch.season_folder}_{modality}" / f"{modality}_{patch.scene}"
-            / patch.file_name(modality))

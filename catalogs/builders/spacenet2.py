@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -11,6 +10,17 @@ from pathlib import Path
 
 import pystac
 
+from catalogs.layouts.spacenet2 import (
+    AOI_FOLDER,
+    LABEL_FOLDER,
+    LABEL_PRODUCT,
+    RASTER_PRODUCTS,
+    UNREAD_FOLDERS,
+    chip_file,
+    chip_path,
+    image_of,
+    product_folder,
+)
 from catalogs.sensors import get_sensor
 from catalogs.stac import (
     SENSOR_FIELD,
@@ -23,18 +33,9 @@ from catalogs.stac import (
     raster_asset,
 )
 
-# Asset key -> (product folder, registry sensor); the product folder is also the file prefix.
-RASTER_PRODUCTS: dict[str, tuple[str, str]] = {
-    "pan": ("PAN", "worldview3_pan"),
-    "ms": ("MUL", "worldview3_ms"),
-}
 LABEL_ASSET = "buildings"
-LABEL_FOLDER = Path("geojson") / "buildings"
 # Rasterised onto the pan grid, the building polygons are the registry's building mask.
 LABEL_SENSOR = "building_mask"
-# Products of the training tarballs that are derived from PAN and MUL, and the challenge's
-# summary CSVs: part of the layout, not cataloged.
-UNCATALOGED_FOLDERS = ("MUL-PanSharpen", "RGB-PanSharpen", "summaryData")
 FOOTPRINT_ASSET = "pan"
 
 # Las Vegas: one WorldView-3 collect, 2015-10-22 18:36:56 UTC (catalog id 055649178030, the
@@ -44,9 +45,9 @@ FOOTPRINT_ASSET = "pan"
 AOI_ACQUISITIONS: dict[int, datetime] = {2: datetime(2015, 10, 22, 18, 36, 56, tzinfo=UTC)}
 UNDATED_RANGE = (datetime(2014, 8, 13, tzinfo=UTC), datetime(2017, 3, 22, tzinfo=UTC))
 
-_AOI_FOLDER = re.compile(r"(?P<aoi>AOI_(?P<number>\d+)_[A-Za-z]+)_Train")
-# Asset key -> (folder, file name prefix, suffix) of an AOI's chip files.
-_ChipLayout = dict[str, tuple[Path, str, str]]
+# Asset key -> the layout's product (folder and file prefix).
+_PRODUCTS = {**{key: folder for key, (folder, _) in RASTER_PRODUCTS.items()},
+             LABEL_ASSET: LABEL_PRODUCT}
 
 
 def build(root: Path) -> BuildResult:
@@ -89,49 +90,41 @@ def build(root: Path) -> BuildResult:
     root = Path(root)
     result = BuildResult()
     for aoi_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        match = _AOI_FOLDER.fullmatch(aoi_dir.name)
+        match = AOI_FOLDER.fullmatch(aoi_dir.name)
         if match is None:
             result.skip(SourceFileError(aoi_dir, "folder name is not AOI_<n>_<City>_Train"))
             continue
-        layout = _chip_layout(aoi_dir, match["aoi"])
-        for number, files in sorted(_find_chips(aoi_dir, layout, result).items()):
-            item = _chip_item(f"{match['aoi']}_img{number}", int(match["number"]), files,
-                              partial(_chip_path, layout, number), result)
+        aoi = match["aoi"]
+        for number, files in sorted(_find_chips(aoi_dir, aoi, result).items()):
+            item = _chip_item(f"{aoi}_img{number}", int(match["number"]), files,
+                              partial(_chip_path, aoi_dir, aoi, number), result)
             if item is not None:
                 result.items.append(item)
     return result
 
 
-def _chip_layout(aoi_dir: Path, aoi: str) -> _ChipLayout:
-    """Where the files of the chips of ``aoi`` lie and how they are named."""
-    layout = {key: (aoi_dir / folder, f"{folder}_{aoi}_img", ".tif")
-              for key, (folder, _) in RASTER_PRODUCTS.items()}
-    layout[LABEL_ASSET] = (aoi_dir / LABEL_FOLDER, f"buildings_{aoi}_img", ".geojson")
-    return layout
+def _chip_path(aoi_dir: Path, aoi: str, number: int, key: str) -> Path:
+    """Where the layout puts the ``key`` file of chip ``number`` of ``aoi``."""
+    return chip_path(aoi_dir, _PRODUCTS[key], aoi, number)
 
 
-def _chip_path(layout: _ChipLayout, number: int, key: str) -> Path:
-    """Where ``layout`` puts the ``key`` file of chip ``number``."""
-    folder, prefix, suffix = layout[key]
-    return folder / f"{prefix}{number}{suffix}"
-
-
-def _find_chips(aoi_dir: Path, layout: _ChipLayout,
-                result: BuildResult) -> dict[int, dict[str, Path]]:
+def _find_chips(aoi_dir: Path, aoi: str, result: BuildResult) -> dict[int, dict[str, Path]]:
     """Every chip's files by asset key, reporting folders and files outside the layout."""
-    known = {folder for folder, _, _ in layout.values()}
-    known.update(aoi_dir / name for name in (*UNCATALOGED_FOLDERS, LABEL_FOLDER.parent.name))
+    known = {aoi_dir / product_folder(product) for product in _PRODUCTS.values()}
+    known.update(aoi_dir / name for name in (*UNREAD_FOLDERS, LABEL_FOLDER.parent.name))
     for path in sorted(aoi_dir.iterdir()):
         if path not in known:
             result.skip(SourceFileError(path, "not a folder of the SpaceNet 2 layout"))
     chips: dict[int, dict[str, Path]] = {}
-    for key, (folder, prefix, suffix) in layout.items():
+    for key, product in _PRODUCTS.items():
+        folder = aoi_dir / product_folder(product)
         for path in sorted(folder.iterdir()) if folder.is_dir() else ():
-            match = re.fullmatch(rf"{prefix}(\d+){re.escape(suffix)}", path.name)
-            if not path.is_file() or match is None:
-                result.skip(SourceFileError(path, f"name is not {prefix}<k>{suffix}"))
+            number = image_of(path.name, product, aoi)
+            if not path.is_file() or number is None:
+                result.skip(SourceFileError(
+                    path, f"name is not {chip_file(product, aoi, '<k>')}"))
                 continue
-            chips.setdefault(int(match[1]), {})[key] = path
+            chips.setdefault(number, {})[key] = path
     return chips
 
 

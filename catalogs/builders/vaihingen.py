@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +11,15 @@ import rasterio
 import rasterio.crs
 import rasterio.errors
 
+from catalogs.layouts.vaihingen import (
+    DSM_FILE,
+    DSM_FOLDER,
+    LABEL_FOLDERS,
+    TOP_FILE,
+    TOP_FOLDER,
+    TRAIN_AREAS,
+    area_of,
+)
 from catalogs.sensors import get_sensor
 from catalogs.stac import (
     BuildResult,
@@ -22,14 +30,6 @@ from catalogs.stac import (
     raster_asset,
 )
 
-TOP_FOLDER = "top"
-DSM_FOLDER = "dsm"
-# Where the ground truth may lie, first found wins: at the root, as TorchGeo's Vaihingen2D
-# reads it (ISPRS_semantic_labeling_Vaihingen_ground_truth_COMPLETE.zip, all 33 areas), or in
-# the benchmark package's folder of the 16 training areas.
-LABEL_FOLDERS = (".", "gts_for_participants")
-TOP_FILE = "top_mosaic_09cm_area{area}.tif"
-DSM_FILE = "dsm_09cm_matching_area{area}.tif"
 # Asset key -> (registry sensor, roles).
 ASSETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "cir": ("cir", ("data",)),
@@ -37,8 +37,6 @@ ASSETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "labels": ("isprs_labels", ("labels",)),
 }
 GSD_M = 0.09
-# The 16 areas whose ground truth ISPRS released for training; the other 17 are its test set.
-TRAIN_AREAS = frozenset({1, 3, 5, 7, 11, 13, 15, 17, 21, 23, 26, 28, 30, 32, 34, 37})
 # The DGPF camera test flights over Vaihingen/Enz, summer 2008 (Cramer, 2010), to the day
 # unpublished: meteorological summer 2008.
 ACQUISITION_RANGE = (datetime(2008, 6, 1, tzinfo=UTC),
@@ -101,17 +99,16 @@ def build(root: Path) -> BuildResult:
 
 
 def _area_files(folder: Path, name: str, result: BuildResult | None) -> dict[int, Path]:
-    """``{area: file}`` for the files in ``folder`` named ``name`` (a TOP_FILE-like template).
+    """``{area: file}`` for the files in ``folder`` named ``name``, a layout file template.
 
     Other entries are reported to ``result``, or ignored where it is None (the dataset root,
     which also holds the archives).
     """
-    pattern = re.compile(r"(\d+)".join(map(re.escape, name.split("{area}"))))
     files: dict[int, Path] = {}
     for path in sorted(folder.iterdir()) if folder.is_dir() else ():
-        match = pattern.fullmatch(path.name)
-        if path.is_file() and match:
-            files[int(match[1])] = path
+        area = area_of(path.name, name)
+        if path.is_file() and area is not None:
+            files[area] = path
         elif result is not None:
             result.skip(SourceFileError(path, f"name is not {name.format(area='<N>')}"))
     return files

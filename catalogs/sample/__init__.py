@@ -3,13 +3,12 @@ dataset's official layout plus a static STAC catalog. ``python -m catalogs.sampl
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
 
+from catalogs.atomic_files import atomic_folder
 from catalogs.sample.downstream import (
     write_bigearthnet,
     write_sen12ms_cr,
@@ -46,10 +45,8 @@ def build_sample(out: Path | str, seed: int = 0, progress: bool = False) -> Path
     from catalogs.build import build_catalog
 
     out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
     world = World(seed)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as staging:
         sources = tqdm(WRITERS.items(), desc="rendering", unit="source", disable=not progress)
         for source, writer in sources:
             sources.set_postfix_str(source)
@@ -59,9 +56,4 @@ def build_sample(out: Path | str, seed: int = 0, progress: bool = False) -> Path
         if problems:
             raise SampleBuildError("the catalog builders rejected sample files:\n"
                                    + "\n".join(problems))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out / "catalog.json"

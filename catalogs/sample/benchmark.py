@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
 
+from catalogs.atomic_files import atomic_folder
 from catalogs.sample.downstream import (
     BENCHMARK,
     SAMPLE,
@@ -52,20 +51,13 @@ def render_downstream_sets(out: Path | str, seed: int = 0, sizes: DownstreamSize
         ``out``, resolved
     """
     out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
     world = World(seed)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as staging:
         sets = tqdm(DOWNSTREAM_WRITERS.items(), desc="rendering", unit="set",
                     disable=not progress)
         for name, writer in sets:
             sets.set_postfix_str(name)
             writer(world, staging / name, sizes)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 

@@ -19,6 +19,12 @@ from affine import Affine
 from pyproj import Transformer
 from shapely.geometry import mapping, shape
 
+from catalogs.grid import Grid
+from catalogs.layouts import bigearthnet as bigearthnet_layout
+from catalogs.layouts import sen12ms_cr as sen12ms_cr_layout
+from catalogs.layouts import spacenet2 as spacenet2_layout
+from catalogs.layouts import vaihingen as vaihingen_layout
+from catalogs.layouts.sen12ms import Patch
 from catalogs.sample import render
 from catalogs.sample.camera import (
     quantize_db,
@@ -27,7 +33,7 @@ from catalogs.sample.camera import (
     to_scaled_integers,
 )
 from catalogs.sample.files import write_cog
-from catalogs.sample.pretraining import S2_NOISE, sen12ms_patch_path
+from catalogs.sample.pretraining import S2_NOISE
 from catalogs.sample.sites import find_sites, random_centers, world_grid
 from catalogs.sample.world import LANDCOVER_CLASSES, LC, MAT, World
 from catalogs.sensors import get_sensor
@@ -159,7 +165,7 @@ def _pool(values: np.ndarray, factor: int) -> np.ndarray:
     return render.pixel_mean(values, factor)
 
 
-def _bigearthnet_metadata(grid: render.Grid, labels: list[str]) -> dict[str, object]:
+def _bigearthnet_metadata(grid: Grid, labels: list[str]) -> dict[str, object]:
     left, bottom, right, top = grid.bounds
     return {"labels": labels,
             "coordinates": {"ulx": left, "uly": top, "lrx": right, "lry": bottom},
@@ -188,28 +194,31 @@ def write_bigearthnet(world: World, root: Path, sizes: DownstreamSizes = SAMPLE)
                         if share >= BIGEARTHNET_MIN_SHARE)
         noise_rng = _rng(world.seed, 5, index)
         reflectance = render.surface_reflectance(world, grid, s2)
-        folder = root / "BigEarthNet-v1.0" / s2_name
+        folder = root / bigearthnet_layout.S2_FOLDER / s2_name
         for band, values in zip(s2.bands, reflectance, strict=True):
             factor = int(band.gsd_m // 10)
-            band_grid = render.Grid(grid.crs, grid.transform @ Affine.scale(factor),
-                                    (BIGEARTHNET_PATCH_PX // factor,) * 2)
+            band_grid = Grid(grid.crs, grid.transform @ Affine.scale(factor),
+                             (BIGEARTHNET_PATCH_PX // factor,) * 2)
             stored = to_scaled_integers(_pool(values, factor), s2, S2_NOISE, noise_rng)
-            write_cog(folder / f"{s2_name}_{band.name}.tif", stored, band_grid, nodata=s2.nodata)
+            write_cog(folder / bigearthnet_layout.band_file(s2_name, band.name), stored, band_grid,
+                      nodata=s2.nodata)
         metadata = _bigearthnet_metadata(grid, labels)
-        (folder / f"{s2_name}_labels_metadata.json").write_text(json.dumps({
+        (folder / bigearthnet_layout.metadata_file(s2_name)).write_text(json.dumps({
             **metadata, "tile_source": BIGEARTHNET_S2_SOURCE,
             "acquisition_date": BIGEARTHNET_ACQUIRED.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
-        folder = root / "BigEarthNet-S1-v1.0" / s1_name
+        folder = root / bigearthnet_layout.S1_FOLDER / s1_name
         sigma0 = quantize_db(render.backscatter_db(world, grid, s1, noise_rng))
         for band, values in zip(s1.bands, sigma0, strict=True):
-            write_cog(folder / f"{s1_name}_{band.name}.tif", values, grid, nodata=s1.nodata)
-        (folder / f"{s1_name}_labels_metadata.json").write_text(json.dumps({
+            write_cog(folder / bigearthnet_layout.band_file(s1_name, band.name), values, grid,
+                      nodata=s1.nodata)
+        (folder / bigearthnet_layout.metadata_file(s1_name)).write_text(json.dumps({
             **metadata, "scene_source": f"{BIGEARTHNET_S1_PRODUCT}_020000_02A0B2_6E9C",
             "acquisition_time": BIGEARTHNET_S1_ACQUIRED.strftime("%Y-%m-%dT%H:%M:%S"),
             "corresponding_s2_patch": s2_name}, indent=2))
         rows[split].append(f"{s2_name},{s1_name}")
     for split, lines in rows.items():
-        (root / f"bigearthnet-{split}.csv").write_text("\n".join(lines) + "\n")
+        split_file = root / bigearthnet_layout.SPLIT_FILE.format(split=split)
+        split_file.write_text("\n".join(lines) + "\n")
 
 
 def write_sen12ms_cr(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -> None:
@@ -226,7 +235,7 @@ def write_sen12ms_cr(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) 
         noise_rng = _rng(world.seed, 6, index)
 
         def path(kind: str, name: str = name, scene: int = scene, patch: int = patch) -> Path:
-            return sen12ms_patch_path(root / f"{name}_{kind}", name, kind, scene, patch)
+            return sen12ms_cr_layout.member_path(root, Patch(name, scene, patch), kind)
 
         clear = render.surface_reflectance(world, grid, s2)
         cloudy = render.surface_reflectance(world, grid, s2, cloud_scene=index + 1)
@@ -238,7 +247,7 @@ def write_sen12ms_cr(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) 
         write_cog(path("s1"), quantize_db(sigma0), grid, nodata=s1.nodata)
 
 
-def _building_polygons(mask: np.ndarray, grid: render.Grid) -> list[dict[str, object]]:
+def _building_polygons(mask: np.ndarray, grid: Grid) -> list[dict[str, object]]:
     """GeoJSON features of the connected building regions of ``mask`` (the grid's CRS)."""
     features = []
     for number, (geometry, _) in enumerate(rasterio.features.shapes(
@@ -257,27 +266,30 @@ def write_spacenet2(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -
     rng = _rng(world.seed, 7)
     centers = find_sites(world, LC["built_up"], len(sizes.spacenet2_images), BUILT_UP_SPACING_M,
                          rng)
-    folder = root / f"{SPACENET_AOI}_Train"
+    folder = root / spacenet2_layout.AOI_FOLDER_NAME.format(aoi=SPACENET_AOI)
     to_wgs84 = Transformer.from_crs("EPSG:32632", "EPSG:4326", always_xy=True)
     for k, center in zip(sizes.spacenet2_images, centers, strict=True):
         cx, cy = to_wgs84.transform(*center)
         half = SPACENET_PAN_PX * SPACENET_PAN_DEG / 2
-        pan_grid = render.Grid("EPSG:4326", Affine(SPACENET_PAN_DEG, 0, cx - half, 0,
-                                                    -SPACENET_PAN_DEG, cy + half),
-                               (SPACENET_PAN_PX, SPACENET_PAN_PX))
+        pan_grid = Grid("EPSG:4326", Affine(SPACENET_PAN_DEG, 0, cx - half, 0,
+                                            -SPACENET_PAN_DEG, cy + half),
+                        (SPACENET_PAN_PX, SPACENET_PAN_PX))
         ms_step = SPACENET_PAN_DEG * SPACENET_PAN_PX / SPACENET_MS_PX
-        ms_grid = render.Grid("EPSG:4326", Affine(ms_step, 0, cx - half, 0, -ms_step, cy + half),
-                              (SPACENET_MS_PX, SPACENET_MS_PX))
+        ms_grid = Grid("EPSG:4326", Affine(ms_step, 0, cx - half, 0, -ms_step, cy + half),
+                       (SPACENET_MS_PX, SPACENET_MS_PX))
         noise_rng = _rng(world.seed, 7, k)
-        stem = f"{SPACENET_AOI}_img{k}"
+
+        def path(product: str, k: int = k) -> Path:
+            return spacenet2_layout.chip_path(folder, product, SPACENET_AOI, k)
+
         pan_reflectance = render.surface_reflectance(world, pan_grid, pan, supersample=1)
-        write_cog(folder / "PAN" / f"PAN_{stem}.tif",
+        write_cog(path(spacenet2_layout.RASTER_PRODUCTS["pan"][0]),
                   to_linear_counts(pan_reflectance, noise_rng), pan_grid, nodata=pan.nodata)
         ms_reflectance = render.surface_reflectance(world, ms_grid, ms, supersample=4)
-        write_cog(folder / "MUL" / f"MUL_{stem}.tif",
+        write_cog(path(spacenet2_layout.RASTER_PRODUCTS["ms"][0]),
                   to_linear_counts(ms_reflectance, noise_rng), ms_grid, nodata=ms.nodata)
         building = render.observe(world, pan_grid, 1)[2].building
-        labels = folder / "geojson" / "buildings" / f"buildings_{stem}.geojson"
+        labels = path(spacenet2_layout.LABEL_PRODUCT)
         labels.parent.mkdir(parents=True, exist_ok=True)
         labels.write_text(json.dumps({"type": "FeatureCollection", "features":
                                       _building_polygons(building, pan_grid)}))
@@ -308,12 +320,14 @@ def write_vaihingen(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -
         grid = world_grid(center, (VAIHINGEN_PX, VAIHINGEN_PX), VAIHINGEN_GSD_M)
         noise_rng = _rng(world.seed, 8, area)
         ground = render.observe(world, grid, 1)[2]
-        write_cog(root / "top" / f"top_mosaic_09cm_area{area}.tif",
+        top, dsm = (vaihingen_layout.TOP_FILE.format(area=area),
+                    vaihingen_layout.DSM_FILE.format(area=area))
+        write_cog(root / vaihingen_layout.TOP_FOLDER / top,
                   to_display_8bit(render.surface_reflectance(world, grid, cir, supersample=1),
                                   noise_rng), grid)
         height = ground.terrain_m + ground.object_height_m
-        write_cog(root / "dsm" / f"dsm_09cm_matching_area{area}.tif",
+        write_cog(root / vaihingen_layout.DSM_FOLDER / dsm,
                   (height + noise_rng.normal(0.0, 0.05, height.shape)).astype(np.float32), grid,
                   resampling="bilinear")
-        write_cog(root / f"top_mosaic_09cm_area{area}.tif",
+        write_cog(root / vaihingen_layout.LABEL_FOLDERS[0] / top,  # the ground truth
                   np.moveaxis(ISPRS_TABLE[ground.material], -1, 0), grid, resampling="nearest")

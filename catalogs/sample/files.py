@@ -8,7 +8,7 @@ import numpy as np
 import rasterio
 from PIL import Image
 
-from catalogs.sample.render import Grid
+from catalogs.grid import Grid
 
 COG_BLOCK_PX = 128  # tiles of 128 px, so even a 256 px patch gets tiles and one overview level
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from catalogs.layouts import mdas as mdas_layout
+from catalogs.layouts.sen12ms import Patch, patch_path
 from catalogs.sample import render
 from catalogs.sample.camera import quantize_db, to_display_8bit, to_scaled_integers
 from catalogs.sample.files import write_cog, write_picture
@@ -35,11 +37,6 @@ def _rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, *stream])
 
 
-def sen12ms_patch_path(folder: Path, name: str, kind: str, scene: int, patch: int) -> Path:
-    """SEN12MS's file naming: ``<folder>/<kind>_<scene>/<name>_<kind>_<scene>_p<patch>.tif``."""
-    return folder / f"{kind}_{scene}" / f"{name}_{kind}_{scene}_p{patch}.tif"
-
-
 def write_sen12ms(world: World, root: Path) -> None:
     """SEN12MS-like patches: Sentinel-2 L2A, Sentinel-1 and MODIS-coded land cover.
 
@@ -60,7 +57,7 @@ def write_sen12ms(world: World, root: Path) -> None:
             name = f"{roi}_{season}"
 
             def stem(kind: str, name: str = name, scene: int = scene, patch: int = patch) -> Path:
-                return sen12ms_patch_path(root / name, name, kind, scene, patch)
+                return patch_path(root / name, Patch(name, scene, patch), kind)
 
             noise_rng = _rng(world.seed, 1, scene, patch)
             reflectance = render.surface_reflectance(world, grid, s2)
@@ -91,20 +88,20 @@ def write_mdas(world: World, root: Path) -> None:
     rng = _rng(world.seed, 2)
     centers = find_sites(world, LC["built_up"], MDAS_SUB_AREAS, 3000.0, rng)
     for number, center in enumerate(centers, start=1):
-        folder = root / "Augsburg_data_4_publication" / f"sub_area_{number}"
+        folder = root / mdas_layout.DATA_FOLDER / mdas_layout.SUB_AREA_FOLDER.format(number=number)
         grid = world_grid(center, (MDAS_RGB_PX, MDAS_RGB_PX), MDAS_RGB_GSD_M)
         noise_rng = _rng(world.seed, 2, number)
         reflectance = render.surface_reflectance(world, grid, rgb_sensor, supersample=1)
-        write_cog(folder / f"3K_RGB_sub_area{number}.tif", to_display_8bit(reflectance, noise_rng),
-                  grid)
+        write_cog(folder / mdas_layout.sub_area_file("3K_RGB", number),
+                  to_display_8bit(reflectance, noise_rng), grid)
         dsm_grid = covering_grid(grid, "EPSG:25832", MDAS_DSM_GSD_M, margin=2.0,
                                  origin_shift=(0.2, 0.1))
         ground = render.observe(world, dsm_grid, 1)[2]
         height = ground.terrain_m + ground.object_height_m
         height = (height + noise_rng.normal(0.0, 0.05, height.shape)).astype(np.float32)
-        write_cog(folder / f"3K_DSM_sub_area{number}.tif", height, dsm_grid,
+        write_cog(folder / mdas_layout.sub_area_file("3K_DSM", number), height, dsm_grid,
                   nodata=dsm_sensor.nodata, resampling="bilinear")
-        write_cog(folder / f"osm_buildings_sub_area{number}.tif",
+        write_cog(folder / mdas_layout.sub_area_file("osm_buildings", number),
                   ground.building.astype(np.uint8), dsm_grid, resampling="nearest")
 
 

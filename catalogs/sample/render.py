@@ -8,31 +8,15 @@ backscatter power; height). Noise (sensor noise, SAR speckle) is drawn per pixel
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache, lru_cache
 
 import numpy as np
-from affine import Affine
 from pyproj import Transformer
-from rasterio.transform import array_bounds
 
+from catalogs.grid import Grid
 from catalogs.sample import spectra
 from catalogs.sample.world import WORLD_CRS, Ground, World
 from catalogs.sensors import Sensor
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A sensor's pixel grid: CRS, affine transform (pixel corner -> map) and (rows, cols)."""
-
-    crs: str
-    transform: Affine
-    shape: tuple[int, int]
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(left, bottom, right, top) in the grid's CRS."""
-        return array_bounds(*self.shape, self.transform)
 
 
 @cache
@@ -125,12 +109,6 @@ def backscatter_db(world: World, grid: Grid, sensor: Sensor, rng: np.random.Gene
     looks = spectra.SPECKLE_LOOKS
     speckle = rng.gamma(shape=looks, scale=1.0 / looks, size=power.shape)
     return 10.0 * np.log10(power * speckle)
-
-
-def surface_height(world: World, grid: Grid, supersample: int = 1) -> np.ndarray:
-    """Digital surface model (rows, cols): terrain plus buildings, trees and cars, in metres."""
-    _, _, ground = observe(world, grid, supersample)
-    return pixel_mean(ground.terrain_m + ground.object_height_m, supersample)
 
 
 def landcover(world: World, grid: Grid) -> np.ndarray:

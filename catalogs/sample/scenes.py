@@ -24,9 +24,6 @@ only the new ones.
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,12 +34,13 @@ import numpy as np
 import pystac
 from affine import Affine
 
+from catalogs.atomic_files import atomic_folder
 from catalogs.collections import source_collection
+from catalogs.grid import Grid
 from catalogs.sample import render
 from catalogs.sample.camera import quantize_db, to_scaled_integers
 from catalogs.sample.files import write_cog
 from catalogs.sample.pretraining import S2_NOISE
-from catalogs.sample.render import Grid
 from catalogs.sample.sites import covering_grid, random_centers, world_grid
 from catalogs.sample.world import World
 from catalogs.sensors import get_sensor
@@ -143,16 +141,10 @@ def render_scene(scenes: SceneSet, scene: int) -> None:
     sigma0 = render.backscatter_db(world, s1_grid, s1, rng, supersample=SUPERSAMPLE)
     files[S1_ASSET] = (quantize_db(sigma0), s1_grid, s1.nodata)
     render.observe.cache_clear()
-    final = scenes.path(scene, S1_ASSET).parent
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=scenes.root))
-    staging.chmod(0o755)
-    try:
+    with atomic_folder(scenes.path(scene, S1_ASSET).parent) as staging:
+        staging.chmod(0o755)
         for asset, (data, on, nodata) in files.items():
             write_cog(staging / f"{asset}.tif", data, on, nodata=nodata)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _nested_grid(grid: Grid, gsd_m: float) -> Grid:

@@ -8,7 +8,8 @@ import numpy as np
 from affine import Affine
 from pyproj import Transformer
 
-from catalogs.sample.render import Grid, sample_points
+from catalogs.grid import Grid
+from catalogs.sample.render import sample_points
 from catalogs.sample.world import WORLD_BOUNDS, WORLD_CRS, World
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
@@ -14,7 +13,8 @@ from torch import Tensor
 from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
 from torchgeo.datasets.utils import percentile_normalization
 
-from catalogs.builders.sen12ms import SEASON_INTERVALS, Patch
+from catalogs.layouts.sen12ms import Patch, patch_of, scene_of
+from catalogs.layouts.sen12ms_cr import MODALITY_FOLDER, member_path, scene_folder
 from catalogs.sensors import get_sensor
 from model.datasets.display import panel_figure
 from model.datasets.raster_files import read_physical
@@ -98,9 +98,8 @@ class SEN12MSCR(NonGeoDataset):
     rgb_bands: ClassVar[tuple[str, ...]] = ("B04", "B03", "B02")
     # Reflectance shown as full brightness by :meth:`plot` (clouds saturate).
     plot_max_reflectance: ClassVar[float] = 0.3
-    # The folders of the modality that lists the triplets.
-    _s1_folder: ClassVar[re.Pattern[str]] = re.compile(
-        r"(?P<season_folder>ROIs\d+_(?:" + "|".join(SEASON_INTERVALS) + r"))_s1")
+    # The modality whose files list the triplets.
+    listing_modality: ClassVar[str] = "s1"
 
     def __init__(
         self,
@@ -168,8 +167,7 @@ class SEN12MSCR(NonGeoDataset):
         Returns:
             the file's path under ``root``
         """
-        return (Path(self.root) / f"{patch.season_folder}_{modality}"
-                / f"{modality}_{patch.scene}" / patch.file_name(modality))
+        return member_path(Path(self.root), patch, modality)
 
     def _split_of(self, patch: Patch) -> str:
         """The split of the scene of ``patch``."""
@@ -182,25 +180,23 @@ class SEN12MSCR(NonGeoDataset):
     def _find_triplets(self, root: Path) -> list[Patch]:
         """Every patch under ``root`` with all three files, sorted."""
         triplets: list[Patch] = []
-        for s1_dir in sorted(root.iterdir()) if root.is_dir() else ():
-            match = self._s1_folder.fullmatch(s1_dir.name)
-            if match is None or not s1_dir.is_dir():
+        listing = self.listing_modality
+        for folder in sorted(root.iterdir()) if root.is_dir() else ():
+            match = MODALITY_FOLDER.fullmatch(folder.name)
+            if match is None or match["modality"] != listing or not folder.is_dir():
                 continue
             season_folder = match["season_folder"]
-            for scene_dir in sorted(s1_dir.iterdir()):
-                scene_match = re.fullmatch(r"s1_(\d+)", scene_dir.name)
-                if scene_match is None or not scene_dir.is_dir():
+            for scene_dir in sorted(folder.iterdir()):
+                scene = scene_of(scene_dir.name, listing)
+                if scene is None or not scene_dir.is_dir():
                     continue
-                scene = int(scene_match[1])
-                partners = {modality: self._file_names(root / f"{season_folder}_{modality}"
-                                                       / f"{modality}_{scene}")
+                partners = {modality: self._file_names(
+                                scene_folder(root, season_folder, modality, scene))
                             for modality in self.modality_sensors}
-                name = re.compile(rf"{season_folder}_s1_{scene}_p(\d+)\.tif")
-                for file_name in sorted(partners["s1"]):
-                    patch_match = name.fullmatch(file_name)
-                    if patch_match is None:
+                for file_name in sorted(partners[listing]):
+                    patch = patch_of(file_name, season_folder, listing, scene)
+                    if patch is None:
                         continue
-                    patch = Patch(season_folder, scene, int(patch_match[1]))
                     if all(patch.file_name(m) in names for m, names in partners.items()):
                         triplets.append(patch)
         return sorted(triplets)

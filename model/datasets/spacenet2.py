@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,7 +17,15 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
 
-from catalogs.builders.spacenet2 import LABEL_FOLDER, RASTER_PRODUCTS
+from catalogs.layouts.spacenet2 import (
+    AOI_FOLDER,
+    AOI_FOLDER_NAME,
+    LABEL_PRODUCT,
+    RASTER_PRODUCTS,
+    chip_path,
+    image_of,
+    product_folder,
+)
 from catalogs.sensors import get_sensor
 from model.datasets.display import panel_figure, stretch
 from model.datasets.raster_files import read_physical
@@ -84,9 +91,7 @@ class SpaceNet2PanMS(NonGeoDataset):
     # Sample key -> (product folder and file prefix, registry sensor).
     image_products: ClassVar[dict[str, tuple[str, str]]] = {
         f"image_{key}": product for key, product in RASTER_PRODUCTS.items()}
-    label_folder: ClassVar[Path] = LABEL_FOLDER
-    label_prefix: ClassVar[str] = "buildings"
-    aoi_folder: ClassVar[re.Pattern[str]] = re.compile(r"(?P<aoi>AOI_\d+_[A-Za-z]+)_Train")
+    label_prefix: ClassVar[str] = LABEL_PRODUCT
     pan_band_names: ClassVar[tuple[str, ...]] = get_sensor("worldview3_pan").band_names
     ms_band_names: ClassVar[tuple[str, ...]] = get_sensor("worldview3_ms").band_names
     rgb_bands: ClassVar[tuple[str, ...]] = ("red", "green", "blue")
@@ -166,16 +171,11 @@ class SpaceNet2PanMS(NonGeoDataset):
         Returns:
             the file's path under ``root``
         """
-        return self._folder(aoi, product) / f"{product}_{aoi}_img{image}{self._suffix(product)}"
+        return chip_path(self._aoi_folder(aoi), product, aoi, image)
 
-    def _suffix(self, product: str) -> str:
-        """The file name suffix of ``product``."""
-        return ".geojson" if product == self.label_prefix else ".tif"
-
-    def _folder(self, aoi: str, product: str) -> Path:
-        """The folder of the ``product`` files of ``aoi``."""
-        folder = Path(self.root) / f"{aoi}_Train"
-        return folder / (self.label_folder if product == self.label_prefix else product)
+    def _aoi_folder(self, aoi: str) -> Path:
+        """The folder of ``aoi``'s files."""
+        return Path(self.root) / AOI_FOLDER_NAME.format(aoi=aoi)
 
     def _find_chips(self, root: Path) -> list[tuple[str, int]]:
         """``(aoi, image number)`` of every chip with the files this instance reads, sorted."""
@@ -184,7 +184,7 @@ class SpaceNet2PanMS(NonGeoDataset):
             products.append(self.label_prefix)
         chips: list[tuple[str, int]] = []
         for aoi_dir in sorted(root.iterdir()) if root.is_dir() else ():
-            match = self.aoi_folder.fullmatch(aoi_dir.name)
+            match = AOI_FOLDER.fullmatch(aoi_dir.name)
             if match is None or not aoi_dir.is_dir():
                 continue
             aoi = match["aoi"]
@@ -194,14 +194,12 @@ class SpaceNet2PanMS(NonGeoDataset):
 
     def _image_numbers(self, aoi: str, product: str) -> set[int]:
         """The image numbers of the ``product`` files of ``aoi`` named as the layout says."""
-        folder = self._folder(aoi, product)
-        name = re.compile(rf"{re.escape(f'{product}_{aoi}_img')}(\d+)"
-                          rf"{re.escape(self._suffix(product))}")
+        folder = self._aoi_folder(aoi) / product_folder(product)
         numbers: set[int] = set()
         for entry in os.scandir(folder) if folder.is_dir() else ():
-            match = name.fullmatch(entry.name)
-            if match is not None and entry.is_file():
-                numbers.add(int(match[1]))
+            image = image_of(entry.name, product, aoi)
+            if image is not None and entry.is_file():
+                numbers.add(image)
         return numbers
 
     @staticmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
@@ -16,13 +15,15 @@ from torch import Tensor
 from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset, Vaihingen2D
 from torchgeo.datasets.utils import percentile_normalization, rgb_to_mask
 
-from catalogs.builders.vaihingen import (
+from catalogs.layouts.vaihingen import (
     DSM_FILE,
     DSM_FOLDER,
     LABEL_FOLDERS,
+    TEST_AREAS,
     TOP_FILE,
     TOP_FOLDER,
     TRAIN_AREAS,
+    area_of,
 )
 from catalogs.sensors import get_sensor
 from model.datasets.display import panel_figure
@@ -78,7 +79,7 @@ class VaihingenDSM(NonGeoDataset):
 
     split_areas: ClassVar[dict[str, frozenset[int]]] = {
         "train": TRAIN_AREAS,
-        "test": frozenset({2, 4, 6, 8, 10, 12, 14, 16, 20, 22, 24, 27, 29, 31, 33, 35, 38}),
+        "test": TEST_AREAS,
     }
     splits: ClassVar[tuple[str, ...]] = tuple(split_areas)
     classes: ClassVar[tuple[str, ...]] = Vaihingen2D.classes
@@ -176,12 +177,11 @@ class VaihingenDSM(NonGeoDataset):
     @staticmethod
     def _area_files(folder: Path, template: str) -> dict[int, Path]:
         """``{area: file}`` of the files in ``folder`` named as ``template`` (``{area}``)."""
-        pattern = re.compile(r"(\d+)".join(map(re.escape, template.split("{area}"))))
         files: dict[int, Path] = {}
         for entry in os.scandir(folder) if folder.is_dir() else ():
-            match = pattern.fullmatch(entry.name)
-            if match is not None and entry.is_file():
-                files[int(match[1])] = Path(entry.path)
+            area = area_of(entry.name, template)
+            if area is not None and entry.is_file():
+                files[area] = Path(entry.path)
         return files
 
     def _load_raster(self, path: Path, key: str) -> np.ndarray:

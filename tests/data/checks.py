@@ -135,3 +135,33 @@ def wgs84_pixel_side_m(pixel_deg: float, lat_deg: float) -> float:
     east_west = WGS84_A / w * math.cos(math.radians(lat_deg)) * math.radians(pixel_deg)
     north_south = WGS84_A * (1 - e2) / w**3 * math.radians(pixel_deg)
     return math.sqrt(east_west * north_south)
+
+
+def validate_tree(catalog_path: Path | str) -> dict[str, list[str]]:
+    """Core-validate every STAC object of a static catalog, following child and item links.
+
+    Args:
+        catalog_path: a ``catalog.json``, or the folder holding one.
+
+    Returns:
+        ``{path: errors}`` for the invalid objects and for links to missing files.
+    """
+    root = Path(catalog_path)
+    pending = [root / "catalog.json" if root.is_dir() else root]
+    seen: set[Path] = set()
+    failures: dict[str, list[str]] = {}
+    while pending:
+        path = pending.pop().resolve()
+        if path in seen:
+            continue
+        seen.add(path)
+        if not path.is_file():
+            failures[str(path)] = ["linked, but there is no such file"]
+            continue
+        stac = json.loads(path.read_text())
+        errors = validate_core(stac)
+        if errors:
+            failures[str(path)] = errors
+        pending.extend(path.parent / link["href"] for link in stac.get("links", [])
+                       if link.get("rel") in ("child", "item"))
+    return failures
