@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from catalogs.layouts.vaihingen import area_of
 from catalogs.sensors import get_sensor
 from model.datamodules.augmentation import SampleCrop, SampleFlips
 from model.datamodules.base import (
@@ -75,8 +75,6 @@ class VaihingenDataModule(DownstreamDataModule):
     ignore_index: ClassVar[int] = 0
     # Only the target is cropped with the inputs: ``valid`` is made per item.
     spatial_keys: ClassVar[tuple[str, ...]] = (TARGET,)
-    _area_name: ClassVar[re.Pattern[str]] = re.compile(
-        r"(\d+)".join(map(re.escape, VaihingenDSM.top_file.split("{area}"))))
 
     def __init__(self, root: Path | str, crops_per_area: int = 8,
                  val_areas: Sequence[int] | None = None, **kwargs: Any) -> None:
@@ -120,9 +118,9 @@ class VaihingenDataModule(DownstreamDataModule):
 
     def _area_of(self, files: dict[str, Path]) -> int:
         """The area number of an entry of :attr:`VaihingenDSM.files`."""
-        match = self._area_name.fullmatch(Path(files["image"]).name)
-        assert match is not None, files["image"]  # VaihingenDSM lists only such files
-        return int(match[1])
+        area = area_of(Path(files["image"]).name, VaihingenDSM.top_file)
+        assert area is not None, files["image"]  # VaihingenDSM lists only such files
+        return area
 
     def _open(self, split: str) -> VaihingenDSM:
         if self.val_areas is None:
