@@ -1,8 +1,11 @@
-"""Command line: ``python -m model.pretrain --config configs/pretrain/<name>.yaml`` (LightningCLI:
-every key can be overridden, e.g. ``--trainer.max_steps 20``; ``--ckpt_path`` resumes).
+"""Command line: ``python -m model.pretrain --config configs/pretrain/<name>.yaml``.
+
+LightningCLI: every key can be overridden, e.g. ``--trainer.max_steps 20``; ``--ckpt_path``
+resumes.
 
 A checkpoint, local or a URL, is loaded weights-only: tensors and plain containers, never
-pickled code (Lightning would unpickle a remote one in full)."""
+pickled code (Lightning would unpickle a remote one in full).
+"""
 
 from __future__ import annotations
 

@@ -85,8 +85,10 @@ class ClassificationMetrics(MetricCollection):
 
 
 class ClassificationTask(DownstreamTask):
-    """Multi-label scene classification (BigEarthNet, 19 classes): BCE on logits; mAP micro
-    (the literature's figure) and macro over the whole evaluation set."""
+    """Multi-label scene classification (BigEarthNet, 19 classes).
+
+    BCE on logits; mAP micro (the literature's figure) and macro over the whole evaluation set.
+    """
 
     head_kind = "classification"
 

@@ -1,6 +1,8 @@
-"""What cloud removal and pan-sharpening share: image-to-image regression as a residual over an
-input of the target's sensor, and its metrics (MAE, RMSE, PSNR, SSIM, SAM, ERGAS) accumulated over
-a whole evaluation set."""
+"""What cloud removal and pan-sharpening share.
+
+Image-to-image regression as a residual over an input of the target's sensor, and its metrics
+(MAE, RMSE, PSNR, SSIM, SAM, ERGAS) accumulated over a whole evaluation set.
+"""
 
 from __future__ import annotations
 
@@ -166,8 +168,10 @@ class RestorationMetrics(MetricCollection):
 
 
 class RestorationTask(DownstreamTask):
-    """Image-to-image regression as a residual over an input of the target's sensor: the head
-    predicts, in normalised units, what to add to that input; the loss is L1 there."""
+    """Image-to-image regression as a residual over an input of the target's sensor.
+
+    The head predicts, in normalised units, what to add to that input; the loss is L1 there.
+    """
 
     ergas_ratio: float | None = None
 

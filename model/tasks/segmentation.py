@@ -88,8 +88,11 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
 
 
 class SegmentationTask(DownstreamTask):
-    """Semantic segmentation (Vaihingen, 6 classes): cross-entropy over every class; mIoU and
-    overall accuracy over the 5 classes without clutter, as the literature reports."""
+    """Semantic segmentation (Vaihingen, 6 classes).
+
+    Cross-entropy over every class; mIoU and overall accuracy over the 5 classes without
+    clutter, as the literature reports.
+    """
 
     def output_channels(self, info: dict[str, Any]) -> int:
         return int(info["num_classes"])
