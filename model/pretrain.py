@@ -22,6 +22,7 @@ class PretrainCLI(LightningCLI):
     """LightningCLI whose model and data agree on the store, sensors, crop and batch."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link the data's store, sensors, crop and batch to the model's; add ``--ckpt_path``."""
         parser.link_arguments("data.root", "model.store")
         parser.link_arguments("data.sensors", "model.sensors")
         parser.link_arguments("data.crop_px", "model.input_px")

@@ -26,6 +26,7 @@ class CloudRemovalTask(RestorationTask):
     """
 
     def figure(self, batch: dict[str, Any], prediction: Tensor) -> plt.Figure:
+        """Cloudy input, Sentinel-1, prediction and the clear target."""
         return cloud_removal_figure(batch, prediction, self.target_info["sensor"])
 
 

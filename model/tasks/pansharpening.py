@@ -32,9 +32,11 @@ class PanSharpeningTask(RestorationTask):
     ergas_ratio = ERGAS_RATIO
 
     def scored(self, prediction: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """Prediction and target cropped to the real (unpadded) pixels."""
         return valid_crop(prediction, batch["valid"]), valid_crop(batch["target"], batch["valid"])
 
     def figure(self, batch: dict[str, Any], prediction: Tensor) -> plt.Figure:
+        """Upsampled low-resolution MS, PAN, prediction and the full-resolution MS target."""
         return pansharpening_figure(batch, prediction, self.target_info["sensor"])
 
 

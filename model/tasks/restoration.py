@@ -117,6 +117,7 @@ class RestorationMetrics(MetricCollection):
     """
 
     def __init__(self, data_range: float, ergas_ratio: float | None = None) -> None:
+        """Initialize a new RestorationMetrics instance (arguments as on the class)."""
         if not data_range > 0:
             raise ValueError(f"data_range must be > 0, got {data_range}")
         if ergas_ratio is not None and not ergas_ratio >= 1:
@@ -176,17 +177,21 @@ class RestorationTask(DownstreamTask):
     ergas_ratio: float | None = None
 
     def output_channels(self, info: dict[str, Any]) -> int:
+        """The target's channels."""
         return int(info["channels"])
 
     def configure_metrics(self, info: dict[str, Any]) -> MetricCollection:
+        """Restoration metrics over the target's data range; ERGAS if the task sets a ratio."""
         return RestorationMetrics(float(info["data_range"]), ergas_ratio=self.ergas_ratio)
 
     def predict_from(self, output: Tensor, batch: dict[str, Any]) -> Tensor:
+        """The input of the target's sensor plus the head's output, added in normalised units."""
         sensor = self.target_info["sensor"]
         base = self.normalise(sensor, batch["inputs"][sensor])
         return self.denormalise(sensor, base + output)
 
     def loss(self, prediction: Tensor, batch: dict[str, Any]) -> Tensor:
+        """L1 in normalised units, over the ``valid`` pixels where the batch marks them."""
         sensor = self.target_info["sensor"]
         error = (self.normalise(sensor, prediction) - self.normalise(sensor, batch["target"])).abs()
         valid = batch.get("valid")
