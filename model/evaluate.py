@@ -153,9 +153,12 @@ def _main(task: str, metrics: Mapping[str, float | None]) -> str:
 
 def write_reports(results: Results, details: Mapping[str, Any], runs_dir: Path,
                   reports: Path) -> None:
-    """Write ``reports/benchmarks.json`` (strict JSON: a metric that is not finite, i.e.
-    unmeasurable, as null), ``benchmarks.md`` and ``benchmarks/<task>.png`` (the pretrained
-    run's picture of each task under ``runs_dir``), each replaced atomically."""
+    """Write ``reports/benchmarks.json``, ``benchmarks.md`` and ``benchmarks/<task>.png``.
+
+    The JSON is strict: a metric that is not finite, i.e. unmeasurable, is null. The pictures
+    are the pretrained run's picture of each task under ``runs_dir``. Each file is replaced
+    atomically.
+    """
     results = {task: {row: {metric: finite_or_none(value) for metric, value in scores.items()}
                       for row, scores in rows.items()} for task, rows in results.items()}
     with atomic_folder(reports / "benchmarks") as pictures:

@@ -19,6 +19,7 @@ class FinetuneCLI(LightningCLI):
     """LightningCLI whose model and data agree on the input size."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link the data's input size to the model's."""
         parser.link_arguments("data.init_args.input_px", "model.init_args.input_px")
 
 

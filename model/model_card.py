@@ -1,6 +1,8 @@
-"""The model card of an exported msGFM encoder: a STAC 1.1 Item with the Machine Learning Model
-extension (:data:`MLM_SCHEMA`, v1.4.0), built from the encoder's configuration and the
-pretraining sensors, and read back with every field it names checked.
+"""The model card of an exported msGFM encoder: a STAC 1.1 Item with the MLM extension.
+
+The Machine Learning Model extension (:data:`MLM_SCHEMA`, v1.4.0); the card is built from the
+encoder's configuration and the pretraining sensors, and read back with every field it names
+checked.
 
 The card holds the encoder's configuration (``mlm:hyperparameters``), one ``mlm:input`` per sensor
 (registry band names, shape and per-band z-score ``value_scaling``: the normalisation the model
@@ -51,8 +53,10 @@ _JSON_KINDS = {dict: "an object", list: "a list", str: "a string", int: "an inte
 
 
 class ModelCardError(ValueError):
-    """A model card, or the weights it names, that cannot be loaded; the message names the
-    file and the field."""
+    """A model card, or the weights it names, that cannot be loaded.
+
+    The message names the file and the field.
+    """
 
 
 
@@ -149,8 +153,11 @@ def _architecture(config: EncoderConfig) -> str:
 
 
 def _stac_bands(sensors: Iterable[SensorManifest]) -> list[dict[str, Any]]:
-    """STAC 1.1 ``bands`` of the inputs' registry bands, for the model asset (core STAC 1.1
-    allows no ``bands`` in Item properties); a band name shared by sensors is listed once."""
+    """STAC 1.1 ``bands`` of the inputs' registry bands, for the model asset.
+
+    Core STAC 1.1 allows no ``bands`` in Item properties. A band name shared by sensors is listed
+    once.
+    """
     bands: dict[str, dict[str, Any]] = {}
     for manifest in sensors:
         sensor = get_sensor(manifest.name)
@@ -202,8 +209,10 @@ def _read_card(card_path: Path) -> dict[str, Any]:
 
 def _field(document: Mapping[str, Any], key: str, kind: type, where: str,
            card_path: Path) -> Any:
-    """``document[key]``, required and of JSON type ``kind``; ``where`` is the document's
-    place in the card (``properties``), for the error."""
+    """``document[key]``, required and of JSON type ``kind``.
+
+    ``where`` is the document's place in the card (``properties``), for the error.
+    """
     place = f"{where}.{key}" if where else key
     if key not in document:
         raise ModelCardError(f"{card_path}: {place} is missing")
@@ -214,8 +223,10 @@ def _field(document: Mapping[str, Any], key: str, kind: type, where: str,
 
 
 def _typed(value: Any, kind: Any, place: str, card_path: Path) -> Any:
-    """A card's JSON ``value`` as the configuration type ``kind`` (a dataclass, ``X | None``,
-    ``tuple[int, ...]``, int, float or str), checked field by field."""
+    """A card's JSON ``value`` as the configuration type ``kind``, checked field by field.
+
+    ``kind`` is a dataclass, ``X | None``, ``tuple[int, ...]``, int, float or str.
+    """
     if is_dataclass(kind):
         if not isinstance(value, dict):
             raise ModelCardError(f"{card_path}: {place} must be an object, not {value!r}")
@@ -279,8 +290,10 @@ def _model_input_entry(entry: Any, place: str,
 
 
 def weights_path(card: Mapping[str, Any], card_path: Path) -> Path:
-    """The weights file the card's ``assets.weights.href`` names, required to lie inside the
-    card's folder once symbolic links are resolved."""
+    """The weights file the card's ``assets.weights.href`` names.
+
+    It is required to lie inside the card's folder once symbolic links are resolved.
+    """
     assets = _field(card, "assets", dict, "", card_path)
     asset = _field(assets, WEIGHTS_ASSET, dict, "assets", card_path)
     href = _field(asset, "href", str, f"assets.{WEIGHTS_ASSET}", card_path)

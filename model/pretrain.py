@@ -1,8 +1,11 @@
-"""Command line: ``python -m model.pretrain --config configs/pretrain/<name>.yaml`` (LightningCLI:
-every key can be overridden, e.g. ``--trainer.max_steps 20``; ``--ckpt_path`` resumes).
+"""Command line: ``python -m model.pretrain --config configs/pretrain/<name>.yaml``.
+
+LightningCLI: every key can be overridden, e.g. ``--trainer.max_steps 20``; ``--ckpt_path``
+resumes.
 
 A checkpoint, local or a URL, is loaded weights-only: tensors and plain containers, never
-pickled code (Lightning would unpickle a remote one in full)."""
+pickled code (Lightning would unpickle a remote one in full).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ class PretrainCLI(LightningCLI):
     """LightningCLI whose model and data agree on the store, sensors, crop and batch."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link the data's store, sensors, crop and batch to the model's; add ``--ckpt_path``."""
         parser.link_arguments("data.root", "model.store")
         parser.link_arguments("data.sensors", "model.sensors")
         parser.link_arguments("data.crop_px", "model.input_px")

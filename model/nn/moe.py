@@ -179,8 +179,10 @@ class SparseMoE(nn.Module):
         nn.init.zeros_(self.b2)
 
     def no_weight_decay(self) -> set[str]:
-        """The experts' biases: stacked per expert they are 2-D, but biases all the same, which
-        AdamW should not decay (as a dense MLP's 1-D biases)."""
+        """The experts' biases, which AdamW should not decay.
+
+        Stacked per expert they are 2-D, but biases all the same (as a dense MLP's 1-D biases).
+        """
         return {"b1", "b2"}
 
     def extra_repr(self) -> str:

@@ -1,5 +1,6 @@
-"""The training tasks, one module each, as TorchGeo's ``trainers``: pretraining
-(:mod:`model.tasks.pretraining`) and the four downstream benchmarks, each with its
+"""The training tasks, one module each, as TorchGeo's ``trainers``.
+
+Pretraining (:mod:`model.tasks.pretraining`) and the four downstream benchmarks, each with its
 LightningModule, metrics, prediction picture, classical baselines and :class:`TaskSpec`.
 
 :data:`TASKS` is the one list of the downstream tasks: ``python -m model.finetune`` names them,

@@ -41,6 +41,7 @@ class ClassificationMetrics(MetricCollection):
     """
 
     def __init__(self, num_classes: int, *, from_logits: bool = True) -> None:
+        """Initialize a new ClassificationMetrics instance (arguments as on the class)."""
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         super().__init__({
@@ -85,24 +86,31 @@ class ClassificationMetrics(MetricCollection):
 
 
 class ClassificationTask(DownstreamTask):
-    """Multi-label scene classification (BigEarthNet, 19 classes): BCE on logits; mAP micro
-    (the literature's figure) and macro over the whole evaluation set."""
+    """Multi-label scene classification (BigEarthNet, 19 classes).
+
+    BCE on logits; mAP micro (the literature's figure) and macro over the whole evaluation set.
+    """
 
     head_kind = "classification"
 
     def output_channels(self, info: dict[str, Any]) -> int:
+        """One logit per class."""
         return int(info["num_classes"])
 
     def configure_metrics(self, info: dict[str, Any]) -> MetricCollection:
+        """Mean average precision (mAP), micro and macro, over the classes."""
         return ClassificationMetrics(int(info["num_classes"]))
 
     def loss(self, prediction: Tensor, batch: dict[str, Any]) -> Tensor:
+        """Binary cross-entropy on the logits."""
         return F.binary_cross_entropy_with_logits(prediction, batch["target"].float())
 
     def scored(self, prediction: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """The logits and the integer labels (the metric applies the sigmoid)."""
         return prediction, batch["target"].long()  # logits: the metric applies the sigmoid
 
     def figure(self, batch: dict[str, Any], prediction: Tensor) -> plt.Figure:
+        """Each sample's input(s) with its true labels and the labels scored above 0.5."""
         return classification_figure(batch, prediction.sigmoid(),
                                      self.target_info["class_names"])
 

@@ -1,5 +1,8 @@
-"""SEN12MS-CR cloud removal (cloudy Sentinel-2 + Sentinel-1 -> clear Sentinel-2): the task, its
-picture and baseline; the metrics are :class:`~model.tasks.restoration.RestorationMetrics`."""
+"""SEN12MS-CR cloud removal (cloudy Sentinel-2 + Sentinel-1 -> clear Sentinel-2).
+
+The task, its picture and baseline; the metrics are
+:class:`~model.tasks.restoration.RestorationMetrics`.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +20,13 @@ RADAR = "sentinel1_grd"
 
 
 class CloudRemovalTask(RestorationTask):
-    """SEN12MS-CR: cloudy Sentinel-2 + Sentinel-1 in, the clear Sentinel-2 out (reflectance);
-    MAE, RMSE, PSNR, SAM (degrees) and SSIM over the whole evaluation set."""
+    """SEN12MS-CR: cloudy Sentinel-2 + Sentinel-1 in, the clear Sentinel-2 out (reflectance).
+
+    MAE, RMSE, PSNR, SAM (degrees) and SSIM over the whole evaluation set.
+    """
 
     def figure(self, batch: dict[str, Any], prediction: Tensor) -> plt.Figure:
+        """Cloudy input, Sentinel-1, prediction and the clear target."""
         return cloud_removal_figure(batch, prediction, self.target_info["sensor"])
 
 

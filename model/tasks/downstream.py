@@ -221,8 +221,11 @@ class DownstreamTask(LightningModule):
             self._figure_batch = (batch, prediction.detach())
 
     def on_test_epoch_end(self) -> None:
-        """Log the test metrics; write them (strict JSON: an unmeasurable one as null) and the
-        prediction picture to ``out_dir``, each file replaced atomically."""
+        """Log the test metrics; write them and the prediction picture to ``out_dir``.
+
+        The metrics are strict JSON: an unmeasurable one as null. Each file is replaced
+        atomically.
+        """
         results = {name.removeprefix(TEST_PREFIX): float(value)
                    for name, value in self.test_metrics.compute().items()}
         self.test_metrics.reset()
@@ -247,8 +250,10 @@ class DownstreamTask(LightningModule):
         raise NotImplementedError
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW (no decay on norms, biases, tokens and what the network exempts), linear
-        warm-up then cosine decay, over the trainer's steps."""
+        """AdamW, linear warm-up then cosine decay, over the trainer's steps.
+
+        No decay on norms, biases, tokens and what the network exempts.
+        """
         return adamw_warmup_cosine(self.network, self.hparams["lr"],
                                    self.hparams["weight_decay"], self.hparams["warmup_share"],
                                    int(self.trainer.estimated_stepping_batches))

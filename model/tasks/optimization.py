@@ -39,10 +39,11 @@ def no_weight_decay_names(module: nn.Module) -> set[str]:
 
 
 def warmup_cosine(optimizer: Optimizer, warmup_steps: int, total_steps: int) -> LRScheduler:
-    """Learning-rate factor linear from ``1 / warmup_steps`` to 1 over the warm-up, then a
-    cosine from 1 to 0 at ``total_steps``: ``(step + 1) / warmup_steps`` for a step before
-    ``warmup_steps``, then ``0.5 (1 + cos(pi progress))`` with ``progress`` the share of the
-    remaining steps done.
+    """Learning-rate factor: linear warm-up, then a cosine from 1 to 0 at ``total_steps``.
+
+    Linear from ``1 / warmup_steps`` to 1 over the warm-up: ``(step + 1) / warmup_steps`` for a
+    step before ``warmup_steps``, then ``0.5 (1 + cos(pi progress))`` with ``progress`` the share
+    of the remaining steps done.
 
     Args:
         optimizer: whose learning rates are scaled.
@@ -68,8 +69,10 @@ def warmup_cosine(optimizer: Optimizer, warmup_steps: int, total_steps: int) -> 
 
 def adamw_warmup_cosine(module: nn.Module, lr: float, weight_decay: float,
                         warmup_share: float, total_steps: int) -> dict[str, Any]:
-    """What a LightningModule's ``configure_optimizers`` returns: AdamW over ``module`` (no decay
-    on its :func:`no_weight_decay_names`, norms and biases) with :func:`warmup_cosine`.
+    """What a LightningModule's ``configure_optimizers`` returns.
+
+    AdamW over ``module`` (no decay on its :func:`no_weight_decay_names`, norms and biases) with
+    :func:`warmup_cosine`.
 
     Args:
         module: the network to train.

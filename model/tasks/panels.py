@@ -1,5 +1,7 @@
-"""Drawing helpers shared by the downstream tasks' prediction pictures: a row per test sample,
-its inputs, the prediction and the truth side by side."""
+"""Drawing helpers shared by the downstream tasks' prediction pictures.
+
+A row per test sample: its inputs, the prediction and the truth side by side.
+"""
 
 from __future__ import annotations
 
@@ -33,8 +35,10 @@ def picture(image: Tensor, sensor: str) -> np.ndarray:
 
 
 def true_colour(images: Sequence[Tensor], sensor: str) -> list[np.ndarray]:
-    """True-colour pictures of several images of one sensor on one shared brightness scale
-    (the last image's 2nd-98th percentiles), so cloudy, predicted and clear compare."""
+    """True-colour pictures of several images of one sensor on one shared brightness scale.
+
+    The scale is the last image's 2nd-98th percentiles, so cloudy, predicted and clear compare.
+    """
     bands = rgb_band_indices(sensor, get_sensor(sensor).band_names)
     arrays = [np.moveaxis(image.detach().float().cpu().numpy()[bands], 0, -1) for image in images]
     low, high = np.nanpercentile(arrays[-1], (2, 98), axis=(0, 1))
@@ -43,8 +47,10 @@ def true_colour(images: Sequence[Tensor], sensor: str) -> list[np.ndarray]:
 
 def restoration_figure(batch: dict, prediction: Tensor, sensor: str, other: str,
                        titles: Sequence[str]) -> plt.Figure:
-    """Per sample: the input of the target's sensor, the ``other`` input, the prediction and
-    the target; the three images of ``sensor`` on one brightness scale."""
+    """Per sample: the input of the target's sensor, the ``other`` input, prediction, target.
+
+    The three images of ``sensor`` are on one brightness scale.
+    """
     rows = min(ROWS, len(prediction))
     figure, axes = grid(rows, titles)
     for row in range(rows):

@@ -1,6 +1,8 @@
-"""SpaceNet 2 pan-sharpening at reduced resolution (Wald's protocol): the task, its picture and
-baselines (bicubic, Brovey); the metrics are :class:`~model.tasks.restoration.RestorationMetrics`
-with ERGAS."""
+"""SpaceNet 2 pan-sharpening at reduced resolution (Wald's protocol).
+
+The task, its picture and baselines (bicubic, Brovey); the metrics are
+:class:`~model.tasks.restoration.RestorationMetrics` with ERGAS.
+"""
 
 from __future__ import annotations
 
@@ -21,16 +23,20 @@ ERGAS_RATIO = 4.0  # 1.2 m MS sharpened to 0.3 m PAN
 
 
 class PanSharpeningTask(RestorationTask):
-    """SpaceNet 2 pan-sharpening at reduced resolution (Wald's protocol): MS upsampled to the
-    PAN grid + PAN in, MS at the PAN grid out; PSNR, SSIM, SAM, ERGAS on the real (unpadded)
-    pixels over the whole evaluation set."""
+    """SpaceNet 2 pan-sharpening at reduced resolution (Wald's protocol).
+
+    MS upsampled to the PAN grid + PAN in, MS at the PAN grid out; PSNR, SSIM, SAM, ERGAS on the
+    real (unpadded) pixels over the whole evaluation set.
+    """
 
     ergas_ratio = ERGAS_RATIO
 
     def scored(self, prediction: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """Prediction and target cropped to the real (unpadded) pixels."""
         return valid_crop(prediction, batch["valid"]), valid_crop(batch["target"], batch["valid"])
 
     def figure(self, batch: dict[str, Any], prediction: Tensor) -> plt.Figure:
+        """Upsampled low-resolution MS, PAN, prediction and the full-resolution MS target."""
         return pansharpening_figure(batch, prediction, self.target_info["sensor"])
 
 

@@ -1,5 +1,7 @@
-"""msGFM pretraining as a LightningModule: the loss, its logs, the optimiser and schedule, the
-Figure-3 pictures of masked reconstruction and the export at the end.
+"""msGFM pretraining as a LightningModule.
+
+The loss, its logs, the optimiser and schedule, the Figure-3 pictures of masked reconstruction
+and the export at the end.
 
 The pictures are laid out like Figure 3 of the msGFM paper: input, masked input, reconstruction
 and target, for each sensor and each cross-sensor pair.
@@ -119,8 +121,10 @@ class MsGFMPretraining(LightningModule):
         self.log("val/mim", out.mim_loss, batch_size=_batch_rows(batch), sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW at ``base_lr x global batch / 512`` (no decay on norms, biases, the mask token
-        and what the network exempts), linear warm-up, then cosine decay."""
+        """AdamW at ``base_lr x global batch / 512``, linear warm-up, then cosine decay.
+
+        No decay on norms, biases, the mask token and what the network exempts.
+        """
         world = self.trainer.world_size if self.trainer else 1
         lr = self.hparams["base_lr"] * self.hparams["batch_size"] * world / REFERENCE_BATCH
         total = int(self.trainer.estimated_stepping_batches) if self.trainer else 1
@@ -133,10 +137,12 @@ class MsGFMPretraining(LightningModule):
                      mask_ratio=self.hparams["mask_ratio"], aux_weight=self.hparams["aux_weight"])
 
     def on_train_end(self) -> None:
-        """Pictures of the last batch (each sensor and each cross pair) and the export of the
-        encoder, from a whole copy of the trained network on rank 0. Under FSDP each rank holds
-        a shard and gathering them is collective, so every rank asks the strategy for the state
-        dict first."""
+        """Pictures of the last batch and the export of the encoder, on rank 0.
+
+        The pictures show each sensor and each cross pair; both come from a whole copy of the
+        trained network on rank 0. Under FSDP each rank holds a shard and gathering them is
+        collective, so every rank asks the strategy for the state dict first.
+        """
         state = self.trainer.strategy.lightning_module_state_dict()
         if not self.trainer.is_global_zero:
             return
@@ -190,8 +196,10 @@ def _batch_rows(batch: dict[str, Any]) -> int:
 def save_reconstruction_figures(groups: Sequence[Reconstruction],
                                 sensors: Mapping[str, SensorManifest], folder: Path,
                                 step: int) -> list[Path]:
-    """One PNG per (encoded sensor, decoded sensor) group:
-    ``folder/step<step>_<source>_to_<target>.png``; returns their paths."""
+    """One PNG per (encoded sensor, decoded sensor) group; returns their paths.
+
+    Each is ``folder/step<step>_<source>_to_<target>.png``.
+    """
     matplotlib.use("Agg")
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -204,8 +212,10 @@ def save_reconstruction_figures(groups: Sequence[Reconstruction],
 
 def reconstruction_figure(group: Reconstruction,
                           sensors: Mapping[str, SensorManifest]) -> plt.Figure:
-    """The four columns of :data:`FIGURE_COLUMNS` for the first :data:`FIGURE_ROWS` chips of
-    ``group``."""
+    """A figure of the first :data:`FIGURE_ROWS` chips of ``group``.
+
+    Its four columns are those of :data:`FIGURE_COLUMNS`.
+    """
     rows = min(FIGURE_ROWS, len(group.rows))
     columns = len(FIGURE_COLUMNS)
     figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)

@@ -1,6 +1,8 @@
-"""What cloud removal and pan-sharpening share: image-to-image regression as a residual over an
-input of the target's sensor, and its metrics (MAE, RMSE, PSNR, SSIM, SAM, ERGAS) accumulated over
-a whole evaluation set."""
+"""What cloud removal and pan-sharpening share.
+
+Image-to-image regression as a residual over an input of the target's sensor, and its metrics
+(MAE, RMSE, PSNR, SSIM, SAM, ERGAS) accumulated over a whole evaluation set.
+"""
 
 from __future__ import annotations
 
@@ -115,6 +117,7 @@ class RestorationMetrics(MetricCollection):
     """
 
     def __init__(self, data_range: float, ergas_ratio: float | None = None) -> None:
+        """Initialize a new RestorationMetrics instance (arguments as on the class)."""
         if not data_range > 0:
             raise ValueError(f"data_range must be > 0, got {data_range}")
         if ergas_ratio is not None and not ergas_ratio >= 1:
@@ -166,23 +169,29 @@ class RestorationMetrics(MetricCollection):
 
 
 class RestorationTask(DownstreamTask):
-    """Image-to-image regression as a residual over an input of the target's sensor: the head
-    predicts, in normalised units, what to add to that input; the loss is L1 there."""
+    """Image-to-image regression as a residual over an input of the target's sensor.
+
+    The head predicts, in normalised units, what to add to that input; the loss is L1 there.
+    """
 
     ergas_ratio: float | None = None
 
     def output_channels(self, info: dict[str, Any]) -> int:
+        """The target's channels."""
         return int(info["channels"])
 
     def configure_metrics(self, info: dict[str, Any]) -> MetricCollection:
+        """Restoration metrics over the target's data range; ERGAS if the task sets a ratio."""
         return RestorationMetrics(float(info["data_range"]), ergas_ratio=self.ergas_ratio)
 
     def predict_from(self, output: Tensor, batch: dict[str, Any]) -> Tensor:
+        """The input of the target's sensor plus the head's output, added in normalised units."""
         sensor = self.target_info["sensor"]
         base = self.normalise(sensor, batch["inputs"][sensor])
         return self.denormalise(sensor, base + output)
 
     def loss(self, prediction: Tensor, batch: dict[str, Any]) -> Tensor:
+        """L1 in normalised units, over the ``valid`` pixels where the batch marks them."""
         sensor = self.target_info["sensor"]
         error = (self.normalise(sensor, prediction) - self.normalise(sensor, batch["target"])).abs()
         valid = batch.get("valid")

@@ -43,6 +43,7 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
     """
 
     def __init__(self, num_classes: int = 6, ignore_index: int | None = 0) -> None:
+        """Initialize a new SegmentationMetrics instance (arguments as on the class)."""
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if ignore_index is not None and not 0 <= ignore_index < num_classes:
@@ -88,17 +89,23 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
 
 
 class SegmentationTask(DownstreamTask):
-    """Semantic segmentation (Vaihingen, 6 classes): cross-entropy over every class; mIoU and
-    overall accuracy over the 5 classes without clutter, as the literature reports."""
+    """Semantic segmentation (Vaihingen, 6 classes).
+
+    Cross-entropy over every class; mIoU and overall accuracy over the 5 classes without
+    clutter, as the literature reports.
+    """
 
     def output_channels(self, info: dict[str, Any]) -> int:
+        """One logit per class."""
         return int(info["num_classes"])
 
     def configure_metrics(self, info: dict[str, Any]) -> MetricCollection:
+        """:class:`SegmentationMetrics`, without the data's ``ignore_index`` class."""
         return MetricCollection({"confusion": SegmentationMetrics(
             int(info["num_classes"]), ignore_index=info["ignore_index"])})
 
     def loss(self, prediction: Tensor, batch: dict[str, Any]) -> Tensor:
+        """Cross-entropy over every class."""
         return F.cross_entropy(prediction, batch["target"])
 
     def scored(self, prediction: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
@@ -106,6 +113,7 @@ class SegmentationTask(DownstreamTask):
         return prediction.argmax(dim=1), ignore_invalid(batch, self.target_info["ignore_index"])
 
     def figure(self, batch: dict[str, Any], prediction: Tensor) -> plt.Figure:
+        """Each input sensor, the predicted and the true class maps in the ISPRS colours."""
         return segmentation_figure(batch, prediction.argmax(dim=1),
                                    self.target_info["class_names"])
 
