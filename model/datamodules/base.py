@@ -126,6 +126,8 @@ class DownstreamDataModule(LightningDataModule, ABC):
     Worker processes get the datamodule's methods by fork (Linux' default start method).
     """
 
+    # Input sensor -> the dataset's sample key it comes from (or override input_sensors).
+    input_keys: ClassVar[dict[str, str]] = {}
     # Sample keys besides the inputs that lie on the inputs' pixel grid.
     spatial_keys: ClassVar[tuple[str, ...]] = ()
 
@@ -168,9 +170,9 @@ class DownstreamDataModule(LightningDataModule, ABC):
         self._statistics: dict[str, tuple[Tensor, Tensor]] = {}
 
     @property
-    @abstractmethod
     def input_sensors(self) -> tuple[str, ...]:
-        """The registry names of the input sensors, in batch order."""
+        """The registry names of the input sensors, in batch order: those of :attr:`input_keys`."""
+        return tuple(self.input_keys)
 
     @property
     @abstractmethod

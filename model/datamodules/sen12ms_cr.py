@@ -42,11 +42,6 @@ class SEN12MSCRDataModule(DownstreamDataModule):
         self.flips = SampleFlips(self.spatial_keys)
 
     @property
-    def input_sensors(self) -> tuple[str, ...]:
-        """Cloudy Sentinel-2 L1C and Sentinel-1."""
-        return tuple(self.input_keys)
-
-    @property
     def target_info(self) -> dict[str, Any]:
         """Image regression of the cloud-free Sentinel-2 reflectance (data range 1)."""
         sensor = get_sensor(self.target_sensor)

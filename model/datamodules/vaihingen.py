@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import rasterio
-import rasterio.errors
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -25,6 +22,7 @@ from model.datamodules.base import (
     Sample,
     missing_values,
 )
+from model.datasets.raster_files import opened_raster
 from model.datasets.vaihingen import VaihingenDSM
 
 
@@ -106,11 +104,6 @@ class VaihingenDataModule(DownstreamDataModule):
         self.flips = SampleFlips(self.spatial_keys)
 
     @property
-    def input_sensors(self) -> tuple[str, ...]:
-        """The IR-R-G orthophoto and the DSM."""
-        return tuple(self.input_keys)
-
-    @property
     def target_info(self) -> dict[str, Any]:
         """Semantic segmentation over :attr:`class_names`, class 0 ignored."""
         return {"task": "semantic_segmentation", "num_classes": len(self.class_names),
@@ -163,13 +156,8 @@ class VaihingenDataModule(DownstreamDataModule):
 
     @staticmethod
     def _raster_shape(path: Path) -> tuple[int, int]:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                with rasterio.open(path) as src:
-                    return src.height, src.width
-        except (rasterio.errors.RasterioError, OSError) as error:
-            raise ValueError(f"{path}: unreadable raster ({error})") from error
+        with opened_raster(path) as src:
+            return src.height, src.width
 
     def _train_view(self, sample: Sample, key: Any) -> Sample:
         valid = torch.ones((1, self.input_px, self.input_px), dtype=torch.bool)

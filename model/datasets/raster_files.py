@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,22 @@ from torch import Tensor
 from catalogs.sensors import Sensor
 
 
+@contextmanager
+def opened_raster(path: Path) -> Iterator[rasterio.DatasetReader]:
+    """``path`` opened with rasterio, georeferenced or not (some official files carry no CRS).
+
+    Raises:
+        ValueError: naming the file, when GDAL cannot open or read it.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                yield src
+    except (rasterio.errors.RasterioError, OSError) as error:
+        raise ValueError(f"{path}: unreadable raster ({error})") from error
+
+
 def read_sensor_file(path: Path, sensor: Sensor) -> np.ndarray:
     """The stored values (bands, rows, cols) of a file holding every band of ``sensor``.
 
@@ -23,13 +41,8 @@ def read_sensor_file(path: Path, sensor: Sensor) -> np.ndarray:
         ValueError: naming the file, when it is unreadable or its band count is not the
             sensor's.
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                values = src.read()
-    except (rasterio.errors.RasterioError, OSError) as error:
-        raise ValueError(f"{path}: unreadable raster ({error})") from error
+    with opened_raster(path) as src:
+        values = src.read()
     if values.shape[0] != sensor.num_bands:
         raise ValueError(f"{path}: {values.shape[0]} bands, expected {sensor.num_bands} "
                          f"({sensor.name}: {', '.join(sensor.band_names)})")
