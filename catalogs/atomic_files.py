@@ -22,10 +22,10 @@ from typing import IO, Any
 
 @contextmanager
 def atomic_path(target: Path | str) -> Iterator[Path]:
-    """A temporary path beside ``target`` for a library that writes a file itself (a figure's
-    ``savefig``, ``to_parquet``); renamed onto ``target`` once the block ends without error.
+    """A temporary path beside ``target``, renamed onto it once the block ends without error.
 
-    The temporary name keeps ``target``'s suffix, so writers that choose a format by suffix
+    For a library that writes a file itself (a figure's ``savefig``, ``to_parquet``). The
+    temporary name keeps ``target``'s suffix, so writers that choose a format by suffix
     choose the right one.
     """
     target = Path(target)
@@ -55,15 +55,20 @@ def replace_file(new: Path, target: Path) -> None:
 
 @contextmanager
 def atomic_open(target: Path | str, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
-    """An open file (``mode`` ``"w"``, ``"wb"`` ...) that replaces ``target`` once closed
-    without error."""
+    """An open file that replaces ``target`` once closed without error.
+
+    ``mode`` is ``"w"``, ``"wb"`` ...
+    """
     with atomic_path(target) as path, open(path, mode, **kwargs) as f:
         yield f
 
 
 def save_figure(figure: Any, target: Path | str, dpi: int = 80) -> Path:
-    """Save a matplotlib ``figure`` to ``target`` atomically (the format from its suffix, which
-    the temporary name keeps), then close it, whether or not the save succeeded."""
+    """Save a matplotlib ``figure`` to ``target`` atomically, then close it.
+
+    The format comes from ``target``'s suffix, which the temporary name keeps. The figure is
+    closed whether or not the save succeeded.
+    """
     from matplotlib import pyplot as plt  # only writers of figures pay for pyplot
 
     try:
@@ -177,7 +182,7 @@ def _first_non_finite(value: Any, where: str) -> str | None:
 
 
 def fsync_path(path: Path) -> None:
-    """fsync a file or a folder (a folder's fsync makes the renames inside it durable)."""
+    """Fsync a file or a folder (a folder's fsync makes the renames inside it durable)."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)

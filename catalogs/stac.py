@@ -47,6 +47,12 @@ class SourceFileError(ValueError):
     """A source file is damaged or not what its layout promises. Carries the path and reason."""
 
     def __init__(self, path: Path | str, reason: str) -> None:
+        """Initialize a new SourceFileError instance.
+
+        Args:
+            path: the damaged or unexpected file.
+            reason: what is wrong with it.
+        """
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
@@ -68,6 +74,7 @@ class BuildResult:
     problems: list[Problem] = field(default_factory=list)
 
     def skip(self, error: SourceFileError) -> None:
+        """Record the file of ``error`` as skipped, with its reason."""
         self.problems.append(Problem(error.path, error.reason))
 
 
@@ -169,9 +176,12 @@ def raster_asset(path: Path | str, sensor: Sensor | Sequence[Sensor],
 
 
 def _gsd_m(crs: rasterio.crs.CRS, transform: Affine, shape: tuple[int, int]) -> float:
-    """A grid's pixel size in metres: its pixel width where ``crs`` is projected; where it is
-    geographic, the side of a square of the centre pixel's ground area (its sides measured as
-    geodesics on the CRS's ellipsoid), rounded to 0.1 mm."""
+    """A grid's pixel size in metres.
+
+    Its pixel width where ``crs`` is projected; where it is geographic, the side of a square of
+    the centre pixel's ground area (its sides measured as geodesics on the CRS's ellipsoid),
+    rounded to 0.1 mm.
+    """
     if not crs.is_geographic:
         return abs(transform.a)
     lon = transform.c + transform.a * (shape[1] // 2 + 0.5)
@@ -253,8 +263,9 @@ def make_item(item_id: str, assets: Mapping[str, pystac.Asset], when: datetime |
 def assemble_assets(files: Mapping[str, Path], makers: Mapping[str, Callable[[Path], pystac.Asset]],
                     required: Sequence[str], result: BuildResult,
                     expected_path: Callable[[str], Path]) -> dict[str, pystac.Asset] | None:
-    """The assets of one Item from its files, or None (its files reported) if a required one is
-    missing or unusable.
+    """The assets of one Item from its files, or None if a required one is missing or unusable.
+
+    With None, the Item's files are reported in ``result``.
 
     Args:
         files: the Item's files by asset key.
@@ -297,8 +308,10 @@ def assemble_assets(files: Mapping[str, Path], makers: Mapping[str, Callable[[Pa
 def picture_item(item_id: str, path: Path, make_asset: Callable[[], pystac.Asset],
                  date_range: tuple[datetime, datetime], properties: Mapping[str, Any],
                  used_ids: set[str]) -> pystac.Item:
-    """The Item of a picture without georeference: its one asset ``image``, null geometry, no
-    datetime but ``date_range``, then ``properties``. Its id is added to ``used_ids``.
+    """The Item of a picture without georeference: its one asset ``image``, null geometry.
+
+    Its properties: no datetime but ``date_range``, then ``properties``. Its id is added to
+    ``used_ids``.
 
     Raises:
         SourceFileError: ``item_id`` is already in ``used_ids``, or ``make_asset`` fails.

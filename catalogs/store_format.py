@@ -339,8 +339,9 @@ def read_manifest(path: Path | str) -> StoreManifest:
 
 
 def acquisition_range(path: Path | str, sensors: Iterable[str]) -> tuple[str, str] | None:
-    """The first and last known acquisition times of the chips of ``sensors`` in a store, in
-    UTC ISO 8601 (``2017-06-13T10:10:31Z``); None when no chip has one (pictures only).
+    """The first and last known acquisition times of the chips of ``sensors`` in a store.
+
+    In UTC ISO 8601 (``2017-06-13T10:10:31Z``); None when no chip has one (pictures only).
 
     Raises:
         StoreFormatError: as :func:`open_store`.

@@ -1,5 +1,8 @@
-"""Catalog builders: one module per source, each turning the source's official on-disk layout
-into STAC Items (``build(root) -> BuildResult``), reporting damaged or unexpected files."""
+"""Catalog builders: one module per source, each turning the source's layout into STAC Items.
+
+Each ``build(root) -> BuildResult`` reads the source's official on-disk layout and reports
+damaged or unexpected files.
+"""
 
 from collections.abc import Callable
 from pathlib import Path

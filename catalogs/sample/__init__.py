@@ -1,5 +1,8 @@
-"""The embedded sample world: one procedural world seen by every sensor, written as each source
-dataset's official layout plus a static STAC catalog. ``python -m catalogs.sample --help``."""
+"""The embedded sample world: one procedural world seen by every sensor.
+
+It is written as each source dataset's official layout plus a static STAC catalog.
+``python -m catalogs.sample --help``.
+"""
 
 from __future__ import annotations
 
@@ -36,8 +39,9 @@ class SampleBuildError(RuntimeError):
 
 
 def build_sample(out: Path | str, seed: int = 0, progress: bool = False) -> Path:
-    """Render the sample world with ``seed`` into ``out`` and catalogue it; returns the root
-    ``catalog.json``. The same seed gives byte-identical files.
+    """Render the sample world with ``seed`` into ``out`` and catalogue it.
+
+    Returns the root ``catalog.json``. The same seed gives byte-identical files.
 
     The world is built in a temporary sibling folder and moved into place at the end, so
     ``out`` never holds a half-written world; an existing ``out`` is replaced.

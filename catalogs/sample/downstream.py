@@ -1,9 +1,11 @@
-"""The downstream benchmark sets of the sample world, each in its official on-disk layout:
+"""The downstream benchmark sets of the sample world, each in its official on-disk layout.
+
 BigEarthNet (S1 + S2 multi-label), SEN12MS-CR (cloud removal), SpaceNet 2 (PAN + MS) and ISPRS
 Vaihingen (IR-R-G + DSM + 6-class mask). Labels come from the same ground the pixels show.
 
 Every writer renders the sizes of a :class:`DownstreamSizes`: :data:`SAMPLE` (the default: the
-tiny sets of the sample world) or :data:`BENCHMARK` (mini benchmarks, every split non-empty)."""
+tiny sets of the sample world) or :data:`BENCHMARK` (mini benchmarks, every split non-empty).
+"""
 
 from __future__ import annotations
 
@@ -90,6 +92,12 @@ class DownstreamSizes:
     vaihingen_areas: tuple[int, ...]
 
     def __post_init__(self) -> None:
+        """Check that every set has a sample, under valid BigEarthNet splits, no entry listed twice.
+
+        Raises:
+            ValueError: a BigEarthNet split missing, extra or counted below 0, no BigEarthNet
+                patch at all, or an empty list or a repeated entry in another set, naming it.
+        """
         counts = dict(self.bigearthnet_patches)
         if sorted(counts) != sorted(BIGEARTHNET_SPLITS) or min(counts.values()) < 0:
             raise ValueError("bigearthnet_patches must give a count >= 0 for each of "
@@ -147,8 +155,11 @@ def _rng(seed: int, *stream: int) -> np.random.Generator:
 
 def _distinct_centers(count: int, width_m: float,
                       rng: np.random.Generator) -> list[tuple[float, float]]:
-    """``count`` random centres (``random_centers``) of north-up squares ``width_m`` wide that
-    do not overlap: a centre whose square overlaps an earlier one is redrawn."""
+    """``count`` random centres of north-up squares ``width_m`` wide that do not overlap.
+
+    The centres come from ``random_centers``; a centre whose square overlaps an earlier one is
+    redrawn.
+    """
     chosen: list[tuple[float, float]] = []
     for _ in range(CENTER_DRAWS):
         for x, y in random_centers(count - len(chosen), rng):
@@ -173,10 +184,13 @@ def _bigearthnet_metadata(grid: Grid, labels: list[str]) -> dict[str, object]:
 
 
 def write_bigearthnet(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -> None:
-    """BigEarthNet v1.0-like patches: 12 single-band S2 L2A GeoTIFFs per patch on their native
-    grids (10/20/60 m), a co-registered S1 patch (VV, VH), CLC labels in the metadata JSONs and
-    ``bigearthnet-{train,val,test}.csv`` pairing S2 and S1 patch names (TorchGeo's layout).
-    ``sizes.bigearthnet_patches`` patches at random places, none overlapping another."""
+    """BigEarthNet v1.0-like patches at random places, none overlapping another.
+
+    ``sizes.bigearthnet_patches`` patches: 12 single-band S2 L2A GeoTIFFs per patch on their
+    native grids (10/20/60 m), a co-registered S1 patch (VV, VH), CLC labels in the metadata
+    JSONs and ``bigearthnet-{train,val,test}.csv`` pairing S2 and S1 patch names (TorchGeo's
+    layout).
+    """
     s2, s1 = get_sensor("sentinel2_l2a"), get_sensor("sentinel1_grd")
     rng = _rng(world.seed, 5)
     count = sum(sizes.bigearthnet_patches.values())
@@ -222,10 +236,13 @@ def write_bigearthnet(world: World, root: Path, sizes: DownstreamSizes = SAMPLE)
 
 
 def write_sen12ms_cr(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -> None:
-    """SEN12MS-CR-like triplets: cloud-free S2 L1C, the same ground under fractal clouds and
-    their shadows (another sky per triplet), and S1 (which sees through clouds), co-registered,
-    as ``ROIs<id>_<season>_{s1,s2,s2_cloudy}/<kind>_<scene>/..._p<patch>.tif``: the triplets of
-    ``sizes.sen12ms_cr_triplets`` at random places, none overlapping another."""
+    """SEN12MS-CR-like triplets at random places, none overlapping another.
+
+    The triplets of ``sizes.sen12ms_cr_triplets``: cloud-free S2 L1C, the same ground under
+    fractal clouds and their shadows (another sky per triplet), and S1 (which sees through
+    clouds), co-registered, as
+    ``ROIs<id>_<season>_{s1,s2,s2_cloudy}/<kind>_<scene>/..._p<patch>.tif``.
+    """
     s2, s1 = get_sensor("sentinel2_l1c"), get_sensor("sentinel1_grd")
     rng = _rng(world.seed, 6)
     centers = _distinct_centers(len(sizes.sen12ms_cr_triplets), SEN12MSCR_PATCH_PX * 10.0, rng)
@@ -258,10 +275,12 @@ def _building_polygons(mask: np.ndarray, grid: Grid) -> list[dict[str, object]]:
 
 
 def write_spacenet2(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -> None:
-    """SpaceNet 2-like WorldView-3 tiles over built-up ground, in EPSG:4326 as distributed:
-    ``<AOI>_Train/PAN/PAN_<AOI>_img<k>.tif`` (11-bit, ~0.3 m), ``MUL/MUL_<AOI>_img<k>.tif``
-    (8 bands, 4x coarser) and ``geojson/buildings/buildings_<AOI>_img<k>.geojson``, for each
-    ``k`` of ``sizes.spacenet2_images``."""
+    """SpaceNet 2-like WorldView-3 tiles over built-up ground, in EPSG:4326 as distributed.
+
+    For each ``k`` of ``sizes.spacenet2_images``: ``<AOI>_Train/PAN/PAN_<AOI>_img<k>.tif``
+    (11-bit, ~0.3 m), ``MUL/MUL_<AOI>_img<k>.tif`` (8 bands, 4x coarser) and
+    ``geojson/buildings/buildings_<AOI>_img<k>.geojson``.
+    """
     pan, ms = get_sensor("worldview3_pan"), get_sensor("worldview3_ms")
     rng = _rng(world.seed, 7)
     centers = find_sites(world, LC["built_up"], len(sizes.spacenet2_images), BUILT_UP_SPACING_M,
@@ -307,11 +326,13 @@ ISPRS_TABLE = np.array([ISPRS_COLOURS[_MATERIAL_TO_ISPRS[m]] for m in MAT], dtyp
 
 
 def write_vaihingen(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -> None:
-    """ISPRS Vaihingen-like tiles over built-up ground at 9 cm: ``top/top_mosaic_09cm_area<N>.tif``
+    """ISPRS Vaihingen-like tiles over built-up ground at 9 cm, all on one grid (UTM 32N).
+
+    For each area ``N`` of ``sizes.vaihingen_areas``: ``top/top_mosaic_09cm_area<N>.tif``
     (IR-R-G), ``dsm/dsm_09cm_matching_area<N>.tif`` and the colour-coded ground truth
     ``top_mosaic_09cm_area<N>.tif`` at the root (where the extracted ``..._COMPLETE.zip`` puts
-    it and TorchGeo's Vaihingen2D reads it), all on one grid (UTM 32N), for each area ``N`` of
-    ``sizes.vaihingen_areas``."""
+    it and TorchGeo's Vaihingen2D reads it).
+    """
     cir = get_sensor("cir")
     rng = _rng(world.seed, 8)
     centers = find_sites(world, LC["built_up"], len(sizes.vaihingen_areas), BUILT_UP_SPACING_M,

@@ -96,9 +96,11 @@ def top_of_atmosphere(reflectance: np.ndarray, sensor: Sensor) -> np.ndarray:
 
 def backscatter_db(world: World, grid: Grid, sensor: Sensor, rng: np.random.Generator,
                    supersample: int = 2) -> np.ndarray:
-    """SAR sigma0 in dB (polarisations, rows, cols): mean linear power over the footprint,
-    times Gamma-distributed speckle (``SPECKLE_LOOKS`` looks), converted to dB.
-    SAR sees through clouds, so nothing here depends on the sky."""
+    """SAR sigma0 in dB (polarisations, rows, cols) of the ground under ``grid``.
+
+    Mean linear power over the footprint, times Gamma-distributed speckle (``SPECKLE_LOOKS``
+    looks), converted to dB. SAR sees through clouds, so nothing here depends on the sky.
+    """
     _, _, ground = observe(world, grid, supersample)
     texture = 0.75 + 0.5 * (ground.albedo - 0.85) / 0.3  # same ground texture as optical
     power = spectra.BACKSCATTER_LINEAR[ground.material] * texture[..., None]

@@ -1,5 +1,6 @@
-"""Scene-level Sentinel-2 L2A / Sentinel-1 pairs rendered from the sample world, written as
-COGs: the input of the pipeline and loader benchmarks (``python -m pipeline.benchmarks``,
+"""Scene-level Sentinel-2 L2A / Sentinel-1 pairs rendered from the sample world, as COGs.
+
+They are the input of the pipeline and loader benchmarks (``python -m pipeline.benchmarks``,
 ``python -m model.benchmarks loader``), catalogued as the fetch stage hands items on or as a static
 STAC catalog.
 
@@ -82,6 +83,11 @@ class SceneSet:
     layout: str = "native"
 
     def __post_init__(self) -> None:
+        """Check the layout.
+
+        Raises:
+            ValueError: ``layout`` is not one of :data:`LAYOUTS`.
+        """
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout {self.layout!r}: not one of {sorted(LAYOUTS)}")
 
@@ -93,6 +99,7 @@ class SceneSet:
 
     @property
     def asset_keys(self) -> tuple[str, ...]:
+        """The asset keys of every scene: this layout's Sentinel-2 assets, then Sentinel-1's."""
         return (*LAYOUTS[self.layout], S1_ASSET)
 
     def path(self, scene: int, asset: str) -> Path:
@@ -100,9 +107,11 @@ class SceneSet:
         return self.root / f"{scene:04d}" / f"{asset}.tif"
 
     def exists(self, scene: int) -> bool:
+        """Whether every asset of scene ``scene`` is cached."""
         return all(self.path(scene, asset).exists() for asset in self.asset_keys)
 
     def item_id(self, scene: int) -> str:
+        """The STAC item id of scene ``scene``."""
         return f"bench_{self.layout}_{scene:04d}"
 
 
@@ -148,8 +157,10 @@ def render_scene(scenes: SceneSet, scene: int) -> None:
 
 
 def _nested_grid(grid: Grid, gsd_m: float) -> Grid:
-    """A grid of ``gsd_m`` pixels from ``grid``'s origin that covers it (as a Sentinel-2
-    tile's 20 m and 60 m grids nest in its 10 m grid)."""
+    """A grid of ``gsd_m`` pixels from ``grid``'s origin that covers it.
+
+    It relates to ``grid`` as a Sentinel-2 tile's 20 m and 60 m grids to its 10 m grid.
+    """
     if gsd_m == grid.transform.a:
         return grid
     factor = gsd_m / grid.transform.a
@@ -159,8 +170,9 @@ def _nested_grid(grid: Grid, gsd_m: float) -> Grid:
 
 
 def scene_items(scenes: SceneSet, count: int) -> list[pystac.Item]:
-    """The STAC items of scenes ``0 .. count-1`` (absolute local asset hrefs), each asset made
-    by :func:`catalogs.stac.raster_asset` as the catalog builders make them.
+    """The STAC items of scenes ``0 .. count-1``, with absolute local asset hrefs.
+
+    Each asset is made by :func:`catalogs.stac.raster_asset` as the catalog builders make them.
 
     Raises:
         RuntimeError: when a scene is not rendered.
@@ -179,8 +191,9 @@ def scene_items(scenes: SceneSet, count: int) -> list[pystac.Item]:
 
 
 def write_scene_catalog(scenes: SceneSet, count: int, out_dir: Path) -> Path:
-    """A static STAC catalog ``out_dir/catalog.json`` of scenes ``0 .. count-1`` as one
-    :data:`COLLECTION` collection (the scenes' files stay where they are).
+    """A static STAC catalog ``out_dir/catalog.json`` of scenes ``0 .. count-1``.
+
+    The scenes form one :data:`COLLECTION` collection (their files stay where they are).
 
     Raises:
         RuntimeError: when a scene is not rendered.
@@ -192,8 +205,9 @@ def write_scene_catalog(scenes: SceneSet, count: int, out_dir: Path) -> Path:
 
 
 def catalog_items(scenes: SceneSet, count: int) -> list[dict[str, Any]]:
-    """The items of scenes ``0 .. count-1`` as the fetch stage hands them on: STAC item dicts
-    with ``collection`` and absolute local asset hrefs, each asset made by
+    """The items of scenes ``0 .. count-1`` as the fetch stage hands them on.
+
+    STAC item dicts with ``collection`` and absolute local asset hrefs, each asset made by
     :func:`catalogs.stac.raster_asset` (registry sensor, bands, file size and checksum) as the
     catalog builders make them.
 

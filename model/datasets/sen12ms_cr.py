@@ -230,8 +230,9 @@ class SEN12MSCR(NonGeoDataset):
         show_titles: bool = True,
         suptitle: str | None = None,
     ) -> Figure:
-        """Plot a sample: S1 VV, the cloudy S2, the cloud-free target and, if present, the
-        ``prediction`` (a 13-band S2 in reflectance).
+        """Plot a sample: S1 VV, the cloudy S2, the cloud-free target and any ``prediction``.
+
+        The ``prediction``, if present, is a 13-band S2 in reflectance.
 
         S1 VV is stretched between its 2nd and 98th percentile; the S2 images share one fixed
         stretch (0 to :attr:`plot_max_reflectance`), so they compare by brightness.

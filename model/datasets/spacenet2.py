@@ -257,10 +257,10 @@ class SpaceNet2PanMS(NonGeoDataset):
         show_titles: bool = True,
         suptitle: str | None = None,
     ) -> Figure:
-        """Plot a sample: PAN, the MS true colour, the building ``mask`` and the
-        ``prediction`` (a pan-sharpened 8-band MS image) where present.
+        """Plot a sample: PAN, the MS true colour, the building ``mask`` and any ``prediction``.
 
-        Each panel is stretched between its 2nd and 98th percentile.
+        The ``prediction``, where present, is a pan-sharpened 8-band MS image. Each panel is
+        stretched between its 2nd and 98th percentile.
 
         Args:
             sample: a sample returned by :meth:`__getitem__`

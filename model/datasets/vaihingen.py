@@ -205,8 +205,10 @@ class VaihingenDSM(NonGeoDataset):
         show_titles: bool = True,
         suptitle: str | None = None,
     ) -> Figure:
-        """Plot a sample: the IR-R-G orthophoto, the DSM, the ground truth and, where present,
-        the ``prediction`` (class indices, H x W), in the ISPRS colours.
+        """Plot a sample: the IR-R-G orthophoto, the DSM, the ground truth and any prediction.
+
+        The ground truth and the ``prediction`` (class indices, H x W), where present, are in
+        the ISPRS colours.
 
         The orthophoto (all bands together, keeping its hues) and the DSM are stretched between
         their 2nd and 98th percentile.
