@@ -73,9 +73,11 @@ CONVEX_METHODS = frozenset({"nearest", "bilinear", "average", "mode", "min", "ma
 
 @dataclass(frozen=True)
 class Raster:
-    """A raster asset, opened and checked against the registry: its grid, and, when read
-    whole, its (bands, rows, cols) pixels in the sensor's storage dtype with the (rows, cols)
-    mask of its pixels without data."""
+    """A raster asset, opened and checked against the registry.
+
+    Its grid, and, when read whole, its (bands, rows, cols) pixels in the sensor's storage dtype
+    with the (rows, cols) mask of its pixels without data.
+    """
 
     asset: SensorAsset
     grid: Grid
@@ -85,8 +87,10 @@ class Raster:
 
 @dataclass(frozen=True)
 class Scene:
-    """One sensor on (a block of) the reference grid: all its registry bands and the pixels
-    without data."""
+    """One sensor on (a block of) the reference grid.
+
+    All its registry bands and the pixels without data.
+    """
 
     sensor: Sensor
     data: np.ndarray
@@ -100,8 +104,10 @@ ChipLayout = dict[str, tuple[tuple[int, int, int], np.dtype]]  # sensor -> chip 
 
 def coregister_item(item: dict[str, Any], params: PipelineParams,
                     read_whole: bool = False) -> LocationChips:
-    """The chips of one catalog item, in memory: every sensor on one grid, or one picture
-    chip (:func:`write_item_chips` writes them without holding them all).
+    """The chips of one catalog item, in memory.
+
+    Every sensor on one grid, or one picture chip (:func:`write_item_chips` writes them without
+    holding them all).
 
     Args:
         item: STAC item dict; ``collection`` is the source id, each asset has an absolute
@@ -139,8 +145,10 @@ def write_item_chips(item: dict[str, Any], params: PipelineParams, path: Path,
 
 def add_item_chips(item: dict[str, Any], params: PipelineParams, writer: ChipFileWriter,
                    read_whole: bool = False) -> None:
-    """Co-register one item into the next location of ``writer``, block by block (see the
-    module doc); an item that fails leaves nothing of it in the writer."""
+    """Co-register one item into the next location of ``writer``, block by block.
+
+    See the module doc. An item that fails leaves nothing of it in the writer.
+    """
     location_writer: LocationWriter | None = None
 
     def write(indexes: list[int], chips: dict[str, np.ndarray]) -> None:
@@ -166,8 +174,11 @@ def add_item_chips(item: dict[str, Any], params: PipelineParams, writer: ChipFil
 
 def _chips(item: dict[str, Any], params: PipelineParams, read_whole: bool,
            sink: ChipSink) -> tuple[LocationChips, ChipLayout | None]:
-    """Dispatch one item: a pair across collections, a paired source (their chips go to
-    ``sink``, the layout of their chips comes back), or a picture (its one chip held)."""
+    """Dispatch one item: a pair across collections, a paired source, or a picture.
+
+    The chips of a pair or a paired source go to ``sink`` and the layout of their chips comes back;
+    a picture's one chip is held.
+    """
     pair_name = (item.get("properties") or {}).get(PAIR)
     if pair_name is not None:
         pair = params.coregister.pairs.get(pair_name)
@@ -188,9 +199,11 @@ def _chips(item: dict[str, Any], params: PipelineParams, read_whole: bool,
 def pair_chips(item: dict[str, Any], partners: list[dict[str, Any]], name: str,
                pair: PairSource, params: CoregisterParams, read_whole: bool,
                sink: ChipSink) -> tuple[LocationChips, ChipLayout]:
-    """A reference item and its partner items (pipeline/pairing.py) on the reference item's
-    own grid: the partner items of one collection are mosaicked, the chips carry the
-    partners' ids and acquisition times."""
+    """A reference item and its partner items (pipeline/pairing.py) on the reference item's grid.
+
+    The grid is the reference item's own; the partner items of one collection are mosaicked; the
+    chips carry the partners' ids and acquisition times.
+    """
     reference = _raster_sensors(item)
     if not reference:
         raise ItemError(item["id"], None, "no sensor asset to take the grid from")
@@ -219,10 +232,13 @@ def _location_chips(item: dict[str, Any], by_sensor: dict[str, list[SensorAsset]
                     source_grid: SourceGrid, params: CoregisterParams, source: str,
                     item_ids: dict[str, str], read_whole: bool,
                     sink: ChipSink) -> tuple[LocationChips, ChipLayout]:
-    """Open every sensor's rasters (reference sensor first), take the finest reference
-    raster's grid, and process it block by block (module doc): each block's kept chips go to
-    ``sink`` with their indexes among the grid's chip windows. Returns everything about the
-    location but the chips (``sensors`` empty), and the chips' layout per sensor."""
+    """Open every sensor's rasters and process the finest reference raster's grid by blocks.
+
+    The reference sensor's rasters are opened first; the grid is processed block by block (module
+    doc): each block's kept chips go to ``sink`` with their indexes among the grid's chip windows.
+    Returns everything about the location but the chips (``sensors`` empty), and the chips' layout
+    per sensor.
+    """
     item_id = item["id"]
     rasters = {name: [_open_raster(item_id, asset, read_whole, params)
                       for asset in assets] for name, assets in by_sensor.items()}
@@ -275,10 +291,12 @@ def _location_chips(item: dict[str, Any], by_sensor: dict[str, list[SensorAsset]
 
 def chip_blocks(windows: list[Window], shape: tuple[int, int], stride_px: int,
                 block_px: int) -> list[tuple[Window, list[int]]]:
-    """The chip windows of a grid of ``shape`` grouped into blocks: the indexes of the windows
-    of each block (row-major within it), and the window that holds them all. A block spans as
-    many chip strides per side as fit in ``block_px`` (at least one chip); when every chip
-    fits in one block (or ``block_px`` is 0), that block is the whole grid."""
+    """The chip windows of a grid of ``shape`` grouped into blocks.
+
+    For each block: the indexes of its windows (row-major within it), and the window that holds them
+    all. A block spans as many chip strides per side as fit in ``block_px`` (at least one chip);
+    when every chip fits in one block (or ``block_px`` is 0), that block is the whole grid.
+    """
     chip_px = windows[0].height
     per_side = max(1, (block_px - chip_px) // stride_px + 1)
     groups: dict[tuple[int, int], list[int]] = {}
@@ -311,9 +329,11 @@ def _contains(block: Window, window: Window) -> bool:
 
 
 def _sensor_assets(item: dict[str, Any], reference: str) -> dict[str, list[SensorAsset]]:
-    """The item's raster assets by registry sensor, masks left out: the reference sensor
-    first (``reference`` names an asset key or a registry sensor), the others by name; within
-    a sensor, the reference asset first."""
+    """The item's raster assets by registry sensor, masks left out.
+
+    The reference sensor first (``reference`` names an asset key or a registry sensor), the others
+    by name; within a sensor, the reference asset first.
+    """
     by_sensor = _item_sensors(item)
     assets = {asset.key: asset for held in by_sensor.values() for asset in held}
     if reference in assets:
@@ -335,8 +355,10 @@ def _sensor_assets(item: dict[str, Any], reference: str) -> dict[str, list[Senso
 
 
 def _raster_sensors(item: dict[str, Any]) -> dict[str, list[SensorAsset]]:
-    """The item's assets by registry sensor, masks left out, each sensor's assets holding
-    each of its registry bands exactly once."""
+    """The item's assets by registry sensor, masks left out.
+
+    Each sensor's assets are checked to hold each of its registry bands exactly once.
+    """
     rasters = {name: assets for name, assets in _item_sensors(item).items()
                if assets[0].sensor.kind != "mask"}
     for name, assets in rasters.items():
@@ -363,8 +385,9 @@ def _check_band_cover(item_id: str, sensor_name: str, assets: list[SensorAsset])
 
 def _open_raster(item_id: str, asset: SensorAsset, read_whole: bool,
                  params: CoregisterParams) -> Raster:
-    """Open a raster and check it against the registry and ``params.max_raster_px``; read it
-    whole if asked, or if it is no larger than a block (``params.block_px`` a side; 0: any
+    """Open a raster and check it against the registry and ``params.max_raster_px``.
+
+    Read it whole if asked, or if it is no larger than a block (``params.block_px`` a side; 0: any
     raster).
 
     Raises:
@@ -387,8 +410,11 @@ def _open_raster(item_id: str, asset: SensorAsset, read_whole: bool,
 
 @contextmanager
 def _opened(item_id: str, href: str) -> Iterator[rasterio.DatasetReader]:
-    """The raster at ``href``, open; a GDAL error while it is used (corrupt, truncated,
-    missing file) raises an ItemError naming the file."""
+    """The raster at ``href``, open.
+
+    A GDAL error while it is used (corrupt, truncated, missing file) raises an ItemError naming the
+    file.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -400,8 +426,11 @@ def _opened(item_id: str, href: str) -> Iterator[rasterio.DatasetReader]:
 
 
 def read_once(height: int, width: int, block_px: int) -> bool:
-    """Whether a raster of ``height`` x ``width`` is no larger than a block: read once, whole,
-    and warped whole onto every block (0: every raster)."""
+    """Whether a raster of ``height`` x ``width`` is no larger than a block.
+
+    Such a raster is read once, whole, and warped whole onto every block (``block_px`` 0: every
+    raster).
+    """
     return block_px <= 0 or max(height, width) <= block_px
 
 
@@ -410,8 +439,10 @@ def _indexes(asset: SensorAsset) -> list[int] | None:
 
 
 def _read_window(item_id: str, raster: Raster, window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """A raster's pixels inside ``window`` (within the raster) in the registry's storage, and
-    the mask of those without data."""
+    """A raster's pixels inside ``window`` (within the raster) in the registry's storage.
+
+    They come with the mask of those without data.
+    """
     rows, cols = window.toslices()
     if raster.whole is not None:
         data, invalid = raster.whole
@@ -422,9 +453,11 @@ def _read_window(item_id: str, raster: Raster, window: Window) -> tuple[np.ndarr
 
 
 class _Reads:
-    """What the blocks read of each raster: whether its windows held data, whether any of it
-    landed on the grid, and the extent read (to tell "all pixels are nodata" from "no data on
-    the reference grid")."""
+    """What the blocks read of each raster.
+
+    Whether its windows held data, whether any of it landed on the grid, and the extent read (to
+    tell "all pixels are nodata" from "no data on the reference grid").
+    """
 
     def __init__(self) -> None:
         self._rasters: dict[int, Raster] = {}
@@ -465,8 +498,10 @@ def _check_header(item_id: str, asset: SensorAsset, src: rasterio.DatasetReader)
 
 
 def _check_size(item_id: str, href: str, width: int, height: int, max_px: int) -> None:
-    """A file's declared size (from its header, before any read) against the limit: a few
-    bytes can declare a raster that no memory holds."""
+    """A file's declared size (from its header, before any read) against the limit.
+
+    A few bytes can declare a raster that no memory holds.
+    """
     if width * height > max_px:
         raise ItemError(item_id, href, f"declares {width} x {height} px ({width * height:,}), "
                                        f"more than pipeline.coregister.max_raster_px "
@@ -474,9 +509,12 @@ def _check_size(item_id: str, href: str, width: int, height: int, max_px: int) -
 
 
 def _check_layout(item_id: str, asset: SensorAsset, count: int, dtype: np.dtype) -> None:
-    """A file's band count must be the number of bands its asset names (all of the sensor's
-    registry bands when it names none) or hold the bands it reads; a file already in the
-    registry's storage must have a dtype that converts to it without loss."""
+    """A file's band count and dtype against its asset and the registry.
+
+    The band count must be the number of bands its asset names (all of the sensor's registry bands
+    when it names none) or hold the bands it reads; a file already in the registry's storage must
+    have a dtype that converts to it without loss.
+    """
     sensor = asset.sensor
     if asset.indexes is not None:
         if max(asset.indexes) > count:
@@ -510,10 +548,12 @@ def _block_scenes(item_id: str, rasters: dict[str, list[Raster]], grid: Grid, bl
 
 def _scene(item_id: str, rasters: list[Raster], grid: Grid, block: Window, block_grid: Grid,
            reads: _Reads) -> Scene:
-    """All registry bands of one sensor on ``block_grid``: rasters already on the grid are
-    used as read, the others warped; bands are stacked in registry order. Several rasters
-    holding the same bands (partner items of one acquisition) are mosaicked: each pixel from
-    the first raster, in order, with data there."""
+    """All registry bands of one sensor on ``block_grid``, stacked in registry order.
+
+    Rasters already on the grid are used as read, the others warped. Several rasters holding the
+    same bands (partner items of one acquisition) are mosaicked: each pixel from the first raster,
+    in order, with data there.
+    """
     sensor = rasters[0].asset.sensor
     layers = [_on_block(item_id, raster, grid, block, block_grid, reads) for raster in rasters]
     if len(rasters) == 1 and rasters[0].asset.band_names == sensor.band_names:
@@ -536,16 +576,20 @@ def _scene(item_id: str, rasters: list[Raster], grid: Grid, block: Window, block
 
 
 def _nodata_filled(sensor: Sensor, shape: tuple[int, ...]) -> np.ndarray:
-    """An array of ``shape`` in the sensor's storage dtype holding its nodata value (0 for a
-    sensor without one)."""
+    """An array of ``shape`` in the sensor's storage dtype holding its nodata value.
+
+    A sensor without one gets 0.
+    """
     return np.full(shape, 0 if sensor.nodata is None else sensor.nodata, dtype=sensor.dtype)
 
 
 def _on_block(item_id: str, raster: Raster, grid: Grid, block: Window, block_grid: Grid,
               reads: _Reads) -> tuple[np.ndarray, np.ndarray]:
-    """A raster's bands on ``block_grid`` (``block`` of ``grid``) and its pixels without data
-    there: the window of the block itself for a raster on the grid, else the window that
-    covers the block (with the kernel's margin), warped."""
+    """A raster's bands on ``block_grid`` (``block`` of ``grid``) and its pixels without data there.
+
+    A raster on the grid gives the window of the block itself; any other gives the window that
+    covers the block (with the kernel's margin), warped.
+    """
     sensor = raster.asset.sensor
     if raster.grid == grid:
         values, invalid = _read_window(item_id, raster, block)
@@ -576,8 +620,11 @@ WINDOW_MARGIN_PX = 8  # on top of the kernel: rounding of the transformed block 
 
 
 def source_margin_px(src_grid: Grid, dst_grid: Grid, sensor: Sensor) -> int:
-    """Source pixels to read around a block: the kernel's reach, widened where a destination
-    pixel spans several source pixels (averaging, downsampling)."""
+    """Source pixels to read around a block: the kernel's reach.
+
+    The reach is widened where a destination pixel spans several source pixels (averaging,
+    downsampling).
+    """
     ratio = math.sqrt(dst_grid.pixel_area / src_grid.pixel_area) if src_grid.crs == \
         dst_grid.crs else 2.0  # across CRSs, units differ: be generous
     return WINDOW_MARGIN_PX + math.ceil(KERNEL_RADIUS_PX[sensor.resampling.method]
@@ -585,8 +632,10 @@ def source_margin_px(src_grid: Grid, dst_grid: Grid, sensor: Sensor) -> int:
 
 
 def source_window(src_grid: Grid, block_grid: Grid, margin_px: int) -> Window | None:
-    """The window of ``src_grid`` that covers ``block_grid`` plus ``margin_px`` on each side,
-    clipped to the raster; None when they do not overlap."""
+    """The window of ``src_grid`` that covers ``block_grid`` plus ``margin_px`` on each side.
+
+    Clipped to the raster; None when they do not overlap.
+    """
     bounds = array_bounds(*block_grid.shape, block_grid.transform)
     west, south, east, north = (bounds if src_grid.crs == block_grid.crs else
                                 transform_bounds(block_grid.crs, src_grid.crs, *bounds,
@@ -647,9 +696,10 @@ def warp(data: np.ndarray, src_grid: Grid, dst_grid: Grid, sensor: Sensor,
 
 def gdal_reproject(source: np.ndarray, src_grid: Grid, dst_grid: Grid, sensor: Sensor,
                    has_nodata: bool) -> np.ndarray:
-    """GDAL's part of :func:`warp`: ``source`` reprojected onto ``dst_grid`` with the sensor's
-    resampling method, one thread, plus an alpha band (0 where uncovered) for a sensor
-    without nodata.
+    """GDAL's part of :func:`warp`: ``source`` reprojected onto ``dst_grid``.
+
+    It uses the sensor's resampling method and one thread, and adds an alpha band (0 where
+    uncovered) for a sensor without nodata.
 
     The source nodata value is given to GDAL unless the source has no nodata pixel and the
     method only averages source values (:data:`CONVEX_METHODS`): with it, GDAL runs its
@@ -673,8 +723,10 @@ def gdal_reproject(source: np.ndarray, src_grid: Grid, dst_grid: Grid, sensor: S
 
 
 def chip_windows(shape: tuple[int, int], chip_px: int, stride_px: int) -> list[Window]:
-    """Windows of ``chip_px`` every ``stride_px`` over a grid of ``shape``, row by row; only
-    windows that fit inside the grid."""
+    """Windows of ``chip_px`` every ``stride_px`` over a grid of ``shape``, row by row.
+
+    Only windows that fit inside the grid.
+    """
     rows, cols = shape
     return [Window(col, row, chip_px, chip_px)
             for row in range(0, rows - chip_px + 1, stride_px)
@@ -696,8 +748,10 @@ def _cut(data: np.ndarray, windows: list[Window], chip_px: int) -> np.ndarray:
 
 
 def chip_georeference(grid: Grid, windows: list[Window]) -> tuple[np.ndarray, np.ndarray]:
-    """(K, 6) affine coefficients and (K, 4) lon/lat bounds (west, south, east, north) of
-    each window of ``grid``."""
+    """The (K, 6) affine coefficients and (K, 4) lon/lat bounds of each window of ``grid``.
+
+    The bounds are (west, south, east, north).
+    """
     transforms = np.array([tuple(window_transform(w, grid.transform))[:6] for w in windows],
                           dtype=np.float64).reshape(-1, 6)
     bounds = np.array([transform_bounds(grid.crs, LONLAT, *window_bounds(w, grid.transform))
@@ -719,8 +773,10 @@ def central_window(shape: tuple[int, int], size_px: int) -> Window:
 
 def _shift_records(scenes: list[Scene], window: Window,
                    flag_px: float) -> list[dict[str, object]]:
-    """QA rows: the residual shift of each secondary scene against the first (the reference)
-    inside ``window``; flagged above ``flag_px``."""
+    """QA rows: the residual shift of each secondary scene against the first (the reference).
+
+    Measured inside ``window``; flagged above ``flag_px``.
+    """
     reference, *secondaries = scenes
     reference_image = _structure(reference, window)
     records = []
@@ -734,8 +790,10 @@ def _shift_records(scenes: list[Scene], window: Window,
 
 
 def _structure(scene: Scene, window: Window) -> np.ndarray:
-    """One (rows, cols) image of a scene inside ``window`` for the QA: the mean of its bands,
-    NaN without data."""
+    """One (rows, cols) image of a scene inside ``window`` for the QA.
+
+    The mean of its bands, NaN without data.
+    """
     rows, cols = window.toslices()
     image = scene.data[:, rows, cols].mean(axis=0, dtype=np.float32)
     image[scene.invalid[rows, cols]] = np.nan
@@ -750,11 +808,14 @@ def _item_datetime(item: dict[str, Any]) -> str | None:
 
 
 def picture_chips(item: dict[str, Any], chip_px: int, max_px: int) -> LocationChips:
-    """One chip of a picture without georeference: centre-cropped to a square, resized to
-    ``chip_px`` (Lanczos); pictures of more than ``max_px`` pixels are refused before they are
-    decoded. A JPEG at least twice the chip's size is decoded at a reduced size (the codec's
-    own 1/2, 1/4 or 1/8 scaling, in the DCT) no smaller than the chip: a fraction of the work
-    of a full decode, and a better downsampling than Lanczos over the skipped pixels."""
+    """One chip of a picture without georeference.
+
+    The picture is centre-cropped to a square and resized to ``chip_px`` (Lanczos); pictures of more
+    than ``max_px`` pixels are refused before they are decoded. A JPEG at least twice the chip's
+    size is decoded at a reduced size (the codec's own 1/2, 1/4 or 1/8 scaling, in the DCT) no
+    smaller than the chip: a fraction of the work of a full decode, and a better downsampling than
+    Lanczos over the skipped pixels.
+    """
     asset = _picture_asset(item)
     image = _read_picture(item["id"], asset, max_px, chip_px)
     side = min(image.size)
@@ -776,8 +837,11 @@ def picture_chips(item: dict[str, Any], chip_px: int, max_px: int) -> LocationCh
 
 
 def _resized(square: Image.Image, chip_px: int) -> Image.Image:
-    """A square picture resized to ``chip_px`` a side (Lanczos); one of that size already as
-    it is (half the pictures once decoded at a reduced size; Pillow would copy it)."""
+    """A square picture resized to ``chip_px`` a side (Lanczos).
+
+    One of that size already is returned as it is (half the pictures once decoded at a reduced size;
+    Pillow would copy it).
+    """
     if square.size == (chip_px, chip_px):
         return square
     return square.resize((chip_px, chip_px), PICTURE_RESAMPLING)
@@ -795,8 +859,9 @@ def _picture_asset(item: dict[str, Any]) -> SensorAsset:
 
 def _read_picture(item_id: str, asset: SensorAsset, max_px: int,
                   chip_px: int) -> Image.Image:
-    """A picture file decoded (a palette turned into its colours), checked against the
-    registry; a JPEG at a reduced size whose short side is still ``chip_px`` or more.
+    """A picture file decoded (a palette turned into its colours), checked against the registry.
+
+    A JPEG is decoded at a reduced size whose short side is still ``chip_px`` or more.
 
     Raises:
         ItemError: unreadable (corrupt, truncated, missing) file, more pixels than ``max_px``

@@ -102,6 +102,11 @@ class AssetError(Exception):
     """One asset cannot be made available locally; ``reason`` says why."""
 
     def __init__(self, reason: str) -> None:
+        """Initialize a new AssetError instance.
+
+        Args:
+            reason: why the asset cannot be made available locally.
+        """
         super().__init__(reason)
         self.reason = reason
 
@@ -112,8 +117,10 @@ class _TransientError(Exception):
 
 @dataclass(frozen=True)
 class _Source:
-    """One file to make available: where it is (``href`` without its query string, which
-    ``query`` holds) and what it must be."""
+    """One file to make available: where it is and what it must be.
+
+    ``href`` is where it is, without its query string, which ``query`` holds.
+    """
 
     href: str
     query: str
@@ -155,8 +162,9 @@ def fetch(items: list[dict[str, Any]], params: PipelineParams,
 
 def fetch_rows(table: pa.Table, params: PipelineParams,
                executor: Executor | None = None) -> tuple[pa.Table, list[Failure]]:
-    """:func:`fetch` of the rows of an items table (:func:`pipeline.items.read_table`), the
-    fetched items as a table (:func:`pipeline.items.items_table`) in the rows' order.
+    """:func:`fetch` of the rows of an items table (:func:`pipeline.items.read_table`).
+
+    The fetched items come back as a table (:func:`pipeline.items.items_table`) in the rows' order.
 
     This process sends chunks of :data:`CHUNK_ITEMS` rows to ``executor``, where they become
     item dicts, local ones are verified and the fetched ones become a table again; it only
@@ -182,8 +190,11 @@ def fetch_rows(table: pa.Table, params: PipelineParams,
 
 @dataclass(frozen=True)
 class _Fetched:
-    """What fetching some rows gave: the fetched items as a table and the rows they came from,
-    each failed row's failures, and the rows (as item dicts) left to download."""
+    """What fetching some rows gave.
+
+    The fetched items as a table and the rows they came from, each failed row's failures, and the
+    rows (as item dicts) left to download.
+    """
 
     table: pa.Table
     rows: pa.Array
@@ -192,8 +203,10 @@ class _Fetched:
 
 
 def _fetch_rows(chunk: tuple[int, pa.Table], params: PipelineParams) -> _Fetched:
-    """Verify the local items of ``chunk`` (its first row's index, its rows); the others are
-    left to download (runs on a worker)."""
+    """Verify the local items of ``chunk`` (its first row's index, its rows) on a worker.
+
+    The others are left to download.
+    """
     start, rows = chunk
     local, remote = _split(enumerate(table_rows_as_items(rows), start))
     source = f"{params.items_table} (rows {start} to {start + rows.num_rows - 1})"
@@ -248,8 +261,10 @@ def _fetch_chunk(items: list[tuple[int, dict[str, Any]]], params: PipelineParams
 
 
 def _sensor_asset_keys(item: dict[str, Any]) -> list[str]:
-    """The keys of the assets that hold registry sensors (masks included), in item order:
-    the only ones worth fetching (thumbnails, previews and metadata are not)."""
+    """The keys of the assets that hold registry sensors (masks included), in item order.
+
+    They are the only ones worth fetching (thumbnails, previews and metadata are not).
+    """
     held = {asset.key for assets in sensor_assets(item).values() for asset in assets}
     return [key for key in item.get("assets", {}) if key in held]
 
@@ -263,8 +278,7 @@ def _planned(asset: dict[str, Any], item: dict[str, Any],
 
 
 def _localised(item: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``item`` with the assets in ``paths`` only, each href replaced by its local
-    path."""
+    """A copy of ``item`` with only the assets in ``paths``, their hrefs replaced by local paths."""
     assets = {}
     for key, asset in item.get("assets", {}).items():
         if key in paths:
@@ -339,8 +353,9 @@ def _within(href: str, root: str) -> bool:
 
 
 def _multihash_function(checksum: str) -> tuple[str, int]:
-    """The hashlib name and digest length (bytes) of a ``file:checksum`` hex multihash, or
-    of a bare 32-digit MD5 hex digest that is no multihash (Planetary Computer publishes
+    """The hashlib name and digest length (bytes) of a ``file:checksum`` hex multihash.
+
+    Also of a bare 32-digit MD5 hex digest that is no multihash (Planetary Computer publishes
     ``file:checksum`` so, e.g. on its sentinel-1-rtc assets).
 
     Raises:
@@ -431,10 +446,12 @@ def _multihash(path: Path, expected: str) -> str:
 
 
 class _RemoteAccess:
-    """GET requests of remote files: one obstore store per scheme, host and query string
-    (obstore sends the query of a store's URL with every request), opened with
-    ``store_options``; with a signer, each request of a file in Azure Blob Storage carries a
-    current SAS token. Each http(s) request first passes the access policy's host check."""
+    """GET requests of remote files: one obstore store per scheme, host and query string.
+
+    Obstore sends the query of a store's URL with every request. The stores are opened with
+    ``store_options``; with a signer, each request of a file in Azure Blob Storage carries a current
+    SAS token. Each http(s) request first passes the access policy's host check.
+    """
 
     def __init__(self, params: FetchParams) -> None:
         self._allow_private_hosts = params.allow_private_hosts
@@ -475,8 +492,10 @@ class _RemoteAccess:
 
 
 def _checked_store_options(options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``params.fetch.store_options``: each key a remote scheme, each value a mapping without
-    ``retry_config`` (fetch retries on its own).
+    """``params.fetch.store_options``, checked.
+
+    Each key must be a remote scheme, each value a mapping without ``retry_config`` (fetch retries
+    on its own).
 
     Raises:
         ValueError: naming the scheme and the reason.
@@ -496,8 +515,9 @@ def _checked_store_options(options: dict[str, dict[str, Any]]) -> dict[str, dict
 
 
 def _open_store(scheme: str, netloc: str, query: str, options: dict[str, Any]) -> ObjectStore:
-    """An obstore store of ``scheme://netloc`` whose requests carry ``query``, opened with
-    ``options`` (``params.fetch.store_options[scheme]``).
+    """An obstore store of ``scheme://netloc`` whose requests carry ``query``.
+
+    Opened with ``options`` (``params.fetch.store_options[scheme]``).
 
     Raises:
         ValueError: ``options`` are not options of obstore's store for ``scheme``.
@@ -583,8 +603,10 @@ class _PlanetaryComputerTokens:
 
 
 def _cache_entry(cache_dir: Path, source: _Source) -> Path:
-    """Where ``source`` lives in the cache (an absolute path): named by its checksum, else by
-    its href."""
+    """Where ``source`` lives in the cache (an absolute path).
+
+    Named by its checksum, else by its href.
+    """
     cache_dir = cache_dir.absolute()
     suffix = PurePosixPath(urlsplit(source.href).path).suffix
     suffix = suffix if _SUFFIX.fullmatch(suffix) else ""
@@ -622,8 +644,9 @@ def _download(source: _Source, entry: Path, access: _RemoteAccess, retries: int)
 
 def _transfer_with_retries(source: _Source, access: _RemoteAccess, partial: Path,
                            retries: int) -> bool:
-    """Complete ``partial`` from ``source`` within ``1 + retries`` attempts, waiting
-    ``BACKOFF_BASE_S * 2**n`` (at most ``BACKOFF_MAX_S``) before retry ``n + 1``.
+    """Complete ``partial`` from ``source`` within ``1 + retries`` attempts.
+
+    Waits ``BACKOFF_BASE_S * 2**n`` (at most ``BACKOFF_MAX_S``) before retry ``n + 1``.
 
     Returns:
         Whether the transfer began with bytes kept from an earlier, interrupted one.
@@ -643,8 +666,11 @@ def _transfer_with_retries(source: _Source, access: _RemoteAccess, partial: Path
 
 
 def _transfer(source: _Source, access: _RemoteAccess, partial: Path) -> None:
-    """One request: append the rest of ``source`` to ``partial`` (a Range request from its
-    current size), writing each chunk as it arrives so an interruption keeps what came."""
+    """One request: append the rest of ``source`` to ``partial``.
+
+    A Range request from its current size; each chunk is written as it arrives so an interruption
+    keeps what came.
+    """
     offset = partial.stat().st_size if partial.exists() else 0
     if offset and offset == source.size:  # complete, interrupted before its verification
         return

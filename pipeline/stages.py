@@ -1,6 +1,8 @@
-"""The pipeline's stages, each a function of the parameters: discover -> fetch -> coregister ->
-shard -> validate. Each reads the previous stage's output files and writes its own, so each is a
-DVC stage and a crashed run resumes where it stopped."""
+"""The pipeline's stages, each a function of the parameters.
+
+The stages run discover -> fetch -> coregister -> shard -> validate. Each reads the previous stage's
+output files and writes its own, so each is a DVC stage and a crashed run resumes where it stopped.
+"""
 
 from __future__ import annotations
 
@@ -53,8 +55,10 @@ def failures_path(params: PipelineParams, stage: str) -> Path:
 
 
 def chip_file(params: PipelineParams, batch: list[dict[str, Any]]) -> Path:
-    """The chip file of a batch of work units (:func:`batches`), ``<collection>/<first item
-    id>.<hash>.npz`` under ``params.chips_dir``, named after everything its chips depend on.
+    """The chip file of a batch of work units (:func:`batches`).
+
+    ``<collection>/<first item id>.<hash>.npz`` under ``params.chips_dir``, named after everything
+    its chips depend on.
 
     The name carries a hash of each item's identity (collection and id) and assets (its
     partners' too), of the co-registration parameters and of the store format, so a resumed
@@ -86,9 +90,11 @@ def _identity(item: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class PlannedUnit:
-    """A work unit as the coregister stage plans it, without reading its item: its row in the
-    fetched table, its partners' rows (None for an item that is not a pair's reference), its
-    collection and id, and whether it is large (:func:`_large_rows`)."""
+    """A work unit as the coregister stage plans it, without reading its item.
+
+    Its row in the fetched table, its partners' rows (None for an item that is not a pair's
+    reference), its collection and id, and whether it is large (:func:`_large_rows`).
+    """
 
     row: int
     partner_rows: tuple[int, ...] | None
@@ -98,9 +104,11 @@ class PlannedUnit:
 
 
 def plan_units(table: pa.Table) -> list[PlannedUnit]:
-    """The work units of the fetched table, in its order (:func:`work_units`'s units, as rows):
-    read from a few of its columns, so the stage's main process never turns every item into a
-    Python dict (a worker does, for its batch only)."""
+    """The work units of the fetched table, in its order (:func:`work_units`'s units, as rows).
+
+    They are read from a few of its columns, so the stage's main process never turns every item into
+    a Python dict (a worker does, for its batch only).
+    """
     collections = table.column("collection").to_pylist()
     ids = table.column("id").to_pylist()
     large = _large_rows(table)
@@ -118,8 +126,11 @@ def plan_units(table: pa.Table) -> list[PlannedUnit]:
 
 def _partner_rows(partners: dict[str, list[str] | None] | None,
                   row_of: dict[tuple[str, str], int]) -> list[int] | None:
-    """The rows of the fetched partners an item declares (:data:`PARTNERS`; a collection
-    without ids is none), None when it declares none: it is not a pair's reference."""
+    """The rows of the fetched partners an item declares (:data:`PARTNERS`).
+
+    A collection without ids declares none. None when the item declares none: it is not a pair's
+    reference.
+    """
     declared = {c: ids for c, ids in (partners or {}).items() if ids is not None}
     if not declared:
         return None
@@ -128,9 +139,11 @@ def _partner_rows(partners: dict[str, list[str] | None] | None,
 
 
 def _large_rows(table: pa.Table) -> np.ndarray:
-    """Per row, whether the item is a scene to co-register alone: an asset declares more than
-    ``LARGE_ITEM_PX`` pixels (``proj:shape``) or ``LARGE_ITEM_BYTES`` (``file:size``). An item
-    declaring neither is taken for a small one."""
+    """Per row, whether the item is a scene to co-register alone.
+
+    It is when an asset declares more than ``LARGE_ITEM_PX`` pixels (``proj:shape``) or
+    ``LARGE_ITEM_BYTES`` (``file:size``). An item declaring neither is taken for a small one.
+    """
     large = np.zeros(table.num_rows, dtype=bool)
     if "assets" not in table.column_names or not table.num_rows:
         return large
@@ -181,8 +194,11 @@ def _batch_end(unit: PlannedUnit, batch_items: int) -> bool:
 
 
 def batch_task(table: pa.Table, batch: list[PlannedUnit]) -> tuple[pa.Table, list]:
-    """What a worker needs to co-register ``batch``: its rows of the table (each once) and,
-    per unit, its row and its partners' rows (None if not a reference) in them."""
+    """What a worker needs to co-register ``batch``.
+
+    Its rows of the table (each once) and, per unit, its row and its partners' rows (None if not a
+    reference) in them.
+    """
     rows = list(dict.fromkeys(row for unit in batch
                               for row in (unit.row, *(unit.partner_rows or ()))))
     position = {row: i for i, row in enumerate(rows)}
@@ -201,29 +217,37 @@ def batch_items_of(task: tuple[pa.Table, list]) -> list[dict[str, Any]]:
 
 
 def _file_name(catalog_id: str) -> str:
-    """A catalog id as one path component that stays where it is put: letters, digits, ``_``,
-    ``-`` and ``.`` (no leading dot), every other run of characters as ``_``, at most
-    ``NAME_CHARS_MAX`` characters, never empty."""
+    """A catalog id as one path component that stays where it is put.
+
+    Letters, digits, ``_``, ``-`` and ``.`` (no leading dot), every other run of characters as
+    ``_``, at most ``NAME_CHARS_MAX`` characters, never empty.
+    """
     return _NOT_NAME_CHARS.sub("_", catalog_id).lstrip(".")[:NAME_CHARS_MAX] or "_"
 
 
 def _asset_files(item: dict[str, Any]) -> dict[str, list[Any]]:
-    """Each asset's file as chip file names depend on it (paths as the items table keeps
-    them, so the name is the same wherever the project is)."""
+    """Each asset's file as chip file names depend on it.
+
+    Paths as the items table keeps them, so the name is the same wherever the project is.
+    """
     return {key: [portable_href(asset["href"]), asset.get("file:checksum"),
                   asset.get("file:size")]
             for key, asset in sorted(item["assets"].items())}
 
 
 def run_discover(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:
-    """Find the items of the configured collections (item files read on ``executor``); write
-    the items table."""
+    """Find the items of the configured collections and write the items table.
+
+    Item files are read on ``executor``.
+    """
     return discover_to_table(params, executor)
 
 
 def run_fetch(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:
-    """Make every asset local and verified (local items in chunks on ``executor``);
-    quarantine items whose assets fail."""
+    """Make every asset local and verified; quarantine items whose assets fail.
+
+    Local items are verified in chunks on ``executor``.
+    """
     fetched, failures = fetch_rows(read_table(params.items_table), params, executor)
     write_failures(failures_path(params, "fetch"), failures)
     if not fetched.num_rows:
@@ -241,9 +265,10 @@ class BatchResult:
 
 
 def coregister_batch(batch: list[dict[str, Any]], params: PipelineParams) -> BatchResult:
-    """Co-register a batch of work units into its chip file, one durable write for the batch
-    (reused as it is when the file already exists). An item that fails is recorded in the
-    file and left out; the others go on.
+    """Co-register a batch of work units into its chip file, one durable write for the batch.
+
+    The file is reused as it is when it already exists. An item that fails is recorded in the file
+    and left out; the others go on.
     """
     path = chip_file(params, batch)
     if not path.exists():
@@ -259,14 +284,18 @@ def coregister_batch(batch: list[dict[str, Any]], params: PipelineParams) -> Bat
 
 
 def _coregister_task(task: tuple[pa.Table, list], params: PipelineParams) -> BatchResult:
-    """:func:`coregister_batch` of a :func:`batch_task`. Runs on a worker: the chips go to
-    disk, only the path and the failures come back."""
+    """:func:`coregister_batch` of a :func:`batch_task`.
+
+    Runs on a worker: the chips go to disk, only the path and the failures come back.
+    """
     return coregister_batch(batch_items_of(task), params)
 
 
 def run_coregister(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:
-    """Co-register and chip every fetched item, batch by batch in parallel; summarise drops
-    and QA shifts."""
+    """Co-register and chip every fetched item, batch by batch in parallel.
+
+    Drops and QA shifts are summarised.
+    """
     table = pq.read_table(params.fetched_table)
     units = plan_units(table)
     tasks = (batch_task(table, batch) for batch in batches(units, params.coregister.batch_items))
@@ -291,8 +320,11 @@ def run_coregister(params: PipelineParams, executor: Executor, progress: bool = 
 
 
 def work_units(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The items to co-register, in order: a pair's reference item carries its partner items
-    (``PARTNER_ITEMS``, those fetched); partner items are not units of their own."""
+    """The items to co-register, in order.
+
+    A pair's reference item carries its partner items (``PARTNER_ITEMS``, those fetched); partner
+    items are not units of their own.
+    """
     by_key = {(item["collection"], item["id"]): item for item in items}
     partners_of = {key: {collection: list(ids) for collection, ids in
                          (item["properties"].get(PARTNERS) or {}).items() if ids is not None}
@@ -311,8 +343,10 @@ def work_units(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _remove_stale_chip_files(params: PipelineParams, done: set[Path]) -> None:
-    """Chip files of items no longer in the table (or left by an older run) would leak into
-    the store: remove them, and any temporary file a killed writer left."""
+    """Remove stale chip files, and any temporary file a killed writer left.
+
+    Chip files of items no longer in the table (or left by an older run) would leak into the store.
+    """
     keep = done | {chunk_file(path) for path in done}
     for path in params.chips_dir.rglob("*"):
         if path.is_file() and path not in keep:
