@@ -6,6 +6,7 @@ It is written as each source dataset's official layout plus a static STAC catalo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,3 +62,18 @@ def build_sample(out: Path | str, seed: int = 0, progress: bool = False) -> Path
             raise SampleBuildError("the catalog builders rejected sample files:\n"
                                    + "\n".join(problems))
     return out / "catalog.json"
+
+
+def rendered_summary(folder: Path, start: float) -> str:
+    """What a rendering command prints of ``folder``: files, megabytes, seconds since ``start``.
+
+    Args:
+        folder: the folder written.
+        start: ``time.perf_counter()`` when rendering began.
+
+    Returns:
+        ``"<N> files, <X> MB, <T> s"``.
+    """
+    files = [path for path in folder.rglob("*") if path.is_file()]
+    size_mb = sum(path.stat().st_size for path in files) / 1e6
+    return f"{len(files)} files, {size_mb:.1f} MB, {time.perf_counter() - start:.1f} s"

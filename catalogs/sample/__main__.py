@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from catalogs.sample import WRITERS, build_sample
+from catalogs.sample import WRITERS, build_sample, rendered_summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,10 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     catalog = build_sample(args.out, seed=args.seed, progress=not args.quiet)
-    files = [p for p in args.out.rglob("*") if p.is_file()]
-    size_mb = sum(p.stat().st_size for p in files) / 1e6
-    print(f"sample world (seed {args.seed}): {len(files)} files, {size_mb:.1f} MB, "
-          f"{time.perf_counter() - start:.1f} s -> {catalog}")
+    print(f"sample world (seed {args.seed}): {rendered_summary(args.out, start)} -> {catalog}")
     return 0
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from catalogs.atomic_files import atomic_folder
+from catalogs.sample import rendered_summary
 from catalogs.sample.downstream import (
     BENCHMARK,
     SAMPLE,
@@ -90,10 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     out = render_downstream_sets(args.out, seed=args.seed, sizes=NAMED_SIZES[args.sizes],
                                  progress=not args.quiet)
-    files = [p for p in out.rglob("*") if p.is_file()]
-    size_mb = sum(p.stat().st_size for p in files) / 1e6
-    print(f"downstream sets ({args.sizes} sizes, seed {args.seed}): {len(files)} files, "
-          f"{size_mb:.1f} MB, {time.perf_counter() - start:.1f} s -> {out}")
+    print(f"downstream sets ({args.sizes} sizes, seed {args.seed}): "
+          f"{rendered_summary(out, start)} -> {out}")
     return 0
 
 
