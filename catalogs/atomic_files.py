@@ -30,8 +30,9 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                         suffix=f".tmp{target.suffix}")
+    handle, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}"
+    )
     os.close(handle)
     path = Path(temporary)
     try:
@@ -101,8 +102,10 @@ def write_json(target: Path | str, document: Any, indent: int | None = 2) -> Pat
     """
     where = _first_non_finite(document, "$")
     if where is not None:
-        raise ValueError(f"{target}: {where} is not a finite number; JSON has no NaN or "
-                         "Infinity (write null for a value that cannot be measured)")
+        raise ValueError(
+            f"{target}: {where} is not a finite number; JSON has no NaN or "
+            "Infinity (write null for a value that cannot be measured)"
+        )
     text = json.dumps(document, indent=indent, allow_nan=False)
     return write_text(target, text + "\n")
 

@@ -14,8 +14,15 @@ import yaml
 from catalogs.stac import EXTENSIONS
 
 SOURCES_PATH = Path(__file__).with_name("sources.yaml")
-_PER_FILE_FIELDS = ("file:checksum", "file:size", "proj:shape", "proj:transform", "proj:bbox",
-                    "proj:code", "proj:wkt2")
+_PER_FILE_FIELDS = (
+    "file:checksum",
+    "file:size",
+    "proj:shape",
+    "proj:transform",
+    "proj:bbox",
+    "proj:code",
+    "proj:wkt2",
+)
 
 
 @cache
@@ -44,8 +51,11 @@ def _item_assets(items: Sequence[pystac.Item]) -> dict[str, dict[str, Any]]:
         for key, asset in item.assets.items():
             if key in described:
                 continue
-            fields = {k: v for k, v in asset.to_dict().items()
-                      if k not in _PER_FILE_FIELDS and k != "href"}
+            fields = {
+                k: v
+                for k, v in asset.to_dict().items()
+                if k not in _PER_FILE_FIELDS and k != "href"
+            }
             described[key] = fields
     return described
 
@@ -53,11 +63,26 @@ def _item_assets(items: Sequence[pystac.Item]) -> dict[str, dict[str, Any]]:
 def _extent(info: dict[str, Any], items: Sequence[pystac.Item], sample: bool) -> pystac.Extent:
     if sample:
         boxes = [item.bbox for item in items if item.bbox]
-        times = [t for item in items for t in (item.datetime, item.common_metadata.start_datetime,
-                                               item.common_metadata.end_datetime) if t]
-        bbox = ([min(b[0] for b in boxes), min(b[1] for b in boxes),
-                 max(b[2] for b in boxes), max(b[3] for b in boxes)] if boxes
-                else [-180.0, -90.0, 180.0, 90.0])
+        times = [
+            t
+            for item in items
+            for t in (
+                item.datetime,
+                item.common_metadata.start_datetime,
+                item.common_metadata.end_datetime,
+            )
+            if t
+        ]
+        bbox = (
+            [
+                min(b[0] for b in boxes),
+                min(b[1] for b in boxes),
+                max(b[2] for b in boxes),
+                max(b[3] for b in boxes),
+            ]
+            if boxes
+            else [-180.0, -90.0, 180.0, 90.0]
+        )
         interval = [min(times), max(times)] if times else [None, None]
     else:
         bbox = info["extent"]["bbox"]
@@ -65,8 +90,9 @@ def _extent(info: dict[str, Any], items: Sequence[pystac.Item], sample: bool) ->
     return pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([interval]))
 
 
-def source_collection(source: str, items: Sequence[pystac.Item],
-                      sample: bool = False) -> pystac.Collection:
+def source_collection(
+    source: str, items: Sequence[pystac.Item], sample: bool = False
+) -> pystac.Collection:
     """The Collection of ``source`` holding ``items``.
 
     With ``sample=True`` the collection describes the embedded sample world's stand-in for the
@@ -89,8 +115,11 @@ def source_collection(source: str, items: Sequence[pystac.Item],
             "msgfm:role": info["role"],
             "msgfm:layout": info["layout"],
             "msgfm:pairs": info.get("pairs", []),
-            **({"msgfm:license_note": " ".join(info["license_note"].split())}
-               if info.get("license_note") else {}),
+            **(
+                {"msgfm:license_note": " ".join(info["license_note"].split())}
+                if info.get("license_note")
+                else {}
+            ),
             "item_assets": _item_assets(items),
         },
         stac_extensions=[EXTENSIONS["scientific"]],
@@ -98,8 +127,9 @@ def source_collection(source: str, items: Sequence[pystac.Item],
     originals = info["originals"]
     collection.add_link(pystac.Link("via", originals["href"], title=originals["title"]))
     if info.get("license_href"):
-        collection.add_link(pystac.Link("license", info["license_href"],
-                                        title=f"Licence terms of {info['title']}"))
+        collection.add_link(
+            pystac.Link("license", info["license_href"], title=f"Licence terms of {info['title']}")
+        )
     for item in items:
         collection.add_item(item)
     return collection

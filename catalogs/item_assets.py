@@ -29,8 +29,9 @@ from catalogs.stac import SENSOR_FIELD
 
 # Assets that are never pixels of a sensor, whatever their roles say (Planetary Computer gives
 # its 8-bit true-colour ``visual`` the role "data").
-NON_DATA_KEYS = frozenset({"visual", "thumbnail", "preview", "rendered_preview", "tilejson",
-                           "overview"})
+NON_DATA_KEYS = frozenset(
+    {"visual", "thumbnail", "preview", "rendered_preview", "tilejson", "overview"}
+)
 NON_DATA_ROLES = frozenset({"visual", "thumbnail", "overview", "metadata", "tiles"})
 NOT_GEOCODED = "not geocoded: use a terrain-corrected product such as sentinel-1-rtc"
 S2_BASELINE_WITH_OFFSET = 4.0  # processing baseline 04.00 added BOA/RADIO_ADD_OFFSET = -1000 DN
@@ -122,16 +123,29 @@ def match_sensor(item: dict[str, Any], sensors: Mapping[str, Sensor] | None = No
     if len(matched) == 1:
         return matched[0]
     properties = item.get("properties") or {}
-    said = {"collection": item.get("collection"),
-            **{k: properties[k] for k in ("constellation", "platform", "instruments",
-                                          "processing:level", "s2:product_type")
-               if properties.get(k)}}
+    said = {
+        "collection": item.get("collection"),
+        **{
+            k: properties[k]
+            for k in (
+                "constellation",
+                "platform",
+                "instruments",
+                "processing:level",
+                "s2:product_type",
+            )
+            if properties.get(k)
+        },
+    }
     if not matched:
-        raise ItemReadError(item.get("id", "?"), None,
-                            f"matches no sensor of the registry ({said}); add a stac rule to "
-                            "catalogs/sensors.yaml")
-    raise ItemReadError(item.get("id", "?"), None,
-                        f"matches several sensors {[s.name for s in matched]} ({said})")
+        raise ItemReadError(
+            item.get("id", "?"),
+            None,
+            f"matches no sensor of the registry ({said}); add a stac rule to catalogs/sensors.yaml",
+        )
+    raise ItemReadError(
+        item.get("id", "?"), None, f"matches several sensors {[s.name for s in matched]} ({said})"
+    )
 
 
 def _tagged_asset(item: dict[str, Any], key: str) -> SensorAsset:
@@ -142,18 +156,28 @@ def _tagged_asset(item: dict[str, Any], key: str) -> SensorAsset:
     asset = item["assets"][key]
     sensors = registry()
     if asset[SENSOR_FIELD] not in sensors:
-        raise ItemReadError(item["id"], asset["href"],
-                            f"sensor {asset[SENSOR_FIELD]!r} is not in the registry")
+        raise ItemReadError(
+            item["id"], asset["href"], f"sensor {asset[SENSOR_FIELD]!r} is not in the registry"
+        )
     sensor = sensors[asset[SENSOR_FIELD]]
     bands = asset.get("bands")  # a list, or an array where the item came through geoparquet
     names = tuple(band["name"] for band in bands) if bands is not None else ()
     names = names or sensor.band_names
     unknown = [name for name in names if name not in sensor.band_names]
     if unknown:
-        raise ItemReadError(item["id"], asset["href"],
-                            f"bands {unknown} are not in the registry's {sensor.name}")
-    return SensorAsset(key, asset["href"], sensor, names, None, None,
-                       iso_datetime(asset.get("datetime")), asset.get("type"))
+        raise ItemReadError(
+            item["id"], asset["href"], f"bands {unknown} are not in the registry's {sensor.name}"
+        )
+    return SensorAsset(
+        key,
+        asset["href"],
+        sensor,
+        names,
+        None,
+        None,
+        iso_datetime(asset.get("datetime")),
+        asset.get("type"),
+    )
 
 
 def _published_assets(item: dict[str, Any], sensor: Sensor) -> list[SensorAsset]:
@@ -171,13 +195,15 @@ def _published_assets(item: dict[str, Any], sensor: Sensor) -> list[SensorAsset]
     held = {name for asset in chosen for name in asset.band_names}
     missing = [name for name in sensor.band_names if name not in held]
     if missing:
-        raise ItemReadError(item["id"], None,
-                            f"no asset holds the registry's {sensor.name} bands {missing}")
+        raise ItemReadError(
+            item["id"], None, f"no asset holds the registry's {sensor.name} bands {missing}"
+        )
     return chosen
 
 
-def _published_asset(item: dict[str, Any], key: str, asset: dict[str, Any], sensor: Sensor,
-                     linear_power: bool) -> SensorAsset | None:
+def _published_asset(
+    item: dict[str, Any], key: str, asset: dict[str, Any], sensor: Sensor, linear_power: bool
+) -> SensorAsset | None:
     """One asset of a published item with the registry bands it holds.
 
     None when it is not a data asset of ``sensor``; ``linear_power``: the item's rule says its
@@ -189,31 +215,44 @@ def _published_asset(item: dict[str, Any], key: str, asset: dict[str, Any], sens
     eo_bands = list(asset.get("bands") or asset.get("eo:bands") or ())
     raster_bands = list(asset.get("raster:bands") or ())
     count = max(len(eo_bands), len(raster_bands), 1)
-    names = [_registry_band(sensor, key, asset, eo_bands[i] if i < len(eo_bands) else None,
-                            count) for i in range(count)]
+    names = [
+        _registry_band(sensor, key, asset, eo_bands[i] if i < len(eo_bands) else None, count)
+        for i in range(count)
+    ]
     if not any(names):
         return None
     indexes = tuple(i + 1 for i, name in enumerate(names) if name)
     band_names = tuple(name for name in names if name)
     fields = [_band_fields(asset, eo_bands, raster_bands, i - 1) for i in indexes]
     if any(f != fields[0] for f in fields):
-        raise ItemReadError(item["id"], asset["href"],
-                            f"bands {band_names} declare different scale/offset/nodata {fields}")
+        raise ItemReadError(
+            item["id"],
+            asset["href"],
+            f"bands {band_names} declare different scale/offset/nodata {fields}",
+        )
     declared_scale, offset, nodata = fields[0]
     scale = sensor.scale if declared_scale is None else declared_scale
     radiometry = Radiometry(
         scale=scale,
-        offset=sentinel2_offset(item, sensor, sensor.offset if offset is None else offset,
-                                scale),
-        nodata=sensor.nodata if nodata is None else nodata, linear_power=linear_power)
-    return SensorAsset(key, asset["href"], sensor, band_names,
-                       None if indexes == tuple(range(1, count + 1)) else indexes,
-                       None if _as_registry(radiometry, sensor) else radiometry,
-                       iso_datetime(asset.get("datetime")), asset.get("type"))
+        offset=sentinel2_offset(item, sensor, sensor.offset if offset is None else offset, scale),
+        nodata=sensor.nodata if nodata is None else nodata,
+        linear_power=linear_power,
+    )
+    return SensorAsset(
+        key,
+        asset["href"],
+        sensor,
+        band_names,
+        None if indexes == tuple(range(1, count + 1)) else indexes,
+        None if _as_registry(radiometry, sensor) else radiometry,
+        iso_datetime(asset.get("datetime")),
+        asset.get("type"),
+    )
 
 
-def _registry_band(sensor: Sensor, key: str, asset: dict[str, Any],
-                   eo_band: dict[str, Any] | None, count: int) -> str | None:
+def _registry_band(
+    sensor: Sensor, key: str, asset: dict[str, Any], eo_band: dict[str, Any] | None, count: int
+) -> str | None:
     """The registry band one file band holds.
 
     By name, else a unique common name, else the band whose width holds the centre wavelength; SAR
@@ -244,32 +283,43 @@ def _band_at(bands: tuple[Band, ...], wavelength_um: float | None) -> str | None
     if wavelength_um is None:
         return None
     nm = float(wavelength_um) * 1000.0
-    inside = [b for b in bands if b.center_wavelength_nm is not None
-              and b.full_width_half_max_nm is not None
-              and abs(nm - b.center_wavelength_nm) <= b.full_width_half_max_nm / 2]
+    inside = [
+        b
+        for b in bands
+        if b.center_wavelength_nm is not None
+        and b.full_width_half_max_nm is not None
+        and abs(nm - b.center_wavelength_nm) <= b.full_width_half_max_nm / 2
+    ]
     return min(inside, key=lambda b: abs(nm - b.center_wavelength_nm)).name if inside else None
 
 
-def _band_fields(asset: dict[str, Any], eo_bands: list[dict[str, Any]],
-                 raster_bands: list[dict[str, Any]], i: int
-                 ) -> tuple[float | None, float | None, float | None]:
+def _band_fields(
+    asset: dict[str, Any],
+    eo_bands: list[dict[str, Any]],
+    raster_bands: list[dict[str, Any]],
+    i: int,
+) -> tuple[float | None, float | None, float | None]:
     """(scale, offset, nodata) a file band declares.
 
     From ``raster:bands`` (STAC 1.0), the band's own fields (STAC 1.1), the asset's fields; None
     where nothing is declared.
     """
-    sources = [raster_bands[i] if i < len(raster_bands) else {},
-               eo_bands[i] if i < len(eo_bands) else {}, asset]
+    sources = [
+        raster_bands[i] if i < len(raster_bands) else {},
+        eo_bands[i] if i < len(eo_bands) else {},
+        asset,
+    ]
     found: list[float | None] = []
     for names in (("scale", "raster:scale"), ("offset", "raster:offset"), ("nodata",)):
-        value = next((source[name] for source in sources for name in names
-                      if source.get(name) is not None), None)
+        value = next(
+            (source[name] for source in sources for name in names if source.get(name) is not None),
+            None,
+        )
         found.append(None if value is None else float(value))
     return found[0], found[1], found[2]
 
 
-def sentinel2_offset(item: dict[str, Any], sensor: Sensor, declared: float,
-                     scale: float) -> float:
+def sentinel2_offset(item: dict[str, Any], sensor: Sensor, declared: float, scale: float) -> float:
     """The offset of a Sentinel-2 MSI asset, whatever the publisher declares.
 
     Processing baseline 04.00 shifted the DNs by BOA_ADD_OFFSET (L2A) / RADIO_ADD_OFFSET (L1C)
@@ -285,20 +335,23 @@ def sentinel2_offset(item: dict[str, Any], sensor: Sensor, declared: float,
     try:
         version = float(baseline)
     except ValueError as error:
-        raise ItemReadError(item.get("id", "?"), None,
-                            f"processing baseline {baseline!r} is not a number") from error
+        raise ItemReadError(
+            item.get("id", "?"), None, f"processing baseline {baseline!r} is not a number"
+        ) from error
     applied = any(properties.get(flag) is True for flag in S2_OFFSET_APPLIED)
     return S2_ADD_OFFSET_DN * scale if version >= S2_BASELINE_WITH_OFFSET and not applied else 0.0
 
 
-def _one_asset_per_band(item_id: str, sensor: Sensor,
-                        candidates: list[tuple[SensorAsset, float, int]]) -> list[SensorAsset]:
+def _one_asset_per_band(
+    item_id: str, sensor: Sensor, candidates: list[tuple[SensorAsset, float, int]]
+) -> list[SensorAsset]:
     """The assets to read a sensor's bands from: one per band.
 
     Where several assets hold a band (Earth Search's COG and JP2 copies, CDSE's 10/20/60 m
     versions), the finest (declared GSD, then the most pixels: CDSE's 60 m B07 declares 20 m), then
     a GeoTIFF over other formats; a tie is ambiguous.
     """
+
     def preference(candidate: tuple[SensorAsset, float, int]) -> tuple[float, int, bool]:
         asset, gsd, pixels = candidate
         return gsd, -pixels, "tiff" not in (asset.media_type or "")
@@ -307,14 +360,21 @@ def _one_asset_per_band(item_id: str, sensor: Sensor,
     for band in sensor.band_names:
         holders = sorted((c for c in candidates if band in c[0].band_names), key=preference)
         if len(holders) > 1 and preference(holders[0]) == preference(holders[1]):
-            raise ItemReadError(item_id, None, f"assets {[h[0].key for h in holders]} all hold "
-                                               f"{sensor.name} band {band}")
+            raise ItemReadError(
+                item_id,
+                None,
+                f"assets {[h[0].key for h in holders]} all hold {sensor.name} band {band}",
+            )
         if holders and holders[0][0] not in chosen:
             chosen.append(holders[0][0])
     duplicated = [b for b in sensor.band_names if sum(b in a.band_names for a in chosen) > 1]
     if duplicated:
-        raise ItemReadError(item_id, None, f"bands {duplicated} are held by several of the "
-                                           f"chosen assets {[a.key for a in chosen]}")
+        raise ItemReadError(
+            item_id,
+            None,
+            f"bands {duplicated} are held by several of the "
+            f"chosen assets {[a.key for a in chosen]}",
+        )
     return chosen
 
 
@@ -325,8 +385,11 @@ def _gsd(asset: dict[str, Any]) -> float:
     """
     raster = (asset.get("raster:bands") or [{}])[0]
     transform = asset.get("proj:transform")
-    for value in (asset.get("gsd"), raster.get("spatial_resolution"),
-                  abs(transform[0]) if transform else None):
+    for value in (
+        asset.get("gsd"),
+        raster.get("spatial_resolution"),
+        abs(transform[0]) if transform else None,
+    ):
         if value is not None:
             return float(value)
     return math.inf
@@ -346,8 +409,9 @@ def declared_crs(item: dict[str, Any], asset: dict[str, Any] | None = None) -> C
                 try:
                     return CRS.from_user_input(value)
                 except CRSError as error:
-                    raise ItemReadError(item.get("id", "?"), None,
-                                        f"projection {value!r} is not a CRS") from error
+                    raise ItemReadError(
+                        item.get("id", "?"), None, f"projection {value!r} is not a CRS"
+                    ) from error
     return None
 
 
@@ -363,9 +427,12 @@ def _projected(item: dict[str, Any]) -> bool:
 
 def _as_registry(radiometry: Radiometry, sensor: Sensor) -> bool:
     """Whether pixels under ``radiometry`` are already the registry's storage values."""
-    return (not radiometry.linear_power and radiometry.scale == sensor.scale
-            and radiometry.offset == sensor.offset
-            and _same_nodata(radiometry.nodata, sensor.nodata))
+    return (
+        not radiometry.linear_power
+        and radiometry.scale == sensor.scale
+        and radiometry.offset == sensor.offset
+        and _same_nodata(radiometry.nodata, sensor.nodata)
+    )
 
 
 def _same_nodata(a: float | None, b: float | None) -> bool:
@@ -374,8 +441,9 @@ def _same_nodata(a: float | None, b: float | None) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-def to_storage(values: np.ndarray, radiometry: Radiometry | None,
-               sensor: Sensor) -> tuple[np.ndarray, np.ndarray]:
+def to_storage(
+    values: np.ndarray, radiometry: Radiometry | None, sensor: Sensor
+) -> tuple[np.ndarray, np.ndarray]:
     """An asset's pixels in the registry's storage, and its mask of pixels without data.
 
     The pixels as (bands, rows, cols), the mask as (rows, cols).
@@ -392,8 +460,9 @@ def to_storage(values: np.ndarray, radiometry: Radiometry | None,
         invalid = nodata_mask(values, sensor.nodata)
         if stored.dtype.kind == "f" and sensor.nodata is not None:
             # NaN holes of a float DSM and infinities: the registry's one nodata value.
-            holes = (np.isinf(stored) if math.isnan(sensor.nodata)
-                     else ~np.isfinite(stored)).any(axis=0)
+            holes = (np.isinf(stored) if math.isnan(sensor.nodata) else ~np.isfinite(stored)).any(
+                axis=0
+            )
             if holes.any():
                 stored = stored.copy()
                 stored[:, holes] = sensor.nodata
@@ -439,8 +508,12 @@ def _whole_step_shift(source: np.dtype, radiometry: Radiometry, sensor: Sensor) 
     offsets a whole number of steps apart, no linear power); None otherwise. It gives the values the
     float path gives, exactly.
     """
-    if (radiometry.linear_power or source.kind not in "iu"
-            or np.dtype(sensor.dtype).kind not in "iu" or radiometry.scale != sensor.scale):
+    if (
+        radiometry.linear_power
+        or source.kind not in "iu"
+        or np.dtype(sensor.dtype).kind not in "iu"
+        or radiometry.scale != sensor.scale
+    ):
         return None
     steps = (radiometry.offset - sensor.offset) / sensor.scale
     return round(steps) if abs(steps - round(steps)) < 1e-9 else None

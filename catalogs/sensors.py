@@ -96,18 +96,22 @@ class MatchRule:
             "constellation": [properties.get("constellation")],
             "platform": [properties.get("platform")],
             "instruments": properties.get("instruments") or [],
-            "processing_level": [properties.get("processing:level"),
-                                 properties.get("s2:product_type")],
+            "processing_level": [
+                properties.get("processing:level"),
+                properties.get("s2:product_type"),
+            ],
         }
         given = {name: getattr(self, name) for name in found if getattr(self, name)}
         return bool(given) and all(
             {stac_term(v) for v in wanted} & {stac_term(v) for v in found[name] if v}
-            for name, wanted in given.items())
+            for name, wanted in given.items()
+        )
 
 
 def _parse_rule(entry: dict[str, Any]) -> MatchRule:
-    fields = {key: tuple(value) if isinstance(value, list) else value
-              for key, value in entry.items()}
+    fields = {
+        key: tuple(value) if isinstance(value, list) else value for key, value in entry.items()
+    }
     for key, value in fields.items():
         if key != "values" and not (isinstance(value, tuple) and value):
             raise RegistryError(f"stac rule field {key!r} must be a non-empty list")

@@ -97,8 +97,9 @@ def datetime_range(start: datetime, end: datetime) -> dict[str, str]:
     return {"start_datetime": datetime_to_str(start), "end_datetime": datetime_to_str(end)}
 
 
-def _sensor_fields(sensor: Sensor, gsd_m: float | None,
-                   band_names: Sequence[str] | None = None) -> dict[str, Any]:
+def _sensor_fields(
+    sensor: Sensor, gsd_m: float | None, band_names: Sequence[str] | None = None
+) -> dict[str, Any]:
     bands = sensor.stac_bands()
     if band_names is not None:
         by_name = {b["name"]: b for b in bands}
@@ -118,9 +119,12 @@ def _sensor_fields(sensor: Sensor, gsd_m: float | None,
     return fields
 
 
-def raster_asset(path: Path | str, sensor: Sensor | Sequence[Sensor],
-                 roles: Iterable[str] = ("data",),
-                 band_names: Sequence[str] | None = None) -> pystac.Asset:
+def raster_asset(
+    path: Path | str,
+    sensor: Sensor | Sequence[Sensor],
+    roles: Iterable[str] = ("data",),
+    band_names: Sequence[str] | None = None,
+) -> pystac.Asset:
     """A georeferenced raster file as an Asset: proj, bands, file fields read from the file.
 
     ``gsd`` is in metres also for a geographic CRS: there, the side of a square of the centre
@@ -156,8 +160,11 @@ def raster_asset(path: Path | str, sensor: Sensor | Sequence[Sensor],
     else:
         matching = [s for s in candidates if count == s.num_bands]
     if not matching:
-        expected = (len(band_names) if band_names is not None
-                    else " or ".join(f"{s.num_bands} ({s.name})" for s in candidates))
+        expected = (
+            len(band_names)
+            if band_names is not None
+            else " or ".join(f"{s.num_bands} ({s.name})" for s in candidates)
+        )
         raise SourceFileError(path, f"{count} bands, expected {expected}")
     sensor = matching[0]
     epsg = crs.to_epsg()
@@ -192,8 +199,9 @@ def _gsd_m(crs: rasterio.crs.CRS, transform: Affine, shape: tuple[int, int]) -> 
     return round(math.sqrt(east_west * north_south), 4)
 
 
-def picture_asset(path: Path | str, sensor: Sensor, roles: Iterable[str] = ("data",),
-                  gsd_m: float | None = None) -> pystac.Asset:
+def picture_asset(
+    path: Path | str, sensor: Sensor, roles: Iterable[str] = ("data",), gsd_m: float | None = None
+) -> pystac.Asset:
     """A picture without georeference (JPEG/PNG) as an Asset: shape, bands and file fields only.
 
     Raises:
@@ -211,11 +219,19 @@ def picture_asset(path: Path | str, sensor: Sensor, roles: Iterable[str] = ("dat
         raise SourceFileError(path, f"undecodable image ({error})") from error
     if count != sensor.num_bands:
         raise SourceFileError(
-            path, f"{count} bands, but sensor {sensor.name!r} has {sensor.num_bands}")
-    media = {"JPEG": pystac.MediaType.JPEG, "PNG": pystac.MediaType.PNG,
-             "TIFF": pystac.MediaType.TIFF}.get(fmt or "")
-    extra = {"proj:code": None, "proj:shape": [height, width],
-             **_sensor_fields(sensor, gsd_m), **file_fields(path)}
+            path, f"{count} bands, but sensor {sensor.name!r} has {sensor.num_bands}"
+        )
+    media = {
+        "JPEG": pystac.MediaType.JPEG,
+        "PNG": pystac.MediaType.PNG,
+        "TIFF": pystac.MediaType.TIFF,
+    }.get(fmt or "")
+    extra = {
+        "proj:code": None,
+        "proj:shape": [height, width],
+        **_sensor_fields(sensor, gsd_m),
+        **file_fields(path),
+    }
     return pystac.Asset(href=str(path), media_type=media, roles=list(roles), extra_fields=extra)
 
 
@@ -225,15 +241,20 @@ def footprint(asset: pystac.Asset) -> tuple[dict[str, Any], list[float]]:
     crs = CRS.from_user_input(fields.get("proj:code") or fields["proj:wkt2"])
     left, bottom, right, top = fields["proj:bbox"]
     to_wgs84 = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    lon_min, lat_min, lon_max, lat_max = to_wgs84.transform_bounds(left, bottom, right, top,
-                                                                   densify_pts=21)
+    lon_min, lat_min, lon_max, lat_max = to_wgs84.transform_bounds(
+        left, bottom, right, top, densify_pts=21
+    )
     bbox = [round(v, 7) for v in (lon_min, lat_min, lon_max, lat_max)]
     return mapping(box(*bbox)), bbox
 
 
-def make_item(item_id: str, assets: Mapping[str, pystac.Asset], when: datetime | None,
-              properties: Mapping[str, Any] | None = None,
-              footprint_asset: str | None = None) -> pystac.Item:
+def make_item(
+    item_id: str,
+    assets: Mapping[str, pystac.Asset],
+    when: datetime | None,
+    properties: Mapping[str, Any] | None = None,
+    footprint_asset: str | None = None,
+) -> pystac.Item:
     """One Item per location: ``assets`` keyed by sensor name; geometry from ``footprint_asset``.
 
     With no ``footprint_asset`` (pictures without georeference) geometry and bbox are null.
@@ -260,9 +281,13 @@ def make_item(item_id: str, assets: Mapping[str, pystac.Asset], when: datetime |
     return item
 
 
-def assemble_assets(files: Mapping[str, Path], makers: Mapping[str, Callable[[Path], pystac.Asset]],
-                    required: Sequence[str], result: BuildResult,
-                    expected_path: Callable[[str], Path]) -> dict[str, pystac.Asset] | None:
+def assemble_assets(
+    files: Mapping[str, Path],
+    makers: Mapping[str, Callable[[Path], pystac.Asset]],
+    required: Sequence[str],
+    result: BuildResult,
+    expected_path: Callable[[str], Path],
+) -> dict[str, pystac.Asset] | None:
     """The assets of one Item from its files, or None if a required one is missing or unusable.
 
     With None, the Item's files are reported in ``result``.
@@ -299,15 +324,21 @@ def assemble_assets(files: Mapping[str, Path], makers: Mapping[str, Callable[[Pa
     if unusable:
         paths = ", ".join(str(files[key]) for key in unusable)
         for key in assets:
-            result.skip(SourceFileError(
-                files[key], f"unusable {' and '.join(unusable)} partner: {paths}"))
+            result.skip(
+                SourceFileError(files[key], f"unusable {' and '.join(unusable)} partner: {paths}")
+            )
         return None
     return assets
 
 
-def picture_item(item_id: str, path: Path, make_asset: Callable[[], pystac.Asset],
-                 date_range: tuple[datetime, datetime], properties: Mapping[str, Any],
-                 used_ids: set[str]) -> pystac.Item:
+def picture_item(
+    item_id: str,
+    path: Path,
+    make_asset: Callable[[], pystac.Asset],
+    date_range: tuple[datetime, datetime],
+    properties: Mapping[str, Any],
+    used_ids: set[str],
+) -> pystac.Item:
     """The Item of a picture without georeference: its one asset ``image``, null geometry.
 
     Its properties: no datetime but ``date_range``, then ``properties``. Its id is added to
@@ -323,8 +354,9 @@ def picture_item(item_id: str, path: Path, make_asset: Callable[[], pystac.Asset
     return make_item(item_id, {"image": asset}, None, {**datetime_range(*date_range), **properties})
 
 
-def write_catalog(out_dir: Path | str, collections: Iterable[pystac.Collection],
-                  catalog_id: str, description: str) -> Path:
+def write_catalog(
+    out_dir: Path | str, collections: Iterable[pystac.Collection], catalog_id: str, description: str
+) -> Path:
     """Write a self-contained static catalog ``out_dir/catalog.json`` with one child per collection.
 
     Asset hrefs of files under ``out_dir`` become relative (the catalog can be moved with its
@@ -366,10 +398,16 @@ def write_catalog(out_dir: Path | str, collections: Iterable[pystac.Collection],
 
 def _check_folder_name(kind: str, name: str) -> None:
     """Refuse an id that pystac would not turn into exactly one folder below the catalog."""
-    if (not name or name in (".", "..") or len(name) > MAX_ID_CHARS
-            or any(c in name for c in ("/", "\\", "\0"))):
-        raise ValueError(f"{kind} id {name[:80]!r}: not usable as a folder name (no separators, "
-                         f"'..' or NUL, at most {MAX_ID_CHARS} characters)")
+    if (
+        not name
+        or name in (".", "..")
+        or len(name) > MAX_ID_CHARS
+        or any(c in name for c in ("/", "\\", "\0"))
+    ):
+        raise ValueError(
+            f"{kind} id {name[:80]!r}: not usable as a folder name (no separators, "
+            f"'..' or NUL, at most {MAX_ID_CHARS} characters)"
+        )
 
 
 def _core_schema_registry() -> Any:
@@ -377,7 +415,8 @@ def _core_schema_registry() -> Any:
     from referencing import Registry, Resource
 
     return Registry().with_resources(
-        (uri, Resource.from_contents(schema)) for uri, schema in get_local_schema_cache().items())
+        (uri, Resource.from_contents(schema)) for uri, schema in get_local_schema_cache().items()
+    )
 
 
 def validate_core(stac: Mapping[str, Any]) -> list[str]:
@@ -400,5 +439,7 @@ def validate_core(stac: Mapping[str, Any]) -> list[str]:
     except Exception as error:  # referencing raises its own unresolvable error type
         return [f"no offline core schema for STAC {version} {name}: {error}"]
     validator = Draft7Validator(schema, registry=registry)
-    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-            for e in validator.iter_errors(dict(stac))]
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in validator.iter_errors(dict(stac))
+    ]

@@ -157,12 +157,30 @@ CHIP_METADATA: tuple[TableArray, ...] = (
     TableArray(ITEM_ID, "str", (CHIP_DIM,)),
     TableArray(SOURCE, "str", (CHIP_DIM,)),
     TableArray(CRS, "str", (CHIP_DIM,), fill_value=NO_CRS),
-    TableArray(TRANSFORM, "float64", (CHIP_DIM, AFFINE_DIM), (6,), math.nan,
-               {"coefficients": list(AFFINE_COEFFICIENTS)}),
-    TableArray(DATETIME, "int64", (CHIP_DIM,), (), NAT,
-               {"units": DATETIME_UNITS, "calendar": DATETIME_CALENDAR, "_FillValue": NAT}),
-    TableArray(BOUNDS_LONLAT, "float64", (CHIP_DIM, BOUND_DIM), (4,), math.nan,
-               {"bounds": list(BOUND_NAMES)}),
+    TableArray(
+        TRANSFORM,
+        "float64",
+        (CHIP_DIM, AFFINE_DIM),
+        (6,),
+        math.nan,
+        {"coefficients": list(AFFINE_COEFFICIENTS)},
+    ),
+    TableArray(
+        DATETIME,
+        "int64",
+        (CHIP_DIM,),
+        (),
+        NAT,
+        {"units": DATETIME_UNITS, "calendar": DATETIME_CALENDAR, "_FillValue": NAT},
+    ),
+    TableArray(
+        BOUNDS_LONLAT,
+        "float64",
+        (CHIP_DIM, BOUND_DIM),
+        (4,),
+        math.nan,
+        {"bounds": list(BOUND_NAMES)},
+    ),
     TableArray(IMAGE_CRC32C, "uint32", (CHIP_DIM,), fill_value=0),
 )
 PAIR_ARRAYS: tuple[TableArray, ...] = (
@@ -178,8 +196,9 @@ def image_fill_value(nodata: float | None) -> float:
     return 0 if nodata is None else nodata
 
 
-def image_layout(chip_shape: tuple[int, int, int],
-                 chips_per_shard: int) -> dict[str, tuple[int, ...]]:
+def image_layout(
+    chip_shape: tuple[int, int, int], chips_per_shard: int
+) -> dict[str, tuple[int, ...]]:
     """``chunks`` (one chip) and ``shards`` (``chips_per_shard`` chips) of an ``image`` array."""
     return {"chunks": (1, *chip_shape), "shards": (chips_per_shard, *chip_shape)}
 
@@ -236,8 +255,11 @@ class BandStatistics:
 
     def to_attrs(self) -> dict[str, list[Any]]:
         """As the ``statistics`` attribute of a sensor group."""
-        attrs: dict[str, list[Any]] = {"count": list(self.count), "mean": list(self.mean),
-                                       "std": list(self.std)}
+        attrs: dict[str, list[Any]] = {
+            "count": list(self.count),
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
         for q in STAT_PERCENTILES:
             attrs[f"p{q}"] = list(self.percentiles[q])
         return attrs
@@ -245,26 +267,43 @@ class BandStatistics:
     @classmethod
     def from_attrs(cls, attrs: dict[str, list[Any]]) -> BandStatistics:
         """Inverse of :meth:`to_attrs`."""
-        return cls(count=tuple(attrs["count"]), mean=tuple(attrs["mean"]),
-                   std=tuple(attrs["std"]),
-                   percentiles={q: tuple(attrs[f"p{q}"]) for q in STAT_PERCENTILES})
+        return cls(
+            count=tuple(attrs["count"]),
+            mean=tuple(attrs["mean"]),
+            std=tuple(attrs["std"]),
+            percentiles={q: tuple(attrs[f"p{q}"]) for q in STAT_PERCENTILES},
+        )
 
 
 def sensor_attributes(sensor: Sensor, chip_count: int) -> dict[str, Any]:
     """A sensor group's attributes, from its registry entry (statistics come at the end)."""
-    return {"title": sensor.title, "kind": sensor.kind, "dtype": sensor.dtype,
-            "nodata": encode_nodata(sensor.nodata), "scale": sensor.scale,
-            "offset": sensor.offset, "unit": sensor.unit, "model_unit": sensor.model_unit,
-            "gsd_m": sensor.gsd_m, "band_names": list(sensor.band_names),
-            "chip_count": chip_count}
+    return {
+        "title": sensor.title,
+        "kind": sensor.kind,
+        "dtype": sensor.dtype,
+        "nodata": encode_nodata(sensor.nodata),
+        "scale": sensor.scale,
+        "offset": sensor.offset,
+        "unit": sensor.unit,
+        "model_unit": sensor.model_unit,
+        "gsd_m": sensor.gsd_m,
+        "band_names": list(sensor.band_names),
+        "chip_count": chip_count,
+    }
 
 
-def root_attributes(chip_counts: dict[str, int], pair_count: int,
-                    chips_per_shard: int) -> dict[str, Any]:
+def root_attributes(
+    chip_counts: dict[str, int], pair_count: int, chips_per_shard: int
+) -> dict[str, Any]:
     """The root group's attributes."""
-    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-            "sensors": list(chip_counts), "chip_counts": dict(chip_counts),
-            "pair_count": pair_count, "chips_per_shard": chips_per_shard}
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "sensors": list(chip_counts),
+        "chip_counts": dict(chip_counts),
+        "pair_count": pair_count,
+        "chips_per_shard": chips_per_shard,
+    }
 
 
 @dataclass(frozen=True)
@@ -307,16 +346,18 @@ def open_store(path: Path | str) -> zarr.Group:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Consolidated metadata", ZarrUserWarning)
-            root = zarr.open_group(store=Path(path), mode="r", zarr_format=3,
-                                   use_consolidated=True)
+            root = zarr.open_group(store=Path(path), mode="r", zarr_format=3, use_consolidated=True)
     except (FileNotFoundError, ValueError, KeyError) as error:
         raise StoreFormatError(f"{path}: not a consolidated Zarr v3 store: {error}") from error
     if root.attrs.get("format") != FORMAT_NAME:
-        raise StoreFormatError(f"{path}: not a {FORMAT_NAME} store "
-                               f"(format attribute {root.attrs.get('format')!r})")
+        raise StoreFormatError(
+            f"{path}: not a {FORMAT_NAME} store (format attribute {root.attrs.get('format')!r})"
+        )
     if root.attrs.get("format_version") != FORMAT_VERSION:
-        raise StoreFormatError(f"{path}: format version {root.attrs.get('format_version')!r}, "
-                               f"this code reads version {FORMAT_VERSION}")
+        raise StoreFormatError(
+            f"{path}: format version {root.attrs.get('format_version')!r}, "
+            f"this code reads version {FORMAT_VERSION}"
+        )
     return root
 
 
@@ -333,9 +374,12 @@ def read_manifest(path: Path | str) -> StoreManifest:
     """
     root = open_store(path)
     sensors = {name: _sensor_manifest(name, root[name]) for name in root.attrs["sensors"]}
-    return StoreManifest(format_version=root.attrs["format_version"],
-                         chips_per_shard=root.attrs["chips_per_shard"],
-                         pair_count=root.attrs["pair_count"], sensors=sensors)
+    return StoreManifest(
+        format_version=root.attrs["format_version"],
+        chips_per_shard=root.attrs["chips_per_shard"],
+        pair_count=root.attrs["pair_count"],
+        sensors=sensors,
+    )
 
 
 def acquisition_range(path: Path | str, sensors: Iterable[str]) -> tuple[str, str] | None:
@@ -352,8 +396,10 @@ def acquisition_range(path: Path | str, sensors: Iterable[str]) -> tuple[str, st
     missing = [name for name in names if name not in root.attrs["sensors"]]
     if missing:
         raise KeyError(f"{path}: no sensor(s) {missing}; it holds {root.attrs['sensors']}")
-    times = np.concatenate([np.asarray(root[name][DATETIME][:], dtype=np.int64)
-                            for name in names] or [np.empty(0, np.int64)])
+    times = np.concatenate(
+        [np.asarray(root[name][DATETIME][:], dtype=np.int64) for name in names]
+        or [np.empty(0, np.int64)]
+    )
     times = times[times != NAT]
     if not times.size:
         return None
@@ -370,8 +416,18 @@ def _sensor_manifest(name: str, group: zarr.Group) -> SensorManifest:
     attrs = group.attrs
     _, *chip_shape = group[IMAGE].shape
     return SensorManifest(
-        name=name, title=attrs["title"], kind=attrs["kind"], dtype=attrs["dtype"],
-        nodata=decode_nodata(attrs["nodata"]), scale=attrs["scale"], offset=attrs["offset"],
-        unit=attrs["unit"], model_unit=attrs["model_unit"], gsd_m=attrs["gsd_m"],
-        band_names=tuple(attrs["band_names"]), chip_count=attrs["chip_count"],
-        chip_shape=tuple(chip_shape), statistics=BandStatistics.from_attrs(attrs["statistics"]))
+        name=name,
+        title=attrs["title"],
+        kind=attrs["kind"],
+        dtype=attrs["dtype"],
+        nodata=decode_nodata(attrs["nodata"]),
+        scale=attrs["scale"],
+        offset=attrs["offset"],
+        unit=attrs["unit"],
+        model_unit=attrs["model_unit"],
+        gsd_m=attrs["gsd_m"],
+        band_names=tuple(attrs["band_names"]),
+        chip_count=attrs["chip_count"],
+        chip_shape=tuple(chip_shape),
+        statistics=BandStatistics.from_attrs(attrs["statistics"]),
+    )

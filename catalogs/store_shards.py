@@ -29,8 +29,7 @@ from catalogs.store_format import IMAGE_COMPRESSOR, IMAGE_CRC32C
 
 NOT_STORED = np.iinfo(np.uint64).max  # offset and length of a chunk absent from a shard
 CHECKSUM_NBYTES = 4  # the CRC32C ending every chunk and every shard index
-_SHUFFLES = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE,
-             "bitshuffle": Blosc.BITSHUFFLE}
+_SHUFFLES = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
 
 
 def chunk_codec(dtype: np.dtype | str) -> Blosc:
@@ -46,9 +45,13 @@ def chunk_codec(dtype: np.dtype | str) -> Blosc:
         A numcodecs Blosc codec that encodes chunks byte for byte as zarr does.
     """
     settings = IMAGE_COMPRESSOR.to_dict()["configuration"]
-    return Blosc(cname=settings["cname"], clevel=settings["clevel"],
-                 shuffle=_SHUFFLES[settings["shuffle"]], blocksize=settings["blocksize"],
-                 typesize=np.dtype(dtype).itemsize)
+    return Blosc(
+        cname=settings["cname"],
+        clevel=settings["clevel"],
+        shuffle=_SHUFFLES[settings["shuffle"]],
+        blocksize=settings["blocksize"],
+        typesize=np.dtype(dtype).itemsize,
+    )
 
 
 def encode_chunk(chip: np.ndarray, codec: Blosc | None = None) -> bytes:
@@ -82,16 +85,21 @@ def verify_chunk(data: bytes, expected: int | None = None) -> memoryview:
     compressed = memoryview(data)[:-CHECKSUM_NBYTES]
     computed = google_crc32c.value(np.frombuffer(compressed, dtype=np.uint8))
     if computed != chunk_checksum(data):
-        raise ValueError(f"chunk checksum mismatch: crc32c {computed:#010x} of its bytes, "
-                         f"{chunk_checksum(data):#010x} stored (the bytes are damaged)")
+        raise ValueError(
+            f"chunk checksum mismatch: crc32c {computed:#010x} of its bytes, "
+            f"{chunk_checksum(data):#010x} stored (the bytes are damaged)"
+        )
     if expected is not None and computed != expected:
-        raise ValueError(f"chunk crc32c {computed:#010x} is not the chip's {IMAGE_CRC32C} "
-                         f"{expected:#010x} (the chunk belongs to another chip)")
+        raise ValueError(
+            f"chunk crc32c {computed:#010x} is not the chip's {IMAGE_CRC32C} "
+            f"{expected:#010x} (the chunk belongs to another chip)"
+        )
     return compressed
 
 
-def decode_chunk(data: bytes, shape: Sequence[int], dtype: np.dtype | str,
-                 codec: Blosc | None = None) -> np.ndarray:
+def decode_chunk(
+    data: bytes, shape: Sequence[int], dtype: np.dtype | str, codec: Blosc | None = None
+) -> np.ndarray:
     """Inverse of :func:`encode_chunk`: a chip of ``shape`` in ``dtype`` (``codec`` as there).
 
     Raises:
@@ -123,8 +131,10 @@ def read_shard_index(data: bytes, chips_per_shard: int) -> np.ndarray:
         ValueError: when ``data`` is not an index of that many chunks or its checksum differs.
     """
     if len(data) != index_nbytes(chips_per_shard):
-        raise ValueError(f"shard index of {len(data)} bytes, expected "
-                         f"{index_nbytes(chips_per_shard)} for {chips_per_shard} chunks")
+        raise ValueError(
+            f"shard index of {len(data)} bytes, expected "
+            f"{index_nbytes(chips_per_shard)} for {chips_per_shard} chunks"
+        )
     index = data[:-CHECKSUM_NBYTES]
     if google_crc32c.value(index) != chunk_checksum(data):
         raise ValueError("shard index checksum mismatch (the file is damaged)")
@@ -165,8 +175,8 @@ def shard_index(chunk_lengths: Sequence[int], chips_per_shard: int) -> bytes:
         raise ValueError(f"{len(chunk_lengths)} chunks do not fit a shard of {chips_per_shard}")
     entries = np.full((chips_per_shard, 2), NOT_STORED, dtype="<u8")
     lengths = np.asarray(chunk_lengths, dtype=np.uint64)
-    entries[:len(lengths), 1] = lengths
-    entries[:len(lengths), 0] = np.cumsum(lengths) - lengths
+    entries[: len(lengths), 1] = lengths
+    entries[: len(lengths), 0] = np.cumsum(lengths) - lengths
     index = entries.tobytes()
     return index + _checksum_bytes(index)
 

@@ -30,9 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         The subcommand's exit status.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m model", description="msGFM on GeoPile-2: pretraining, fine-tuning, "
+        prog="python -m model",
+        description="msGFM on GeoPile-2: pretraining, fine-tuning, "
         "the downstream benchmarks and the benchmarks of the loader and network. "
-        "`python -m model COMMAND --help` shows a command's own options.")
+        "`python -m model COMMAND --help` shows a command's own options.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, summary) in COMMANDS.items():
         commands.add_parser(name, help=summary, add_help=False)

@@ -46,18 +46,37 @@ def finetune(config: Path, pretrained: Path, init: str, out_dir: Path, log: Path
     Raises:
         RuntimeError: naming the config, the variant and the log's last lines, on failure.
     """
-    command = [sys.executable, "-m", "model.finetune", "--config", str(config),
-               "--model.pretrained", str(pretrained), "--model.init", init,
-               "--model.out_dir", str(out_dir), "--trainer.default_root_dir", str(out_dir),
-               "--trainer.enable_progress_bar", "false"]
+    command = [
+        sys.executable,
+        "-m",
+        "model.finetune",
+        "--config",
+        str(config),
+        "--model.pretrained",
+        str(pretrained),
+        "--model.init",
+        init,
+        "--model.out_dir",
+        str(out_dir),
+        "--trainer.default_root_dir",
+        str(out_dir),
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as stream:
-        done = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, check=False,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        done = subprocess.run(
+            command,
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            check=False,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     if done.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-15:])
-        raise RuntimeError(f"{config} ({init}) failed with exit code {done.returncode}; "
-                           f"log {log}:\n{tail}")
+        raise RuntimeError(
+            f"{config} ({init}) failed with exit code {done.returncode}; log {log}:\n{tail}"
+        )
 
 
 def data_module(config: Path) -> LightningDataModule:
@@ -72,43 +91,63 @@ def data_module(config: Path) -> LightningDataModule:
 
 def markdown_report(results: Results, runs: Mapping[str, Mapping[str, Any]]) -> str:
     """The Table-3-like report: rows random init, baselines, ours; columns each task's metrics."""
-    lines = ["# Downstream mini benchmarks on the sample world", "",
-             "Fine-tuned for minutes on the CPU on the embedded sample world's benchmark sets "
-             "(`dvc repro evaluate`), so the numbers show the pipeline working, not the "
-             "model's quality on the real datasets. Same network, data, seed and schedule for "
-             "both inits; metrics over the whole test split. Best of each column in bold.", ""]
+    lines = [
+        "# Downstream mini benchmarks on the sample world",
+        "",
+        "Fine-tuned for minutes on the CPU on the embedded sample world's benchmark sets "
+        "(`dvc repro evaluate`), so the numbers show the pipeline working, not the "
+        "model's quality on the real datasets. Same network, data, seed and schedule for "
+        "both inits; metrics over the whole test split. Best of each column in bold.",
+        "",
+    ]
     for task in results:
         spec = TASKS[task]
         columns = spec.columns
         rows = ["random", *[v for v in results[task] if v not in VARIANTS], "pretrained"]
-        lines += [f"## {spec.title} ({task})", "",
-                  "| method | " + " | ".join(f"{m} {'↑' if up else '↓'}" for m, up in columns)
-                  + " |", "|---|" + "---|" * len(columns)]
+        lines += [
+            f"## {spec.title} ({task})",
+            "",
+            "| method | " + " | ".join(f"{m} {'↑' if up else '↓'}" for m, up in columns) + " |",
+            "|---|" + "---|" * len(columns),
+        ]
         for row in rows:
             cells = []
             for metric, up in columns:
-                values = [results[task][r][metric] for r in rows
-                          if results[task][r].get(metric) is not None]
+                values = [
+                    results[task][r][metric]
+                    for r in rows
+                    if results[task][r].get(metric) is not None
+                ]
                 value = results[task][row].get(metric)
                 best = value is not None and value == (max(values) if up else min(values))
                 text = "–" if value is None else f"{value:.4g}"
                 cells.append(f"**{text}**" if best else text)
             label = {"random": "random init", "pretrained": "msGFM (ours, pretrained)"}.get(
-                row, f"baseline: {row}")
+                row, f"baseline: {row}"
+            )
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         run = runs[task]
-        lines += ["", f"Pretrained embeddings: {run['embeddings']}; {run['train_samples']} "
-                  f"training samples, {run['steps']} steps. Paper (real data, for reference "
-                  f"only): {spec.paper}.", "", f"![{task} predictions](benchmarks/{task}.png)",
-                  ""]
+        lines += [
+            "",
+            f"Pretrained embeddings: {run['embeddings']}; {run['train_samples']} "
+            f"training samples, {run['steps']} steps. Paper (real data, for reference "
+            f"only): {spec.paper}.",
+            "",
+            f"![{task} predictions](benchmarks/{task}.png)",
+            "",
+        ]
     wins = [t for t in results if _better(t, results[t]["pretrained"], results[t]["random"])]
-    lines += ["## Summary", "", f"Pretrained beats random init on the main metric of "
-              f"{len(wins)} of {len(results)} tasks ({', '.join(wins) or 'none'}).", ""]
+    lines += [
+        "## Summary",
+        "",
+        f"Pretrained beats random init on the main metric of "
+        f"{len(wins)} of {len(results)} tasks ({', '.join(wins) or 'none'}).",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def _better(task: str, ours: Mapping[str, float | None],
-            other: Mapping[str, float | None]) -> bool:
+def _better(task: str, ours: Mapping[str, float | None], other: Mapping[str, float | None]) -> bool:
     metric = TASKS[task].main_metric
     higher = TASKS[task].higher_is_better(metric)
     if ours[metric] is None or other[metric] is None:
@@ -116,8 +155,14 @@ def _better(task: str, ours: Mapping[str, float | None],
     return ours[metric] > other[metric] if higher else ours[metric] < other[metric]
 
 
-def evaluate(pretrained: Path, configs: Path, runs_dir: Path, reports: Path,
-             tasks: Iterable[str] = TASKS, progress: Callable[[str], None] = print) -> Results:
+def evaluate(
+    pretrained: Path,
+    configs: Path,
+    runs_dir: Path,
+    reports: Path,
+    tasks: Iterable[str] = TASKS,
+    progress: Callable[[str], None] = print,
+) -> Results:
     """Fine-tune both inits and score the baselines for every task; write the reports.
 
     The reports are written at the end (:func:`write_reports`), so a failed run leaves the
@@ -136,8 +181,10 @@ def evaluate(pretrained: Path, configs: Path, runs_dir: Path, reports: Path,
             results[task][variant] = record["metrics"]
             if variant == "pretrained":
                 details[task] = record
-            progress(f"{task} {variant}: {_main(task, record['metrics'])} "
-                     f"({time.perf_counter() - start:.0f} s)")
+            progress(
+                f"{task} {variant}: {_main(task, record['metrics'])} "
+                f"({time.perf_counter() - start:.0f} s)"
+            )
         for name, scores in TASKS[task].baselines(data_module(config)).items():
             results[task][name] = scores
             progress(f"{task} baseline {name}: {_main(task, scores)}")
@@ -151,16 +198,22 @@ def _main(task: str, metrics: Mapping[str, float | None]) -> str:
     return f"{metric} {'unmeasurable' if value is None else f'{value:.4g}'}"
 
 
-def write_reports(results: Results, details: Mapping[str, Any], runs_dir: Path,
-                  reports: Path) -> None:
+def write_reports(
+    results: Results, details: Mapping[str, Any], runs_dir: Path, reports: Path
+) -> None:
     """Write ``reports/benchmarks.json``, ``benchmarks.md`` and ``benchmarks/<task>.png``.
 
     The JSON is strict: a metric that is not finite, i.e. unmeasurable, is null. The pictures
     are the pretrained run's picture of each task under ``runs_dir``. Each file is replaced
     atomically.
     """
-    results = {task: {row: {metric: finite_or_none(value) for metric, value in scores.items()}
-                      for row, scores in rows.items()} for task, rows in results.items()}
+    results = {
+        task: {
+            row: {metric: finite_or_none(value) for metric, value in scores.items()}
+            for row, scores in rows.items()
+        }
+        for task, rows in results.items()
+    }
     with atomic_folder(reports / "benchmarks") as pictures:
         for task in results:
             shutil.copy(runs_dir / task / "pretrained" / FIGURE_FILE, pictures / f"{task}.png")
@@ -174,17 +227,39 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m model.evaluate",
         description="Downstream mini benchmarks: fine-tune the pretrained export and random "
         "init on each task's sample config, score the classical baselines, and write "
-        "reports/benchmarks.{json,md} with a prediction picture per task.")
-    parser.add_argument("--pretrained", type=Path, default=Path("runs/pretrain/tiny-sample/export"),
-                        help="the pretrained export (default: the tiny sample model)")
-    parser.add_argument("--configs", type=Path, default=Path("configs/finetune"),
-                        help="folder of the <task>-sample.yaml configs")
-    parser.add_argument("--runs", type=Path, default=Path("runs/finetune"),
-                        help="where each fine-tuning run writes its logs and metrics")
-    parser.add_argument("--reports", type=Path, default=Path("reports"),
-                        help="where the reports go (default: reports)")
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS),
-                        help="tasks to run (default: all four)")
+        "reports/benchmarks.{json,md} with a prediction picture per task.",
+    )
+    parser.add_argument(
+        "--pretrained",
+        type=Path,
+        default=Path("runs/pretrain/tiny-sample/export"),
+        help="the pretrained export (default: the tiny sample model)",
+    )
+    parser.add_argument(
+        "--configs",
+        type=Path,
+        default=Path("configs/finetune"),
+        help="folder of the <task>-sample.yaml configs",
+    )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=Path("runs/finetune"),
+        help="where each fine-tuning run writes its logs and metrics",
+    )
+    parser.add_argument(
+        "--reports",
+        type=Path,
+        default=Path("reports"),
+        help="where the reports go (default: reports)",
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=TASKS,
+        default=list(TASKS),
+        help="tasks to run (default: all four)",
+    )
     args = parser.parse_args(argv)
     if not (args.pretrained / "model_card.json").is_file():
         parser.error(f"{args.pretrained}: no model_card.json (run `dvc repro pretrain` first)")

@@ -53,9 +53,13 @@ class PretrainedEncoder(nn.Module):
         card: the model card (STAC Item) it was loaded from; empty when built directly.
     """
 
-    def __init__(self, config: EncoderConfig, channels: Mapping[str, int],
-                 normalisation: Mapping[str, tuple[Tensor, Tensor]],
-                 card: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: EncoderConfig,
+        channels: Mapping[str, int],
+        normalisation: Mapping[str, tuple[Tensor, Tensor]],
+        card: Mapping[str, Any] | None = None,
+    ) -> None:
         """Build an untrained encoder of ``config`` with one patch embedding per sensor.
 
         Args:
@@ -66,9 +70,12 @@ class PretrainedEncoder(nn.Module):
         """
         super().__init__()
         self.encoder = SwinEncoder(config)
-        self.embeddings = nn.ModuleDict({
-            sensor: SensorPatchEmbed(count, config.embed_dim, config.patch_px)
-            for sensor, count in channels.items()})
+        self.embeddings = nn.ModuleDict(
+            {
+                sensor: SensorPatchEmbed(count, config.embed_dim, config.patch_px)
+                for sensor, count in channels.items()
+            }
+        )
         self.sensors = tuple(channels)
         self.normalisation = dict(normalisation)
         self.card = dict(card or {})
@@ -87,14 +94,19 @@ class PretrainedEncoder(nn.Module):
             KeyError: naming ``sensor`` and the known sensors, for a sensor without embedding.
         """
         if sensor not in self.embeddings:
-            raise KeyError(f"no patch embedding for sensor {sensor!r}; known sensors: "
-                           f"{list(self.sensors)}")
+            raise KeyError(
+                f"no patch embedding for sensor {sensor!r}; known sensors: {list(self.sensors)}"
+            )
         return self.encoder(self.embeddings[sensor](image))
 
 
-def export_pretrained(model: MsGFM, out_dir: Path | str, sensors: Mapping[str, SensorManifest],
-                      training: Mapping[str, Any] | None = None,
-                      acquired: tuple[str, str] | None = None) -> Path:
+def export_pretrained(
+    model: MsGFM,
+    out_dir: Path | str,
+    sensors: Mapping[str, SensorManifest],
+    training: Mapping[str, Any] | None = None,
+    acquired: tuple[str, str] | None = None,
+) -> Path:
     """Write a model's encoder and patch embeddings with their model card.
 
     Args:
@@ -122,8 +134,13 @@ def export_pretrained(model: MsGFM, out_dir: Path | str, sensors: Mapping[str, S
     embeddings = model.heads.embeddings
     _check_manifests(embeddings, sensors)
     tensors = exported_tensors(model)
-    card = model_card(model.encoder.config, {name: sensors[name] for name in embeddings},
-                      sum(t.numel() for t in tensors.values()), training, acquired)
+    card = model_card(
+        model.encoder.config,
+        {name: sensors[name] for name in embeddings},
+        sum(t.numel() for t in tensors.values()),
+        training,
+        acquired,
+    )
     with atomic_path(out_dir / WEIGHTS_FILE) as path:
         save_file(tensors, str(path), metadata={"format": "pt"})
     return write_json(out_dir / CARD_FILE, card)
@@ -134,8 +151,11 @@ def exported_tensors(model: MsGFM) -> dict[str, Tensor]:
     parts = {ENCODER_PREFIX: model.encoder.state_dict()}
     for sensor, embedding in model.heads.embeddings.items():
         parts[f"{EMBEDDINGS_PREFIX}{sensor}."] = embedding.state_dict()
-    return {prefix + key: value.detach().to("cpu").clone(memory_format=torch.contiguous_format)
-            for prefix, state in parts.items() for key, value in state.items()}
+    return {
+        prefix + key: value.detach().to("cpu").clone(memory_format=torch.contiguous_format)
+        for prefix, state in parts.items()
+        for key, value in state.items()
+    }
 
 
 def load_pretrained(path: Path | str) -> PretrainedEncoder:
@@ -157,16 +177,19 @@ def load_pretrained(path: Path | str) -> PretrainedEncoder:
     card_path = Path(path) / CARD_FILE if Path(path).is_dir() else Path(path)
     card, config, inputs = read_model_card(card_path)
     try:
-        encoder = PretrainedEncoder(config, {s: len(mean) for s, (mean, _) in inputs.items()},
-                                    inputs, card)
+        encoder = PretrainedEncoder(
+            config, {s: len(mean) for s, (mean, _) in inputs.items()}, inputs, card
+        )
     except ValueError as error:
         raise ModelCardError(f"{card_path}: properties.mlm:hyperparameters: {error}") from error
     weights = weights_path(card, card_path)
     try:
         tensors = load_file(str(weights))
     except SafetensorError as error:
-        raise ModelCardError(f"{weights} (assets.{WEIGHTS_ASSET}.href of {card_path}): "
-                             f"not a whole safetensors file: {error}") from error
+        raise ModelCardError(
+            f"{weights} (assets.{WEIGHTS_ASSET}.href of {card_path}): "
+            f"not a whole safetensors file: {error}"
+        ) from error
     _check_weights(tensors, encoder, weights, card_path)
     encoder.load_state_dict(tensors, strict=True)
     return encoder.eval()
@@ -175,38 +198,57 @@ def load_pretrained(path: Path | str) -> PretrainedEncoder:
 def _check_manifests(embeddings: nn.ModuleDict, sensors: Mapping[str, SensorManifest]) -> None:
     for name, embedding in embeddings.items():
         if name not in sensors:
-            raise ValueError(f"no manifest for sensor {name!r}: its bands and normalisation "
-                             f"are unknown; manifests: {sorted(sensors)}")
+            raise ValueError(
+                f"no manifest for sensor {name!r}: its bands and normalisation "
+                f"are unknown; manifests: {sorted(sensors)}"
+            )
         bands = sensors[name].band_names
         if len(bands) != embedding.in_channels:
-            raise ValueError(f"sensor {name!r}: the manifest has {len(bands)} bands, its patch "
-                             f"embedding takes {embedding.in_channels} channels")
+            raise ValueError(
+                f"sensor {name!r}: the manifest has {len(bands)} bands, its patch "
+                f"embedding takes {embedding.in_channels} channels"
+            )
 
 
-def _check_weights(tensors: Mapping[str, Tensor], encoder: PretrainedEncoder,
-                   weights_path: Path, card_path: Path) -> None:
+def _check_weights(
+    tensors: Mapping[str, Tensor], encoder: PretrainedEncoder, weights_path: Path, card_path: Path
+) -> None:
     """Raise a clear error unless ``tensors`` fit ``encoder`` key for key and shape for shape."""
-    absent = [sensor for sensor in encoder.sensors
-              if not any(key.startswith(f"{EMBEDDINGS_PREFIX}{sensor}.") for key in tensors)]
+    absent = [
+        sensor
+        for sensor in encoder.sensors
+        if not any(key.startswith(f"{EMBEDDINGS_PREFIX}{sensor}.") for key in tensors)
+    ]
     if absent:
-        raise ModelCardError(f"{weights_path}: checkpoint has no embedding for sensor(s) "
-                         f"{', '.join(map(repr, absent))}; {card_path} lists "
-                         f"{list(encoder.sensors)}")
+        raise ModelCardError(
+            f"{weights_path}: checkpoint has no embedding for sensor(s) "
+            f"{', '.join(map(repr, absent))}; {card_path} lists "
+            f"{list(encoder.sensors)}"
+        )
     expected = encoder.state_dict()
-    problems = [f"{label}: {_listing(keys)}" for label, keys in (
-        ("missing keys", sorted(expected.keys() - tensors.keys())),
-        ("unexpected keys", sorted(tensors.keys() - expected.keys())),
-        ("shape mismatches", [
-            f"{key} {tuple(tensors[key].shape)} in the weights, "
-            f"{tuple(expected[key].shape)} in the card"
-            for key in sorted(expected.keys() & tensors.keys())
-            if tensors[key].shape != expected[key].shape])) if keys]
+    problems = [
+        f"{label}: {_listing(keys)}"
+        for label, keys in (
+            ("missing keys", sorted(expected.keys() - tensors.keys())),
+            ("unexpected keys", sorted(tensors.keys() - expected.keys())),
+            (
+                "shape mismatches",
+                [
+                    f"{key} {tuple(tensors[key].shape)} in the weights, "
+                    f"{tuple(expected[key].shape)} in the card"
+                    for key in sorted(expected.keys() & tensors.keys())
+                    if tensors[key].shape != expected[key].shape
+                ],
+            ),
+        )
+        if keys
+    ]
     if problems:
-        raise ModelCardError(f"architecture mismatch between {card_path} and {weights_path}: "
-                         + "; ".join(problems))
+        raise ModelCardError(
+            f"architecture mismatch between {card_path} and {weights_path}: " + "; ".join(problems)
+        )
 
 
 def _listing(items: list[str]) -> str:
     shown = ", ".join(items[:_SHOWN_KEYS])
     return shown if len(items) <= _SHOWN_KEYS else f"{shown}, ... ({len(items)} in all)"
-

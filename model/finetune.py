@@ -27,12 +27,21 @@ def main(args: list[str] | None = None) -> int:
     """Fit, then test; returns 0."""
     from lightning import LightningDataModule
 
-    cli = FinetuneCLI(DownstreamTask, LightningDataModule, run=False, args=args,
-                      subclass_mode_model=True, subclass_mode_data=True,
-                      seed_everything_default=0, save_config_kwargs={"overwrite": True},
-                      parser_kwargs={"prog": "python -m model.finetune",
-                                     "description": "Fine-tune msGFM on a downstream task and "
-                                     "score it on the test split. Tasks: " + ", ".join(TASKS)})
+    cli = FinetuneCLI(
+        DownstreamTask,
+        LightningDataModule,
+        run=False,
+        args=args,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={
+            "prog": "python -m model.finetune",
+            "description": "Fine-tune msGFM on a downstream task and "
+            "score it on the test split. Tasks: " + ", ".join(TASKS),
+        },
+    )
     # weights_only: a checkpoint Lightning finds by itself (a SLURM requeue's) holds no code.
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, weights_only=True)
     cli.trainer.test(cli.model, datamodule=cli.datamodule, weights_only=True)

@@ -48,8 +48,13 @@ GLOBAL_BBOX = (-180.0, -90.0, 180.0, 90.0)
 # practices advise, with "the world" as bbox); without any known acquisition time, MLM's generic
 # context for a model of any period, closed at the far end because a STAC Item needs both ends.
 ANY_TIME = ("1900-01-01T00:00:00Z", "9999-12-31T23:59:59Z")
-_JSON_KINDS = {dict: "an object", list: "a list", str: "a string", int: "an integer",
-               float: "a finite number"}
+_JSON_KINDS = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "an integer",
+    float: "a finite number",
+}
 
 
 class ModelCardError(ValueError):
@@ -59,10 +64,13 @@ class ModelCardError(ValueError):
     """
 
 
-
-def model_card(config: EncoderConfig, sensors: Mapping[str, SensorManifest],
-               total_parameters: int, training: Mapping[str, Any] | None = None,
-               acquired: tuple[str, str] | None = None) -> dict[str, Any]:
+def model_card(
+    config: EncoderConfig,
+    sensors: Mapping[str, SensorManifest],
+    total_parameters: int,
+    training: Mapping[str, Any] | None = None,
+    acquired: tuple[str, str] | None = None,
+) -> dict[str, Any]:
     """The STAC MLM Item describing an exported encoder.
 
     Args:
@@ -81,9 +89,11 @@ def model_card(config: EncoderConfig, sensors: Mapping[str, SensorManifest],
         "datetime": None,
         "start_datetime": start,
         "end_datetime": end,
-        "description": (f"{MODEL_NAME} encoder pretrained on GeoPile-2: a patch embedding per "
-                        "sensor and the shared Swin encoder (the SimMIM decoders are not "
-                        "included)."),
+        "description": (
+            f"{MODEL_NAME} encoder pretrained on GeoPile-2: a patch embedding per "
+            "sensor and the shared Swin encoder (the SimMIM decoders are not "
+            "included)."
+        ),
         "mlm:name": MODEL_NAME,
         "mlm:architecture": _architecture(config),
         "mlm:tasks": list(MLM_TASKS),
@@ -105,23 +115,31 @@ def model_card(config: EncoderConfig, sensors: Mapping[str, SensorManifest],
         "stac_version": "1.1.0",
         "stac_extensions": [MLM_SCHEMA, *sorted(EXTENSIONS[name] for name in extensions)],
         "id": ITEM_ID,
-        "geometry": {"type": "Polygon", "coordinates": [[
-            [west, south], [east, south], [east, north], [west, north], [west, south]]]},
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [
+                [[west, south], [east, south], [east, north], [west, north], [west, south]]
+            ],
+        },
         "bbox": list(GLOBAL_BBOX),
         "properties": properties,
         "links": [],
-        "assets": {WEIGHTS_ASSET: {
-            "href": f"./{WEIGHTS_FILE}",
-            "type": "application/octet-stream; application=safetensors",
-            "title": f"{MODEL_NAME} encoder and patch embedding weights",
-            "roles": ["mlm:model", "mlm:weights"],
-            "mlm:artifact_type": "safetensors",
-            "bands": bands,
-        }},
+        "assets": {
+            WEIGHTS_ASSET: {
+                "href": f"./{WEIGHTS_FILE}",
+                "type": "application/octet-stream; application=safetensors",
+                "title": f"{MODEL_NAME} encoder and patch embedding weights",
+                "roles": ["mlm:model", "mlm:weights"],
+                "mlm:artifact_type": "safetensors",
+                "bands": bands,
+            }
+        },
     }
 
-def read_model_card(card_path: Path) -> tuple[dict[str, Any], EncoderConfig,
-                                              dict[str, tuple[Tensor, Tensor]]]:
+
+def read_model_card(
+    card_path: Path,
+) -> tuple[dict[str, Any], EncoderConfig, dict[str, tuple[Tensor, Tensor]]]:
     """Read and check a model card.
 
     Args:
@@ -140,8 +158,10 @@ def read_model_card(card_path: Path) -> tuple[dict[str, Any], EncoderConfig,
     card = _read_card(card_path)
     properties = _field(card, "properties", dict, "", card_path)
     entries = _field(properties, "mlm:input", list, "properties", card_path)
-    inputs = dict(_model_input_entry(entry, f"properties.mlm:input[{index}]", card_path)
-                  for index, entry in enumerate(entries))
+    inputs = dict(
+        _model_input_entry(entry, f"properties.mlm:input[{index}]", card_path)
+        for index, entry in enumerate(entries)
+    )
     hyperparameters = _field(properties, "mlm:hyperparameters", dict, "properties", card_path)
     config = _typed(hyperparameters, EncoderConfig, "properties.mlm:hyperparameters", card_path)
     return card, config, inputs
@@ -174,12 +194,18 @@ def _model_input(config: EncoderConfig, manifest: SensorManifest) -> dict[str, A
         "description": (
             f"{manifest.title}{gsd}. Stored values * {manifest.scale:g} + {manifest.offset:g} "
             f"give {manifest.model_unit}; each band is then z-scored with value_scaling "
-            "(GeoPile-2 statistics) and nodata (NaN) becomes 0."),
+            "(GeoPile-2 statistics) and nodata (NaN) becomes 0."
+        ),
         "bands": list(manifest.band_names),
-        "input": {"shape": [-1, len(manifest.band_names), config.input_px, config.input_px],
-                  "dim_order": list(DIM_ORDER), "data_type": "float32"},
-        "value_scaling": [{"type": "z-score", "mean": m, "stddev": s}
-                          for m, s in zip(mean.tolist(), std.tolist(), strict=True)],
+        "input": {
+            "shape": [-1, len(manifest.band_names), config.input_px, config.input_px],
+            "dim_order": list(DIM_ORDER),
+            "data_type": "float32",
+        },
+        "value_scaling": [
+            {"type": "z-score", "mean": m, "stddev": s}
+            for m, s in zip(mean.tolist(), std.tolist(), strict=True)
+        ],
         "resize_type": None,
     }
 
@@ -188,11 +214,16 @@ def _model_output(config: EncoderConfig) -> dict[str, Any]:
     side = config.input_px // config.stride
     return {
         "name": "features",
-        "description": (f"Normalised last-stage features, one per {config.stride} x "
-                        f"{config.stride} input pixels."),
+        "description": (
+            f"Normalised last-stage features, one per {config.stride} x "
+            f"{config.stride} input pixels."
+        ),
         "tasks": list(MLM_TASKS),
-        "result": {"shape": [-1, config.out_channels, side, side],
-                   "dim_order": list(DIM_ORDER), "data_type": "float32"},
+        "result": {
+            "shape": [-1, config.out_channels, side, side],
+            "dim_order": list(DIM_ORDER),
+            "data_type": "float32",
+        },
     }
 
 
@@ -202,13 +233,13 @@ def _read_card(card_path: Path) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelCardError(f"{card_path}: not a JSON model card: {error}") from error
     if not isinstance(card, dict):
-        raise ModelCardError(f"{card_path}: a model card is a JSON object (a STAC Item), "
-                             f"not {type(card).__name__}")
+        raise ModelCardError(
+            f"{card_path}: a model card is a JSON object (a STAC Item), not {type(card).__name__}"
+        )
     return card
 
 
-def _field(document: Mapping[str, Any], key: str, kind: type, where: str,
-           card_path: Path) -> Any:
+def _field(document: Mapping[str, Any], key: str, kind: type, where: str, card_path: Path) -> Any:
     """``document[key]``, required and of JSON type ``kind``.
 
     ``where`` is the document's place in the card (``properties``), for the error.
@@ -233,11 +264,17 @@ def _typed(value: Any, kind: Any, place: str, card_path: Path) -> Any:
         expected = {item.name for item in fields(kind)}
         missing, unexpected = expected - set(value), set(value) - expected
         if missing or unexpected:
-            raise ModelCardError(f"{card_path}: {place} does not hold the fields of "
-                                 f"{kind.__name__}; missing {sorted(missing)}, unexpected "
-                                 f"{sorted(unexpected)}")
-        return kind(**{name: _typed(value[name], hint, f"{place}.{name}", card_path)
-                       for name, hint in get_type_hints(kind).items()})
+            raise ModelCardError(
+                f"{card_path}: {place} does not hold the fields of "
+                f"{kind.__name__}; missing {sorted(missing)}, unexpected "
+                f"{sorted(unexpected)}"
+            )
+        return kind(
+            **{
+                name: _typed(value[name], hint, f"{place}.{name}", card_path)
+                for name, hint in get_type_hints(kind).items()
+            }
+        )
     if isinstance(kind, UnionType):  # X | None
         if value is None:
             return None
@@ -245,8 +282,10 @@ def _typed(value: Any, kind: Any, place: str, card_path: Path) -> Any:
         return _typed(value, kind, place, card_path)
     if get_origin(kind) is tuple:
         if isinstance(value, list):
-            return tuple(_typed(item, get_args(kind)[0], f"{place}[{index}]", card_path)
-                         for index, item in enumerate(value))
+            return tuple(
+                _typed(item, get_args(kind)[0], f"{place}[{index}]", card_path)
+                for index, item in enumerate(value)
+            )
         raise ModelCardError(f"{card_path}: {place} must be a list, not {value!r}")
     if kind is float and _finite_number(value):
         return float(value)
@@ -259,34 +298,46 @@ def _finite_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _model_input_entry(entry: Any, place: str,
-                       card_path: Path) -> tuple[str, tuple[Tensor, Tensor]]:
+def _model_input_entry(
+    entry: Any, place: str, card_path: Path
+) -> tuple[str, tuple[Tensor, Tensor]]:
     """(sensor, (mean, std)) of an ``mlm:input``, from its per-band z-score ``value_scaling``."""
     if not isinstance(entry, dict):
         raise ModelCardError(f"{card_path}: {place} must be an object, not {entry!r}")
     name = _field(entry, "name", str, place, card_path)
     place = f"{place} ({name!r})"
-    shape = _field(_field(entry, "input", dict, place, card_path), "shape", list,
-                   f"{place}.input", card_path)
+    shape = _field(
+        _field(entry, "input", dict, place, card_path), "shape", list, f"{place}.input", card_path
+    )
     channels = shape[1] if len(shape) == len(DIM_ORDER) else None
     if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
-        raise ModelCardError(f"{card_path}: {place}.input.shape must be [batch, channels, "
-                             f"height, width] with channels >= 1, not {shape!r}")
+        raise ModelCardError(
+            f"{card_path}: {place}.input.shape must be [batch, channels, "
+            f"height, width] with channels >= 1, not {shape!r}"
+        )
     scaling = _field(entry, "value_scaling", list, place, card_path)
     if len(scaling) != channels or any(
-            not isinstance(band, dict) or band.get("type") != "z-score" for band in scaling):
-        raise ModelCardError(f"{card_path}: {place}.value_scaling needs one z-score per "
-                             f"channel ({channels}), not {scaling}")
+        not isinstance(band, dict) or band.get("type") != "z-score" for band in scaling
+    ):
+        raise ModelCardError(
+            f"{card_path}: {place}.value_scaling needs one z-score per "
+            f"channel ({channels}), not {scaling}"
+        )
     for index, band in enumerate(scaling):
         where = f"{place}.value_scaling[{index}]"
         if not _finite_number(band.get("mean")):
-            raise ModelCardError(f"{card_path}: {where}.mean must be a finite number, "
-                                 f"not {band.get('mean')!r}")
+            raise ModelCardError(
+                f"{card_path}: {where}.mean must be a finite number, not {band.get('mean')!r}"
+            )
         if not _finite_number(band.get("stddev")) or band["stddev"] <= 0:
-            raise ModelCardError(f"{card_path}: {where}.stddev must be a finite number above "
-                                 f"0, not {band.get('stddev')!r}")
-    return name, (torch.tensor([band["mean"] for band in scaling], dtype=torch.float32),
-                  torch.tensor([band["stddev"] for band in scaling], dtype=torch.float32))
+            raise ModelCardError(
+                f"{card_path}: {where}.stddev must be a finite number above "
+                f"0, not {band.get('stddev')!r}"
+            )
+    return name, (
+        torch.tensor([band["mean"] for band in scaling], dtype=torch.float32),
+        torch.tensor([band["stddev"] for band in scaling], dtype=torch.float32),
+    )
 
 
 def weights_path(card: Mapping[str, Any], card_path: Path) -> Path:
@@ -300,7 +351,8 @@ def weights_path(card: Mapping[str, Any], card_path: Path) -> Path:
     folder = card_path.parent.resolve()
     weights_path = (folder / href).resolve()
     if urlsplit(href).scheme or not weights_path.is_relative_to(folder):
-        raise ModelCardError(f"{card_path}: assets.{WEIGHTS_ASSET}.href {href!r} leads outside "
-                             f"the export folder {folder}; weights must lie beside the card")
+        raise ModelCardError(
+            f"{card_path}: assets.{WEIGHTS_ASSET}.href {href!r} leads outside "
+            f"the export folder {folder}; weights must lie beside the card"
+        )
     return weights_path
-

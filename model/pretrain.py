@@ -27,9 +27,13 @@ class PretrainCLI(LightningCLI):
         parser.link_arguments("data.sensors", "model.sensors")
         parser.link_arguments("data.crop_px", "model.input_px")
         parser.link_arguments("data.batch_size", "model.batch_size")
-        parser.add_argument("--ckpt_path", type=str | None, default=None,
-                            help="checkpoint to resume from (exactly: weights, optimiser, "
-                            "schedule, step and the sampler's epoch)")
+        parser.add_argument(
+            "--ckpt_path",
+            type=str | None,
+            default=None,
+            help="checkpoint to resume from (exactly: weights, optimiser, "
+            "schedule, step and the sampler's epoch)",
+        )
 
 
 def main(args: list[str] | None = None) -> int:
@@ -39,20 +43,31 @@ def main(args: list[str] | None = None) -> int:
         ValueError: naming the checkpoint, when it holds pickled objects other than tensors
             and plain containers (it is refused before any of them is built).
     """
-    cli = PretrainCLI(MsGFMPretraining, GeoPile2DataModule, run=False, args=args,
-                      seed_everything_default=0, save_config_kwargs={"overwrite": True},
-                      parser_kwargs={"prog": "python -m model.pretrain",
-                                     "description": "Pretrain msGFM on GeoPile-2."})
+    cli = PretrainCLI(
+        MsGFMPretraining,
+        GeoPile2DataModule,
+        run=False,
+        args=args,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={
+            "prog": "python -m model.pretrain",
+            "description": "Pretrain msGFM on GeoPile-2.",
+        },
+    )
     checkpoint = cli.config["ckpt_path"]
     try:
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint,
-                        weights_only=True)
+        cli.trainer.fit(
+            cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint, weights_only=True
+        )
     except pickle.UnpicklingError as error:
         if checkpoint is None:  # not a checkpoint's: e.g. a DataLoader worker's message
             raise
-        raise ValueError(f"{checkpoint}: refused by a weights-only load (it holds pickled "
-                         "objects other than tensors and plain containers): "
-                         f"{error}") from error
+        raise ValueError(
+            f"{checkpoint}: refused by a weights-only load (it holds pickled "
+            "objects other than tensors and plain containers): "
+            f"{error}"
+        ) from error
     return 0
 
 

@@ -66,17 +66,29 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.benchmarks.__main__ import main as bench
 
         return bench(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["discover", "fetch", "coregister", "shard",
-                                          "validate", "run"])
-    parser.add_argument("--params", type=Path, default=PARAMS_PATH,
-                        help="parameter file (default: params.yaml)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="dask worker processes (default: params; 0 = this process only)")
-    parser.add_argument("--scheduler", default=None,
-                        help="address of a running dask scheduler to use instead of a "
-                             "LocalCluster, e.g. tcp://10.0.0.5:8786")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "stage", choices=["discover", "fetch", "coregister", "shard", "validate", "run"]
+    )
+    parser.add_argument(
+        "--params", type=Path, default=PARAMS_PATH, help="parameter file (default: params.yaml)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="dask worker processes (default: params; 0 = this process only)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        help="address of a running dask scheduler to use instead of a "
+        "LocalCluster, e.g. tcp://10.0.0.5:8786",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     from pipeline.validate import StoreValidationError  # (as every stage does: not for --help)
@@ -87,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     workers = params.workers if args.workers is None else args.workers
-    names = (["discover", "fetch", "coregister", "shard", "validate"] if args.stage == "run"
-             else [args.stage])
+    names = (
+        ["discover", "fetch", "coregister", "shard", "validate"]
+        if args.stage == "run"
+        else [args.stage]
+    )
     parallel = {"discover", "fetch", "coregister", "shard", "validate"}
     needs_cluster = bool(parallel & set(names))
     try:

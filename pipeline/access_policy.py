@@ -60,8 +60,9 @@ def local_path(href: str) -> Path:
     return Path(href)
 
 
-def check_local_allowed(href: str, root: str, policy: FetchParams,
-                        shown: str | None = None) -> None:
+def check_local_allowed(
+    href: str, root: str, policy: FetchParams, shown: str | None = None
+) -> None:
     """Refuse a local ``href`` named by the catalog at ``root`` unless the policy allows it.
 
     For a local catalog, it must lie inside its root or an allowed folder (resolved paths); for a
@@ -75,17 +76,23 @@ def check_local_allowed(href: str, root: str, policy: FetchParams,
     """
     if not is_local(root):
         if not policy.allow_local_files_from_remote:
-            raise AccessRefused(f"the catalog {root} is read over the network and may not name "
-                                f"the local file {shown or href!r} (allow with "
-                                f"{ALLOW_LOCAL_FROM_REMOTE})")
+            raise AccessRefused(
+                f"the catalog {root} is read over the network and may not name "
+                f"the local file {shown or href!r} (allow with "
+                f"{ALLOW_LOCAL_FROM_REMOTE})"
+            )
         return
     target = local_path(href).resolve()
     folders = (root, *policy.allowed_local_folders)
     if not any(target.is_relative_to(local_path(str(f)).resolve()) for f in folders):
-        also = (f" or {ALLOWED_FOLDERS} {list(map(str, policy.allowed_local_folders))}"
-                if policy.allowed_local_folders else "")
-        raise AccessRefused(f"href {shown or href!r} resolves outside the catalog root "
-                            f"{root}{also}")
+        also = (
+            f" or {ALLOWED_FOLDERS} {list(map(str, policy.allowed_local_folders))}"
+            if policy.allowed_local_folders
+            else ""
+        )
+        raise AccessRefused(
+            f"href {shown or href!r} resolves outside the catalog root {root}{also}"
+        )
 
 
 def check_host(url: str, allow_private: bool) -> None:
@@ -105,6 +112,8 @@ def check_host(url: str, allow_private: bool) -> None:
         if ip.version == 6 and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         if not ip.is_global:
-            raise AccessRefused(f"host {parts.hostname!r} resolves to {ip}, a loopback, "
-                                f"private, link-local or reserved address (allow with "
-                                f"{ALLOW_PRIVATE})")
+            raise AccessRefused(
+                f"host {parts.hostname!r} resolves to {ip}, a loopback, "
+                f"private, link-local or reserved address (allow with "
+                f"{ALLOW_PRIVATE})"
+            )

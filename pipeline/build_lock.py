@@ -33,8 +33,9 @@ class BuildLockedError(RuntimeError):
 
 def lock_paths(params: PipelineParams) -> list[Path]:
     """The lock files of a build, in the order they are taken."""
-    return sorted({folder.with_name(folder.name + LOCK_SUFFIX)
-                   for folder in (params.work_dir, params.store)})
+    return sorted(
+        {folder.with_name(folder.name + LOCK_SUFFIX) for folder in (params.work_dir, params.store)}
+    )
 
 
 @contextmanager
@@ -61,7 +62,8 @@ def _exclusive(path: Path) -> Iterator[None]:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             raise BuildLockedError(
                 f"{path}: another build (pid {holder}) is using this work dir or store; "
-                "wait for it to end, or stop it, then run again") from None
+                "wait for it to end, or stop it, then run again"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield

@@ -119,8 +119,14 @@ class LocationChips:
 
     def header_fields(self) -> dict[str, Any]:
         """The header's fields but the sensors' layout (the writer adds it)."""
-        return {"source": self.source, "item_id": self.item_id, "crs": self.crs,
-                "datetimes": self.datetimes, "dropped": self.dropped, "shifts": self.shifts}
+        return {
+            "source": self.source,
+            "item_id": self.item_id,
+            "crs": self.crs,
+            "datetimes": self.datetimes,
+            "dropped": self.dropped,
+            "shifts": self.shifts,
+        }
 
     @classmethod
     def load_header(cls, path: Path, location: int = 0) -> LocationChips:
@@ -201,16 +207,17 @@ class ChipFileWriter:
 
     def add(self, location: LocationChips) -> None:
         """Write a location held in memory (its chips encoded and measured at once)."""
-        sink = self.open_location({name: (chips.shape[1:], chips.dtype)
-                                   for name, chips in location.sensors.items()})
+        sink = self.open_location(
+            {name: (chips.shape[1:], chips.dtype) for name, chips in location.sensors.items()}
+        )
         # (A sensor may hold another number of chips than transforms: shard refuses the file.)
         for name, chips in location.sensors.items():
             sink.add_sensor(name, range(len(chips)), chips)
-        sink.finish(location.header_fields(), location.transforms, location.bounds_lonlat,
-                    location.item_ids)
+        sink.finish(
+            location.header_fields(), location.transforms, location.bounds_lonlat, location.item_ids
+        )
 
-    def open_location(self, sensors: dict[str, tuple[tuple[int, ...], np.dtype]]
-                      ) -> LocationWriter:
+    def open_location(self, sensors: dict[str, tuple[tuple[int, ...], np.dtype]]) -> LocationWriter:
         """Start the next location.
 
         ``sensors``: name -> (chip shape (C, H, W), storage dtype), in header order. Write its
@@ -222,12 +229,19 @@ class ChipFileWriter:
         """Record an item of the batch that could not be co-registered."""
         self._failures.append(failure)
 
-    def _append_location(self, header: dict[str, Any], transforms: np.ndarray,
-                         bounds_lonlat: np.ndarray, slots: list[_Slot]) -> None:
+    def _append_location(
+        self,
+        header: dict[str, Any],
+        transforms: np.ndarray,
+        bounds_lonlat: np.ndarray,
+        slots: list[_Slot],
+    ) -> None:
         """Record a location whose chunks :class:`LocationWriter` has just appended."""
         if transforms.shape[1:] != (6,) or bounds_lonlat.shape != (len(transforms), 4):
-            raise ValueError(f"{header['item_id']}: transforms {transforms.shape} and "
-                             f"bounds_lonlat {bounds_lonlat.shape} are not (K, 6) and (K, 4)")
+            raise ValueError(
+                f"{header['item_id']}: transforms {transforms.shape} and "
+                f"bounds_lonlat {bounds_lonlat.shape} are not (K, 6) and (K, 4)"
+            )
         self._slots.extend(slots)
         self._locations.append(header)
         self._georeference.append((transforms, bounds_lonlat))
@@ -239,22 +253,28 @@ class ChipFileWriter:
         histograms = [h for s in stats for h in s.histograms]
         empty = np.empty((0,), dtype=np.int64)
         members = {
-            "header": np.array(json.dumps({"locations": self._locations,
-                                           "failures": self._failures})),
+            "header": np.array(
+                json.dumps({"locations": self._locations, "failures": self._failures})
+            ),
             "location_chips": np.array([len(t) for t, _ in self._georeference], dtype=np.int64),
             "transforms": _rows([t for t, _ in self._georeference], 6),
             "bounds_lonlat": _rows([b for _, b in self._georeference], 4),
             "slot_chips": np.array([len(s.chunk_lengths) for s in self._slots], dtype=np.int64),
-            "chunk_offsets": np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]
-                                            ).astype(np.int64),
-            "chunk_crc32c": np.array([c for s in self._slots for c in s.checksums],
-                                     dtype=np.uint32),
-            "moments": (np.concatenate([np.stack([s.count, s.mean, s.m2], axis=1)
-                                        for s in stats]).astype(np.float64)
-                        if stats else np.empty((0, 3))),
+            "chunk_offsets": np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(
+                np.int64
+            ),
+            "chunk_crc32c": np.array(
+                [c for s in self._slots for c in s.checksums], dtype=np.uint32
+            ),
+            "moments": (
+                np.concatenate([np.stack([s.count, s.mean, s.m2], axis=1) for s in stats]).astype(
+                    np.float64
+                )
+                if stats
+                else np.empty((0, 3))
+            ),
             "histogram_keys": _narrow(np.concatenate([h.keys for h in histograms] or [empty])),
-            "histogram_counts": _narrow(np.concatenate([h.counts for h in histograms]
-                                                       or [empty])),
+            "histogram_counts": _narrow(np.concatenate([h.counts for h in histograms] or [empty])),
             "histogram_ends": np.cumsum([len(h.keys) for h in histograms], dtype=np.int64),
         }
         self._exit.close()  # the chunk file is complete: renamed into place
@@ -278,8 +298,9 @@ def _narrow(values: np.ndarray) -> np.ndarray:
 
 def _rows(parts: list[np.ndarray], width: int) -> np.ndarray:
     """``parts`` stacked as rows of ``width`` columns (float64; empty parts allowed)."""
-    return np.concatenate([np.empty((0, width))] + [np.asarray(p, dtype=np.float64)
-                                                      .reshape(-1, width) for p in parts])
+    return np.concatenate(
+        [np.empty((0, width))] + [np.asarray(p, dtype=np.float64).reshape(-1, width) for p in parts]
+    )
 
 
 class LocationWriter:
@@ -291,8 +312,9 @@ class LocationWriter:
     :meth:`ChipFileWriter.add`.
     """
 
-    def __init__(self, file: ChipFileWriter,
-                 sensors: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+    def __init__(
+        self, file: ChipFileWriter, sensors: dict[str, tuple[tuple[int, ...], np.dtype]]
+    ) -> None:
         """Initialize a new LocationWriter instance.
 
         Args:
@@ -300,8 +322,9 @@ class LocationWriter:
             sensors: name -> (chip shape (C, H, W), storage dtype), in header order.
         """
         self._file = file
-        self._layouts = {name: (tuple(shape), np.dtype(dtype))
-                         for name, (shape, dtype) in sensors.items()}
+        self._layouts = {
+            name: (tuple(shape), np.dtype(dtype)) for name, (shape, dtype) in sensors.items()
+        }
         self._parts: dict[str, Any] = {}
         # name -> chip index -> (offset and length in its scratch part, CRC32C)
         self._chunks: dict[str, dict[int, tuple[int, int, int]]] = {name: {} for name in sensors}
@@ -319,8 +342,9 @@ class LocationWriter:
     def add_sensor(self, name: str, indexes: Iterable[int], batch: np.ndarray) -> None:
         """One sensor's chips of a batch (:meth:`add`), ``batch[k]`` having ``indexes[k]``."""
         if (batch.shape[1:], batch.dtype) != self._layouts[name]:
-            raise ValueError(f"{name} chips {batch.shape[1:]} {batch.dtype} are not "
-                             f"{self._layouts[name]}")
+            raise ValueError(
+                f"{name} chips {batch.shape[1:]} {batch.dtype} are not {self._layouts[name]}"
+            )
         part, codec = self._part(name), chunk_codec(batch.dtype)
         for index, chip in zip(indexes, batch, strict=True):
             chunk = encode_chunk(chip, codec)
@@ -338,7 +362,8 @@ class LocationWriter:
         """
         if name not in self._parts:
             self._parts[name] = tempfile.SpooledTemporaryFile(
-                max_size=_SPOOL_BYTES, dir=self._file.path.parent)
+                max_size=_SPOOL_BYTES, dir=self._file.path.parent
+            )
         return self._parts[name]
 
     def abort(self) -> None:
@@ -347,8 +372,13 @@ class LocationWriter:
             part.close()
         self._parts.clear()
 
-    def finish(self, header: dict[str, Any], transforms: np.ndarray,
-               bounds_lonlat: np.ndarray, item_ids: dict[str, str] | None = None) -> None:
+    def finish(
+        self,
+        header: dict[str, Any],
+        transforms: np.ndarray,
+        bounds_lonlat: np.ndarray,
+        item_ids: dict[str, str] | None = None,
+    ) -> None:
         """Append the location's chunks to the chunk file in index order, and record it.
 
         Chunks go sensor after sensor; the record holds ``header`` fields, then the sensors' layout,
@@ -365,14 +395,20 @@ class LocationWriter:
                     part.seek(offset)
                     out.write(part.read(length))
                 stats = self._stats[name] or StreamingStats.of_chips(
-                    np.empty((0, *shape), dtype), _statistics_nodata(name))
-                slots.append(_Slot([chunks[i][1] for i in order],
-                                   [chunks[i][2] for i in order], stats))
+                    np.empty((0, *shape), dtype), _statistics_nodata(name)
+                )
+                slots.append(
+                    _Slot([chunks[i][1] for i in order], [chunks[i][2] for i in order], stats)
+                )
         finally:
             self.abort()
-        header = {**header, "sensors": [{"name": name, "shape": list(shape),
-                                         "dtype": dtype.name}
-                                        for name, (shape, dtype) in self._layouts.items()]}
+        header = {
+            **header,
+            "sensors": [
+                {"name": name, "shape": list(shape), "dtype": dtype.name}
+                for name, (shape, dtype) in self._layouts.items()
+            ],
+        }
         if item_ids:
             header["item_ids"] = item_ids
         self._file._append_location(header, transforms, bounds_lonlat, slots)
@@ -399,8 +435,17 @@ class ChipFile:
 
     @cached_property
     def _members(self) -> dict[str, np.ndarray]:
-        names = ("header", "location_chips", "transforms", "bounds_lonlat", "slot_chips",
-                 "chunk_offsets", "chunk_crc32c", "moments", "histogram_ends")
+        names = (
+            "header",
+            "location_chips",
+            "transforms",
+            "bounds_lonlat",
+            "slot_chips",
+            "chunk_offsets",
+            "chunk_crc32c",
+            "moments",
+            "histogram_ends",
+        )
         with np.load(self.path, allow_pickle=False) as npz:
             return {name: npz[name] for name in names}
 
@@ -444,12 +489,12 @@ class ChipFile:
         K + 1 offsets.
         """
         first = int(self._slot_starts[1][slot])
-        return self._members["chunk_offsets"][first:first + self.chip_count(slot) + 1]
+        return self._members["chunk_offsets"][first : first + self.chip_count(slot) + 1]
 
     def checksums(self, slot: int) -> np.ndarray:
         """The CRC32C of each chip's chunk of a slot (K, uint32)."""
         first = int(self._slot_starts[1][slot])
-        return self._members["chunk_crc32c"][first:first + self.chip_count(slot)]
+        return self._members["chunk_crc32c"][first : first + self.chip_count(slot)]
 
     @cached_property
     def _first_row(self) -> np.ndarray:
@@ -484,8 +529,10 @@ class ChipFile:
         begin = int(ends[rows.start - 1]) if rows.start else 0
         bounds = np.r_[begin, ends[rows]]
         keys, counts = self._histograms
-        histograms = tuple(Histogram(keys[a:b].astype(np.int64), counts[a:b].astype(np.int64))
-                           for a, b in itertools.pairwise(bounds))
+        histograms = tuple(
+            Histogram(keys[a:b].astype(np.int64), counts[a:b].astype(np.int64))
+            for a, b in itertools.pairwise(bounds)
+        )
         return StreamingStats(np.dtype(dtype).str, count.astype(np.int64), mean, m2, histograms)
 
     @cached_property
@@ -504,17 +551,22 @@ class ChipFile:
         chips = int(members["location_chips"].sum())
         chunks = int(members["slot_chips"].sum())
         bands = sum(layout["shape"][0] for loc in locations for layout in loc["sensors"])
-        expected = {"location_chips": (len(locations),), "transforms": (chips, 6),
-                    "bounds_lonlat": (chips, 4), "slot_chips": (slots,),
-                    "chunk_offsets": (chunks + 1,), "chunk_crc32c": (chunks,),
-                    "moments": (bands, 3), "histogram_ends": (bands,)}
+        expected = {
+            "location_chips": (len(locations),),
+            "transforms": (chips, 6),
+            "bounds_lonlat": (chips, 4),
+            "slot_chips": (slots,),
+            "chunk_offsets": (chunks + 1,),
+            "chunk_crc32c": (chunks,),
+            "moments": (bands, 3),
+            "histogram_ends": (bands,),
+        }
         for name, shape in expected.items():
             if members[name].shape != shape:
                 raise ValueError(f"{name} has shape {members[name].shape}, not {shape}")
         end, size = int(members["chunk_offsets"][-1]), chunk_file(self.path).stat().st_size
         if size != end:
-            raise ValueError(f"its chunk file {chunk_file(self.path)} has {size} bytes, "
-                             f"not {end}")
+            raise ValueError(f"its chunk file {chunk_file(self.path)} has {size} bytes, not {end}")
 
     def location_chips(self, location: int, pixels: bool) -> LocationChips:
         """One location as :class:`LocationChips`.
@@ -527,14 +579,23 @@ class ChipFile:
         for member, layout in enumerate(header["sensors"]):
             slot = self.slot(location, member)
             sensors[layout["name"]] = (
-                self._decode(slot, layout) if pixels
-                else np.empty((self.chip_count(slot), 0, 0, 0), dtype=np.uint8))
+                self._decode(slot, layout)
+                if pixels
+                else np.empty((self.chip_count(slot), 0, 0, 0), dtype=np.uint8)
+            )
         transforms, bounds = self.georeference(location)
-        return LocationChips(source=header["source"], item_id=header["item_id"],
-                             sensors=sensors, crs=header["crs"], transforms=transforms,
-                             bounds_lonlat=bounds, datetimes=header["datetimes"],
-                             dropped=header["dropped"], shifts=header["shifts"],
-                             item_ids=header.get("item_ids", {}))
+        return LocationChips(
+            source=header["source"],
+            item_id=header["item_id"],
+            sensors=sensors,
+            crs=header["crs"],
+            transforms=transforms,
+            bounds_lonlat=bounds,
+            datetimes=header["datetimes"],
+            dropped=header["dropped"],
+            shifts=header["shifts"],
+            item_ids=header.get("item_ids", {}),
+        )
 
     def _decode(self, slot: int, layout: dict[str, Any]) -> np.ndarray:
         shape, dtype = tuple(layout["shape"]), np.dtype(layout["dtype"])

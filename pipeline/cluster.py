@@ -28,9 +28,11 @@ from dask.distributed import Client, LocalCluster, as_completed
 # Set before a worker process starts (glibc reads them once): allocations up to 1 GiB come from
 # the heap (not one mmap each), one arena for all threads (a task thread's large arrays would
 # otherwise be mmapped outside the 64 MiB thread heaps), and freed memory kept up to 1 GiB.
-ALLOCATOR_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30),
-                     "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
-                     "MALLOC_ARENA_MAX": "1"}
+ALLOCATOR_ENVIRON = {
+    "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+    "MALLOC_ARENA_MAX": "1",
+}
 # The same through mallopt(3), for a process already running (glibc caps the mmap threshold
 # it takes at run time at 32 MiB): option number -> value.
 _MALLOPT = {-1: 1 << 30, -3: 32 << 20, -8: 1}  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX
@@ -64,8 +66,9 @@ class Executor:
             return 1
         return max(1, len(self.client.scheduler_info(n_workers=-1)["workers"]))
 
-    def map_unordered(self, fn: Callable[..., Any], inputs: Iterable[Any],
-                      *args: Any) -> Iterator[Any]:
+    def map_unordered(
+        self, fn: Callable[..., Any], inputs: Iterable[Any], *args: Any
+    ) -> Iterator[Any]:
         """Yield ``fn(x, *args)`` for every ``x`` as each finishes.
 
         At most ``in_flight_per_worker`` tasks per worker are submitted at a time, so memory is
@@ -108,7 +111,11 @@ def executor(workers: int, scheduler: str | None = None) -> Iterator[Executor]:
         yield Executor(None)
     else:
         environ = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **ALLOCATOR_ENVIRON}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
-                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                             dashboard_address=None) as cluster, Client(cluster) as client:
+        with (
+            dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
+            LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             yield Executor(client)

@@ -102,8 +102,9 @@ ChipSink = Callable[[list[int], dict[str, np.ndarray]], None]  # a block's chips
 ChipLayout = dict[str, tuple[tuple[int, int, int], np.dtype]]  # sensor -> chip shape, dtype
 
 
-def coregister_item(item: dict[str, Any], params: PipelineParams,
-                    read_whole: bool = False) -> LocationChips:
+def coregister_item(
+    item: dict[str, Any], params: PipelineParams, read_whole: bool = False
+) -> LocationChips:
     """The chips of one catalog item, in memory.
 
     Every sensor on one grid, or one picture chip (:func:`write_item_chips` writes them without
@@ -123,28 +124,31 @@ def coregister_item(item: dict[str, Any], params: PipelineParams,
         ItemError: naming the item, the file and the reason, for input that cannot be used.
     """
     batches: list[tuple[list[int], dict[str, np.ndarray]]] = []
-    location, layout = _chips(item, params, read_whole,
-                              lambda i, chips: batches.append((i, chips)))
+    location, layout = _chips(item, params, read_whole, lambda i, chips: batches.append((i, chips)))
     if layout is None:  # a picture
         return location
     order = np.argsort([i for indexes, _ in batches for i in indexes], kind="stable")
     location.sensors = {
-        name: np.concatenate([np.empty((0, *shape), dtype)]
-                             + [chips[name] for _, chips in batches])[order]
-        for name, (shape, dtype) in layout.items()}
+        name: np.concatenate(
+            [np.empty((0, *shape), dtype)] + [chips[name] for _, chips in batches]
+        )[order]
+        for name, (shape, dtype) in layout.items()
+    }
     return location
 
 
-def write_item_chips(item: dict[str, Any], params: PipelineParams, path: Path,
-                     read_whole: bool = False) -> Path:
+def write_item_chips(
+    item: dict[str, Any], params: PipelineParams, path: Path, read_whole: bool = False
+) -> Path:
     """Co-register one item into its own chip file ``path`` (:func:`add_item_chips`)."""
     with ChipFileWriter(path) as writer:
         add_item_chips(item, params, writer, read_whole)
     return path
 
 
-def add_item_chips(item: dict[str, Any], params: PipelineParams, writer: ChipFileWriter,
-                   read_whole: bool = False) -> None:
+def add_item_chips(
+    item: dict[str, Any], params: PipelineParams, writer: ChipFileWriter, read_whole: bool = False
+) -> None:
     """Co-register one item into the next location of ``writer``, block by block.
 
     See the module doc. An item that fails leaves nothing of it in the writer.
@@ -154,8 +158,9 @@ def add_item_chips(item: dict[str, Any], params: PipelineParams, writer: ChipFil
     def write(indexes: list[int], chips: dict[str, np.ndarray]) -> None:
         nonlocal location_writer
         if location_writer is None:
-            location_writer = writer.open_location({name: (c.shape[1:], c.dtype)
-                                                    for name, c in chips.items()})
+            location_writer = writer.open_location(
+                {name: (c.shape[1:], c.dtype) for name, c in chips.items()}
+            )
         location_writer.add(indexes, chips)
 
     try:
@@ -168,12 +173,14 @@ def add_item_chips(item: dict[str, Any], params: PipelineParams, writer: ChipFil
         writer.add(location)
         return
     location_writer = location_writer or writer.open_location(layout)
-    location_writer.finish(location.header_fields(), location.transforms,
-                           location.bounds_lonlat, location.item_ids)
+    location_writer.finish(
+        location.header_fields(), location.transforms, location.bounds_lonlat, location.item_ids
+    )
 
 
-def _chips(item: dict[str, Any], params: PipelineParams, read_whole: bool,
-           sink: ChipSink) -> tuple[LocationChips, ChipLayout | None]:
+def _chips(
+    item: dict[str, Any], params: PipelineParams, read_whole: bool, sink: ChipSink
+) -> tuple[LocationChips, ChipLayout | None]:
     """Dispatch one item: a pair across collections, a paired source, or a picture.
 
     The chips of a pair or a paired source go to ``sink`` and the layout of their chips comes back;
@@ -183,22 +190,36 @@ def _chips(item: dict[str, Any], params: PipelineParams, read_whole: bool,
     if pair_name is not None:
         pair = params.coregister.pairs.get(pair_name)
         if pair is None:
-            raise ItemError(item["id"], None, f"pair {pair_name!r} is not declared in "
-                                              "pipeline.coregister.pairs")
-        return pair_chips(item, item.get(PARTNER_ITEMS) or [], pair_name, pair,
-                          params.coregister, read_whole, sink)
+            raise ItemError(
+                item["id"], None, f"pair {pair_name!r} is not declared in pipeline.coregister.pairs"
+            )
+        return pair_chips(
+            item,
+            item.get(PARTNER_ITEMS) or [],
+            pair_name,
+            pair,
+            params.coregister,
+            read_whole,
+            sink,
+        )
     source_grid = params.coregister.sources.get(item["collection"])
     if source_grid is None:
-        return picture_chips(item, params.pictures.chip_px,
-                             params.coregister.max_raster_px), None
+        return picture_chips(item, params.pictures.chip_px, params.coregister.max_raster_px), None
     by_sensor = _sensor_assets(item, source_grid.reference)
-    return _location_chips(item, by_sensor, source_grid, params.coregister,
-                           item["collection"], {}, read_whole, sink)
+    return _location_chips(
+        item, by_sensor, source_grid, params.coregister, item["collection"], {}, read_whole, sink
+    )
 
 
-def pair_chips(item: dict[str, Any], partners: list[dict[str, Any]], name: str,
-               pair: PairSource, params: CoregisterParams, read_whole: bool,
-               sink: ChipSink) -> tuple[LocationChips, ChipLayout]:
+def pair_chips(
+    item: dict[str, Any],
+    partners: list[dict[str, Any]],
+    name: str,
+    pair: PairSource,
+    params: CoregisterParams,
+    read_whole: bool,
+    sink: ChipSink,
+) -> tuple[LocationChips, ChipLayout]:
     """A reference item and its partner items (pipeline/pairing.py) on the reference item's grid.
 
     The grid is the reference item's own; the partner items of one collection are mosaicked; the
@@ -213,25 +234,43 @@ def pair_chips(item: dict[str, Any], partners: list[dict[str, Any]], name: str,
         when = _item_datetime(partner)
         for sensor_name, assets in _raster_sensors(partner).items():
             if sensor_name in reference:
-                raise ItemError(item["id"], None, f"partner {partner['id']} holds the "
-                                                  f"reference sensor {sensor_name}")
+                raise ItemError(
+                    item["id"],
+                    None,
+                    f"partner {partner['id']} holds the reference sensor {sensor_name}",
+                )
             by_sensor.setdefault(sensor_name, []).extend(
-                replace(a, datetime=a.datetime or when) for a in assets)
+                replace(a, datetime=a.datetime or when) for a in assets
+            )
             partner_ids.setdefault(sensor_name, []).append(partner["id"])
     missing = [c for c in pair.partners if c not in {p["collection"] for p in partners}]
     if missing:
         raise ItemError(item["id"], None, f"no partner item of {missing} was fetched")
-    grid = SourceGrid(reference=next(iter(reference)), chip_px=pair.chip_px,
-                      stride_px=pair.stride_px)
-    return _location_chips(item, by_sensor, grid, params, name,
-                           {s: "+".join(ids) for s, ids in partner_ids.items()}, read_whole,
-                           sink)
+    grid = SourceGrid(
+        reference=next(iter(reference)), chip_px=pair.chip_px, stride_px=pair.stride_px
+    )
+    return _location_chips(
+        item,
+        by_sensor,
+        grid,
+        params,
+        name,
+        {s: "+".join(ids) for s, ids in partner_ids.items()},
+        read_whole,
+        sink,
+    )
 
 
-def _location_chips(item: dict[str, Any], by_sensor: dict[str, list[SensorAsset]],
-                    source_grid: SourceGrid, params: CoregisterParams, source: str,
-                    item_ids: dict[str, str], read_whole: bool,
-                    sink: ChipSink) -> tuple[LocationChips, ChipLayout]:
+def _location_chips(
+    item: dict[str, Any],
+    by_sensor: dict[str, list[SensorAsset]],
+    source_grid: SourceGrid,
+    params: CoregisterParams,
+    source: str,
+    item_ids: dict[str, str],
+    read_whole: bool,
+    sink: ChipSink,
+) -> tuple[LocationChips, ChipLayout]:
     """Open every sensor's rasters and process the finest reference raster's grid by blocks.
 
     The reference sensor's rasters are opened first; the grid is processed block by block (module
@@ -240,57 +279,79 @@ def _location_chips(item: dict[str, Any], by_sensor: dict[str, list[SensorAsset]
     per sensor.
     """
     item_id = item["id"]
-    rasters = {name: [_open_raster(item_id, asset, read_whole, params)
-                      for asset in assets] for name, assets in by_sensor.items()}
+    rasters = {
+        name: [_open_raster(item_id, asset, read_whole, params) for asset in assets]
+        for name, assets in by_sensor.items()
+    }
     reference_rasters = next(iter(rasters.values()))
     grid = min((r.grid for r in reference_rasters), key=lambda g: g.pixel_area)
     chip_px, stride_px = source_grid.chip_px, source_grid.stride_px
     count = math.prod(max(0, (n - chip_px) // stride_px + 1) for n in grid.shape)
     if count > MAX_CHIPS_PER_ITEM:
-        raise ItemError(item_id, reference_rasters[0].asset.href,
-                        f"grid of {grid.shape[0]}x{grid.shape[1]} px cut into {chip_px} px chips "
-                        f"every {stride_px} px gives {count:,} chips, more than "
-                        f"{MAX_CHIPS_PER_ITEM:,} per item")
+        raise ItemError(
+            item_id,
+            reference_rasters[0].asset.href,
+            f"grid of {grid.shape[0]}x{grid.shape[1]} px cut into {chip_px} px chips "
+            f"every {stride_px} px gives {count:,} chips, more than "
+            f"{MAX_CHIPS_PER_ITEM:,} per item",
+        )
     windows = chip_windows(grid.shape, chip_px, stride_px)
     if not windows:
-        raise ItemError(item_id, reference_rasters[0].asset.href,
-                        f"grid of {grid.shape[0]}x{grid.shape[1]} px is smaller than one "
-                        f"{chip_px} px chip")
+        raise ItemError(
+            item_id,
+            reference_rasters[0].asset.href,
+            f"grid of {grid.shape[0]}x{grid.shape[1]} px is smaller than one {chip_px} px chip",
+        )
     qa_window = central_window(grid.shape, params.qa_window_px)
     reads = _Reads()
     kept: list[int] = []
     shifts: list[dict[str, object]] | None = None
-    for block, indexes in chip_blocks(windows, grid.shape, stride_px,
-                                      params.block_px):
+    for block, indexes in chip_blocks(windows, grid.shape, stride_px, params.block_px):
         scenes = _block_scenes(item_id, rasters, grid, block, reads)
         local = [_within(windows[i], block) for i in indexes]
-        keep = [(i, w) for i, w in zip(indexes, local, strict=True)
-                if _nodata_share(scenes, w) <= params.max_nodata_share]
-        sink([i for i, _ in keep],
-             {s.sensor.name: _cut(s.data, [w for _, w in keep], chip_px) for s in scenes})
+        keep = [
+            (i, w)
+            for i, w in zip(indexes, local, strict=True)
+            if _nodata_share(scenes, w) <= params.max_nodata_share
+        ]
+        sink(
+            [i for i, _ in keep],
+            {s.sensor.name: _cut(s.data, [w for _, w in keep], chip_px) for s in scenes},
+        )
         kept.extend(i for i, _ in keep)
         if shifts is None and _contains(block, qa_window):
             shifts = _shift_records(scenes, _within(qa_window, block), params.shift_flag_px)
     reads.check(item_id)
     if shifts is None:  # the QA window straddles blocks: warp it on its own
         scenes = _block_scenes(item_id, rasters, grid, qa_window, _Reads())
-        shifts = _shift_records(scenes, Window(0, 0, qa_window.width, qa_window.height),
-                                params.shift_flag_px)
+        shifts = _shift_records(
+            scenes, Window(0, 0, qa_window.width, qa_window.height), params.shift_flag_px
+        )
     kept.sort()
     transforms, bounds_lonlat = chip_georeference(grid, [windows[i] for i in kept])
     location = LocationChips(
-        source=source, item_id=item_id, sensors={}, crs=_crs_code(grid.crs),
-        transforms=transforms, bounds_lonlat=bounds_lonlat,
-        datetimes={name: rs[0].asset.datetime or _item_datetime(item)
-                   for name, rs in rasters.items()},
-        dropped={NODATA_REASON: len(windows) - len(kept)}, shifts=shifts, item_ids=item_ids)
-    return location, {name: ((rs[0].asset.sensor.num_bands, chip_px, chip_px),
-                             np.dtype(rs[0].asset.sensor.dtype))
-                      for name, rs in rasters.items()}
+        source=source,
+        item_id=item_id,
+        sensors={},
+        crs=_crs_code(grid.crs),
+        transforms=transforms,
+        bounds_lonlat=bounds_lonlat,
+        datetimes={
+            name: rs[0].asset.datetime or _item_datetime(item) for name, rs in rasters.items()
+        },
+        dropped={NODATA_REASON: len(windows) - len(kept)},
+        shifts=shifts,
+        item_ids=item_ids,
+    )
+    return location, {
+        name: ((rs[0].asset.sensor.num_bands, chip_px, chip_px), np.dtype(rs[0].asset.sensor.dtype))
+        for name, rs in rasters.items()
+    }
 
 
-def chip_blocks(windows: list[Window], shape: tuple[int, int], stride_px: int,
-                block_px: int) -> list[tuple[Window, list[int]]]:
+def chip_blocks(
+    windows: list[Window], shape: tuple[int, int], stride_px: int, block_px: int
+) -> list[tuple[Window, list[int]]]:
     """The chip windows of a grid of ``shape`` grouped into blocks.
 
     For each block: the indexes of its windows (row-major within it), and the window that holds them
@@ -305,8 +366,9 @@ def chip_blocks(windows: list[Window], shape: tuple[int, int], stride_px: int,
         groups.setdefault(key, []).append(index)
     if block_px <= 0 or len(groups) == 1:
         return [(Window(0, 0, shape[1], shape[0]), list(range(len(windows))))]
-    return [(_union([windows[i] for i in indexes]), indexes)
-            for _, indexes in sorted(groups.items())]
+    return [
+        (_union([windows[i] for i in indexes]), indexes) for _, indexes in sorted(groups.items())
+    ]
 
 
 def _union(windows: list[Window]) -> Window:
@@ -317,15 +379,18 @@ def _union(windows: list[Window]) -> Window:
 
 def _within(window: Window, block: Window) -> Window:
     """``window`` (on the grid) relative to ``block``."""
-    return Window(window.col_off - block.col_off, window.row_off - block.row_off,
-                  window.width, window.height)
+    return Window(
+        window.col_off - block.col_off, window.row_off - block.row_off, window.width, window.height
+    )
 
 
 def _contains(block: Window, window: Window) -> bool:
-    return (block.col_off <= window.col_off
-            and window.col_off + window.width <= block.col_off + block.width
-            and block.row_off <= window.row_off
-            and window.row_off + window.height <= block.row_off + block.height)
+    return (
+        block.col_off <= window.col_off
+        and window.col_off + window.width <= block.col_off + block.width
+        and block.row_off <= window.row_off
+        and window.row_off + window.height <= block.row_off + block.height
+    )
 
 
 def _sensor_assets(item: dict[str, Any], reference: str) -> dict[str, list[SensorAsset]]:
@@ -341,17 +406,23 @@ def _sensor_assets(item: dict[str, Any], reference: str) -> dict[str, list[Senso
     elif reference in by_sensor:
         reference_sensor, reference_key = by_sensor[reference][0].sensor, None
     else:
-        raise ItemError(item["id"], None, f"no reference asset {reference!r} (nor a sensor of "
-                                          f"that name: the item holds {sorted(by_sensor)} in "
-                                          f"assets {sorted(assets)})")
+        raise ItemError(
+            item["id"],
+            None,
+            f"no reference asset {reference!r} (nor a sensor of "
+            f"that name: the item holds {sorted(by_sensor)} in "
+            f"assets {sorted(assets)})",
+        )
     if reference_sensor.kind == "mask":
         what = "asset" if reference_key else "sensor"
-        raise ItemError(item["id"], assets[reference].href if reference_key else None,
-                        f"reference {what} {reference!r} is a mask")
+        raise ItemError(
+            item["id"],
+            assets[reference].href if reference_key else None,
+            f"reference {what} {reference!r} is a mask",
+        )
     rasters = _raster_sensors(item)
     order = sorted(rasters, key=lambda name: (name != reference_sensor.name, name))
-    return {name: sorted(rasters[name], key=lambda a: a.key != reference_key)
-            for name in order}
+    return {name: sorted(rasters[name], key=lambda a: a.key != reference_key) for name in order}
 
 
 def _raster_sensors(item: dict[str, Any]) -> dict[str, list[SensorAsset]]:
@@ -359,8 +430,11 @@ def _raster_sensors(item: dict[str, Any]) -> dict[str, list[SensorAsset]]:
 
     Each sensor's assets are checked to hold each of its registry bands exactly once.
     """
-    rasters = {name: assets for name, assets in _item_sensors(item).items()
-               if assets[0].sensor.kind != "mask"}
+    rasters = {
+        name: assets
+        for name, assets in _item_sensors(item).items()
+        if assets[0].sensor.kind != "mask"
+    }
     for name, assets in rasters.items():
         _check_band_cover(item["id"], name, assets)
     return rasters
@@ -379,12 +453,16 @@ def _check_band_cover(item_id: str, sensor_name: str, assets: list[SensorAsset])
     held = sorted(name for asset in assets for name in asset.band_names)
     expected = sorted(assets[0].sensor.band_names)
     if held != expected:
-        raise ItemError(item_id, None, f"the {sensor_name} assets hold bands {held}, the "
-                                       f"registry has {expected}")
+        raise ItemError(
+            item_id,
+            None,
+            f"the {sensor_name} assets hold bands {held}, the registry has {expected}",
+        )
 
 
-def _open_raster(item_id: str, asset: SensorAsset, read_whole: bool,
-                 params: CoregisterParams) -> Raster:
+def _open_raster(
+    item_id: str, asset: SensorAsset, read_whole: bool, params: CoregisterParams
+) -> Raster:
     """Open a raster and check it against the registry and ``params.max_raster_px``.
 
     Read it whole if asked, or if it is no larger than a block (``params.block_px`` a side; 0: any
@@ -421,8 +499,9 @@ def _opened(item_id: str, href: str) -> Iterator[rasterio.DatasetReader]:
             with rasterio.open(href) as src:
                 yield src
     except RasterioError as error:
-        raise ItemError(item_id, href,
-                        f"unreadable GeoTIFF ({error.__cause__ or error})") from error
+        raise ItemError(
+            item_id, href, f"unreadable GeoTIFF ({error.__cause__ or error})"
+        ) from error
 
 
 def read_once(height: int, width: int, block_px: int) -> bool:
@@ -465,27 +544,36 @@ class _Reads:
         self._on_grid: dict[int, bool] = {}
         self._extent: dict[int, tuple[int, int, int, int]] = {}
 
-    def record(self, raster: Raster, window: Window | None, source_data: bool,
-               on_grid: bool) -> None:
+    def record(
+        self, raster: Raster, window: Window | None, source_data: bool, on_grid: bool
+    ) -> None:
         key = id(raster)
         self._rasters[key] = raster
         self._source[key] = self._source.get(key, False) or source_data
         self._on_grid[key] = self._on_grid.get(key, False) or on_grid
         if window is not None:
-            row0, col0, row1, col1 = self._extent.get(key, (window.row_off, window.col_off,
-                                                            window.row_off, window.col_off))
-            self._extent[key] = (min(row0, window.row_off), min(col0, window.col_off),
-                                 max(row1, window.row_off + window.height),
-                                 max(col1, window.col_off + window.width))
+            row0, col0, row1, col1 = self._extent.get(
+                key, (window.row_off, window.col_off, window.row_off, window.col_off)
+            )
+            self._extent[key] = (
+                min(row0, window.row_off),
+                min(col0, window.col_off),
+                max(row1, window.row_off + window.height),
+                max(col1, window.col_off + window.width),
+            )
 
     def check(self, item_id: str) -> None:
         """Raises ItemError for the first raster that had no data on the grid in any block."""
         for key, raster in self._rasters.items():
             if not self._on_grid[key]:
                 whole = self._extent.get(key) == (0, 0, *raster.grid.shape)
-                raise ItemError(item_id, raster.asset.href,
-                                "all pixels are nodata" if whole and not self._source[key]
-                                else "no data on the reference grid")
+                raise ItemError(
+                    item_id,
+                    raster.asset.href,
+                    "all pixels are nodata"
+                    if whole and not self._source[key]
+                    else "no data on the reference grid",
+                )
 
 
 def _check_header(item_id: str, asset: SensorAsset, src: rasterio.DatasetReader) -> None:
@@ -503,9 +591,13 @@ def _check_size(item_id: str, href: str, width: int, height: int, max_px: int) -
     A few bytes can declare a raster that no memory holds.
     """
     if width * height > max_px:
-        raise ItemError(item_id, href, f"declares {width} x {height} px ({width * height:,}), "
-                                       f"more than pipeline.coregister.max_raster_px "
-                                       f"({max_px:,})")
+        raise ItemError(
+            item_id,
+            href,
+            f"declares {width} x {height} px ({width * height:,}), "
+            f"more than pipeline.coregister.max_raster_px "
+            f"({max_px:,})",
+        )
 
 
 def _check_layout(item_id: str, asset: SensorAsset, count: int, dtype: np.dtype) -> None:
@@ -518,18 +610,24 @@ def _check_layout(item_id: str, asset: SensorAsset, count: int, dtype: np.dtype)
     sensor = asset.sensor
     if asset.indexes is not None:
         if max(asset.indexes) > count:
-            raise ItemError(item_id, asset.href, f"{count} bands, the asset reads bands "
-                                                 f"{list(asset.indexes)}")
+            raise ItemError(
+                item_id, asset.href, f"{count} bands, the asset reads bands {list(asset.indexes)}"
+            )
     elif count != len(asset.band_names):
-        expected = (f"the registry's {sensor.name} has {sensor.num_bands}"
-                    if asset.band_names == sensor.band_names
-                    else f"the asset names {len(asset.band_names)} of the registry's "
-                         f"{sensor.name}")
+        expected = (
+            f"the registry's {sensor.name} has {sensor.num_bands}"
+            if asset.band_names == sensor.band_names
+            else f"the asset names {len(asset.band_names)} of the registry's {sensor.name}"
+        )
         raise ItemError(item_id, asset.href, f"{count} bands, {expected}")
-    if dtype.kind not in "iuf" or (asset.radiometry is None
-                                   and not np.can_cast(dtype, sensor.dtype, "safe")):
-        raise ItemError(item_id, asset.href,
-                        f"dtype {dtype}, the registry's {sensor.name} stores {sensor.dtype}")
+    if dtype.kind not in "iuf" or (
+        asset.radiometry is None and not np.can_cast(dtype, sensor.dtype, "safe")
+    ):
+        raise ItemError(
+            item_id,
+            asset.href,
+            f"dtype {dtype}, the registry's {sensor.name} stores {sensor.dtype}",
+        )
 
 
 def invalid_pixels(data: np.ndarray, sensor: Sensor) -> np.ndarray:
@@ -537,17 +635,22 @@ def invalid_pixels(data: np.ndarray, sensor: Sensor) -> np.ndarray:
     return nodata_mask(data, sensor.nodata)
 
 
-def _block_scenes(item_id: str, rasters: dict[str, list[Raster]], grid: Grid, block: Window,
-                  reads: _Reads) -> list[Scene]:
+def _block_scenes(
+    item_id: str, rasters: dict[str, list[Raster]], grid: Grid, block: Window, reads: _Reads
+) -> list[Scene]:
     """Every sensor on ``block`` of ``grid``, reference sensor first."""
-    block_grid = Grid(grid.crs, window_transform(block, grid.transform),
-                      (int(block.height), int(block.width)))
-    return [_scene(item_id, sensor_rasters, grid, block, block_grid, reads)
-            for sensor_rasters in rasters.values()]
+    block_grid = Grid(
+        grid.crs, window_transform(block, grid.transform), (int(block.height), int(block.width))
+    )
+    return [
+        _scene(item_id, sensor_rasters, grid, block, block_grid, reads)
+        for sensor_rasters in rasters.values()
+    ]
 
 
-def _scene(item_id: str, rasters: list[Raster], grid: Grid, block: Window, block_grid: Grid,
-           reads: _Reads) -> Scene:
+def _scene(
+    item_id: str, rasters: list[Raster], grid: Grid, block: Window, block_grid: Grid, reads: _Reads
+) -> Scene:
     """All registry bands of one sensor on ``block_grid``, stacked in registry order.
 
     Rasters already on the grid are used as read, the others warped. Several rasters holding the
@@ -583,8 +686,9 @@ def _nodata_filled(sensor: Sensor, shape: tuple[int, ...]) -> np.ndarray:
     return np.full(shape, 0 if sensor.nodata is None else sensor.nodata, dtype=sensor.dtype)
 
 
-def _on_block(item_id: str, raster: Raster, grid: Grid, block: Window, block_grid: Grid,
-              reads: _Reads) -> tuple[np.ndarray, np.ndarray]:
+def _on_block(
+    item_id: str, raster: Raster, grid: Grid, block: Window, block_grid: Grid, reads: _Reads
+) -> tuple[np.ndarray, np.ndarray]:
     """A raster's bands on ``block_grid`` (``block`` of ``grid``) and its pixels without data there.
 
     A raster on the grid gives the window of the block itself; any other gives the window that
@@ -598,24 +702,36 @@ def _on_block(item_id: str, raster: Raster, grid: Grid, block: Window, block_gri
     if raster.small:  # warped whole, as one block of the whole grid would warp it
         window: Window | None = Window(0, 0, raster.grid.shape[1], raster.grid.shape[0])
     else:
-        window = source_window(raster.grid, block_grid,
-                               source_margin_px(raster.grid, block_grid, sensor))
+        window = source_window(
+            raster.grid, block_grid, source_margin_px(raster.grid, block_grid, sensor)
+        )
     values, invalid = (None, None) if window is None else _read_window(item_id, raster, window)
     if values is None or invalid.all():
         reads.record(raster, window, False, False)
         empty = _nodata_filled(sensor, (len(raster.asset.band_names), *block_grid.shape))
         return empty, np.ones(block_grid.shape, dtype=bool)
-    window_grid = Grid(raster.grid.crs, window_transform(window, raster.grid.transform),
-                       (int(window.height), int(window.width)))
-    data, warped_invalid = warp(values, window_grid, block_grid, sensor,
-                                has_nodata=bool(invalid.any()))
+    window_grid = Grid(
+        raster.grid.crs,
+        window_transform(window, raster.grid.transform),
+        (int(window.height), int(window.width)),
+    )
+    data, warped_invalid = warp(
+        values, window_grid, block_grid, sensor, has_nodata=bool(invalid.any())
+    )
     reads.record(raster, window, True, not warped_invalid.all())
     return data, warped_invalid
 
 
 # Source pixels either side of a destination pixel that GDAL's kernels may read, per method.
-KERNEL_RADIUS_PX = {"nearest": 1, "bilinear": 1, "average": 1, "mode": 1, "cubic": 2,
-                    "cubic_spline": 2, "lanczos": 3}
+KERNEL_RADIUS_PX = {
+    "nearest": 1,
+    "bilinear": 1,
+    "average": 1,
+    "mode": 1,
+    "cubic": 2,
+    "cubic_spline": 2,
+    "lanczos": 3,
+}
 WINDOW_MARGIN_PX = 8  # on top of the kernel: rounding of the transformed block bounds
 
 
@@ -625,10 +741,14 @@ def source_margin_px(src_grid: Grid, dst_grid: Grid, sensor: Sensor) -> int:
     The reach is widened where a destination pixel spans several source pixels (averaging,
     downsampling).
     """
-    ratio = math.sqrt(dst_grid.pixel_area / src_grid.pixel_area) if src_grid.crs == \
-        dst_grid.crs else 2.0  # across CRSs, units differ: be generous
-    return WINDOW_MARGIN_PX + math.ceil(KERNEL_RADIUS_PX[sensor.resampling.method]
-                                        * max(1.0, ratio))
+    ratio = (
+        math.sqrt(dst_grid.pixel_area / src_grid.pixel_area)
+        if src_grid.crs == dst_grid.crs
+        else 2.0
+    )  # across CRSs, units differ: be generous
+    return WINDOW_MARGIN_PX + math.ceil(
+        KERNEL_RADIUS_PX[sensor.resampling.method] * max(1.0, ratio)
+    )
 
 
 def source_window(src_grid: Grid, block_grid: Grid, margin_px: int) -> Window | None:
@@ -637,9 +757,11 @@ def source_window(src_grid: Grid, block_grid: Grid, margin_px: int) -> Window | 
     Clipped to the raster; None when they do not overlap.
     """
     bounds = array_bounds(*block_grid.shape, block_grid.transform)
-    west, south, east, north = (bounds if src_grid.crs == block_grid.crs else
-                                transform_bounds(block_grid.crs, src_grid.crs, *bounds,
-                                                 densify_pts=21))
+    west, south, east, north = (
+        bounds
+        if src_grid.crs == block_grid.crs
+        else transform_bounds(block_grid.crs, src_grid.crs, *bounds, densify_pts=21)
+    )
     inverse = ~src_grid.transform
     corners = [inverse @ (x, y) for x in (west, east) for y in (south, north)]
     col0 = max(math.floor(min(c for c, _ in corners)) - margin_px, 0)
@@ -651,8 +773,9 @@ def source_window(src_grid: Grid, block_grid: Grid, margin_px: int) -> Window | 
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
-def warp(data: np.ndarray, src_grid: Grid, dst_grid: Grid, sensor: Sensor,
-         has_nodata: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def warp(
+    data: np.ndarray, src_grid: Grid, dst_grid: Grid, sensor: Sensor, has_nodata: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Warp (bands, rows, cols) ``data`` onto ``dst_grid`` with the sensor's resampling rule.
 
     Destination pixels the source does not cover get the sensor's nodata value; a sensor
@@ -694,8 +817,9 @@ def warp(data: np.ndarray, src_grid: Grid, dst_grid: Grid, sensor: Sensor,
     return values, invalid
 
 
-def gdal_reproject(source: np.ndarray, src_grid: Grid, dst_grid: Grid, sensor: Sensor,
-                   has_nodata: bool) -> np.ndarray:
+def gdal_reproject(
+    source: np.ndarray, src_grid: Grid, dst_grid: Grid, sensor: Sensor, has_nodata: bool
+) -> np.ndarray:
     """GDAL's part of :func:`warp`: ``source`` reprojected onto ``dst_grid``.
 
     It uses the sensor's resampling method and one thread, and adds an alpha band (0 where
@@ -714,11 +838,19 @@ def gdal_reproject(source: np.ndarray, src_grid: Grid, dst_grid: Grid, sensor: S
     count = source.shape[0]
     alpha_band = count + 1 if sensor.nodata is None else 0  # 0: none
     out = np.empty((max(count, alpha_band), *dst_grid.shape), dtype=source.dtype)
-    reproject(source, out, src_transform=src_grid.transform, src_crs=src_grid.crs,
-              dst_transform=dst_grid.transform, dst_crs=dst_grid.crs,
-              resampling=Resampling[sensor.resampling.method],
-              src_nodata=sensor.nodata if has_nodata else None, dst_nodata=sensor.nodata,
-              dst_alpha=alpha_band, num_threads=1)
+    reproject(
+        source,
+        out,
+        src_transform=src_grid.transform,
+        src_crs=src_grid.crs,
+        dst_transform=dst_grid.transform,
+        dst_crs=dst_grid.crs,
+        resampling=Resampling[sensor.resampling.method],
+        src_nodata=sensor.nodata if has_nodata else None,
+        dst_nodata=sensor.nodata,
+        dst_alpha=alpha_band,
+        num_threads=1,
+    )
     return out
 
 
@@ -728,16 +860,19 @@ def chip_windows(shape: tuple[int, int], chip_px: int, stride_px: int) -> list[W
     Only windows that fit inside the grid.
     """
     rows, cols = shape
-    return [Window(col, row, chip_px, chip_px)
-            for row in range(0, rows - chip_px + 1, stride_px)
-            for col in range(0, cols - chip_px + 1, stride_px)]
+    return [
+        Window(col, row, chip_px, chip_px)
+        for row in range(0, rows - chip_px + 1, stride_px)
+        for col in range(0, cols - chip_px + 1, stride_px)
+    ]
 
 
 def _nodata_share(scenes: list[Scene], window: Window) -> float:
     """The largest share of pixels without data of any sensor inside ``window``."""
     rows, cols = window.toslices()
     return max(float(np.count_nonzero(s.invalid[rows, cols])) for s in scenes) / (
-        window.height * window.width)
+        window.height * window.width
+    )
 
 
 def _cut(data: np.ndarray, windows: list[Window], chip_px: int) -> np.ndarray:
@@ -752,10 +887,13 @@ def chip_georeference(grid: Grid, windows: list[Window]) -> tuple[np.ndarray, np
 
     The bounds are (west, south, east, north).
     """
-    transforms = np.array([tuple(window_transform(w, grid.transform))[:6] for w in windows],
-                          dtype=np.float64).reshape(-1, 6)
-    bounds = np.array([transform_bounds(grid.crs, LONLAT, *window_bounds(w, grid.transform))
-                       for w in windows], dtype=np.float64).reshape(-1, 4)
+    transforms = np.array(
+        [tuple(window_transform(w, grid.transform))[:6] for w in windows], dtype=np.float64
+    ).reshape(-1, 6)
+    bounds = np.array(
+        [transform_bounds(grid.crs, LONLAT, *window_bounds(w, grid.transform)) for w in windows],
+        dtype=np.float64,
+    ).reshape(-1, 4)
     return transforms, bounds
 
 
@@ -771,8 +909,7 @@ def central_window(shape: tuple[int, int], size_px: int) -> Window:
     return Window((shape[1] - cols) // 2, (shape[0] - rows) // 2, cols, rows)
 
 
-def _shift_records(scenes: list[Scene], window: Window,
-                   flag_px: float) -> list[dict[str, object]]:
+def _shift_records(scenes: list[Scene], window: Window, flag_px: float) -> list[dict[str, object]]:
     """QA rows: the residual shift of each secondary scene against the first (the reference).
 
     Measured inside ``window``; flagged above ``flag_px``.
@@ -783,9 +920,16 @@ def _shift_records(scenes: list[Scene], window: Window,
     for secondary in secondaries:
         dy, dx = residual_shift(reference_image, _structure(secondary, window))
         shift = math.hypot(dy, dx)
-        records.append({"reference": reference.sensor.name,
-                        "secondary": secondary.sensor.name, "dy_px": dy, "dx_px": dx,
-                        "shift_px": shift, "flagged": shift > flag_px})
+        records.append(
+            {
+                "reference": reference.sensor.name,
+                "secondary": secondary.sensor.name,
+                "dy_px": dy,
+                "dx_px": dx,
+                "shift_px": shift,
+                "flagged": shift > flag_px,
+            }
+        )
     return records
 
 
@@ -803,8 +947,9 @@ def _structure(scene: Scene, window: Window) -> np.ndarray:
 def _item_datetime(item: dict[str, Any]) -> str | None:
     """The item's ``datetime``, else its ``start_datetime``, else None."""
     properties = item.get("properties", {})
-    return (iso_datetime(properties.get("datetime"))
-            or iso_datetime(properties.get("start_datetime")))
+    return iso_datetime(properties.get("datetime")) or iso_datetime(
+        properties.get("start_datetime")
+    )
 
 
 def picture_chips(item: dict[str, Any], chip_px: int, max_px: int) -> LocationChips:
@@ -830,10 +975,15 @@ def picture_chips(item: dict[str, Any], chip_px: int, max_px: int) -> LocationCh
     else:  # band by band, so that no band is taken for alpha
         chip = np.stack([np.asarray(_resized(band, chip_px)) for band in image.split()])
     return LocationChips(
-        source=item["collection"], item_id=item["id"], sensors={asset.sensor.name: chip[None]},
-        crs=None, transforms=np.full((1, 6), np.nan), bounds_lonlat=np.full((1, 4), np.nan),
+        source=item["collection"],
+        item_id=item["id"],
+        sensors={asset.sensor.name: chip[None]},
+        crs=None,
+        transforms=np.full((1, 6), np.nan),
+        bounds_lonlat=np.full((1, 4), np.nan),
         datetimes={asset.sensor.name: asset.datetime or _item_datetime(item)},
-        dropped={NODATA_REASON: 0})
+        dropped={NODATA_REASON: 0},
+    )
 
 
 def _resized(square: Image.Image, chip_px: int) -> Image.Image:
@@ -849,16 +999,22 @@ def _resized(square: Image.Image, chip_px: int) -> Image.Image:
 
 def _picture_asset(item: dict[str, Any]) -> SensorAsset:
     """The one picture asset of an unpaired item."""
-    pictures = [asset for assets in _item_sensors(item).values() for asset in assets
-                if asset.sensor.kind != "mask"]
+    pictures = [
+        asset
+        for assets in _item_sensors(item).values()
+        for asset in assets
+        if asset.sensor.kind != "mask"
+    ]
     if len(pictures) != 1:
-        raise ItemError(item["id"], None, f"{len(pictures)} picture assets "
-                                          f"{[a.key for a in pictures]}, expected 1")
+        raise ItemError(
+            item["id"],
+            None,
+            f"{len(pictures)} picture assets {[a.key for a in pictures]}, expected 1",
+        )
     return pictures[0]
 
 
-def _read_picture(item_id: str, asset: SensorAsset, max_px: int,
-                  chip_px: int) -> Image.Image:
+def _read_picture(item_id: str, asset: SensorAsset, max_px: int, chip_px: int) -> Image.Image:
     """A picture file decoded (a palette turned into its colours), checked against the registry.
 
     A JPEG is decoded at a reduced size whose short side is still ``chip_px`` or more.
@@ -872,8 +1028,9 @@ def _read_picture(item_id: str, asset: SensorAsset, max_px: int,
         with Image.open(asset.href) as image:
             _check_size(item_id, asset.href, *image.size, max_px)
             scale = chip_px / min(image.size)
-            image.draft(image.mode, (math.ceil(image.width * scale),
-                                     math.ceil(image.height * scale)))
+            image.draft(
+                image.mode, (math.ceil(image.width * scale), math.ceil(image.height * scale))
+            )
             image.load()
             # A palette is an encoding of colours, not a band: decode it. (The pixels are
             # loaded: they outlive the file, which is all that leaving the block closes.)
@@ -883,6 +1040,10 @@ def _read_picture(item_id: str, asset: SensorAsset, max_px: int,
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise ItemError(item_id, asset.href, f"unreadable picture ({error})") from error
     # The dtype numpy reads a band in, from one pixel (not a copy of a whole band).
-    _check_layout(item_id, asset, len(decoded.getbands()),
-                  np.asarray(decoded.crop((0, 0, 1, 1)).getchannel(0)).dtype)
+    _check_layout(
+        item_id,
+        asset,
+        len(decoded.getbands()),
+        np.asarray(decoded.crop((0, 0, 1, 1)).getchannel(0)).dtype,
+    )
     return decoded

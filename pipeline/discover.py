@@ -184,13 +184,16 @@ def _from_api(api_url: str, search: Search, policy: FetchParams) -> list[dict[st
         # Each search has its own reader: a requests session is not shared between threads.
         own = Client.open(api_url, stac_io=CheckedApiIO(api_url, policy))
         parameters = {**search.parameters, "collections": [collection]}
-        return [with_origin(item, _self_href(item, api_url), api_url)
-                for item in own.search(**parameters).items_as_dicts()]
+        return [
+            with_origin(item, _self_href(item, api_url), api_url)
+            for item in own.search(**parameters).items_as_dicts()
+        ]
 
     with ThreadPoolExecutor(max_workers=min(API_SEARCHES, len(search.collections))) as pool:
         return [item for items in pool.map(one, search.collections) for item in items]
 
 
 def _self_href(item: dict[str, Any], default: str) -> str:
-    return next((link["href"] for link in item.get("links", []) if link.get("rel") == "self"),
-                default)
+    return next(
+        (link["href"] for link in item.get("links", []) if link.get("rel") == "self"), default
+    )

@@ -48,8 +48,10 @@ class Failure:
 def write_failures(path: Path, failures: list[Failure]) -> Path:
     """Write the failures of a stage as JSON, atomically (sorted, so reruns compare equal)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = sorted((asdict(f) for f in failures),
-                  key=lambda r: (r["stage"], r["item_id"], r["path"] or "", r["reason"]))
+    rows = sorted(
+        (asdict(f) for f in failures),
+        key=lambda r: (r["stage"], r["item_id"], r["path"] or "", r["reason"]),
+    )
     return write_json(path, rows)
 
 

@@ -129,8 +129,9 @@ class _Source:
     checksum: str | None
 
 
-def fetch(items: list[dict[str, Any]], params: PipelineParams,
-          executor: Executor | None = None) -> tuple[list[dict[str, Any]], list[Failure]]:
+def fetch(
+    items: list[dict[str, Any]], params: PipelineParams, executor: Executor | None = None
+) -> tuple[list[dict[str, Any]], list[Failure]]:
     """Make every asset of ``items`` available as a verified local file.
 
     Items whose assets are all local are verified in chunks of :data:`CHUNK_ITEMS` on
@@ -151,17 +152,19 @@ def fetch(items: list[dict[str, Any]], params: PipelineParams,
         item in input order.
     """
     local, remote = _split(enumerate(items))
-    chunks = [local[start:start + CHUNK_ITEMS] for start in range(0, len(local), CHUNK_ITEMS)]
+    chunks = [local[start : start + CHUNK_ITEMS] for start in range(0, len(local), CHUNK_ITEMS)]
     outcomes = [_fetch_chunk(remote, params)] if remote else []
     outcomes += (executor or Executor(None)).map_unordered(_fetch_chunk, chunks, params)
-    results = sorted((result for outcome in outcomes for result in outcome),
-                     key=lambda result: result[0])
+    results = sorted(
+        (result for outcome in outcomes for result in outcome), key=lambda result: result[0]
+    )
     fetched = [item for _, item, _ in results if item is not None]
     return fetched, [failure for _, _, failures in results for failure in failures]
 
 
-def fetch_rows(table: pa.Table, params: PipelineParams,
-               executor: Executor | None = None) -> tuple[pa.Table, list[Failure]]:
+def fetch_rows(
+    table: pa.Table, params: PipelineParams, executor: Executor | None = None
+) -> tuple[pa.Table, list[Failure]]:
     """:func:`fetch` of the rows of an items table (:func:`pipeline.items.read_table`).
 
     The fetched items come back as a table (:func:`pipeline.items.items_table`) in the rows' order.
@@ -172,19 +175,23 @@ def fetch_rows(table: pa.Table, params: PipelineParams,
     here, as :func:`fetch` downloads them.
     """
     rows = table.num_rows
-    chunks = [(start, table.take(np.arange(start, min(start + CHUNK_ITEMS, rows))))
-              for start in range(0, rows, CHUNK_ITEMS)]
+    chunks = [
+        (start, table.take(np.arange(start, min(start + CHUNK_ITEMS, rows))))
+        for start in range(0, rows, CHUNK_ITEMS)
+    ]
     parts = list((executor or Executor(None)).map_unordered(_fetch_rows, chunks, params))
     remote = [indexed for part in parts for indexed in part.remote]
     if remote:
         parts.append(_fetched(_fetch_chunk(remote, params), [], params.fetched_table))
     failed = sorted((row for part in parts for row in part.failures), key=lambda row: row[0])
-    parts = sorted((part for part in parts if part.table.num_rows),
-                   key=lambda part: part.rows[0].as_py())
+    parts = sorted(
+        (part for part in parts if part.table.num_rows), key=lambda part: part.rows[0].as_py()
+    )
     fetched = concat_tables([part.table for part in parts], params.fetched_table)
     if remote:  # downloaded items were appended: back to the rows' order
-        fetched = fetched.take(pc.sort_indices(pa.chunked_array(
-            [part.rows for part in parts], pa.int64())))
+        fetched = fetched.take(
+            pc.sort_indices(pa.chunked_array([part.rows for part in parts], pa.int64()))
+        )
     return fetched, [failure for _, failures in failed for failure in failures]
 
 
@@ -213,28 +220,37 @@ def _fetch_rows(chunk: tuple[int, pa.Table], params: PipelineParams) -> _Fetched
     return _fetched(_fetch_chunk(local, params), remote, source)
 
 
-def _fetched(outcomes: list[tuple[int, dict[str, Any] | None, list[Failure]]],
-             remote: list[tuple[int, dict[str, Any]]], source: object) -> _Fetched:
+def _fetched(
+    outcomes: list[tuple[int, dict[str, Any] | None, list[Failure]]],
+    remote: list[tuple[int, dict[str, Any]]],
+    source: object,
+) -> _Fetched:
     outcomes = sorted(outcomes, key=lambda outcome: outcome[0])
     fetched = [(row, item) for row, item, _ in outcomes if item is not None]
-    return _Fetched(items_table([item for _, item in fetched], source),
-                    pa.array([row for row, _ in fetched], pa.int64()),
-                    [(row, failures) for row, _, failures in outcomes if failures], remote)
+    return _Fetched(
+        items_table([item for _, item in fetched], source),
+        pa.array([row for row, _ in fetched], pa.int64()),
+        [(row, failures) for row, _, failures in outcomes if failures],
+        remote,
+    )
 
 
-def _split(items: Iterable[tuple[int, dict[str, Any]]]
-           ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
+def _split(
+    items: Iterable[tuple[int, dict[str, Any]]],
+) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
     """The indexed items whose assets are all local files, and the others."""
     local, remote = [], []
     for index, item in items:
-        is_local = all(_scheme(asset.get("href", "")) == "file"
-                       for asset in item.get("assets", {}).values())
+        is_local = all(
+            _scheme(asset.get("href", "")) == "file" for asset in item.get("assets", {}).values()
+        )
         (local if is_local else remote).append((index, item))
     return local, remote
 
 
-def _fetch_chunk(items: list[tuple[int, dict[str, Any]]], params: PipelineParams
-                 ) -> list[tuple[int, dict[str, Any] | None, list[Failure]]]:
+def _fetch_chunk(
+    items: list[tuple[int, dict[str, Any]]], params: PipelineParams
+) -> list[tuple[int, dict[str, Any] | None, list[Failure]]]:
     """(index, fetched item or None, failures) of each of ``items`` (indexed items)."""
     results: list[tuple[int, dict[str, Any] | None, list[Failure]]] = []
     readable = []
@@ -242,20 +258,40 @@ def _fetch_chunk(items: list[tuple[int, dict[str, Any]]], params: PipelineParams
         try:
             readable.append((index, item, _sensor_asset_keys(item)))
         except ItemReadError as error:
-            results.append((index, None, [Failure(STAGE, error.item_id,
-                                                   error.href and _unsigned(error.href),
-                                                   _redacted(error.reason))]))
-    plans = [{key: _planned(item["assets"][key], item, params) for key in keys}
-             for _, item, keys in readable]
+            results.append(
+                (
+                    index,
+                    None,
+                    [
+                        Failure(
+                            STAGE,
+                            error.item_id,
+                            error.href and _unsigned(error.href),
+                            _redacted(error.reason),
+                        )
+                    ],
+                )
+            )
+    plans = [
+        {key: _planned(item["assets"][key], item, params) for key in keys}
+        for _, item, keys in readable
+    ]
     available = _make_available(
-        {plan for item_plans in plans for plan in item_plans.values()
-         if isinstance(plan, _Source)}, params)
+        {plan for item_plans in plans for plan in item_plans.values() if isinstance(plan, _Source)},
+        params,
+    )
     for (index, item, _), item_plans in zip(readable, plans, strict=True):
-        outcomes = {key: plan if isinstance(plan, AssetError) else available[plan]
-                    for key, plan in item_plans.items()}
-        problems = [Failure(STAGE, item["id"], _unsigned(item["assets"][key]["href"]),
-                            _redacted(outcome.reason))
-                    for key, outcome in outcomes.items() if isinstance(outcome, AssetError)]
+        outcomes = {
+            key: plan if isinstance(plan, AssetError) else available[plan]
+            for key, plan in item_plans.items()
+        }
+        problems = [
+            Failure(
+                STAGE, item["id"], _unsigned(item["assets"][key]["href"]), _redacted(outcome.reason)
+            )
+            for key, outcome in outcomes.items()
+            if isinstance(outcome, AssetError)
+        ]
         results.append((index, None if problems else _localised(item, outcomes), problems))
     return results
 
@@ -269,8 +305,9 @@ def _sensor_asset_keys(item: dict[str, Any]) -> list[str]:
     return [key for key in item.get("assets", {}) if key in held]
 
 
-def _planned(asset: dict[str, Any], item: dict[str, Any],
-             params: PipelineParams) -> _Source | AssetError:
+def _planned(
+    asset: dict[str, Any], item: dict[str, Any], params: PipelineParams
+) -> _Source | AssetError:
     try:
         return _plan(asset, item, params)
     except AssetError as error:
@@ -315,8 +352,9 @@ def _plan(asset: dict[str, Any], item: dict[str, Any], params: PipelineParams) -
     if scheme == "file" and not local_path(href).is_absolute():
         raise AssetError(f"relative href {_unsigned(href)!r} has nothing to resolve it against")
     if scheme not in _SUPPORTED_SCHEMES:
-        raise AssetError(f"scheme {scheme!r} is not supported "
-                         f"(supported: {', '.join(_SUPPORTED_SCHEMES)})")
+        raise AssetError(
+            f"scheme {scheme!r} is not supported (supported: {', '.join(_SUPPORTED_SCHEMES)})"
+        )
     if scheme in _REMOTE_SCHEMES and not parts.netloc:
         raise AssetError(f"{scheme} href names no host or bucket")
     if parts.query and scheme not in _QUERY_SCHEMES:
@@ -388,8 +426,9 @@ def _varint(data: bytes, start: int) -> tuple[int, int]:
         shift += 7
 
 
-def _make_available(sources: set[_Source],
-                    params: PipelineParams) -> dict[_Source, Path | AssetError]:
+def _make_available(
+    sources: set[_Source], params: PipelineParams
+) -> dict[_Source, Path | AssetError]:
     """Each source as a verified local path, or the error that prevented it, in parallel."""
     remote = [s for s in sources if s.scheme != "file"]
     access = _RemoteAccess(params.fetch)
@@ -442,7 +481,7 @@ def _multihash(path: Path, expected: str) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return expected[:len(expected) - 2 * length].lower() + digest.hexdigest()
+    return expected[: len(expected) - 2 * length].lower() + digest.hexdigest()
 
 
 class _RemoteAccess:
@@ -456,8 +495,11 @@ class _RemoteAccess:
     def __init__(self, params: FetchParams) -> None:
         self._allow_private_hosts = params.allow_private_hosts
         self._options = _checked_store_options(params.store_options)
-        self._signer = (_PlanetaryComputerTokens(params.sign_endpoint)
-                        if params.sign == "planetary_computer" else None)
+        self._signer = (
+            _PlanetaryComputerTokens(params.sign_endpoint)
+            if params.sign == "planetary_computer"
+            else None
+        )
         self._stores: dict[tuple[str, str, str], ObjectStore] = {}
         self._lock = threading.Lock()
 
@@ -502,15 +544,21 @@ def _checked_store_options(options: dict[str, dict[str, Any]]) -> dict[str, dict
     """
     unknown = sorted(set(options) - set(_REMOTE_SCHEMES))
     if unknown:
-        raise ValueError(f"params.fetch.store_options: unknown scheme(s) {unknown}; "
-                         f"remote schemes: {list(_REMOTE_SCHEMES)}")
+        raise ValueError(
+            f"params.fetch.store_options: unknown scheme(s) {unknown}; "
+            f"remote schemes: {list(_REMOTE_SCHEMES)}"
+        )
     for scheme, values in options.items():
         if not isinstance(values, dict):
-            raise ValueError(f"params.fetch.store_options.{scheme}: expected a mapping of "
-                             f"obstore options, got {values!r}")
+            raise ValueError(
+                f"params.fetch.store_options.{scheme}: expected a mapping of "
+                f"obstore options, got {values!r}"
+            )
         if "retry_config" in values:
-            raise ValueError(f"params.fetch.store_options.{scheme}: retry_config is not an "
-                             "option here (retries are params.fetch.retries)")
+            raise ValueError(
+                f"params.fetch.store_options.{scheme}: retry_config is not an "
+                "option here (retries are params.fetch.retries)"
+            )
     return options
 
 
@@ -530,11 +578,11 @@ def _open_store(scheme: str, netloc: str, query: str, options: dict[str, Any]) -
     # from_url picks for their hosts (and that wants a container or credentials).
     open_url = HTTPStore.from_url if scheme in _QUERY_SCHEMES else from_url
     try:
-        return open_url(url, client_options=client_options, retry_config=_NO_RETRIES,
-                        **options)
+        return open_url(url, client_options=client_options, retry_config=_NO_RETRIES, **options)
     except (BaseError, TypeError, ValueError) as error:
-        raise ValueError(f"params.fetch.store_options.{scheme}: "
-                         f"{_redacted(_first_line(error))}") from error
+        raise ValueError(
+            f"params.fetch.store_options.{scheme}: {_redacted(_first_line(error))}"
+        ) from error
 
 
 class _PlanetaryComputerTokens:
@@ -582,7 +630,8 @@ class _PlanetaryComputerTokens:
         url = f"{self._endpoint}/{account}/{container}"
         key = os.environ.get("PC_SDK_SUBSCRIPTION_KEY")
         request = urllib.request.Request(
-            url, headers={"Ocp-Apim-Subscription-Key": key} if key else {})
+            url, headers={"Ocp-Apim-Subscription-Key": key} if key else {}
+        )
         try:
             with urllib.request.urlopen(request, timeout=TOKEN_TIMEOUT_S) as response:
                 body = response.read()
@@ -598,8 +647,10 @@ class _PlanetaryComputerTokens:
             expiry = datetime.fromisoformat(answer["msft:expiry"])
             return str(answer["token"]), expiry.replace(tzinfo=expiry.tzinfo or UTC).timestamp()
         except (KeyError, TypeError, ValueError) as error:
-            raise AssetError(f"token endpoint {url} answered no token and expiry "
-                             f"({type(error).__name__}: {error})") from error
+            raise AssetError(
+                f"token endpoint {url} answered no token and expiry "
+                f"({type(error).__name__}: {error})"
+            ) from error
 
 
 def _cache_entry(cache_dir: Path, source: _Source) -> Path:
@@ -642,8 +693,9 @@ def _download(source: _Source, entry: Path, access: _RemoteAccess, retries: int)
     return entry
 
 
-def _transfer_with_retries(source: _Source, access: _RemoteAccess, partial: Path,
-                           retries: int) -> bool:
+def _transfer_with_retries(
+    source: _Source, access: _RemoteAccess, partial: Path, retries: int
+) -> bool:
     """Complete ``partial`` from ``source`` within ``1 + retries`` attempts.
 
     Waits ``BACKOFF_BASE_S * 2**n`` (at most ``BACKOFF_MAX_S``) before retry ``n + 1``.
@@ -660,7 +712,8 @@ def _transfer_with_retries(source: _Source, access: _RemoteAccess, partial: Path
         except _TransientError as error:
             if attempt == retries:
                 raise AssetError(
-                    f"download failed after {retries + 1} attempts: {error}") from error
+                    f"download failed after {retries + 1} attempts: {error}"
+                ) from error
         time.sleep(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt))
         attempt += 1
 

@@ -61,24 +61,30 @@ def geoparquet_tables(href: str, search: Search, executor: Executor) -> Iterator
     return _per_row_group(href, search, executor, _row_group_table, _matching_table)
 
 
-def _per_row_group(href: str, search: Search, executor: Executor,
-                   local_task: Callable[[tuple[str, int], Search], _Result],
-                   read: Callable[[str, pa.Table, Search], _Result]) -> Iterator[_Result]:
+def _per_row_group(
+    href: str,
+    search: Search,
+    executor: Executor,
+    local_task: Callable[[tuple[str, int], Search], _Result],
+    read: Callable[[str, pa.Table, Search], _Result],
+) -> Iterator[_Result]:
     """Run ``local_task`` or ``read`` on each row group of the file at ``href``.
 
     ``local_task`` of each row group of a local file, on ``executor``; or ``read`` of each row group
     of a file at an http(s) ``href``, downloaded once and read here rather than shipped to every
     worker.
     """
-    source: str | pa.NativeFile = (str(local_path(href)) if is_local(href)
-                                   else pa.BufferReader(_download(href)))
+    source: str | pa.NativeFile = (
+        str(local_path(href)) if is_local(href) else pa.BufferReader(_download(href))
+    )
     parquet = _open(href, source)
     missing = [c for c in _REQUIRED_COLUMNS if c not in parquet.schema_arrow.names]
     if missing:
         raise ValueError(f"{href}: not a stac-geoparquet file (no column(s) {missing})")
     collections = parquet.read(columns=["collection"]).column("collection")
-    check_collections(href, search.collections,
-                      (c for c in pc.unique(collections).to_pylist() if c is not None))
+    check_collections(
+        href, search.collections, (c for c in pc.unique(collections).to_pylist() if c is not None)
+    )
     tasks = [(href, group) for group in range(parquet.metadata.num_row_groups)]
     if isinstance(source, str):
         return executor.map_unordered(local_task, tasks, search)
@@ -119,13 +125,16 @@ def _matching_table(href: str, table: pa.Table, search: Search) -> pa.Table:
 
 def _matching(href: str, table: pa.Table, search: Search) -> list[dict[str, Any]]:
     """The items of ``table`` (rows of the file at ``href``) that match ``search``."""
-    table = table.filter(pc.is_in(table.column("collection"),
-                                  pa.array(search.collections, pa.string())))
+    table = table.filter(
+        pc.is_in(table.column("collection"), pa.array(search.collections, pa.string()))
+    )
     try:
         items = table_items(table)
     except (KeyError, TypeError, ValueError, pa.ArrowException) as error:
-        raise ValueError(f"{href}: not a stac-geoparquet file (its rows are no STAC items: "
-                         f"{type(error).__name__}: {error})") from error
+        raise ValueError(
+            f"{href}: not a stac-geoparquet file (its rows are no STAC items: "
+            f"{type(error).__name__}: {error})"
+        ) from error
     area, interval = search.area, search.interval
     root = folder_of(href)
     return [with_origin(item, href, root) for item in items if matches(item, area, interval)]

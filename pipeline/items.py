@@ -47,10 +47,23 @@ _WKB_PROPERTIES = ("proj:geometry",)  # properties stac-geoparquet writes as WKB
 _PLACEHOLDER_BBOX = [0.0, 0.0, 0.0, 0.0]
 _REQUIRED_NULL_PROPERTIES = ("datetime",)
 # The columns stac-geoparquet keeps at the top level of an item; the others are properties.
-_TOP_LEVEL = frozenset({"type", "stac_version", "stac_extensions", "id", "geometry", "bbox",
-                        "collection", "links", "assets"})
-_BBOX_FIELDS = {4: ("xmin", "ymin", "xmax", "ymax"),
-                6: ("xmin", "ymin", "zmin", "xmax", "ymax", "zmax")}
+_TOP_LEVEL = frozenset(
+    {
+        "type",
+        "stac_version",
+        "stac_extensions",
+        "id",
+        "geometry",
+        "bbox",
+        "collection",
+        "links",
+        "assets",
+    }
+)
+_BBOX_FIELDS = {
+    4: ("xmin", "ymin", "xmax", "ymax"),
+    6: ("xmin", "ymin", "zmin", "xmax", "ymax", "zmax"),
+}
 
 
 def write_items(path: Path, items: list[dict[str, Any]]) -> Path:
@@ -241,6 +254,7 @@ def portable_href(href: str) -> str:
 
 def _with_hrefs(item: dict[str, Any], convert: Callable[[str], str]) -> dict[str, Any]:
     """``item`` with ``convert`` applied to its link and asset hrefs and its catalog root."""
+
     def converted(entry: Any) -> Any:
         if isinstance(entry, dict) and isinstance(entry.get("href"), str):
             return {**entry, "href": convert(entry["href"])}
@@ -264,8 +278,10 @@ def _items_table(items: list[dict[str, Any]], source: object) -> pa.Table:
     unlocated = pa.array([item.get("geometry") is None for item in items])
     convertible = [
         {**item, "geometry": _PLACEHOLDER_GEOMETRY, "bbox": _PLACEHOLDER_BBOX}
-        if item.get("geometry") is None else item
-        for item in items]
+        if item.get("geometry") is None
+        else item
+        for item in items
+    ]
     try:
         table = stac_arrow.parse_stac_items_to_arrow(convertible).read_all()
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
@@ -280,8 +296,11 @@ def _items_table(items: list[dict[str, Any]], source: object) -> pa.Table:
 def _without_nulls(value: Any) -> Any:
     """``value`` with every null dict entry removed, at any depth (lists keep their length)."""
     if isinstance(value, dict):
-        return {k: _without_nulls(v) if isinstance(v, dict | list) else v
-                for k, v in value.items() if v is not None}
+        return {
+            k: _without_nulls(v) if isinstance(v, dict | list) else v
+            for k, v in value.items()
+            if v is not None
+        }
     if isinstance(value, list):
         return [_without_nulls(v) if isinstance(v, dict | list) else v for v in value]
     return value

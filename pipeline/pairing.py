@@ -41,8 +41,16 @@ from pipeline.params import PairSource
 PAIR = "msgfm:pair"  # reference item property: the name of its pair
 PARTNERS = "msgfm:partners"  # reference item property: {partner collection: [item ids]}
 SECONDS_PER_DAY = 86400.0
-PAIRS_COLUMNS = ("pair", "reference_collection", "reference_id", "partner_collection",
-                 "partner_ids", "time_difference_days", "overlap", "left_out")
+PAIRS_COLUMNS = (
+    "pair",
+    "reference_collection",
+    "reference_id",
+    "partner_collection",
+    "partner_ids",
+    "time_difference_days",
+    "overlap",
+    "left_out",
+)
 
 
 @dataclass(frozen=True)
@@ -60,14 +68,20 @@ class PairRow:
 
     def csv_row(self) -> dict[str, str]:
         """This match as a row of the pairs table (numbers with 6 decimals, None as empty)."""
+
         def number(value: float | None) -> str:
             return "" if value is None else f"{value:.6f}"
 
-        return {"pair": self.pair, "reference_collection": self.reference_collection,
-                "reference_id": self.reference_id, "partner_collection": self.partner_collection,
-                "partner_ids": " ".join(self.partner_ids),
-                "time_difference_days": number(self.time_difference_days),
-                "overlap": number(self.overlap), "left_out": self.left_out}
+        return {
+            "pair": self.pair,
+            "reference_collection": self.reference_collection,
+            "reference_id": self.reference_id,
+            "partner_collection": self.partner_collection,
+            "partner_ids": " ".join(self.partner_ids),
+            "time_difference_days": number(self.time_difference_days),
+            "overlap": number(self.overlap),
+            "left_out": self.left_out,
+        }
 
 
 @dataclass(frozen=True)
@@ -89,13 +103,15 @@ class _Footprint:
     def days_from(self, other: _Footprint) -> float:
         """Days between the two time spans (0 where they overlap)."""
         assert self.start and self.end and other.start and other.end
-        gap = max((other.start - self.end).total_seconds(),
-                  (self.start - other.end).total_seconds(), 0.0)
+        gap = max(
+            (other.start - self.end).total_seconds(), (self.start - other.end).total_seconds(), 0.0
+        )
         return gap / SECONDS_PER_DAY
 
 
-def pair_items(items: list[dict[str, Any]], pairs: dict[str, PairSource]
-               ) -> tuple[list[dict[str, Any]], list[PairRow]]:
+def pair_items(
+    items: list[dict[str, Any]], pairs: dict[str, PairSource]
+) -> tuple[list[dict[str, Any]], list[PairRow]]:
     """Match the reference items of every pair with their partners.
 
     Args:
@@ -123,8 +139,9 @@ def pair_items(items: list[dict[str, Any]], pairs: dict[str, PairSource]
             rows.extend(matched)
             if all(not row.left_out for row in matched):
                 annotations[(pair.reference, reference["id"])] = {
-                    PAIR: name, PARTNERS: {r.partner_collection: list(r.partner_ids)
-                                           for r in matched}}
+                    PAIR: name,
+                    PARTNERS: {r.partner_collection: list(r.partner_ids) for r in matched},
+                }
                 used.update((r.partner_collection, i) for r in matched for i in r.partner_ids)
     kept = []
     for item in items:
@@ -136,11 +153,11 @@ def pair_items(items: list[dict[str, Any]], pairs: dict[str, PairSource]
     return kept, rows
 
 
-def _match(name: str, pair: PairSource, reference: dict[str, Any],
-           partners: dict[str, list[_Footprint]]) -> list[PairRow]:
+def _match(
+    name: str, pair: PairSource, reference: dict[str, Any], partners: dict[str, list[_Footprint]]
+) -> list[PairRow]:
     """The rows of one reference item: one per partner collection."""
-    base = {"pair": name, "reference_collection": pair.reference,
-            "reference_id": reference["id"]}
+    base = {"pair": name, "reference_collection": pair.reference, "reference_id": reference["id"]}
     cloud = (reference.get("properties") or {}).get("eo:cloud_cover")
     footprint = _footprint(reference)
     reason = ""
@@ -156,25 +173,47 @@ def _match(name: str, pair: PairSource, reference: dict[str, Any],
     for collection, candidates in partners.items():
         best = _best_acquisition(footprint, candidates, pair)
         if best is None:
-            rows.append(PairRow(**base, partner_collection=collection, left_out=(
-                f"no {collection} acquisition within {pair.max_days:g} days covering "
-                f"{pair.min_overlap:.0%} of the footprint")))
+            rows.append(
+                PairRow(
+                    **base,
+                    partner_collection=collection,
+                    left_out=(
+                        f"no {collection} acquisition within {pair.max_days:g} days covering "
+                        f"{pair.min_overlap:.0%} of the footprint"
+                    ),
+                )
+            )
         else:
             ids, days, overlap = best
-            rows.append(PairRow(**base, partner_collection=collection, partner_ids=ids,
-                                time_difference_days=days, overlap=overlap))
+            rows.append(
+                PairRow(
+                    **base,
+                    partner_collection=collection,
+                    partner_ids=ids,
+                    time_difference_days=days,
+                    overlap=overlap,
+                )
+            )
     return rows
 
 
-def _best_acquisition(reference: _Footprint, candidates: Iterable[_Footprint], pair: PairSource
-                      ) -> tuple[tuple[str, ...], float, float] | None:
+def _best_acquisition(
+    reference: _Footprint, candidates: Iterable[_Footprint], pair: PairSource
+) -> tuple[tuple[str, ...], float, float] | None:
     """(item ids, days apart, overlap) of the best qualifying acquisition, or None."""
     assert reference.geometry is not None
     groups: dict[tuple[str, str], list[tuple[_Footprint, float]]] = {}
     for candidate in candidates:
-        if (candidate.geometry is None or candidate.start is None or not candidate.readable
-                or (pair.max_cloud_cover is not None and candidate.cloud_cover is not None
-                    and candidate.cloud_cover > pair.max_cloud_cover)):
+        if (
+            candidate.geometry is None
+            or candidate.start is None
+            or not candidate.readable
+            or (
+                pair.max_cloud_cover is not None
+                and candidate.cloud_cover is not None
+                and candidate.cloud_cover > pair.max_cloud_cover
+            )
+        ):
             continue
         days = candidate.days_from(reference)
         if days <= pair.max_days and candidate.geometry.intersects(reference.geometry):
@@ -197,15 +236,18 @@ def _footprint(item: dict[str, Any]) -> _Footprint:
     geometry = shapely.geometry.shape(item["geometry"]) if item.get("geometry") else None
     orbit = properties.get("sat:absolute_orbit")
     day = start.date().isoformat() if start else ""
-    acquisition = (str(properties.get("platform", "")).lower(),
-                   f"orbit {orbit}" if orbit is not None else day)
+    acquisition = (
+        str(properties.get("platform", "")).lower(),
+        f"orbit {orbit}" if orbit is not None else day,
+    )
     try:
         match_sensor(item)
         readable = True
     except ItemReadError:  # e.g. Landsat 7 in landsat-c2-l2: fetch would refuse it
         readable = False
-    return _Footprint(item["id"], start, end, geometry, acquisition,
-                      properties.get("eo:cloud_cover"), readable)
+    return _Footprint(
+        item["id"], start, end, geometry, acquisition, properties.get("eo:cloud_cover"), readable
+    )
 
 
 def _time(value: str | datetime | None) -> datetime | None:

@@ -54,8 +54,10 @@ class FetchParams:
     def __post_init__(self) -> None:
         """Refuse an unknown signer."""
         if self.sign is not None and self.sign not in SIGNERS:
-            raise ValueError(f"pipeline.fetch.sign: unknown signer {self.sign!r} "
-                             f"(allowed: null, {', '.join(SIGNERS)})")
+            raise ValueError(
+                f"pipeline.fetch.sign: unknown signer {self.sign!r} "
+                f"(allowed: null, {', '.join(SIGNERS)})"
+            )
 
 
 @dataclass(frozen=True)
@@ -187,8 +189,12 @@ def _integer(low: int, high: int | None = None) -> Rule:
     allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
 
     def check(value: Any) -> int:
-        if not (isinstance(value, int) and not isinstance(value, bool) and low <= value
-                and (high is None or value <= high)):
+        if not (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and low <= value
+            and (high is None or value <= high)
+        ):
             raise ValueError(f"must be an integer {allowed}, got {value!r}")
         return value
 
@@ -197,12 +203,19 @@ def _integer(low: int, high: int | None = None) -> Rule:
 
 def _number(low: float, high: float = math.inf, low_open: bool = False) -> Rule:
     """A finite number from ``low`` (excluded if ``low_open``) to ``high``."""
-    allowed = (f"{'>' if low_open else '>='} {low}" if high == math.inf
-               else f"in {'(' if low_open else '['}{low}, {high}]")
+    allowed = (
+        f"{'>' if low_open else '>='} {low}"
+        if high == math.inf
+        else f"in {'(' if low_open else '['}{low}, {high}]"
+    )
 
     def check(value: Any) -> float:
-        if not (_is_number(value) and math.isfinite(value) and value <= high
-                and (low < value if low_open else low <= value)):
+        if not (
+            _is_number(value)
+            and math.isfinite(value)
+            and value <= high
+            and (low < value if low_open else low <= value)
+        ):
             raise ValueError(f"must be a number {allowed}, got {value!r}")
         return value
 
@@ -211,6 +224,7 @@ def _number(low: float, high: float = math.inf, low_open: bool = False) -> Rule:
 
 def _optional(rule: Rule) -> Rule:
     """None (YAML ``null``), or what ``rule`` allows."""
+
     def check(value: Any) -> Any:
         return None if value is None else rule(value)
 
@@ -259,9 +273,14 @@ def _choice(allowed: tuple[str, ...]) -> Rule:
 
 def _names(allowed: tuple[str, ...] | None = None) -> Rule:
     """A non-empty list of distinct non-empty strings (each in ``allowed``, if given)."""
+
     def check(value: Any) -> tuple[str, ...]:
-        if (not isinstance(value, list | tuple) or not value or len(set(value)) != len(value)
-                or not all(isinstance(v, str) and v for v in value)):
+        if (
+            not isinstance(value, list | tuple)
+            or not value
+            or len(set(value)) != len(value)
+            or not all(isinstance(v, str) and v for v in value)
+        ):
             raise ValueError(f"must be a non-empty list of distinct names, got {value!r}")
         if allowed is not None:
             for name in value:
@@ -272,10 +291,14 @@ def _names(allowed: tuple[str, ...] | None = None) -> Rule:
 
 
 def _block_px(value: Any) -> int:
-    if not (isinstance(value, int) and not isinstance(value, bool)
-            and (value == 0 or value >= MIN_BLOCK_PX)):
-        raise ValueError(f"must be 0 (the whole grid at once) or an integer >= {MIN_BLOCK_PX}, "
-                         f"got {value!r}")
+    if not (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and (value == 0 or value >= MIN_BLOCK_PX)
+    ):
+        raise ValueError(
+            f"must be 0 (the whole grid at once) or an integer >= {MIN_BLOCK_PX}, got {value!r}"
+        )
     return value
 
 
@@ -284,10 +307,15 @@ def _bbox(value: Any) -> tuple[float, float, float, float]:
 
     Boxes crossing the antimeridian (west > east) are refused, as discover refuses them.
     """
-    allowed = ("must be [west, south, east, north] in degrees: west <= east in [-180, 180], "
-               "south <= north in [-90, 90]")
-    if not (isinstance(value, list | tuple) and len(value) == 4
-            and all(_is_number(v) and math.isfinite(v) for v in value)):
+    allowed = (
+        "must be [west, south, east, north] in degrees: west <= east in [-180, 180], "
+        "south <= north in [-90, 90]"
+    )
+    if not (
+        isinstance(value, list | tuple)
+        and len(value) == 4
+        and all(_is_number(v) and math.isfinite(v) for v in value)
+    ):
         raise ValueError(f"{allowed}, got {value!r}")
     west, south, east, north = value
     if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
@@ -322,9 +350,11 @@ def _store_options(value: Any) -> dict[str, dict[str, Any]]:
     remote = tuple(s for s in SCHEMES if s != "file")
     options = {} if value is None else value
     if not isinstance(options, dict) or not all(
-            scheme in remote and isinstance(v, dict) for scheme, v in options.items()):
-        raise ValueError(f"must map remote schemes {list(remote)} to mappings of obstore "
-                         f"options, got {value!r}")
+        scheme in remote and isinstance(v, dict) for scheme, v in options.items()
+    ):
+        raise ValueError(
+            f"must map remote schemes {list(remote)} to mappings of obstore options, got {value!r}"
+        )
     return dict(options)
 
 
@@ -339,38 +369,61 @@ class _Named:
 # class) or named sections (_Named). tests/test_params_validation.py checks that none is left out.
 _RULES: dict[type, dict[str, Rule | type | _Named]] = {
     PipelineParams: {
-        "catalog": _optional(_text), "api_url": _optional(_url), "collections": _names(),
-        "bbox": _optional(_bbox), "datetime": _optional(_datetime), "work_dir": _path,
-        "store": _path, "reports_dir": _path,
+        "catalog": _optional(_text),
+        "api_url": _optional(_url),
+        "collections": _names(),
+        "bbox": _optional(_bbox),
+        "datetime": _optional(_datetime),
+        "work_dir": _path,
+        "store": _path,
+        "reports_dir": _path,
         "workers": _integer(0, 1024),  # 0: the stages run in this process
-        "fetch": FetchParams, "coregister": CoregisterParams, "pictures": PictureParams,
-        "shard": ShardParams},
+        "fetch": FetchParams,
+        "coregister": CoregisterParams,
+        "pictures": PictureParams,
+        "shard": ShardParams,
+    },
     FetchParams: {
-        "cache_dir": _path, "allowed_schemes": _names(SCHEMES),
-        "retries": _integer(0, 20), "concurrency": _integer(1, 256),
-        "sign": _optional(_choice(SIGNERS)), "sign_endpoint": _url,
-        "store_options": _store_options, "allow_private_hosts": _flag,
-        "allow_local_files_from_remote": _flag, "allowed_local_folders": _folders},
+        "cache_dir": _path,
+        "allowed_schemes": _names(SCHEMES),
+        "retries": _integer(0, 20),
+        "concurrency": _integer(1, 256),
+        "sign": _optional(_choice(SIGNERS)),
+        "sign_endpoint": _url,
+        "store_options": _store_options,
+        "allow_private_hosts": _flag,
+        "allow_local_files_from_remote": _flag,
+        "allowed_local_folders": _folders,
+    },
     CoregisterParams: {
-        "sources": _Named(SourceGrid), "pairs": _Named(PairSource),
-        "max_nodata_share": _number(0, 1), "shift_flag_px": _number(0),
-        "qa_window_px": _integer(32, MAX_CHIP_PX), "block_px": _block_px,
-        "max_raster_px": _integer(1), "batch_items": _integer(1, 100_000)},
-    SourceGrid: {
-        "reference": _text, "chip_px": _integer(1, MAX_CHIP_PX), "stride_px": _integer(1)},
+        "sources": _Named(SourceGrid),
+        "pairs": _Named(PairSource),
+        "max_nodata_share": _number(0, 1),
+        "shift_flag_px": _number(0),
+        "qa_window_px": _integer(32, MAX_CHIP_PX),
+        "block_px": _block_px,
+        "max_raster_px": _integer(1),
+        "batch_items": _integer(1, 100_000),
+    },
+    SourceGrid: {"reference": _text, "chip_px": _integer(1, MAX_CHIP_PX), "stride_px": _integer(1)},
     PairSource: {
-        "reference": _text, "partners": _names(), "max_days": _number(0),
+        "reference": _text,
+        "partners": _names(),
+        "max_days": _number(0),
         "min_overlap": _number(0, 1, low_open=True),
         "max_cloud_cover": _optional(_number(0, 100)),
-        "chip_px": _integer(1, MAX_CHIP_PX), "stride_px": _integer(1)},
+        "chip_px": _integer(1, MAX_CHIP_PX),
+        "stride_px": _integer(1),
+    },
     PictureParams: {"chip_px": _integer(1, MAX_CHIP_PX)},
     ShardParams: {"chips_per_shard": _integer(1, 65536)},
 }
 _SAMPLE_RULES: dict[str, Rule] = {"seed": _integer(0)}  # the sample world's (catalogs.sample)
 
 
-def _values(rules: Mapping[str, Rule | type | _Named], raw: Any, path: Path | str,
-            key: str) -> dict[str, Any]:
+def _values(
+    rules: Mapping[str, Rule | type | _Named], raw: Any, path: Path | str, key: str
+) -> dict[str, Any]:
     """The section ``raw`` (at ``key``) checked against ``rules``, as keyword arguments."""
     if raw is None:
         raw = {}
@@ -379,8 +432,7 @@ def _values(rules: Mapping[str, Rule | type | _Named], raw: Any, path: Path | st
     unknown = sorted(set(raw) - set(rules), key=str)
     if unknown:
         raise ParamsError(path, key, f"unknown parameter(s) {unknown}; known: {sorted(rules)}")
-    return {name: _value(rules[name], value, path, f"{key}.{name}")
-            for name, value in raw.items()}
+    return {name: _value(rules[name], value, path, f"{key}.{name}") for name, value in raw.items()}
 
 
 def _value(rule: Rule | type | _Named, value: Any, path: Path | str, key: str) -> Any:
@@ -391,8 +443,10 @@ def _value(rule: Rule | type | _Named, value: Any, path: Path | str, key: str) -
             value = {}
         if not isinstance(value, dict) or not all(isinstance(n, str) for n in value):
             raise ParamsError(path, key, f"must be a mapping of names to sections, got {value!r}")
-        return {name: _section(rule.cls, section, path, f"{key}.{name}")
-                for name, section in value.items()}
+        return {
+            name: _section(rule.cls, section, path, f"{key}.{name}")
+            for name, section in value.items()
+        }
     try:
         return rule(value)
     except ValueError as error:
@@ -417,14 +471,18 @@ def _check_pairs(params: PipelineParams, path: Path | str) -> None:
         key = f"pipeline.coregister.pairs.{name}"
         missing = [c for c in (pair.reference, *pair.partners) if c not in params.collections]
         if missing:
-            raise ParamsError(path, key, f"collections {missing} are not in "
-                                         f"pipeline.collections {list(params.collections)}")
+            raise ParamsError(
+                path,
+                key,
+                f"collections {missing} are not in pipeline.collections {list(params.collections)}",
+            )
         if pair.reference in pair.partners:
             raise ParamsError(path, key, f"the reference {pair.reference!r} is also a partner")
 
 
-def load_params(path: Path | str = PARAMS_PATH,
-                overrides: dict[str, Any] | None = None) -> PipelineParams:
+def load_params(
+    path: Path | str = PARAMS_PATH, overrides: dict[str, Any] | None = None
+) -> PipelineParams:
     """Read and check the ``pipeline`` section of ``path``.
 
     ``overrides`` replace its top-level keys (and are checked alike).
@@ -439,8 +497,9 @@ def load_params(path: Path | str = PARAMS_PATH,
     except (OSError, yaml.YAMLError) as error:
         raise ParamsError(path, None, f"cannot be read ({error})") from error
     if not isinstance(document, dict):
-        raise ParamsError(path, None, f"must be a mapping of sections {list(SECTIONS)}, "
-                                      f"got {document!r}")
+        raise ParamsError(
+            path, None, f"must be a mapping of sections {list(SECTIONS)}, got {document!r}"
+        )
     for section in document:
         if section not in SECTIONS:
             raise ParamsError(path, section, f"unknown section; known: {list(SECTIONS)}")
@@ -449,7 +508,8 @@ def load_params(path: Path | str = PARAMS_PATH,
     _values(_SAMPLE_RULES, document.get("sample"), path, "sample")
     if not isinstance(document["pipeline"], dict):
         raise ParamsError(path, "pipeline", f"must be a mapping, got {document['pipeline']!r}")
-    params = _section(PipelineParams, {**document["pipeline"], **(overrides or {})}, path,
-                      "pipeline")
+    params = _section(
+        PipelineParams, {**document["pipeline"], **(overrides or {})}, path, "pipeline"
+    )
     _check_pairs(params, path)
     return params

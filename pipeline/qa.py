@@ -44,8 +44,9 @@ def edge_map(image: np.ndarray) -> np.ndarray:
     inner += np.square(smooth[1:-1, 2:] - smooth[1:-1, :-2])
     np.sqrt(inner, out=inner)
     if has_missing:
-        reach = ndimage.binary_dilation(missing, structure=np.ones((3, 3), dtype=bool),
-                                        iterations=_EDGE_REACH_PX)
+        reach = ndimage.binary_dilation(
+            missing, structure=np.ones((3, 3), dtype=bool), iterations=_EDGE_REACH_PX
+        )
         edges[reach] = 0
     edges *= _taper(edges.shape)
     return edges
@@ -96,16 +97,19 @@ def residual_shift(reference: np.ndarray, secondary: np.ndarray) -> tuple[float,
         ValueError: if the two images differ in shape or are not 2-D.
     """
     if reference.ndim != 2 or reference.shape != secondary.shape:
-        raise ValueError(f"need two 2-D images of one shape, got {reference.shape} and "
-                         f"{secondary.shape}")
+        raise ValueError(
+            f"need two 2-D images of one shape, got {reference.shape} and {secondary.shape}"
+        )
     edges = np.stack([edge_map(reference), edge_map(secondary)])
     if not (edges[0].any() and edges[1].any()):
         return math.nan, math.nan
     spectra = fft.rfft2(edges)
     correlation = fft.irfft2(spectra[1] * spectra[0].conj(), s=reference.shape)
     peak = np.unravel_index(np.argmax(correlation), correlation.shape)
-    dy, dx = (_signed(int(peak[axis]) + _peak_offset(correlation, peak, axis),
-                      reference.shape[axis]) for axis in (0, 1))
+    dy, dx = (
+        _signed(int(peak[axis]) + _peak_offset(correlation, peak, axis), reference.shape[axis])
+        for axis in (0, 1)
+    )
     return dy, dx
 
 

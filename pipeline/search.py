@@ -83,8 +83,10 @@ class Search:
             return None
         ends = value.split("/")
         start, end = ends[0], ends[-1]
-        return (None if start in _OPEN_END else str_to_datetime(start),
-                None if end in _OPEN_END else str_to_datetime(end))
+        return (
+            None if start in _OPEN_END else str_to_datetime(start),
+            None if end in _OPEN_END else str_to_datetime(end),
+        )
 
 
 def search_of(source: str, params: PipelineParams) -> Search:
@@ -101,22 +103,27 @@ def search_of(source: str, params: PipelineParams) -> Search:
     if params.bbox is not None:
         _check_bbox(params.bbox)
     try:
-        search = ItemSearch(source, collections=params.collections,
-                            bbox=params.bbox, datetime=params.datetime)
+        search = ItemSearch(
+            source, collections=params.collections, bbox=params.bbox, datetime=params.datetime
+        )
     except Exception as error:  # pystac-client raises a bare Exception for a bad datetime
-        raise ValueError(f"pipeline.datetime {params.datetime!r} is not a datetime or "
-                         f"interval: {error}") from error
+        raise ValueError(
+            f"pipeline.datetime {params.datetime!r} is not a datetime or interval: {error}"
+        ) from error
     return Search(search.get_parameters())
 
 
 def _check_bbox(bbox: Sequence[float]) -> None:
     if len(bbox) != 4 or not all(isinstance(v, int | float) for v in bbox):
-        raise ValueError(f"pipeline.bbox {list(bbox)}: expected [west, south, east, north] "
-                         "in degrees")
+        raise ValueError(
+            f"pipeline.bbox {list(bbox)}: expected [west, south, east, north] in degrees"
+        )
     west, south, east, north = bbox
     if west > east:
-        raise ValueError(f"pipeline.bbox {list(bbox)}: west > east (boxes crossing the "
-                         "antimeridian are not supported)")
+        raise ValueError(
+            f"pipeline.bbox {list(bbox)}: west > east (boxes crossing the "
+            "antimeridian are not supported)"
+        )
     if south > north:
         raise ValueError(f"pipeline.bbox {list(bbox)}: south > north")
 
@@ -129,8 +136,11 @@ def check_collections(source: str, wanted: Iterable[str], available: Iterable[st
         raise ValueError(f"{source}: no collection(s) {missing}; it has {known}")
 
 
-def matches(item: dict[str, Any], area: BaseGeometry | None,
-            interval: tuple[datetime | None, datetime | None] | None) -> bool:
+def matches(
+    item: dict[str, Any],
+    area: BaseGeometry | None,
+    interval: tuple[datetime | None, datetime | None] | None,
+) -> bool:
     """Whether the item dict intersects ``area`` and ``interval`` (None: no constraint)."""
     if area is not None:
         geometry = item.get("geometry")
@@ -159,18 +169,23 @@ def with_origin(item: dict[str, Any], base_href: str, root: str) -> dict[str, An
     Relative hrefs are resolved against ``base_href``; an asset keeps its relative href as
     ``msgfm:catalog_href``.
     """
-    links = [{**link, "href": make_absolute_href(link["href"], base_href)}
-             for link in item.get("links", [])]
+    links = [
+        {**link, "href": make_absolute_href(link["href"], base_href)}
+        for link in item.get("links", [])
+    ]
     assets = {}
     for key, asset in item.get("assets", {}).items():
         href = asset["href"]
         if is_absolute_href(href):
             assets[key] = dict(asset)
         else:
-            assets[key] = {**asset, "href": make_absolute_href(href, base_href),
-                           CATALOG_HREF: href}
-    return {**item, "links": links, "assets": assets,
-            "properties": {**item["properties"], CATALOG_ROOT: root}}
+            assets[key] = {**asset, "href": make_absolute_href(href, base_href), CATALOG_HREF: href}
+    return {
+        **item,
+        "links": links,
+        "assets": assets,
+        "properties": {**item["properties"], CATALOG_ROOT: root},
+    }
 
 
 def folder_of(href: str) -> str:
@@ -187,8 +202,9 @@ class _LinkPolicy:
     def __init__(self, source: str, policy: FetchParams, **reader_options: Any) -> None:
         super().__init__(**reader_options)
         self._origin = urlsplit(source)[:2] if not is_local(source) else None
-        self._root = (posixpath.dirname(source) if self._origin
-                      else str(local_path(source).absolute().parent))
+        self._root = (
+            posixpath.dirname(source) if self._origin else str(local_path(source).absolute().parent)
+        )
         self._policy = policy
 
     def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:

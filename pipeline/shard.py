@@ -167,19 +167,31 @@ class StorePlan:
                 columns[fmt.INDEX_A].append(location.first_chip[a] + k)
                 columns[fmt.SENSOR_B].append(np.full(len(k), b, dtype=object))
                 columns[fmt.INDEX_B].append(location.first_chip[b] + k)
-        return {spec.name: np.concatenate(columns[spec.name]) if columns[spec.name]
-                else np.array([], dtype=object if spec.dtype == "str" else spec.dtype)
-                for spec in fmt.PAIR_ARRAYS}
+        return {
+            spec.name: np.concatenate(columns[spec.name])
+            if columns[spec.name]
+            else np.array([], dtype=object if spec.dtype == "str" else spec.dtype)
+            for spec in fmt.PAIR_ARRAYS
+        }
 
     def shard_tasks(self, store_path: Path) -> list[ShardTask]:
         """One task per shard of every sensor, by sensor then shard."""
         staging = staging_path(store_path)
-        return [ShardTask(staging, self.fingerprint, sensor.name, sensor.dtype,
-                          sensor.chip_shape[0], index,
-                          self.chips_per_shard, tuple(spans),
-                          tuple((span.path, span.slot) for span in spans if span.start == 0))
-                for sensor in self.sensors.values()
-                for index, spans in enumerate(self._spans_by_shard(sensor.name))]
+        return [
+            ShardTask(
+                staging,
+                self.fingerprint,
+                sensor.name,
+                sensor.dtype,
+                sensor.chip_shape[0],
+                index,
+                self.chips_per_shard,
+                tuple(spans),
+                tuple((span.path, span.slot) for span in spans if span.start == 0),
+            )
+            for sensor in self.sensors.values()
+            for index, spans in enumerate(self._spans_by_shard(sensor.name))
+        ]
 
     def _spans_by_shard(self, sensor: str) -> list[list[ChipSpan]]:
         size = self.chips_per_shard
@@ -191,8 +203,9 @@ class StorePlan:
             stop = first + location.chip_count
             for shard in range(first // size, (stop - 1) // size + 1):
                 start, end = max(first, shard * size), min(stop, (shard + 1) * size)
-                shards[shard].append(ChipSpan(location.path, location.slots[sensor],
-                                              start - first, end - first))
+                shards[shard].append(
+                    ChipSpan(location.path, location.slots[sensor], start - first, end - first)
+                )
         return shards
 
 
@@ -201,8 +214,9 @@ def staging_path(store_path: Path) -> Path:
     return store_path.with_name(store_path.name + STAGING_SUFFIX)
 
 
-def plan_store(chip_files: list[Path],
-               chips_per_shard: int = ShardParams.chips_per_shard) -> StorePlan:
+def plan_store(
+    chip_files: list[Path], chips_per_shard: int = ShardParams.chips_per_shard
+) -> StorePlan:
     """Plan the store of ``chip_files`` (LocationChips ``.npz`` files), reading headers only.
 
     The pixels stay in their chunk files.
@@ -225,8 +239,10 @@ def plan_store(chip_files: list[Path],
     """
     if chips_per_shard < 1:
         raise ValueError(f"chips_per_shard must be at least 1, not {chips_per_shard}")
-    headers = sorted((header for path in chip_files for header in _read_locations(Path(path))),
-                     key=lambda h: (h[0].source, h[0].item_id))
+    headers = sorted(
+        (header for path in chip_files for header in _read_locations(Path(path))),
+        key=lambda h: (h[0].source, h[0].item_id),
+    )
     _check_unique(headers)
     headers = [(location, shapes) for location, shapes in headers if location.chip_count]
     if not headers:
@@ -253,15 +269,28 @@ def _read_locations(path: Path) -> list[tuple[LocationPlan, _Shapes]]:
         raise ItemError(path.stem, str(path), f"not a readable chip file: {error}") from error
     plans = []
     for index, header in enumerate(locations):
-        slots = {layout["name"]: chip_file.slot(index, member)
-                 for member, layout in enumerate(header["sensors"])}
-        location = LocationPlan(path, index, header["source"], header["item_id"],
-                                header["crs"], header["datetimes"],
-                                chip_file.location_chip_count(index), slots,
-                                item_ids=header.get("item_ids", {}))
-        shapes = {layout["name"]: ((chip_file.chip_count(slots[layout["name"]]),
-                                    *layout["shape"]), np.dtype(layout["dtype"]))
-                  for layout in header["sensors"]}
+        slots = {
+            layout["name"]: chip_file.slot(index, member)
+            for member, layout in enumerate(header["sensors"])
+        }
+        location = LocationPlan(
+            path,
+            index,
+            header["source"],
+            header["item_id"],
+            header["crs"],
+            header["datetimes"],
+            chip_file.location_chip_count(index),
+            slots,
+            item_ids=header.get("item_ids", {}),
+        )
+        shapes = {
+            layout["name"]: (
+                (chip_file.chip_count(slots[layout["name"]]), *layout["shape"]),
+                np.dtype(layout["dtype"]),
+            )
+            for layout in header["sensors"]
+        }
         for sensor, (shape, dtype) in shapes.items():
             _check_chips(location, sensor, shape, dtype)
         for value in location.datetimes.values():
@@ -271,12 +300,14 @@ def _read_locations(path: Path) -> list[tuple[LocationPlan, _Shapes]]:
     return plans
 
 
-def _check_chips(location: LocationPlan, sensor: str, shape: tuple[int, ...],
-                 dtype: np.dtype) -> None:
+def _check_chips(
+    location: LocationPlan, sensor: str, shape: tuple[int, ...], dtype: np.dtype
+) -> None:
     """One sensor's chips are (K, C, H, W), in the registry's dtype and band count."""
     if len(shape) != 4 or shape[0] != location.chip_count:
-        problem: str | None = (f"{sensor} chips have shape {shape}, not "
-                               f"({location.chip_count}, C, H, W)")
+        problem: str | None = (
+            f"{sensor} chips have shape {shape}, not ({location.chip_count}, C, H, W)"
+        )
     else:
         problem = _registry_problem(sensor, shape[1], dtype.name)
     if problem is not None:
@@ -313,8 +344,11 @@ def _datetime_problem(value: str | None) -> str | None:
 def _check_unique(headers: list[tuple[LocationPlan, _Shapes]]) -> None:
     for (a, _), (b, _) in itertools.pairwise(headers):
         if (a.source, a.item_id) == (b.source, b.item_id):
-            raise ItemError(b.item_id, str(b.path),
-                            f"a second chip file of item {b.source}/{b.item_id} (first: {a.path})")
+            raise ItemError(
+                b.item_id,
+                str(b.path),
+                f"a second chip file of item {b.source}/{b.item_id} (first: {a.path})",
+            )
 
 
 def _plan_sensors(headers: list[tuple[LocationPlan, _Shapes]]) -> dict[str, SensorPlan]:
@@ -325,30 +359,47 @@ def _plan_sensors(headers: list[tuple[LocationPlan, _Shapes]]) -> dict[str, Sens
         for sensor, (shape, _) in shapes.items():
             seen = first.setdefault(sensor, (location, shape[1:]))
             if seen[1] != shape[1:]:
-                raise ItemError(location.item_id, str(location.path),
-                                f"{sensor} chips are {shape[1:]} (C, H, W), but {seen[1]} in "
-                                f"{seen[0].path}: a sensor's chips must share one shape")
+                raise ItemError(
+                    location.item_id,
+                    str(location.path),
+                    f"{sensor} chips are {shape[1:]} (C, H, W), but {seen[1]} in "
+                    f"{seen[0].path}: a sensor's chips must share one shape",
+                )
             counts[sensor] = counts.get(sensor, 0) + shape[0]
-    return {name: SensorPlan(name, get_sensor(name).dtype, first[name][1], counts[name],
-                             get_sensor(name).nodata)
-            for name in sorted(first)}
+    return {
+        name: SensorPlan(
+            name, get_sensor(name).dtype, first[name][1], counts[name], get_sensor(name).nodata
+        )
+        for name in sorted(first)
+    }
 
 
-def _number_chips(locations: list[LocationPlan],
-                  sensors: dict[str, SensorPlan]) -> Iterator[LocationPlan]:
+def _number_chips(
+    locations: list[LocationPlan], sensors: dict[str, SensorPlan]
+) -> Iterator[LocationPlan]:
     """The locations with ``first_chip`` filled: each sensor's chips numbered in order."""
     next_chip = dict.fromkeys(sensors, 0)
     for location in locations:
         first = {sensor: next_chip[sensor] for sensor in sorted(location.slots)}
         for sensor in first:
             next_chip[sensor] += location.chip_count
-        yield LocationPlan(location.path, location.location, location.source,
-                           location.item_id, location.crs, location.datetimes,
-                           location.chip_count, location.slots, first, location.item_ids)
+        yield LocationPlan(
+            location.path,
+            location.location,
+            location.source,
+            location.item_id,
+            location.crs,
+            location.datetimes,
+            location.chip_count,
+            location.slots,
+            first,
+            location.item_ids,
+        )
 
 
-def _fingerprint(locations: tuple[LocationPlan, ...], sensors: dict[str, SensorPlan],
-                 chips_per_shard: int) -> str:
+def _fingerprint(
+    locations: tuple[LocationPlan, ...], sensors: dict[str, SensorPlan], chips_per_shard: int
+) -> str:
     """SHA-256 of everything the store's bytes depend on.
 
     Plus the size and mtime of each chip file and chunk file.
@@ -357,17 +408,29 @@ def _fingerprint(locations: tuple[LocationPlan, ...], sensors: dict[str, SensorP
     for location in locations:
         if location.path not in file_stats:
             file_stats[location.path] = [
-                (s.st_size, s.st_mtime_ns) for s in (
-                    path.stat() for path in (location.path, chunk_file(location.path)))]
-        files.append([str(location.path), location.location, file_stats[location.path],
-                      location.source, location.item_id, location.crs, location.datetimes,
-                      location.first_chip,
-                      # (only where set: fingerprints of stores without pairs stay as they were)
-                      *([location.item_ids] if location.item_ids else [])])
-    document = {"format_version": fmt.FORMAT_VERSION, "chips_per_shard": chips_per_shard,
-                "sensors": [[s.name, s.dtype, s.chip_shape, s.chip_count]
-                            for s in sensors.values()],
-                "files": files}
+                (s.st_size, s.st_mtime_ns)
+                for s in (path.stat() for path in (location.path, chunk_file(location.path)))
+            ]
+        files.append(
+            [
+                str(location.path),
+                location.location,
+                file_stats[location.path],
+                location.source,
+                location.item_id,
+                location.crs,
+                location.datetimes,
+                location.first_chip,
+                # (only where set: fingerprints of stores without pairs stay as they were)
+                *([location.item_ids] if location.item_ids else []),
+            ]
+        )
+    document = {
+        "format_version": fmt.FORMAT_VERSION,
+        "chips_per_shard": chips_per_shard,
+        "sensors": [[s.name, s.dtype, s.chip_shape, s.chip_count] for s in sensors.values()],
+        "files": files,
+    }
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -386,9 +449,11 @@ def create_store(plan: StorePlan, store_path: Path) -> None:
         shutil.rmtree(staging)
     chip_counts = {name: sensor.chip_count for name, sensor in plan.sensors.items()}
     pairs = plan.pairs()
-    root = zarr.create_group(LocalStore(staging), zarr_format=3,
-                             attributes=fmt.root_attributes(chip_counts, len(pairs[fmt.INDEX_A]),
-                                                            plan.chips_per_shard))
+    root = zarr.create_group(
+        LocalStore(staging),
+        zarr_format=3,
+        attributes=fmt.root_attributes(chip_counts, len(pairs[fmt.INDEX_A]), plan.chips_per_shard),
+    )
     georeference = _georeference(plan)
     for sensor in plan.sensors.values():
         _create_sensor_group(root, plan, sensor, georeference[sensor.name])
@@ -401,8 +466,9 @@ def create_store(plan: StorePlan, store_path: Path) -> None:
 def _staging_plan(staging: Path) -> str | None:
     """The fingerprint a staging store's skeleton was completed for, None if none."""
     try:
-        return zarr.open_group(LocalStore(staging, read_only=True), mode="r",
-                               zarr_format=3).attrs.get(PLAN_ATTRIBUTE)
+        return zarr.open_group(
+            LocalStore(staging, read_only=True), mode="r", zarr_format=3
+        ).attrs.get(PLAN_ATTRIBUTE)
     except (FileNotFoundError, ValueError, KeyError):
         return None
 
@@ -410,37 +476,51 @@ def _staging_plan(staging: Path) -> str | None:
 def _georeference(plan: StorePlan) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per sensor, the (N, 6) transforms and (N, 4) lon/lat bounds of its chips, in order."""
     parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {
-        name: ([], []) for name in plan.sensors}
+        name: ([], []) for name in plan.sensors
+    }
     chip_files = _ChipFiles()
     for location in plan.locations:
-        transforms, bounds = chip_files.read(location.path, ChipFile.georeference,
-                                             location.location)
+        transforms, bounds = chip_files.read(
+            location.path, ChipFile.georeference, location.location
+        )
         for sensor in location.first_chip:
             parts[sensor][0].append(transforms)
             parts[sensor][1].append(bounds)
-    return {name: (np.concatenate(t).astype(np.float64), np.concatenate(b).astype(np.float64))
-            for name, (t, b) in parts.items()}
+    return {
+        name: (np.concatenate(t).astype(np.float64), np.concatenate(b).astype(np.float64))
+        for name, (t, b) in parts.items()
+    }
 
 
-def _create_sensor_group(root: zarr.Group, plan: StorePlan, sensor: SensorPlan,
-                         georeference: tuple[np.ndarray, np.ndarray]) -> None:
+def _create_sensor_group(
+    root: zarr.Group,
+    plan: StorePlan,
+    sensor: SensorPlan,
+    georeference: tuple[np.ndarray, np.ndarray],
+) -> None:
     """A sensor's group: attributes, empty ``image``, ``band`` and the per-chip metadata."""
     entry = get_sensor(sensor.name)
-    group = root.create_group(sensor.name,
-                              attributes=fmt.sensor_attributes(entry, sensor.chip_count))
-    group.create_array(fmt.IMAGE, shape=(sensor.chip_count, *sensor.chip_shape),
-                       dtype=sensor.dtype, compressors=fmt.IMAGE_CODECS,
-                       fill_value=fmt.image_fill_value(sensor.nodata),
-                       dimension_names=fmt.IMAGE_DIMS,
-                       **fmt.image_layout(sensor.chip_shape, plan.chips_per_shard))
+    group = root.create_group(
+        sensor.name, attributes=fmt.sensor_attributes(entry, sensor.chip_count)
+    )
+    group.create_array(
+        fmt.IMAGE,
+        shape=(sensor.chip_count, *sensor.chip_shape),
+        dtype=sensor.dtype,
+        compressors=fmt.IMAGE_CODECS,
+        fill_value=fmt.image_fill_value(sensor.nodata),
+        dimension_names=fmt.IMAGE_DIMS,
+        **fmt.image_layout(sensor.chip_shape, plan.chips_per_shard),
+    )
     _write_table_array(group, fmt.BAND_ARRAY, np.array(entry.band_names, dtype=object))
     values = _chip_metadata(plan, sensor.name, georeference)
     for spec in fmt.CHIP_METADATA:
         _write_table_array(group, spec, values[spec.name])
 
 
-def _chip_metadata(plan: StorePlan, sensor: str,
-                   georeference: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+def _chip_metadata(
+    plan: StorePlan, sensor: str, georeference: tuple[np.ndarray, np.ndarray]
+) -> dict[str, np.ndarray]:
     """The per-chip metadata columns of one sensor (:data:`CHIP_METADATA` names)."""
     locations = [location for location in plan.locations if sensor in location.first_chip]
     counts = [location.chip_count for location in locations]
@@ -451,24 +531,33 @@ def _chip_metadata(plan: StorePlan, sensor: str,
     datetimes = [fmt.encode_datetime(location.datetimes.get(sensor)) for location in locations]
     item_ids = [loc.item_ids.get(sensor, loc.item_id) for loc in locations]
     chip_files = _ChipFiles()
-    checksums = [chip_files.read(loc.path, ChipFile.checksums, loc.slots[sensor])
-                 for loc in locations]
-    return {fmt.ITEM_ID: column(item_ids, object),
-            fmt.IMAGE_CRC32C: np.concatenate(checksums).astype(np.uint32),
-            fmt.SOURCE: column([loc.source for loc in locations], object),
-            fmt.CRS: column([loc.crs or fmt.NO_CRS for loc in locations], object),
-            fmt.DATETIME: column(datetimes, np.int64),
-            fmt.TRANSFORM: georeference[0], fmt.BOUNDS_LONLAT: georeference[1]}
+    checksums = [
+        chip_files.read(loc.path, ChipFile.checksums, loc.slots[sensor]) for loc in locations
+    ]
+    return {
+        fmt.ITEM_ID: column(item_ids, object),
+        fmt.IMAGE_CRC32C: np.concatenate(checksums).astype(np.uint32),
+        fmt.SOURCE: column([loc.source for loc in locations], object),
+        fmt.CRS: column([loc.crs or fmt.NO_CRS for loc in locations], object),
+        fmt.DATETIME: column(datetimes, np.int64),
+        fmt.TRANSFORM: georeference[0],
+        fmt.BOUNDS_LONLAT: georeference[1],
+    }
 
 
 def _write_table_array(group: zarr.Group, spec: fmt.TableArray, values: np.ndarray) -> None:
     """``values`` as the one-chunk array ``spec`` describes."""
     shape = spec.shape(len(values))
-    array = group.create_array(spec.name, shape=shape, dtype=spec.dtype,
-                               chunks=tuple(max(n, 1) for n in shape),
-                               compressors=fmt.METADATA_COMPRESSOR, fill_value=spec.fill_value,
-                               dimension_names=spec.dimension_names,
-                               attributes=spec.attributes)
+    array = group.create_array(
+        spec.name,
+        shape=shape,
+        dtype=spec.dtype,
+        chunks=tuple(max(n, 1) for n in shape),
+        compressors=fmt.METADATA_COMPRESSOR,
+        fill_value=spec.fill_value,
+        dimension_names=spec.dimension_names,
+        attributes=spec.attributes,
+    )
     if len(values):
         array[...] = values
 
@@ -486,23 +575,31 @@ def write_shard(task: ShardTask) -> ShardStats:
         OSError: naming the shard file, when it cannot be written (e.g. the disk is full).
     """
     if _staging_plan(task.staging) != task.fingerprint:
-        raise RuntimeError(f"{task.staging}: not the staging store of this plan; "
-                           "run create_store first")
-    image = zarr.open_array(LocalStore(task.staging, read_only=True),
-                            path=f"{task.sensor}/{fmt.IMAGE}", mode="r", zarr_format=3)
+        raise RuntimeError(
+            f"{task.staging}: not the staging store of this plan; run create_store first"
+        )
+    image = zarr.open_array(
+        LocalStore(task.staging, read_only=True),
+        path=f"{task.sensor}/{fmt.IMAGE}",
+        mode="r",
+        zarr_format=3,
+    )
     path = _shard_file(image, task.staging, task.shard_index)
     chip_files = _ChipFiles()
     ranges = []  # (chip file, offsets of its chips' chunks and of their end)
     for span in task.spans:
         offsets = chip_files.read(span.path, ChipFile.chunk_offsets, span.slot)
-        ranges.append((span.path, offsets[span.start:span.stop + 1]))
-    index = shard_index([n for _, offsets in ranges for n in np.diff(offsets)],
-                        task.chips_per_shard)
+        ranges.append((span.path, offsets[span.start : span.stop + 1]))
+    index = shard_index(
+        [n for _, offsets in ranges for n in np.diff(offsets)], task.chips_per_shard
+    )
     chunk_bytes = sum(int(offsets[-1] - offsets[0]) for _, offsets in ranges)
     if not _is_written(path, chunk_bytes, index):
         _write_shard_file(path, ranges, index)
-    parts = [chip_files.read(chip_file, ChipFile.statistics, slot, task.dtype)
-             for chip_file, slot in task.statistics]
+    parts = [
+        chip_files.read(chip_file, ChipFile.statistics, slot, task.dtype)
+        for chip_file, slot in task.statistics
+    ]
     return ShardStats.of_parts(task.sensor, task.shard_index, parts, task.bands)
 
 
@@ -541,12 +638,14 @@ def _write_shard_file(path: Path, ranges: list[tuple[Path, np.ndarray]], index: 
                 except ChunkWriteError:
                     raise
                 except (OSError, ValueError) as error:
-                    raise ItemError(chip_file.stem, str(chip_file),
-                                    f"cannot read its chunk file: {error}") from error
+                    raise ItemError(
+                        chip_file.stem, str(chip_file), f"cannot read its chunk file: {error}"
+                    ) from error
             f.write(index)
     except OSError as error:
-        raise OSError(error.errno, f"cannot write the shard file: {error.strerror}",
-                      str(path)) from error
+        raise OSError(
+            error.errno, f"cannot write the shard file: {error.strerror}", str(path)
+        ) from error
 
 
 class _ChipFiles:
@@ -570,8 +669,9 @@ class _ChipFiles:
         try:
             return method(chip_file, *args)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-            raise ItemError(path.stem, str(path), f"cannot read its {method.__name__}: "
-                            f"{error}") from error
+            raise ItemError(
+                path.stem, str(path), f"cannot read its {method.__name__}: {error}"
+            ) from error
 
 
 def finalize_store(plan: StorePlan, store_path: Path, stats: Iterable[ShardStats]) -> Path:
@@ -612,8 +712,10 @@ def finalize_store(plan: StorePlan, store_path: Path, stats: Iterable[ShardStats
 
 def _merge_stats(plan: StorePlan, stats: Iterable[ShardStats]) -> dict[str, fmt.BandStatistics]:
     """Each sensor's statistics, added up shard by shard as they come (in any order)."""
-    accumulators = {name: StatsAccumulator(sensor.dtype, sensor.chip_shape[0])
-                    for name, sensor in plan.sensors.items()}
+    accumulators = {
+        name: StatsAccumulator(sensor.dtype, sensor.chip_shape[0])
+        for name, sensor in plan.sensors.items()
+    }
     expected = {(name, i) for name in plan.sensors for i in range(plan.shard_count(name))}
     seen: set[tuple[str, int]] = set()
     for shard in stats:
@@ -631,8 +733,11 @@ def _layout_nodes(plan: StorePlan) -> tuple[list[str], list[str]]:
     """The group and array paths of the store of ``plan``."""
     groups = [*plan.sensors, fmt.PAIRS_GROUP]
     tables = [fmt.BAND_ARRAY, *fmt.CHIP_METADATA]
-    arrays = [f"{name}/{array}" for name in plan.sensors
-              for array in (fmt.IMAGE, *(spec.name for spec in tables))]
+    arrays = [
+        f"{name}/{array}"
+        for name in plan.sensors
+        for array in (fmt.IMAGE, *(spec.name for spec in tables))
+    ]
     arrays += [f"{fmt.PAIRS_GROUP}/{spec.name}" for spec in fmt.PAIR_ARRAYS]
     return groups, arrays
 
@@ -648,8 +753,10 @@ def _named_files(root: zarr.Group, plan: StorePlan, staging: Path) -> set[Path]:
         array = root[path]
         unit = array.shards or array.chunks
         grid = [range(math.ceil(n / u)) for n, u in zip(array.shape, unit, strict=True)]
-        named.update(staging / path / array.metadata.encode_chunk_key(coords)
-                     for coords in itertools.product(*grid))
+        named.update(
+            staging / path / array.metadata.encode_chunk_key(coords)
+            for coords in itertools.product(*grid)
+        )
     return named
 
 
@@ -693,4 +800,3 @@ def write_store(plan: StorePlan, store_path: Path, map_fn: MapFn = map) -> Path:
     """
     create_store(plan, store_path)
     return finalize_store(plan, store_path, map_fn(write_shard, plan.shard_tasks(store_path)))
-

@@ -69,22 +69,29 @@ def chip_file(params: PipelineParams, batch: list[dict[str, Any]]) -> Path:
     """
     depends_on = {
         "items": [_identity(item) for item in batch],
-        "coregister": asdict(params.coregister), "pictures": asdict(params.pictures),
+        "coregister": asdict(params.coregister),
+        "pictures": asdict(params.pictures),
         "store_format": FORMAT_VERSION,  # the chunks' encoding
     }
     digest = hashlib.sha256(json.dumps(depends_on, sort_keys=True, default=str).encode())
     first = batch[0]
-    return (params.chips_dir / _file_name(first["collection"])
-            / f"{_file_name(first['id'])}.{digest.hexdigest()[:16]}.npz")
+    return (
+        params.chips_dir
+        / _file_name(first["collection"])
+        / f"{_file_name(first['id'])}.{digest.hexdigest()[:16]}.npz"
+    )
 
 
 def _identity(item: dict[str, Any]) -> dict[str, Any]:
     """What an item's chips depend on: collection, id, asset files and its partners'."""
-    identity: dict[str, Any] = {"item": [item["collection"], item["id"]],
-                                "assets": _asset_files(item)}
+    identity: dict[str, Any] = {
+        "item": [item["collection"], item["id"]],
+        "assets": _asset_files(item),
+    }
     if item.get(PARTNER_ITEMS):
-        identity["partners"] = {f"{p['collection']}/{p['id']}": _asset_files(p)
-                                for p in item[PARTNER_ITEMS]}
+        identity["partners"] = {
+            f"{p['collection']}/{p['id']}": _asset_files(p) for p in item[PARTNER_ITEMS]
+        }
     return identity
 
 
@@ -112,20 +119,34 @@ def plan_units(table: pa.Table) -> list[PlannedUnit]:
     collections = table.column("collection").to_pylist()
     ids = table.column("id").to_pylist()
     large = _large_rows(table)
-    declared = (table.column(PARTNERS).to_pylist() if PARTNERS in table.column_names
-                else [None] * table.num_rows)
-    row_of = ({key: row for row, key in enumerate(zip(collections, ids, strict=True))}
-              if any(declared) else {})
+    declared = (
+        table.column(PARTNERS).to_pylist()
+        if PARTNERS in table.column_names
+        else [None] * table.num_rows
+    )
+    row_of = (
+        {key: row for row, key in enumerate(zip(collections, ids, strict=True))}
+        if any(declared)
+        else {}
+    )
     partners_of = [_partner_rows(partners, row_of) for partners in declared]
     partner_rows = {row for rows in partners_of if rows for row in rows}
-    return [PlannedUnit(row, None if partners is None else tuple(partners), collections[row],
-                        ids[row], bool(large[row] or (partners and large[list(partners)].any())))
-            for row, partners in enumerate(partners_of)
-            if partners is not None or row not in partner_rows]
+    return [
+        PlannedUnit(
+            row,
+            None if partners is None else tuple(partners),
+            collections[row],
+            ids[row],
+            bool(large[row] or (partners and large[list(partners)].any())),
+        )
+        for row, partners in enumerate(partners_of)
+        if partners is not None or row not in partner_rows
+    ]
 
 
-def _partner_rows(partners: dict[str, list[str] | None] | None,
-                  row_of: dict[tuple[str, str], int]) -> list[int] | None:
+def _partner_rows(
+    partners: dict[str, list[str] | None] | None, row_of: dict[tuple[str, str], int]
+) -> list[int] | None:
     """The rows of the fetched partners an item declares (:data:`PARTNERS`).
 
     A collection without ids declares none. None when the item declares none: it is not a pair's
@@ -134,8 +155,7 @@ def _partner_rows(partners: dict[str, list[str] | None] | None,
     declared = {c: ids for c, ids in (partners or {}).items() if ids is not None}
     if not declared:
         return None
-    return [row_of[(c, i)] for c, ids in sorted(declared.items()) for i in ids
-            if (c, i) in row_of]
+    return [row_of[(c, i)] for c, ids in sorted(declared.items()) for i in ids if (c, i) in row_of]
 
 
 def _large_rows(table: pa.Table) -> np.ndarray:
@@ -153,8 +173,9 @@ def _large_rows(table: pa.Table) -> np.ndarray:
         fields = [field.name for field in asset.type]
         if "proj:shape" in fields:
             shape = pc.struct_field(asset, [fields.index("proj:shape")])
-            sides = [pc.fill_null(pc.list_element(pc.fill_null(shape, [0, 0]), i), 0)
-                     for i in (0, 1)]
+            sides = [
+                pc.fill_null(pc.list_element(pc.fill_null(shape, [0, 0]), i), 0) for i in (0, 1)
+            ]
             large |= pc.multiply(*sides).to_numpy(zero_copy_only=False) > LARGE_ITEM_PX
         if "file:size" in fields:
             size = pc.fill_null(pc.struct_field(asset, [fields.index("file:size")]), 0)
@@ -179,8 +200,11 @@ def batches(units: list[PlannedUnit], batch_items: int) -> list[list[PlannedUnit
             result.append(current)
             current = []
         current.append(unit)
-        if (unit.large or len(current) >= MAX_BATCH_FACTOR * batch_items
-                or _batch_end(unit, batch_items)):
+        if (
+            unit.large
+            or len(current) >= MAX_BATCH_FACTOR * batch_items
+            or _batch_end(unit, batch_items)
+        ):
             result.append(current)
             current = []
     if current:
@@ -199,11 +223,17 @@ def batch_task(table: pa.Table, batch: list[PlannedUnit]) -> tuple[pa.Table, lis
     Its rows of the table (each once) and, per unit, its row and its partners' rows (None if not a
     reference) in them.
     """
-    rows = list(dict.fromkeys(row for unit in batch
-                              for row in (unit.row, *(unit.partner_rows or ()))))
+    rows = list(
+        dict.fromkeys(row for unit in batch for row in (unit.row, *(unit.partner_rows or ())))
+    )
     position = {row: i for i, row in enumerate(rows)}
-    layout = [(position[unit.row], None if unit.partner_rows is None
-               else [position[row] for row in unit.partner_rows]) for unit in batch]
+    layout = [
+        (
+            position[unit.row],
+            None if unit.partner_rows is None else [position[row] for row in unit.partner_rows],
+        )
+        for unit in batch
+    ]
     return table.take(rows), layout
 
 
@@ -211,9 +241,12 @@ def batch_items_of(task: tuple[pa.Table, list]) -> list[dict[str, Any]]:
     """The work units (:func:`work_units`'s dicts) of a :func:`batch_task`."""
     table, layout = task
     items = table_rows_as_items(table)
-    return [items[row] if partners is None
-            else {**items[row], PARTNER_ITEMS: [items[p] for p in partners]}
-            for row, partners in layout]
+    return [
+        items[row]
+        if partners is None
+        else {**items[row], PARTNER_ITEMS: [items[p] for p in partners]}
+        for row, partners in layout
+    ]
 
 
 def _file_name(catalog_id: str) -> str:
@@ -230,9 +263,10 @@ def _asset_files(item: dict[str, Any]) -> dict[str, list[Any]]:
 
     Paths as the items table keeps them, so the name is the same wherever the project is.
     """
-    return {key: [portable_href(asset["href"]), asset.get("file:checksum"),
-                  asset.get("file:size")]
-            for key, asset in sorted(item["assets"].items())}
+    return {
+        key: [portable_href(asset["href"]), asset.get("file:checksum"), asset.get("file:size")]
+        for key, asset in sorted(item["assets"].items())
+    }
 
 
 def run_discover(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:
@@ -279,8 +313,7 @@ def coregister_batch(batch: list[dict[str, Any]], params: PipelineParams) -> Bat
                 except ItemError as error:
                     writer.add_failure(asdict(Failure.from_error("coregister", error)))
     written = ChipFile(path)
-    return BatchResult(path, len(written.locations),
-                       [Failure(**row) for row in written.failures])
+    return BatchResult(path, len(written.locations), [Failure(**row) for row in written.failures])
 
 
 def _coregister_task(task: tuple[pa.Table, list], params: PipelineParams) -> BatchResult:
@@ -326,17 +359,31 @@ def work_units(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     items are not units of their own.
     """
     by_key = {(item["collection"], item["id"]): item for item in items}
-    partners_of = {key: {collection: list(ids) for collection, ids in
-                         (item["properties"].get(PARTNERS) or {}).items() if ids is not None}
-                   for key, item in by_key.items()}
-    partner_keys = {(c, i) for partners in partners_of.values() for c, ids in partners.items()
-                    for i in ids}
+    partners_of = {
+        key: {
+            collection: list(ids)
+            for collection, ids in (item["properties"].get(PARTNERS) or {}).items()
+            if ids is not None
+        }
+        for key, item in by_key.items()
+    }
+    partner_keys = {
+        (c, i) for partners in partners_of.values() for c, ids in partners.items() for i in ids
+    }
     units = []
     for key, item in by_key.items():
         if partners_of[key]:
-            units.append({**item, PARTNER_ITEMS: [
-                by_key[(c, i)] for c, ids in sorted(partners_of[key].items()) for i in ids
-                if (c, i) in by_key]})
+            units.append(
+                {
+                    **item,
+                    PARTNER_ITEMS: [
+                        by_key[(c, i)]
+                        for c, ids in sorted(partners_of[key].items())
+                        for i in ids
+                        if (c, i) in by_key
+                    ],
+                }
+            )
         elif key not in partner_keys:
             units.append(item)
     return units
@@ -366,24 +413,38 @@ def _summarise_chips(params: PipelineParams, paths: list[Path]) -> Path:
             dropped.update(location["dropped"])
             for member, layout in enumerate(location["sensors"]):
                 chips[layout["name"]] += chip_file.chip_count(chip_file.slot(index, member))
-            rows.extend({"source": location["source"], "item_id": location["item_id"], **shift}
-                        for shift in location["shifts"])
+            rows.extend(
+                {"source": location["source"], "item_id": location["item_id"], **shift}
+                for shift in location["shifts"]
+            )
     qa_path = params.work_dir / "qa.csv"
-    columns = ["source", "item_id", "reference", "secondary", "dy_px", "dx_px", "shift_px",
-               "flagged"]
+    columns = [
+        "source",
+        "item_id",
+        "reference",
+        "secondary",
+        "dy_px",
+        "dx_px",
+        "shift_px",
+        "flagged",
+    ]
     with atomic_open(qa_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    summary = {"locations": locations, "chips": dict(sorted(chips.items())),
-               "dropped": dict(sorted(dropped.items()))}
+    summary = {
+        "locations": locations,
+        "chips": dict(sorted(chips.items())),
+        "dropped": dict(sorted(dropped.items())),
+    }
     return write_json(params.work_dir / "coregister.json", summary)
 
 
 def run_shard(params: PipelineParams, executor: Executor, progress: bool = True) -> Path:
     """Write every chip file into the sharded Zarr v3 store, shards in parallel."""
-    paths = sorted(path for path in params.chips_dir.rglob("*.npz")
-                   if not path.name.startswith("."))  # (a killed writer's temporary file)
+    paths = sorted(
+        path for path in params.chips_dir.rglob("*.npz") if not path.name.startswith(".")
+    )  # (a killed writer's temporary file)
     if not paths:
         raise NothingUsableError(f"no chip files in {params.chips_dir}: run coregister first")
     plan = plan_store(paths, chips_per_shard=params.shard.chips_per_shard)
@@ -392,8 +453,7 @@ def run_shard(params: PipelineParams, executor: Executor, progress: bool = True)
         # A generator: finalize_store merges each shard's statistics as it arrives.
         tasks = list(tasks)
         results = executor.map_unordered(fn, tasks)
-        yield from tqdm(results, total=len(tasks), desc="shard", unit="shard",
-                        disable=not progress)
+        yield from tqdm(results, total=len(tasks), desc="shard", unit="shard", disable=not progress)
 
     return write_store(plan, params.store, map_fn=map_fn)
 

@@ -48,8 +48,18 @@ CHUNK_ITEMS = 500  # item files read per task
 _JSON = "application/json"
 _LINK_FIELDS = ("rel", "href", "type", "title")
 _ASSET_FIELDS = ("href", "type", "title", "description", "roles")
-_ITEM_FIELDS = ("type", "stac_version", "stac_extensions", "id", "geometry", "bbox",
-                "properties", "links", "assets", "collection")
+_ITEM_FIELDS = (
+    "type",
+    "stac_version",
+    "stac_extensions",
+    "id",
+    "geometry",
+    "bbox",
+    "properties",
+    "links",
+    "assets",
+    "collection",
+)
 
 
 @dataclass
@@ -81,26 +91,30 @@ class _ItemChunk:
         return make_absolute_href(href, parent_href)
 
 
-def static_catalog_items(catalog_href: str, search: Search, policy: FetchParams,
-                         executor: Executor) -> Iterator[dict[str, Any]]:
+def static_catalog_items(
+    catalog_href: str, search: Search, policy: FetchParams, executor: Executor
+) -> Iterator[dict[str, Any]]:
     """The items of ``search.collections`` in the static catalog that match ``search``.
 
     Unsorted; item files read in chunks of :data:`CHUNK_ITEMS` on ``executor``.
     """
-    for items in executor.map_unordered(_read_chunk, _chunks(catalog_href, search, policy),
-                                        search, policy):
+    for items in executor.map_unordered(
+        _read_chunk, _chunks(catalog_href, search, policy), search, policy
+    ):
         yield from items
 
 
-def static_catalog_tables(catalog_href: str, search: Search, policy: FetchParams,
-                          executor: Executor) -> Iterator[pa.Table]:
+def static_catalog_tables(
+    catalog_href: str, search: Search, policy: FetchParams, executor: Executor
+) -> Iterator[pa.Table]:
     """:func:`static_catalog_items` as stac-geoparquet tables, one per chunk.
 
     Tables as :func:`pipeline.items.items_table` makes them, each sorted by (collection, id), in no
     particular order: the items never become dicts in this process.
     """
-    return executor.map_unordered(_read_chunk_table, _chunks(catalog_href, search, policy),
-                                  search, policy)
+    return executor.map_unordered(
+        _read_chunk_table, _chunks(catalog_href, search, policy), search, policy
+    )
 
 
 def _chunks(catalog_href: str, search: Search, policy: FetchParams) -> list[_ItemChunk]:
@@ -116,9 +130,15 @@ def _chunks(catalog_href: str, search: Search, policy: FetchParams) -> list[_Ite
     for collection_id in search.collections:
         entries = list(_item_entries(collections[collection_id]))
         chunks.extend(
-            _ItemChunk(catalog_href, collection_id, (root.href, root.title),
-                       folder_of(root.href), tuple(entries[start:start + CHUNK_ITEMS]))
-            for start in range(0, len(entries), CHUNK_ITEMS))
+            _ItemChunk(
+                catalog_href,
+                collection_id,
+                (root.href, root.title),
+                folder_of(root.href),
+                tuple(entries[start : start + CHUNK_ITEMS]),
+            )
+            for start in range(0, len(entries), CHUNK_ITEMS)
+        )
     return chunks
 
 
@@ -129,8 +149,9 @@ def _walk(reader: CheckedStacIO, href: str, seen: set[str]) -> _Node:
     """
     seen.add(href)
     record = _read_json(reader, href)
-    node = _Node(href, record.get("id", ""), record.get("title"),
-                 record.get("type") == "Collection")
+    node = _Node(
+        href, record.get("id", ""), record.get("title"), record.get("type") == "Collection"
+    )
     for link in record.get("links", []):
         if link.get("rel") == "item":  # up to millions: resolved on the workers
             node.item_hrefs.append(link["href"])
@@ -171,8 +192,7 @@ def _read_json(reader: CheckedStacIO, href: str) -> dict[str, Any]:
     return record
 
 
-def _read_chunk(chunk: _ItemChunk, search: Search,
-                policy: FetchParams) -> list[dict[str, Any]]:
+def _read_chunk(chunk: _ItemChunk, search: Search, policy: FetchParams) -> list[dict[str, Any]]:
     """The items of ``chunk`` that match ``search`` (runs on a worker)."""
     reader = CheckedStacIO(chunk.source, policy)
     area, interval = search.area, search.interval
@@ -182,8 +202,12 @@ def _read_chunk(chunk: _ItemChunk, search: Search,
         record = _read_json(reader, href)
         if record.get("type") != "Feature":
             raise ValueError(f"{href}: an item link of {parent_href} names no STAC item")
-        item = _as_pystac_writes(migrate_to_latest(record, identify_stac_object(record)),
-                                 href, chunk.root, (parent_href, parent_title))
+        item = _as_pystac_writes(
+            migrate_to_latest(record, identify_stac_object(record)),
+            href,
+            chunk.root,
+            (parent_href, parent_title),
+        )
         if matches(item, area, interval):
             item["collection"] = chunk.collection
             items.append(with_origin(item, href, chunk.root_dir))
@@ -199,14 +223,18 @@ def _read_chunk_table(chunk: _ItemChunk, search: Search, policy: FetchParams) ->
     return sorted_by_id(items_table(_read_chunk(chunk, search, policy), files))
 
 
-def _as_pystac_writes(record: dict[str, Any], href: str, root: tuple[str, str | None],
-                      parent: tuple[str, str | None]) -> dict[str, Any]:
+def _as_pystac_writes(
+    record: dict[str, Any], href: str, root: tuple[str, str | None], parent: tuple[str, str | None]
+) -> dict[str, Any]:
     """The item file ``record`` (at ``href``) as pystac writes the item it reads from it.
 
     As written within its catalog: see the module docstring.
     """
-    links = [_entry(link, _LINK_FIELDS) for link in record.get("links", [])
-             if link.get("rel") not in ("self", "parent")]
+    links = [
+        _entry(link, _LINK_FIELDS)
+        for link in record.get("links", [])
+        if link.get("rel") not in ("self", "parent")
+    ]
     root_link = _typed_link("root", *root)
     at = next((i for i, link in enumerate(links) if link.get("rel") == "root"), None)
     if at is None:
@@ -216,14 +244,20 @@ def _as_pystac_writes(record: dict[str, Any], href: str, root: tuple[str, str | 
     links += [{"rel": "self", "href": href, "type": _JSON}, _typed_link("parent", *parent)]
     properties = dict(record.get("properties") or {})
     instant = properties.get("datetime")
-    properties["datetime"] = None if instant is None else datetime_to_str(
-        str_to_datetime(instant))
-    item = {"type": "Feature", "stac_version": record["stac_version"],
-            "stac_extensions": record.get("stac_extensions") or [], "id": record.get("id"),
-            "geometry": record.get("geometry"), "bbox": record.get("bbox") or [],
-            "properties": properties, "links": links,
-            "assets": {key: _entry(asset, _ASSET_FIELDS)
-                       for key, asset in (record.get("assets") or {}).items()}}
+    properties["datetime"] = None if instant is None else datetime_to_str(str_to_datetime(instant))
+    item = {
+        "type": "Feature",
+        "stac_version": record["stac_version"],
+        "stac_extensions": record.get("stac_extensions") or [],
+        "id": record.get("id"),
+        "geometry": record.get("geometry"),
+        "bbox": record.get("bbox") or [],
+        "properties": properties,
+        "links": links,
+        "assets": {
+            key: _entry(asset, _ASSET_FIELDS) for key, asset in (record.get("assets") or {}).items()
+        },
+    }
     if record.get("collection"):
         item["collection"] = record["collection"]
     item.update((k, v) for k, v in record.items() if k not in _ITEM_FIELDS)
@@ -245,6 +279,9 @@ def _entry(record: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     known = {k: record[k] for k in fields if record.get(k) is not None}
     extra = {k: v for k, v in record.items() if k not in fields}
     if "roles" in known:
-        return {**{k: v for k, v in known.items() if k != "roles"}, **extra,
-                "roles": known["roles"]}
+        return {
+            **{k: v for k, v in known.items() if k != "roles"},
+            **extra,
+            "roles": known["roles"],
+        }
     return {**known, **extra}

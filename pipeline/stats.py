@@ -89,8 +89,9 @@ class Histogram:
         return bin_values(self.keys[index], dtype)
 
 
-def percentiles_of(histogram: Histogram, count: int, dtype: np.dtype,
-                   qs: tuple[int, ...] = STAT_PERCENTILES) -> np.ndarray:
+def percentiles_of(
+    histogram: Histogram, count: int, dtype: np.dtype, qs: tuple[int, ...] = STAT_PERCENTILES
+) -> np.ndarray:
     """``np.percentile(data, qs)`` (linear method) of the data ``histogram`` counts.
 
     The same arithmetic as numpy's, so the result is exactly numpy's when bins are exact.
@@ -130,8 +131,13 @@ class StreamingStats:
         measure = _exact_band if exact_bins(chips.dtype) else _float_band
         bands = [measure(chips[:, c], nodata) for c in range(chips.shape[1])]
         count, mean, m2, histograms = zip(*bands, strict=True)
-        return cls(chips.dtype.str, np.array(count, dtype=np.int64), np.array(mean),
-                   np.array(m2), histograms)
+        return cls(
+            chips.dtype.str,
+            np.array(count, dtype=np.int64),
+            np.array(mean),
+            np.array(m2),
+            histograms,
+        )
 
 
 def combined_stats(parts: list[StreamingStats]) -> StreamingStats:
@@ -149,8 +155,11 @@ def combined_stats(parts: list[StreamingStats]) -> StreamingStats:
         keys = np.concatenate([p.histograms[band].keys for p in parts])
         counts = np.concatenate([p.histograms[band].counts for p in parts])
         unique, inverse = np.unique(keys, return_inverse=True)
-        histograms.append(Histogram(unique, np.bincount(inverse, weights=counts,
-                                                        minlength=len(unique)).astype(np.int64)))
+        histograms.append(
+            Histogram(
+                unique, np.bincount(inverse, weights=counts, minlength=len(unique)).astype(np.int64)
+            )
+        )
     return StreamingStats(parts[0].dtype, count, mean, m2, tuple(histograms))
 
 
@@ -182,10 +191,13 @@ class StatsAccumulator:
             ValueError: when ``stats`` has another dtype or number of bands.
         """
         if np.dtype(stats.dtype) != self.dtype or len(stats.count) != len(self._histograms):
-            raise ValueError(f"statistics of {len(stats.count)} {stats.dtype} bands do not add "
-                             f"to {len(self._histograms)} {self.dtype} bands")
-        self._add(np.array([(stats.count, stats.mean, stats.m2)], dtype=np.float64),
-                  stats.histograms)
+            raise ValueError(
+                f"statistics of {len(stats.count)} {stats.dtype} bands do not add "
+                f"to {len(self._histograms)} {self.dtype} bands"
+            )
+        self._add(
+            np.array([(stats.count, stats.mean, stats.m2)], dtype=np.float64), stats.histograms
+        )
 
     def add_shard(self, shard: ShardStats) -> None:
         """Count the values of a shard's parts (the same as adding each part).
@@ -194,8 +206,10 @@ class StatsAccumulator:
             ValueError: when the shard's statistics have another number of bands.
         """
         if shard.moments.shape[1:] != (3, len(self._histograms)):
-            raise ValueError(f"statistics of {shard.moments.shape[2]} bands do not add to "
-                             f"{len(self._histograms)} bands")
+            raise ValueError(
+                f"statistics of {shard.moments.shape[2]} bands do not add to "
+                f"{len(self._histograms)} bands"
+            )
         self._add(shard.moments, shard.histograms)
 
     def _add(self, moments: np.ndarray, histograms: Sequence[Histogram]) -> None:
@@ -206,21 +220,27 @@ class StatsAccumulator:
     def summary(self) -> BandStatistics:
         """Count, mean, population std and :data:`STAT_PERCENTILES` per band (None if empty)."""
         count, mean, m2 = _combine_moments(
-            np.concatenate(self._moments) if self._moments else [], len(self._histograms))
-        rows = [percentiles_of(Histogram(np.flatnonzero(dense), dense[dense > 0]), int(n),
-                               self.dtype) if n else None
-                for dense, n in zip(self._histograms, count, strict=True)]
+            np.concatenate(self._moments) if self._moments else [], len(self._histograms)
+        )
+        rows = [
+            percentiles_of(Histogram(np.flatnonzero(dense), dense[dense > 0]), int(n), self.dtype)
+            if n
+            else None
+            for dense, n in zip(self._histograms, count, strict=True)
+        ]
         empty = count == 0
         return BandStatistics(
             count=tuple(int(n) for n in count),
             mean=_floats(mean, empty),
             std=_floats(np.sqrt(m2 / np.maximum(count, 1)), empty),
-            percentiles={q: tuple(None if row is None else float(row[i]) for row in rows)
-                         for i, q in enumerate(STAT_PERCENTILES)})
+            percentiles={
+                q: tuple(None if row is None else float(row[i]) for row in rows)
+                for i, q in enumerate(STAT_PERCENTILES)
+            },
+        )
 
 
-def _combine_moments(moments: Any,
-                     bands: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _combine_moments(moments: Any, bands: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Count, mean and sum of squared deviations of the union of parts, per band.
 
     ``moments``: per part its count, mean and sum of squared deviations per band, as nested
@@ -248,7 +268,7 @@ def _blocks(band: np.ndarray) -> list[np.ndarray]:
     """A (K, H, W) band of some chips as 1-D blocks of about :data:`BLOCK_VALUES` values."""
     per_chip = math.prod(band.shape[1:])
     step = max(1, BLOCK_VALUES // max(per_chip, 1))
-    return [band[k:k + step].reshape(-1) for k in range(0, len(band), step)]
+    return [band[k : k + step].reshape(-1) for k in range(0, len(band), step)]
 
 
 def _exact_band(band: np.ndarray, nodata: float | None) -> _BandStats:
@@ -282,10 +302,10 @@ def _dense_counts(band: np.ndarray) -> np.ndarray:
     for block in _blocks(band):
         counts = np.bincount(bin_keys(block)).astype(np.int64, copy=False)
         if len(counts) > len(dense):
-            counts[:len(dense)] += dense
+            counts[: len(dense)] += dense
             dense = counts
         else:
-            dense[:len(counts)] += counts
+            dense[: len(counts)] += counts
     return dense
 
 
@@ -339,8 +359,9 @@ def _key_spans(keys: np.ndarray) -> list[tuple[int, np.ndarray]]:
     return [span for part in (keys[below], keys[~below]) for span in _key_spans(part)]
 
 
-def _added_span(span: tuple[int, np.ndarray] | None, low: int,
-                counts: np.ndarray) -> tuple[int, np.ndarray]:
+def _added_span(
+    span: tuple[int, np.ndarray] | None, low: int, counts: np.ndarray
+) -> tuple[int, np.ndarray]:
     """The counts of ``span`` and of ``counts`` from key ``low``, added up as one span.
 
     ``span`` is (first key, counts from it; None for none); the sum starts from the lower first key.
@@ -350,7 +371,7 @@ def _added_span(span: tuple[int, np.ndarray] | None, low: int,
     first = min(span[0], low)
     dense = np.zeros(max(span[0] + len(span[1]), low + len(counts)) - first, dtype=np.int64)
     for start, part in (span, (low, counts)):
-        dense[start - first:start - first + len(part)] += part
+        dense[start - first : start - first + len(part)] += part
     return first, dense
 
 
@@ -361,8 +382,10 @@ def _histogram_of_spans(spans: list[tuple[int, np.ndarray]]) -> Histogram:
     """
     parts = [(Histogram.of_dense(dense), low) for low, dense in spans]
     empty = np.empty(0, dtype=np.int64)
-    return Histogram(np.concatenate([h.keys + low for h, low in parts] or [empty]),
-                     np.concatenate([h.counts for h, _ in parts] or [empty]))
+    return Histogram(
+        np.concatenate([h.keys + low for h, low in parts] or [empty]),
+        np.concatenate([h.counts for h, _ in parts] or [empty]),
+    )
 
 
 def _floats(values: np.ndarray, empty: np.ndarray) -> tuple[float | None, ...]:
@@ -391,14 +414,19 @@ class ShardStats:
     histograms: tuple[Histogram, ...]
 
     @classmethod
-    def of_parts(cls, sensor: str, shard_index: int, parts: Sequence[StreamingStats],
-                 bands: int) -> ShardStats:
+    def of_parts(
+        cls, sensor: str, shard_index: int, parts: Sequence[StreamingStats], bands: int
+    ) -> ShardStats:
         """The statistics of ``parts`` (each of ``bands`` bands)."""
-        moments = np.array([(p.count, p.mean, p.m2) for p in parts],
-                           dtype=np.float64).reshape(-1, 3, bands)
-        return cls(sensor, shard_index, moments,
-                   tuple(summed_histogram([p.histograms[c] for p in parts])
-                         for c in range(bands)))
+        moments = np.array([(p.count, p.mean, p.m2) for p in parts], dtype=np.float64).reshape(
+            -1, 3, bands
+        )
+        return cls(
+            sensor,
+            shard_index,
+            moments,
+            tuple(summed_histogram([p.histograms[c] for p in parts]) for c in range(bands)),
+        )
 
 
 def summed_histogram(histograms: Sequence[Histogram]) -> Histogram:

@@ -56,8 +56,9 @@ class StoreValidationError(RuntimeError):
     """The store disagrees with the build's records; lists every disagreement."""
 
 
-def check_store(params: PipelineParams, manifest: StoreManifest,
-                executor: Executor | None = None) -> list[str]:
+def check_store(
+    params: PipelineParams, manifest: StoreManifest, executor: Executor | None = None
+) -> list[str]:
     """Every disagreement between the store and the coregister summary and the registry.
 
     The chips' checksums are verified on ``executor``'s workers (this process without one).
@@ -74,8 +75,10 @@ def check_store(params: PipelineParams, manifest: StoreManifest,
         image = root[name][IMAGE]
         expected = summary["chips"].get(name)
         if not (sensor.chip_count == image.shape[0] == expected):
-            problems.append(f"{name}: {image.shape[0]} chips in the store, manifest says "
-                            f"{sensor.chip_count}, coregister made {expected}")
+            problems.append(
+                f"{name}: {image.shape[0]} chips in the store, manifest says "
+                f"{sensor.chip_count}, coregister made {expected}"
+            )
         if str(image.dtype) != registry.dtype:
             problems.append(f"{name}: dtype {image.dtype}, registry says {registry.dtype}")
         if sensor.band_names != registry.band_names or image.shape[1] != registry.num_bands:
@@ -94,11 +97,15 @@ def check_store(params: PipelineParams, manifest: StoreManifest,
             if bad.size and (bad.min() < 0 or bad.max() >= count):
                 problems.append(f"pairs: {side_index} of {name} outside 0..{count - 1}")
     if pairs[INDEX_A].shape[0] != manifest.pair_count:
-        problems.append(f"pairs: {pairs[INDEX_A].shape[0]} rows, manifest says "
-                        f"{manifest.pair_count}")
-    parts = [(name, shards[first:first + VERIFY_SHARDS_PER_TASK])
-             for name in manifest.sensors for shards in [_shards(root[name][IMAGE])]
-             for first in range(0, len(shards), VERIFY_SHARDS_PER_TASK)]
+        problems.append(
+            f"pairs: {pairs[INDEX_A].shape[0]} rows, manifest says {manifest.pair_count}"
+        )
+    parts = [
+        (name, shards[first : first + VERIFY_SHARDS_PER_TASK])
+        for name in manifest.sensors
+        for shards in [_shards(root[name][IMAGE])]
+        for first in range(0, len(shards), VERIFY_SHARDS_PER_TASK)
+    ]
     tasks = [(number, params.store, name, shards) for number, (name, shards) in enumerate(parts)]
     verified = dict((executor or Executor()).map_unordered(_verify_task, tasks))
     return problems + [line for number in sorted(verified) for line in verified[number]]
@@ -129,19 +136,20 @@ def verify_chips(store: Path, sensor: str, shards: range | None = None) -> list[
     if not shards:
         return []
     offset = shards[0] * per_shard  # only these shards' checksums are read
-    checksums = group[IMAGE_CRC32C][offset:(shards[-1] + 1) * per_shard]
+    checksums = group[IMAGE_CRC32C][offset : (shards[-1] + 1) * per_shard]
     problems = []
     for shard in shards:
         path = store / sensor / IMAGE / shard_key(image, shard)
         first = shard * per_shard
-        expected = checksums[first - offset:first - offset + per_shard].tolist()
+        expected = checksums[first - offset : first - offset + per_shard].tolist()
         try:
             damaged = _damaged_chunks(path, per_shard, expected)
         except (OSError, ValueError) as error:  # no file, or no readable index
             reason = error.strerror if isinstance(error, OSError) else str(error)
             damaged = dict.fromkeys(range(len(expected)), reason)
-        problems += [f"{sensor} chip {first + slot}: {path}: {reason}"
-                     for slot, reason in damaged.items()]
+        problems += [
+            f"{sensor} chip {first + slot}: {path}: {reason}" for slot, reason in damaged.items()
+        ]
     return problems
 
 
@@ -177,9 +185,11 @@ def shift_summary(measured: np.ndarray, flag_px: float) -> dict[str, Any]:
     in the statistics.
     """
     shifts = measured[np.isfinite(measured)]
-    qa: dict[str, Any] = {"pairs_measured": int(shifts.size),
-                          "pairs_without_structure": int(measured.size - shifts.size),
-                          "flagged": int((shifts > flag_px).sum())}
+    qa: dict[str, Any] = {
+        "pairs_measured": int(shifts.size),
+        "pairs_without_structure": int(measured.size - shifts.size),
+        "flagged": int((shifts > flag_px).sum()),
+    }
     for q in SHIFT_PERCENTILES:
         qa[f"p{q}_px"] = round(float(np.percentile(shifts, q)), 4) if shifts.size else None
     qa["max_px"] = round(float(shifts.max()), 4) if shifts.size else None
@@ -189,8 +199,10 @@ def shift_summary(measured: np.ndarray, flag_px: float) -> dict[str, Any]:
 def build_metrics(params: PipelineParams, manifest: StoreManifest) -> dict[str, Any]:
     """The numbers of the build: items, chips per sensor, pairs, drops, failures, QA shifts."""
     summary = json.loads((params.work_dir / "coregister.json").read_text())
-    qa = shift_summary(np.array([float(r["shift_px"]) for r in _shift_table(params)]),
-                       params.coregister.shift_flag_px)
+    qa = shift_summary(
+        np.array([float(r["shift_px"]) for r in _shift_table(params)]),
+        params.coregister.shift_flag_px,
+    )
     failures = all_failures(params)
     return {
         "items": pq.read_metadata(params.items_table).num_rows,
@@ -201,12 +213,18 @@ def build_metrics(params: PipelineParams, manifest: StoreManifest) -> dict[str, 
         "failures": dict(sorted(Counter(f.stage for f in failures).items())),
         # The kind of each reason: its text before any detail (": ..." or " (...)"), which
         # may name the file (e.g. GDAL's message of an unreadable GeoTIFF).
-        "failure_reasons": dict(sorted(Counter(re.split(r"[:(]", f.reason, maxsplit=1)[0].strip()
-                                               for f in failures).items())),
+        "failure_reasons": dict(
+            sorted(
+                Counter(
+                    re.split(r"[:(]", f.reason, maxsplit=1)[0].strip() for f in failures
+                ).items()
+            )
+        ),
         "qa_shift": qa,
         "store_files": sum(1 for p in params.store.rglob("*") if p.is_file()),
-        "store_mb": round(sum(p.stat().st_size for p in params.store.rglob("*")
-                              if p.is_file()) / 1e6, 3),
+        "store_mb": round(
+            sum(p.stat().st_size for p in params.store.rglob("*") if p.is_file()) / 1e6, 3
+        ),
     }
 
 
@@ -233,8 +251,9 @@ def _pairs_figure(params: PipelineParams, path: Path) -> Path:
     pairs = root[PAIRS_GROUP]
     count = pairs[INDEX_A].shape[0]
     rows = np.linspace(0, count - 1, min(THUMBNAIL_PAIRS, count)).astype(int) if count else []
-    figure, axes = plt.subplots(max(len(rows), 1), 2, figsize=(6, 3 * max(len(rows), 1)),
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        max(len(rows), 1), 2, figsize=(6, 3 * max(len(rows), 1)), squeeze=False
+    )
     for row, pair in enumerate(rows):
         for column, (s_key, i_key) in enumerate(((SENSOR_A, INDEX_A), (SENSOR_B, INDEX_B))):
             name, index = str(pairs[s_key][pair]), int(pairs[i_key][pair])
@@ -251,8 +270,12 @@ def _shift_figure(params: PipelineParams, path: Path) -> Path:
     shifts = [s for r in _shift_table(params) if np.isfinite(s := float(r["shift_px"]))]
     figure, axis = plt.subplots(figsize=(5, 3))
     axis.hist(shifts, bins=30, color="steelblue")
-    axis.axvline(params.coregister.shift_flag_px, color="crimson", linestyle="--",
-                 label=f"flag at {params.coregister.shift_flag_px} px")
+    axis.axvline(
+        params.coregister.shift_flag_px,
+        color="crimson",
+        linestyle="--",
+        label=f"flag at {params.coregister.shift_flag_px} px",
+    )
     axis.set_xlabel("residual shift after co-registration (px)")
     axis.set_ylabel("pairs")
     axis.legend()
@@ -261,23 +284,40 @@ def _shift_figure(params: PipelineParams, path: Path) -> Path:
 
 
 def _markdown(metrics: dict[str, Any], figures: dict[str, Path], report_dir: Path) -> str:
-    lines = ["# GeoPile-2 build report", "",
-             f"{metrics['items']} items -> {metrics['locations']} locations -> "
-             f"{sum(metrics['chips'].values())} chips, {metrics['pairs']} pairs; "
-             f"store: {metrics['store_files']} files, {metrics['store_mb']} MB.", "",
-             "| sensor | chips |", "| --- | ---: |"]
+    lines = [
+        "# GeoPile-2 build report",
+        "",
+        f"{metrics['items']} items -> {metrics['locations']} locations -> "
+        f"{sum(metrics['chips'].values())} chips, {metrics['pairs']} pairs; "
+        f"store: {metrics['store_files']} files, {metrics['store_mb']} MB.",
+        "",
+        "| sensor | chips |",
+        "| --- | ---: |",
+    ]
     lines += [f"| {name} | {count} |" for name, count in metrics["chips"].items()]
-    lines += ["", "Dropped chips: " + (", ".join(f"{k} {v}" for k, v in metrics["dropped"].items())
-                                       or "none") + ".",
-              "Quarantined inputs: " + (", ".join(f"{k} {v}" for k, v
-                                                  in metrics["failure_reasons"].items())
-                                        or "none") + ".", ""]
+    lines += [
+        "",
+        "Dropped chips: "
+        + (", ".join(f"{k} {v}" for k, v in metrics["dropped"].items()) or "none")
+        + ".",
+        "Quarantined inputs: "
+        + (", ".join(f"{k} {v}" for k, v in metrics["failure_reasons"].items()) or "none")
+        + ".",
+        "",
+    ]
     qa = metrics["qa_shift"]
-    lines += [f"Residual shift of {qa['pairs_measured']} co-registered pairs: median "
-              f"{qa['p50_px']} px, p99 {qa['p99_px']} px, max {qa['max_px']} px; "
-              f"{qa['flagged']} flagged"
-              + (f"; {qa['pairs_without_structure']} without structure to measure a shift on"
-                 if qa["pairs_without_structure"] else "") + ".", ""]
+    lines += [
+        f"Residual shift of {qa['pairs_measured']} co-registered pairs: median "
+        f"{qa['p50_px']} px, p99 {qa['p99_px']} px, max {qa['max_px']} px; "
+        f"{qa['flagged']} flagged"
+        + (
+            f"; {qa['pairs_without_structure']} without structure to measure a shift on"
+            if qa["pairs_without_structure"]
+            else ""
+        )
+        + ".",
+        "",
+    ]
     lines += [f"![{title}]({path.relative_to(report_dir)})" for title, path in figures.items()]
     return "\n".join(lines) + "\n"
 
@@ -294,7 +334,9 @@ def run_validate(params: PipelineParams, executor: Executor | None = None) -> Pa
     report_dir = params.reports_dir
     (report_dir / "figures").mkdir(parents=True, exist_ok=True)
     metrics = build_metrics(params, manifest)
-    figures = {"residual shifts": _shift_figure(params, report_dir / "figures" / "qa_shifts.png"),
-               "paired chips": _pairs_figure(params, report_dir / "figures" / "pairs.png")}
+    figures = {
+        "residual shifts": _shift_figure(params, report_dir / "figures" / "qa_shifts.png"),
+        "paired chips": _pairs_figure(params, report_dir / "figures" / "pairs.png"),
+    }
     write_text(report_dir / "geopile2.md", _markdown(metrics, figures, report_dir))
     return write_json(report_dir / "geopile2.json", metrics)

@@ -49,13 +49,20 @@ def spacenet2_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def vaihingen_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = vaihingen_data.make_vaihingen(tmp_path_factory.mktemp("vaihingen"))
     for kind in ("cir", "dsm", "labels"):
-        shutil.copy(vaihingen_data.area_path(root, 1, kind),
-                    vaihingen_data.area_path(root, EXTRA_TRAIN_AREA, kind))
+        shutil.copy(
+            vaihingen_data.area_path(root, 1, kind),
+            vaihingen_data.area_path(root, EXTRA_TRAIN_AREA, kind),
+        )
     return root
 
 
 @pytest.fixture(scope="session")
-def roots(bigearthnet_root: Path, sen12ms_cr_root: Path, spacenet2_root: Path,
-          vaihingen_root: Path) -> dict[str, Path]:
-    return {"bigearthnet": bigearthnet_root, "sen12ms_cr": sen12ms_cr_root,
-            "spacenet2": spacenet2_root, "vaihingen": vaihingen_root}
+def roots(
+    bigearthnet_root: Path, sen12ms_cr_root: Path, spacenet2_root: Path, vaihingen_root: Path
+) -> dict[str, Path]:
+    return {
+        "bigearthnet": bigearthnet_root,
+        "sen12ms_cr": sen12ms_cr_root,
+        "spacenet2": spacenet2_root,
+        "vaihingen": vaihingen_root,
+    }

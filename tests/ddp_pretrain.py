@@ -25,20 +25,32 @@ class RecordRank(lightning.Callback):
         self.out, self.chips = out, []
 
     def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
-        self.chips += [(sensor, int(chip)) for sensor, sub in batch["sensors"].items()
-                       for chip in sub["index"]]
+        self.chips += [
+            (sensor, int(chip)) for sensor, sub in batch["sensors"].items() for chip in sub["index"]
+        ]
 
     def on_train_end(self, trainer: Any, module: Any) -> None:
         weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
-        torch.save({"weights": weights, "chips": self.chips},
-                   self.out / f"rank{trainer.global_rank}.pt")
+        torch.save(
+            {"weights": weights, "chips": self.chips}, self.out / f"rank{trainer.global_rank}.pt"
+        )
 
 
 def main() -> None:
     config, out = sys.argv[1], Path(sys.argv[2])
-    cli = PretrainCLI(MsGFMPretraining, GeoPile2DataModule, run=False,
-                      args=["--config", config, "--trainer.devices", "2",
-                            "--trainer.strategy", "ddp_find_unused_parameters_true"])
+    cli = PretrainCLI(
+        MsGFMPretraining,
+        GeoPile2DataModule,
+        run=False,
+        args=[
+            "--config",
+            config,
+            "--trainer.devices",
+            "2",
+            "--trainer.strategy",
+            "ddp_find_unused_parameters_true",
+        ],
+    )
     cli.trainer.callbacks.append(RecordRank(out))
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
 

@@ -77,8 +77,13 @@ class Tokens:
         signature = secrets.token_urlsafe(24)
         start, expiry = time.time(), time.time() + self.lifetime_s
         self.issued[signature] = (account, container, expiry)
-        fields = {"st": _rfc3339(start), "se": _rfc3339(expiry), "sp": "rl", "sr": "c",
-                  "sig": signature}
+        fields = {
+            "st": _rfc3339(start),
+            "se": _rfc3339(expiry),
+            "sp": "rl",
+            "sr": "c",
+            "sig": signature,
+        }
         return "&".join(f"{k}={quote(v, safe='')}" for k, v in fields.items()), expiry
 
     def refusal(self, host: str, path: str, query: str) -> str | None:
@@ -176,24 +181,39 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _send_file(self, status: HTTPStatus, data: bytes, body: bytes,
-                   headers: dict[str, str] | None = None) -> None:
+    def _send_file(
+        self, status: HTTPStatus, data: bytes, body: bytes, headers: dict[str, str] | None = None
+    ) -> None:
         """``body`` (all or part of the file ``data``) with the ETag and Last-Modified headers
         that object store clients (S3's) require."""
-        self._send(status, body, {"ETag": f'"{hashlib.md5(data).hexdigest()}"',
-                                  "Last-Modified": formatdate(0, usegmt=True), **(headers or {})})
+        self._send(
+            status,
+            body,
+            {
+                "ETag": f'"{hashlib.md5(data).hexdigest()}"',
+                "Last-Modified": formatdate(0, usegmt=True),
+                **(headers or {}),
+            },
+        )
 
     def _send_range(self, data: bytes, range_header: str) -> None:
         match = _RANGE.fullmatch(range_header)
         start = int(match.group(1)) if match else len(data)
         end = int(match.group(2)) if match and match.group(2) else len(data) - 1
         if start >= len(data):
-            self._send(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, b"",
-                       {"Content-Range": f"bytes */{len(data)}"})
+            self._send(
+                HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
+                b"",
+                {"Content-Range": f"bytes */{len(data)}"},
+            )
             return
         end = min(end, len(data) - 1)
-        self._send_file(HTTPStatus.PARTIAL_CONTENT, data, data[start:end + 1],
-                        {"Content-Range": f"bytes {start}-{end}/{len(data)}"})
+        self._send_file(
+            HTTPStatus.PARTIAL_CONTENT,
+            data,
+            data[start : end + 1],
+            {"Content-Range": f"bytes {start}-{end}/{len(data)}"},
+        )
 
     def _send_cut(self, data: bytes, drop_after: int) -> None:
         """Promise the whole file, send ``drop_after`` bytes, then close the connection."""
@@ -216,8 +236,9 @@ def _rfc3339(posix_s: float) -> str:
 def file_server(root: Path) -> Iterator[FileServer]:
     """A :class:`FileServer` of ``root`` running in a thread for the ``with`` block."""
     server = FileServer(root)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield server

@@ -36,9 +36,13 @@ REPORTS = "reports"
 # whole build stays a few seconds.
 BUSY_BUILD: dict[str, Any] = {
     "collections": ["sen12ms", "mdas", "millionaid", "geopile"],
-    "coregister": {"sources": {"sen12ms": {"reference": "s2", "chip_px": 64, "stride_px": 32},
-                               "mdas": {"reference": "rgb", "chip_px": 64, "stride_px": 32}},
-                   "batch_items": 2},
+    "coregister": {
+        "sources": {
+            "sen12ms": {"reference": "s2", "chip_px": 64, "stride_px": 32},
+            "mdas": {"reference": "rgb", "chip_px": 64, "stride_px": 32},
+        },
+        "batch_items": 2,
+    },
     "pictures": {"chip_px": 64},
     "shard": {"chips_per_shard": 16},
 }
@@ -46,14 +50,19 @@ BUSY_BUILD: dict[str, Any] = {
 # four per MDAS item.
 PAIRED_BUILD: dict[str, Any] = {
     "collections": ["sen12ms", "mdas"],
-    "coregister": {"sources": {"sen12ms": {"reference": "s2", "chip_px": 256, "stride_px": 256},
-                               "mdas": {"reference": "rgb", "chip_px": 256, "stride_px": 128}}},
+    "coregister": {
+        "sources": {
+            "sen12ms": {"reference": "s2", "chip_px": 256, "stride_px": 256},
+            "mdas": {"reference": "rgb", "chip_px": 256, "stride_px": 128},
+        }
+    },
     "shard": {"chips_per_shard": 4},
 }
 
 
-def make_workspace(folder: Path, world: Path, build: dict[str, Any], copy_world: bool = False
-                   ) -> Path:
+def make_workspace(
+    folder: Path, world: Path, build: dict[str, Any], copy_world: bool = False
+) -> Path:
     """A folder to run the pipeline in: ``world`` (the sample world, linked or copied) and a
     ``params.yaml`` whose ``pipeline`` section is ``build`` with paths relative to ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -61,30 +70,56 @@ def make_workspace(folder: Path, world: Path, build: dict[str, Any], copy_world:
         shutil.copytree(world, folder / WORLD)
     else:
         (folder / WORLD).symlink_to(world, target_is_directory=True)
-    pipeline = {"catalog": f"{WORLD}/catalog.json", "work_dir": WORK, "store": STORE,
-                "reports_dir": REPORTS, "workers": 0, **build}
+    pipeline = {
+        "catalog": f"{WORLD}/catalog.json",
+        "work_dir": WORK,
+        "store": STORE,
+        "reports_dir": REPORTS,
+        "workers": 0,
+        **build,
+    }
     (folder / PARAMS).write_text(yaml.safe_dump({"pipeline": pipeline}, sort_keys=False))
     return folder
 
 
 def pipeline_command(stage: str = "run", workers: int = 0) -> list[str]:
     """``python -m pipeline <stage>`` over the workspace's params.yaml."""
-    return [sys.executable, "-m", "pipeline", stage, "--params", PARAMS,
-            "--workers", str(workers), "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        stage,
+        "--params",
+        PARAMS,
+        "--workers",
+        str(workers),
+        "--quiet",
+    ]
 
 
 def subprocess_env() -> dict[str, str]:
     """The environment of a pipeline subprocess: this repository importable, output unbuffered."""
     path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": str(REPO) + (os.pathsep + path if path else ""),
-            "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO) + (os.pathsep + path if path else ""),
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
-def run_pipeline(folder: Path, stage: str = "run", workers: int = 0,
-                 timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+def run_pipeline(
+    folder: Path, stage: str = "run", workers: int = 0, timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run one stage (or all) in ``folder`` to the end."""
-    return subprocess.run(pipeline_command(stage, workers), cwd=folder, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=timeout_s, check=False)
+    return subprocess.run(
+        pipeline_command(stage, workers),
+        cwd=folder,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 def run_ok(folder: Path, stage: str = "run", workers: int = 0) -> str:
@@ -95,18 +130,26 @@ def run_ok(folder: Path, stage: str = "run", workers: int = 0) -> str:
 
 # --- what a build produced -------------------------------------------------------------------
 
+
 def file_hashes(folder: Path) -> dict[str, str]:
     """SHA-256 of every file under ``folder``, by path relative to it."""
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 def chip_hashes(store: Path) -> dict[str, list[str]]:
     """Per sensor, the SHA-256 of each chip of ``image``, in store order."""
     root = open_store(store)
-    return {name: [hashlib.sha256(np.ascontiguousarray(chip).tobytes()).hexdigest()
-                   for chip in root[name][IMAGE][:]]
-            for name in read_manifest(store).sensors}
+    return {
+        name: [
+            hashlib.sha256(np.ascontiguousarray(chip).tobytes()).hexdigest()
+            for chip in root[name][IMAGE][:]
+        ]
+        for name in read_manifest(store).sensors
+    }
 
 
 def images(store: Path) -> dict[str, np.ndarray]:
@@ -131,11 +174,13 @@ def assert_same_images(actual: dict[str, np.ndarray], expected: dict[str, np.nda
     for name, chips in expected.items():
         assert actual[name].shape == chips.shape and actual[name].dtype == chips.dtype, name
         for index, (got, want) in enumerate(zip(actual[name], chips, strict=True)):
-            assert np.array_equal(got, want, equal_nan=chips.dtype.kind == "f"), \
+            assert np.array_equal(got, want, equal_nan=chips.dtype.kind == "f"), (
                 f"{name} chip {index} differs"
+            )
 
 
 # --- damaging the sample world ---------------------------------------------------------------
+
 
 def multihash(path: Path) -> str:
     """The ``file:checksum`` of a file: a sha2-256 multihash in hex, as the catalogs write it."""
@@ -153,8 +198,9 @@ def asset_path(world: Path, collection: str, item_id: str, key: str) -> Path:
     return Path(os.path.normpath(item_file.parent / href))
 
 
-def clone_item(world: Path, collection: str, item_id: str, new_id: str,
-               own_files: Sequence[str]) -> Path:
+def clone_item(
+    world: Path, collection: str, item_id: str, new_id: str, own_files: Sequence[str]
+) -> Path:
     """Add a copy of an item to its collection under ``new_id``; the assets ``own_files``
     get copies of their files (``raw/<collection>/clones/<new_id>_<key><suffix>``) that can
     be damaged without touching the original item. Returns the new item's JSON file."""
@@ -171,8 +217,9 @@ def clone_item(world: Path, collection: str, item_id: str, new_id: str,
     target.write_text(json.dumps(item, indent=2))
     collection_file = world / collection / "collection.json"
     document = json.loads(collection_file.read_text())
-    document["links"].append({"rel": "item", "href": f"./{new_id}/{new_id}.json",
-                              "type": "application/geo+json"})
+    document["links"].append(
+        {"rel": "item", "href": f"./{new_id}/{new_id}.json", "type": "application/geo+json"}
+    )
     collection_file.write_text(json.dumps(document, indent=2))
     return target
 
@@ -188,9 +235,15 @@ def describe_file(world: Path, collection: str, item_id: str, key: str) -> None:
     item_file.write_text(json.dumps(item, indent=2))
 
 
-def rewrite_raster(path: Path, *, crs: Any = "keep", transform: Any = "keep",
-                   bands: int | None = None, fill: float | None = None,
-                   holes: float | None = None) -> None:
+def rewrite_raster(
+    path: Path,
+    *,
+    crs: Any = "keep",
+    transform: Any = "keep",
+    bands: int | None = None,
+    fill: float | None = None,
+    holes: float | None = None,
+) -> None:
     """Write ``path`` again as a plain GeoTIFF: without CRS (``crs=None``), without
     geotransform (``transform=None``), with only its first ``bands`` bands, every pixel
     ``fill``, or every 7th pixel of every 7th row ``holes``."""
@@ -255,8 +308,13 @@ def timed_build(folder: Path, workers: int = 0, timeout_s: float = 300) -> Build
     ends: dict[str, float] = {}
     with open(log_path, "w") as log:
         start = time.monotonic()
-        process = subprocess.Popen(pipeline_command("run", workers), cwd=folder,
-                                   env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            pipeline_command("run", workers),
+            cwd=folder,
+            env=subprocess_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         while process.poll() is None:
             for name in stages_done(log_path.read_text()):
                 ends.setdefault(name, time.monotonic() - start)

@@ -49,10 +49,14 @@ def asset_grid(item: dict[str, Any], asset: dict[str, Any]) -> tuple[Affine, tup
     return Affine(*transform[:6]), (int(shape[0]), int(shape[1]))
 
 
-def render_assets(item: dict[str, Any], folder: Path, dtype: str,
-                  shapes: dict[str, tuple[int, int]] | None = None,
-                  pattern: Pattern = dn_pattern,
-                  origin: tuple[float, float] | None = None) -> dict[str, Any]:
+def render_assets(
+    item: dict[str, Any],
+    folder: Path,
+    dtype: str,
+    shapes: dict[str, tuple[int, int]] | None = None,
+    pattern: Pattern = dn_pattern,
+    origin: tuple[float, float] | None = None,
+) -> dict[str, Any]:
     """Write the item's data assets (those the reading layer uses) into ``folder`` and return
     the item with hrefs rewritten to them (relative: ``<key>.<ext>``) and other assets dropped.
 
@@ -78,19 +82,31 @@ def render_assets(item: dict[str, Any], folder: Path, dtype: str,
         if origin is not None:
             transform = _window_transform(transform, origin, key)
             if "proj:transform" in asset:
-                asset["proj:transform"] = list(transform)[:len(asset["proj:transform"])]
+                asset["proj:transform"] = list(transform)[: len(asset["proj:transform"])]
         if "proj:shape" in asset:
             asset["proj:shape"] = list(shape)
-        count = max(len(asset.get("eo:bands") or asset.get("bands") or ()),
-                    len(asset.get("raster:bands") or ()), 1)
-        rows, cols = np.mgrid[:shape[0], :shape[1]]
+        count = max(
+            len(asset.get("eo:bands") or asset.get("bands") or ()),
+            len(asset.get("raster:bands") or ()),
+            1,
+        )
+        rows, cols = np.mgrid[: shape[0], : shape[1]]
         data = np.stack([pattern(band + i, rows, cols) for i in range(count)]).astype(dtype)
         band += count
         jp2 = asset.get("type") == "image/jp2"
         path = folder / f"{key}.{'jp2' if jp2 else 'tif'}"
         options = JP2_OPTIONS if jp2 else GTIFF_OPTIONS
-        with rasterio.open(path, "w", height=shape[0], width=shape[1], count=count, dtype=dtype,
-                           crs=crs, transform=transform, **options) as dst:
+        with rasterio.open(
+            path,
+            "w",
+            height=shape[0],
+            width=shape[1],
+            count=count,
+            dtype=dtype,
+            crs=crs,
+            transform=transform,
+            **options,
+        ) as dst:
             dst.write(data)
         asset["href"] = path.name
         if "file:size" in asset or "file:checksum" in asset:  # the publisher's, of its file
@@ -117,11 +133,14 @@ def write_catalog(folder: Path, items: list[dict[str, Any]]) -> Path:
         # against the API: the catalog gets its own.
         links = [link for link in item.get("links", []) if link["rel"] not in STRUCTURE_LINKS]
         by_collection.setdefault(item["collection"], []).append(
-            pystac.Item.from_dict({**item, "links": links}, preserve_dict=True, migrate=False))
+            pystac.Item.from_dict({**item, "links": links}, preserve_dict=True, migrate=False)
+        )
     for collection_id, members in by_collection.items():
         times = [m.datetime or m.common_metadata.start_datetime for m in members]
-        extent = pystac.Extent(pystac.SpatialExtent([m.bbox for m in members]),
-                               pystac.TemporalExtent([[min(times), max(times)]]))
+        extent = pystac.Extent(
+            pystac.SpatialExtent([m.bbox for m in members]),
+            pystac.TemporalExtent([[min(times), max(times)]]),
+        )
         collection = pystac.Collection(collection_id, collection_id, extent)
         for member in members:
             member.set_self_href(str(folder / collection_id / member.id / f"{member.id}.json"))

@@ -31,8 +31,11 @@ def stac_api(catalog_path: Path, work_dir: Path) -> Iterator[str]:
     """
     inputs = _api_inputs(catalog_path, work_dir)
     address = f"127.0.0.1:{_free_port()}"
-    process = subprocess.Popen(["rustac", "serve", "--addr", address, *map(str, inputs)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        ["rustac", "serve", "--addr", address, *map(str, inputs)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://{address}"
     try:
         _wait_until_serving(url, process)
@@ -60,8 +63,12 @@ def _api_inputs(catalog_path: Path, work_dir: Path) -> list[Path]:
         record = collection.to_dict(include_self_link=False, transform_hrefs=False)
         record["links"] = []
         collections.append(_write(work_dir / f"{collection.id}.collection.json", record))
-        item_files.append(_write(work_dir / f"{collection.id}.items.json",
-                                 {"type": "FeatureCollection", "features": features}))
+        item_files.append(
+            _write(
+                work_dir / f"{collection.id}.items.json",
+                {"type": "FeatureCollection", "features": features},
+            )
+        )
     return collections + item_files
 
 

@@ -48,8 +48,9 @@ def _fails_with_small_files(write: Callable[[], object], limit_bytes: int) -> bo
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def _assert_untouched_after_a_failed_write(folder: Path, write: Callable[[], object]) -> None:
@@ -95,10 +96,12 @@ def test_the_items_table_and_failures_are_replaced_whole_or_not_at_all(workspace
     write_items(folder / "items.parquet", items[:1])
     write_failures(folder / "failures.json", [Failure("fetch", "a", None, "missing file")])
     failures = [Failure("fetch", f"item-{i}", None, "missing file") for i in range(200)]
-    _assert_untouched_after_a_failed_write(folder, lambda: write_items(folder / "items.parquet",
-                                                                       items))
     _assert_untouched_after_a_failed_write(
-        folder, lambda: write_failures(folder / "failures.json", failures))
+        folder, lambda: write_items(folder / "items.parquet", items)
+    )
+    _assert_untouched_after_a_failed_write(
+        folder, lambda: write_failures(folder / "failures.json", failures)
+    )
 
 
 def test_a_static_catalog_is_replaced_whole_or_not_at_all(sample_world: Path, tmp_path: Path):

@@ -19,8 +19,10 @@ PRETRAINED = ("sentinel2_l2a", "sentinel1_grd", "rgb", "dsm")
 def _mapped_names(source: str, target: str) -> dict[str, list[str]]:
     source_sensor, target_sensor = get_sensor(source), get_sensor(target)
     mapping = band_mapping(source_sensor, target_sensor)
-    return {band.name: [source_sensor.bands[i].name for i in bands]
-            for band, bands in zip(target_sensor.bands, mapping, strict=True)}
+    return {
+        band.name: [source_sensor.bands[i].name for i in bands]
+        for band, bands in zip(target_sensor.bands, mapping, strict=True)
+    }
 
 
 def _source_embed(sensor: Sensor) -> SensorPatchEmbed:
@@ -36,19 +38,29 @@ def test_worldview3_ms_bands_map_to_the_nearest_or_covered_sentinel2_bands() -> 
     # rededge (725 nm, 705-745) holds only B06 (740.5) but not B05 (704.1): nearest is B06.
     # nir1 (832.5 +- 62.5) spans B07, B08, B8A; nir2 (950 +- 90) spans B8A and B09: wide bands.
     assert _mapped_names("sentinel2_l2a", "worldview3_ms") == {
-        "coastal": ["B01"], "blue": ["B02"], "green": ["B03"], "yellow": ["B03"],
-        "red": ["B04"], "rededge": ["B06"], "nir1": ["B07", "B08", "B8A"],
-        "nir2": ["B8A", "B09"]}
+        "coastal": ["B01"],
+        "blue": ["B02"],
+        "green": ["B03"],
+        "yellow": ["B03"],
+        "red": ["B04"],
+        "rededge": ["B06"],
+        "nir1": ["B07", "B08", "B8A"],
+        "nir2": ["B8A", "B09"],
+    }
 
 
 def test_the_wide_pan_band_takes_every_sentinel2_band_inside_450_to_800_nm() -> None:
     assert _mapped_names("sentinel2_l2a", "worldview3_pan") == {
-        "PAN": ["B02", "B03", "B04", "B05", "B06", "B07"]}
+        "PAN": ["B02", "B03", "B04", "B05", "B06", "B07"]
+    }
 
 
 def test_cir_and_l1c_bands_map_to_sentinel2_l2a() -> None:
     assert _mapped_names("sentinel2_l2a", "cir") == {
-        "nir": ["B07", "B08", "B8A"], "red": ["B04"], "green": ["B03"]}
+        "nir": ["B07", "B08", "B8A"],
+        "red": ["B04"],
+        "green": ["B03"],
+    }
     # Same bands map to themselves (B08's width spans B07 and B8A, which L1C has as well); the
     # cirrus band B10 (1373.5 nm), missing from L2A, takes the nearest: B11 (1613.7 nm).
     expected = {name: [name] for name in get_sensor("sentinel2_l2a").band_names}
@@ -70,8 +82,10 @@ def test_new_columns_are_source_columns_or_their_sums_and_the_source_is_untouche
     weight = source_embed.projection.weight
     assert embed.projection.weight.shape == (16, 8, 4, 4) and embed.in_channels == 8
     torch.testing.assert_close(embed.projection.weight[:, 0], weight[:, 0])  # coastal <- B01
-    torch.testing.assert_close(embed.projection.weight[:, 6],  # nir1 <- B07 + B08 + B8A
-                               weight[:, 6] + weight[:, 7] + weight[:, 8])
+    torch.testing.assert_close(
+        embed.projection.weight[:, 6],  # nir1 <- B07 + B08 + B8A
+        weight[:, 6] + weight[:, 7] + weight[:, 8],
+    )
     torch.testing.assert_close(embed.projection.bias, source_embed.projection.bias)
     torch.testing.assert_close(embed.norm.state_dict(), source_embed.norm.state_dict())
     assert embed.norm is not source_embed.norm

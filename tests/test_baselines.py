@@ -54,8 +54,9 @@ def test_bicubic_upsample_shape(size: int | tuple[int, int], expected: tuple[int
 
 def test_bicubic_upsample_keeps_a_constant_image() -> None:
     ms_low = torch.full((1, 2, 6, 6), 0.3, dtype=torch.float64)
-    torch.testing.assert_close(bicubic_upsample(ms_low, 24), torch.full((1, 2, 24, 24), 0.3,
-                                                                         dtype=torch.float64))
+    torch.testing.assert_close(
+        bicubic_upsample(ms_low, 24), torch.full((1, 2, 24, 24), 0.3, dtype=torch.float64)
+    )
 
 
 def test_brovey_keeps_band_ratios_and_sets_intensity_to_pan() -> None:
@@ -80,21 +81,28 @@ def test_brovey_zero_intensity_is_finite() -> None:
     assert torch.equal(brovey(ms_up, torch.ones(1, 1, 4, 4)), ms_up)
 
 
-@pytest.mark.parametrize(("call", "message"), [
-    (lambda: majority_scores(torch.zeros(4)), "train_targets must have shape"),
-    (lambda: majority_scores(torch.full((2, 3), 2)), "train_targets must hold only 0 and 1"),
-    (lambda: majority_class(torch.zeros(2, 2)), r"train_masks\[0\] must be an integer"),
-    (lambda: majority_class(torch.full((2, 2), -1)), r"train_masks\[0\] holds negative"),
-    (lambda: majority_class(torch.zeros(2, 2, dtype=torch.long)), "no pixel of a class"),
-    (lambda: cloudy_input(torch.zeros(3, 8, 8)), "cloudy must have shape"),
-    (lambda: bicubic_upsample(torch.zeros(4, 8, 8), 16), "ms_low must be a float tensor"),
-    (lambda: bicubic_upsample(torch.zeros(1, 4, 8, 8), 0), "size must be a positive"),
-    (lambda: brovey(torch.zeros(1, 4, 8, 8), torch.zeros(1, 8, 8)),
-     r"pan must be a float tensor of shape \(1, 1, 8, 8\)"),
-    (lambda: brovey(torch.zeros(1, 4, 8), torch.zeros(1, 1, 8, 8)), "ms_up must be a float"),
-    (lambda: brovey(torch.zeros(1, 4, 8, 8), torch.zeros(1, 1, 8, 8), torch.ones(3)),
-     r"weights must be \(4,\)"),
-])
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: majority_scores(torch.zeros(4)), "train_targets must have shape"),
+        (lambda: majority_scores(torch.full((2, 3), 2)), "train_targets must hold only 0 and 1"),
+        (lambda: majority_class(torch.zeros(2, 2)), r"train_masks\[0\] must be an integer"),
+        (lambda: majority_class(torch.full((2, 2), -1)), r"train_masks\[0\] holds negative"),
+        (lambda: majority_class(torch.zeros(2, 2, dtype=torch.long)), "no pixel of a class"),
+        (lambda: cloudy_input(torch.zeros(3, 8, 8)), "cloudy must have shape"),
+        (lambda: bicubic_upsample(torch.zeros(4, 8, 8), 16), "ms_low must be a float tensor"),
+        (lambda: bicubic_upsample(torch.zeros(1, 4, 8, 8), 0), "size must be a positive"),
+        (
+            lambda: brovey(torch.zeros(1, 4, 8, 8), torch.zeros(1, 8, 8)),
+            r"pan must be a float tensor of shape \(1, 1, 8, 8\)",
+        ),
+        (lambda: brovey(torch.zeros(1, 4, 8), torch.zeros(1, 1, 8, 8)), "ms_up must be a float"),
+        (
+            lambda: brovey(torch.zeros(1, 4, 8, 8), torch.zeros(1, 1, 8, 8), torch.ones(3)),
+            r"weights must be \(4,\)",
+        ),
+    ],
+)
 def test_errors_name_the_argument(call: Callable[[], object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()

@@ -110,20 +110,28 @@ def test_apportion_keeps_the_total() -> None:
     assert sum(apportion(1001, [3, 5, 7, 11])) == 1001
 
 
-def sample(sensor: str, index: int, channels: int, partner: tuple[str, int] | None = None
-           ) -> dict:
-    out = {"sensor": sensor, "index": index, "crs": "EPSG:32632",
-           "image": torch.full((channels, 4, 4), float(index)),
-           "transform": torch.zeros(6, dtype=torch.float64),
-           "bounds": torch.zeros(4, dtype=torch.float64)}
+def sample(sensor: str, index: int, channels: int, partner: tuple[str, int] | None = None) -> dict:
+    out = {
+        "sensor": sensor,
+        "index": index,
+        "crs": "EPSG:32632",
+        "image": torch.full((channels, 4, 4), float(index)),
+        "transform": torch.zeros(6, dtype=torch.float64),
+        "bounds": torch.zeros(4, dtype=torch.float64),
+    }
     if partner is not None:
         out[f"image_{partner[0]}"] = torch.full((partner[1], 4, 4), -float(index))
     return out
 
 
 def test_collate_groups_by_sensor_and_records_partner_rows() -> None:
-    samples = [sample("rgb", 0, 3, ("dsm", 1)), sample("s1", 1, 2), sample("rgb", 2, 3),
-               sample("rgb", 3, 3, ("dsm", 1)), None]
+    samples = [
+        sample("rgb", 0, 3, ("dsm", 1)),
+        sample("s1", 1, 2),
+        sample("rgb", 2, 3),
+        sample("rgb", 3, 3, ("dsm", 1)),
+        None,
+    ]
     batch = collate_by_sensor(samples)
     assert batch["skipped"] == 1 and set(batch["sensors"]) == {"rgb", "s1"}
     rgb = batch["sensors"]["rgb"]

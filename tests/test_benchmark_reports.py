@@ -11,26 +11,37 @@ import pytest
 from model.evaluate import write_reports
 from model.tasks.downstream import FIGURE_FILE
 
-DETAILS = {"pansharpening": {"embeddings": {"worldview3_pan": "pretrained"},
-                             "train_samples": 4, "steps": 2}}
+DETAILS = {
+    "pansharpening": {
+        "embeddings": {"worldview3_pan": "pretrained"},
+        "train_samples": 4,
+        "steps": 2,
+    }
+}
 
 
 def _strict(text: str) -> object:
     def refuse(constant: str) -> None:
         raise ValueError(f"not strict JSON: {constant}")
+
     return json.loads(text, parse_constant=refuse)
 
 
 def test_unmeasurable_metrics_are_null_and_a_failed_write_keeps_the_old_reports(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     runs, reports = tmp_path / "runs", tmp_path / "reports"
     (runs / "pansharpening" / "pretrained").mkdir(parents=True)
     (runs / "pansharpening" / "pretrained" / FIGURE_FILE).write_bytes(b"picture")
     scores = {"PSNR": 21.5, "SSIM": 0.5, "SAM": 3.0, "ERGAS": 9.0}
     worse = {"PSNR": float("nan"), "SSIM": 0.25, "SAM": 4.0, "ERGAS": 10.0}
-    results = {"pansharpening": {"random": worse,
-                                 "bicubic": {**scores, "PSNR": float("inf")},
-                                 "pretrained": scores}}
+    results = {
+        "pansharpening": {
+            "random": worse,
+            "bicubic": {**scores, "PSNR": float("inf")},
+            "pretrained": scores,
+        }
+    }
     write_reports(results, DETAILS, runs, reports)
     written = _strict((reports / "benchmarks.json").read_text())
     assert written["pansharpening"]["random"]["PSNR"] is None

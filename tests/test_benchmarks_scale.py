@@ -69,39 +69,45 @@ def test_rendered_catalog_is_valid_stac_with_one_own_file_per_asset(catalog: Pat
     paths = [path for item in items for path in asset_paths(catalog, item).values()]
     assert len(set(paths)) == len(paths) and all(path.is_file() for path in paths)
     for item in items[:: ITEMS // 6]:
-        loaded = pystac.Item.from_file(str(catalog.parent / item["collection"] / item["id"]
-                                           / f"{item['id']}.json"))
+        loaded = pystac.Item.from_file(
+            str(catalog.parent / item["collection"] / item["id"] / f"{item['id']}.json")
+        )
         assert loaded.collection_id == item["collection"]
-        expected = ({"sentinel2_l2a", "sentinel1_grd", "modis_landcover"}
-                    if item["collection"] == "sen12ms" else {"rgb"})
+        expected = (
+            {"sentinel2_l2a", "sentinel1_grd", "modis_landcover"}
+            if item["collection"] == "sen12ms"
+            else {"rgb"}
+        )
         assert set(sensor_assets(item)) == expected
 
 
 def _comparable(item: dict[str, Any], paths: dict[str, Path]) -> dict[str, Any]:
     """An item without its links, its asset hrefs replaced by the files they name."""
     assets = {key: {**asset, "href": str(paths[key])} for key, asset in item["assets"].items()}
-    return {**{k: v for k, v in item.items() if k not in ("links", "collection")},
-            "assets": assets}
+    return {**{k: v for k, v in item.items() if k not in ("links", "collection")}, "assets": assets}
 
 
 def test_rendered_items_are_what_the_catalog_builders_write(catalog: Path) -> None:
-    rendered = {item["id"]: _comparable(item, asset_paths(catalog, item))
-                for item in catalog_items(catalog)}
+    rendered = {
+        item["id"]: _comparable(item, asset_paths(catalog, item)) for item in catalog_items(catalog)
+    }
     built: dict[str, Any] = {}
     for source in PROPORTIONS:
         result = BUILDERS[source](catalog.parent / "raw" / source)
         assert result.problems == []
         for item in result.items:
             d = json.loads(json.dumps(item.to_dict()))  # as written: tuples become lists
-            built[item.id] = _comparable(d, {key: Path(asset["href"])
-                                             for key, asset in d["assets"].items()})
+            built[item.id] = _comparable(
+                d, {key: Path(asset["href"]) for key, asset in d["assets"].items()}
+            )
     assert built.keys() == rendered.keys()
     for item_id, item in rendered.items():
         assert item == built[item_id], item_id
 
 
 def test_picture_sizes_follow_the_mix_and_decode_at_the_smallest_scale_keeping_a_chip(
-        catalog: Path) -> None:
+    catalog: Path,
+) -> None:
     sides = {}
     for item in catalog_items(catalog):
         if item["collection"] != "sen12ms":
@@ -117,8 +123,10 @@ def test_picture_sizes_follow_the_mix_and_decode_at_the_smallest_scale_keeping_a
 
 
 def test_projection_is_serial_per_item_times_target_plus_parallel_over_cores() -> None:
-    stages = [StageRun("a", 9.0, serial_cpu_s=2.0, parallel_cpu_s=0.0),
-              StageRun("b", 9.0, serial_cpu_s=1.0, parallel_cpu_s=64.0)]
+    stages = [
+        StageRun("a", 9.0, serial_cpu_s=2.0, parallel_cpu_s=0.0),
+        StageRun("b", 9.0, serial_cpu_s=1.0, parallel_cpu_s=64.0),
+    ]
     # per item: serial 3/1000 s, parallel 64/1000 s -> 2e6 * (0.003 + 0.001)
     assert projected_seconds(stages, 1000) == pytest.approx(8000.0)
     assert projected_seconds(stages, 1000, target_items=1000, cores=1) == pytest.approx(67.0)
@@ -133,9 +141,21 @@ def test_count_files_counts_every_file_below_a_folder(tmp_path: Path) -> None:
 
 
 def test_scale_bench_ends_with_its_json_line_whose_figures_follow_the_table(
-        bench_dir: Path, catalog: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--items", str(ITEMS), "--bench-dir", str(bench_dir),
-                 "--params", str(REPO / "params.yaml")]) == 0
+    bench_dir: Path, catalog: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "--items",
+                str(ITEMS),
+                "--bench-dir",
+                str(bench_dir),
+                "--params",
+                str(REPO / "params.yaml"),
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(lines[-1])
     assert tuple(summary) == SUMMARY_KEYS
@@ -146,8 +166,9 @@ def test_scale_bench_ends_with_its_json_line_whose_figures_follow_the_table(
     assert summary["work_files_per_1000_items"] > 0
     assert 0 <= summary["dask_upkeep_cpu_s_per_wall_s"] < 1  # CPU s per wall s of one process
     # The table's per-item figures (ms, serial and parallel) give the JSON's projection.
-    rows = {parts[0]: parts for parts in map(str.split, lines)
-            if len(parts) == 7 and parts[0] in STAGES}
+    rows = {
+        parts[0]: parts for parts in map(str.split, lines) if len(parts) == 7 and parts[0] in STAGES
+    }
     serial_ms = [float(rows[name][5]) for name in STAGES]
     parallel_ms = [float(rows[name][6]) for name in STAGES]
     hours = sum(2e6 * (s + p / 64) / 1000 for s, p in zip(serial_ms, parallel_ms, strict=True))

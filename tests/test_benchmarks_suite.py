@@ -19,9 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_quick_bench_ends_with_a_json_line_of_positive_figures(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--quick", "--bench-dir", str(tmp_path),
-                 "--params", str(REPO / "params.yaml")]) == 0
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["--quick", "--bench-dir", str(tmp_path), "--params", str(REPO / "params.yaml")]) == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(lines[-1])
     assert tuple(summary) == SUMMARY_KEYS
@@ -31,7 +33,8 @@ def test_quick_bench_ends_with_a_json_line_of_positive_figures(
 
 
 def test_the_stage_command_forwards_bench_to_the_benchmarks(
-        capsys: pytest.CaptureFixture[str]) -> None:
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         stage_command(["bench", "--scenes", "0"])
     assert exit_info.value.code == 2

@@ -31,8 +31,15 @@ def sen12ms_files(sample_world: Path) -> list[tuple[Path, Path]]:
     raw = sample_world / "raw" / "sen12ms"
     optical = sorted(raw.glob("ROIs*/s2_*/*.tif"))
     assert optical
-    return [(path, path.parent.parent / path.parent.name.replace("s2_", "s1_")
-             / path.name.replace("_s2_", "_s1_")) for path in optical]
+    return [
+        (
+            path,
+            path.parent.parent
+            / path.parent.name.replace("s2_", "s1_")
+            / path.name.replace("_s2_", "_s1_"),
+        )
+        for path in optical
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +51,14 @@ def paired_store(tmp_path_factory: pytest.TempPathFactory, sample_world: Path) -
 
 
 def test_a_sample_holds_both_sensors_at_the_chip_size(
-        sen12ms_files: list[tuple[Path, Path]]) -> None:
+    sen12ms_files: list[tuple[Path, Path]],
+) -> None:
     dataset = torchgeo_pair_dataset(sen12ms_files)
     with torch.random.fork_rng(devices=[]):  # the sampler draws its tile from the global RNG
         torch.manual_seed(0)
-        sampler = RandomGeoSampler(dataset, size=CHIP_PX, length=1,
-                                   generator=torch.Generator().manual_seed(0))
+        sampler = RandomGeoSampler(
+            dataset, size=CHIP_PX, length=1, generator=torch.Generator().manual_seed(0)
+        )
         sample = dataset[next(iter(sampler))]
     optical, sar = sample[OPTICAL_SENSOR], sample[SAR_SENSOR]
     assert optical.shape == (12, CHIP_PX, CHIP_PX) and optical.dtype == torch.float32
@@ -62,8 +71,7 @@ def test_a_sample_holds_both_sensors_at_the_chip_size(
     assert -50 < valid.min() and valid.max() < 20 and valid.std() > 0.1
 
 
-def test_smaller_chips_are_sampled_inside_the_tiles(
-        sen12ms_files: list[tuple[Path, Path]]) -> None:
+def test_smaller_chips_are_sampled_inside_the_tiles(sen12ms_files: list[tuple[Path, Path]]) -> None:
     # Every batch's shapes are checked (a RuntimeError otherwise): 64 px chips from 256 px tiles.
     timing = torchgeo_pairs_per_s(sen12ms_files, 64, samples=8, batch_size=4, seed=3)
     assert timing.samples == 4
@@ -71,15 +79,16 @@ def test_smaller_chips_are_sampled_inside_the_tiles(
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_the_torchgeo_path_loads_pairs_at_a_positive_rate(
-        sen12ms_files: list[tuple[Path, Path]], num_workers: int) -> None:
-    timing = torchgeo_pairs_per_s(sen12ms_files, CHIP_PX, samples=12, batch_size=4,
-                                  num_workers=num_workers, seed=0)
+    sen12ms_files: list[tuple[Path, Path]], num_workers: int
+) -> None:
+    timing = torchgeo_pairs_per_s(
+        sen12ms_files, CHIP_PX, samples=12, batch_size=4, num_workers=num_workers, seed=0
+    )
     assert timing.samples == 8  # the first batch is the warm-up
     assert timing.seconds > 0 and timing.samples_per_s > 0
 
 
-def test_too_few_samples_for_a_warm_up_are_refused(
-        sen12ms_files: list[tuple[Path, Path]]) -> None:
+def test_too_few_samples_for_a_warm_up_are_refused(sen12ms_files: list[tuple[Path, Path]]) -> None:
     with pytest.raises(ValueError, match="warm-up"):
         torchgeo_pairs_per_s(sen12ms_files, CHIP_PX, samples=4, batch_size=4)
 
@@ -111,4 +120,3 @@ def test_a_missing_source_file_names_its_item(paired_store: Path, tmp_path: Path
     optical.unlink()
     with pytest.raises(SourceFileError, match=item_id):
         paired_source_files(store, world / "catalog.json")
-

@@ -25,17 +25,20 @@ ORIGIN = (730000.0, 5363000.0)
 
 
 def params(block_px: int, stride_px: int = CHIP_PX) -> PipelineParams:
-    return PipelineParams(coregister=CoregisterParams(
-        sources={"paired": SourceGrid("s2_10m", CHIP_PX, stride_px)}, block_px=block_px,
-        qa_window_px=200))
+    return PipelineParams(
+        coregister=CoregisterParams(
+            sources={"paired": SourceGrid("s2_10m", CHIP_PX, stride_px)},
+            block_px=block_px,
+            qa_window_px=200,
+        )
+    )
 
 
 def _pattern(rows: np.ndarray, cols: np.ndarray, band: int) -> np.ndarray:
     return np.sin(rows / (17.0 + band)) * np.cos(cols / (23.0 + 2 * band))
 
 
-def scene(folder: Path, s1_crs: str = data.SECONDARY_CRS,
-          side_px: int = SIDE_PX) -> dict[str, Any]:
+def scene(folder: Path, s1_crs: str = data.SECONDARY_CRS, side_px: int = SIDE_PX) -> dict[str, Any]:
     """Sentinel-2 at 10 m (bands B02-B04, B08) and 20 m (the other eight), on the reference
     CRS, with Sentinel-1 at 10 m on ``s1_crs``, covering the reference grid with a margin;
     a strip of the S1 raster is nodata."""
@@ -46,19 +49,27 @@ def scene(folder: Path, s1_crs: str = data.SECONDARY_CRS,
     for name, bands, gsd in (("s2_10m", fine, 10.0), ("s2_20m", coarse, 20.0)):
         side = round(side_px * 10 / gsd) + (1 if gsd == 20.0 else 0)  # 20 m reaches further
         rows, cols = np.mgrid[:side, :side] * (gsd / 10.0)
-        values = np.stack([2000 + 1500 * _pattern(rows, cols, b)
-                           for b in range(len(bands))]).astype(np.uint16)
+        values = np.stack(
+            [2000 + 1500 * _pattern(rows, cols, b) for b in range(len(bands))]
+        ).astype(np.uint16)
         transform = Affine(gsd, 0.0, ORIGIN[0], 0.0, -gsd, ORIGIN[1])
-        path = data.write_raster(folder / f"{name}.tif", values, data.REFERENCE_CRS,
-                                 transform, nodata=0)
+        path = data.write_raster(
+            folder / f"{name}.tif", values, data.REFERENCE_CRS, transform, nodata=0
+        )
         assets[name] = data.raster_asset(path, "sentinel2_l2a", bands)
     west, south, east, north = transform_bounds(
-        data.REFERENCE_CRS, s1_crs, ORIGIN[0], ORIGIN[1] - side_px * 10,
-        ORIGIN[0] + side_px * 10, ORIGIN[1])
-    transform = Affine(10.0, 0.0, 10 * np.floor(west / 10) - 300, 0.0, -10.0,
-                       10 * np.ceil(north / 10) + 300)
+        data.REFERENCE_CRS,
+        s1_crs,
+        ORIGIN[0],
+        ORIGIN[1] - side_px * 10,
+        ORIGIN[0] + side_px * 10,
+        ORIGIN[1],
+    )
+    transform = Affine(
+        10.0, 0.0, 10 * np.floor(west / 10) - 300, 0.0, -10.0, 10 * np.ceil(north / 10) + 300
+    )
     shape = (int((transform.f - south + 300) // 10), int((east + 300 - transform.c) // 10))
-    rows, cols = np.mgrid[:shape[0], :shape[1]]
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
     values = np.stack([-12 + 4 * _pattern(rows, cols, b) for b in range(2)]).astype(np.float32)
     values[:, 300:320, :] = np.nan  # a strip without data: its chips are dropped
     path = data.write_raster(folder / "s1.tif", values, s1_crs, transform, nodata=float("nan"))
@@ -95,7 +106,8 @@ def test_chip_windows_are_grouped_into_blocks_of_whole_strides() -> None:
 
 @pytest.mark.parametrize("block_px", [128, 256, 384])
 def test_blocks_read_from_file_or_from_a_whole_read_give_the_same_chips(
-        item: dict[str, Any], block_px: int) -> None:
+    item: dict[str, Any], block_px: int
+) -> None:
     blocked = coregister_item(item, params(block_px))
     whole = coregister_item(item, params(block_px), read_whole=True)
     assert_same(blocked, whole)
@@ -120,8 +132,9 @@ def test_the_qa_window_straddling_blocks_is_measured_on_its_own(tmp_path: Path) 
     assert [record["secondary"] for record in straddling] == ["sentinel1_grd"]
 
 
-def test_streamed_chip_file_holds_the_chips_in_window_order(item: dict[str, Any],
-                                                           tmp_path: Path) -> None:
+def test_streamed_chip_file_holds_the_chips_in_window_order(
+    item: dict[str, Any], tmp_path: Path
+) -> None:
     streamed = write_item_chips(item, params(256), tmp_path / "streamed.npz")
     in_memory = coregister_item(item, params(256))
     loaded = LocationChips.load(streamed)
@@ -129,14 +142,23 @@ def test_streamed_chip_file_holds_the_chips_in_window_order(item: dict[str, Any]
     saved = in_memory.save(tmp_path / "saved.npz")
     assert chunk_file(streamed).read_bytes() == chunk_file(saved).read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == [  # no scratch file left
-        "saved.chunks", "saved.npz", "streamed.chunks", "streamed.npz"]
+        "saved.chunks",
+        "saved.npz",
+        "streamed.chunks",
+        "streamed.npz",
+    ]
 
 
 def test_a_failing_location_leaves_no_file(item: dict[str, Any], tmp_path: Path) -> None:
     from pipeline.failures import ItemError
 
-    bad = {**item, "assets": {**item["assets"], "s1": {**item["assets"]["s1"],
-                                                       "href": str(tmp_path / "gone.tif")}}}
+    bad = {
+        **item,
+        "assets": {
+            **item["assets"],
+            "s1": {**item["assets"]["s1"], "href": str(tmp_path / "gone.tif")},
+        },
+    }
     with pytest.raises(ItemError, match="unreadable GeoTIFF"):
         write_item_chips(bad, params(256), tmp_path / "x.npz")
     assert list(tmp_path.iterdir()) == []
@@ -158,10 +180,14 @@ def test_memory_follows_the_block_not_the_scene(item: dict[str, Any], tmp_path: 
     large = scene(tmp_path / "large", side_px=SIDE_PX * 3 // 2)
     growth = {}
     for read_whole in (True, False):
-        peaks = [_peak_bytes(location, read_whole, tmp_path / f"{read_whole}{i}.npz")
-                 for i, location in enumerate((item, large))]
+        peaks = [
+            _peak_bytes(location, read_whole, tmp_path / f"{read_whole}{i}.npz")
+            for i, location in enumerate((item, large))
+        ]
         growth[read_whole] = peaks[1] - peaks[0]
     assert growth[False] < 0.1 * growth[True], growth
     for i in (0, 1):
-        assert chunk_file(tmp_path / f"True{i}.npz").read_bytes() == \
-            chunk_file(tmp_path / f"False{i}.npz").read_bytes()
+        assert (
+            chunk_file(tmp_path / f"True{i}.npz").read_bytes()
+            == chunk_file(tmp_path / f"False{i}.npz").read_bytes()
+        )

@@ -95,8 +95,11 @@ def test_footprint_is_the_b02_grid(items: dict[str, pystac.Item]) -> None:
     to_wgs84 = Transformer.from_crs(data.CRS, "EPSG:4326", always_xy=True)
     for index, patch in enumerate(data.PATCHES):
         west, north = data.WEST + index * data.PATCH_M, data.NORTH
-        corners = [to_wgs84.transform(west + dx, north - dy)
-                   for dx in (0.0, data.PATCH_M) for dy in (0.0, data.PATCH_M)]
+        corners = [
+            to_wgs84.transform(west + dx, north - dy)
+            for dx in (0.0, data.PATCH_M)
+            for dy in (0.0, data.PATCH_M)
+        ]
         lons, lats = zip(*corners, strict=True)
         expected = [min(lons), min(lats), max(lons), max(lats)]
         assert items[patch.s2].bbox == pytest.approx(expected, abs=1e-6)  # ~0.1 m
@@ -129,14 +132,18 @@ def test_damaged_files_are_reported_and_the_rest_builds(root: Path, tmp_path: Pa
     s2, s1 = copy / "BigEarthNet-v1.0", copy / "BigEarthNet-S1-v1.0"
     orphan = s1 / data.ORPHAN_S1 / f"{data.ORPHAN_S1}_labels_metadata.json"
     assert checks.problems(result) == [
-        (str(copy / "bigearthnet-test.csv"),
-         f"line 1: no S2 patch {data.MISSING_S2!r} under BigEarthNet-v1.0"),
+        (
+            str(copy / "bigearthnet-test.csv"),
+            f"line 1: no S2 patch {data.MISSING_S2!r} under BigEarthNet-v1.0",
+        ),
         (str(orphan), f"no S2 patch {data.MISSING_S2!r} under BigEarthNet-v1.0"),
         (str(s2 / data.STRAY), "not a file of the BigEarthNet layout"),
         (str(s1 / data.WRONG_BAND_COUNT), "2 bands, expected 1; S1 patch left out"),
         (str(s2 / data.TRUNCATED), checks.StartsWith("unreadable raster (", "; S2 patch skipped")),
-        (str(s2 / data.WRONG_SIZE),
-         "120x120 pixels, expected 60x60 for a 20 m band; S2 patch skipped"),
+        (
+            str(s2 / data.WRONG_SIZE),
+            "120x120 pixels, expected 60x60 for a 20 m band; S2 patch skipped",
+        ),
     ]
     assert [item.id for item in result.items] == [data.PATCHES[0].s2, data.PATCHES[3].s2]
     assert "s1_VV" not in result.items[0].assets and "s2_B10" not in result.items[0].assets
@@ -149,13 +156,15 @@ def test_invalid_metadata_is_reported(root: Path, tmp_path: Path) -> None:
     metadata.write_text(json.dumps({"labels": ["Urban"], "acquisition_date": "2017-06-13"}))
     result = bigearthnet.build(copy)
     assert checks.problems(result) == [
-        (str(metadata), "labels ['Urban'] are not CLC 43-class names; S2 patch skipped")]
+        (str(metadata), "labels ['Urban'] are not CLC 43-class names; S2 patch skipped")
+    ]
     assert patch not in [item.id for item in result.items]
 
 
 def test_cli_writes_a_valid_catalog(root: Path, tmp_path: Path) -> None:
-    items, reported = checks.build_with_cli("bigearthnet", root, tmp_path / "catalog",
-                                     [patch.s2 for patch in data.PATCHES])
+    items, reported = checks.build_with_cli(
+        "bigearthnet", root, tmp_path / "catalog", [patch.s2 for patch in data.PATCHES]
+    )
     href = items[0].assets["s2_B02"].get_absolute_href()
     assert Path(href) == data.s2_path(root, data.PATCHES[0].s2, "B02.tif")
     assert reported == []

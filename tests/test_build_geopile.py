@@ -39,8 +39,10 @@ def test_one_item_per_image(root: Path) -> None:
 
 def test_constituent_label_and_gsd_range(root: Path) -> None:
     properties = {item.id: item.properties for item in geopile.build(root).items}
-    assert {key: (p["geopile:constituent"], p.get("geopile:label"), p["geopile:gsd_range_m"])
-            for key, p in properties.items()} == {
+    assert {
+        key: (p["geopile:constituent"], p.get("geopile:label"), p["geopile:gsd_range_m"])
+        for key, p in properties.items()
+    } == {
         "geopile_MLRSNet_bridge_bridge_00001": ("MLRSNet", "bridge", [0.1, 10.0]),
         "geopile_MLRSNet_loose_0001": ("MLRSNet", None, [0.1, 10.0]),
         "geopile_NAIP_images_m_3807504_ne_18_1_0001": ("NAIP", None, [1.0, 1.0]),
@@ -53,13 +55,17 @@ def test_constituent_label_and_gsd_range(root: Path) -> None:
 
 
 def test_pictures_have_no_georeference_and_a_date_range(root: Path) -> None:
-    checks.assert_undated_pictures(geopile.build(root).items,
-                            "1990-01-01T00:00:00Z", "2023-02-28T23:59:59Z")
+    checks.assert_undated_pictures(
+        geopile.build(root).items, "1990-01-01T00:00:00Z", "2023-02-28T23:59:59Z"
+    )
 
 
 def test_image_asset_fields_match_the_file(root: Path) -> None:
-    media_types = {".jpg": pystac.MediaType.JPEG, ".png": pystac.MediaType.PNG,
-                   ".tif": pystac.MediaType.TIFF}
+    media_types = {
+        ".jpg": pystac.MediaType.JPEG,
+        ".png": pystac.MediaType.PNG,
+        ".tif": pystac.MediaType.TIFF,
+    }
     for item in geopile.build(root).items:
         asset = item.assets["image"]
         assert asset.media_type == media_types[Path(asset.href).suffix]
@@ -90,10 +96,14 @@ def test_damaged_and_unexpected_files_are_reported(broken_root: Path) -> None:
         (str(broken_root / data.GRAYSCALE_NAIP), "1 bands, expected 3 (rgb) or 4 (rgb_nir)"),
         (str(broken_root / data.RGBA_OUTSIDE_NAIP), "4 bands, expected 3 (rgb)"),
         (str(broken_root / data.TRUNCATED), checks.StartsWith("undecodable image (")),
-        (str(broken_root / data.DUPLICATE_ID),
-         "a second image with the Item id 'geopile_RSD46-WHU_airport_airport_0001'"),
-        (str(broken_root / data.STRAY_FOLDER),
-         "not a GeoPile constituent ['NAIP', 'RSD46-WHU', 'MLRSNet', 'RESISC45', 'PatternNet']"),
+        (
+            str(broken_root / data.DUPLICATE_ID),
+            "a second image with the Item id 'geopile_RSD46-WHU_airport_airport_0001'",
+        ),
+        (
+            str(broken_root / data.STRAY_FOLDER),
+            "not a GeoPile constituent ['NAIP', 'RSD46-WHU', 'MLRSNet', 'RESISC45', 'PatternNet']",
+        ),
     ]
 
 

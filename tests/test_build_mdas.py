@@ -28,25 +28,34 @@ def broken_root(tmp_path: Path) -> Path:
 def test_one_item_per_sub_area_with_its_sensors(root: Path) -> None:
     result = mdas.build(root)
     assert result.problems == []
-    assert {item.id: {key: a.extra_fields["msgfm:sensor"] for key, a in item.assets.items()}
-            for item in result.items} == {
-        "mdas_sub_area_1": {"rgb": "rgb", "dsm": "dsm", "s2": "sentinel2_l2a",
-                            "s1": "sentinel1_grd", "osm_buildings": "building_mask"},
+    assert {
+        item.id: {key: a.extra_fields["msgfm:sensor"] for key, a in item.assets.items()}
+        for item in result.items
+    } == {
+        "mdas_sub_area_1": {
+            "rgb": "rgb",
+            "dsm": "dsm",
+            "s2": "sentinel2_l2a",
+            "s1": "sentinel1_grd",
+            "osm_buildings": "building_mask",
+        },
         "mdas_sub_area_2": {"rgb": "rgb_alpha", "dsm": "dsm", "osm_buildings": "building_mask"},
         "mdas_sub_area_3": {"rgb": "rgb", "dsm": "dsm"},
     }
     assert [item.id for item in result.items] == [
-        "mdas_sub_area_1", "mdas_sub_area_2", "mdas_sub_area_3"]
+        "mdas_sub_area_1",
+        "mdas_sub_area_2",
+        "mdas_sub_area_3",
+    ]
 
 
 def test_assets_point_at_their_files(root: Path) -> None:
     items = {item.id: item for item in mdas.build(root).items}
     assert items["mdas_sub_area_1"].assets["s1"].href == str(
-        data.sub_area_path(root, 1, "Sentinel_1"))
-    assert items["mdas_sub_area_2"].assets["dsm"].href == str(
-        data.sub_area_path(root, 2, "3K_dsm"))
-    assert items["mdas_sub_area_3"].assets["rgb"].href == str(
-        data.sub_area_path(root, 3, "3K_RGB"))
+        data.sub_area_path(root, 1, "Sentinel_1")
+    )
+    assert items["mdas_sub_area_2"].assets["dsm"].href == str(data.sub_area_path(root, 2, "3K_dsm"))
+    assert items["mdas_sub_area_3"].assets["rgb"].href == str(data.sub_area_path(root, 3, "3K_RGB"))
 
 
 def test_projection_and_file_fields_match_the_files(root: Path) -> None:
@@ -67,8 +76,12 @@ def test_bands_and_polarizations(root: Path) -> None:
     items = {item.id: item for item in mdas.build(root).items}
     fields = {key: asset.extra_fields for key, asset in items["mdas_sub_area_1"].assets.items()}
     assert {key: [band["name"] for band in f["bands"]] for key, f in fields.items()} == {
-        "rgb": ["red", "green", "blue"], "dsm": ["elevation"], "s2": S2_L2A, "s1": ["VV", "VH"],
-        "osm_buildings": ["building"]}
+        "rgb": ["red", "green", "blue"],
+        "dsm": ["elevation"],
+        "s2": S2_L2A,
+        "s1": ["VV", "VH"],
+        "osm_buildings": ["building"],
+    }
     assert fields["s1"]["sar:polarizations"] == ["VV", "VH"]
     assert [key for key, f in fields.items() if "sar:polarizations" in f] == ["s1"]
     rgba = items["mdas_sub_area_2"].assets["rgb"].extra_fields
@@ -91,21 +104,32 @@ def test_footprint_is_the_rgb_grid_and_the_day_of_acquisition(root: Path) -> Non
 def test_damaged_and_unexpected_files_are_reported(broken_root: Path) -> None:
     result = mdas.build(broken_root)
     assert [item.id for item in result.items] == [
-        "mdas_sub_area_1", "mdas_sub_area_2", "mdas_sub_area_3"]
+        "mdas_sub_area_1",
+        "mdas_sub_area_2",
+        "mdas_sub_area_3",
+    ]
     assert list(result.items[2].assets) == ["rgb", "dsm"]  # its Sentinel_2 has 13 bands
     folder = broken_root / data.DATA_FOLDER
     assert checks.problems(result) == [
         (str(folder / data.STRAY_FOLDER), "not a sub_area_<N> folder of MDAS"),
         (str(folder / data.MISNAMED), "name is not <modality>_sub_area1.tif"),
-        (str(data.sub_area_path(broken_root, *data.UNKNOWN_MODALITY)),
-         "unknown MDAS modality 'Landsat_8'"),
-        (str(data.sub_area_path(broken_root, 3, "Sentinel_2")),
-         "13 bands, expected 12 (sentinel2_l2a)"),
-        (str(data.sub_area_path(broken_root, 4, "3K_RGB")),
-         "4th band is undefined, not alpha: its content is unknown"),
+        (
+            str(data.sub_area_path(broken_root, *data.UNKNOWN_MODALITY)),
+            "unknown MDAS modality 'Landsat_8'",
+        ),
+        (
+            str(data.sub_area_path(broken_root, 3, "Sentinel_2")),
+            "13 bands, expected 12 (sentinel2_l2a)",
+        ),
+        (
+            str(data.sub_area_path(broken_root, 4, "3K_RGB")),
+            "4th band is undefined, not alpha: its content is unknown",
+        ),
         (str(folder / "sub_area_4"), "no usable rgb: sub-area skipped"),
-        (str(data.sub_area_path(broken_root, *data.TRUNCATED)),
-         checks.StartsWith("unreadable raster (")),
+        (
+            str(data.sub_area_path(broken_root, *data.TRUNCATED)),
+            checks.StartsWith("unreadable raster ("),
+        ),
         (str(folder / "sub_area_5"), "no usable dsm: sub-area skipped"),
         (str(folder / "sub_area_6"), "no usable dsm: sub-area skipped"),
     ]
@@ -116,11 +140,16 @@ def test_a_second_file_for_one_asset_is_reported(root: Path) -> None:
     duplicate.write_bytes(data.sub_area_path(root, 1, "3K_DSM").read_bytes())
     result = mdas.build(root)
     assert checks.problems(result) == [
-        (str(duplicate), "second 3K_dsm file; using 3K_DSM_sub_area1.tif")]
+        (str(duplicate), "second 3K_dsm file; using 3K_DSM_sub_area1.tif")
+    ]
     assert result.items[0].assets["dsm"].href == str(data.sub_area_path(root, 1, "3K_DSM"))
 
 
 def test_cli_writes_a_valid_catalog(broken_root: Path, tmp_path: Path) -> None:
-    _, reported = checks.build_with_cli("mdas", broken_root, tmp_path / "catalog",
-                                 ["mdas_sub_area_1", "mdas_sub_area_2", "mdas_sub_area_3"])
+    _, reported = checks.build_with_cli(
+        "mdas",
+        broken_root,
+        tmp_path / "catalog",
+        ["mdas_sub_area_1", "mdas_sub_area_2", "mdas_sub_area_3"],
+    )
     assert len(reported) == 9

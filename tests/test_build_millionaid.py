@@ -11,8 +11,13 @@ from catalogs.builders import millionaid
 from tests.data import checks
 from tests.data.millionaid import data
 
-VALID_IDS = ["millionaid_train_P0001", "millionaid_train_P0002", "millionaid_train_P0100",
-             "millionaid_test_T0001", "millionaid_test_T0002"]
+VALID_IDS = [
+    "millionaid_train_P0001",
+    "millionaid_train_P0002",
+    "millionaid_train_P0100",
+    "millionaid_test_T0001",
+    "millionaid_test_T0002",
+]
 
 
 @pytest.fixture
@@ -39,13 +44,15 @@ def test_labels_and_split_from_the_folders(root: Path) -> None:
         "millionaid_test_T0001": ("test", []),
         "millionaid_test_T0002": ("test", []),
     }
-    assert {key: (p["millionaid:split"], p["millionaid:labels"])
-            for key, p in properties.items()} == expected
+    assert {
+        key: (p["millionaid:split"], p["millionaid:labels"]) for key, p in properties.items()
+    } == expected
 
 
 def test_pictures_have_no_georeference_and_a_date_range(root: Path) -> None:
-    checks.assert_undated_pictures(millionaid.build(root).items,
-                            "1990-01-01T00:00:00Z", "2020-06-30T23:59:59Z")
+    checks.assert_undated_pictures(
+        millionaid.build(root).items, "1990-01-01T00:00:00Z", "2020-06-30T23:59:59Z"
+    )
 
 
 def test_image_asset_fields_match_the_file(root: Path) -> None:
@@ -68,8 +75,10 @@ def test_damaged_and_unexpected_files_are_reported(broken_root: Path) -> None:
         (str(broken_root / data.TRUNCATED), checks.StartsWith("undecodable image (")),
         (str(broken_root / data.GRAYSCALE), "1 bands, but sensor 'rgb' has 3"),
         (str(broken_root / data.PNG_AS_JPG), "not a JPEG (decodes as image/png)"),
-        (str(broken_root / data.DUPLICATE_ID),
-         "a second image with the Item id 'millionaid_train_P0001'"),
+        (
+            str(broken_root / data.DUPLICATE_ID),
+            "a second image with the Item id 'millionaid_train_P0001'",
+        ),
         (str(broken_root / data.NOT_AN_IMAGE), "suffix '.txt' is not .jpg"),
     ]
 

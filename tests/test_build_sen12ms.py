@@ -12,8 +12,7 @@ from catalogs.builders import sen12ms
 from tests.data import checks
 from tests.data.sen12ms import data
 
-S2_L1C = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
-          "B12"]
+S2_L1C = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
 S2_L2A = [name for name in S2_L1C if name != "B10"]
 
 
@@ -40,7 +39,10 @@ def test_one_item_per_patch_with_its_assets(root: Path) -> None:
         "ROIs2017_winter_7_p2": ["s1", "s2", "lc"],
     }
     assert [item.id for item in result.items] == [
-        "ROIs1158_spring_1_p4", "ROIs1158_spring_1_p30", "ROIs2017_winter_7_p2"]
+        "ROIs1158_spring_1_p4",
+        "ROIs1158_spring_1_p30",
+        "ROIs2017_winter_7_p2",
+    ]
 
 
 def test_assets_point_at_their_files(root: Path) -> None:
@@ -110,28 +112,43 @@ def test_season_interval_and_patch_properties(root: Path) -> None:
 def test_damaged_and_unexpected_files_are_reported(broken_root: Path) -> None:
     result = sen12ms.build(broken_root)
     assert [item.id for item in result.items] == [
-        "ROIs1158_spring_1_p4", "ROIs1158_spring_1_p30", "ROIs2017_winter_7_p2",
-        "ROIs2017_winter_7_p9"]
+        "ROIs1158_spring_1_p4",
+        "ROIs1158_spring_1_p30",
+        "ROIs2017_winter_7_p2",
+        "ROIs2017_winter_7_p9",
+    ]
     assert list(result.items[-1].assets) == ["s1", "s2"]  # its lc is damaged, lc is optional
     spring, winter = "ROIs1158_spring", "ROIs2017_winter"
     truncated = _path(broken_root, *data.TRUNCATED)
     assert checks.problems(result) == [
         (str(broken_root / data.MISNAMED), "name is not ROIs2017_winter_s1_7_p<patch>.tif"),
         (str(broken_root / data.STRAY_FOLDER), "folder name is not ROIs<id>_<season>"),
-        (_path(broken_root, spring, 1, 40, "s1"),
-         f"no s2 partner: {_path(broken_root, spring, 1, 40, 's2')}"),
+        (
+            _path(broken_root, spring, 1, 40, "s1"),
+            f"no s2 partner: {_path(broken_root, spring, 1, 40, 's2')}",
+        ),
         (truncated, checks.StartsWith("unreadable raster (")),
         (_path(broken_root, spring, 1, 41, "s1"), f"unusable s2 partner: {truncated}"),
         (_path(broken_root, winter, 7, 3, "s1"), "3 bands, expected 2 (sentinel1_grd)"),
-        (_path(broken_root, winter, 7, 3, "s2"),
-         f"unusable s1 partner: {_path(broken_root, winter, 7, 3, 's1')}"),
+        (
+            _path(broken_root, winter, 7, 3, "s2"),
+            f"unusable s1 partner: {_path(broken_root, winter, 7, 3, 's1')}",
+        ),
         (_path(broken_root, winter, 7, 9, "lc"), "2 bands, expected 4 (modis_landcover)"),
     ]
 
 
 def test_cli_writes_a_valid_catalog(broken_root: Path, tmp_path: Path) -> None:
-    _, reported = checks.build_with_cli("sen12ms", broken_root, tmp_path / "catalog", [
-        "ROIs1158_spring_1_p4", "ROIs1158_spring_1_p30", "ROIs2017_winter_7_p2",
-        "ROIs2017_winter_7_p9"])
+    _, reported = checks.build_with_cli(
+        "sen12ms",
+        broken_root,
+        tmp_path / "catalog",
+        [
+            "ROIs1158_spring_1_p4",
+            "ROIs1158_spring_1_p30",
+            "ROIs2017_winter_7_p2",
+            "ROIs2017_winter_7_p9",
+        ],
+    )
     assert len(reported) == 8
     assert {p["source"] for p in reported} == {"sen12ms"}

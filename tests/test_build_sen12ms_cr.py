@@ -63,8 +63,10 @@ def test_sensors_bands_and_polarizations(items: dict[str, pystac.Item]) -> None:
     for item, sensor in ((l1c, "sentinel2_l1c"), (l2a, "sentinel2_l2a")):
         for modality in ("s2", "s2_cloudy"):
             assert item.assets[modality].extra_fields["msgfm:sensor"] == sensor
-    assert [b["name"] for b in l1c.assets["s2_cloudy"].extra_fields["bands"]][9:11] == \
-        ["B09", "B10"]
+    assert [b["name"] for b in l1c.assets["s2_cloudy"].extra_fields["bands"]][9:11] == [
+        "B09",
+        "B10",
+    ]
     s1 = l1c.assets["s1"].extra_fields
     assert s1["msgfm:sensor"] == "sentinel1_grd"
     assert [b["name"] for b in s1["bands"]] == ["VV", "VH"]
@@ -74,12 +76,19 @@ def test_sensors_bands_and_polarizations(items: dict[str, pystac.Item]) -> None:
 def test_season_intervals_and_patch_properties(items: dict[str, pystac.Item]) -> None:
     spring, winter = items["ROIs1158_spring_1_p30"], items["ROIs2017_winter_5_p7"]
     assert spring.datetime is None and winter.datetime is None
-    assert (spring.properties["start_datetime"], spring.properties["end_datetime"]) == \
-        ("2017-03-01T00:00:00Z", "2017-05-31T23:59:59Z")
-    assert (winter.properties["start_datetime"], winter.properties["end_datetime"]) == \
-        ("2016-12-01T00:00:00Z", "2017-02-28T23:59:59Z")
-    assert (winter.properties["sen12ms:season"], winter.properties["sen12ms:scene"],
-            winter.properties["sen12ms:patch"]) == ("winter", 5, 7)
+    assert (spring.properties["start_datetime"], spring.properties["end_datetime"]) == (
+        "2017-03-01T00:00:00Z",
+        "2017-05-31T23:59:59Z",
+    )
+    assert (winter.properties["start_datetime"], winter.properties["end_datetime"]) == (
+        "2016-12-01T00:00:00Z",
+        "2017-02-28T23:59:59Z",
+    )
+    assert (
+        winter.properties["sen12ms:season"],
+        winter.properties["sen12ms:scene"],
+        winter.properties["sen12ms:patch"],
+    ) == ("winter", 5, 7)
 
 
 def test_damaged_files_are_reported_and_the_rest_builds(tmp_path: Path) -> None:
@@ -95,8 +104,7 @@ def test_damaged_files_are_reported_and_the_rest_builds(tmp_path: Path) -> None:
     truncated_cloudy = path(truncated, "s2_cloudy")
     three_band_s1 = path(three_bands, "s1")
     assert checks.problems(result) == [
-        (str(root / data.STRAY_FOLDER),
-         "folder name is not ROIs<id>_<season>_{s1,s2,s2_cloudy}"),
+        (str(root / data.STRAY_FOLDER), "folder name is not ROIs<id>_<season>_{s1,s2,s2_cloudy}"),
         (str(root / data.MISNAMED), "name is not ROIs2017_winter_s2_5_p<patch>.tif"),
         (path(missing, "s1"), f"no s2_cloudy partner: {expected_cloudy}"),
         (path(missing, "s2"), f"no s2_cloudy partner: {expected_cloudy}"),
@@ -111,6 +119,7 @@ def test_damaged_files_are_reported_and_the_rest_builds(tmp_path: Path) -> None:
 
 def test_cli_writes_a_valid_catalog(root: Path, tmp_path: Path) -> None:
     items, reported = checks.build_with_cli("sen12ms-cr", root, tmp_path / "catalog", VALID_IDS)
-    assert Path(items[0].assets["s2_cloudy"].get_absolute_href()) == \
-        data.triplet_path(root, "ROIs1158_spring", 1, 30, "s2_cloudy")
+    assert Path(items[0].assets["s2_cloudy"].get_absolute_href()) == data.triplet_path(
+        root, "ROIs1158_spring", 1, 30, "s2_cloudy"
+    )
     assert reported == []

@@ -62,8 +62,10 @@ def test_assets(root: Path, items: dict[str, pystac.Item]) -> None:
 
 def test_proj_fields_are_the_files(items: dict[str, pystac.Item]) -> None:
     for item_id, item in items.items():
-        for key, transform, side in (("pan", data.pan_transform, data.PAN_PX),
-                                     ("ms", data.ms_transform, data.MS_PX)):
+        for key, transform, side in (
+            ("pan", data.pan_transform, data.PAN_PX),
+            ("ms", data.ms_transform, data.MS_PX),
+        ):
             checks.assert_proj_fields(item.assets[key])
             fields = item.assets[key].extra_fields
             assert fields["proj:code"] == data.CRS
@@ -73,12 +75,15 @@ def test_proj_fields_are_the_files(items: dict[str, pystac.Item]) -> None:
 
 def test_gsd_is_in_metres(items: dict[str, pystac.Item]) -> None:
     for item_id, item in items.items():
-        for key, pixel_deg, side in (("pan", data.PAN_DEG, data.PAN_PX),
-                                     ("ms", data.MS_DEG, data.MS_PX)):
+        for key, pixel_deg, side in (
+            ("pan", data.PAN_DEG, data.PAN_PX),
+            ("ms", data.MS_DEG, data.MS_PX),
+        ):
             north = item.assets[key].extra_fields["proj:transform"][5]
             lat = north - (side // 2 + 0.5) * pixel_deg
-            assert item.assets[key].extra_fields["gsd"] == \
-                pytest.approx(checks.wgs84_pixel_side_m(pixel_deg, lat), abs=6e-5), (item_id, key)
+            assert item.assets[key].extra_fields["gsd"] == pytest.approx(
+                checks.wgs84_pixel_side_m(pixel_deg, lat), abs=6e-5
+            ), (item_id, key)
     assert items["AOI_2_Vegas_img1"].assets["pan"].extra_fields["gsd"] == 0.2696  # at 36.26 N
 
 
@@ -92,8 +97,16 @@ def test_bands(items: dict[str, pystac.Item]) -> None:
     pan, ms = item.assets["pan"].extra_fields, item.assets["ms"].extra_fields
     assert (pan["msgfm:sensor"], ms["msgfm:sensor"]) == ("worldview3_pan", "worldview3_ms")
     assert [b["name"] for b in pan["bands"]] == ["PAN"]
-    assert [b["name"] for b in ms["bands"]] == ["coastal", "blue", "green", "yellow", "red",
-                                                  "rededge", "nir1", "nir2"]
+    assert [b["name"] for b in ms["bands"]] == [
+        "coastal",
+        "blue",
+        "green",
+        "yellow",
+        "red",
+        "rededge",
+        "nir1",
+        "nir2",
+    ]
     assert "sar:polarizations" not in pan
 
 
@@ -102,15 +115,18 @@ def test_acquisition_times(items: dict[str, pystac.Item]) -> None:
     assert vegas.to_dict()["properties"]["datetime"] == "2015-10-22T18:36:56Z"
     assert "start_datetime" not in vegas.properties
     assert paris.datetime is None
-    assert (paris.properties["start_datetime"], paris.properties["end_datetime"]) == \
-        ("2014-08-13T00:00:00Z", "2017-03-22T00:00:00Z")
+    assert (paris.properties["start_datetime"], paris.properties["end_datetime"]) == (
+        "2014-08-13T00:00:00Z",
+        "2017-03-22T00:00:00Z",
+    )
 
 
 def test_footprint_is_the_pan_grid(items: dict[str, pystac.Item]) -> None:
     _, _, west, _, _, north = data.pan_transform("AOI_2_Vegas", 3)
     extent = data.PAN_DEG * data.PAN_PX
     assert items["AOI_2_Vegas_img3"].bbox == pytest.approx(
-        [west, north - extent, west + extent, north], abs=1e-7)
+        [west, north - extent, west + extent, north], abs=1e-7
+    )
 
 
 def test_torchgeo_reads_the_layout(base: Path) -> None:
@@ -137,13 +153,19 @@ def test_damaged_files_are_reported_and_the_rest_builds(root: Path, tmp_path: Pa
         (str(copy / data.BAD_GEOJSON), checks.StartsWith("unreadable GeoJSON (")),
         (truncated, checks.StartsWith("unreadable raster (")),
         (str(data.chip_path(copy, "AOI_2_Vegas", 2, "MUL")), f"unusable pan partner: {truncated}"),
-        (str(data.chip_path(copy, "AOI_2_Vegas", 2, "buildings")),
-         f"unusable pan partner: {truncated}"),
+        (
+            str(data.chip_path(copy, "AOI_2_Vegas", 2, "buildings")),
+            f"unusable pan partner: {truncated}",
+        ),
         (wrong_band_count, "4 bands, expected 8 (worldview3_ms)"),
-        (str(data.chip_path(copy, "AOI_3_Paris", 5, "PAN")),
-         f"unusable ms partner: {wrong_band_count}"),
-        (str(data.chip_path(copy, "AOI_3_Paris", 5, "buildings")),
-         f"unusable ms partner: {wrong_band_count}"),
+        (
+            str(data.chip_path(copy, "AOI_3_Paris", 5, "PAN")),
+            f"unusable ms partner: {wrong_band_count}",
+        ),
+        (
+            str(data.chip_path(copy, "AOI_3_Paris", 5, "buildings")),
+            f"unusable ms partner: {wrong_band_count}",
+        ),
     ]
 
 
@@ -154,12 +176,14 @@ def test_missing_partner_is_reported(root: Path, tmp_path: Path) -> None:
     expected = data.chip_path(copy, "AOI_3_Paris", 5, "MUL")
     assert checks.problems(result) == [
         (str(data.chip_path(copy, "AOI_3_Paris", 5, product)), f"no ms partner: {expected}")
-        for product in ("PAN", "buildings")]
+        for product in ("PAN", "buildings")
+    ]
     assert [item.id for item in result.items] == IDS[:3]
 
 
 def test_cli_writes_a_valid_catalog(root: Path, tmp_path: Path) -> None:
     items, reported = checks.build_with_cli("spacenet2", root, tmp_path / "catalog", IDS)
-    assert Path(items[0].assets["buildings"].get_absolute_href()) == \
-        data.chip_path(root, "AOI_2_Vegas", 1, "buildings")
+    assert Path(items[0].assets["buildings"].get_absolute_href()) == data.chip_path(
+        root, "AOI_2_Vegas", 1, "buildings"
+    )
     assert reported == []

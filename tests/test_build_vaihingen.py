@@ -42,8 +42,10 @@ def test_assets(root: Path, items: dict[str, pystac.Item]) -> None:
     areas = {**data.GEOREFERENCED_AREAS, **data.UNGEOREFERENCED_AREAS}
     for area, label_folder in areas.items():
         item = items[f"vaihingen_area{area}"]
-        expected = {"cir": data.area_path(root, area, "cir"),
-                    "dsm": data.area_path(root, area, "dsm")}
+        expected = {
+            "cir": data.area_path(root, area, "cir"),
+            "dsm": data.area_path(root, area, "dsm"),
+        }
         if label_folder is not None:
             expected["labels"] = data.area_path(root, area, "labels", label_folder)
         assert {key: Path(asset.href) for key, asset in item.assets.items()} == expected
@@ -76,10 +78,12 @@ def test_footprint_is_the_cir_grid(items: dict[str, pystac.Item]) -> None:
     _, _, west, _, _, north = data.area_transform(1)
     east, south = west + data.WIDTH * data.GSD_M, north - data.HEIGHT * data.GSD_M
     to_wgs84 = Transformer.from_crs(data.CRS, "EPSG:4326", always_xy=True)
-    lons, lats = zip(*(to_wgs84.transform(x, y) for x in (west, east) for y in (south, north)),
-                     strict=True)
+    lons, lats = zip(
+        *(to_wgs84.transform(x, y) for x in (west, east) for y in (south, north)), strict=True
+    )
     assert items["vaihingen_area1"].bbox == pytest.approx(
-        [min(lons), min(lats), max(lons), max(lats)], abs=2e-7)
+        [min(lons), min(lats), max(lons), max(lats)], abs=2e-7
+    )
 
 
 def test_checksums(items: dict[str, pystac.Item]) -> None:
@@ -104,15 +108,19 @@ def test_properties(items: dict[str, pystac.Item]) -> None:
         assert item.properties["vaihingen:area"] == area
         assert item.properties["vaihingen:split"] == split
         assert item.datetime is None
-        assert (item.properties["start_datetime"], item.properties["end_datetime"]) == \
-            ("2008-06-01T00:00:00Z", "2008-08-31T23:59:59Z")
+        assert (item.properties["start_datetime"], item.properties["end_datetime"]) == (
+            "2008-06-01T00:00:00Z",
+            "2008-08-31T23:59:59Z",
+        )
 
 
 def test_train_areas_are_torchgeos() -> None:
     from torchgeo.datasets import Vaihingen2D
 
-    train = {int(name.removeprefix("top_mosaic_09cm_area").removesuffix(".tif"))
-             for name in Vaihingen2D.splits["train"]}
+    train = {
+        int(name.removeprefix("top_mosaic_09cm_area").removesuffix(".tif"))
+        for name in Vaihingen2D.splits["train"]
+    }
     assert train == vaihingen.TRAIN_AREAS
 
 
@@ -136,8 +144,10 @@ def test_damaged_files_are_reported_and_the_rest_builds(root: Path, tmp_path: Pa
     assert list(result.items[0].assets) == ["cir", "labels"]
     assert checks.problems(result) == [
         (str(copy / data.MISNAMED), "name is not top_mosaic_09cm_area<N>.tif"),
-        (str(copy / data.ORPHAN_DSM),
-         "dsm of area 9, which has no orthophoto top/top_mosaic_09cm_area9.tif"),
+        (
+            str(copy / data.ORPHAN_DSM),
+            "dsm of area 9, which has no orthophoto top/top_mosaic_09cm_area9.tif",
+        ),
         (str(copy / data.WRONG_BAND_COUNT), "2 bands, expected 1 (dsm)"),
         (str(copy / data.TRUNCATED), checks.StartsWith("unreadable raster (", "; area 2 skipped")),
     ]
@@ -153,13 +163,14 @@ def test_damaged_ungeoreferenced_files_are_reported(root: Path, tmp_path: Path) 
     result = vaihingen.build(copy)
     assert [item.id for item in result.items] == IDS
     assert list(result.items[2].assets) == ["cir"]
-    assert checks.problems(result) == [(str(dsm), "3 bands, expected 1 (dsm)"),
-                                (str(labels), checks.StartsWith("undecodable image ("))]
+    assert checks.problems(result) == [
+        (str(dsm), "3 bands, expected 1 (dsm)"),
+        (str(labels), checks.StartsWith("undecodable image (")),
+    ]
 
 
 def test_cli_writes_a_valid_catalog(root: Path, tmp_path: Path) -> None:
     items, reported = checks.build_with_cli("vaihingen", root, tmp_path / "catalog", IDS)
     assert items[2].geometry is None
-    assert Path(items[0].assets["labels"].get_absolute_href()) == \
-        data.area_path(root, 1, "labels")
+    assert Path(items[0].assets["labels"].get_absolute_href()) == data.area_path(root, 1, "labels")
     assert reported == []

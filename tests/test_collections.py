@@ -20,8 +20,16 @@ PROVIDER_ROLES = {"licensor", "producer", "processor", "host"}
 # The license field of STAC 1.1 common metadata: an SPDX id or "other" (no spaces, so no
 # SPDX expressions).
 LICENSE_PATTERN = re.compile(r"^[\w\-.+]+$")
-PER_FILE_FIELDS = ("href", "file:checksum", "file:size", "proj:shape", "proj:transform",
-                   "proj:bbox", "proj:code", "proj:wkt2")
+PER_FILE_FIELDS = (
+    "href",
+    "file:checksum",
+    "file:size",
+    "proj:shape",
+    "proj:transform",
+    "proj:bbox",
+    "proj:code",
+    "proj:wkt2",
+)
 
 # Two synthetic items in known places and times: their union is the sample extent.
 ITEM_A_BBOX = [10.0, 47.0, 10.5, 47.5]
@@ -44,12 +52,16 @@ def _time(value: str | None) -> datetime | None:
 def _asset(key: str, sensor: str, index: int) -> pystac.Asset:
     """An asset carrying the per-file fields a builder writes, plus fields that describe it."""
     if sensor == "labels":
-        return pystac.Asset(href=f"/data/item{index}/{key}.geojson",
-                            media_type=pystac.MediaType.GEOJSON, roles=["labels"],
-                            extra_fields={"file:checksum": "1220" + f"{index:064x}",
-                                          "file:size": 1000 + index})
+        return pystac.Asset(
+            href=f"/data/item{index}/{key}.geojson",
+            media_type=pystac.MediaType.GEOJSON,
+            roles=["labels"],
+            extra_fields={"file:checksum": "1220" + f"{index:064x}", "file:size": 1000 + index},
+        )
     return pystac.Asset(
-        href=f"/data/item{index}/{key}.tif", media_type=pystac.MediaType.COG, roles=["data"],
+        href=f"/data/item{index}/{key}.tif",
+        media_type=pystac.MediaType.COG,
+        roles=["data"],
         extra_fields={
             "msgfm:sensor": sensor,
             "proj:code": "EPSG:32632",
@@ -58,19 +70,37 @@ def _asset(key: str, sensor: str, index: int) -> pystac.Asset:
             "proj:bbox": [500000.0 + index, 5199360.0, 500640.0 + index, 5200000.0],
             "file:checksum": "1220" + f"{index:064x}",
             "file:size": 4096 + index,
-        })
+        },
+    )
 
 
 def _items(source: str) -> list[pystac.Item]:
     """Two georeferenced items with one asset per asset key of ``source``, and one without."""
     keys = source_info(source)["assets"]
 
-    def item(item_id: str, bbox: list[float] | None, when: datetime | None,
-             properties: dict[str, Any], index: int) -> pystac.Item:
-        geometry = None if bbox is None else {
-            "type": "Polygon",
-            "coordinates": [[[bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]],
-                             [bbox[0], bbox[3]], [bbox[0], bbox[1]]]]}
+    def item(
+        item_id: str,
+        bbox: list[float] | None,
+        when: datetime | None,
+        properties: dict[str, Any],
+        index: int,
+    ) -> pystac.Item:
+        geometry = (
+            None
+            if bbox is None
+            else {
+                "type": "Polygon",
+                "coordinates": [
+                    [
+                        [bbox[0], bbox[1]],
+                        [bbox[2], bbox[1]],
+                        [bbox[2], bbox[3]],
+                        [bbox[0], bbox[3]],
+                        [bbox[0], bbox[1]],
+                    ]
+                ],
+            }
+        )
         it = pystac.Item(item_id, geometry, bbox, when, properties)
         for key, sensor in keys.items():
             it.add_asset(key, _asset(key, sensor, index))
@@ -79,9 +109,16 @@ def _items(source: str) -> list[pystac.Item]:
 
     return [
         item(f"{source}-a", ITEM_A_BBOX, ITEM_A_TIME, {}, 1),
-        item(f"{source}-b", ITEM_B_BBOX, None,
-             {"start_datetime": ITEM_B_RANGE[0].isoformat().replace("+00:00", "Z"),
-              "end_datetime": ITEM_B_RANGE[1].isoformat().replace("+00:00", "Z")}, 2),
+        item(
+            f"{source}-b",
+            ITEM_B_BBOX,
+            None,
+            {
+                "start_datetime": ITEM_B_RANGE[0].isoformat().replace("+00:00", "Z"),
+                "end_datetime": ITEM_B_RANGE[1].isoformat().replace("+00:00", "Z"),
+            },
+            2,
+        ),
         # No georeference (as Million-AID / GeoPile pictures): must not move the union.
         item(f"{source}-c", None, datetime(2018, 6, 1, tzinfo=UTC), {}, 3),
     ]
@@ -94,16 +131,34 @@ def _collection_dict(collection: pystac.Collection, root: Path) -> dict[str, Any
 
 
 def test_all_eight_sources_are_described() -> None:
-    assert SOURCE_IDS == sorted(["sen12ms", "mdas", "millionaid", "geopile", "bigearthnet",
-                                 "sen12ms-cr", "spacenet2", "vaihingen"])
+    assert SOURCE_IDS == sorted(
+        [
+            "sen12ms",
+            "mdas",
+            "millionaid",
+            "geopile",
+            "bigearthnet",
+            "sen12ms-cr",
+            "spacenet2",
+            "vaihingen",
+        ]
+    )
 
 
 def test_roles_split_pretraining_from_downstream() -> None:
     roles = {source: source_info(source)["role"] for source in SOURCE_IDS}
     assert {s for s, r in roles.items() if r == "pretraining"} == {
-        "sen12ms", "mdas", "millionaid", "geopile"}
+        "sen12ms",
+        "mdas",
+        "millionaid",
+        "geopile",
+    }
     assert {s for s, r in roles.items() if r == "downstream"} == {
-        "bigearthnet", "sen12ms-cr", "spacenet2", "vaihingen"}
+        "bigearthnet",
+        "sen12ms-cr",
+        "spacenet2",
+        "vaihingen",
+    }
 
 
 def test_unknown_source_names_the_known_ones() -> None:
@@ -135,7 +190,8 @@ def test_collection_with_items_is_valid_stac(source: str, sample: bool, tmp_path
     stac = _collection_dict(collection, tmp_path)
     assert validate_core(stac) == []
     assert [link["href"] for link in stac["links"] if link["rel"] == "item"] == [
-        str(tmp_path / f"{source}-{x}" / f"{source}-{x}.json") for x in "abc"]
+        str(tmp_path / f"{source}-{x}" / f"{source}-{x}.json") for x in "abc"
+    ]
 
 
 @pytest.mark.parametrize("source", SOURCE_IDS)
@@ -154,8 +210,9 @@ def test_identity_and_citation_match_the_yaml(source: str) -> None:
     assert stac["msgfm:pairs"] == info["pairs"]
     assert EXTENSIONS["scientific"] in stac["stac_extensions"]
     via = [link for link in stac["links"] if link["rel"] == "via"]
-    assert via == [{"rel": "via", "href": info["originals"]["href"],
-                    "title": info["originals"]["title"]}]
+    assert via == [
+        {"rel": "via", "href": info["originals"]["href"], "title": info["originals"]["title"]}
+    ]
 
 
 @pytest.mark.parametrize("source", SOURCE_IDS)
@@ -193,7 +250,8 @@ def test_extent_is_the_items_union_when_sample(source: str) -> None:
     assert collection.extent.spatial.bboxes == [UNION_BBOX]
     assert collection.extent.temporal.intervals == [UNION_INTERVAL]
     assert collection.to_dict()["extent"]["temporal"]["interval"] == [
-        ["2018-01-01T00:00:00Z", "2019-03-01T10:30:00Z"]]
+        ["2018-01-01T00:00:00Z", "2019-03-01T10:30:00Z"]
+    ]
 
 
 @pytest.mark.parametrize("source", SOURCE_IDS)
@@ -229,8 +287,11 @@ def test_item_assets_describe_the_items_without_per_file_fields(source: str) -> 
         if sensor == "labels":
             assert described == {"type": pystac.MediaType.GEOJSON, "roles": ["labels"]}
         else:
-            assert described == {"type": pystac.MediaType.COG, "roles": ["data"],
-                                 "msgfm:sensor": sensor}
+            assert described == {
+                "type": pystac.MediaType.COG,
+                "roles": ["data"],
+                "msgfm:sensor": sensor,
+            }
 
 
 @pytest.mark.parametrize("source", SOURCE_IDS)

@@ -35,25 +35,38 @@ SQUARE_COLS = (17.3, 44.6)
 SQUARE_ROWS = (15.8, 47.2)
 
 
-def make_params(reference: str = "s2", chip_px: int = 64, stride_px: int = 64,
-                max_nodata_share: float = 0.05, picture_px: int = 64) -> PipelineParams:
+def make_params(
+    reference: str = "s2",
+    chip_px: int = 64,
+    stride_px: int = 64,
+    max_nodata_share: float = 0.05,
+    picture_px: int = 64,
+) -> PipelineParams:
     """Parameters with one paired source, ``paired``, and every other source a picture."""
     return PipelineParams(
         coregister=CoregisterParams(
             sources={"paired": SourceGrid(reference, chip_px, stride_px)},
-            max_nodata_share=max_nodata_share, shift_flag_px=0.5),
-        pictures=PictureParams(chip_px=picture_px))
+            max_nodata_share=max_nodata_share,
+            shift_flag_px=0.5,
+        ),
+        pictures=PictureParams(chip_px=picture_px),
+    )
 
 
-def write_s2(folder: Path, transform: Affine = REF,
-             shape: tuple[int, int] = REF_SHAPE) -> Path:
+def write_s2(folder: Path, transform: Affine = REF, shape: tuple[int, int] = REF_SHAPE) -> Path:
     """The square seen by Sentinel-2 on the reference CRS."""
-    return data.write_raster(folder / "s2.tif", data.s2_square(data.square(), transform, shape),
-                             data.REFERENCE_CRS, transform, nodata=0)
+    return data.write_raster(
+        folder / "s2.tif",
+        data.s2_square(data.square(), transform, shape),
+        data.REFERENCE_CRS,
+        transform,
+        nodata=0,
+    )
 
 
-def write_secondary(folder: Path, sensor: str, inside: data.Inside,
-                    crs: str = data.SECONDARY_CRS) -> Path:
+def write_secondary(
+    folder: Path, sensor: str, inside: data.Inside, crs: str = data.SECONDARY_CRS
+) -> Path:
     """``inside`` seen by a DSM (7.5 m) or Sentinel-1 (10 m) on its own grid in ``crs``."""
     if sensor == "dsm":
         transform, shape = data.covering_transform(crs, 7.5, 30.0, (2.1, 3.7))
@@ -65,15 +78,21 @@ def write_secondary(folder: Path, sensor: str, inside: data.Inside,
     return data.write_raster(folder / f"{sensor}.tif", values, crs, transform, nodata=nodata)
 
 
-def square_item(folder: Path, secondary: str = "s1",
-                secondary_inside: data.Inside | None = None) -> dict[str, Any]:
+def square_item(
+    folder: Path, secondary: str = "s1", secondary_inside: data.Inside | None = None
+) -> dict[str, Any]:
     """A location with Sentinel-2 (reference) and one secondary over the square (or over
     ``secondary_inside``)."""
     sensor = {"dsm": "dsm", "s1": "sentinel1_grd"}[secondary]
     inside = secondary_inside or data.square()
-    return data.stac_item("square", "paired", {
-        "s2": data.raster_asset(write_s2(folder), "sentinel2_l2a"),
-        secondary: data.raster_asset(write_secondary(folder, secondary, inside), sensor)})
+    return data.stac_item(
+        "square",
+        "paired",
+        {
+            "s2": data.raster_asset(write_s2(folder), "sentinel2_l2a"),
+            secondary: data.raster_asset(write_secondary(folder, secondary, inside), sensor),
+        },
+    )
 
 
 def crossing(profile: np.ndarray, rising: bool) -> float:
@@ -90,10 +109,12 @@ def square_edges(image: np.ndarray) -> list[np.ndarray]:
     (or column) well inside the square, in pixel coordinates."""
     rows = range(math.ceil(SQUARE_ROWS[0]) + 2, math.floor(SQUARE_ROWS[1]) - 2)
     cols = range(math.ceil(SQUARE_COLS[0]) + 2, math.floor(SQUARE_COLS[1]) - 2)
-    return [np.array([crossing(image[r], True) for r in rows]),
-            np.array([crossing(image[r], False) for r in rows]),
-            np.array([crossing(image[:, c], True) for c in cols]),
-            np.array([crossing(image[:, c], False) for c in cols])]
+    return [
+        np.array([crossing(image[r], True) for r in rows]),
+        np.array([crossing(image[r], False) for r in rows]),
+        np.array([crossing(image[:, c], True) for c in cols]),
+        np.array([crossing(image[:, c], False) for c in cols]),
+    ]
 
 
 def normalised(chips: LocationChips, sensor: str) -> np.ndarray:
@@ -102,8 +123,11 @@ def normalised(chips: LocationChips, sensor: str) -> np.ndarray:
     image = chips.sensors[sensor][0, 0].astype(np.float64)
     if sensor == "sentinel1_grd":
         image = 10 ** (image / 10)
-    low, high = {"sentinel2_l2a": (1000, 4000), "dsm": (50, 80),
-                 "sentinel1_grd": (10 ** -2.0, 10 ** -0.5)}[sensor]
+    low, high = {
+        "sentinel2_l2a": (1000, 4000),
+        "dsm": (50, 80),
+        "sentinel1_grd": (10**-2.0, 10**-0.5),
+    }[sensor]
     return (image - low) / (high - low)
 
 
@@ -111,14 +135,14 @@ def normalised(chips: LocationChips, sensor: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("secondary", "sensor"), [("dsm", "dsm"), ("s1", "sentinel1_grd")])
-def test_secondary_edges_coincide_with_reference(tmp_path: Path, secondary: str,
-                                                 sensor: str) -> None:
+def test_secondary_edges_coincide_with_reference(
+    tmp_path: Path, secondary: str, sensor: str
+) -> None:
     chips = coregister_item(square_item(tmp_path, secondary), make_params())
     truth = [SQUARE_COLS[0], SQUARE_COLS[1], SQUARE_ROWS[0], SQUARE_ROWS[1]]
     reference_edges = square_edges(normalised(chips, "sentinel2_l2a"))
     secondary_edges = square_edges(normalised(chips, sensor))
-    for true, reference, secondary in zip(truth, reference_edges, secondary_edges,
-                                          strict=True):
+    for true, reference, secondary in zip(truth, reference_edges, secondary_edges, strict=True):
         assert np.abs(reference - true).max() < 0.15
         assert np.abs(secondary - reference).max() < 0.5
         assert np.abs(secondary - true).max() < 0.5
@@ -144,32 +168,41 @@ def test_qa_measures_and_flags_a_misregistered_secondary(tmp_path: Path) -> None
 # --- chips ------------------------------------------------------------------------------------
 
 
-def test_chip_transforms_are_the_reference_grid_shifted_by_whole_windows(
-        tmp_path: Path) -> None:
+def test_chip_transforms_are_the_reference_grid_shifted_by_whole_windows(tmp_path: Path) -> None:
     chips = coregister_item(square_item(tmp_path), make_params(chip_px=32, stride_px=16))
     offsets = [(row, col) for row in (0, 16, 32) for col in (0, 16, 32)]
     assert chips.count == 9
     assert chips.crs == "EPSG:32632"
-    expected = [(10.0, 0.0, 730000.0 + 10.0 * col, 0.0, -10.0, 5363000.0 - 10.0 * row)
-                for row, col in offsets]
+    expected = [
+        (10.0, 0.0, 730000.0 + 10.0 * col, 0.0, -10.0, 5363000.0 - 10.0 * row)
+        for row, col in offsets
+    ]
     np.testing.assert_array_equal(chips.transforms, np.array(expected))
-    expected_bounds = [transform_bounds(data.REFERENCE_CRS, "EPSG:4326",
-                                        *window_bounds(Window(col, row, 32, 32), REF))
-                       for row, col in offsets]
+    expected_bounds = [
+        transform_bounds(
+            data.REFERENCE_CRS, "EPSG:4326", *window_bounds(Window(col, row, 32, 32), REF)
+        )
+        for row, col in offsets
+    ]
     np.testing.assert_array_equal(chips.bounds_lonlat, np.array(expected_bounds))
     with rasterio.open(tmp_path / "s2.tif") as src:  # the reference is cut, not resampled
         reference = src.read()
     for k, (row, col) in enumerate(offsets):
-        np.testing.assert_array_equal(chips.sensors["sentinel2_l2a"][k],
-                                      reference[:, row:row + 32, col:col + 32])
+        np.testing.assert_array_equal(
+            chips.sensors["sentinel2_l2a"][k], reference[:, row : row + 32, col : col + 32]
+        )
 
 
 def test_chips_are_in_storage_dtypes_reference_first_masks_left_out(tmp_path: Path) -> None:
     item = square_item(tmp_path, "s1")
-    lc = data.write_raster(tmp_path / "lc.tif", np.ones((1, *REF_SHAPE), np.uint8),
-                           data.REFERENCE_CRS, REF, nodata=255)
-    item["assets"] = {"lc": data.raster_asset(lc, "landcover"), "s1": item["assets"]["s1"],
-                      "s2": item["assets"]["s2"]}
+    lc = data.write_raster(
+        tmp_path / "lc.tif", np.ones((1, *REF_SHAPE), np.uint8), data.REFERENCE_CRS, REF, nodata=255
+    )
+    item["assets"] = {
+        "lc": data.raster_asset(lc, "landcover"),
+        "s1": item["assets"]["s1"],
+        "s2": item["assets"]["s2"],
+    }
     chips = coregister_item(item, make_params(chip_px=32, stride_px=32))
     assert list(chips.sensors) == ["sentinel2_l2a", "sentinel1_grd"]
     assert chips.sensors["sentinel2_l2a"].shape == (4, 12, 32, 32)
@@ -191,12 +224,22 @@ def test_window_grid_fits_inside_the_reference(tmp_path: Path) -> None:
 def test_sar_is_averaged_in_linear_power(tmp_path: Path) -> None:
     # Sentinel-1 at 10 m, a checkerboard of -10 and -20 dB, onto a 20 m Sentinel-2 grid.
     ref = Affine(20.0, 0.0, REF.c, 0.0, -20.0, REF.f)
-    item = data.stac_item("sar", "paired", {
-        "s2": data.raster_asset(write_s2(tmp_path, ref, (16, 16)),
-                                "sentinel2_l2a"),
-        "s1": data.raster_asset(data.write_raster(
-            tmp_path / "s1.tif", data.checkerboard_db((32, 32), -20.0, -10.0),
-            data.REFERENCE_CRS, REF), "sentinel1_grd")})
+    item = data.stac_item(
+        "sar",
+        "paired",
+        {
+            "s2": data.raster_asset(write_s2(tmp_path, ref, (16, 16)), "sentinel2_l2a"),
+            "s1": data.raster_asset(
+                data.write_raster(
+                    tmp_path / "s1.tif",
+                    data.checkerboard_db((32, 32), -20.0, -10.0),
+                    data.REFERENCE_CRS,
+                    REF,
+                ),
+                "sentinel1_grd",
+            ),
+        },
+    )
     chips = coregister_item(item, make_params(chip_px=16, stride_px=16))
     expected_db = 10 * math.log10((0.1 + 0.01) / 2)  # -12.596 dB, not the dB mean -15
     np.testing.assert_allclose(chips.sensors["sentinel1_grd"], expected_db, atol=1e-4)
@@ -205,11 +248,17 @@ def test_sar_is_averaged_in_linear_power(tmp_path: Path) -> None:
 def test_linear_sar_is_averaged_as_stored(tmp_path: Path) -> None:
     ref = Affine(20.0, 0.0, REF.c, 0.0, -20.0, REF.f)
     power = 10 ** (data.checkerboard_db((32, 32), -20.0, -10.0) / 10)
-    item = data.stac_item("sar", "paired", {
-        "s2": data.raster_asset(write_s2(tmp_path, ref, (16, 16)),
-                                "sentinel2_l2a"),
-        "s1": data.raster_asset(data.write_raster(
-            tmp_path / "s1.tif", power, data.REFERENCE_CRS, REF), "sentinel1_grd_linear")})
+    item = data.stac_item(
+        "sar",
+        "paired",
+        {
+            "s2": data.raster_asset(write_s2(tmp_path, ref, (16, 16)), "sentinel2_l2a"),
+            "s1": data.raster_asset(
+                data.write_raster(tmp_path / "s1.tif", power, data.REFERENCE_CRS, REF),
+                "sentinel1_grd_linear",
+            ),
+        },
+    )
     chips = coregister_item(item, make_params(chip_px=16, stride_px=16))
     np.testing.assert_allclose(chips.sensors["sentinel1_grd_linear"], 0.055, rtol=1e-5)
 
@@ -221,21 +270,31 @@ def test_linear_power_needs_nan_nodata() -> None:
         warp(np.zeros((2, 4, 4), np.float32), grid, grid, sensor)
 
 
-@pytest.mark.parametrize(("sensor", "method"), [("sentinel2_l2a", "bilinear"),
-                                                 ("sentinel2_l2a", "cubic"),
-                                                 ("sentinel1_grd", "average"),
-                                                 ("dsm", "bilinear")])
+@pytest.mark.parametrize(
+    ("sensor", "method"),
+    [
+        ("sentinel2_l2a", "bilinear"),
+        ("sentinel2_l2a", "cubic"),
+        ("sentinel1_grd", "average"),
+        ("dsm", "bilinear"),
+    ],
+)
 def test_a_source_without_nodata_pixels_warps_as_with_the_nodata_kernel(
-        sensor: str, method: str) -> None:
+    sensor: str, method: str
+) -> None:
     # A 20 m raster onto a 10 m grid that it covers only in part (rotated 2 degrees, shifted):
     # GDAL's kernels without source masks must give the general kernel's pixels and coverage.
     entry = get_sensor(sensor)
-    entry = dataclasses.replace(entry, resampling=dataclasses.replace(entry.resampling,
-                                                                      method=method))
+    entry = dataclasses.replace(
+        entry, resampling=dataclasses.replace(entry.resampling, method=method)
+    )
     rng = np.random.default_rng(3)
     values = rng.uniform(1, 5000, size=(2, 40, 40))
-    data_ = (values / 250 - 25).astype(np.float32) if entry.dtype == "float32" else values.astype(
-        entry.dtype)
+    data_ = (
+        (values / 250 - 25).astype(np.float32)
+        if entry.dtype == "float32"
+        else values.astype(entry.dtype)
+    )
     crs = CRS.from_string(data.REFERENCE_CRS)
     source = Grid(crs, Affine(20.0, 0.0, REF.c, 0.0, -20.0, REF.f), (40, 40))
     target = Grid(crs, REF @ Affine.translation(13.5, -7.25) @ Affine.rotation(2.0), (64, 64))
@@ -257,24 +316,36 @@ def write_nodata_world(folder: Path) -> dict[str, Any]:
     s2_path = data.write_raster(folder / "s2.tif", s2, data.REFERENCE_CRS, REF, nodata=0)
     dsm = data.dsm_square(data.square(), data.REFERENCE_CRS, REF, REF_SHAPE)
     dsm[0, 38:56, 6:24] = -9999.0  # window 2: about 17 x 17 of its 32 x 32 pixels
-    dsm_path = data.write_raster(folder / "dsm.tif", dsm, data.REFERENCE_CRS,
-                                 REF @ Affine.translation(0.5, 0.25), nodata=-9999.0)
-    return data.stac_item("nodata", "paired", {
-        "s2": data.raster_asset(s2_path, "sentinel2_l2a"),
-        "dsm": data.raster_asset(dsm_path, "dsm")})
+    dsm_path = data.write_raster(
+        folder / "dsm.tif",
+        dsm,
+        data.REFERENCE_CRS,
+        REF @ Affine.translation(0.5, 0.25),
+        nodata=-9999.0,
+    )
+    return data.stac_item(
+        "nodata",
+        "paired",
+        {
+            "s2": data.raster_asset(s2_path, "sentinel2_l2a"),
+            "dsm": data.raster_asset(dsm_path, "dsm"),
+        },
+    )
 
 
-@pytest.mark.parametrize(("max_share", "kept_windows"),
-                         [(0.05, [(0, 32), (32, 32)]),
-                          (0.15, [(0, 0), (0, 32), (32, 32)]),
-                          (0.0, [(32, 32)])])
+@pytest.mark.parametrize(
+    ("max_share", "kept_windows"),
+    [(0.05, [(0, 32), (32, 32)]), (0.15, [(0, 0), (0, 32), (32, 32)]), (0.0, [(32, 32)])],
+)
 def test_chips_with_too_much_nodata_are_dropped_and_counted(
-        tmp_path: Path, max_share: float, kept_windows: list[tuple[int, int]]) -> None:
-    chips = coregister_item(write_nodata_world(tmp_path),
-                            make_params(chip_px=32, stride_px=32, max_nodata_share=max_share))
+    tmp_path: Path, max_share: float, kept_windows: list[tuple[int, int]]
+) -> None:
+    chips = coregister_item(
+        write_nodata_world(tmp_path),
+        make_params(chip_px=32, stride_px=32, max_nodata_share=max_share),
+    )
     assert chips.dropped == {"nodata": 4 - len(kept_windows)}
-    assert [((REF.f - t[5]) / 10, (t[2] - REF.c) / 10) for t in chips.transforms] == \
-        kept_windows
+    assert [((REF.f - t[5]) / 10, (t[2] - REF.c) / 10) for t in chips.transforms] == kept_windows
     assert len(chips.sensors["sentinel2_l2a"]) == len(chips.sensors["dsm"]) == len(kept_windows)
 
 
@@ -285,11 +356,20 @@ def test_ground_the_secondary_does_not_cover_is_nodata(tmp_path: Path, sensor: s
     spec = get_sensor(sensor)
     values = np.full((spec.num_bands, 128, 80), 100, dtype=spec.dtype)
     secondary = data.write_raster(
-        tmp_path / "secondary.tif", values, data.REFERENCE_CRS,
-        Affine(5.0, 0.0, REF.c, 0.0, -5.0, REF.f + 0.0), nodata=spec.nodata)
-    item = data.stac_item("partial", "paired", {
-        "s2": data.raster_asset(write_s2(tmp_path), "sentinel2_l2a"),
-        "secondary": data.raster_asset(secondary, sensor)})
+        tmp_path / "secondary.tif",
+        values,
+        data.REFERENCE_CRS,
+        Affine(5.0, 0.0, REF.c, 0.0, -5.0, REF.f + 0.0),
+        nodata=spec.nodata,
+    )
+    item = data.stac_item(
+        "partial",
+        "paired",
+        {
+            "s2": data.raster_asset(write_s2(tmp_path), "sentinel2_l2a"),
+            "secondary": data.raster_asset(secondary, sensor),
+        },
+    )
     chips = coregister_item(item, make_params(chip_px=32, stride_px=32))
     assert chips.dropped == {"nodata": 2}
     assert sorted((t[2] - REF.c) / 10 for t in chips.transforms) == [0.0, 0.0]
@@ -305,15 +385,20 @@ def test_multiresolution_bands_stack_on_the_finest_grid(tmp_path: Path) -> None:
         size = round(1920 / gsd)  # 1920 m on a side: 192 px at 10 m, 32 px at 60 m
         transform = Affine(gsd, 0.0, REF.c, 0.0, -gsd, REF.f)
         values = np.full((1, size, size), 100 * (i + 1), dtype=np.uint16)
-        path = data.write_raster(tmp_path / f"{band.name}.tif", values, data.REFERENCE_CRS,
-                                 transform, nodata=0)
+        path = data.write_raster(
+            tmp_path / f"{band.name}.tif", values, data.REFERENCE_CRS, transform, nodata=0
+        )
         assets[f"s2_{band.name}"] = data.raster_asset(path, "sentinel2_l2a", (band.name,))
-    s1_transform, s1_shape = data.covering_transform(data.SECONDARY_CRS, 10.0, 30.0,
-                                                     (3.0, 7.0), extent_px=192)
+    s1_transform, s1_shape = data.covering_transform(
+        data.SECONDARY_CRS, 10.0, 30.0, (3.0, 7.0), extent_px=192
+    )
     for name, db in (("VH", -20.0), ("VV", -10.0)):
-        path = data.write_raster(tmp_path / f"{name}.tif",
-                                 np.full((1, *s1_shape), db, dtype=np.float32),
-                                 data.SECONDARY_CRS, s1_transform)
+        path = data.write_raster(
+            tmp_path / f"{name}.tif",
+            np.full((1, *s1_shape), db, dtype=np.float32),
+            data.SECONDARY_CRS,
+            s1_transform,
+        )
         assets[f"s1_{name}"] = data.raster_asset(path, "sentinel1_grd", (name,))
     item = data.stac_item("bigearthnet_like", "paired", assets)
     chips = coregister_item(item, make_params(reference="s2_B01", chip_px=96, stride_px=96))
@@ -331,14 +416,17 @@ def test_multiresolution_bands_stack_on_the_finest_grid(tmp_path: Path) -> None:
 def test_bands_of_one_file_are_put_in_registry_order(tmp_path: Path) -> None:
     s2 = get_sensor("sentinel2_l2a")
     file_order = s2.band_names[::-1]
-    values = np.stack([np.full(REF_SHAPE, 100 * (s2.band_names.index(b) + 1), np.uint16)
-                       for b in file_order])
+    values = np.stack(
+        [np.full(REF_SHAPE, 100 * (s2.band_names.index(b) + 1), np.uint16) for b in file_order]
+    )
     path = data.write_raster(tmp_path / "s2.tif", values, data.REFERENCE_CRS, REF, nodata=0)
-    item = data.stac_item("reordered", "paired", {
-        "s2": data.raster_asset(path, "sentinel2_l2a", file_order)})
+    item = data.stac_item(
+        "reordered", "paired", {"s2": data.raster_asset(path, "sentinel2_l2a", file_order)}
+    )
     chips = coregister_item(item, make_params())
     assert [int(band[0, 0]) for band in chips.sensors["sentinel2_l2a"][0]] == [
-        100 * (i + 1) for i in range(12)]
+        100 * (i + 1) for i in range(12)
+    ]
     assert chips.shifts == []
 
 
@@ -347,10 +435,11 @@ def test_datetimes_come_from_asset_then_item_then_start(tmp_path: Path) -> None:
     item["assets"]["s2"]["datetime"] = "2020-06-02T10:20:30Z"
     item["properties"] = {"datetime": None, "start_datetime": "2020-06-01T00:00:00Z"}
     assert coregister_item(item, make_params()).datetimes == {
-        "sentinel2_l2a": "2020-06-02T10:20:30Z", "sentinel1_grd": "2020-06-01T00:00:00Z"}
+        "sentinel2_l2a": "2020-06-02T10:20:30Z",
+        "sentinel1_grd": "2020-06-01T00:00:00Z",
+    }
     item["properties"] = {"datetime": "2020-06-05T00:00:00Z"}
-    assert coregister_item(item, make_params()).datetimes["sentinel1_grd"] == \
-        "2020-06-05T00:00:00Z"
+    assert coregister_item(item, make_params()).datetimes["sentinel1_grd"] == "2020-06-05T00:00:00Z"
     item["properties"] = {"datetime": None}
     assert coregister_item(item, make_params()).datetimes["sentinel1_grd"] is None
 
@@ -359,8 +448,7 @@ def test_result_survives_save_and_load_and_the_function_pickles(tmp_path: Path) 
     chips = coregister_item(square_item(tmp_path), make_params(chip_px=32, stride_px=32))
     loaded = LocationChips.load(chips.save(tmp_path / "chips.npz"))
     assert loaded.shifts == chips.shifts and loaded.dropped == chips.dropped
-    np.testing.assert_array_equal(loaded.sensors["sentinel1_grd"],
-                                  chips.sensors["sentinel1_grd"])
+    np.testing.assert_array_equal(loaded.sensors["sentinel1_grd"], chips.sensors["sentinel1_grd"])
     assert pickle.loads(pickle.dumps(coregister_item)) is coregister_item
 
 
@@ -380,12 +468,17 @@ def _rewrite(**changes: Any) -> Callable[[Path], None]:
 
     def rewrite(path: Path) -> None:
         with rasterio.open(path) as src:
-            fields = {"data": src.read(), "crs": src.crs.to_string(),
-                      "transform": src.transform, "nodata": src.nodata}
+            fields = {
+                "data": src.read(),
+                "crs": src.crs.to_string(),
+                "transform": src.transform,
+                "nodata": src.nodata,
+            }
         fields.update({k: v(fields["data"]) if callable(v) else v for k, v in changes.items()})
         path.unlink()
-        data.write_raster(path, fields["data"], fields["crs"], fields["transform"],
-                          fields["nodata"])
+        data.write_raster(
+            path, fields["data"], fields["crs"], fields["transform"], fields["nodata"]
+        )
 
     return rewrite
 
@@ -396,16 +489,31 @@ BAD_INPUTS = {
     "missing": ("s1", Path.unlink, "unreadable GeoTIFF ("),
     "no CRS": ("s1", _rewrite(crs=None), "no CRS"),
     "no transform": ("s1", _rewrite(transform=None), "no geotransform"),
-    "extra band": ("s1", _rewrite(data=lambda d: np.concatenate([d, d[:1]])),
-                   "3 bands, the registry's sentinel1_grd has 2"),
-    "dtype": ("s2", _rewrite(data=lambda d: d.astype(np.int16)),
-              "dtype int16, the registry's sentinel2_l2a stores uint16"),
-    "all nodata reference": ("s2", _rewrite(data=lambda d: np.zeros_like(d)),
-                             "all pixels are nodata"),
-    "all nodata secondary": ("s1", _rewrite(data=lambda d: np.full_like(d, np.nan)),
-                             "all pixels are nodata"),
-    "elsewhere": ("s1", _rewrite(transform=Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)),
-                  "no data on the reference grid"),
+    "extra band": (
+        "s1",
+        _rewrite(data=lambda d: np.concatenate([d, d[:1]])),
+        "3 bands, the registry's sentinel1_grd has 2",
+    ),
+    "dtype": (
+        "s2",
+        _rewrite(data=lambda d: d.astype(np.int16)),
+        "dtype int16, the registry's sentinel2_l2a stores uint16",
+    ),
+    "all nodata reference": (
+        "s2",
+        _rewrite(data=lambda d: np.zeros_like(d)),
+        "all pixels are nodata",
+    ),
+    "all nodata secondary": (
+        "s1",
+        _rewrite(data=lambda d: np.full_like(d, np.nan)),
+        "all pixels are nodata",
+    ),
+    "elsewhere": (
+        "s1",
+        _rewrite(transform=Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)),
+        "no data on the reference grid",
+    ),
 }
 
 
@@ -430,28 +538,50 @@ def test_truncated_file_reason_says_what_failed(tmp_path: Path) -> None:
         coregister_item(item, make_params())
 
 
-@pytest.mark.parametrize(("change", "path_of", "reason"), [
-    (lambda item: item["assets"]["s1"].update({"msgfm:sensor": "sentinel9"}), "s1",
-     "sensor 'sentinel9' is not in the registry"),
-    (lambda item: item["assets"].pop("s2"), None,
-     "no reference asset 's2' (nor a sensor of that name: the item holds ['sentinel1_grd'] in "
-     "assets ['s1'])"),
-    (lambda item: item["assets"]["s2"].update({"msgfm:sensor": "landcover"}), "s2",
-     "reference asset 's2' is a mask"),
-    (lambda item: item["assets"]["s1"].update({"bands": [{"name": "HH"}]}), "s1",
-     "bands ['HH'] are not in the registry's sentinel1_grd"),
-    (lambda item: item["assets"]["s1"].update({"bands": [{"name": "VV"}]}), None,
-     "the sentinel1_grd assets hold bands ['VV'], the registry has ['VH', 'VV']"),
-])
-def test_bad_item_is_reported(tmp_path: Path, change: Callable[[dict], object],
-                              path_of: str | None, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "path_of", "reason"),
+    [
+        (
+            lambda item: item["assets"]["s1"].update({"msgfm:sensor": "sentinel9"}),
+            "s1",
+            "sensor 'sentinel9' is not in the registry",
+        ),
+        (
+            lambda item: item["assets"].pop("s2"),
+            None,
+            "no reference asset 's2' (nor a sensor of that name: the item holds "
+            "['sentinel1_grd'] in assets ['s1'])",
+        ),
+        (
+            lambda item: item["assets"]["s2"].update({"msgfm:sensor": "landcover"}),
+            "s2",
+            "reference asset 's2' is a mask",
+        ),
+        (
+            lambda item: item["assets"]["s1"].update({"bands": [{"name": "HH"}]}),
+            "s1",
+            "bands ['HH'] are not in the registry's sentinel1_grd",
+        ),
+        (
+            lambda item: item["assets"]["s1"].update({"bands": [{"name": "VV"}]}),
+            None,
+            "the sentinel1_grd assets hold bands ['VV'], the registry has ['VH', 'VV']",
+        ),
+    ],
+)
+def test_bad_item_is_reported(
+    tmp_path: Path, change: Callable[[dict], object], path_of: str | None, reason: str
+) -> None:
     item = square_item(tmp_path)
     path = item["assets"][path_of]["href"] if path_of else None
     change(item)
     with pytest.raises(ItemError) as caught:
         coregister_item(item, make_params())
     assert (caught.value.item_id, caught.value.path, caught.value.reason) == (
-        "square", path, reason)
+        "square",
+        path,
+        reason,
+    )
 
 
 def test_file_with_other_bands_than_its_asset_names_is_reported(tmp_path: Path) -> None:
@@ -462,7 +592,9 @@ def test_file_with_other_bands_than_its_asset_names_is_reported(tmp_path: Path) 
     with pytest.raises(ItemError) as caught:
         coregister_item(item, make_params())
     assert (caught.value.path, caught.value.reason) == (
-        s1["href"], "2 bands, the asset names 1 of the registry's sentinel1_grd")
+        s1["href"],
+        "2 bands, the asset names 1 of the registry's sentinel1_grd",
+    )
 
 
 def test_grid_smaller_than_a_chip_is_reported(tmp_path: Path) -> None:
@@ -470,7 +602,9 @@ def test_grid_smaller_than_a_chip_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ItemError) as caught:
         coregister_item(item, make_params(chip_px=65))
     assert (caught.value.path, caught.value.reason) == (
-        item["assets"]["s2"]["href"], "grid of 64x64 px is smaller than one 65 px chip")
+        item["assets"]["s2"]["href"],
+        "grid of 64x64 px is smaller than one 65 px chip",
+    )
 
 
 # --- pictures ---------------------------------------------------------------------------------
@@ -485,10 +619,15 @@ def test_picture_is_centre_cropped_and_resized(tmp_path: Path, size: tuple[int, 
     pixels[:] = (255, 0, 0)  # the margins cropped away
     side = min(size)
     top, left = (height - side) // 2, (width - side) // 2
-    pixels[top:top + side, left:left + side] = GREEN
+    pixels[top : top + side, left : left + side] = GREEN
     path = data.write_picture(tmp_path / "picture.png", pixels)
-    item = data.stac_item("picture", "pictures", {"image": data.raster_asset(path, "rgb")},
-                          datetime=None, start_datetime="1990-01-01T00:00:00Z")
+    item = data.stac_item(
+        "picture",
+        "pictures",
+        {"image": data.raster_asset(path, "rgb")},
+        datetime=None,
+        start_datetime="1990-01-01T00:00:00Z",
+    )
     chips = coregister_item(item, make_params(picture_px=48))
     assert list(chips.sensors) == ["rgb"]
     chip = chips.sensors["rgb"]
@@ -502,8 +641,9 @@ def test_picture_is_centre_cropped_and_resized(tmp_path: Path, size: tuple[int, 
 
 
 @pytest.mark.parametrize(("bands", "sensor"), [(3, "rgb"), (4, "rgb_nir")])
-def test_square_picture_of_the_chip_size_is_the_chip(tmp_path: Path, bands: int,
-                                                     sensor: str) -> None:
+def test_square_picture_of_the_chip_size_is_the_chip(
+    tmp_path: Path, bands: int, sensor: str
+) -> None:
     # Neither cropped nor resized (Pillow's resize to the same size is a copy): the pixels.
     pixels = np.random.default_rng(0).integers(0, 256, (48, 48, bands), dtype=np.uint8)
     path = data.write_picture(tmp_path / "square.png", pixels)
@@ -522,19 +662,25 @@ def test_picture_resize_keeps_detail_of_a_larger_picture(tmp_path: Path) -> None
     assert (chip[:, :28] == 0).all() and (chip[:, 37:] == 255).all()  # beyond the ringing
 
 
-@pytest.mark.parametrize(("size", "decoded"), [
-    ((1024, 768), (128, 96)),  # 1/8: the short side still >= 64
-    ((300, 200), (150, 100)),  # 1/2
-    ((100, 90), (100, 90)),  # less than twice the chip: decoded whole
-])
+@pytest.mark.parametrize(
+    ("size", "decoded"),
+    [
+        ((1024, 768), (128, 96)),  # 1/8: the short side still >= 64
+        ((300, 200), (150, 100)),  # 1/2
+        ((100, 90), (100, 90)),  # less than twice the chip: decoded whole
+    ],
+)
 def test_a_jpeg_is_decoded_at_the_smallest_size_still_larger_than_the_chip(
-        tmp_path: Path, size: tuple[int, int], decoded: tuple[int, int]) -> None:
+    tmp_path: Path, size: tuple[int, int], decoded: tuple[int, int]
+) -> None:
     # A smooth picture: the reduced decode (DCT scaling), centre-cropped and resized, is
     # within a few DN of the full decode resized with Lanczos.
     width, height = size
     rows, cols = np.indices((height, width))
-    pixels = np.stack([cols * 255 // width, rows * 255 // height,
-                       (rows + cols) * 127 // (width + height)], axis=-1).astype(np.uint8)
+    pixels = np.stack(
+        [cols * 255 // width, rows * 255 // height, (rows + cols) * 127 // (width + height)],
+        axis=-1,
+    ).astype(np.uint8)
     path = data.write_picture(tmp_path / "picture.jpg", pixels)
     item = data.stac_item("picture", "pictures", {"image": data.raster_asset(path, "rgb")})
     asset = coregister._picture_asset(item)
@@ -542,8 +688,7 @@ def test_a_jpeg_is_decoded_at_the_smallest_size_still_larger_than_the_chip(
     chip = coregister_item(item, make_params(picture_px=64)).sensors["rgb"][0]
     with Image.open(path) as full:
         side = min(size)
-        box = ((width - side) // 2, (height - side) // 2, (width + side) // 2,
-               (height + side) // 2)
+        box = ((width - side) // 2, (height - side) // 2, (width + side) // 2, (height + side) // 2)
         expected = np.asarray(full.crop(box).resize((64, 64), Image.Resampling.LANCZOS))
     difference = np.abs(chip.astype(int) - expected.transpose(2, 0, 1).astype(int))
     assert difference.mean() < 1.5 and difference.max() <= 12
@@ -565,7 +710,8 @@ def test_four_band_picture_keeps_its_fourth_band(tmp_path: Path) -> None:
 def test_palette_picture_is_decoded_to_colours(tmp_path: Path) -> None:
     path = tmp_path / "palette.png"
     image = Image.fromarray(np.full((40, 40, 3), GREEN, dtype=np.uint8)).convert(
-        "P", palette=Image.Palette.ADAPTIVE, colors=4)
+        "P", palette=Image.Palette.ADAPTIVE, colors=4
+    )
     image.save(path)
     item = data.stac_item("palette", "pictures", {"image": data.raster_asset(path, "rgb")})
     chip = coregister_item(item, make_params(picture_px=20)).sensors["rgb"][0]
@@ -576,17 +722,23 @@ def _jpeg(path: Path) -> None:
     data.write_picture(path, np.full((64, 64, 3), 100, dtype=np.uint8))
 
 
-@pytest.mark.parametrize(("write", "sensor", "reason"), [
-    (lambda p: p.write_bytes(b"\xff\xd8 not really a JPEG"), "rgb", "unreadable picture ("),
-    (lambda p: (_jpeg(p), p.write_bytes(p.read_bytes()[:300])), "rgb",
-     "unreadable picture ("),
-    (lambda p: None, "rgb", "unreadable picture ("),
-    (lambda p: data.write_picture(p, np.zeros((64, 64), dtype=np.uint8)), "rgb",
-     "1 bands, the registry's rgb has 3"),
-    (_jpeg, "rgb_nir", "3 bands, the registry's rgb_nir has 4"),
-])
-def test_bad_picture_is_reported(tmp_path: Path, write: Callable[[Path], object], sensor: str,
-                                 reason: str) -> None:
+@pytest.mark.parametrize(
+    ("write", "sensor", "reason"),
+    [
+        (lambda p: p.write_bytes(b"\xff\xd8 not really a JPEG"), "rgb", "unreadable picture ("),
+        (lambda p: (_jpeg(p), p.write_bytes(p.read_bytes()[:300])), "rgb", "unreadable picture ("),
+        (lambda p: None, "rgb", "unreadable picture ("),
+        (
+            lambda p: data.write_picture(p, np.zeros((64, 64), dtype=np.uint8)),
+            "rgb",
+            "1 bands, the registry's rgb has 3",
+        ),
+        (_jpeg, "rgb_nir", "3 bands, the registry's rgb_nir has 4"),
+    ],
+)
+def test_bad_picture_is_reported(
+    tmp_path: Path, write: Callable[[Path], object], sensor: str, reason: str
+) -> None:
     path = tmp_path / "picture.jpg"
     write(path)
     item = data.stac_item("bad", "pictures", {"image": data.raster_asset(path, sensor)})
@@ -599,18 +751,29 @@ def test_bad_picture_is_reported(tmp_path: Path, write: Callable[[Path], object]
 def test_item_with_two_pictures_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "picture.jpg"
     _jpeg(path)
-    item = data.stac_item("two", "pictures", {"a": data.raster_asset(path, "rgb"),
-                                              "b": data.raster_asset(path, "rgb")})
+    item = data.stac_item(
+        "two",
+        "pictures",
+        {"a": data.raster_asset(path, "rgb"), "b": data.raster_asset(path, "rgb")},
+    )
     with pytest.raises(ItemError, match=r"2 picture assets \['a', 'b'\], expected 1"):
         coregister_item(item, make_params())
 
 
 # --- the sample world -------------------------------------------------------------------------
 
-SAMPLE_PARAMS = PipelineParams(coregister=CoregisterParams(
-    sources={"sen12ms": SourceGrid("s2", 256, 256), "mdas": SourceGrid("rgb", 256, 128),
-             "bigearthnet": SourceGrid("s2_B02", 120, 120)},
-    max_nodata_share=0.05, shift_flag_px=0.5), pictures=PictureParams(chip_px=256))
+SAMPLE_PARAMS = PipelineParams(
+    coregister=CoregisterParams(
+        sources={
+            "sen12ms": SourceGrid("s2", 256, 256),
+            "mdas": SourceGrid("rgb", 256, 128),
+            "bigearthnet": SourceGrid("s2_B02", 120, 120),
+        },
+        max_nodata_share=0.05,
+        shift_flag_px=0.5,
+    ),
+    pictures=PictureParams(chip_px=256),
+)
 
 
 def sample_items(world: Path, collection: str) -> list[dict[str, Any]]:
@@ -627,14 +790,22 @@ def sample_items(world: Path, collection: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def sample_chips(sample_world: Path) -> dict[str, list[tuple[dict, LocationChips]]]:
     """Every paired sample item with its chips, by collection."""
-    return {collection: [(item, coregister_item(item, SAMPLE_PARAMS))
-                         for item in sample_items(sample_world, collection)]
-            for collection in ("sen12ms", "mdas", "bigearthnet")}
+    return {
+        collection: [
+            (item, coregister_item(item, SAMPLE_PARAMS))
+            for item in sample_items(sample_world, collection)
+        ]
+        for collection in ("sen12ms", "mdas", "bigearthnet")
+    }
 
 
 def test_sample_pairs_have_tiny_residual_shifts(sample_chips: dict) -> None:
-    shifts = [shift for collection in ("sen12ms", "mdas")
-              for _, chips in sample_chips[collection] for shift in chips.shifts]
+    shifts = [
+        shift
+        for collection in ("sen12ms", "mdas")
+        for _, chips in sample_chips[collection]
+        for shift in chips.shifts
+    ]
     assert len(shifts) == 6
     assert [s["secondary"] for s in shifts] == ["sentinel1_grd"] * 4 + ["dsm"] * 2
     # The sample world is georeferenced exactly: what remains is the QA's own noise.
@@ -642,29 +813,40 @@ def test_sample_pairs_have_tiny_residual_shifts(sample_chips: dict) -> None:
     assert not any(s["flagged"] for s in shifts)
 
 
-@pytest.mark.parametrize(("collection", "reference", "per_item", "sensors"), [
-    ("sen12ms", "s2", 1, {"sentinel2_l2a": (12, np.uint16), "sentinel1_grd": (2, np.float32)}),
-    ("mdas", "rgb", 4, {"rgb": (3, np.uint8), "dsm": (1, np.float32)}),
-])
-def test_sample_chip_counts_and_grids(sample_chips: dict, collection: str, reference: str,
-                                      per_item: int, sensors: dict) -> None:
+@pytest.mark.parametrize(
+    ("collection", "reference", "per_item", "sensors"),
+    [
+        ("sen12ms", "s2", 1, {"sentinel2_l2a": (12, np.uint16), "sentinel1_grd": (2, np.float32)}),
+        ("mdas", "rgb", 4, {"rgb": (3, np.uint8), "dsm": (1, np.float32)}),
+    ],
+)
+def test_sample_chip_counts_and_grids(
+    sample_chips: dict, collection: str, reference: str, per_item: int, sensors: dict
+) -> None:
     grid = SAMPLE_PARAMS.coregister.sources[collection]
     for item, chips in sample_chips[collection]:
         rows, cols = item["assets"][reference]["proj:shape"]
-        windows = [((rows - grid.chip_px) // grid.stride_px + 1),
-                   ((cols - grid.chip_px) // grid.stride_px + 1)]
+        windows = [
+            ((rows - grid.chip_px) // grid.stride_px + 1),
+            ((cols - grid.chip_px) // grid.stride_px + 1),
+        ]
         assert chips.count == windows[0] * windows[1] == per_item
         assert chips.dropped == {"nodata": 0}
-        assert {name: (array.shape[1], array.dtype) for name, array in chips.sensors.items()} \
-            == sensors
+        assert {
+            name: (array.shape[1], array.dtype) for name, array in chips.sensors.items()
+        } == sensors
         assert list(chips.sensors)[0] == item["assets"][reference]["msgfm:sensor"]
         assert chips.crs == item["assets"][reference]["proj:code"]
         ref = Affine(*item["assets"][reference]["proj:transform"])
-        offsets = [(r * grid.stride_px, c * grid.stride_px)
-                   for r in range(windows[0]) for c in range(windows[1])]
+        offsets = [
+            (r * grid.stride_px, c * grid.stride_px)
+            for r in range(windows[0])
+            for c in range(windows[1])
+        ]
         np.testing.assert_array_equal(
             chips.transforms,
-            np.array([tuple(ref @ Affine.translation(col, row))[:6] for row, col in offsets]))
+            np.array([tuple(ref @ Affine.translation(col, row))[:6] for row, col in offsets]),
+        )
         west, south, east, north = item["bbox"]
         assert (chips.bounds_lonlat[:, 0] >= west - 1e-6).all()
         assert (chips.bounds_lonlat[:, 3] <= north + 1e-6).all()
@@ -675,7 +857,9 @@ def test_sample_bigearthnet_bands_stack_on_the_10m_grid(sample_chips: dict) -> N
     assert sample_chips["bigearthnet"]
     for item, chips in sample_chips["bigearthnet"]:
         assert {name: array.shape for name, array in chips.sensors.items()} == {
-            "sentinel2_l2a": (1, 12, 120, 120), "sentinel1_grd": (1, 2, 120, 120)}
+            "sentinel2_l2a": (1, 12, 120, 120),
+            "sentinel1_grd": (1, 2, 120, 120),
+        }
         assert tuple(chips.transforms[0]) == tuple(item["assets"]["s2_B02"]["proj:transform"])
         assert chips.dropped == {"nodata": 0}
 

@@ -32,8 +32,10 @@ from tests.data.coregister import data
 
 
 def _units(ids: list[str], collection: str = "pictures") -> list[PlannedUnit]:
-    return [PlannedUnit(row, None, collection, item_id, False)
-            for row, item_id in enumerate(sorted(ids))]
+    return [
+        PlannedUnit(row, None, collection, item_id, False)
+        for row, item_id in enumerate(sorted(ids))
+    ]
 
 
 def _ids(cut: list[list[PlannedUnit]]) -> set[tuple[str, ...]]:
@@ -62,20 +64,35 @@ def test_a_batch_holds_one_collection_and_a_large_item_alone() -> None:
     units = [*_units(["a", "b", "c"], "geopile"), *_units(["a", "b"], "millionaid")]
     units[1] = PlannedUnit(1, None, "geopile", "b", True)
     assert [[(u.collection, u.id) for u in batch] for batch in batches(units, 1000)] == [
-        [("geopile", "a")], [("geopile", "b")], [("geopile", "c")],
-        [("millionaid", "a"), ("millionaid", "b")]]
+        [("geopile", "a")],
+        [("geopile", "b")],
+        [("geopile", "c")],
+        [("millionaid", "a"), ("millionaid", "b")],
+    ]
 
 
-def _item(collection: str, item_id: str, shape: list[int] | None = None,
-          partners: dict[str, list[str]] | None = None) -> dict[str, Any]:
+def _item(
+    collection: str,
+    item_id: str,
+    shape: list[int] | None = None,
+    partners: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
     asset: dict[str, Any] = {"href": f"/data/{collection}/{item_id}.tif", "roles": ["data"]}
     if shape is not None:
         asset["proj:shape"] = shape
     properties: dict[str, Any] = {"datetime": "2020-06-01T10:00:00Z"}
     if partners is not None:
         properties[PARTNERS] = partners
-    return {"type": "Feature", "stac_version": "1.1.0", "id": item_id, "collection": collection,
-            "geometry": None, "properties": properties, "links": [], "assets": {"data": asset}}
+    return {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "id": item_id,
+        "collection": collection,
+        "geometry": None,
+        "properties": properties,
+        "links": [],
+        "assets": {"data": asset},
+    }
 
 
 def test_planned_units_are_the_work_units_of_the_table(tmp_path: Path) -> None:
@@ -83,7 +100,8 @@ def test_planned_units_are_the_work_units_of_the_table(tmp_path: Path) -> None:
     # shared, or missing: not fetched); partners are no units of their own; a reference
     # whose partner is a large scene is large.
     items = [
-        _item("s1", "p1", [256, 256]), _item("s1", "p2", [20000, 20000]),
+        _item("s1", "p1", [256, 256]),
+        _item("s1", "p2", [20000, 20000]),
         _item("s1", "p3", [256, 256]),
         _item("s2", "a", [256, 256], {"s1": ["p1", "p3"]}),
         _item("s2", "b", [256, 256], {"s1": ["p2", "gone"]}),
@@ -94,31 +112,40 @@ def test_planned_units_are_the_work_units_of_the_table(tmp_path: Path) -> None:
     table = pq.read_table(path)
     units = plan_units(table)
     assert [(u.collection, u.id, u.partner_rows, u.large) for u in units] == [
-        ("s2", "a", (0, 2), False), ("s2", "b", (1,), True), ("s2", "c", (0,), False),
-        ("s2", "d", None, False)]
+        ("s2", "a", (0, 2), False),
+        ("s2", "b", (1,), True),
+        ("s2", "c", (0,), False),
+        ("s2", "d", None, False),
+    ]
     assert 20000 * 20000 > LARGE_ITEM_PX >= 256 * 256
-    planned = [item for batch in batches(units, 2)
-               for item in batch_items_of(batch_task(table, batch))]
+    planned = [
+        item for batch in batches(units, 2) for item in batch_items_of(batch_task(table, batch))
+    ]
     assert planned == work_units(read_items(path))
 
 
 def _pictures_params(tmp_path: Path) -> PipelineParams:
-    return PipelineParams(catalog=None, work_dir=tmp_path / "work",
-                          pictures=PictureParams(chip_px=32))
+    return PipelineParams(
+        catalog=None, work_dir=tmp_path / "work", pictures=PictureParams(chip_px=32)
+    )
 
 
 def test_a_batch_keeps_its_failures_and_a_rerun_reports_them_without_retrying(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     good = data.write_picture(tmp_path / "good.png", np.full((40, 40, 3), 7, dtype=np.uint8))
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a picture")
-    batch = [data.stac_item(name, "pictures", {"image": data.raster_asset(path, "rgb")})
-             for name, path in (("bad", bad), ("good", good))]
+    batch = [
+        data.stac_item(name, "pictures", {"image": data.raster_asset(path, "rgb")})
+        for name, path in (("bad", bad), ("good", good))
+    ]
     params = _pictures_params(tmp_path)
     first = coregister_batch(batch, params)
     assert first.locations == 1
     assert [(f.stage, f.item_id, f.path) for f in first.failures] == [
-        ("coregister", "bad", str(bad))]
+        ("coregister", "bad", str(bad))
+    ]
     assert first.failures[0].reason.startswith("unreadable picture (")
     assert [loc["item_id"] for loc in ChipFile(first.path).locations] == ["good"]
     written = os.stat(first.path).st_mtime_ns

@@ -26,7 +26,7 @@ def frozen_map(sample: Sample, keys: Sequence[str], fn: Callable[[Tensor], Tenso
 
 
 def frozen_crop(sample: Sample, keys: Sequence[str], top: int, left: int, size: int) -> Sample:
-    return frozen_map(sample, keys, lambda x: x[..., top:top + size, left:left + size])
+    return frozen_map(sample, keys, lambda x: x[..., top : top + size, left : left + size])
 
 
 def frozen_random_crop(sample: Sample, keys: Sequence[str], size: int) -> Sample:
@@ -52,12 +52,16 @@ def make_sample(height: int, width: int, seed: int = 0) -> Sample:
     """Two sensors of different band counts, a float target, a bool mask, integer labels and a
     coarser image (``ms_low``, a quarter of the grid) left out of the crop keys."""
     generator = torch.Generator().manual_seed(seed)
-    return {"inputs": {"ms": torch.rand(8, height, width, generator=generator),
-                       "pan": torch.rand(1, height, width, generator=generator)},
-            "target": torch.rand(3, height, width, generator=generator),
-            "valid": torch.rand(1, height, width, generator=generator) > 0.3,
-            "labels": torch.randint(6, (height, width), generator=generator),
-            "ms_low": torch.rand(8, height // 4, width // 4, generator=generator)}
+    return {
+        "inputs": {
+            "ms": torch.rand(8, height, width, generator=generator),
+            "pan": torch.rand(1, height, width, generator=generator),
+        },
+        "target": torch.rand(3, height, width, generator=generator),
+        "valid": torch.rand(1, height, width, generator=generator) > 0.3,
+        "labels": torch.randint(6, (height, width), generator=generator),
+        "ms_low": torch.rand(8, height // 4, width // 4, generator=generator),
+    }
 
 
 def assert_identical(new: Sample, old: Sample) -> None:
@@ -86,8 +90,10 @@ def test_the_draws_cover_every_flip_and_many_crops() -> None:
     sample = make_sample(12, 12)
     crop, flips = SampleCrop(4, KEYS), SampleFlips(KEYS)
     torch.manual_seed(0)
-    seen = {(tuple(item["labels"].flatten().tolist()), bool(item["valid"].all()))
-            for item in (flips(crop.random(sample)) for _ in range(64))}
+    seen = {
+        (tuple(item["labels"].flatten().tolist()), bool(item["valid"].all()))
+        for item in (flips(crop.random(sample)) for _ in range(64))
+    }
     assert len(seen) > 20
 
 
@@ -116,16 +122,16 @@ def test_flips_of_the_inputs_only() -> None:
 def test_centre_crop_matches_the_frozen_code(height: int, width: int) -> None:
     sample = make_sample(height, width)
     state = torch.get_rng_state()
-    assert_identical(SampleCrop(16, KEYS).centre(sample),
-                     frozen_center_crop(sample, KEYS, 16))
+    assert_identical(SampleCrop(16, KEYS).centre(sample), frozen_center_crop(sample, KEYS, 16))
     assert torch.equal(state, torch.get_rng_state())
 
 
 def test_crop_at_matches_the_frozen_code() -> None:
     sample = make_sample(24, 40)
     for top, left in [(0, 0), (8, 24), (3, 17)]:
-        assert_identical(SampleCrop(16, KEYS).at(sample, top, left),
-                         frozen_crop(sample, KEYS, top, left, 16))
+        assert_identical(
+            SampleCrop(16, KEYS).at(sample, top, left), frozen_crop(sample, KEYS, top, left, 16)
+        )
 
 
 def test_a_sample_smaller_than_the_crop() -> None:

@@ -29,14 +29,15 @@ def store(tmp_path_factory: pytest.TempPathFactory, sample_world: Path) -> Path:
 
 def bright_spot(size: int, channels: int, row: int, col: int) -> torch.Tensor:
     image = torch.zeros(channels, size, size)
-    image[:, row:row + 3, col:col + 3] = 1.0
+    image[:, row : row + 3, col : col + 3] = 1.0
     return image
 
 
 def spot_centre(channel: torch.Tensor) -> tuple[float, float]:
     weights = channel.clamp(min=0)
-    ys, xs = torch.meshgrid(torch.arange(channel.shape[0]), torch.arange(channel.shape[1]),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(channel.shape[0]), torch.arange(channel.shape[1]), indexing="ij"
+    )
     total = weights.sum()
     return float((ys * weights).sum() / total), float((xs * weights).sum() / total)
 
@@ -79,13 +80,16 @@ def test_normalisation_uses_the_store_statistics_in_the_model_unit(store: Path) 
     image = torch.full((2, 12, 4, 4), 0.1)
     image[0, 0, 0, 0] = float("nan")
     partner = torch.full((1, 2, 4, 4), -12.0)
-    out = normalize("sentinel2_l2a", {"image": image, "image_sentinel1_grd": partner,
-                                      "rows_sentinel1_grd": torch.tensor([1])})
+    out = normalize(
+        "sentinel2_l2a",
+        {"image": image, "image_sentinel1_grd": partner, "rows_sentinel1_grd": torch.tensor([1])},
+    )
     assert out["image"][0, 0, 0, 0] == 0.0  # nodata -> the band mean
     assert float(out["image"][1, 3, 2, 2]) == pytest.approx((0.1 - mean[3]) / std[3], rel=1e-5)
     s1_mean, s1_std = (moments.tolist() for moments in band_moments(sensors["sentinel1_grd"]))
-    assert float(out["image_sentinel1_grd"][0, 0, 0, 0]) == \
-        pytest.approx((-12.0 - s1_mean[0]) / s1_std[0], rel=1e-5)
+    assert float(out["image_sentinel1_grd"][0, 0, 0, 0]) == pytest.approx(
+        (-12.0 - s1_mean[0]) / s1_std[0], rel=1e-5
+    )
 
 
 def test_statistics_in_another_unit_than_the_model_sees_are_refused(store: Path) -> None:
@@ -104,25 +108,42 @@ class BatchRecorder(lightning.LightningModule):
         self.seen: list[dict[str, Any]] = []
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        self.seen.append({sensor: {key: value.shape if torch.is_tensor(value) else value
-                                   for key, value in sub.items()}
-                          for sensor, sub in batch["sensors"].items()})
+        self.seen.append(
+            {
+                sensor: {
+                    key: value.shape if torch.is_tensor(value) else value
+                    for key, value in sub.items()
+                }
+                for sensor, sub in batch["sensors"].items()
+            }
+        )
         self.seen[-1]["_index"] = {s: sub["index"].tolist() for s, sub in batch["sensors"].items()}
-        return self.weight.sum() * 0.0 + sum(sub["image"].mean() for sub in
-                                             batch["sensors"].values()) * self.weight.sum()
+        return (
+            self.weight.sum() * 0.0
+            + sum(sub["image"].mean() for sub in batch["sensors"].values()) * self.weight.sum()
+        )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
 def test_a_trainer_gets_every_sensor_normalised_and_cropped_in_every_batch(
-        store: Path, tmp_path: Path) -> None:
+    store: Path, tmp_path: Path
+) -> None:
     datamodule = GeoPile2DataModule(store, batch_size=16, crop_px=48, seed=1)
     recorder = BatchRecorder()
-    trainer = lightning.Trainer(max_epochs=2, limit_train_batches=3, limit_val_batches=0,
-                                accelerator="cpu", logger=False, enable_checkpointing=False,
-                                enable_progress_bar=False, enable_model_summary=False,
-                                use_distributed_sampler=False, default_root_dir=tmp_path)
+    trainer = lightning.Trainer(
+        max_epochs=2,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(recorder, datamodule=datamodule)
     assert len(recorder.seen) == 6
     sensors = set(read_manifest(store).sensors)

@@ -19,8 +19,9 @@ def test_sen12ms_cr_crops_and_flips_inputs_and_target_alike(roots: dict[str, Pat
     flips_seen = set()
     for _ in range(4):
         for item in datamodule.datasets["train"]:
-            matches = [placements(item["inputs"]["sentinel2_l1c"], s["image_s2_cloudy"])
-                       for s in samples]
+            matches = [
+                placements(item["inputs"]["sentinel2_l1c"], s["image_s2_cloudy"]) for s in samples
+            ]
             index = next(i for i, found in enumerate(matches) if found)
             where = matches[index]
             assert len(where) == 1
@@ -33,7 +34,8 @@ def test_sen12ms_cr_crops_and_flips_inputs_and_target_alike(roots: dict[str, Pat
     values = sen12ms_cr_data.triplet_values(splits=True)[VAL_TRIPLET]
     start = (sen12ms_cr_data.SIZE - SEN12MS_CR_PX) // 2
     window = slice(start, start + SEN12MS_CR_PX)
-    assert torch.equal(val["inputs"]["sentinel1_grd"],
-                       torch.from_numpy(values["s1"][:, window, window]))
+    assert torch.equal(
+        val["inputs"]["sentinel1_grd"], torch.from_numpy(values["s1"][:, window, window])
+    )
     expected = values["s2"][:, window, window].astype(np.float32) * np.float32(1e-4)
     assert torch.equal(val["target"], torch.from_numpy(expected))

@@ -23,8 +23,9 @@ def test_wald_degradation_is_an_area_mean() -> None:
     assert ms_up.shape == ms.shape
     torch.testing.assert_close(ms_up.mean(), ms_low.mean(), atol=0.05, rtol=0)
     # The real grids: PAN 650 px (162.5 MS pixels) goes exactly onto the 163-px MS grid.
-    shapes = [t.shape for t in wald_degradation(torch.zeros(1, 650, 650),
-                                                torch.zeros(8, 163, 163), 4)]
+    shapes = [
+        t.shape for t in wald_degradation(torch.zeros(1, 650, 650), torch.zeros(8, 163, 163), 4)
+    ]
     assert shapes == [(1, 163, 163), (8, 40, 40), (8, 163, 163)]
     with pytest.raises(ValueError, match="ratio 4"):
         wald_degradation(pan, torch.rand(8, 3, 3), 4)
@@ -41,23 +42,23 @@ def test_spacenet2_pads_and_flips_alike(roots: dict[str, Path]) -> None:
         pan = torch.from_numpy(chips[chip]["PAN"].astype(np.float32))
         ms = torch.from_numpy(chips[chip]["MUL"].astype(np.float32))
         pan_low, ms_low, ms_up = wald_degradation(pan, ms, 4)
-        return {"worldview3_pan": pan_low, "worldview3_ms": ms_up, "target": ms,
-                "ms_low": ms_low}
+        return {"worldview3_pan": pan_low, "worldview3_ms": ms_up, "target": ms, "ms_low": ms_low}
 
     val = datamodule.datasets["val"][0]
     reference = expected(SPACENET_VAL)
     assert val["valid"].sum() == ms_px * ms_px and val["valid"][real].all()
     for key, values in reference.items():
         item = val["inputs"][key] if key.startswith("worldview3") else val[key]
-        assert torch.equal(item[..., :values.shape[-2], :values.shape[-1]], values)
-    assert torch.equal(val["target"][:, ms_px:], val["target"][:, ms_px - 1:ms_px].expand(
-        -1, SPACENET_PX - ms_px, -1))  # bottom padding replicates the last row
+        assert torch.equal(item[..., : values.shape[-2], : values.shape[-1]], values)
+    assert torch.equal(
+        val["target"][:, ms_px:],
+        val["target"][:, ms_px - 1 : ms_px].expand(-1, SPACENET_PX - ms_px, -1),
+    )  # bottom padding replicates the last row
     assert torch.equal(val["pan_low"], val["inputs"]["worldview3_pan"])
     flips_seen = set()
     train_chips = spacenet2_data.AOIS
     for _ in range(4):
-        for item, index in zip(datamodule.datasets["train"], datamodule.train_indices,
-                               strict=True):
+        for item, index in zip(datamodule.datasets["train"], datamodule.train_indices, strict=True):
             aoi, image = datamodule.datasets["train"].source.chips[index]
             assert aoi in train_chips
             reference = expected((aoi, image))

@@ -64,11 +64,11 @@ def test_samples_are_the_store_chips_in_the_model_unit(store: Path) -> None:
         assert sample["crs"] == root[sensor][CRS][chip]
         assert sample["transform"].dtype == torch.float64
         np.testing.assert_array_equal(sample["transform"].numpy(), root[sensor][TRANSFORM][chip])
-        np.testing.assert_array_equal(sample["bounds"].numpy(),
-                                      root[sensor][BOUNDS_LONLAT][chip])
+        np.testing.assert_array_equal(sample["bounds"].numpy(), root[sensor][BOUNDS_LONLAT][chip])
         for partner, partner_chip in dataset.partners_of(sensor, chip):
-            np.testing.assert_array_equal(sample[f"image_{partner}"].numpy(),
-                                          expected_image(store, partner, partner_chip))
+            np.testing.assert_array_equal(
+                sample[f"image_{partner}"].numpy(), expected_image(store, partner, partner_chip)
+            )
 
 
 def test_sentinel2_reflectance_and_sentinel1_decibels(store: Path) -> None:
@@ -101,8 +101,10 @@ def test_pictures_without_georeference_have_empty_crs_and_nan_transform(store: P
 
 
 def test_splits_are_disjoint_cover_the_store_and_keep_pairs_together(store: Path) -> None:
-    chips = {split: GeoPile2(store, split=split).sensor_chips
-             for split in ("train", "val", "test", "all")}
+    chips = {
+        split: GeoPile2(store, split=split).sensor_chips
+        for split in ("train", "val", "test", "all")
+    }
     for sensor, every in chips["all"].items():
         parts = [set(chips[s][sensor].tolist()) for s in ("train", "val", "test")]
         assert sum(map(len, parts)) == len(every) and set().union(*parts) == set(every.tolist())
@@ -116,8 +118,9 @@ def test_splits_are_disjoint_cover_the_store_and_keep_pairs_together(store: Path
 
 
 def test_a_location_split_depends_only_on_its_name() -> None:
-    assert location_fraction("sen12ms", "ROIs1158_spring_1_p0") == \
-        location_fraction("sen12ms", "ROIs1158_spring_1_p0")
+    assert location_fraction("sen12ms", "ROIs1158_spring_1_p0") == location_fraction(
+        "sen12ms", "ROIs1158_spring_1_p0"
+    )
     fractions = [location_fraction("geopile", f"item_{i}") for i in range(2000)]
     assert all(0.0 <= f < 1.0 for f in fractions)
     assert abs(np.mean(np.array(fractions) < 0.8) - 0.8) < 0.03  # about 80 % in train
@@ -163,19 +166,21 @@ def damaged_store(store: Path, folder: Path, sensor: str) -> tuple[Path, int]:
     shutil.copytree(store, copy)
     shard = copy / sensor / IMAGE / "c" / "0" / "0" / "0" / "0"
     data = bytearray(shard.read_bytes())
-    tail = data[-(16 * 16 + 4):-4]
+    tail = data[-(16 * 16 + 4) : -4]
     offset, length = np.frombuffer(bytes(tail), dtype="<u8").reshape(16, 2)[3]
-    data[int(offset):int(offset + length)] = bytes(int(length))
+    data[int(offset) : int(offset + length)] = bytes(int(length))
     shard.write_bytes(bytes(data))
     return copy, 3
 
 
-def test_a_damaged_chunk_names_the_sample_sensor_chip_and_file(store: Path,
-                                                               tmp_path: Path) -> None:
+def test_a_damaged_chunk_names_the_sample_sensor_chip_and_file(store: Path, tmp_path: Path) -> None:
     copy, chip = damaged_store(store, tmp_path, "sentinel1_grd")
     dataset = GeoPile2(copy, sensors=["sentinel1_grd"], split="all", partners=False)
-    with pytest.raises(ChipReadError, match=rf"sample {chip}: sentinel1_grd chip {chip}: "
-                                            r".*sentinel1_grd/image/c/0/0/0/0"):
+    with pytest.raises(
+        ChipReadError,
+        match=rf"sample {chip}: sentinel1_grd chip {chip}: "
+        r".*sentinel1_grd/image/c/0/0/0/0",
+    ):
         dataset[chip]
     assert dataset[chip + 1]["image"].shape == (2, 64, 64)  # the others still read
 
@@ -191,8 +196,9 @@ def test_a_missing_shard_file_is_an_error_too(store: Path, tmp_path: Path) -> No
 
 def test_skipping_damaged_chips_counts_them(store: Path, tmp_path: Path) -> None:
     copy, chip = damaged_store(store, tmp_path, "sentinel1_grd")
-    dataset = GeoPile2(copy, sensors=["sentinel2_l2a", "sentinel1_grd"], split="all",
-                       on_error="skip")
+    dataset = GeoPile2(
+        copy, sensors=["sentinel2_l2a", "sentinel1_grd"], split="all", on_error="skip"
+    )
     s1 = int(dataset.sensor_offsets["sentinel1_grd"])
     assert dataset[s1 + chip] is None
     batch = collate_by_sensor(dataset.__getitems__([s1 + chip - 1, s1 + chip, chip]))
@@ -220,36 +226,44 @@ def test_batched_reads_equal_single_reads_and_collate_without_copy(store: Path) 
 
 def test_worker_processes_read_the_same_samples(store: Path) -> None:
     dataset = GeoPile2(store, sensors=["sentinel2_l2a"], split="all", paired_only=True)
-    batches = {workers: list(DataLoader(dataset, batch_size=3, num_workers=workers,
-                                        collate_fn=collate_by_sensor))
-               for workers in (0, 2)}  # all held: workers recycle none of their buffers
-    assert sum(b["sensors"]["sentinel2_l2a"]["image"].shape[0] for b in batches[2]) \
-        == len(dataset)
+    batches = {
+        workers: list(
+            DataLoader(dataset, batch_size=3, num_workers=workers, collate_fn=collate_by_sensor)
+        )
+        for workers in (0, 2)
+    }  # all held: workers recycle none of their buffers
+    assert sum(b["sensors"]["sentinel2_l2a"]["image"].shape[0] for b in batches[2]) == len(dataset)
     first = batches[2][0]["sensors"]["sentinel2_l2a"]
     torch.testing.assert_close(first["image"][2], dataset[2]["image"], equal_nan=True)
-    torch.testing.assert_close(first["image_sentinel1_grd"][2],
-                               dataset[2]["image_sentinel1_grd"], equal_nan=True)
+    torch.testing.assert_close(
+        first["image_sentinel1_grd"][2], dataset[2]["image_sentinel1_grd"], equal_nan=True
+    )
     for main, worker in zip(*batches.values(), strict=True):
         for key, value in main["sensors"]["sentinel2_l2a"].items():
             if isinstance(value, torch.Tensor):
-                torch.testing.assert_close(worker["sensors"]["sentinel2_l2a"][key], value,
-                                           equal_nan=True, rtol=0, atol=0)
+                torch.testing.assert_close(
+                    worker["sensors"]["sentinel2_l2a"][key], value, equal_nan=True, rtol=0, atol=0
+                )
             else:
                 assert worker["sensors"]["sentinel2_l2a"][key] == value
 
 
-def test_worker_processes_recycle_buffers_and_keep_reading_the_same_samples(
-        store: Path) -> None:
+def test_worker_processes_recycle_buffers_and_keep_reading_the_same_samples(store: Path) -> None:
     dataset = GeoPile2(store, sensors=["sentinel2_l2a"], split="all", paired_only=True)
-    loader = DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collate_by_sensor,
-                        persistent_workers=True)
+    loader = DataLoader(
+        dataset, batch_size=2, num_workers=1, collate_fn=collate_by_sensor, persistent_workers=True
+    )
     for _ in range(3):  # each batch dropped before the next: its buffers are reused
         for position, batch in enumerate(loader):
             expected = collate_by_sensor(dataset.__getitems__([2 * position, 2 * position + 1]))
             for key in ("image", "image_sentinel1_grd"):
-                torch.testing.assert_close(batch["sensors"]["sentinel2_l2a"][key],
-                                           expected["sensors"]["sentinel2_l2a"][key],
-                                           equal_nan=True, rtol=0, atol=0)
+                torch.testing.assert_close(
+                    batch["sensors"]["sentinel2_l2a"][key],
+                    expected["sensors"]["sentinel2_l2a"][key],
+                    equal_nan=True,
+                    rtol=0,
+                    atol=0,
+                )
 
 
 def test_transforms_see_the_whole_sample(store: Path) -> None:
@@ -275,7 +289,8 @@ def test_nodata_is_found_whichever_way_its_sensor_is_checked(store: Path) -> Non
 
 
 def test_stored_chips_are_the_store_values_and_convert_to_the_model_unit_exactly(
-        store: Path) -> None:
+    store: Path,
+) -> None:
     stored = GeoPile2(store, split="all", stored=True)
     converted = GeoPile2(store, split="all")
     root = open_store(store)
@@ -287,20 +302,26 @@ def test_stored_chips_are_the_store_values_and_convert_to_the_model_unit_exactly
         np.testing.assert_array_equal(raw["image"].numpy(), root[sensor][IMAGE][raw["index"]])
         for key in [k for k in expected if k.startswith("image")]:
             partner = raw["sensor"] if key == "image" else key.removeprefix("image_")
-            torch.testing.assert_close(to_model_unit(raw[key], manifest.sensors[partner]),
-                                       expected[key], equal_nan=True, rtol=0, atol=0)
+            torch.testing.assert_close(
+                to_model_unit(raw[key], manifest.sensors[partner]),
+                expected[key],
+                equal_nan=True,
+                rtol=0,
+                atol=0,
+            )
     assert isinstance(stored.plot(stored[0]), Figure)
 
 
 def test_stored_chips_come_through_worker_processes_unchanged(store: Path) -> None:
-    dataset = GeoPile2(store, sensors=["sentinel2_l2a"], split="all", paired_only=True,
-                       stored=True)
-    loader = DataLoader(dataset, batch_size=3, num_workers=1, collate_fn=collate_by_sensor,
-                        persistent_workers=True)
+    dataset = GeoPile2(store, sensors=["sentinel2_l2a"], split="all", paired_only=True, stored=True)
+    loader = DataLoader(
+        dataset, batch_size=3, num_workers=1, collate_fn=collate_by_sensor, persistent_workers=True
+    )
     for _ in range(2):  # the second pass refills the worker's recycled buffers
         for position, batch in enumerate(loader):
-            expected = collate_by_sensor(dataset.__getitems__(
-                list(range(3 * position, min(3 * position + 3, len(dataset))))))
+            expected = collate_by_sensor(
+                dataset.__getitems__(list(range(3 * position, min(3 * position + 3, len(dataset)))))
+            )
             for key in ("image", "image_sentinel1_grd"):
                 got = batch["sensors"]["sentinel2_l2a"][key]
                 want = expected["sensors"]["sentinel2_l2a"][key]
@@ -310,7 +331,8 @@ def test_stored_chips_come_through_worker_processes_unchanged(store: Path) -> No
 
 
 def test_a_reader_hands_out_views_of_the_mapped_shard_and_closes_while_one_is_held(
-        store: Path) -> None:
+    store: Path,
+) -> None:
     reader = GeoPile2(store, sensors=["dsm"], split="all").chip_reader("dsm")
     chunk = reader.chunk(1)
     assert isinstance(chunk, memoryview) and chunk.readonly
@@ -329,8 +351,7 @@ def test_to_model_unit_scales_masks_nodata_and_converts_power_to_decibels(store:
     assert stored.tolist() == [[0, 2, 65535]]  # a new tensor, the input unchanged
     told = to_model_unit(stored, reflectance, has_nodata=False)  # the caller knows better
     assert told[0, 0] == -1.0
-    power = replace(sensors["sentinel1_grd"], unit="linear_power", model_unit="dB",
-                    nodata=-1.0)
+    power = replace(sensors["sentinel1_grd"], unit="linear_power", model_unit="dB", nodata=-1.0)
     values = torch.tensor([100.0, 0.1, -1.0])
     out = to_model_unit(values, power, out=values)
     assert out is values  # converted in place

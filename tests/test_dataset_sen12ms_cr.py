@@ -49,10 +49,12 @@ def test_lists_the_split_triplets_in_order(dataset: SEN12MSCR) -> None:
     assert dataset.triplets == [Patch(*t) for t in TRAIN]
 
 
-@pytest.mark.parametrize("split, triplet", [("val", ("ROIs2017_winter", 22, 4)),
-                                            ("test", ("ROIs1158_spring", 106, 3))])
-def test_val_and_test_are_the_official_scenes(root: Path, split: str,
-                                              triplet: tuple[str, int, int]) -> None:
+@pytest.mark.parametrize(
+    "split, triplet", [("val", ("ROIs2017_winter", 22, 4)), ("test", ("ROIs1158_spring", 106, 3))]
+)
+def test_val_and_test_are_the_official_scenes(
+    root: Path, split: str, triplet: tuple[str, int, int]
+) -> None:
     dataset = SEN12MSCR(root, split=split)
     assert dataset.triplets == [Patch(*triplet)]
     sample = dataset[0]
@@ -61,8 +63,10 @@ def test_val_and_test_are_the_official_scenes(root: Path, split: str,
 
 
 def test_splits_do_not_share_scenes(root: Path) -> None:
-    scenes = [{(p.season_folder, p.scene) for p in SEN12MSCR(root, split=s).triplets}
-              for s in SEN12MSCR.splits]
+    scenes = [
+        {(p.season_folder, p.scene) for p in SEN12MSCR(root, split=s).triplets}
+        for s in SEN12MSCR.splits
+    ]
     assert sum(map(len, scenes)) == len(set().union(*scenes))
 
 
@@ -112,7 +116,11 @@ def test_incomplete_and_broken_triplets(tmp_path: Path) -> None:
     dataset = SEN12MSCR(root)
     # The triplet without s2_cloudy is not listed; the misnamed file and stray folder are ignored.
     assert [(p.season_folder, p.scene, p.patch) for p in dataset.triplets] == [
-        *TRAIN[:2], ("ROIs1158_spring", 1, 41), *TRAIN[2:], ("ROIs2017_winter", 5, 8)]
+        *TRAIN[:2],
+        ("ROIs1158_spring", 1, 41),
+        *TRAIN[2:],
+        ("ROIs2017_winter", 5, 8),
+    ]
     with pytest.raises(ValueError, match=r"s2_cloudy_1_p41\.tif: unreadable raster"):
         dataset[2]
     with pytest.raises(ValueError, match=r"_s1_5_p8\.tif: 3 bands, expected 2"):

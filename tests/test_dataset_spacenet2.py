@@ -41,8 +41,9 @@ def test_lists_the_split_chips_in_order(dataset: SpaceNet2PanMS) -> None:
     assert dataset.chips == TRAIN
 
 
-@pytest.mark.parametrize("split, chip", [("val", ("AOI_3_Paris", 18)),
-                                         ("test", ("AOI_3_Paris", 29))])
+@pytest.mark.parametrize(
+    "split, chip", [("val", ("AOI_3_Paris", 18)), ("test", ("AOI_3_Paris", 29))]
+)
 def test_val_and_test_by_image_number(root: Path, split: str, chip: tuple[str, int]) -> None:
     dataset = SpaceNet2PanMS(root, split=split)
     assert dataset.chips == [chip]
@@ -127,8 +128,14 @@ def test_plot(root: Path) -> None:
     assert pan.min() == 0.0 and pan.max() == 1.0
     plt.close(figure)
     prediction = torch.nn.functional.interpolate(sample["image_ms"][None], size=data.PAN_PX)[0]
-    figure = dataset.plot({"image_pan": sample["image_pan"], "image_ms": sample["image_ms"],
-                           "prediction": prediction}, show_titles=False)
+    figure = dataset.plot(
+        {
+            "image_pan": sample["image_pan"],
+            "image_ms": sample["image_ms"],
+            "prediction": prediction,
+        },
+        show_titles=False,
+    )
     assert len(figure.axes) == 3
     assert all(ax.get_title() == "" for ax in figure.axes)
     plt.close(figure)

@@ -51,13 +51,21 @@ def test_lists_areas_with_all_three_files(root: Path, dataset: VaihingenDSM) -> 
     # Area 1 (train) has its ground truth at the root; area 2 (test) in gts_for_participants;
     # area 4 (test) has none and is not listed.
     assert len(dataset) == 1
-    assert dataset.files == [{"image": data.area_path(root, 1, "cir"),
-                              "dsm": data.area_path(root, 1, "dsm"),
-                              "mask": data.area_path(root, 1, "labels")}]
+    assert dataset.files == [
+        {
+            "image": data.area_path(root, 1, "cir"),
+            "dsm": data.area_path(root, 1, "dsm"),
+            "mask": data.area_path(root, 1, "labels"),
+        }
+    ]
     test = VaihingenDSM(root, split="test")
-    assert test.files == [{"image": data.area_path(root, 2, "cir"),
-                           "dsm": data.area_path(root, 2, "dsm"),
-                           "mask": data.area_path(root, 2, "labels", "gts_for_participants")}]
+    assert test.files == [
+        {
+            "image": data.area_path(root, 2, "cir"),
+            "dsm": data.area_path(root, 2, "dsm"),
+            "mask": data.area_path(root, 2, "labels", "gts_for_participants"),
+        }
+    ]
 
 
 def test_sample_keys_dtypes_shapes(dataset: VaihingenDSM) -> None:
@@ -113,8 +121,9 @@ def test_damaged_files(root: Path, tmp_path: Path) -> None:
 
 def test_grid_mismatch_is_named(root: Path, tmp_path: Path) -> None:
     copy = shutil.copytree(root, tmp_path / "copy")
-    data.write_tiff(data.area_path(copy, 1, "dsm"), data.dsm_values(1)[:, :-1],
-                    data.area_transform(1))
+    data.write_tiff(
+        data.area_path(copy, 1, "dsm"), data.dsm_values(1)[:, :-1], data.area_transform(1)
+    )
     with pytest.raises(ValueError, match=r"dsm_09cm_matching_area1\.tif: 23 x 32 pixels"):
         VaihingenDSM(copy)[0]
 

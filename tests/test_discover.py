@@ -21,8 +21,16 @@ from pipeline.stages import chip_file
 from tests.small_catalog import file_asset, stac_item, write_catalog
 from tests.stac_server import stac_api
 
-ALL_COLLECTIONS = ("sen12ms", "mdas", "millionaid", "geopile", "bigearthnet", "sen12ms-cr",
-                   "spacenet2", "vaihingen")
+ALL_COLLECTIONS = (
+    "sen12ms",
+    "mdas",
+    "millionaid",
+    "geopile",
+    "bigearthnet",
+    "sen12ms-cr",
+    "spacenet2",
+    "vaihingen",
+)
 UNLOCATED_COLLECTIONS = {"millionaid", "geopile"}
 
 
@@ -41,8 +49,9 @@ def _catalog_items(world: Path) -> dict[str, tuple[str, dict[str, Any], Path]]:
 
 
 def _params(world: Path, **overrides: Any) -> PipelineParams:
-    return PipelineParams(**{"catalog": str(world / "catalog.json"),
-                             "collections": ALL_COLLECTIONS, **overrides})
+    return PipelineParams(
+        **{"catalog": str(world / "catalog.json"), "collections": ALL_COLLECTIONS, **overrides}
+    )
 
 
 def _ids(items: list[dict[str, Any]]) -> list[str]:
@@ -68,8 +77,10 @@ def api_url(sample_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 # --- static catalog ---------------------------------------------------------------------------
 
-def test_static_finds_every_item_of_each_collection(sample_world: Path,
-                                                    catalog_items: dict) -> None:
+
+def test_static_finds_every_item_of_each_collection(
+    sample_world: Path, catalog_items: dict
+) -> None:
     items = discover(_params(sample_world))
     expected = Counter(collection for collection, _, _ in catalog_items.values())
     assert Counter(item["collection"] for item in items) == expected
@@ -84,8 +95,9 @@ def test_static_order_is_collection_then_id(sample_world: Path) -> None:
     assert [c for c, _ in keys][0] == "geopile" and [c for c, _ in keys][-1] == "sen12ms"
 
 
-def test_static_hrefs_are_absolute_and_record_their_origin(sample_world: Path,
-                                                          catalog_items: dict) -> None:
+def test_static_hrefs_are_absolute_and_record_their_origin(
+    sample_world: Path, catalog_items: dict
+) -> None:
     for item in discover(_params(sample_world, collections=("sen12ms", "millionaid"))):
         _, original, item_path = catalog_items[item["id"]]
         assert item["properties"][CATALOG_ROOT] == str(sample_world)
@@ -97,8 +109,9 @@ def test_static_hrefs_are_absolute_and_record_their_origin(sample_world: Path,
             assert asset["file:checksum"] == original["assets"][key]["file:checksum"]
 
 
-def test_static_bbox_matches_intersecting_geometries_only(sample_world: Path,
-                                                         catalog_items: dict) -> None:
+def test_static_bbox_matches_intersecting_geometries_only(
+    sample_world: Path, catalog_items: dict
+) -> None:
     target = catalog_items["ROIs1158_spring_1_p0"][1]
     items = discover(_params(sample_world, bbox=_centre_box(target)))
     assert _ids(items) == ["ROIs1158_spring_1_p0"]
@@ -109,35 +122,49 @@ def test_static_bbox_matches_intersecting_geometries_only(sample_world: Path,
 
 def test_static_bbox_touching_an_edge_matches(sample_world: Path, catalog_items: dict) -> None:
     west, south, east, north = catalog_items["mdas_sub_area_1"][1]["bbox"]
-    items = discover(_params(sample_world, collections=("mdas",),
-                             bbox=(east, south, east + 0.01, north)))
+    items = discover(
+        _params(sample_world, collections=("mdas",), bbox=(east, south, east + 0.01, north))
+    )
     assert _ids(items) == ["mdas_sub_area_1"]
 
 
 def test_static_datetime_intersects_item_ranges(sample_world: Path) -> None:
-    june = discover(_params(sample_world, collections=("sen12ms", "mdas", "geopile",
-                                                       "millionaid"), datetime="2017-06"))
+    june = discover(
+        _params(
+            sample_world,
+            collections=("sen12ms", "mdas", "geopile", "millionaid"),
+            datetime="2017-06",
+        )
+    )
     by_collection = Counter(item["collection"] for item in june)
     assert by_collection == {"geopile": 15, "millionaid": 16, "sen12ms": 2}
     assert {i["id"] for i in june if i["collection"] == "sen12ms"} == {
-        "ROIs1868_summer_3_p0", "ROIs1868_summer_3_p1"}
+        "ROIs1868_summer_3_p0",
+        "ROIs1868_summer_3_p1",
+    }
 
 
 def test_static_datetime_ends_are_inclusive(sample_world: Path) -> None:
-    last_second_of_spring = discover(_params(sample_world, collections=("sen12ms",),
-                                             datetime="2017-05-31T23:59:59Z"))
+    last_second_of_spring = discover(
+        _params(sample_world, collections=("sen12ms",), datetime="2017-05-31T23:59:59Z")
+    )
     assert _ids(last_second_of_spring) == ["ROIs1158_spring_1_p0", "ROIs1158_spring_1_p1"]
-    open_start = discover(_params(sample_world, collections=("sen12ms", "bigearthnet"),
-                                  datetime="../2017-02-28"))
+    open_start = discover(
+        _params(sample_world, collections=("sen12ms", "bigearthnet"), datetime="../2017-02-28")
+    )
     assert open_start == []
-    open_end = discover(_params(sample_world, collections=("sen12ms", "mdas"),
-                                datetime="2018-05-07T23:59:59Z/.."))
+    open_end = discover(
+        _params(sample_world, collections=("sen12ms", "mdas"), datetime="2018-05-07T23:59:59Z/..")
+    )
     assert _ids(open_end) == ["mdas_sub_area_1", "mdas_sub_area_2"]
 
 
 def test_unknown_collection_names_source_and_known_ones(sample_world: Path) -> None:
-    with pytest.raises(ValueError, match=r"catalog\.json: no collection\(s\) \['sen2'\]; "
-                                         r"it has \['bigearthnet', 'geopile'"):
+    with pytest.raises(
+        ValueError,
+        match=r"catalog\.json: no collection\(s\) \['sen2'\]; "
+        r"it has \['bigearthnet', 'geopile'",
+    ):
         discover(_params(sample_world, collections=("sen12ms", "sen2")))
 
 
@@ -160,9 +187,19 @@ def test_relative_hrefs_resolve_against_the_item(tmp_path: Path) -> None:
     data = tmp_path / "data" / "a.bin"
     data.parent.mkdir()
     data.write_bytes(b"abc")
-    catalog = write_catalog(tmp_path / "cat", "c", [
-        stac_item("i1", {"near": file_asset(data, href="../../../data/a.bin"),
-                         "far": file_asset(data, href=str(data))})])
+    catalog = write_catalog(
+        tmp_path / "cat",
+        "c",
+        [
+            stac_item(
+                "i1",
+                {
+                    "near": file_asset(data, href="../../../data/a.bin"),
+                    "far": file_asset(data, href=str(data)),
+                },
+            )
+        ],
+    )
     (item,) = discover(PipelineParams(catalog=str(catalog), collections=("c",)))
     assert item["assets"]["near"]["href"] == str(data)
     assert item["assets"]["near"][CATALOG_HREF] == "../../../data/a.bin"
@@ -186,9 +223,9 @@ API_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(API_CASES))
-def test_api_finds_the_same_items_as_the_static_catalog(case: str, sample_world: Path,
-                                                        catalog_items: dict,
-                                                        api_url: str) -> None:
+def test_api_finds_the_same_items_as_the_static_catalog(
+    case: str, sample_world: Path, catalog_items: dict, api_url: str
+) -> None:
     search = dict(API_CASES[case])
     if isinstance(search.get("bbox"), str):
         search["bbox"] = _centre_box(catalog_items[search["bbox"].split()[-1]][1])
@@ -196,8 +233,9 @@ def test_api_finds_the_same_items_as_the_static_catalog(case: str, sample_world:
     from_api = discover(_params(sample_world, api_url=api_url, **search))
     assert _ids(from_api) == _ids(static)
     assert [i["collection"] for i in from_api] == [i["collection"] for i in static]
-    assert [{k: a["href"] for k, a in i["assets"].items()} for i in from_api] == \
-        [{k: a["href"] for k, a in i["assets"].items()} for i in static]
+    assert [{k: a["href"] for k, a in i["assets"].items()} for i in from_api] == [
+        {k: a["href"] for k, a in i["assets"].items()} for i in static
+    ]
     assert all(i["properties"][CATALOG_ROOT] == api_url for i in from_api)
     if case == "nothing":
         assert static == []
@@ -211,6 +249,7 @@ def test_api_unknown_collection_is_refused(sample_world: Path, api_url: str) -> 
 
 
 # --- items table ------------------------------------------------------------------------------
+
 
 def test_table_round_trips_the_sample_items(sample_world: Path, tmp_path: Path) -> None:
     items = discover(_params(sample_world))
@@ -228,11 +267,13 @@ def test_table_round_trips_the_sample_items(sample_world: Path, tmp_path: Path) 
 def test_table_keeps_null_geometry_as_a_real_null(tmp_path: Path) -> None:
     data = tmp_path / "a.bin"
     data.write_bytes(b"abc")
-    located = stac_item("located", {"image": file_asset(data, **{"proj:shape": [2, 3]})},
-                        bbox=[1.0, 2.0, 3.0, 4.0])
+    located = stac_item(
+        "located", {"image": file_asset(data, **{"proj:shape": [2, 3]})}, bbox=[1.0, 2.0, 3.0, 4.0]
+    )
     unlocated = stac_item("unlocated", {"image": file_asset(data, gsd=0.5)}, when=None)
-    unlocated["properties"].update(start_datetime="1990-01-01T00:00:00Z",
-                                   end_datetime="2020-06-30T23:59:59Z")
+    unlocated["properties"].update(
+        start_datetime="1990-01-01T00:00:00Z", end_datetime="2020-06-30T23:59:59Z"
+    )
     items = [{**unlocated, "collection": "c"}, {**located, "collection": "c"}]
     path = write_items(tmp_path / "t" / "items.parquet", items)
     assert read_items(path) == items
@@ -245,7 +286,8 @@ def test_table_keeps_null_geometry_as_a_real_null(tmp_path: Path) -> None:
 
 
 def test_table_keeps_paths_inside_the_project_relative_so_it_moves_with_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     outside = tmp_path / "elsewhere.bin"
     outside.write_bytes(b"far")
     tables, chip_names = {}, set()
@@ -254,9 +296,15 @@ def test_table_keeps_paths_inside_the_project_relative_so_it_moves_with_it(
         data = project / "data" / "a.bin"
         data.parent.mkdir(parents=True)
         data.write_bytes(b"abc")
-        item = stac_item("x", {"image": file_asset(data), "far": file_asset(outside),
-                               "remote": {"href": "https://example.com/b.tif"}},
-                         bbox=[1.0, 2.0, 3.0, 4.0])
+        item = stac_item(
+            "x",
+            {
+                "image": file_asset(data),
+                "far": file_asset(outside),
+                "remote": {"href": "https://example.com/b.tif"},
+            },
+            bbox=[1.0, 2.0, 3.0, 4.0],
+        )
         item["links"] = [{"rel": "self", "href": str(project / "data" / "x.json")}]
         item["properties"][CATALOG_ROOT] = str(project / "data")
         item = {**item, "collection": "c"}
@@ -264,7 +312,10 @@ def test_table_keeps_paths_inside_the_project_relative_so_it_moves_with_it(
         path = write_items(project / "items.parquet", [item])
         row = pq.read_table(path).to_pylist()[0]
         assert {key: asset["href"] for key, asset in row["assets"].items() if asset} == {
-            "image": "data/a.bin", "far": str(outside), "remote": "https://example.com/b.tif"}
+            "image": "data/a.bin",
+            "far": str(outside),
+            "remote": "https://example.com/b.tif",
+        }
         assert row["links"][0]["href"] == "data/x.json" and row[CATALOG_ROOT] == "data"
         assert read_items(path) == [item]  # absolute again, in the project it is read in
         tables[name] = path.read_bytes()
@@ -274,21 +325,30 @@ def test_table_keeps_paths_inside_the_project_relative_so_it_moves_with_it(
 
 
 def test_a_table_rewritten_from_its_items_has_the_same_bytes_in_every_process(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     data = tmp_path / "a.bin"
     data.write_bytes(b"abc")
     item = stac_item("x", {"image": file_asset(data)}, bbox=[1.0, 2.0, 3.0, 4.0])
-    item["properties"].update(start_datetime="2017-01-01T00:00:00Z",
-                              end_datetime="2017-12-31T23:59:59Z", created="2018-01-01T00:00:00Z")
+    item["properties"].update(
+        start_datetime="2017-01-01T00:00:00Z",
+        end_datetime="2017-12-31T23:59:59Z",
+        created="2018-01-01T00:00:00Z",
+    )
     first = write_items(tmp_path / "first.parquet", [{**item, "collection": "c"}])
-    rewrite = ("import sys; from pathlib import Path; from pipeline.items import read_items, "
-               "write_items; write_items(Path(sys.argv[2]), read_items(Path(sys.argv[1])))")
+    rewrite = (
+        "import sys; from pathlib import Path; from pipeline.items import read_items, "
+        "write_items; write_items(Path(sys.argv[2]), read_items(Path(sys.argv[1])))"
+    )
     written = set()
     for seed in ("1", "2", "3", "4"):  # hash seeds that order Python's string sets differently
         out = tmp_path / f"seed{seed}.parquet"
-        subprocess.run([sys.executable, "-c", rewrite, str(first), str(out)], check=True,
-                       cwd=Path(__file__).resolve().parents[1],
-                       env={**os.environ, "PYTHONHASHSEED": seed})
+        subprocess.run(
+            [sys.executable, "-c", rewrite, str(first), str(out)],
+            check=True,
+            cwd=Path(__file__).resolve().parents[1],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
         written.add(out.read_bytes())
     assert len(written) == 1
 
@@ -300,7 +360,8 @@ def test_table_of_unlocated_items_only(sample_world: Path, tmp_path: Path) -> No
     assert all(i["geometry"] is None and "bbox" not in i for i in back)
     assert [i["assets"] for i in back] == [
         {k: {f: v for f, v in a.items() if v is not None} for k, a in i["assets"].items()}
-        for i in items]
+        for i in items
+    ]
 
 
 def test_table_of_no_items(tmp_path: Path) -> None:

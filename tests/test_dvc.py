@@ -105,8 +105,11 @@ def _project_imports(path: Path) -> set[str]:
     for name in names:
         if name.split(".")[0] in PROJECT_PACKAGES:
             parts = name.split(".")
-            found |= {".".join(parts[:n]) for n in range(1, len(parts) + 1)
-                      if _module_file(".".join(parts[:n]))}
+            found |= {
+                ".".join(parts[:n])
+                for n in range(1, len(parts) + 1)
+                if _module_file(".".join(parts[:n]))
+            }
     return found
 
 
@@ -122,8 +125,11 @@ def _code_of(module: str, unexpanded: frozenset[str] = frozenset()) -> set[str]:
             if name not in unexpanded:
                 todo += _project_imports(_module_file(name))
     paths = {_module_file(name) for name in seen}
-    paths |= {path.with_name(data) for path in set(paths)
-              for data in SIBLING_DATA.findall(path.read_text())}
+    paths |= {
+        path.with_name(data)
+        for path in set(paths)
+        for data in SIBLING_DATA.findall(path.read_text())
+    }
     files = {path.relative_to(REPO).as_posix() for path in paths}
     return {f for f in files if not (f.endswith("__init__.py") and not (REPO / f).stat().st_size)}
 
@@ -179,23 +185,26 @@ def test_every_stage_depends_on_the_code_it_runs() -> None:
         assert missing == [], f"stage {name} runs code it does not depend on: {missing}"
 
 
-def test_the_committed_lock_is_reproduced_under_the_pinned_environment(
-        reproduced: Path) -> None:
+def test_the_committed_lock_is_reproduced_under_the_pinned_environment(reproduced: Path) -> None:
     """Under requirements.lock's versions, the store stages give byte for byte what the
     committed dvc.lock records (elsewhere other library versions may write other bytes)."""
     drift = drift_from_lock()
     if drift:
-        pytest.skip(f"not the pinned environment ({len(drift)} packages differ from "
-                    f"requirements.lock, e.g. {drift[0]})")
+        pytest.skip(
+            f"not the pinned environment ({len(drift)} packages differ from "
+            f"requirements.lock, e.g. {drift[0]})"
+        )
     if (cpu := cpu_drift_from_lock()) is not None:
-        pytest.skip(f"not the pinned environment: {cpu} (numpy's exp and log round "
-                    "differently across them)")
+        pytest.skip(
+            f"not the pinned environment: {cpu} (numpy's exp and log round differently across them)"
+        )
     committed = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
     rebuilt = yaml.safe_load((reproduced / "dvc.lock").read_text())["stages"]
     for stage in STORE_STAGES:
         assert rebuilt[stage] == committed[stage], (
             f"stage {stage} gave other bytes than the committed dvc.lock records: regenerate "
-            "dvc.lock under requirements.lock (README, 'Reproducing the committed results')")
+            "dvc.lock under requirements.lock (README, 'Reproducing the committed results')"
+        )
 
 
 def test_a_shard_parameter_reruns_only_shard_and_validate(reproduced: Path) -> None:
@@ -205,7 +214,8 @@ def test_a_shard_parameter_reruns_only_shard_and_validate(reproduced: Path) -> N
         # Only the stage that reads the parameters (dvc.yaml: pipeline.shard) is out of date;
         # a dry run lists just it (the store it would write has not changed yet)...
         assert json.loads(_dvc("status", "--with-deps", "--json", "pretrain", cwd=reproduced)) == {
-            "shard": [{"changed deps": {"params.yaml": {"pipeline.shard": "modified"}}}]}
+            "shard": [{"changed deps": {"params.yaml": {"pipeline.shard": "modified"}}}]
+        }
         assert _stages_run(_dvc("repro", "--dry", "pretrain", cwd=reproduced)) == ["shard"]
         # ... and a repro of the store's stages runs it and validate, which reads its new
         # store; nothing upstream. (Pretraining, downstream of the store, is left out here:
@@ -226,8 +236,10 @@ def test_a_shard_parameter_reruns_only_shard_and_validate(reproduced: Path) -> N
 
 def test_dvc_repro_pretrains_msgfm_on_the_sample_store(reproduced: Path) -> None:
     run = reproduced / "runs" / "pretrain" / "tiny-sample"
-    assert {p.name for p in (run / "export").iterdir()} == {"encoder.safetensors",
-                                                            "model_card.json"}
+    assert {p.name for p in (run / "export").iterdir()} == {
+        "encoder.safetensors",
+        "model_card.json",
+    }
     assert (run / "logs" / "metrics.csv").is_file()
     # The end of training draws each sensor and each cross pair (Figure 3).
     last = {p.stem.split("_", 1)[1] for p in (run / "logs" / "figures").glob("step0000010_*")}

@@ -22,8 +22,12 @@ def test_a_token_grid_becomes_last_stage_features(version: str) -> None:
 
 def test_moe_layers_sit_where_swin_moe_puts_them() -> None:
     encoder = SwinEncoder(encoder_config("base"))
-    placed = [(stage, block) for stage, s in enumerate(encoder.stages)
-              for block, b in enumerate(s.blocks) if isinstance(b.mlp, SparseMoE)]
+    placed = [
+        (stage, block)
+        for stage, s in enumerate(encoder.stages)
+        for block, b in enumerate(s.blocks)
+        if isinstance(b.mlp, SparseMoE)
+    ]
     assert placed == [(2, b) for b in range(1, 18, 2)] + [(3, 1)]
     assert all(layer.num_experts == 8 and layer.top_k == 1 for layer in encoder.moe_layers())
     assert MoEConfig(stages=(3,), first_block=0, every=1).blocks(3, 2) == [0, 1]
@@ -43,11 +47,21 @@ def test_the_dense_encoder_is_timms_swin_v2() -> None:
     config = encoder_config("tiny", moe=None)
     ours = SwinEncoder(config).eval()
     reference = timm.create_model(
-        "swinv2_tiny_window8_256", pretrained=False, img_size=config.input_px,
-        window_size=config.window_size, embed_dim=config.embed_dim, depths=config.depths,
-        num_heads=config.num_heads, num_classes=0, drop_path_rate=0.0).eval()
-    state = {key.replace("layers.", "stages."): value for key, value in
-             reference.state_dict().items() if key.startswith(("layers.", "norm."))}
+        "swinv2_tiny_window8_256",
+        pretrained=False,
+        img_size=config.input_px,
+        window_size=config.window_size,
+        embed_dim=config.embed_dim,
+        depths=config.depths,
+        num_heads=config.num_heads,
+        num_classes=0,
+        drop_path_rate=0.0,
+    ).eval()
+    state = {
+        key.replace("layers.", "stages."): value
+        for key, value in reference.state_dict().items()
+        if key.startswith(("layers.", "norm."))
+    }
     missing, unexpected = ours.load_state_dict(state, strict=False)
     assert missing == ["mask_token"] and unexpected == []
     tokens = torch.randn(2, 48, 48, config.embed_dim)

@@ -40,7 +40,8 @@ def test_every_dependency_is_pinned_inside_its_range() -> None:
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{requirement.name} is not pinned in requirements.lock"
         assert requirement.specifier.contains(pins[name], prereleases=True), (
-            f"requirements.lock pins {name}=={pins[name]}, outside pyproject's {line!r}")
+            f"requirements.lock pins {name}=={pins[name]}, outside pyproject's {line!r}"
+        )
 
 
 def test_the_quick_start_installs_the_lock_into_a_new_venv_then_builds() -> None:
@@ -54,8 +55,11 @@ def test_ci_runs_the_readme_test_command_in_its_own_venv_with_the_lock() -> None
     commands = _ci_commands()
     venv = next(i for i, c in enumerate(commands) if re.fullmatch(r"python -m venv .*\.venv", c))
     activate = commands.index(". .venv/bin/activate")
-    install = next(i for i, c in enumerate(commands)
-                   if c.startswith("python -m pip install ") and c.endswith(PINNED))
+    install = next(
+        i
+        for i, c in enumerate(commands)
+        if c.startswith("python -m pip install ") and c.endswith(PINNED)
+    )
     assert venv < activate < install
     # Exactly the README's test command, last, inside the venv.
     assert commands[-1] == _quick_start()[1]
@@ -73,8 +77,10 @@ def test_drift_names_each_package_at_another_version_or_missing(tmp_path: Path) 
     lock = tmp_path / "requirements.lock"
     lock.write_text(f"PyTest=={have}\nnumpy==0.0.1\nno_such-package==1.0\n")
     installed = metadata.version("numpy")
-    assert drift_from_lock(lock) == ["no-such-package: not installed, pinned 1.0",
-                                     f"numpy: {installed} installed, pinned 0.0.1"]
+    assert drift_from_lock(lock) == [
+        "no-such-package: not installed, pinned 1.0",
+        f"numpy: {installed} installed, pinned 0.0.1",
+    ]
     lock.write_text(f"pytest=={have}\n")
     assert drift_from_lock(lock) == []
 
@@ -85,4 +91,5 @@ def test_the_cpu_class_of_the_lock_is_compared_with_this_cpus(tmp_path: Path) ->
     assert cpu_drift_from_lock(record) is None
     record.write_text(json.dumps({"numpy_cpu_dispatch": ["X86_V9"]}))
     assert cpu_drift_from_lock(record) == (
-        f"dvc.lock was built on ['X86_V9'], this CPU is {cpu_class()}")
+        f"dvc.lock was built on ['X86_V9'], this CPU is {cpu_class()}"
+    )

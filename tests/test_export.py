@@ -30,8 +30,9 @@ TRAINING = {"steps": 3, "seed": 0}
 
 
 @pytest.fixture(scope="module")
-def sensors(tmp_path_factory: pytest.TempPathFactory,
-            sample_world: Path) -> dict[str, SensorManifest]:
+def sensors(
+    tmp_path_factory: pytest.TempPathFactory, sample_world: Path
+) -> dict[str, SensorManifest]:
     """The manifests of a store of every pretraining source (64 px chips)."""
     return read_manifest(busy_reference(tmp_path_factory, sample_world).store).sensors
 
@@ -49,8 +50,9 @@ def model(sensors: dict[str, SensorManifest]) -> MsGFM:
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory, model: MsGFM,
-           sensors: dict[str, SensorManifest]) -> Path:
+def export(
+    tmp_path_factory: pytest.TempPathFactory, model: MsGFM, sensors: dict[str, SensorManifest]
+) -> Path:
     """The model exported once (read-only for tests: copy before damaging)."""
     out = tmp_path_factory.mktemp("export") / "msgfm"
     export_pretrained(model, out, sensors, training={**TRAINING, "store": Path("geopile2.zarr")})
@@ -65,8 +67,9 @@ def copy_export(export: Path, tmp_path: Path) -> Path:
     return out
 
 
-def test_the_reloaded_encoder_gives_the_same_features(export: Path, model: MsGFM,
-                                                      sensors: dict[str, SensorManifest]) -> None:
+def test_the_reloaded_encoder_gives_the_same_features(
+    export: Path, model: MsGFM, sensors: dict[str, SensorManifest]
+) -> None:
     encoder = load_pretrained(export)
     assert encoder.sensors == tuple(model.heads.embeddings)
     assert not encoder.training
@@ -80,7 +83,8 @@ def test_the_reloaded_encoder_gives_the_same_features(export: Path, model: MsGFM
 
 
 def test_the_card_dates_the_data_not_the_export_so_an_export_is_reproducible(
-        export: Path, model: MsGFM, sensors: dict[str, SensorManifest], tmp_path: Path) -> None:
+    export: Path, model: MsGFM, sensors: dict[str, SensorManifest], tmp_path: Path
+) -> None:
     card = json.loads((export / CARD_FILE).read_text())["properties"]
     assert (card["datetime"], card["start_datetime"], card["end_datetime"]) == (None, *ANY_TIME)
     acquired = ("2017-06-01T10:30:00Z", "2018-05-07T10:00:00Z")
@@ -98,7 +102,8 @@ def test_the_card_dates_the_data_not_the_export_so_an_export_is_reproducible(
 
 
 def test_the_card_is_stac_and_lists_every_sensor_with_its_normalisation(
-        export: Path, sensors: dict[str, SensorManifest]) -> None:
+    export: Path, sensors: dict[str, SensorManifest]
+) -> None:
     card = json.loads((export / CARD_FILE).read_text())
     assert validate_core(card) == []
     assert MLM_SCHEMA in card["stac_extensions"]
@@ -119,8 +124,9 @@ def test_the_card_is_stac_and_lists_every_sensor_with_its_normalisation(
         assert torch.equal(torch.tensor([s["stddev"] for s in entry["value_scaling"]]), std)
     encoder = load_pretrained(export / CARD_FILE)
     for name, manifest in sensors.items():
-        for loaded, expected in zip(encoder.normalisation[name], band_moments(manifest),
-                                    strict=True):
+        for loaded, expected in zip(
+            encoder.normalisation[name], band_moments(manifest), strict=True
+        ):
             assert torch.equal(loaded, expected)
     hyperparameters = properties["mlm:hyperparameters"]
     assert hyperparameters["input_px"] == INPUT_PX and hyperparameters["patch_px"] == 4
@@ -137,8 +143,10 @@ def test_the_export_holds_the_encoder_and_embeddings_only(export: Path, model: M
     tensors = load_file(str(export / WEIGHTS_FILE))
     assert not [key for key in tensors if "decoder" in key]
     expected = {f"encoder.{key}" for key in model.encoder.state_dict()} | {
-        f"embeddings.{sensor}.{key}" for sensor, embedding in model.heads.embeddings.items()
-        for key in embedding.state_dict()}
+        f"embeddings.{sensor}.{key}"
+        for sensor, embedding in model.heads.embeddings.items()
+        for key in embedding.state_dict()
+    }
     assert set(tensors) == expected
     assert all(t.is_contiguous() and t.device.type == "cpu" for t in tensors.values())
 
@@ -148,12 +156,15 @@ def test_an_unknown_sensor_names_the_known_ones(export: Path) -> None:
         load_pretrained(export)("landsat8", torch.zeros(1, 7, INPUT_PX, INPUT_PX))
 
 
-def test_weights_without_a_sensors_embedding_are_refused_by_name(export: Path,
-                                                                 tmp_path: Path) -> None:
+def test_weights_without_a_sensors_embedding_are_refused_by_name(
+    export: Path, tmp_path: Path
+) -> None:
     out = copy_export(export, tmp_path)
     tensors = load_file(str(out / WEIGHTS_FILE))
-    save_file({k: v for k, v in tensors.items() if not k.startswith("embeddings.rgb.")},
-              str(out / WEIGHTS_FILE))
+    save_file(
+        {k: v for k, v in tensors.items() if not k.startswith("embeddings.rgb.")},
+        str(out / WEIGHTS_FILE),
+    )
     with pytest.raises(ValueError, match="has no embedding for sensor.*'rgb'"):
         load_pretrained(out)
 
@@ -186,8 +197,7 @@ def _edit_card(out: Path, edit: Callable[[dict], object]) -> None:
 def _weights_outside(out: Path) -> None:
     """The weights moved beside the export folder, the href following them."""
     (out / WEIGHTS_FILE).rename(out.parent / "outside.safetensors")
-    _edit_card(out, lambda card: card["assets"]["weights"].update(
-        href="../outside.safetensors"))
+    _edit_card(out, lambda card: card["assets"]["weights"].update(href="../outside.safetensors"))
 
 
 def _weights_linked_outside(out: Path) -> None:
@@ -205,35 +215,65 @@ def _scaling(card: dict, value: float) -> None:
     card["properties"]["mlm:input"][1]["value_scaling"][2]["stddev"] = value
 
 
-_STDDEV = r": properties\.mlm:input\[1\] \('\w+'\)\.value_scaling\[2\]\.stddev must be a finite " \
+_STDDEV = (
+    r": properties\.mlm:input\[1\] \('\w+'\)\.value_scaling\[2\]\.stddev must be a finite "
     r"number above 0, not "
+)
 DAMAGES = {
-    "href outside": (_weights_outside, CARD_FILE,
-                     r": assets\.weights\.href '\.\./outside\.safetensors' leads outside"),
-    "href through a link": (_weights_linked_outside, CARD_FILE,
-                            r": assets\.weights\.href '\./encoder\.safetensors' leads outside"),
-    "truncated weights": (_truncated_weights, WEIGHTS_FILE,
-                          r" \(assets\.weights\.href of .*\): not a whole safetensors file"),
-    "not JSON": (lambda out: (out / CARD_FILE).write_text("{\"type\": \"Feature\", "),
-                 CARD_FILE, ": not a JSON model card"),
-    "no hyperparameters": (lambda out: _edit_card(
-        out, lambda card: card["properties"].pop("mlm:hyperparameters")), CARD_FILE,
-        r": properties\.mlm:hyperparameters is missing"),
-    "input_px a string": (lambda out: _edit_card(
-        out, lambda card: card["properties"]["mlm:hyperparameters"].update(input_px="64")),
-        CARD_FILE, r": properties\.mlm:hyperparameters\.input_px must be an integer, not '64'"),
-    "std 0": (lambda out: _edit_card(out, lambda card: _scaling(card, 0)), CARD_FILE,
-              _STDDEV + "0$"),
-    "std negative": (lambda out: _edit_card(out, lambda card: _scaling(card, -0.5)), CARD_FILE,
-                     _STDDEV + "-0.5$"),
-    "std NaN": (lambda out: _edit_card(out, lambda card: _scaling(card, math.nan)), CARD_FILE,
-                _STDDEV + "nan$"),
+    "href outside": (
+        _weights_outside,
+        CARD_FILE,
+        r": assets\.weights\.href '\.\./outside\.safetensors' leads outside",
+    ),
+    "href through a link": (
+        _weights_linked_outside,
+        CARD_FILE,
+        r": assets\.weights\.href '\./encoder\.safetensors' leads outside",
+    ),
+    "truncated weights": (
+        _truncated_weights,
+        WEIGHTS_FILE,
+        r" \(assets\.weights\.href of .*\): not a whole safetensors file",
+    ),
+    "not JSON": (
+        lambda out: (out / CARD_FILE).write_text('{"type": "Feature", '),
+        CARD_FILE,
+        ": not a JSON model card",
+    ),
+    "no hyperparameters": (
+        lambda out: _edit_card(out, lambda card: card["properties"].pop("mlm:hyperparameters")),
+        CARD_FILE,
+        r": properties\.mlm:hyperparameters is missing",
+    ),
+    "input_px a string": (
+        lambda out: _edit_card(
+            out, lambda card: card["properties"]["mlm:hyperparameters"].update(input_px="64")
+        ),
+        CARD_FILE,
+        r": properties\.mlm:hyperparameters\.input_px must be an integer, not '64'",
+    ),
+    "std 0": (
+        lambda out: _edit_card(out, lambda card: _scaling(card, 0)),
+        CARD_FILE,
+        _STDDEV + "0$",
+    ),
+    "std negative": (
+        lambda out: _edit_card(out, lambda card: _scaling(card, -0.5)),
+        CARD_FILE,
+        _STDDEV + "-0.5$",
+    ),
+    "std NaN": (
+        lambda out: _edit_card(out, lambda card: _scaling(card, math.nan)),
+        CARD_FILE,
+        _STDDEV + "nan$",
+    ),
 }
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_a_damaged_or_hostile_card_is_refused_naming_the_file_and_field(
-        export: Path, tmp_path: Path, damage: str) -> None:
+    export: Path, tmp_path: Path, damage: str
+) -> None:
     out = copy_export(export, tmp_path)
     spoil, file, field = DAMAGES[damage]
     spoil(out)

@@ -22,10 +22,18 @@ from tests.small_catalog import file_asset, stac_item, write_catalog
 
 def _params(tmp_path: Path, **fetch: Any) -> PipelineParams:
     """Fetch parameters that may reach the loopback test server."""
-    return PipelineParams(work_dir=tmp_path / "work",
-                          fetch=FetchParams(**{"cache_dir": tmp_path / "cache", "retries": 2,
-                                               "concurrency": 4, "allow_private_hosts": True,
-                                               **fetch}))
+    return PipelineParams(
+        work_dir=tmp_path / "work",
+        fetch=FetchParams(
+            **{
+                "cache_dir": tmp_path / "cache",
+                "retries": 2,
+                "concurrency": 4,
+                "allow_private_hosts": True,
+                **fetch,
+            }
+        ),
+    )
 
 
 def _item(item_id: str, **assets: dict[str, Any]) -> dict[str, Any]:
@@ -51,15 +59,20 @@ def served(tmp_path: Path) -> Iterator[FileServer]:
 
 # --- local files ------------------------------------------------------------------------------
 
+
 def test_sample_world_is_verified_in_place(sample_world: Path, tmp_path: Path) -> None:
-    items = discover(PipelineParams(catalog=str(sample_world / "catalog.json"),
-                                    collections=("sen12ms", "mdas", "geopile")))
+    items = discover(
+        PipelineParams(
+            catalog=str(sample_world / "catalog.json"), collections=("sen12ms", "mdas", "geopile")
+        )
+    )
     fetched, failures = fetch(items, _params(tmp_path))
     assert failures == []
     assert [i["id"] for i in fetched] == [i["id"] for i in items]
     for before, after in zip(items, fetched, strict=True):
-        assert {k: a["href"] for k, a in after["assets"].items()} == \
-            {k: a["href"] for k, a in before["assets"].items()}  # the original files
+        assert {k: a["href"] for k, a in after["assets"].items()} == {
+            k: a["href"] for k, a in before["assets"].items()
+        }  # the original files
         assert all(SOURCE_HREF not in a for a in after["assets"].values())
     assert _cache_files(tmp_path / "cache") == []  # nothing copied
 
@@ -74,18 +87,24 @@ def test_bad_local_files_are_reported_and_the_others_go_on(tmp_path: Path) -> No
     short.write_bytes(b"x" * 10)
     missing = file_asset(_write(tmp_path / "missing.bin", 10))
     (tmp_path / "missing.bin").unlink()
-    items = [_item("good", image=file_asset(good)),
-             _item("corrupt", image=recorded, other=file_asset(good)),
-             _item("short", image=short_asset),
-             _item("missing", image=missing),
-             _item("file_url", image=file_asset(good, href=good.as_uri()))]
+    items = [
+        _item("good", image=file_asset(good)),
+        _item("corrupt", image=recorded, other=file_asset(good)),
+        _item("short", image=short_asset),
+        _item("missing", image=missing),
+        _item("file_url", image=file_asset(good, href=good.as_uri())),
+    ]
     fetched, failures = fetch(items, _params(tmp_path))
     assert [i["id"] for i in fetched] == ["good", "file_url"]
     assert fetched[1]["assets"]["image"]["href"] == str(good)
     assert failures == [
-        Failure("fetch", "corrupt", str(corrupt),
-                f"checksum mismatch: expected {recorded['file:checksum']}, "
-                f"got {file_checksum(corrupt)}"),
+        Failure(
+            "fetch",
+            "corrupt",
+            str(corrupt),
+            f"checksum mismatch: expected {recorded['file:checksum']}, "
+            f"got {file_checksum(corrupt)}",
+        ),
         Failure("fetch", "short", str(short), "size mismatch: expected 1000 bytes, got 10"),
         Failure("fetch", "missing", str(tmp_path / "missing.bin"), "missing file"),
     ]
@@ -115,71 +134,117 @@ def test_refusals_name_the_reason(tmp_path: Path) -> None:
     fetched, failures = fetch(items, _params(tmp_path))
     assert fetched == []
     assert [(f.item_id, f.path, f.reason) for f in failures] == [
-        ("ftp", "ftp://example.org/a.bin",
-         "scheme 'ftp' not allowed (allowed: file, http, https, s3, gs)"),
+        (
+            "ftp",
+            "ftp://example.org/a.bin",
+            "scheme 'ftp' not allowed (allowed: file, http, https, s3, gs)",
+        ),
         ("relative", "a.bin", "relative href 'a.bin' has nothing to resolve it against"),
         ("badsum", str(path), "malformed file:checksum '1220abcd'"),
         ("blake3", str(path), "unsupported file:checksum function (multihash code 0x1e)"),
         ("nohost", "https:///a.bin", "https href names no host or bucket"),
         ("relquery", "a.bin", "relative href 'a.bin' has nothing to resolve it against"),
         ("pathquery", str(path), "a query string is only supported on http(s) hrefs, not 'file'"),
-        ("filequery", path.as_uri(),
-         "a query string is only supported on http(s) hrefs, not 'file'"),
-        ("s3query", "s3://bucket/a.bin",
-         "a query string is only supported on http(s) hrefs, not 's3'"),
+        (
+            "filequery",
+            path.as_uri(),
+            "a query string is only supported on http(s) hrefs, not 'file'",
+        ),
+        (
+            "s3query",
+            "s3://bucket/a.bin",
+            "a query string is only supported on http(s) hrefs, not 's3'",
+        ),
     ]
-    _, failures = fetch(items[:1] + [_item("local", image=file_asset(path))],
-                        _params(tmp_path, allowed_schemes=("https",)))
-    assert [f.reason for f in failures] == ["scheme 'ftp' not allowed (allowed: https)",
-                                            "scheme 'file' not allowed (allowed: https)"]
+    _, failures = fetch(
+        items[:1] + [_item("local", image=file_asset(path))],
+        _params(tmp_path, allowed_schemes=("https",)),
+    )
+    assert [f.reason for f in failures] == [
+        "scheme 'ftp' not allowed (allowed: https)",
+        "scheme 'file' not allowed (allowed: https)",
+    ]
 
 
 def test_href_escaping_the_catalog_root_is_refused(tmp_path: Path) -> None:
     outside = _write(tmp_path / "outside.bin", 100)
     inside = _write(tmp_path / "cat" / "data" / "inside.bin", 100)
-    catalog = write_catalog(tmp_path / "cat", "c", [
-        stac_item("escapes", {"image": file_asset(outside, href="../../../outside.bin")}),
-        stac_item("stays", {"image": file_asset(inside, href="../../data/inside.bin")}),
-        stac_item("absolute", {"image": file_asset(outside)})])
-    params = PipelineParams(catalog=str(catalog), collections=("c",), work_dir=tmp_path / "w",
-                            fetch=FetchParams(cache_dir=tmp_path / "cache"))
+    catalog = write_catalog(
+        tmp_path / "cat",
+        "c",
+        [
+            stac_item("escapes", {"image": file_asset(outside, href="../../../outside.bin")}),
+            stac_item("stays", {"image": file_asset(inside, href="../../data/inside.bin")}),
+            stac_item("absolute", {"image": file_asset(outside)}),
+        ],
+    )
+    params = PipelineParams(
+        catalog=str(catalog),
+        collections=("c",),
+        work_dir=tmp_path / "w",
+        fetch=FetchParams(cache_dir=tmp_path / "cache"),
+    )
     fetched, failures = fetch(discover(params), params)
     assert [i["id"] for i in fetched] == ["stays"]
     assert failures == [
-        Failure("fetch", "absolute", str(outside),
-                f"href {str(outside)!r} resolves outside the catalog root {tmp_path / 'cat'}"),
-        Failure("fetch", "escapes", str(outside),
-                f"href '../../../outside.bin' resolves outside the catalog root "
-                f"{tmp_path / 'cat'}")]
+        Failure(
+            "fetch",
+            "absolute",
+            str(outside),
+            f"href {str(outside)!r} resolves outside the catalog root {tmp_path / 'cat'}",
+        ),
+        Failure(
+            "fetch",
+            "escapes",
+            str(outside),
+            f"href '../../../outside.bin' resolves outside the catalog root {tmp_path / 'cat'}",
+        ),
+    ]
 
 
 def test_static_catalog_over_http_is_downloaded(tmp_path: Path, served: FileServer) -> None:
     remote = tmp_path / "remote"
     inside = _write(remote / "cat" / "data" / "inside.tif", 2000)
     outside = _write(remote / "outside.tif", 2000)
-    write_catalog(remote / "cat", "c", [
-        stac_item("stays", {"image": file_asset(inside, href="../../data/inside.tif")}),
-        stac_item("escapes", {"image": file_asset(outside, href="../../../outside.tif")})])
-    params = PipelineParams(catalog=served.url("cat/catalog.json"), collections=("c",),
-                            work_dir=tmp_path / "w",
-                            fetch=FetchParams(cache_dir=tmp_path / "c", allow_private_hosts=True))
+    write_catalog(
+        remote / "cat",
+        "c",
+        [
+            stac_item("stays", {"image": file_asset(inside, href="../../data/inside.tif")}),
+            stac_item("escapes", {"image": file_asset(outside, href="../../../outside.tif")}),
+        ],
+    )
+    params = PipelineParams(
+        catalog=served.url("cat/catalog.json"),
+        collections=("c",),
+        work_dir=tmp_path / "w",
+        fetch=FetchParams(cache_dir=tmp_path / "c", allow_private_hosts=True),
+    )
     items = discover(params)
     assert [i["assets"]["image"]["href"] for i in items] == [
-        served.url("outside.tif"), served.url("cat/data/inside.tif")]
+        served.url("outside.tif"),
+        served.url("cat/data/inside.tif"),
+    ]
     fetched, failures = fetch(items, params)
-    assert failures == [Failure(
-        "fetch", "escapes", served.url("outside.tif"),
-        f"href '../../../outside.tif' resolves outside the catalog root {served.url('cat')}")]
+    assert failures == [
+        Failure(
+            "fetch",
+            "escapes",
+            served.url("outside.tif"),
+            f"href '../../../outside.tif' resolves outside the catalog root {served.url('cat')}",
+        )
+    ]
     (item,) = fetched
     assert Path(item["assets"]["image"]["href"]).read_bytes() == inside.read_bytes()
     assert [r.path for r in served.requests if not r.path.endswith(".json")] == [
-        "/cat/data/inside.tif"]  # the refused file was never asked for
+        "/cat/data/inside.tif"
+    ]  # the refused file was never asked for
 
 
 # --- downloads over HTTP ----------------------------------------------------------------------
 
-def test_download_goes_into_the_content_addressed_cache(tmp_path: Path,
-                                                        served: FileServer) -> None:
+
+def test_download_goes_into_the_content_addressed_cache(tmp_path: Path, served: FileServer) -> None:
     local = _write(tmp_path / "remote" / "dir" / "scene one.tif", 5000)
     asset = file_asset(local, href=served.url("dir/scene%20one.tif"))
     fetched, failures = fetch([_item("a", image=asset)], _params(tmp_path))
@@ -195,8 +260,10 @@ def test_download_goes_into_the_content_addressed_cache(tmp_path: Path,
 
 def test_second_fetch_is_a_cache_hit(tmp_path: Path, served: FileServer) -> None:
     local = _write(tmp_path / "remote" / "a.tif", 5000)
-    items = [_item("a", image=file_asset(local, href=served.url("a.tif"))),
-             _item("b", image=file_asset(local, href=served.url("a.tif")))]  # same file twice
+    items = [
+        _item("a", image=file_asset(local, href=served.url("a.tif"))),
+        _item("b", image=file_asset(local, href=served.url("a.tif"))),
+    ]  # same file twice
     first, _ = fetch(items, _params(tmp_path))
     assert len(served.requests) == 1
     second, failures = fetch(items, _params(tmp_path))
@@ -207,8 +274,10 @@ def test_second_fetch_is_a_cache_hit(tmp_path: Path, served: FileServer) -> None
 def test_one_download_per_checksum_across_mirrors(tmp_path: Path, served: FileServer) -> None:
     local = _write(tmp_path / "remote" / "a" / "x.tif", 5000)
     _write(tmp_path / "remote" / "b" / "x.tif", 0).write_bytes(local.read_bytes())
-    items = [_item("a", image=file_asset(local, href=served.url("a/x.tif"))),
-             _item("b", image=file_asset(local, href=served.url("b/x.tif")))]
+    items = [
+        _item("a", image=file_asset(local, href=served.url("a/x.tif"))),
+        _item("b", image=file_asset(local, href=served.url("b/x.tif"))),
+    ]
     fetched, failures = fetch(items, _params(tmp_path, concurrency=2))
     assert failures == []
     assert fetched[0]["assets"]["image"]["href"] == fetched[1]["assets"]["image"]["href"]
@@ -226,8 +295,9 @@ def test_downloads_run_in_parallel(tmp_path: Path, served: FileServer) -> None:
 
 def test_empty_remote_file(tmp_path: Path, served: FileServer) -> None:
     empty = _write(tmp_path / "remote" / "empty.txt", 0)
-    fetched, failures = fetch([_item("a", image=file_asset(empty, href=served.url("empty.txt")))],
-                              _params(tmp_path))
+    fetched, failures = fetch(
+        [_item("a", image=file_asset(empty, href=served.url("empty.txt")))], _params(tmp_path)
+    )
     assert failures == [] and Path(fetched[0]["assets"]["image"]["href"]).read_bytes() == b""
     assert served.requests == [Request("/empty.txt", None)]
 
@@ -245,8 +315,10 @@ def test_download_without_checksum_is_keyed_by_href(tmp_path: Path, served: File
 def test_retry_after_server_errors(tmp_path: Path, served: FileServer) -> None:
     local = _write(tmp_path / "remote" / "a.tif", 2000)
     served.faults.errors["/a.tif"] = 2
-    fetched, failures = fetch([_item("a", image=file_asset(local, href=served.url("a.tif")))],
-                              _params(tmp_path, retries=2))
+    fetched, failures = fetch(
+        [_item("a", image=file_asset(local, href=served.url("a.tif")))],
+        _params(tmp_path, retries=2),
+    )
     assert failures == [] and len(fetched) == 1
     assert served.requests == [Request("/a.tif", None)] * 3
 
@@ -255,8 +327,9 @@ def test_retries_exhausted_is_reported(tmp_path: Path, served: FileServer) -> No
     local = _write(tmp_path / "remote" / "a.tif", 2000)
     served.faults.errors["/a.tif"] = 5
     href = served.url("a.tif")
-    fetched, failures = fetch([_item("a", image=file_asset(local, href=href))],
-                              _params(tmp_path, retries=1))
+    fetched, failures = fetch(
+        [_item("a", image=file_asset(local, href=href))], _params(tmp_path, retries=1)
+    )
     assert fetched == []
     (failure,) = failures
     assert (failure.item_id, failure.path) == ("a", href)
@@ -265,8 +338,9 @@ def test_retries_exhausted_is_reported(tmp_path: Path, served: FileServer) -> No
     assert _cache_files(tmp_path / "cache") == []
 
 
-def test_interrupted_download_resumes_with_a_range_request(tmp_path: Path,
-                                                           served: FileServer) -> None:
+def test_interrupted_download_resumes_with_a_range_request(
+    tmp_path: Path, served: FileServer
+) -> None:
     size = 4 * CHUNK_BYTES
     local = _write(tmp_path / "remote" / "big.tif", size)
     served.faults.drops["/big.tif"] = 3 * CHUNK_BYTES
@@ -313,32 +387,46 @@ def test_remote_mismatch_and_missing_are_reported(tmp_path: Path, served: FileSe
     served_checksum = asset["file:checksum"]
     expected = "1220" + "0" * 64
     good = _write(tmp_path / "remote" / "good.tif", 100)
-    items = [_item("changed", image={**asset, "file:checksum": expected}),
-             _item("gone", image=file_asset(local, href=served.url("gone.tif"))),
-             _item("good", image=file_asset(good, href=served.url("good.tif")))]
+    items = [
+        _item("changed", image={**asset, "file:checksum": expected}),
+        _item("gone", image=file_asset(local, href=served.url("gone.tif"))),
+        _item("good", image=file_asset(good, href=served.url("good.tif"))),
+    ]
     fetched, failures = fetch(items, _params(tmp_path))
     assert [i["id"] for i in fetched] == ["good"]
     assert failures == [
-        Failure("fetch", "changed", asset["href"],
-                f"checksum mismatch: expected {expected}, got {served_checksum}"),
+        Failure(
+            "fetch",
+            "changed",
+            asset["href"],
+            f"checksum mismatch: expected {expected}, got {served_checksum}",
+        ),
         Failure("fetch", "gone", served.url("gone.tif"), "missing file"),
     ]
     good_checksum = items[2]["assets"]["image"]["file:checksum"]
     assert _cache_files(tmp_path / "cache") == [
-        tmp_path / "cache" / good_checksum[4:6] / f"{good_checksum}.tif"]  # nothing half-done
+        tmp_path / "cache" / good_checksum[4:6] / f"{good_checksum}.tif"
+    ]  # nothing half-done
 
 
-@pytest.mark.parametrize(("prefix", "wrong"), [
-    ("d50110", "d50110" + "0" * 32),  # a multihash: code 0xd5 is a 2-byte varint
-    # Planetary Computer's form: 32 hex digits, no multihash prefix (sentinel-1-rtc's vv).
-    ("", "7ddacf901e722721ade996eb448ec87f"),
-])
+@pytest.mark.parametrize(
+    ("prefix", "wrong"),
+    [
+        ("d50110", "d50110" + "0" * 32),  # a multihash: code 0xd5 is a 2-byte varint
+        # Planetary Computer's form: 32 hex digits, no multihash prefix (sentinel-1-rtc's vv).
+        ("", "7ddacf901e722721ade996eb448ec87f"),
+    ],
+)
 def test_md5_checksums_are_verified(tmp_path: Path, prefix: str, wrong: str) -> None:
     path = _write(tmp_path / "a.tif", 100)
     md5 = prefix + hashlib.md5(path.read_bytes()).hexdigest()
     asset = {"href": str(path), "msgfm:sensor": "rgb"}
-    fetched, failures = fetch([_item("a", image={**asset, "file:checksum": md5}),
-                               _item("b", image={**asset, "file:checksum": wrong})],
-                              _params(tmp_path))
+    fetched, failures = fetch(
+        [
+            _item("a", image={**asset, "file:checksum": md5}),
+            _item("b", image={**asset, "file:checksum": wrong}),
+        ],
+        _params(tmp_path),
+    )
     assert [i["id"] for i in fetched] == ["a"]
     assert [f.reason for f in failures] == [f"checksum mismatch: expected {wrong}, got {md5}"]

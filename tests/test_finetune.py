@@ -31,25 +31,38 @@ from tests.pipeline_setup import busy_reference
 pytestmark = pytest.mark.xdist_group("finetune")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "finetune"
 INPUT_PX = 192  # the configs' size (SpaceNet 2's 163 px MS grid must fit)
-SETS = {"classification": "bigearthnet", "cloud_removal": "sen12ms-cr",
-        "pansharpening": "spacenet2", "segmentation": "vaihingen"}
+SETS = {
+    "classification": "bigearthnet",
+    "cloud_removal": "sen12ms-cr",
+    "pansharpening": "spacenet2",
+    "segmentation": "vaihingen",
+}
 SIZES = DownstreamSizes(
     bigearthnet_patches={"train": 3, "val": 1, "test": 2},
-    sen12ms_cr_triplets=scene_triplets({("ROIs1158_spring", 11): 2, ("ROIs2017_winter", 22): 1,
-                                        ("ROIs1158_spring", 106): 2}),
+    sen12ms_cr_triplets=scene_triplets(
+        {("ROIs1158_spring", 11): 2, ("ROIs2017_winter", 22): 1, ("ROIs1158_spring", 106): 2}
+    ),
     spacenet2_images=(1, 2, 8, 9),
-    vaihingen_areas=(1, 2))
-EXPECTED_METRICS = {"classification": {"mAP_micro", "mAP_macro"},
-                    "cloud_removal": {"MAE", "RMSE", "PSNR", "SAM", "SSIM"},
-                    "pansharpening": {"MAE", "RMSE", "PSNR", "SAM", "SSIM", "ERGAS"},
-                    "segmentation": {"mIoU", "OA"}}
+    vaihingen_areas=(1, 2),
+)
+EXPECTED_METRICS = {
+    "classification": {"mAP_micro", "mAP_macro"},
+    "cloud_removal": {"MAE", "RMSE", "PSNR", "SAM", "SSIM"},
+    "pansharpening": {"MAE", "RMSE", "PSNR", "SAM", "SSIM", "ERGAS"},
+    "segmentation": {"mIoU", "OA"},
+}
 EXPECTED_EMBEDDINGS = {
     "classification": {"sentinel2_l2a": "pretrained", "sentinel1_grd": "pretrained"},
-    "cloud_removal": {"sentinel2_l1c": "wavelength-matched from sentinel2_l2a",
-                      "sentinel1_grd": "pretrained"},
-    "pansharpening": {"worldview3_ms": "wavelength-matched from sentinel2_l2a",
-                      "worldview3_pan": "wavelength-matched from rgb"},
-    "segmentation": {"cir": "wavelength-matched from sentinel2_l2a", "dsm": "pretrained"}}
+    "cloud_removal": {
+        "sentinel2_l1c": "wavelength-matched from sentinel2_l2a",
+        "sentinel1_grd": "pretrained",
+    },
+    "pansharpening": {
+        "worldview3_ms": "wavelength-matched from sentinel2_l2a",
+        "worldview3_pan": "wavelength-matched from rgb",
+    },
+    "segmentation": {"cir": "wavelength-matched from sentinel2_l2a", "dsm": "pretrained"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +72,9 @@ def sets(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sensors(tmp_path_factory: pytest.TempPathFactory,
-            sample_world: Path) -> dict[str, SensorManifest]:
+def sensors(
+    tmp_path_factory: pytest.TempPathFactory, sample_world: Path
+) -> dict[str, SensorManifest]:
     """The pretraining sensors (S2 L2A, S1, RGB, DSM) with their store statistics."""
     return read_manifest(busy_reference(tmp_path_factory, sample_world).store).sensors
 
@@ -80,17 +94,38 @@ def export(tmp_path_factory: pytest.TempPathFactory, sensors: dict[str, SensorMa
 
 def run(task: str, sets: Path, export: Path, out: Path, *extra: str) -> dict:
     """Two training steps and the test split of ``task``'s sample config; its metrics.json."""
-    main(["--config", str(config_path(CONFIGS, task)), "--data.root", str(sets / SETS[task]),
-          "--data.input_px", str(INPUT_PX), "--data.batch_size", "2",
-          "--model.pretrained", str(export), "--model.out_dir", str(out),
-          "--trainer.default_root_dir", str(out), "--trainer.max_steps", "2",
-          "--trainer.enable_progress_bar", "false", "--trainer.logger", "false", *extra])
+    main(
+        [
+            "--config",
+            str(config_path(CONFIGS, task)),
+            "--data.root",
+            str(sets / SETS[task]),
+            "--data.input_px",
+            str(INPUT_PX),
+            "--data.batch_size",
+            "2",
+            "--model.pretrained",
+            str(export),
+            "--model.out_dir",
+            str(out),
+            "--trainer.default_root_dir",
+            str(out),
+            "--trainer.max_steps",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger",
+            "false",
+            *extra,
+        ]
+    )
     return json.loads((out / METRICS_FILE).read_text())
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_each_task_fine_tunes_and_scores_the_test_split(task: str, sets: Path, export: Path,
-                                                        tmp_path: Path) -> None:
+def test_each_task_fine_tunes_and_scores_the_test_split(
+    task: str, sets: Path, export: Path, tmp_path: Path
+) -> None:
     record = run(task, sets, export, tmp_path)
     assert set(record["metrics"]) >= EXPECTED_METRICS[task]
     assert all(value == value for value in record["metrics"].values())  # no NaN
@@ -101,7 +136,8 @@ def test_each_task_fine_tunes_and_scores_the_test_split(task: str, sets: Path, e
 
 
 def test_a_picture_write_that_fails_leaves_the_previous_picture_whole(
-        sets: Path, export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sets: Path, export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / FIGURE_FILE).write_bytes(b"the previous run's picture")
 
     def disk_full(figure: Figure, path: Path, **kwargs: object) -> None:
@@ -113,13 +149,15 @@ def test_a_picture_write_that_fails_leaves_the_previous_picture_whole(
         run("classification", sets, export, tmp_path, "--trainer.max_steps", "0")
     assert (tmp_path / FIGURE_FILE).read_bytes() == b"the previous run's picture"
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
-    record = json.loads((tmp_path / METRICS_FILE).read_text(),
-                        parse_constant=lambda constant: pytest.fail(constant))
+    record = json.loads(
+        (tmp_path / METRICS_FILE).read_text(), parse_constant=lambda constant: pytest.fail(constant)
+    )
     assert set(record["metrics"]) == EXPECTED_METRICS["classification"]
 
 
 def test_pretrained_init_loads_the_export_and_random_init_does_not(
-        sets: Path, export: Path, tmp_path: Path) -> None:
+    sets: Path, export: Path, tmp_path: Path
+) -> None:
     pretrained = load_pretrained(export)
     channels = {"sentinel2_l2a": 12, "sentinel1_grd": 2}
     network = DownstreamNetwork(pretrained.encoder.config, channels, "classification", 19)
@@ -127,8 +165,9 @@ def test_pretrained_init_loads_the_export_and_random_init_does_not(
     network.load_pretrained(pretrained)
     for key, value in pretrained.encoder.state_dict().items():
         torch.testing.assert_close(network.encoder.state_dict()[key], value, rtol=0, atol=0)
-    assert any(not torch.equal(random_state[k], v)
-               for k, v in pretrained.encoder.state_dict().items())
+    assert any(
+        not torch.equal(random_state[k], v) for k, v in pretrained.encoder.state_dict().items()
+    )
     assert network.provenance == {"sentinel2_l2a": "pretrained", "sentinel1_grd": "pretrained"}
     record = run("classification", sets, export, tmp_path, "--model.init", "random")
     assert record["init"] == "random"
@@ -136,7 +175,8 @@ def test_pretrained_init_loads_the_export_and_random_init_does_not(
 
 
 def test_a_checkpoint_without_a_sensors_embedding_names_it(
-        sets: Path, sensors: dict[str, SensorManifest], tmp_path: Path) -> None:
+    sets: Path, sensors: dict[str, SensorManifest], tmp_path: Path
+) -> None:
     optical_only = {k: v for k, v in sensors.items() if k != "sentinel1_grd"}
     export = export_of(tmp_path / "no-sar", optical_only)
     with pytest.raises(MissingEmbeddingError, match=r"no patch embedding for 'sentinel1_grd'"):
@@ -144,7 +184,8 @@ def test_a_checkpoint_without_a_sensors_embedding_names_it(
 
 
 def test_a_checkpoint_of_another_architecture_names_the_differences(
-        sensors: dict[str, SensorManifest], tmp_path: Path) -> None:
+    sensors: dict[str, SensorManifest], tmp_path: Path
+) -> None:
     other = load_pretrained(export_of(tmp_path / "dense", sensors, moe=None))
     ours = encoder_config("tiny", input_px=INPUT_PX)
     network = DownstreamNetwork(ours, {"dsm": 1}, "dense", 6)
@@ -153,36 +194,45 @@ def test_a_checkpoint_of_another_architecture_names_the_differences(
     assert ".mlp.w1" in str(error.value) and ".mlp.fc1.weight" in str(error.value)
 
 
-def test_a_config_asking_for_bands_the_dataset_lacks_names_them(sets: Path, export: Path,
-                                                               tmp_path: Path) -> None:
+def test_a_config_asking_for_bands_the_dataset_lacks_names_them(
+    sets: Path, export: Path, tmp_path: Path
+) -> None:
     with pytest.raises(ValueError, match="'rgb'.*sentinel2_l2a"):
         run("classification", sets, export, tmp_path, "--data.sensors", "[rgb]")
 
 
 def test_evaluate_writes_the_table_with_both_inits_and_the_baselines(
-        sets: Path, export: Path, tmp_path: Path) -> None:
+    sets: Path, export: Path, tmp_path: Path
+) -> None:
     configs = tmp_path / "configs"
     configs.mkdir()
     tasks = ("pansharpening", "segmentation")  # the other two run above; dvc repro runs all
     for task in tasks:  # the sample configs, pointed at the small sets, two steps each
         text = config_path(CONFIGS, task).read_text()
-        text = text.replace("data/downstream", str(sets)).replace("max_epochs: 8",
-                                                                  "max_steps: 2")
+        text = text.replace("data/downstream", str(sets)).replace("max_epochs: 8", "max_steps: 2")
         text = text.replace("batch_size: 8", f"batch_size: 2\n    input_px: {INPUT_PX}")
         config_path(configs, task).write_text(text)
-    results = evaluate(export, configs, tmp_path / "runs", tmp_path / "reports", tasks,
-                       progress=lambda line: None)
+    results = evaluate(
+        export, configs, tmp_path / "runs", tmp_path / "reports", tasks, progress=lambda line: None
+    )
     assert set(results) == set(tasks)
     assert set(results["pansharpening"]) == {"pretrained", "random", "bicubic", "brovey"}
     assert set(results["segmentation"]) == {"pretrained", "random", "majority"}
     written = json.loads((tmp_path / "reports" / "benchmarks.json").read_text())
-    assert {task: set(variants) for task, variants in written.items()} == \
-        {task: set(variants) for task, variants in results.items()}
+    assert {task: set(variants) for task, variants in written.items()} == {
+        task: set(variants) for task, variants in results.items()
+    }
     report = (tmp_path / "reports" / "benchmarks.md").read_text()
-    for row in ("| random init |", "| baseline: bicubic |", "| baseline: brovey |",
-                "| baseline: majority |", "| msGFM (ours, pretrained) |",
-                "Paper (real data, for reference only): PSNR 22.85"):
+    for row in (
+        "| random init |",
+        "| baseline: bicubic |",
+        "| baseline: brovey |",
+        "| baseline: majority |",
+        "| msGFM (ours, pretrained) |",
+        "Paper (real data, for reference only): PSNR 22.85",
+    ):
         assert row in report
-    assert sorted(p.name for p in (tmp_path / "reports" / "benchmarks").iterdir()) == \
-        sorted(f"{task}.png" for task in tasks)
+    assert sorted(p.name for p in (tmp_path / "reports" / "benchmarks").iterdir()) == sorted(
+        f"{task}.png" for task in tasks
+    )
     shutil.rmtree(tmp_path / "runs")

@@ -22,14 +22,20 @@ def test_the_pyramid_holds_every_stage_and_ends_with_forwards_output() -> None:
     mask = torch.rand(2, 48, 48) > 0.5
     pyramid = encoder.forward_pyramid(tokens, mask)
     assert [tuple(level.shape) for level in pyramid] == [
-        (2, 32, 48, 48), (2, 64, 24, 24), (2, 128, 12, 12), (2, 256, 6, 6)]
+        (2, 32, 48, 48),
+        (2, 64, 24, 24),
+        (2, 128, 12, 12),
+        (2, 256, 6, 6),
+    ]
     assert STAGE_CHANNELS == [32, 64, 128, 256]
     torch.testing.assert_close(pyramid[-1], encoder(tokens, mask), rtol=0, atol=0)
 
 
 def test_heads_give_logits_and_full_resolution_maps() -> None:
-    pyramid = [torch.randn(2, channels, 48 // 2**i, 48 // 2**i)
-               for i, channels in enumerate(STAGE_CHANNELS)]
+    pyramid = [
+        torch.randn(2, channels, 48 // 2**i, 48 // 2**i)
+        for i, channels in enumerate(STAGE_CHANNELS)
+    ]
     assert ClassificationHead(256, 10)(pyramid[-1]).shape == (2, 10)
     fused = UPerNetDecoder(STAGE_CHANNELS, channels=64)(pyramid)
     assert fused.shape == (2, 64, 48, 48)
@@ -41,16 +47,21 @@ def test_gradients_reach_every_parameter_from_both_heads() -> None:
     embed = SensorPatchEmbed(4, CONFIG.embed_dim, CONFIG.patch_px)
     encoder = SwinEncoder(CONFIG)
     classifier = ClassificationHead(CONFIG.out_channels, 5)
-    dense = nn.Sequential(UPerNetDecoder(STAGE_CHANNELS, channels=64),
-                          DensePredictionHead(64, 3, scale=CONFIG.patch_px))
+    dense = nn.Sequential(
+        UPerNetDecoder(STAGE_CHANNELS, channels=64),
+        DensePredictionHead(64, 3, scale=CONFIG.patch_px),
+    )
     image = torch.randn(1, 4, CONFIG.input_px, CONFIG.input_px)
     pyramid = encoder.forward_pyramid(embed(image), torch.rand(1, 48, 48) > 0.5)
     assert dense(pyramid).shape == (1, 3, 192, 192)
     (classifier(pyramid[-1]).square().sum() + dense(pyramid).square().mean()).backward()
     modules = {"embed": embed, "encoder": encoder, "classifier": classifier, "dense": dense}
-    without = [f"{name}.{key}" for name, module in modules.items()
-               for key, parameter in module.named_parameters()
-               if parameter.grad is None or not parameter.grad.abs().sum() > 0]
+    without = [
+        f"{name}.{key}"
+        for name, module in modules.items()
+        for key, parameter in module.named_parameters()
+        if parameter.grad is None or not parameter.grad.abs().sum() > 0
+    ]
     assert without == []
 
 
@@ -59,5 +70,6 @@ def test_decoder_arguments_and_inputs_are_checked() -> None:
         with pytest.raises(ValueError, match=f"{channels} channels do not split into 32 groups"):
             UPerNetDecoder(STAGE_CHANNELS, channels=channels)
     with pytest.raises(ValueError, match="expected 4 stages, got 3"):
-        UPerNetDecoder(STAGE_CHANNELS, channels=64)([torch.randn(1, c, 4, 4)
-                                                     for c in STAGE_CHANNELS[:3]])
+        UPerNetDecoder(STAGE_CHANNELS, channels=64)(
+            [torch.randn(1, c, 4, 4) for c in STAGE_CHANNELS[:3]]
+        )

@@ -12,27 +12,35 @@ from model.__main__ import COMMANDS, main
 
 
 def test_help_lists_every_command() -> None:
-    done = subprocess.run([sys.executable, "-m", "model", "--help"], capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "model", "--help"], capture_output=True, text=True, check=True
+    )
     for command in ("pretrain", "finetune", "evaluate", "bench"):
         assert command in done.stdout
     assert set(COMMANDS) == {"pretrain", "finetune", "evaluate", "bench"}
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune", "evaluate"])
-def test_the_rest_of_the_line_goes_to_the_command(command: str,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_rest_of_the_line_goes_to_the_command(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen = []
     monkeypatch.setattr(f"model.{command}.main", lambda argv: seen.append(argv) or 3)
     assert main([command, "--config", "x.yaml", "--help"]) == 3
     assert seen == [["--config", "x.yaml", "--help"]]
 
 
-@pytest.mark.parametrize(("command", "prog"), [("evaluate", "python -m model.evaluate"),
-                                               ("finetune", "python -m model.finetune"),
-                                               ("pretrain", "python -m model.pretrain")])
-def test_a_command_s_help_is_its_module_s(command: str, prog: str,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("command", "prog"),
+    [
+        ("evaluate", "python -m model.evaluate"),
+        ("finetune", "python -m model.finetune"),
+        ("pretrain", "python -m model.pretrain"),
+    ],
+)
+def test_a_command_s_help_is_its_module_s(
+    command: str, prog: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0

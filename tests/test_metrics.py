@@ -80,7 +80,7 @@ def test_map_matches_sklearn_over_batches() -> None:
     logits = torch.randn(200, num_classes, generator=generator) + 1.5 * targets
     metrics = ClassificationMetrics(num_classes)
     for start in range(0, 200, 64):  # uneven batches: 64, 64, 64, 8
-        metrics.update(logits[start:start + 64], targets[start:start + 64])
+        metrics.update(logits[start : start + 64], targets[start : start + 64])
     result = metrics.compute()
     y_true, y_score = targets.numpy(), logits.numpy()
     for average in ("micro", "macro"):
@@ -98,22 +98,31 @@ def test_classification_rejects_bad_inputs() -> None:
         metrics.update(torch.zeros(2, 3), torch.full((2, 3), 2))
     with pytest.raises(ValueError, match=r"scores must lie in \[0, 1\]"):
         ClassificationMetrics(3, from_logits=False).update(
-            torch.full((2, 3), 2.0), torch.zeros(2, 3, dtype=torch.long))
+            torch.full((2, 3), 2.0), torch.zeros(2, 3, dtype=torch.long)
+        )
 
 
 # --- restoration ------------------------------------------------------------------------------
 
+
 def _constant_spectra(spectrum: list[float], size: int = 16) -> Tensor:
-    return torch.tensor(spectrum, dtype=torch.float64).view(1, -1, 1, 1).expand(
-        1, -1, size, size).clone()
+    return (
+        torch.tensor(spectrum, dtype=torch.float64)
+        .view(1, -1, 1, 1)
+        .expand(1, -1, size, size)
+        .clone()
+    )
 
 
-@pytest.mark.parametrize(("pred", "target", "degrees"), [
-    ([0.3, 0.6, 0.2], [0.3, 0.6, 0.2], 0.0),
-    ([0.5, 0.0], [0.0, 0.5], 90.0),
-    ([0.5, 0.0], [0.4, 0.4], 45.0),
-    ([0.2, 0.4], [0.4, 0.8], 0.0),  # same direction, other magnitude
-])
+@pytest.mark.parametrize(
+    ("pred", "target", "degrees"),
+    [
+        ([0.3, 0.6, 0.2], [0.3, 0.6, 0.2], 0.0),
+        ([0.5, 0.0], [0.0, 0.5], 90.0),
+        ([0.5, 0.0], [0.4, 0.4], 45.0),
+        ([0.2, 0.4], [0.4, 0.8], 0.0),  # same direction, other magnitude
+    ],
+)
 def test_sam_in_degrees(pred: list[float], target: list[float], degrees: float) -> None:
     metrics = RestorationMetrics(data_range=1.0)
     metrics.update(_constant_spectra(pred), _constant_spectra(target))
@@ -137,10 +146,12 @@ def test_psnr_per_image_mean_matches_skimage() -> None:
     metrics = RestorationMetrics(data_range=1.0)
     metrics.update(preds, targets)
     clamped_preds = preds.clamp(0, 1).numpy()
-    expected = np.mean([
-        peak_signal_noise_ratio(targets[i].numpy(), clamped_preds[i], data_range=1.0)
-        for i in range(len(preds))
-    ])
+    expected = np.mean(
+        [
+            peak_signal_noise_ratio(targets[i].numpy(), clamped_preds[i], data_range=1.0)
+            for i in range(len(preds))
+        ]
+    )
     assert float(metrics.compute()["PSNR"]) == pytest.approx(expected, abs=1e-5)
 
 
@@ -152,18 +163,31 @@ def test_ssim_matches_torchmetrics_and_skimage_interior() -> None:
     metrics = RestorationMetrics(data_range=1.0)
     metrics.update(preds, targets)
     expected = structural_similarity_index_measure(
-        clamped_preds, targets, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=1.0)
+        clamped_preds, targets, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=1.0
+    )
     assert float(metrics.compute()["SSIM"]) == pytest.approx(float(expected), abs=1e-5)
 
     _, ssim_map = structural_similarity_index_measure(
-        clamped_preds, targets, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=1.0,
-        return_full_image=True)
+        clamped_preds,
+        targets,
+        gaussian_kernel=True,
+        sigma=1.5,
+        kernel_size=11,
+        data_range=1.0,
+        return_full_image=True,
+    )
     border = 5
     for i in range(len(preds)):
         interior = ssim_map[i, :, border:-border, border:-border].mean()
         reference = structural_similarity(
-            targets[i].numpy(), clamped_preds[i].numpy(), channel_axis=0, gaussian_weights=True,
-            sigma=1.5, use_sample_covariance=False, data_range=1.0)
+            targets[i].numpy(),
+            clamped_preds[i].numpy(),
+            channel_axis=0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+        )
         assert float(interior) == pytest.approx(reference, abs=1e-5)
 
 
@@ -232,6 +256,7 @@ def test_restoration_rejects_bad_inputs() -> None:
 
 # --- segmentation -----------------------------------------------------------------------------
 
+
 def test_segmentation_hand_built_confusion() -> None:
     """Classes 0 (ignored), 1, 2 on six pixels:
 
@@ -286,12 +311,14 @@ def test_segmentation_matches_sklearn_over_batches() -> None:
     for k, iou in zip(labels, per_class, strict=True):
         assert float(result[f"IoU_{k}"]) == pytest.approx(iou, abs=1e-6)
     assert float(result["mIoU"]) == pytest.approx(
-        jaccard_score(true[valid], pred[valid], labels=labels, average="macro"), abs=1e-6)
+        jaccard_score(true[valid], pred[valid], labels=labels, average="macro"), abs=1e-6
+    )
     assert float(result["OA"]) == pytest.approx(accuracy_score(true[valid], pred[valid]), abs=1e-6)
 
     whole = SegmentationMetrics()
-    whole.update(torch.cat([logits for logits, _ in batches]),
-                 torch.cat([target for _, target in batches]))
+    whole.update(
+        torch.cat([logits for logits, _ in batches]), torch.cat([target for _, target in batches])
+    )
     _assert_same(result, whole.compute(), tol=0.0)
 
 
@@ -302,5 +329,6 @@ def test_segmentation_rejects_bad_inputs() -> None:
     with pytest.raises(ValueError, match=r"preds \(logits\) must have shape \(1, 6, 4, 4\)"):
         metrics.update(torch.zeros(1, 5, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"preds \(class indices\) must have shape"):
-        metrics.update(torch.zeros(1, 4, 5, dtype=torch.long),
-                       torch.zeros(1, 4, 4, dtype=torch.long))
+        metrics.update(
+            torch.zeros(1, 4, 5, dtype=torch.long), torch.zeros(1, 4, 4, dtype=torch.long)
+        )

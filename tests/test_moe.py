@@ -13,12 +13,19 @@ HIDDEN = 32
 EXPERTS = 4
 
 
-def _moe(top_k: int = 1, capacity_factor: float = 1.25, gate_noise: float = 1.0,
-         seed: int = 0) -> SparseMoE:
+def _moe(
+    top_k: int = 1, capacity_factor: float = 1.25, gate_noise: float = 1.0, seed: int = 0
+) -> SparseMoE:
     """A small SparseMoE in eval mode with a gate sharp enough to route unevenly."""
     torch.manual_seed(seed)
-    moe = SparseMoE(DIM, HIDDEN, num_experts=EXPERTS, top_k=top_k,
-                    capacity_factor=capacity_factor, gate_noise=gate_noise)
+    moe = SparseMoE(
+        DIM,
+        HIDDEN,
+        num_experts=EXPERTS,
+        top_k=top_k,
+        capacity_factor=capacity_factor,
+        gate_noise=gate_noise,
+    )
     with torch.no_grad():
         moe.gate.weight.normal_(std=1.0)
     return moe.eval()
@@ -37,8 +44,9 @@ def _skewed_probs(num_tokens: int, seed: int = 2) -> Tensor:
 
 def _assigned_experts(routing: Routing) -> Tensor:
     """The expert of each kept assignment (the routing is grouped by expert)."""
-    return torch.repeat_interleave(torch.arange(len(routing.expert_counts)),
-                                   torch.tensor(routing.expert_counts))
+    return torch.repeat_interleave(
+        torch.arange(len(routing.expert_counts)), torch.tensor(routing.expert_counts)
+    )
 
 
 @pytest.mark.parametrize("top_k", [1, 2])
@@ -58,8 +66,9 @@ def test_each_token_goes_to_its_top_k_experts_unless_dropped(top_k: int) -> None
     assert int(routing.routed_counts.sum()) == top_k * 64
 
     unlimited = route(probs, top_k, capacity=top_k * 64)
-    assert torch.equal(torch.bincount(unlimited.token_index, minlength=64),
-                       torch.full((64,), top_k))
+    assert torch.equal(
+        torch.bincount(unlimited.token_index, minlength=64), torch.full((64,), top_k)
+    )
 
 
 @pytest.mark.parametrize("top_k", [1, 2])
@@ -90,8 +99,9 @@ def test_first_choices_are_served_before_second_choices() -> None:
     capacity = int((probs.argmax(dim=-1) == 0).sum())
     routing = route(probs, top_k=2, capacity=capacity)
     kept_on_expert_0 = routing.token_index[: routing.expert_counts[0]]
-    assert torch.equal(kept_on_expert_0.sort().values,
-                       (probs.argmax(dim=-1) == 0).nonzero().squeeze(1))
+    assert torch.equal(
+        kept_on_expert_0.sort().values, (probs.argmax(dim=-1) == 0).nonzero().squeeze(1)
+    )
 
 
 @pytest.mark.parametrize("top_k", [1, 2])
@@ -138,8 +148,9 @@ def test_without_dropping_output_equals_naive_reference(top_k: int) -> None:
     out = moe(x)
     assert int(moe.dropped_tokens) == 0
     assert float(moe.expert_load.sum()) == pytest.approx(1.0)
-    torch.testing.assert_close(out.reshape(-1, DIM), _naive_moe(moe, x.reshape(-1, DIM)),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        out.reshape(-1, DIM), _naive_moe(moe, x.reshape(-1, DIM)), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_aux_loss_is_one_for_uniform_routing_and_larger_when_collapsed() -> None:
@@ -208,8 +219,7 @@ def test_gate_noise_only_in_training() -> None:
     assert not torch.equal(probs[0], probs[1])
 
     moe.gate_noise = 0.0
-    torch.testing.assert_close(moe.gate_probabilities(x), moe.gate_probabilities(x),
-                               atol=0, rtol=0)
+    torch.testing.assert_close(moe.gate_probabilities(x), moe.gate_probabilities(x), atol=0, rtol=0)
 
 
 def test_gate_noise_has_std_gate_noise_over_num_experts() -> None:

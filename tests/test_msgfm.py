@@ -21,12 +21,17 @@ def tiny(cross_sensor_rate: float = 0.5) -> MsGFM:
 
 def batch(size: int = 4) -> dict:
     torch.manual_seed(1)
-    return {"sensors": {
-        "sentinel2_l2a": {"image": torch.randn(size, 12, 64, 64),
-                          "image_sentinel1_grd": torch.randn(2, 2, 64, 64),
-                          "rows_sentinel1_grd": torch.tensor([0, 2])},
-        "sentinel1_grd": {"image": torch.randn(size, 2, 64, 64)},
-        "rgb": {"image": torch.randn(size, 3, 64, 64)}}}
+    return {
+        "sensors": {
+            "sentinel2_l2a": {
+                "image": torch.randn(size, 12, 64, 64),
+                "image_sentinel1_grd": torch.randn(2, 2, 64, 64),
+                "rows_sentinel1_grd": torch.tensor([0, 2]),
+            },
+            "sentinel1_grd": {"image": torch.randn(size, 2, 64, 64)},
+            "rgb": {"image": torch.randn(size, 3, 64, 64)},
+        }
+    }
 
 
 def test_every_sensor_is_reconstructed_at_its_own_shape() -> None:
@@ -47,8 +52,9 @@ def test_the_cross_sensor_path_decodes_the_partner_with_its_decoder() -> None:
     cross = [g for g in out.reconstructions if g.target_sensor == "sentinel1_grd"]
     assert len(cross) == 1 and cross[0].rows.tolist() == [0, 2]
     assert cross[0].prediction.shape == (2, 2, 64, 64)
-    torch.testing.assert_close(cross[0].target, data["sensors"]["sentinel2_l2a"]
-                               ["image_sentinel1_grd"])
+    torch.testing.assert_close(
+        cross[0].target, data["sensors"]["sentinel2_l2a"]["image_sentinel1_grd"]
+    )
     assert out.cross_share == 0.5
     out.loss.backward()
     s1_decoder = model.heads.decoders["sentinel1_grd"].projection.weight

@@ -25,8 +25,11 @@ def _expected_no_decay(encoder: SwinEncoder, version: str) -> set[str]:
     expected = set()
     for name, _ in encoder.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
-        if (leaf in ("bias", "q_bias", "v_bias", "b1", "b2", "mask_token")
-                or "norm" in name or any(key in name for key in POSITION_BIAS[version])):
+        if (
+            leaf in ("bias", "q_bias", "v_bias", "b1", "b2", "mask_token")
+            or "norm" in name
+            or any(key in name for key in POSITION_BIAS[version])
+        ):
             expected.add(name)
     return expected
 
@@ -34,11 +37,14 @@ def _expected_no_decay(encoder: SwinEncoder, version: str) -> set[str]:
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_no_decay_group_is_exactly_norms_biases_tokens_and_position_bias(version: str) -> None:
     encoder = _encoder(version)
-    config = adamw_warmup_cosine(encoder, lr=1e-3, weight_decay=0.05, warmup_share=0.1,
-                                 total_steps=10)
+    config = adamw_warmup_cosine(
+        encoder, lr=1e-3, weight_decay=0.05, warmup_share=0.1, total_steps=10
+    )
     names = {id(p): n for n, p in encoder.named_parameters()}
-    groups = {group["weight_decay"]: {names[id(p)] for p in group["params"]}
-              for group in config["optimizer"].param_groups}
+    groups = {
+        group["weight_decay"]: {names[id(p)] for p in group["params"]}
+        for group in config["optimizer"].param_groups
+    }
     assert set(groups) == {0.0, 0.05}
     expected = _expected_no_decay(encoder, version)
     assert groups[0.0] == expected
@@ -78,9 +84,12 @@ def test_schedule_factors_match_the_warmup_cosine_formula(warmup: int, total: in
         optimizer.step()
         schedule.step()
     expected = [_old_factor(step, warmup, total) for step in range(total + 1)]
-    torch.testing.assert_close(torch.tensor(factors, dtype=torch.float64),
-                               torch.tensor(expected, dtype=torch.float64),
-                               rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        torch.tensor(factors, dtype=torch.float64),
+        torch.tensor(expected, dtype=torch.float64),
+        rtol=1e-9,
+        atol=1e-12,
+    )
 
 
 def test_a_warmup_longer_than_the_run_is_refused() -> None:

@@ -36,9 +36,15 @@ from tests.pipeline_setup import (
 
 S12 = "ROIs1158_spring_1_p0"  # the SEN12MS item the damaged SEN12MS items are copies of
 MDAS = "mdas_sub_area_1"  # likewise for MDAS
-GOOD_ITEMS = {"sen12ms": {"ROIs1158_spring_1_p0", "ROIs1158_spring_1_p1",
-                          "ROIs1868_summer_3_p0", "ROIs1868_summer_3_p1"},
-              "mdas": {"mdas_sub_area_1", "mdas_sub_area_2"}}
+GOOD_ITEMS = {
+    "sen12ms": {
+        "ROIs1158_spring_1_p0",
+        "ROIs1158_spring_1_p1",
+        "ROIs1868_summer_3_p0",
+        "ROIs1868_summer_3_p1",
+    },
+    "mdas": {"mdas_sub_area_1", "mdas_sub_area_2"},
+}
 SENSORS = {"sen12ms": ("sentinel1_grd", "sentinel2_l2a"), "mdas": ("dsm", "rgb")}
 
 
@@ -57,7 +63,7 @@ def _scramble_header(path: Path) -> None:
 
 
 def _truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 # item id -> (collection, original item, damaged asset, damage, catalog describes the damage)
@@ -89,8 +95,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory, sample_world: Path) -> B
     return busy_reference(tmp_path_factory, sample_world)
 
 
-def test_every_bad_input_is_reported_and_the_run_completes(sample_world: Path,
-                                                            tmp_path: Path) -> None:
+def test_every_bad_input_is_reported_and_the_run_completes(
+    sample_world: Path, tmp_path: Path
+) -> None:
     folder = make_workspace(tmp_path, sample_world, PAIRED_BUILD, copy_world=True)
     world = folder / WORLD
     paths, checksums = {}, {}
@@ -105,12 +112,16 @@ def test_every_bad_input_is_reported_and_the_run_completes(sample_world: Path,
     done = run_pipeline(folder)
     assert done.returncode == 0, done.stderr  # the undamaged items were usable
 
-    failures = {stage: json.loads((folder / WORK / "failures" / f"{stage}.json").read_text())
-                for stage in ("fetch", "coregister")}
+    failures = {
+        stage: json.loads((folder / WORK / "failures" / f"{stage}.json").read_text())
+        for stage in ("fetch", "coregister")
+    }
     for stage, rows in failures.items():
         assert sorted(row["item_id"] for row in rows) == sorted(
-            item for item, (expected_stage, _) in EXPECTED_REASONS.items()
-            if expected_stage == stage)
+            item
+            for item, (expected_stage, _) in EXPECTED_REASONS.items()
+            if expected_stage == stage
+        )
         for row in rows:
             expected_stage, reason = EXPECTED_REASONS[row["item_id"]]
             assert row["stage"] == stage
@@ -118,8 +129,10 @@ def test_every_bad_input_is_reported_and_the_run_completes(sample_world: Path,
             if reason is not None:
                 assert row["reason"] == reason
     reasons = {row["item_id"]: row["reason"] for rows in failures.values() for row in rows}
-    assert reasons["bad_checksum"] == (f"checksum mismatch: expected {checksums['bad_checksum']}"
-                                       f", got {multihash(paths['bad_checksum'])}")
+    assert reasons["bad_checksum"] == (
+        f"checksum mismatch: expected {checksums['bad_checksum']}"
+        f", got {multihash(paths['bad_checksum'])}"
+    )
     for item_id in ("bad_corrupt", "bad_truncated"):  # GDAL's own words in the brackets
         assert reasons[item_id].startswith("unreadable GeoTIFF (")
         assert reasons[item_id].endswith(")")
@@ -128,32 +141,48 @@ def test_every_bad_input_is_reported_and_the_run_completes(sample_world: Path,
     # without retrying it), nothing in the store; every undamaged item is there.
     chip_files = [ChipFile(p) for p in (folder / WORK / "chips").rglob("*.npz")]
     assert sorted(loc["item_id"] for f in chip_files for loc in f.locations) == sorted(
-        GOOD_ITEMS["sen12ms"] | GOOD_ITEMS["mdas"])
+        GOOD_ITEMS["sen12ms"] | GOOD_ITEMS["mdas"]
+    )
     assert sorted(row["item_id"] for f in chip_files for row in f.failures) == sorted(
-        row["item_id"] for row in failures["coregister"])
+        row["item_id"] for row in failures["coregister"]
+    )
     stored = item_ids(folder / STORE)
-    assert stored == {sensor: GOOD_ITEMS[source] for source, sensors in SENSORS.items()
-                      for sensor in sensors}
-    assert chip_counts(folder / STORE) == {"dsm": 8, "rgb": 8, "sentinel1_grd": 4,
-                                           "sentinel2_l2a": 4}
+    assert stored == {
+        sensor: GOOD_ITEMS[source] for source, sensors in SENSORS.items() for sensor in sensors
+    }
+    assert chip_counts(folder / STORE) == {
+        "dsm": 8,
+        "rgb": 8,
+        "sentinel1_grd": 4,
+        "sentinel2_l2a": 4,
+    }
 
     report = json.loads((folder / REPORTS / "geopile2.json").read_text())
     assert report["items"] == 6 + len(DAMAGES)
     assert report["locations"] == 6
     assert report["failures"] == {"coregister": 6, "fetch": 2}
     assert report["failure_reasons"] == {
-        "11 bands, the registry's sentinel2_l2a has 12": 1, "all pixels are nodata": 1,
-        "checksum mismatch": 1, "missing file": 1, "no CRS": 1, "no geotransform": 1,
-        "unreadable GeoTIFF": 2}
+        "11 bands, the registry's sentinel2_l2a has 12": 1,
+        "all pixels are nodata": 1,
+        "checksum mismatch": 1,
+        "missing file": 1,
+        "no CRS": 1,
+        "no geotransform": 1,
+        "unreadable GeoTIFF": 2,
+    }
     assert "unreadable GeoTIFF 2" in (folder / REPORTS / "geopile2.md").read_text()
 
 
-@pytest.mark.parametrize(("damage", "message"), [
-    ("missing", "fetch: no item could be fetched (4 failures)"),
-    ("all_nodata", "coregister: no item could be co-registered (4 failures)"),
-])
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("missing", "fetch: no item could be fetched (4 failures)"),
+        ("all_nodata", "coregister: no item could be co-registered (4 failures)"),
+    ],
+)
 def test_a_run_with_nothing_usable_fails_with_a_clear_message(
-        sample_world: Path, tmp_path: Path, damage: str, message: str) -> None:
+    sample_world: Path, tmp_path: Path, damage: str, message: str
+) -> None:
     build = {**PAIRED_BUILD, "collections": ["sen12ms"]}
     folder = make_workspace(tmp_path, sample_world, build, copy_world=True)
     world = folder / WORLD
@@ -172,17 +201,22 @@ def test_a_run_with_nothing_usable_fails_with_a_clear_message(
     rows = json.loads((folder / WORK / "failures" / f"{stage}.json").read_text())
     assert sorted(row["item_id"] for row in rows) == sorted(GOOD_ITEMS["sen12ms"])
     assert {row["reason"] for row in rows} == (
-        {"missing file"} if damage == "missing" else {"all pixels are nodata"})
+        {"missing file"} if damage == "missing" else {"all pixels are nodata"}
+    )
     assert not (folder / STORE).exists()
     assert not (folder / REPORTS / "geopile2.json").exists()
 
 
 def test_a_sensor_whose_every_chip_is_dropped_is_left_out(
-        sample_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Voids in every MDAS DSM and no nodata allowed: no MDAS chip is kept, so the store has
     no dsm group, and the run still validates and completes with the pictures."""
-    build = {**PAIRED_BUILD, "collections": ["mdas", "millionaid"],
-             "coregister": {**PAIRED_BUILD["coregister"], "max_nodata_share": 0.0}}
+    build = {
+        **PAIRED_BUILD,
+        "collections": ["mdas", "millionaid"],
+        "coregister": {**PAIRED_BUILD["coregister"], "max_nodata_share": 0.0},
+    }
     folder = make_workspace(tmp_path, sample_world, build, copy_world=True)
     for item_id in GOOD_ITEMS["mdas"]:
         rewrite_raster(asset_path(folder / WORLD, "mdas", item_id, "dsm"), holes=-9999.0)
@@ -202,7 +236,8 @@ def test_a_sensor_whose_every_chip_is_dropped_is_left_out(
 
 
 def test_two_worker_local_cluster_build_equals_the_single_process_build(
-        reference: Build, sample_world: Path, tmp_path: Path) -> None:
+    reference: Build, sample_world: Path, tmp_path: Path
+) -> None:
     folder = make_workspace(tmp_path, sample_world, BUSY_BUILD)
     run_ok(folder, workers=2)
     expected = file_hashes(reference.store)

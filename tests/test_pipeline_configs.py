@@ -17,10 +17,16 @@ CONFIGS = sorted((REPO / "configs" / "pipeline").glob("*.yaml"))
 # What a minimal item of a collection needs besides its collection id to match its sensor.
 PROPERTIES = {"landsat-c2-l2": {"platform": "landsat-8"}}
 # The registry sensor each collection of the configs is read as.
-SENSORS = {"sentinel-2-l2a": "sentinel2_l2a", "sentinel-2-c1-l2a": "sentinel2_l2a",
-           "landsat-c2-l2": "landsat_c2_l2",
-           "sentinel-1-rtc": "sentinel1_rtc", "naip": "naip", "3dep-lidar-dsm": "dsm",
-           "3dep-seamless": "dem", "cop-dem-glo-30": "dem"}
+SENSORS = {
+    "sentinel-2-l2a": "sentinel2_l2a",
+    "sentinel-2-c1-l2a": "sentinel2_l2a",
+    "landsat-c2-l2": "landsat_c2_l2",
+    "sentinel-1-rtc": "sentinel1_rtc",
+    "naip": "naip",
+    "3dep-lidar-dsm": "dsm",
+    "3dep-seamless": "dem",
+    "cop-dem-glo-30": "dem",
+}
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -29,8 +35,12 @@ def _ids(paths: list[Path]) -> list[str]:
 
 def _outputs(params: PipelineParams) -> dict[str, PurePath]:
     """Every place a build with ``params`` writes to."""
-    return {"work_dir": params.work_dir, "store": params.store,
-            "reports_dir": params.reports_dir, "fetch.cache_dir": params.fetch.cache_dir}
+    return {
+        "work_dir": params.work_dir,
+        "store": params.store,
+        "reports_dir": params.reports_dir,
+        "fetch.cache_dir": params.fetch.cache_dir,
+    }
 
 
 def _overlap(a: PurePath, b: PurePath) -> bool:
@@ -39,8 +49,11 @@ def _overlap(a: PurePath, b: PurePath) -> bool:
 
 
 def test_the_three_public_api_configs_are_there() -> None:
-    assert {"earth-search-s2-landsat", "planetary-computer-s1s2",
-            "planetary-computer-naip-dsm"} <= set(_ids(CONFIGS))
+    assert {
+        "earth-search-s2-landsat",
+        "planetary-computer-s1s2",
+        "planetary-computer-naip-dsm",
+    } <= set(_ids(CONFIGS))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=_ids(CONFIGS))
@@ -49,8 +62,12 @@ def test_a_config_loads_and_searches_a_bounded_area_and_time(path: Path) -> None
     assert params.api_url or params.catalog
     if params.api_url:  # a public API search without bounds pages through whole collections
         assert params.bbox is not None and params.datetime is not None
-        search = ItemSearch(params.api_url, collections=params.collections, bbox=params.bbox,
-                            datetime=params.datetime).get_parameters()
+        search = ItemSearch(
+            params.api_url,
+            collections=params.collections,
+            bbox=params.bbox,
+            datetime=params.datetime,
+        ).get_parameters()
         start, _, end = search["datetime"].partition("/")
         assert ".." not in (start, end), search["datetime"]  # both ends bounded
     assert params.coregister.pairs
@@ -65,8 +82,11 @@ def test_every_collection_is_paired_and_read_as_one_registry_sensor(path: Path) 
         assert set(collections) <= set(params.collections), name
         sensors = []
         for collection in collections:
-            item = {"id": "x", "collection": collection,
-                    "properties": PROPERTIES.get(collection, {})}
+            item = {
+                "id": "x",
+                "collection": collection,
+                "properties": PROPERTIES.get(collection, {}),
+            }
             sensor = match_sensor(item)  # raises unless exactly one sensor matches
             assert sensor.name == SENSORS.get(collection, sensor.name), collection
             assert sensor.kind != "mask", collection
@@ -88,8 +108,9 @@ def test_a_config_writes_apart_from_the_sample_build_and_the_other_configs(path:
         if other != path:
             for key, place in own.items():
                 for other_key, other_place in _outputs(load_params(other)).items():
-                    assert not _overlap(place, other_place), \
+                    assert not _overlap(place, other_place), (
                         f"{key} {place} vs {other.name} {other_key}"
+                    )
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=_ids(CONFIGS))

@@ -48,8 +48,9 @@ def _chip_files(folder: Path) -> int:
     """Chip files (one per batch of items) the coregister stage has completed (temporary
     files not counted)."""
     chips = folder / WORK / "chips"
-    return sum(1 for p in chips.rglob("*.npz") if not p.name.startswith(".")) \
-        if chips.exists() else 0
+    return (
+        sum(1 for p in chips.rglob("*.npz") if not p.name.startswith(".")) if chips.exists() else 0
+    )
 
 
 def _shard_files(store: Path) -> int:
@@ -99,11 +100,17 @@ def _kill_plan(rng: random.Random, reference: Build) -> list[KillPoint]:
         KillPoint(f"coregister after {k1} of {batches} batches", stage="coregister", count=k1),
         KillPoint(f"coregister after {k2} of {batches} batches", stage="coregister", count=k2),
         KillPoint(f"shard after {s1} of {shards} shards", stage="shard", count=s1),
-        KillPoint(f"shard after {s2} of {shards} shards, 2 workers", workers=2,
-                  stage="shard", count=s2),
+        KillPoint(
+            f"shard after {s2} of {shards} shards, 2 workers", workers=2, stage="shard", count=s2
+        ),
         # Finalizing takes ~0.05-0.2 s (fsync): the kill may come just after it.
-        KillPoint("shard, finalizing", stage="shard", count=shards,
-                  delay_s=rng.uniform(0.0, 0.03), landing=("shard", "validate")),
+        KillPoint(
+            "shard, finalizing",
+            stage="shard",
+            count=shards,
+            delay_s=rng.uniform(0.0, 0.03),
+            landing=("shard", "validate"),
+        ),
         KillPoint("validate", stage="validate", delay_s=rng.uniform(0.0, validate_s * 0.5)),
         KillPoint("anywhere in a rerun", after_s=rng.uniform(0.1, rerun_s * 0.8)),
     ]
@@ -126,14 +133,20 @@ def _run_and_kill(folder: Path, point: KillPoint) -> str:
     ``point``; returns the run's log."""
     log_path = folder / "killed.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen(pipeline_command("run", point.workers), cwd=folder,
-                                   env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            pipeline_command("run", point.workers),
+            cwd=folder,
+            env=subprocess_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         start = time.monotonic()
         try:
             while not _due(point, folder, log_path.read_text(), time.monotonic() - start):
-                assert process.poll() is None, \
+                assert process.poll() is None, (
                     f"{point.label}: the run ended before the kill:\n{log_path.read_text()}"
+                )
                 assert time.monotonic() - start < RUN_TIMEOUT_S, f"{point.label}: timed out"
                 time.sleep(POLL_S)
             time.sleep(point.delay_s)
@@ -174,7 +187,8 @@ def _wait_until_group_is_gone(group: int, timeout_s: float = 20.0) -> None:
 
 
 def test_killed_and_resumed_build_equals_an_uninterrupted_one(
-        reference: Build, sample_world: Path, tmp_path: Path) -> None:
+    reference: Build, sample_world: Path, tmp_path: Path
+) -> None:
     expected_files = file_hashes(reference.store)
     expected_counts = chip_counts(reference.store)
     folder = make_workspace(tmp_path / "killed", sample_world, BUSY_BUILD)
@@ -199,14 +213,19 @@ def test_killed_and_resumed_build_equals_an_uninterrupted_one(
     assert file_hashes(store) == expected_files
     assert chip_hashes(store) == chip_hashes(reference.store)
     assert_same_images(images(store), images(reference.store))
-    for name in ("work/coregister.json", "work/qa.csv", "work/failures/coregister.json",
-                 "reports/geopile2.json"):
+    for name in (
+        "work/coregister.json",
+        "work/qa.csv",
+        "work/failures/coregister.json",
+        "reports/geopile2.json",
+    ):
         assert (folder / name).read_bytes() == (reference.folder / name).read_bytes(), name
     assert not (folder / f"{STORE}{STAGING_SUFFIX}").exists()
     assert not (folder / f"{STORE}{RETIRED_SUFFIX}").exists()
     # One chip file per item, nothing a killed writer left (names carry a hash of the inputs,
     # whose absolute paths differ between the two workspaces).
-    assert sorted(p.name.split(".")[0] for p in (folder / WORK / "chips").rglob("*")
-                  if p.is_file()) == \
-        sorted(p.name.split(".")[0] for p in (reference.folder / WORK / "chips").rglob("*")
-               if p.is_file())
+    assert sorted(
+        p.name.split(".")[0] for p in (folder / WORK / "chips").rglob("*") if p.is_file()
+    ) == sorted(
+        p.name.split(".")[0] for p in (reference.folder / WORK / "chips").rglob("*") if p.is_file()
+    )

@@ -29,21 +29,38 @@ def store(tmp_path_factory: pytest.TempPathFactory, sample_world: Path) -> Path:
     return busy_reference(tmp_path_factory, sample_world).store
 
 
-def config(folder: Path, store: Path, steps: int, checkpoint_every: int = 0,
-           figures_every: int = 0) -> Path:
+def config(
+    folder: Path, store: Path, steps: int, checkpoint_every: int = 0, figures_every: int = 0
+) -> Path:
     """The tiny-sample config on a 64 px store, writing under ``folder``."""
     settings = yaml.safe_load(TINY.read_text())
     trainer = settings["trainer"]
-    trainer.update(max_steps=steps, log_every_n_steps=1, default_root_dir=str(folder),
-                   enable_progress_bar=False, enable_model_summary=False)
-    trainer["logger"] = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
-                          "init_args": {"save_dir": str(folder), "name": "logs", "version": ""}}]
-    trainer["callbacks"] = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                             "init_args": {"dirpath": str(folder / "checkpoints"),
-                                           "every_n_train_steps": checkpoint_every or steps,
-                                           "save_top_k": -1}}]
-    settings["model"].update(window_size=2, figure_every_n_steps=figures_every,
-                             export_dir=str(folder / "export"))
+    trainer.update(
+        max_steps=steps,
+        log_every_n_steps=1,
+        default_root_dir=str(folder),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer["logger"] = [
+        {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": str(folder), "name": "logs", "version": ""},
+        }
+    ]
+    trainer["callbacks"] = [
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {
+                "dirpath": str(folder / "checkpoints"),
+                "every_n_train_steps": checkpoint_every or steps,
+                "save_top_k": -1,
+            },
+        }
+    ]
+    settings["model"].update(
+        window_size=2, figure_every_n_steps=figures_every, export_dir=str(folder / "export")
+    )
     settings["data"].update(root=str(store), crop_px=64, batch_size=8)
     path = folder / "config.yaml"
     folder.mkdir(parents=True, exist_ok=True)
@@ -53,27 +70,34 @@ def config(folder: Path, store: Path, steps: int, checkpoint_every: int = 0,
 
 def step_losses(folder: Path) -> dict[int, float]:
     with open(folder / "logs" / "metrics.csv") as f:
-        return {int(row["step"]): float(row["train/loss"]) for row in csv.DictReader(f)
-                if row.get("train/loss")}
+        return {
+            int(row["step"]): float(row["train/loss"])
+            for row in csv.DictReader(f)
+            if row.get("train/loss")
+        }
 
 
-def test_a_short_run_writes_checkpoint_logs_figures_and_export(store: Path,
-                                                               tmp_path: Path) -> None:
+def test_a_short_run_writes_checkpoint_logs_figures_and_export(store: Path, tmp_path: Path) -> None:
     assert main(["--config", str(config(tmp_path, store, steps=3, figures_every=2))]) == 0
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == \
-        ["epoch=0-step=3.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch=0-step=3.ckpt"]
     losses = step_losses(tmp_path)
     assert sorted(losses) == [0, 1, 2] and all(0 < v < 10 for v in losses.values())
     header = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[0]
-    for column in ("train/mim_sentinel2_l2a", "train/aux", "train/cross_share",
-                   "moe/max_expert_load", "moe/dropped_fraction"):
+    for column in (
+        "train/mim_sentinel2_l2a",
+        "train/aux",
+        "train/cross_share",
+        "moe/max_expert_load",
+        "moe/dropped_fraction",
+    ):
         assert column in header
     figures = {p.name for p in (tmp_path / "logs" / "figures").iterdir()}
     assert "step0000000_sentinel2_l2a_to_sentinel2_l2a.png" in figures
     assert any(name.endswith("_to_sentinel1_grd.png") for name in figures)
     pairs = (("dsm", "rgb"), ("sentinel1_grd", "sentinel2_l2a"))  # the end: each sensor and pair
-    assert {name for name in figures if name.startswith("step0000003_")} == \
-        {f"step0000003_{a}_to_{b}.png" for pair in pairs for a in pair for b in pair}
+    assert {name for name in figures if name.startswith("step0000003_")} == {
+        f"step0000003_{a}_to_{b}.png" for pair in pairs for a in pair for b in pair
+    }
     state = torch.load(tmp_path / "checkpoints" / "epoch=0-step=3.ckpt", weights_only=True)
     assert state["hyper_parameters"]["store"] == str(store)  # loads with weights_only=True
     encoder = load_pretrained(tmp_path / "export")
@@ -81,8 +105,7 @@ def test_a_short_run_writes_checkpoint_logs_figures_and_export(store: Path,
     assert features.shape == (1, 256, 2, 2) and (tmp_path / "logs" / "config.yaml").exists()
 
 
-def test_a_run_resumed_mid_epoch_repeats_the_uninterrupted_run(store: Path,
-                                                               tmp_path: Path) -> None:
+def test_a_run_resumed_mid_epoch_repeats_the_uninterrupted_run(store: Path, tmp_path: Path) -> None:
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     main(["--config", str(config(whole, store, steps=4, checkpoint_every=2))])
     checkpoint = whole / "checkpoints" / "epoch=0-step=2.ckpt"  # as if it had stopped there
@@ -93,12 +116,17 @@ def test_a_run_resumed_mid_epoch_repeats_the_uninterrupted_run(store: Path,
         assert again[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
 
 
-def test_ddp_on_two_cpu_processes_keeps_the_ranks_weights_equal(store: Path,
-                                                                  tmp_path: Path) -> None:
+def test_ddp_on_two_cpu_processes_keeps_the_ranks_weights_equal(
+    store: Path, tmp_path: Path
+) -> None:
     script = Path(__file__).with_name("ddp_pretrain.py")
-    done = subprocess.run([sys.executable, str(script), str(config(tmp_path, store, steps=2)),
-                           str(tmp_path)], capture_output=True, text=True, timeout=600,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, str(script), str(config(tmp_path, store, steps=2)), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for key, weight in ranks[0]["weights"].items():
@@ -108,8 +136,9 @@ def test_ddp_on_two_cpu_processes_keeps_the_ranks_weights_equal(store: Path,
     # Rank 0 exports the trained encoder, gathered through the strategy (as FSDP needs).
     exported = load_pretrained(tmp_path / "export").encoder.state_dict()
     for key, weight in exported.items():
-        torch.testing.assert_close(weight, ranks[0]["weights"][f"network.encoder.{key}"],
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            weight, ranks[0]["weights"][f"network.encoder.{key}"], rtol=0, atol=0
+        )
 
 
 class _MakesFolderWhenUnpickled:
@@ -124,7 +153,8 @@ class _MakesFolderWhenUnpickled:
 
 @pytest.mark.parametrize("served", [False, True], ids=["local", "http"])
 def test_a_checkpoint_holding_pickled_code_is_refused_before_the_code_runs(
-        store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served: bool) -> None:
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served: bool
+) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # where a URL is downloaded to
     marker = tmp_path / "payload-ran"
     hostile = tmp_path / "served" / "hostile.ckpt"
@@ -133,7 +163,13 @@ def test_a_checkpoint_holding_pickled_code_is_refused_before_the_code_runs(
     with file_server(hostile.parent) as server:
         checkpoint = server.url(hostile.name) if served else str(hostile)
         with pytest.raises(ValueError, match=re.escape(checkpoint) + ": refused by a weights"):
-            main(["--config", str(config(tmp_path / "run", store, steps=1)),
-                  "--ckpt_path", checkpoint])
+            main(
+                [
+                    "--config",
+                    str(config(tmp_path / "run", store, steps=1)),
+                    "--ckpt_path",
+                    checkpoint,
+                ]
+            )
         assert {r.path for r in server.requests} == ({"/hostile.ckpt"} if served else set())
     assert not marker.exists()

@@ -28,10 +28,19 @@ CHIP_PX = 256
 
 
 def l1c_build() -> dict[str, Any]:
-    return {"collections": ["sentinel-2-l1c"],
-            "coregister": {"sources": {"sentinel-2-l1c": {
-                "reference": "sentinel2_l1c", "chip_px": CHIP_PX, "stride_px": CHIP_PX}}},
-            "shard": {"chips_per_shard": 4}}
+    return {
+        "collections": ["sentinel-2-l1c"],
+        "coregister": {
+            "sources": {
+                "sentinel-2-l1c": {
+                    "reference": "sentinel2_l1c",
+                    "chip_px": CHIP_PX,
+                    "stride_px": CHIP_PX,
+                }
+            }
+        },
+        "shard": {"chips_per_shard": 4},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +48,11 @@ def l1c_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An Earth Search L1C item over JP2 band files, built into a store."""
     world = tmp_path_factory.mktemp("published")
     item = published_item(L1C)
-    shapes = {key: L1C_SHAPES[int(asset["raster:bands"][0]["spatial_resolution"])]
-              for key, asset in item["assets"].items() if "raster:bands" in asset}
+    shapes = {
+        key: L1C_SHAPES[int(asset["raster:bands"][0]["spatial_resolution"])]
+        for key, asset in item["assets"].items()
+        if "raster:bands" in asset
+    }
     local = render_assets(item, world / item["collection"] / item["id"], "uint16", shapes)
     write_catalog(world, [local])
     folder = make_workspace(tmp_path_factory.mktemp("build"), world, l1c_build())
@@ -55,8 +67,7 @@ def _source(folder: Path, key: str) -> tuple[np.ndarray, rasterio.Affine, raster
         return src.read(1), src.transform, src.crs
 
 
-def test_an_earth_search_l1c_item_builds_13_band_chips_on_the_10m_grid(
-        l1c_build_dir: Path) -> None:
+def test_an_earth_search_l1c_item_builds_13_band_chips_on_the_10m_grid(l1c_build_dir: Path) -> None:
     manifest = read_manifest(l1c_build_dir / STORE)
     assert list(manifest.sensors) == ["sentinel2_l1c"]
     chips = open_store(l1c_build_dir / STORE)["sentinel2_l1c"][IMAGE][:]
@@ -68,8 +79,7 @@ def test_an_earth_search_l1c_item_builds_13_band_chips_on_the_10m_grid(
 def _chip_origins(folder: Path, grid: rasterio.Affine) -> list[tuple[int, int]]:
     """(row, col) of each chip's corner on the 10 m grid, from the chips' transforms."""
     transforms = open_store(folder / STORE)["sentinel2_l1c"][TRANSFORM][:]
-    return [(round((t[5] - grid.f) / grid.e), round((t[2] - grid.c) / grid.a))
-            for t in transforms]
+    return [(round((t[5] - grid.f) / grid.e), round((t[2] - grid.c) / grid.a)) for t in transforms]
 
 
 def test_10m_bands_are_the_source_pixels_less_the_baseline_offset(l1c_build_dir: Path) -> None:
@@ -80,22 +90,34 @@ def test_10m_bands_are_the_source_pixels_less_the_baseline_offset(l1c_build_dir:
     assert sorted(origins) == [(0, 0), (0, 256), (256, 0), (256, 256)]
     band = 3  # B04, in registry order
     for chip, (row, col) in zip(chips, origins, strict=True):
-        window = red[row:row + CHIP_PX, col:col + CHIP_PX].astype(np.int64) - 1000
+        window = red[row : row + CHIP_PX, col : col + CHIP_PX].astype(np.int64) - 1000
         np.testing.assert_array_equal(chip[band], window)
 
 
-@pytest.mark.parametrize(("key", "band"), [("rededge1", 4), ("nir08", 8), ("coastal", 0),
-                                           ("cirrus", 10)])
+@pytest.mark.parametrize(
+    ("key", "band"), [("rededge1", 4), ("nir08", 8), ("coastal", 0), ("cirrus", 10)]
+)
 def test_20m_and_60m_bands_are_a_bilinear_warp_onto_the_10m_grid(
-        l1c_build_dir: Path, key: str, band: int) -> None:
+    l1c_build_dir: Path, key: str, band: int
+) -> None:
     chips = open_store(l1c_build_dir / STORE)["sentinel2_l1c"][IMAGE][:]
     source, transform, crs = _source(l1c_build_dir, key)
     _, grid, _ = _source(l1c_build_dir, "red")
     expected = np.zeros(L1C_SHAPES[10], dtype=np.uint16)
-    reproject((source - 1000).astype(np.uint16), expected, src_transform=transform, src_crs=crs,
-              dst_transform=grid, dst_crs=crs, resampling=Resampling.bilinear, dst_nodata=0)
+    reproject(
+        (source - 1000).astype(np.uint16),
+        expected,
+        src_transform=transform,
+        src_crs=crs,
+        dst_transform=grid,
+        dst_crs=crs,
+        resampling=Resampling.bilinear,
+        dst_nodata=0,
+    )
     for chip, (row, col) in zip(chips, _chip_origins(l1c_build_dir, grid), strict=True):
-        np.testing.assert_array_equal(chip[band], expected[row:row + CHIP_PX, col:col + CHIP_PX])
+        np.testing.assert_array_equal(
+            chip[band], expected[row : row + CHIP_PX, col : col + CHIP_PX]
+        )
 
 
 def test_only_the_sensor_assets_are_fetched(l1c_build_dir: Path) -> None:
@@ -124,14 +146,23 @@ S1_ZONE = "EPSG:32652"
 
 def _s2_local(world: Path) -> dict[str, Any]:
     item = published_item(S2)
-    shapes = {key: (S2_PX * 10 // int(a["proj:transform"][0]),) * 2
-              for key, a in item["assets"].items() if "proj:transform" in a}
+    shapes = {
+        key: (S2_PX * 10 // int(a["proj:transform"][0]),) * 2
+        for key, a in item["assets"].items()
+        if "proj:transform" in a
+    }
     return render_assets(item, world / item["collection"] / item["id"], "uint16", shapes)
 
 
-def _rtc(world: Path, suffix: str, when: str, lonlat: tuple[float, float, float, float],
-         bounds: tuple[float, float, float, float] | None, power: float,
-         orbits_later: int = 0) -> dict[str, Any]:
+def _rtc(
+    world: Path,
+    suffix: str,
+    when: str,
+    lonlat: tuple[float, float, float, float],
+    bounds: tuple[float, float, float, float] | None,
+    power: float,
+    orbits_later: int = 0,
+) -> dict[str, Any]:
     """The published RTC item moved to ``lonlat`` (footprint) and ``orbits_later`` orbits on,
     with rasters on ``bounds`` (UTM zone 52, 10 m; a 16 px stub where None: an item the
     matching must leave unfetched)."""
@@ -140,18 +171,32 @@ def _rtc(world: Path, suffix: str, when: str, lonlat: tuple[float, float, float,
     item["properties"]["sat:absolute_orbit"] += orbits_later
     west, south, east, north = lonlat
     item["bbox"] = list(lonlat)
-    item["geometry"] = {"type": "Polygon", "coordinates": [[[west, south], [east, south],
-                                                            [east, north], [west, north],
-                                                            [west, south]]]}
+    item["geometry"] = {
+        "type": "Polygon",
+        "coordinates": [
+            [[west, south], [east, south], [east, north], [west, north], [west, south]]
+        ],
+    }
     if bounds is None:
         bounds = (0.0, 0.0, 160.0, 160.0)
     shape = [round((bounds[3] - bounds[1]) / 10), round((bounds[2] - bounds[0]) / 10)]
-    item["properties"].update({
-        "datetime": when, "start_datetime": when, "end_datetime": when,
-        "proj:epsg": int(S1_ZONE.split(":")[1]), "proj:bbox": list(bounds), "proj:shape": shape,
-        "proj:transform": [10.0, 0.0, bounds[0], 0.0, -10.0, bounds[3], 0.0, 0.0, 1.0]})
-    return render_assets(item, world / item["collection"] / item["id"], "float32",
-                         pattern=lambda band, rows, cols: np.full(rows.shape, power))
+    item["properties"].update(
+        {
+            "datetime": when,
+            "start_datetime": when,
+            "end_datetime": when,
+            "proj:epsg": int(S1_ZONE.split(":")[1]),
+            "proj:bbox": list(bounds),
+            "proj:shape": shape,
+            "proj:transform": [10.0, 0.0, bounds[0], 0.0, -10.0, bounds[3], 0.0, 0.0, 1.0],
+        }
+    )
+    return render_assets(
+        item,
+        world / item["collection"] / item["id"],
+        "float32",
+        pattern=lambda band, rows, cols: np.full(rows.shape, power),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +206,9 @@ def s1s2_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     world = tmp_path_factory.mktemp("s1s2")
     s2 = _s2_local(world)
     x0, y1 = 199980.0, 700020.0  # the S2 tile's corner (EPSG:32653)
-    west, south, east, north = transform_bounds("EPSG:32653", S1_ZONE, x0, y1 - S2_PX * 10,
-                                                x0 + S2_PX * 10, y1)
+    west, south, east, north = transform_bounds(
+        "EPSG:32653", S1_ZONE, x0, y1 - S2_PX * 10, x0 + S2_PX * 10, y1
+    )
     west, south = 10 * math.floor(west / 10) - 300.0, 10 * math.floor(south / 10) - 300.0
     east, north = 10 * math.ceil(east / 10) + 300.0, 10 * math.ceil(north / 10) + 300.0
     middle = 10.0 * round((south + north) / 20)
@@ -172,49 +218,91 @@ def s1s2_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     day_before, two_days_after = "2025-03-11T01:50:00Z", "2025-03-14T01:50:00Z"
     items = [
         s2,
-        _rtc(world, "slice1", day_before, (wide[0], lat_mid, wide[2], wide[3]),
-             (west, middle - 100, east, north), NORTH_POWER),
-        _rtc(world, "slice2", day_before, (wide[0], wide[1], wide[2], lat_mid),
-             (west, south, east, middle + 100), SOUTH_POWER),
+        _rtc(
+            world,
+            "slice1",
+            day_before,
+            (wide[0], lat_mid, wide[2], wide[3]),
+            (west, middle - 100, east, north),
+            NORTH_POWER,
+        ),
+        _rtc(
+            world,
+            "slice2",
+            day_before,
+            (wide[0], wide[1], wide[2], lat_mid),
+            (west, south, east, middle + 100),
+            SOUTH_POWER,
+        ),
         _rtc(world, "later", two_days_after, wide, None, 1.0, 44),  # full cover, 2 days on
-        _rtc(world, "narrow", "2025-03-12T10:00:00Z",  # 8 hours away, too little cover
-             (lon_w - 0.2, lat_s - 0.2, lon_w + 0.1, lat_n + 0.2), None, 1.0, 20),
+        _rtc(
+            world,
+            "narrow",
+            "2025-03-12T10:00:00Z",  # 8 hours away, too little cover
+            (lon_w - 0.2, lat_s - 0.2, lon_w + 0.1, lat_n + 0.2),
+            None,
+            1.0,
+            20,
+        ),
     ]
     return write_catalog(world, items), s2
 
 
-def build_pair_from_api(factory: pytest.TempPathFactory, catalog: Path, name: str,
-                        pair: dict[str, Any], workers: tuple[int, ...] = (0,)
-                        ) -> dict[int, Path]:
+def build_pair_from_api(
+    factory: pytest.TempPathFactory,
+    catalog: Path,
+    name: str,
+    pair: dict[str, Any],
+    workers: tuple[int, ...] = (0,),
+) -> dict[int, Path]:
     """``catalog`` served by ``rustac serve`` and the pair ``name`` (``pair``: its reference,
     partners and matching parameters) built from the API's answers, once per worker count."""
     builds = {}
     with stac_api(catalog, factory.mktemp("api")) as url:
         for count in workers:
-            folder = make_workspace(factory.mktemp(f"{name}{count}"), catalog.parent, {
-                "api_url": url, "collections": [pair["reference"], *pair["partners"]],
-                "coregister": {"sources": {}, "pairs": {name: pair}},
-                "shard": {"chips_per_shard": 8},
-                # the API (rustac over the local catalog) serves paths of local files
-                "fetch": {"allow_local_files_from_remote": True}})
+            folder = make_workspace(
+                factory.mktemp(f"{name}{count}"),
+                catalog.parent,
+                {
+                    "api_url": url,
+                    "collections": [pair["reference"], *pair["partners"]],
+                    "coregister": {"sources": {}, "pairs": {name: pair}},
+                    "shard": {"chips_per_shard": 8},
+                    # the API (rustac over the local catalog) serves paths of local files
+                    "fetch": {"allow_local_files_from_remote": True},
+                },
+            )
             run_ok(folder, workers=count)
             builds[count] = folder
     return builds
 
 
 @pytest.fixture(scope="module")
-def s1s2_builds(s1s2_world: tuple[Path, dict[str, Any]],
-                tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+def s1s2_builds(
+    s1s2_world: tuple[Path, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[int, Path]:
     """The pair built from the API answers, with 0 and with 2 worker processes."""
     catalog, _ = s1s2_world
-    return build_pair_from_api(tmp_path_factory, catalog, "s1s2", {
-        "reference": "sentinel-2-l2a", "partners": ["sentinel-1-rtc"], "max_days": 3,
-        "min_overlap": 0.5, "max_cloud_cover": 20, "chip_px": PAIR_CHIP_PX,
-        "stride_px": PAIR_CHIP_PX}, workers=(0, 2))
+    return build_pair_from_api(
+        tmp_path_factory,
+        catalog,
+        "s1s2",
+        {
+            "reference": "sentinel-2-l2a",
+            "partners": ["sentinel-1-rtc"],
+            "max_days": 3,
+            "min_overlap": 0.5,
+            "max_cloud_cover": 20,
+            "chip_px": PAIR_CHIP_PX,
+            "stride_px": PAIR_CHIP_PX,
+        },
+        workers=(0, 2),
+    )
 
 
 def test_the_pair_matches_the_slices_of_the_closest_acquisition(
-        s1s2_builds: dict[int, Path]) -> None:
+    s1s2_builds: dict[int, Path],
+) -> None:
     import csv
 
     with open(s1s2_builds[0] / WORK / "pairs.csv") as f:
@@ -228,13 +316,13 @@ def test_the_pair_matches_the_slices_of_the_closest_acquisition(
 
     fetched = read_items(s1s2_builds[0] / WORK / "fetched.parquet")
     assert sorted(i["id"] for i in fetched) == sorted(
-        [published_item(S2)["id"], f"{s1_id}_slice1", f"{s1_id}_slice2"])
+        [published_item(S2)["id"], f"{s1_id}_slice1", f"{s1_id}_slice2"]
+    )
 
 
 def test_paired_chips_hold_both_sensors_in_their_units(s1s2_builds: dict[int, Path]) -> None:
     store = open_store(s1s2_builds[0] / STORE)
-    assert list(read_manifest(s1s2_builds[0] / STORE).sensors) == ["sentinel1_rtc",
-                                                                  "sentinel2_l2a"]
+    assert list(read_manifest(s1s2_builds[0] / STORE).sensors) == ["sentinel1_rtc", "sentinel2_l2a"]
     s1 = store["sentinel1_rtc"][IMAGE][:]
     s2 = store["sentinel2_l2a"][IMAGE][:]
     per_side = S2_PX // PAIR_CHIP_PX
@@ -256,12 +344,14 @@ def test_paired_chips_hold_both_sensors_in_their_units(s1s2_builds: dict[int, Pa
     with rasterio.open(next((world / item["collection"] / item["id"]).glob("B04.tif"))) as src:
         red = src.read(1).astype(np.int64) - 1000
     for chip, (row, col) in zip(s2, origins, strict=True):
-        np.testing.assert_array_equal(chip[3], red[row:row + PAIR_CHIP_PX,
-                                                   col:col + PAIR_CHIP_PX])
+        np.testing.assert_array_equal(
+            chip[3], red[row : row + PAIR_CHIP_PX, col : col + PAIR_CHIP_PX]
+        )
 
 
-def _chip_origins_on(folder: Path, sensor: str, x0: float, y0: float,
-                     pixel_m: float = 10.0) -> list[tuple[int, int]]:
+def _chip_origins_on(
+    folder: Path, sensor: str, x0: float, y0: float, pixel_m: float = 10.0
+) -> list[tuple[int, int]]:
     """(row, col) of each chip's corner on the grid of ``pixel_m`` pixels whose corner is at
     map (``x0``, ``y0``), from the chips' transforms."""
     transforms = open_store(folder / STORE)[sensor][TRANSFORM][:]
@@ -272,8 +362,9 @@ def test_the_pair_store_is_the_same_with_0_and_2_workers(s1s2_builds: dict[int, 
     from tests.pipeline_setup import file_hashes
 
     assert file_hashes(s1s2_builds[0] / STORE) == file_hashes(s1s2_builds[2] / STORE)
-    assert (s1s2_builds[0] / WORK / "pairs.csv").read_bytes() == \
-        (s1s2_builds[2] / WORK / "pairs.csv").read_bytes()
+    assert (s1s2_builds[0] / WORK / "pairs.csv").read_bytes() == (
+        s1s2_builds[2] / WORK / "pairs.csv"
+    ).read_bytes()
 
 
 def _pairs_rows(folder: Path) -> list[dict[str, str]]:
@@ -290,8 +381,12 @@ def _fetched_ids(folder: Path) -> list[str]:
 
 
 def _box(west: float, south: float, east: float, north: float) -> dict[str, Any]:
-    return {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north],
-                                                [west, north], [west, south]]]}
+    return {
+        "type": "Polygon",
+        "coordinates": [
+            [[west, south], [east, south], [east, north], [west, north], [west, south]]
+        ],
+    }
 
 
 def _constant(value: float) -> Pattern:
@@ -332,24 +427,48 @@ def _dsm_pattern(band: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 def naip_dsm_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     world = tmp_path_factory.mktemp("naip_dsm")
     naip = published_item(NAIP)
-    naip = render_assets(naip, world / naip["collection"] / naip["id"], "uint8",
-                         {"image": (NAIP_PX, NAIP_PX)}, _naip_pattern)
+    naip = render_assets(
+        naip,
+        world / naip["collection"] / naip["id"],
+        "uint8",
+        {"image": (NAIP_PX, NAIP_PX)},
+        _naip_pattern,
+    )
     moved, unmoved = published_item(DSM), published_item(DSM)
     moved["id"] = f"{moved['id']}_over-naip"
     west, south, east, north = naip["bbox"]
     moved["bbox"] = [west - 0.01, south - 0.01, east + 0.01, north + 0.01]
     moved["geometry"] = _box(*moved["bbox"])
-    moved["properties"].update({
-        "proj:shape": [DSM_PX, DSM_PX],
-        "proj:transform": [2.0, 0.0, NAIP_X0 - 20.0, 0.0, -2.0, NAIP_Y0 + 20.0, 0, 0, 1]})
-    moved = render_assets(moved, world / moved["collection"] / moved["id"], "float32",
-                          pattern=_dsm_pattern)
-    unmoved = render_assets(unmoved, world / unmoved["collection"] / unmoved["id"], "float32",
-                            {"data": (16, 16)}, _constant(1.0))
+    moved["properties"].update(
+        {
+            "proj:shape": [DSM_PX, DSM_PX],
+            "proj:transform": [2.0, 0.0, NAIP_X0 - 20.0, 0.0, -2.0, NAIP_Y0 + 20.0, 0, 0, 1],
+        }
+    )
+    moved = render_assets(
+        moved, world / moved["collection"] / moved["id"], "float32", pattern=_dsm_pattern
+    )
+    unmoved = render_assets(
+        unmoved,
+        world / unmoved["collection"] / unmoved["id"],
+        "float32",
+        {"data": (16, 16)},
+        _constant(1.0),
+    )
     catalog = write_catalog(world, [naip, moved, unmoved])
-    return build_pair_from_api(tmp_path_factory, catalog, "naip_dsm", {
-        "reference": "naip", "partners": ["3dep-lidar-dsm"], "max_days": 3650,
-        "min_overlap": 0.9, "chip_px": NAIP_CHIP_PX, "stride_px": NAIP_CHIP_PX})[0]
+    return build_pair_from_api(
+        tmp_path_factory,
+        catalog,
+        "naip_dsm",
+        {
+            "reference": "naip",
+            "partners": ["3dep-lidar-dsm"],
+            "max_days": 3650,
+            "min_overlap": 0.9,
+            "chip_px": NAIP_CHIP_PX,
+            "stride_px": NAIP_CHIP_PX,
+        },
+    )[0]
 
 
 @pytest.mark.xdist_group("naip_dsm")
@@ -357,7 +476,10 @@ def test_naip_is_paired_with_the_dsm_that_covers_it(naip_dsm_build_dir: Path) ->
     (row,) = _pairs_rows(naip_dsm_build_dir)
     naip_id, dsm_id = published_item(NAIP)["id"], published_item(DSM)["id"]
     assert (row["pair"], row["reference_collection"], row["reference_id"]) == (
-        "naip_dsm", "naip", naip_id)
+        "naip_dsm",
+        "naip",
+        naip_id,
+    )
     assert row["partner_collection"] == "3dep-lidar-dsm"
     assert row["partner_ids"] == f"{dsm_id}_over-naip"
     assert row["overlap"] == "1.000000" and row["left_out"] == ""
@@ -366,7 +488,8 @@ def test_naip_is_paired_with_the_dsm_that_covers_it(naip_dsm_build_dir: Path) ->
 
 @pytest.mark.xdist_group("naip_dsm")
 def test_naip_chips_are_the_source_pixels_and_dsm_chips_its_metres(
-        naip_dsm_build_dir: Path) -> None:
+    naip_dsm_build_dir: Path,
+) -> None:
     store = open_store(naip_dsm_build_dir / STORE)
     assert list(read_manifest(naip_dsm_build_dir / STORE).sensors) == ["dsm", "naip"]
     naip, dsm = store["naip"][IMAGE][:], store["dsm"][IMAGE][:]
@@ -383,20 +506,28 @@ def test_naip_chips_are_the_source_pixels_and_dsm_chips_its_metres(
     with rasterio.open(world / naip_item["collection"] / naip_item["id"] / "image.tif") as src:
         source = src.read()
     for chip, (row, col) in zip(naip, origins, strict=True):
-        np.testing.assert_array_equal(chip, source[:, row:row + NAIP_CHIP_PX,
-                                                   col:col + NAIP_CHIP_PX])
+        np.testing.assert_array_equal(
+            chip, source[:, row : row + NAIP_CHIP_PX, col : col + NAIP_CHIP_PX]
+        )
     # The 2 m DSM on a compound CRS (NAD83 / UTM 11N + NAVD88 height) warped bilinearly onto
     # NAIP's 0.6 m NAD83 / UTM 11N grid: heights in metres as published (no scale or offset, no
     # vertical datum shift), level ground and roof exactly where no edge of the block is near.
     on_grid = np.empty((NAIP_PX, NAIP_PX), dtype=np.float32)
     for chip, (row, col) in zip(dsm, origins, strict=True):
-        on_grid[row:row + NAIP_CHIP_PX, col:col + NAIP_CHIP_PX] = chip[0]
+        on_grid[row : row + NAIP_CHIP_PX, col : col + NAIP_CHIP_PX] = chip[0]
     with rasterio.open(world / "3dep-lidar-dsm" / dsm_id / "data.tif") as src:
         heights, transform, crs = src.read(1), src.transform, src.crs
     expected = np.empty_like(on_grid)
-    reproject(heights, expected, src_transform=transform, src_crs=crs,
-              dst_transform=rasterio.Affine(0.6, 0.0, NAIP_X0, 0.0, -0.6, NAIP_Y0),
-              dst_crs="EPSG:26911", resampling=Resampling.bilinear, dst_nodata=-9999.0)
+    reproject(
+        heights,
+        expected,
+        src_transform=transform,
+        src_crs=crs,
+        dst_transform=rasterio.Affine(0.6, 0.0, NAIP_X0, 0.0, -0.6, NAIP_Y0),
+        dst_crs="EPSG:26911",
+        resampling=Resampling.bilinear,
+        dst_nodata=-9999.0,
+    )
     np.testing.assert_array_equal(on_grid, expected)
     metres = np.arange(NAIP_PX) * 0.6 + 0.3 + 20.0  # pixel centres from the DSM's corner
     roof = (metres > 62.0) & (metres < 98.0)  # > 1 DSM px inside the block's 60-100 m
@@ -430,30 +561,57 @@ S2_WINDOW = (499980.0, 4449960.0)  # a pixel corner of the tile's 10, 20 and 60 
 LANDSAT_WINDOW = (499935.0, 4450005.0)  # 45 m west and north of it, on the 30 m grid
 S2_WINDOW_PX, LANDSAT_WINDOW_PX = 256, 90  # 2.56 km at 10 m; 2.7 km at 30 m
 # Landsat asset -> registry band index (B1..B7)
-LANDSAT_BANDS = {"coastal": 0, "blue": 1, "green": 2, "red": 3, "nir08": 4, "swir16": 5,
-                 "swir22": 6}
+LANDSAT_BANDS = {
+    "coastal": 0,
+    "blue": 1,
+    "green": 2,
+    "red": 3,
+    "nir08": 4,
+    "swir16": 5,
+    "swir22": 6,
+}
 
 
 @pytest.fixture(scope="module")
 def s2_landsat_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     world = tmp_path_factory.mktemp("s2_landsat")
     s2 = published_item(ES_S2)
-    shapes = {key: (math.ceil(S2_WINDOW_PX * 10 / a["proj:transform"][0]),) * 2
-              for key, a in s2["assets"].items() if "proj:transform" in a}
-    s2 = render_assets(s2, world / s2["collection"] / s2["id"], "uint16", shapes,
-                       origin=S2_WINDOW)
+    shapes = {
+        key: (math.ceil(S2_WINDOW_PX * 10 / a["proj:transform"][0]),) * 2
+        for key, a in s2["assets"].items()
+        if "proj:transform" in a
+    }
+    s2 = render_assets(s2, world / s2["collection"] / s2["id"], "uint16", shapes, origin=S2_WINDOW)
     landsat = published_item(ES_LANDSAT)
-    landsat = render_assets(landsat, world / landsat["collection"] / landsat["id"], "uint16",
-                            {key: (LANDSAT_WINDOW_PX,) * 2 for key in landsat["assets"]},
-                            origin=LANDSAT_WINDOW)
+    landsat = render_assets(
+        landsat,
+        world / landsat["collection"] / landsat["id"],
+        "uint16",
+        {key: (LANDSAT_WINDOW_PX,) * 2 for key in landsat["assets"]},
+        origin=LANDSAT_WINDOW,
+    )
     elsewhere = published_item(PC_LANDSAT)
-    elsewhere = render_assets(elsewhere, world / elsewhere["collection"] / elsewhere["id"],
-                              "uint16", {key: (16, 16) for key in elsewhere["assets"]})
+    elsewhere = render_assets(
+        elsewhere,
+        world / elsewhere["collection"] / elsewhere["id"],
+        "uint16",
+        {key: (16, 16) for key in elsewhere["assets"]},
+    )
     catalog = write_catalog(world, [s2, landsat, elsewhere])
-    return build_pair_from_api(tmp_path_factory, catalog, "s2_landsat", {
-        "reference": "sentinel-2-l2a", "partners": ["landsat-c2-l2"], "max_days": 3,
-        "min_overlap": 0.4, "max_cloud_cover": 10, "chip_px": PAIR_CHIP_PX,
-        "stride_px": PAIR_CHIP_PX})[0]
+    return build_pair_from_api(
+        tmp_path_factory,
+        catalog,
+        "s2_landsat",
+        {
+            "reference": "sentinel-2-l2a",
+            "partners": ["landsat-c2-l2"],
+            "max_days": 3,
+            "min_overlap": 0.4,
+            "max_cloud_cover": 10,
+            "chip_px": PAIR_CHIP_PX,
+            "stride_px": PAIR_CHIP_PX,
+        },
+    )[0]
 
 
 @pytest.mark.xdist_group("s2_landsat")
@@ -461,7 +619,10 @@ def test_s2_is_paired_with_the_landsat_scene_of_the_same_day(s2_landsat_build_di
     (row,) = _pairs_rows(s2_landsat_build_dir)
     s2_id, landsat_id = published_item(ES_S2)["id"], published_item(ES_LANDSAT)["id"]
     assert (row["pair"], row["reference_id"], row["partner_collection"]) == (
-        "s2_landsat", s2_id, "landsat-c2-l2")
+        "s2_landsat",
+        s2_id,
+        "landsat-c2-l2",
+    )
     assert row["partner_ids"] == landsat_id
     assert row["time_difference_days"] == "0.017692"  # 25 min 28.619 s
     assert row["overlap"] == "0.412344" and row["left_out"] == ""
@@ -471,8 +632,10 @@ def test_s2_is_paired_with_the_landsat_scene_of_the_same_day(s2_landsat_build_di
 @pytest.mark.xdist_group("s2_landsat")
 def test_s2_and_landsat_chips_are_their_published_dns(s2_landsat_build_dir: Path) -> None:
     store = open_store(s2_landsat_build_dir / STORE)
-    assert list(read_manifest(s2_landsat_build_dir / STORE).sensors) == ["landsat_c2_l2",
-                                                                        "sentinel2_l2a"]
+    assert list(read_manifest(s2_landsat_build_dir / STORE).sensors) == [
+        "landsat_c2_l2",
+        "sentinel2_l2a",
+    ]
     s2, landsat = store["sentinel2_l2a"][IMAGE][:], store["landsat_c2_l2"][IMAGE][:]
     count = (S2_WINDOW_PX // PAIR_CHIP_PX) ** 2
     assert s2.shape == (count, 12, PAIR_CHIP_PX, PAIR_CHIP_PX) and s2.dtype == np.uint16
@@ -488,8 +651,9 @@ def test_s2_and_landsat_chips_are_their_published_dns(s2_landsat_build_dir: Path
         with rasterio.open(world / s2_item["collection"] / s2_item["id"] / f"{key}.tif") as src:
             source = src.read(1)
         for chip, (row, col) in zip(s2, origins, strict=True):
-            np.testing.assert_array_equal(chip[band], source[row:row + PAIR_CHIP_PX,
-                                                             col:col + PAIR_CHIP_PX])
+            np.testing.assert_array_equal(
+                chip[band], source[row : row + PAIR_CHIP_PX, col : col + PAIR_CHIP_PX]
+            )
     # Landsat C2 L2 declares scale 2.75e-05 and offset -0.2, the registry's: stored = DN, on the
     # S2 grid by the registry's bilinear warp (the 30 m grid lies 15 m off the 10 m one).
     grid = rasterio.Affine(10.0, 0.0, S2_WINDOW[0], 0.0, -10.0, S2_WINDOW[1])
@@ -498,11 +662,20 @@ def test_s2_and_landsat_chips_are_their_published_dns(s2_landsat_build_dir: Path
         with rasterio.open(path) as src:
             source, transform, crs = src.read(1), src.transform, src.crs
         expected = np.zeros((S2_WINDOW_PX, S2_WINDOW_PX), dtype=np.uint16)
-        reproject(source, expected, src_transform=transform, src_crs=crs, dst_transform=grid,
-                  dst_crs=crs, resampling=Resampling.bilinear, dst_nodata=0)
+        reproject(
+            source,
+            expected,
+            src_transform=transform,
+            src_crs=crs,
+            dst_transform=grid,
+            dst_crs=crs,
+            resampling=Resampling.bilinear,
+            dst_nodata=0,
+        )
         for chip, (row, col) in zip(landsat, origins, strict=True):
-            np.testing.assert_array_equal(chip[band], expected[row:row + PAIR_CHIP_PX,
-                                                               col:col + PAIR_CHIP_PX])
+            np.testing.assert_array_equal(
+                chip[band], expected[row : row + PAIR_CHIP_PX, col : col + PAIR_CHIP_PX]
+            )
 
 
 @pytest.mark.parametrize("name", ["pc_sentinel-1-grd", "es_sentinel-1-grd"])
@@ -515,4 +688,5 @@ def test_a_grd_scene_is_refused_at_fetch_before_any_download(name: str) -> None:
     fetched, failures = fetch([item], PipelineParams())
     assert fetched == []
     assert [(f.stage, f.item_id, f.path, f.reason) for f in failures] == [
-        ("fetch", item["id"], None, NOT_GEOCODED)]
+        ("fetch", item["id"], None, NOT_GEOCODED)
+    ]

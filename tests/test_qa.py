@@ -37,8 +37,7 @@ def test_shift_between_unlike_sensors(reference: np.ndarray, dy: float, dx: floa
 def test_pixels_without_data_are_not_edges(reference: np.ndarray) -> None:
     secondary = data.shapes(SHAPE, 1.25, -0.5)
     secondary[:, :20] = np.nan  # a coverage gap along the left side
-    assert residual_shift(reference, secondary) == pytest.approx((1.25, -0.5),
-                                                                 abs=TOLERANCE_PX)
+    assert residual_shift(reference, secondary) == pytest.approx((1.25, -0.5), abs=TOLERANCE_PX)
 
 
 def test_sign_convention_feature_moves_down_right() -> None:

@@ -17,44 +17,66 @@ from model.datasets import SEN12MSCR, SpaceNet2PanMS, VaihingenDSM
 # Every split of every set, small enough to render in seconds (BENCHMARK takes minutes).
 SMALL = DownstreamSizes(
     bigearthnet_patches={"train": 2, "val": 1, "test": 1},
-    sen12ms_cr_triplets=scene_triplets({("ROIs1158_spring", 11): 2, ("ROIs2017_winter", 22): 1,
-                                        ("ROIs1158_spring", 106): 1}),
+    sen12ms_cr_triplets=scene_triplets(
+        {("ROIs1158_spring", 11): 2, ("ROIs2017_winter", 22): 1, ("ROIs1158_spring", 106): 1}
+    ),
     spacenet2_images=(1, 8, 9),
-    vaihingen_areas=(1, 2))
-TINY = DownstreamSizes(bigearthnet_patches={"train": 1, "val": 0, "test": 0},
-                       sen12ms_cr_triplets=(("ROIs1868_summer", 3, 0),),
-                       spacenet2_images=(1,), vaihingen_areas=(1,))
+    vaihingen_areas=(1, 2),
+)
+TINY = DownstreamSizes(
+    bigearthnet_patches={"train": 1, "val": 0, "test": 0},
+    sen12ms_cr_triplets=(("ROIs1868_summer", 3, 0),),
+    spacenet2_images=(1,),
+    vaihingen_areas=(1,),
+)
 
 
 def _split_counts(sizes: DownstreamSizes) -> dict[str, dict[str, int]]:
     """Samples per set and split that ``sizes`` should give, by each dataset class's rule."""
+
     def cr_split(folder: str, scene: int) -> str:
-        return next((split for split, scenes in SEN12MSCR.split_scenes.items()
-                     if (folder, scene) in scenes), "train")
+        return next(
+            (
+                split
+                for split, scenes in SEN12MSCR.split_scenes.items()
+                if (folder, scene) in scenes
+            ),
+            "train",
+        )
 
     return {
         "bigearthnet": dict(sizes.bigearthnet_patches),
-        "sen12ms-cr": {split: sum(cr_split(folder, scene) == split
-                                  for folder, scene, _ in sizes.sen12ms_cr_triplets)
-                       for split in SEN12MSCR.splits},
-        "spacenet2": {split: sum(k % SpaceNet2PanMS.split_modulus in remainders
-                                 for k in sizes.spacenet2_images)
-                      for split, remainders in SpaceNet2PanMS.split_remainders.items()},
-        "vaihingen": {split: len(areas & set(sizes.vaihingen_areas))
-                      for split, areas in VaihingenDSM.split_areas.items()},
+        "sen12ms-cr": {
+            split: sum(
+                cr_split(folder, scene) == split for folder, scene, _ in sizes.sen12ms_cr_triplets
+            )
+            for split in SEN12MSCR.splits
+        },
+        "spacenet2": {
+            split: sum(
+                k % SpaceNet2PanMS.split_modulus in remainders for k in sizes.spacenet2_images
+            )
+            for split, remainders in SpaceNet2PanMS.split_remainders.items()
+        },
+        "vaihingen": {
+            split: len(areas & set(sizes.vaihingen_areas))
+            for split, areas in VaihingenDSM.split_areas.items()
+        },
     }
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
 def small_sets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The downstream sets of seed 0 at :data:`SMALL` sizes (read-only for tests)."""
-    return benchmark.render_downstream_sets(tmp_path_factory.mktemp("small") / "sets",
-                                            sizes=SMALL)
+    return benchmark.render_downstream_sets(tmp_path_factory.mktemp("small") / "sets", sizes=SMALL)
 
 
 def test_benchmark_sizes_follow_each_split_rule() -> None:
@@ -117,8 +139,9 @@ def test_same_seed_gives_identical_files(tmp_path: Path) -> None:
     assert _hashes(second) == expected
 
 
-def test_cli_sample_sizes_are_the_sample_worlds_sets(sample_world: Path, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_sample_sizes_are_the_sample_worlds_sets(
+    sample_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "downstream"
     (out / "stale").mkdir(parents=True)
     assert benchmark.main(["--out", str(out), "--sizes", "sample", "--quiet"]) == 0
@@ -127,16 +150,22 @@ def test_cli_sample_sizes_are_the_sample_worlds_sets(sample_world: Path, tmp_pat
         assert _hashes(out / name) == _hashes(sample_world / "raw" / name), name
     files = sum(1 for p in out.rglob("*") if p.is_file())
     last_line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert re.fullmatch(rf"downstream sets \(sample sizes, seed 0\): {files} files, "
-                        rf"[\d.]+ MB, [\d.]+ s -> {re.escape(str(out))}", last_line)
+    assert re.fullmatch(
+        rf"downstream sets \(sample sizes, seed 0\): {files} files, "
+        rf"[\d.]+ MB, [\d.]+ s -> {re.escape(str(out))}",
+        last_line,
+    )
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"bigearthnet_patches": {"train": 1, "val": 1}}, "each of train, val, test"),
-    ({"bigearthnet_patches": {"train": 0, "val": 0, "test": 0}}, "counts no patch"),
-    ({"vaihingen_areas": ()}, "vaihingen_areas is empty"),
-    ({"spacenet2_images": (1, 1)}, "spacenet2_images lists an entry twice"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"bigearthnet_patches": {"train": 1, "val": 1}}, "each of train, val, test"),
+        ({"bigearthnet_patches": {"train": 0, "val": 0, "test": 0}}, "counts no patch"),
+        ({"vaihingen_areas": ()}, "vaihingen_areas is empty"),
+        ({"spacenet2_images": (1, 1)}, "spacenet2_images lists an entry twice"),
+    ],
+)
 def test_bad_sizes_are_named(change: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(TINY, **change)

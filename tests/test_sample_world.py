@@ -23,8 +23,11 @@ from tests.data.checks import validate_tree
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _items(world: Path, collection: str) -> list[pystac.Item]:
@@ -48,8 +51,9 @@ def test_same_seed_gives_identical_files(sample_world: Path, tmp_path: Path) -> 
 
 
 def test_another_seed_gives_another_world(tmp_path: Path) -> None:
-    x, y = np.meshgrid(np.arange(705_000.0, 707_000.0, 50.0), np.arange(5_350_000.0,
-                                                                        5_352_000.0, 50.0))
+    x, y = np.meshgrid(
+        np.arange(705_000.0, 707_000.0, 50.0), np.arange(5_350_000.0, 5_352_000.0, 50.0)
+    )
     assert not np.array_equal(World(0).landcover(x, y), World(1).landcover(x, y))
     assert np.array_equal(World(1).landcover(x, y), World(1).landcover(x, y))
 
@@ -60,12 +64,17 @@ def test_small_and_complete(sample_world: Path) -> None:
     catalog = pystac.Catalog.from_file(str(sample_world / "catalog.json"))
     assert sorted(c.id for c in catalog.get_children()) == sorted(WRITERS)
     counts = {c.id: len(list(c.get_items())) for c in catalog.get_children()}
-    assert counts["sen12ms"] == sum(map(len, pretraining.SEN12MS_SCENES.values())) * \
-        pretraining.SEN12MS_PATCHES_PER_SCENE
+    assert (
+        counts["sen12ms"]
+        == sum(map(len, pretraining.SEN12MS_SCENES.values()))
+        * pretraining.SEN12MS_PATCHES_PER_SCENE
+    )
     assert counts["mdas"] == pretraining.MDAS_SUB_AREAS
     assert counts["millionaid"] == pretraining.MILLIONAID_TRAIN + pretraining.MILLIONAID_TEST
-    assert counts["geopile"] == len(pretraining.GEOPILE_CONSTITUENTS) * \
-        pretraining.GEOPILE_PER_CONSTITUENT
+    assert (
+        counts["geopile"]
+        == len(pretraining.GEOPILE_CONSTITUENTS) * pretraining.GEOPILE_PER_CONSTITUENT
+    )
     assert counts["bigearthnet"] == sum(downstream.BIGEARTHNET_SPLITS.values())
     assert counts["sen12ms-cr"] == len(downstream.SEN12MSCR_TRIPLETS)
     assert counts["spacenet2"] == downstream.SPACENET_IMAGES
@@ -110,9 +119,15 @@ def _water_masks(item: pystac.Item) -> tuple[np.ndarray, np.ndarray]:
     lc, lc_profile = _read(item, "lc")
     s1, s1_profile = _read(item, "s1")
     linear = np.zeros((1, *lc.shape[1:]))
-    reproject(10 ** (s1[:1] / 10), linear, src_transform=s1_profile["transform"],
-              src_crs=s1_profile["crs"], dst_transform=lc_profile["transform"],
-              dst_crs=lc_profile["crs"], resampling=Resampling.average)
+    reproject(
+        10 ** (s1[:1] / 10),
+        linear,
+        src_transform=s1_profile["transform"],
+        src_crs=s1_profile["crs"],
+        dst_transform=lc_profile["transform"],
+        dst_crs=lc_profile["crs"],
+        resampling=Resampling.average,
+    )
     # Speckle is multiplicative: a 5 x 5 box mean before the threshold.
     kernel = np.ones(5) / 5
     smooth = np.apply_along_axis(np.convolve, 0, linear[0], kernel, mode="same")
@@ -193,8 +208,9 @@ def test_pairs_share_ground(sample_world: Path, collection: str) -> None:
         for key, asset in item.assets.items():
             if "proj:bbox" not in asset.extra_fields:
                 continue
-            to_wgs84 = Transformer.from_crs(asset.extra_fields["proj:code"], "EPSG:4326",
-                                            always_xy=True)
+            to_wgs84 = Transformer.from_crs(
+                asset.extra_fields["proj:code"], "EPSG:4326", always_xy=True
+            )
             bounds = to_wgs84.transform_bounds(*asset.extra_fields["proj:bbox"])
             overlap = box(*bounds).intersection(footprint).area / footprint.area
             assert overlap > 0.95, (item.id, key, overlap)
@@ -205,8 +221,7 @@ def test_torchgeo_reads_the_downstream_sets(sample_world: Path) -> None:
     from torchgeo.datasets import BigEarthNet, Vaihingen2D
 
     raw = sample_world / "raw"
-    bigearthnet = BigEarthNet(root=raw / "bigearthnet", split="train", bands="all",
-                              num_classes=43)
+    bigearthnet = BigEarthNet(root=raw / "bigearthnet", split="train", bands="all", num_classes=43)
     sample = bigearthnet[0]
     assert len(bigearthnet) == downstream.BIGEARTHNET_SPLITS["train"]
     assert sample["image"].shape == (14, 120, 120) and sample["label"].sum() >= 1

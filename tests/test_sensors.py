@@ -30,10 +30,18 @@ def test_resampling_rules_follow_the_physics() -> None:
 
 def test_stac_bands_in_micrometres_and_sar_polarisations() -> None:
     blue = get_sensor("sentinel2_l2a").stac_bands()[1]
-    assert blue == {"name": "B02", "eo:common_name": "blue", "eo:center_wavelength": 0.4924,
-                    "eo:full_width_half_max": 0.066, "gsd": 10.0, "data_type": "uint16",
-                    "nodata": 0.0, "unit": "reflectance", "raster:scale": 0.0001,
-                    "raster:offset": 0.0}
+    assert blue == {
+        "name": "B02",
+        "eo:common_name": "blue",
+        "eo:center_wavelength": 0.4924,
+        "eo:full_width_half_max": 0.066,
+        "gsd": 10.0,
+        "data_type": "uint16",
+        "nodata": 0.0,
+        "unit": "reflectance",
+        "raster:scale": 0.0001,
+        "raster:offset": 0.0,
+    }
     vv, vh = get_sensor("sentinel1_grd").stac_bands()
     assert vv["sar:polarizations"] == ["VV"] and vh["sar:polarizations"] == ["VH"]
     assert "nodata" not in vv and vv["unit"] == "dB"
@@ -49,23 +57,40 @@ def test_to_physical_scales_and_masks_nodata() -> None:
 def test_adding_a_sensor_is_one_entry(tmp_path: Path) -> None:
     entries = yaml.safe_load(REGISTRY_PATH.read_text())
     entries["landsat8_oli"] = {
-        "title": "Landsat 8 OLI", "kind": "optical", "dtype": "uint16", "nodata": 0,
-        "scale": 2.75e-5, "offset": -0.2, "unit": "reflectance", "model_unit": "reflectance",
-        "gsd_m": 30.0, "resampling": {"method": "bilinear"},
-        "bands": [{"name": "SR_B4", "common_name": "red", "center_wavelength_nm": 654.6,
-                   "full_width_half_max_nm": 37.5}]}
+        "title": "Landsat 8 OLI",
+        "kind": "optical",
+        "dtype": "uint16",
+        "nodata": 0,
+        "scale": 2.75e-5,
+        "offset": -0.2,
+        "unit": "reflectance",
+        "model_unit": "reflectance",
+        "gsd_m": 30.0,
+        "resampling": {"method": "bilinear"},
+        "bands": [
+            {
+                "name": "SR_B4",
+                "common_name": "red",
+                "center_wavelength_nm": 654.6,
+                "full_width_half_max_nm": 37.5,
+            }
+        ],
+    }
     path = tmp_path / "sensors.yaml"
     path.write_text(yaml.safe_dump(entries))
     sensor = load_registry(path)["landsat8_oli"]
     assert sensor.band_names == ("SR_B4",) and sensor.resampling.domain == "as_stored"
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"kind": "lidar"}, "kind 'lidar'"),
-    ({"resampling": {"method": "bilinear", "domain": "log"}}, "domain 'log'"),
-    ({"dtype": "uint17"}, "uint17"),
-    ({"bands": []}, "no bands"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kind": "lidar"}, "kind 'lidar'"),
+        ({"resampling": {"method": "bilinear", "domain": "log"}}, "domain 'log'"),
+        ({"dtype": "uint17"}, "uint17"),
+        ({"bands": []}, "no bands"),
+    ],
+)
 def test_invalid_entry_names_the_sensor(tmp_path: Path, change: dict, message: str) -> None:
     entry = yaml.safe_load(REGISTRY_PATH.read_text())["dsm"] | change
     path = tmp_path / "sensors.yaml"

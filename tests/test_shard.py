@@ -40,47 +40,77 @@ S2, S1, RGB = "sentinel2_l1c", "sentinel1_grd", "rgb"
 BIN_WIDTH = 2.0 ** -(FLOAT_BIN_BITS - 9)
 
 
-def _paired_location(rng: np.random.Generator, index: int, chips: int,
-                     size: int) -> LocationChips:
+def _paired_location(rng: np.random.Generator, index: int, chips: int, size: int) -> LocationChips:
     """A SEN12MS-like location: 13-band uint16 with nodata 0, 2-band dB float32 with NaN."""
     s2 = rng.integers(1, 6000, size=(chips, 13, size, size)).astype(np.uint16)
     s2[rng.random(s2.shape) < 0.02] = 0
     s1 = rng.normal(-14.0, 5.0, size=(chips, 2, size, size)).astype(np.float32)
     s1[rng.random(s1.shape) < 0.02] = np.nan
     k = np.arange(chips, dtype=np.float64)[:, None]
-    transforms = np.hstack([np.full((chips, 1), 10.0), np.zeros((chips, 1)),
-                            300000.0 + 1000.0 * index + size * 10.0 * k, np.zeros((chips, 1)),
-                            np.full((chips, 1), -10.0), np.full((chips, 1), 5e6)])
-    bounds = np.hstack([8.0 + index + 0.01 * k, 45.0 + 0.0 * k, 8.01 + index + 0.01 * k,
-                        45.01 + 0.0 * k])
-    datetimes = {S2: f"2017-06-{index % 28 + 1:02d}T10:30:00Z",
-                 S1: None if index % 2 else f"2017-06-{index % 28 + 1:02d}T17:45:12.5+02:00"}
-    return LocationChips("sen12ms", f"ROI_{index:03d}", {S2: s2, S1: s1},
-                         f"EPSG:{32630 + index % 3}", transforms, bounds, datetimes)
+    transforms = np.hstack(
+        [
+            np.full((chips, 1), 10.0),
+            np.zeros((chips, 1)),
+            300000.0 + 1000.0 * index + size * 10.0 * k,
+            np.zeros((chips, 1)),
+            np.full((chips, 1), -10.0),
+            np.full((chips, 1), 5e6),
+        ]
+    )
+    bounds = np.hstack(
+        [8.0 + index + 0.01 * k, 45.0 + 0.0 * k, 8.01 + index + 0.01 * k, 45.01 + 0.0 * k]
+    )
+    datetimes = {
+        S2: f"2017-06-{index % 28 + 1:02d}T10:30:00Z",
+        S1: None if index % 2 else f"2017-06-{index % 28 + 1:02d}T17:45:12.5+02:00",
+    }
+    return LocationChips(
+        "sen12ms",
+        f"ROI_{index:03d}",
+        {S2: s2, S1: s1},
+        f"EPSG:{32630 + index % 3}",
+        transforms,
+        bounds,
+        datetimes,
+    )
 
 
 def _picture(rng: np.random.Generator, index: int, size: int) -> LocationChips:
     """A Million-AID-like picture: one RGB chip without georeference or time."""
     rgb = rng.integers(0, 256, size=(1, 3, size, size)).astype(np.uint8)
-    return LocationChips("millionaid", f"millionaid_train_P{index:04d}", {RGB: rgb}, None,
-                         np.full((1, 6), np.nan), np.full((1, 4), np.nan), {RGB: None})
+    return LocationChips(
+        "millionaid",
+        f"millionaid_train_P{index:04d}",
+        {RGB: rgb},
+        None,
+        np.full((1, 6), np.nan),
+        np.full((1, 4), np.nan),
+        {RGB: None},
+    )
 
 
-def make_chip_files(root: Path, locations: int = 6, chips: int = 7, pictures: int = 5,
-                    size: int = 8, seed: int = 0) -> list[Path]:
+def make_chip_files(
+    root: Path, locations: int = 6, chips: int = 7, pictures: int = 5, size: int = 8, seed: int = 0
+) -> list[Path]:
     """Chip files of a paired source and a picture source, as the coregister stage writes."""
     rng = np.random.default_rng(seed)
-    paths = [_paired_location(rng, i, chips, size).save(root / "sen12ms" / f"ROI_{i:03d}.npz")
-             for i in range(locations)]
-    paths += [_picture(rng, j, size).save(root / "millionaid" / f"P{j:04d}.npz")
-              for j in range(pictures)]
+    paths = [
+        _paired_location(rng, i, chips, size).save(root / "sen12ms" / f"ROI_{i:03d}.npz")
+        for i in range(locations)
+    ]
+    paths += [
+        _picture(rng, j, size).save(root / "millionaid" / f"P{j:04d}.npz") for j in range(pictures)
+    ]
     return paths[::-1]  # not in store order: the plan orders them
 
 
 def tree_hashes(folder: Path) -> dict[str, str]:
     """Relative path -> SHA-256 of every file under ``folder``."""
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 def _locations(paths: Iterable[Path]) -> list[LocationChips]:
@@ -101,13 +131,17 @@ def built(tmp_path: Path, chip_files: list[Path]) -> Path:
 def test_plan_numbers_chips_by_source_then_item(chip_files: list[Path]) -> None:
     plan = plan_store(chip_files, chips_per_shard=4)
     assert [loc.item_id for loc in plan.locations] == (
-        [f"millionaid_train_P{j:04d}" for j in range(5)] + [f"ROI_{i:03d}" for i in range(6)])
+        [f"millionaid_train_P{j:04d}" for j in range(5)] + [f"ROI_{i:03d}" for i in range(6)]
+    )
     assert [loc.first_chip for loc in plan.locations[:5]] == [{RGB: j} for j in range(5)]
-    assert [loc.first_chip for loc in plan.locations[5:]] == [{S1: 7 * i, S2: 7 * i}
-                                                              for i in range(6)]
+    assert [loc.first_chip for loc in plan.locations[5:]] == [
+        {S1: 7 * i, S2: 7 * i} for i in range(6)
+    ]
     assert {name: (s.chip_count, s.chip_shape, s.dtype) for name, s in plan.sensors.items()} == {
-        RGB: (5, (3, 8, 8), "uint8"), S1: (42, (2, 8, 8), "float32"),
-        S2: (42, (13, 8, 8), "uint16")}
+        RGB: (5, (3, 8, 8), "uint8"),
+        S1: (42, (2, 8, 8), "float32"),
+        S2: (42, (13, 8, 8), "uint16"),
+    }
     assert [plan.shard_count(name) for name in plan.sensors] == [2, 11, 11]
     last = [task for task in plan.shard_tasks(Path("s.zarr")) if task.sensor == S2][-1]
     assert last.shard_index == 10  # store chips 40 and 41: chips 5 and 6 of ROI_005 (35-41)
@@ -118,8 +152,11 @@ def test_plan_pairs_chip_k_of_every_two_sensors(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     location = _paired_location(rng, 0, 3, 4)
     location.sensors["dsm"] = rng.normal(100, 5, size=(3, 1, 4, 4)).astype(np.float32)
-    files = [location.save(tmp_path / "a.npz"), _picture(rng, 0, 4).save(tmp_path / "b.npz"),
-             _paired_location(rng, 1, 2, 4).save(tmp_path / "c.npz")]
+    files = [
+        location.save(tmp_path / "a.npz"),
+        _picture(rng, 0, 4).save(tmp_path / "b.npz"),
+        _paired_location(rng, 1, 2, 4).save(tmp_path / "c.npz"),
+    ]
     pairs = plan_store(files).pairs()
     assert pairs[fmt.SENSOR_A].tolist() == ["dsm"] * 6 + [S1] * 3 + [S1] * 2
     assert pairs[fmt.INDEX_A].tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 4]
@@ -154,8 +191,11 @@ def _bad_georeference(location: LocationChips) -> None:
 def test_a_location_of_bad_georeference_is_refused_and_nothing_written(tmp_path: Path) -> None:
     location = _paired_location(np.random.default_rng(3), 0, 7, 8)
     _bad_georeference(location)
-    with pytest.raises(ValueError, match=r"ROI_000: transforms \(7, 4\) and bounds_lonlat "
-                                         r"\(7, 4\) are not \(K, 6\) and \(K, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"ROI_000: transforms \(7, 4\) and bounds_lonlat "
+        r"\(7, 4\) are not \(K, 6\) and \(K, 4\)",
+    ):
         location.save(tmp_path / "a.npz")
     assert list(tmp_path.iterdir()) == []
 
@@ -164,13 +204,20 @@ def _bad_datetime(location: LocationChips) -> None:
     location.datetimes[S2] = "summer 2017"
 
 
-@pytest.mark.parametrize(("spoil", "reason"), [
-    (_bad_shape, "must share one shape"), (_bad_dtype, "the registry stores float32"),
-    (_bad_sensor, "unknown sensor 'landsat9'"), (_bad_count, r"not \(7, C, H, W\)"),
-    (_bad_bands, "12 bands, the registry has 13"),
-    (_bad_datetime, "'summer 2017' is not ISO 8601")])
-def test_plan_names_the_file_and_the_reason(tmp_path: Path, spoil: Callable[[LocationChips], None],
-                                            reason: str) -> None:
+@pytest.mark.parametrize(
+    ("spoil", "reason"),
+    [
+        (_bad_shape, "must share one shape"),
+        (_bad_dtype, "the registry stores float32"),
+        (_bad_sensor, "unknown sensor 'landsat9'"),
+        (_bad_count, r"not \(7, C, H, W\)"),
+        (_bad_bands, "12 bands, the registry has 13"),
+        (_bad_datetime, "'summer 2017' is not ISO 8601"),
+    ],
+)
+def test_plan_names_the_file_and_the_reason(
+    tmp_path: Path, spoil: Callable[[LocationChips], None], reason: str
+) -> None:
     files = make_chip_files(tmp_path, locations=2, pictures=0)
     location = LocationChips.load(files[0])
     spoil(location)
@@ -232,8 +279,14 @@ def test_chip_files_keep_statistics_of_their_chips(tmp_path: Path) -> None:
 
 
 def test_plan_of_no_chips_is_an_error(tmp_path: Path) -> None:
-    empty = LocationChips("sen12ms", "nothing", {S2: np.zeros((0, 13, 8, 8), np.uint16)},
-                          "EPSG:32631", np.zeros((0, 6)), np.zeros((0, 4)))
+    empty = LocationChips(
+        "sen12ms",
+        "nothing",
+        {S2: np.zeros((0, 13, 8, 8), np.uint16)},
+        "EPSG:32631",
+        np.zeros((0, 6)),
+        np.zeros((0, 4)),
+    )
     with pytest.raises(ValueError, match="no chips to store in 1 chip file"):
         plan_store([empty.save(tmp_path / "empty.npz")])
 
@@ -251,13 +304,18 @@ def test_every_chip_and_its_metadata_round_trip(built: Path, chip_files: list[Pa
             np.testing.assert_array_equal(group[fmt.TRANSFORM][rows], location.transforms)
             np.testing.assert_array_equal(group[fmt.BOUNDS_LONLAT][rows], location.bounds_lonlat)
             stamp = location.datetimes[sensor]
-            expected = np.datetime64("NaT", "us") if stamp is None else np.datetime64(
-                fmt.encode_datetime(stamp), "us")
-            np.testing.assert_array_equal(fmt.decode_datetimes(group[fmt.DATETIME][rows]),
-                                          np.full(location.count, expected))
+            expected = (
+                np.datetime64("NaT", "us")
+                if stamp is None
+                else np.datetime64(fmt.encode_datetime(stamp), "us")
+            )
+            np.testing.assert_array_equal(
+                fmt.decode_datetimes(group[fmt.DATETIME][rows]), np.full(location.count, expected)
+            )
             first[sensor] += location.count
     assert fmt.decode_datetimes(root[S1][fmt.DATETIME][:1])[0] == np.datetime64(
-        "2017-06-01T15:45:12.500000")
+        "2017-06-01T15:45:12.500000"
+    )
 
 
 def test_pairs_table_in_the_store(built: Path) -> None:
@@ -275,17 +333,25 @@ def test_shards_layout_and_codec(tmp_path: Path) -> None:
     store = write_store(plan_store(files, chips_per_shard=64), tmp_path / "s.zarr")
     for sensor in (S1, S2):
         shard_files = sorted((store / sensor / fmt.IMAGE / "c").rglob("*"))
-        assert [p.relative_to(store / sensor / fmt.IMAGE).as_posix() for p in shard_files
-                if p.is_file()] == [f"c/{i}/0/0/0" for i in range(5)]
+        assert [
+            p.relative_to(store / sensor / fmt.IMAGE).as_posix() for p in shard_files if p.is_file()
+        ] == [f"c/{i}/0/0/0" for i in range(5)]
     image = zarr.open_array(store / S2 / fmt.IMAGE, mode="r")
     assert (image.shape, image.chunks, image.shards) == (
-        (300, 13, 4, 4), (1, 13, 4, 4), (64, 13, 4, 4))
+        (300, 13, 4, 4),
+        (1, 13, 4, 4),
+        (64, 13, 4, 4),
+    )
     assert image.metadata.dimension_names == fmt.IMAGE_DIMS
     inner = image.metadata.codecs[0].codecs
     assert [codec.to_dict()["name"] for codec in inner] == ["bytes", "blosc", "crc32c"]
     assert inner[1].to_dict()["configuration"] == {
-        "typesize": 2, "cname": "lz4", "clevel": fmt.IMAGE_CLEVEL, "shuffle": "bitshuffle",
-        "blocksize": 0}
+        "typesize": 2,
+        "cname": "lz4",
+        "clevel": fmt.IMAGE_CLEVEL,
+        "shuffle": "bitshuffle",
+        "blocksize": 0,
+    }
 
 
 def test_files_per_thousand_chips_of_a_realistic_build(tmp_path: Path) -> None:
@@ -319,8 +385,13 @@ def test_metadata_is_consolidated_and_staging_is_gone(built: Path) -> None:
     assert {f"{S2}/{fmt.IMAGE}", f"{fmt.PAIRS_GROUP}/{fmt.INDEX_B}", RGB} <= set(consolidated)
     assert consolidated[S2]["attributes"]["statistics"]["count"][0] > 0
     assert root["attributes"] == {
-        "format": "geopile2", "format_version": 2, "sensors": [RGB, S1, S2],
-        "chip_counts": {RGB: 5, S1: 42, S2: 42}, "pair_count": 42, "chips_per_shard": 4}
+        "format": "geopile2",
+        "format_version": 2,
+        "sensors": [RGB, S1, S2],
+        "chip_counts": {RGB: 5, S1: 42, S2: 42},
+        "pair_count": 42,
+        "chips_per_shard": 4,
+    }
     assert not staging_path(built).exists()
     assert not built.with_name(built.name + RETIRED_SUFFIX).exists()
 
@@ -328,8 +399,9 @@ def test_metadata_is_consolidated_and_staging_is_gone(built: Path) -> None:
 def test_statistics_equal_numpy_on_the_same_chips(built: Path, chip_files: list[Path]) -> None:
     manifest = fmt.read_manifest(built)
     for sensor in (RGB, S1, S2):
-        chips = np.concatenate([loc.sensors[sensor] for loc in _locations(chip_files)
-                                if sensor in loc.sensors])
+        chips = np.concatenate(
+            [loc.sensors[sensor] for loc in _locations(chip_files) if sensor in loc.sensors]
+        )
         stats, nodata = manifest.sensors[sensor].statistics, manifest.sensors[sensor].nodata
         for band in range(chips.shape[1]):
             values = chips[:, band].ravel()
@@ -347,8 +419,9 @@ def test_statistics_equal_numpy_on_the_same_chips(built: Path, chip_files: list[
                     assert stats.percentiles[q][band] == exact
 
 
-def test_resume_after_a_crash_gives_the_same_bytes(tmp_path: Path, built: Path,
-                                                   chip_files: list[Path]) -> None:
+def test_resume_after_a_crash_gives_the_same_bytes(
+    tmp_path: Path, built: Path, chip_files: list[Path]
+) -> None:
     plan = plan_store(chip_files, chips_per_shard=4)
     store = tmp_path / "resumed.zarr"
     create_store(plan, store)
@@ -365,8 +438,9 @@ def test_resume_after_a_crash_gives_the_same_bytes(tmp_path: Path, built: Path,
     assert tree_hashes(store) == tree_hashes(built)
 
 
-def test_shards_written_in_reverse_order_give_the_same_bytes(tmp_path: Path, built: Path,
-                                                             chip_files: list[Path]) -> None:
+def test_shards_written_in_reverse_order_give_the_same_bytes(
+    tmp_path: Path, built: Path, chip_files: list[Path]
+) -> None:
     def reversed_map(fn: Callable, tasks: Iterable) -> list:
         return [fn(task) for task in reversed(list(tasks))]
 
@@ -375,8 +449,9 @@ def test_shards_written_in_reverse_order_give_the_same_bytes(tmp_path: Path, bui
     assert tree_hashes(store) == tree_hashes(built)
 
 
-def test_shards_written_by_two_processes_give_the_same_bytes(tmp_path: Path, built: Path,
-                                                             chip_files: list[Path]) -> None:
+def test_shards_written_by_two_processes_give_the_same_bytes(
+    tmp_path: Path, built: Path, chip_files: list[Path]
+) -> None:
     plan = plan_store(chip_files, chips_per_shard=4)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
@@ -384,8 +459,9 @@ def test_shards_written_by_two_processes_give_the_same_bytes(tmp_path: Path, bui
     assert tree_hashes(store) == tree_hashes(built)
 
 
-def test_changed_chips_restart_the_staging_store(tmp_path: Path, built: Path,
-                                                 chip_files: list[Path]) -> None:
+def test_changed_chips_restart_the_staging_store(
+    tmp_path: Path, built: Path, chip_files: list[Path]
+) -> None:
     store = tmp_path / "restarted.zarr"
     older = plan_store(chip_files[:-1], chips_per_shard=4)
     create_store(older, store)
@@ -395,19 +471,20 @@ def test_changed_chips_restart_the_staging_store(tmp_path: Path, built: Path,
     assert tree_hashes(store) == tree_hashes(built)
 
 
-def test_a_new_build_replaces_the_old_store(tmp_path: Path, built: Path,
-                                            chip_files: list[Path]) -> None:
+def test_a_new_build_replaces_the_old_store(
+    tmp_path: Path, built: Path, chip_files: list[Path]
+) -> None:
     store = tmp_path / "replaced.zarr"
     write_store(plan_store(chip_files[:3], chips_per_shard=4), store)
     old = tree_hashes(store)
     write_store(plan_store(chip_files, chips_per_shard=4), store)
     assert tree_hashes(store) == tree_hashes(built) != old
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["chips", "geopile2.zarr",
-                                                          "replaced.zarr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chips", "geopile2.zarr", "replaced.zarr"]
 
 
 def test_shard_writer_and_finalizer_refuse_a_foreign_or_incomplete_build(
-        tmp_path: Path, chip_files: list[Path]) -> None:
+    tmp_path: Path, chip_files: list[Path]
+) -> None:
     plan = plan_store(chip_files, chips_per_shard=4)
     other = plan_store(chip_files[1:], chips_per_shard=4)
     store = tmp_path / "s.zarr"
@@ -427,8 +504,9 @@ def test_fortran_ordered_chips_round_trip(tmp_path: Path) -> None:
     location.sensors[S2] = np.asfortranarray(location.sensors[S2])
     path = location.save(tmp_path / "f.npz")
     store = write_store(plan_store([path], chips_per_shard=2), tmp_path / "s.zarr")
-    np.testing.assert_array_equal(zarr.open_array(store / S2 / fmt.IMAGE)[:],
-                                  location.sensors[S2], strict=True)
+    np.testing.assert_array_equal(
+        zarr.open_array(store / S2 / fmt.IMAGE)[:], location.sensors[S2], strict=True
+    )
 
 
 WRITER = """
@@ -445,7 +523,11 @@ def _start_writer(chips: Path, store: Path, chips_per_shard: int) -> subprocess.
     """The shard stage in another process; returns once it has planned (imports are done)."""
     process = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(chips), str(store), str(chips_per_shard)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout is not None and process.stdout.readline() == "ready\n"
     return process
 
@@ -486,5 +568,8 @@ def test_builds_killed_at_random_moments_resume_to_the_same_store(tmp_path: Path
     writer = _start_writer(chips, store, 8)
     assert writer.wait(timeout=120) == 0
     assert tree_hashes(store) == reference
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["chips", "geopile2.zarr",
-                                                          "reference.zarr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "chips",
+        "geopile2.zarr",
+        "reference.zarr",
+    ]

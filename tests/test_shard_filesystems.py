@@ -27,7 +27,8 @@ def chips_on_tmpfs(tmp_path: Path) -> Iterator[list[Path]]:
 
 
 def test_chips_on_another_filesystem_than_the_store_are_copied(
-        tmp_path: Path, chips_on_tmpfs: list[Path]) -> None:
+    tmp_path: Path, chips_on_tmpfs: list[Path]
+) -> None:
     local = make_chip_files(tmp_path / "chips", locations=3, chips=5, pictures=2)
     # The kernel's copy_file_range refuses tmpfs -> disk (EXDEV): the copy goes through memory.
     across = write_store(plan_store(chips_on_tmpfs, chips_per_shard=4), tmp_path / "a.zarr")
@@ -36,7 +37,8 @@ def test_chips_on_another_filesystem_than_the_store_are_copied(
 
 
 def test_a_full_disk_names_the_shard_file_and_leaves_no_temporary_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     chip_files = make_chip_files(tmp_path / "chips", locations=2, chips=3, pictures=1)
     store = tmp_path / "geopile2.zarr"
 
@@ -44,8 +46,9 @@ def test_a_full_disk_names_the_shard_file_and_leaves_no_temporary_file(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "copy_file_range", disk_full)
-    with pytest.raises(OSError, match="cannot write the shard file: No space left on device"
-                       ) as caught:
+    with pytest.raises(
+        OSError, match="cannot write the shard file: No space left on device"
+    ) as caught:
         write_store(plan_store(chip_files, chips_per_shard=4), store)
     assert caught.value.errno == errno.ENOSPC
     assert caught.value.filename.startswith(str(staging_path(store) / "rgb" / "image" / "c"))

@@ -31,14 +31,18 @@ class Rows(Dataset):
             rows[row] = index
         pool = shared_rows._process_pool()
         pooled = len(pool.buffers) if pool else 0
-        return [{"image": rows[row], "index": index, "pooled": pooled}
-                for row, index in enumerate(indices)]
+        return [
+            {"image": rows[row], "index": index, "pooled": pooled}
+            for row, index in enumerate(indices)
+        ]
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"image": stack_rows([s["image"] for s in samples]),
-            "index": torch.tensor([s["index"] for s in samples]),
-            "pooled": samples[0]["pooled"]}
+    return {
+        "image": stack_rows([s["image"] for s in samples]),
+        "index": torch.tensor([s["index"] for s in samples]),
+        "pooled": samples[0]["pooled"],
+    }
 
 
 def loader(count: int, workers: int = 1) -> DataLoader:
@@ -89,7 +93,8 @@ def test_small_tensors_arrive_by_value_and_shared_ones_stay_shared() -> None:
 
 
 def test_the_main_process_reuses_a_buffer_once_nothing_uses_it(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # A pool of its own: buffers other tests of this process left free would fit too.
     monkeypatch.setattr(shared_rows, "_pool", None)
     first = empty_rows((2, *ROW_SHAPE))

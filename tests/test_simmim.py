@@ -51,12 +51,15 @@ def test_mask_seeds() -> None:
     assert not torch.equal(first[0], first[1])  # samples of a batch differ too
 
 
-@pytest.mark.parametrize(("arguments", "message"), [
-    ({"input_px": 200}, "input_px .* multiple of mask_patch_px"),
-    ({"model_patch_px": 5}, "mask_patch_px .* multiple of model_patch_px"),
-    ({"mask_patch_px": 0}, "mask_patch_px must be a positive"),
-    ({"mask_ratio": 1.5}, "mask_ratio"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"input_px": 200}, "input_px .* multiple of mask_patch_px"),
+        ({"model_patch_px": 5}, "mask_patch_px .* multiple of model_patch_px"),
+        ({"mask_patch_px": 0}, "mask_patch_px must be a positive"),
+        ({"mask_ratio": 1.5}, "mask_ratio"),
+    ],
+)
 def test_mask_rejects_bad_geometry(arguments: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MaskGenerator(**arguments)
@@ -141,9 +144,21 @@ def test_heads_shapes_for_every_registry_sensor(name: str) -> None:
 def test_heads_from_manifest_use_one_channel_per_band() -> None:
     statistics = BandStatistics(count=(1, 1), mean=(0.0, 0.0), std=(1.0, 1.0), percentiles={})
     manifest = SensorManifest(
-        name="s1", title="SAR", kind="sar", dtype="float32", nodata=None, scale=1.0, offset=0.0,
-        unit="dB", model_unit="dB", gsd_m=10.0, band_names=("VV", "VH"), chip_count=1,
-        chip_shape=(2, INPUT_PX, INPUT_PX), statistics=statistics)
+        name="s1",
+        title="SAR",
+        kind="sar",
+        dtype="float32",
+        nodata=None,
+        scale=1.0,
+        offset=0.0,
+        unit="dB",
+        model_unit="dB",
+        gsd_m=10.0,
+        band_names=("VV", "VH"),
+        chip_count=1,
+        chip_shape=(2, INPUT_PX, INPUT_PX),
+        statistics=statistics,
+    )
     heads = SensorHeads.from_manifest({"s1": manifest}, EMBED_DIM, encoder_channels=8)
     assert heads.sensor_names == ("s1",)
     assert heads.embeddings["s1"].in_channels == 2
@@ -169,5 +184,5 @@ def test_patch_embed_rejects_a_wrong_image() -> None:
 def test_decoder_is_a_pixel_shuffle_of_a_1x1_conv() -> None:
     decoder = SensorDecoder(encoder_channels=8, out_channels=3, stride=4)
     assert decoder.projection.kernel_size == (1, 1)
-    assert decoder.projection.out_channels == 4 ** 2 * 3
+    assert decoder.projection.out_channels == 4**2 * 3
     assert decoder(torch.rand(1, 8, 2, 3)).shape == (1, 3, 8, 12)

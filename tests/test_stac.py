@@ -40,8 +40,12 @@ def test_raster_asset_reads_the_grid(tmp_path: Path) -> None:
 
 def test_raster_asset_gsd_is_in_metres_in_a_geographic_crs(tmp_path: Path) -> None:
     pixel_deg, north = 1e-5, 48.0
-    path = write_geotiff(tmp_path / "wgs84.tif", np.ones((1, 6, 8), dtype=np.float32),
-                         "EPSG:4326", Affine(pixel_deg, 0.0, 11.0, 0.0, -pixel_deg, north))
+    path = write_geotiff(
+        tmp_path / "wgs84.tif",
+        np.ones((1, 6, 8), dtype=np.float32),
+        "EPSG:4326",
+        Affine(pixel_deg, 0.0, 11.0, 0.0, -pixel_deg, north),
+    )
     fields = raster_asset(path, get_sensor("dsm")).extra_fields
     assert fields["proj:code"] == "EPSG:4326"
     assert fields["proj:transform"] == [pixel_deg, 0.0, 11.0, 0.0, -pixel_deg, north]
@@ -68,24 +72,39 @@ def test_catalog_in_a_dotted_folder_with_relative_and_absolute_hrefs(tmp_path: P
     inside = _dsm(out / "raw" / "in.tif")
     outside = _dsm(tmp_path / "out.tif")
     when = datetime(2018, 5, 7, tzinfo=UTC)
-    items = [make_item("in", {"dsm": raster_asset(inside, get_sensor("dsm"))}, when,
-                       footprint_asset="dsm"),
-             make_item("out", {"dsm": raster_asset(outside, get_sensor("dsm"))}, when,
-                       footprint_asset="dsm")]
+    items = [
+        make_item(
+            "in", {"dsm": raster_asset(inside, get_sensor("dsm"))}, when, footprint_asset="dsm"
+        ),
+        make_item(
+            "out", {"dsm": raster_asset(outside, get_sensor("dsm"))}, when, footprint_asset="dsm"
+        ),
+    ]
     root = write_catalog(out, [source_collection("mdas", items, sample=True)], "test", "test")
     assert root == out.resolve() / "catalog.json" and root.is_file()
-    hrefs = {p.parent.name: json.loads(p.read_text())["assets"]["dsm"]["href"]
-             for p in out.rglob("*.json") if p.parent.name in ("in", "out")}
+    hrefs = {
+        p.parent.name: json.loads(p.read_text())["assets"]["dsm"]["href"]
+        for p in out.rglob("*.json")
+        if p.parent.name in ("in", "out")
+    }
     assert hrefs == {"in": "../../raw/in.tif", "out": str(outside.resolve())}
     assert checks.validate_tree(out) == {}
 
 
 def test_validate_core_reports_what_is_wrong() -> None:
-    item = {"type": "Feature", "stac_version": "1.1.0", "id": "x", "geometry": None,
-            "properties": {"datetime": None}, "links": [], "assets": {}}
+    item = {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "id": "x",
+        "geometry": None,
+        "properties": {"datetime": None},
+        "links": [],
+        "assets": {},
+    }
     errors = validate_core(item)
     assert any("start_datetime" in e or "datetime" in e for e in errors), errors
     item["properties"] = {"datetime": "2018-05-07T00:00:00Z"}
     assert validate_core(item) == []
-    assert validate_core({"type": "Thing"}) == ["not a STAC item, collection or catalog "
-                                                "(type='Thing')"]
+    assert validate_core({"type": "Thing"}) == [
+        "not a STAC item, collection or catalog (type='Thing')"
+    ]

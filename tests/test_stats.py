@@ -103,8 +103,10 @@ def test_band_without_valid_values_has_null_statistics() -> None:
 
 
 def test_float_bins_keep_order_and_stand_within_a_bin_of_their_values() -> None:
-    values = np.array([-3e38, -1e5, -12.5, -1.0, -1e-30, -0.0, 0.0, 1e-30, 0.25, 1.0, 7.75,
-                       1e5, 3e38], dtype=np.float32)
+    values = np.array(
+        [-3e38, -1e5, -12.5, -1.0, -1e-30, -0.0, 0.0, 1e-30, 0.25, 1.0, 7.75, 1e5, 3e38],
+        dtype=np.float32,
+    )
     keys = bin_keys(values)
     assert (np.diff(keys) >= 0).all()
     assert keys.min() >= 0 and keys.max() < 2**FLOAT_BIN_BITS
@@ -129,8 +131,11 @@ def test_shards_of_parts_add_up_to_the_parts_added_one_by_one(dtype: type) -> No
     # What shard tasks send (moments stacked, histograms summed) gives the very same summary
     # as adding their parts one by one, whichever way the parts are grouped into shards.
     rng = np.random.default_rng(4)
-    chips = (rng.normal(-12, 6, size=(20, 2, 9, 9)) if dtype is np.float32
-             else rng.integers(0, 256, size=(20, 2, 9, 9))).astype(dtype)
+    chips = (
+        rng.normal(-12, 6, size=(20, 2, 9, 9))
+        if dtype is np.float32
+        else rng.integers(0, 256, size=(20, 2, 9, 9))
+    ).astype(dtype)
     parts = [StreamingStats.of_chips(part, None) for part in np.split(chips, [3, 4, 11, 15])]
     one_by_one = StatsAccumulator(chips.dtype.str, 2)
     for part in parts:
@@ -148,17 +153,20 @@ def _counts_of(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return unique.astype(np.int64), counts.astype(np.int64)
 
 
-@pytest.mark.parametrize(("dtype", "nodata"), [(np.uint8, None), (np.uint8, 255.0),
-                                                (np.uint16, 0.0), (np.int16, -7.0)])
-def test_integer_histograms_are_the_counts_of_every_value(dtype: type, nodata: float | None
-                                                          ) -> None:
+@pytest.mark.parametrize(
+    ("dtype", "nodata"), [(np.uint8, None), (np.uint8, 255.0), (np.uint16, 0.0), (np.int16, -7.0)]
+)
+def test_integer_histograms_are_the_counts_of_every_value(
+    dtype: type, nodata: float | None
+) -> None:
     # 8-bit chips are counted by Pillow, wider ones by np.bincount in blocks of several chips
     # (9 chips of 256 px: three blocks); either way, the counts of np.unique, nodata left out,
     # and the moments of those counts. A view with strides (every other chip) counts too.
     rng = np.random.default_rng(5)
     info = np.iinfo(dtype)
-    chips = rng.integers(max(info.min, -3000), min(info.max, 3000) + 1,
-                         size=(18, 2, 256, 256)).astype(dtype)[::2]
+    chips = rng.integers(
+        max(info.min, -3000), min(info.max, 3000) + 1, size=(18, 2, 256, 256)
+    ).astype(dtype)[::2]
     stats = StreamingStats.of_chips(chips, nodata)
     for band, histogram in enumerate(stats.histograms):
         values = chips[:, band].ravel()

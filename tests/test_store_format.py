@@ -19,8 +19,15 @@ from pipeline.chips import LocationChips
 from pipeline.shard import plan_store, write_store
 
 
-@pytest.mark.parametrize("text", ["2017-06-01T10:30:00Z", "2017-06-01T12:30:00+02:00",
-                                  "2017-06-01T10:30:00", "2017-06-01T10:30:00.000000+00:00"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2017-06-01T10:30:00Z",
+        "2017-06-01T12:30:00+02:00",
+        "2017-06-01T10:30:00",
+        "2017-06-01T10:30:00.000000+00:00",
+    ],
+)
 def test_datetimes_are_utc_microseconds(text: str) -> None:
     assert fmt.encode_datetime(text) == 1_496_313_000_000_000
 
@@ -50,8 +57,12 @@ def test_nan_nodata_is_written_as_the_string_nan() -> None:
 
 
 def test_statistics_attributes_round_trip_as_strict_json() -> None:
-    stats = fmt.BandStatistics(count=(10, 0), mean=(1.5, None), std=(0.25, None),
-                               percentiles={q: (float(q), None) for q in fmt.STAT_PERCENTILES})
+    stats = fmt.BandStatistics(
+        count=(10, 0),
+        mean=(1.5, None),
+        std=(0.25, None),
+        percentiles={q: (float(q), None) for q in fmt.STAT_PERCENTILES},
+    )
     attrs = json.loads(json.dumps(stats.to_attrs(), allow_nan=False))
     assert list(attrs) == ["count", "mean", "std", "p1", "p2", "p50", "p98", "p99"]
     assert attrs["p98"] == [98.0, None]
@@ -60,27 +71,47 @@ def test_statistics_attributes_round_trip_as_strict_json() -> None:
 
 def test_sensor_attributes_come_from_the_registry() -> None:
     assert fmt.sensor_attributes(get_sensor("sentinel1_grd"), 12) == {
-        "title": "Sentinel-1 C-SAR IW GRD backscatter (sigma0, dB)", "kind": "sar",
-        "dtype": "float32", "nodata": "NaN", "scale": 1.0, "offset": 0.0, "unit": "dB",
-        "model_unit": "dB", "gsd_m": 10.0, "band_names": ["VV", "VH"], "chip_count": 12}
+        "title": "Sentinel-1 C-SAR IW GRD backscatter (sigma0, dB)",
+        "kind": "sar",
+        "dtype": "float32",
+        "nodata": "NaN",
+        "scale": 1.0,
+        "offset": 0.0,
+        "unit": "dB",
+        "model_unit": "dB",
+        "gsd_m": 10.0,
+        "band_names": ["VV", "VH"],
+        "chip_count": 12,
+    }
 
 
 def test_layout_constants() -> None:
-    assert fmt.image_layout((13, 256, 256), 64) == {"chunks": (1, 13, 256, 256),
-                                                     "shards": (64, 13, 256, 256)}
+    assert fmt.image_layout((13, 256, 256), 64) == {
+        "chunks": (1, 13, 256, 256),
+        "shards": (64, 13, 256, 256),
+    }
     assert fmt.image_fill_value(None) == 0 and fmt.image_fill_value(-9999.0) == -9999.0
     assert [spec.name for spec in fmt.CHIP_METADATA] == [
-        "item_id", "source", "crs", "transform", "datetime", "bounds_lonlat", "image_crc32c"]
+        "item_id",
+        "source",
+        "crs",
+        "transform",
+        "datetime",
+        "bounds_lonlat",
+        "image_crc32c",
+    ]
     transform = fmt.CHIP_METADATA[3]
     assert transform.shape(7) == (7, 6)
     assert transform.dimension_names == ("chip", "affine")
-    assert [spec.name for spec in fmt.PAIR_ARRAYS] == ["sensor_a", "index_a", "sensor_b",
-                                                       "index_b"]
+    assert [spec.name for spec in fmt.PAIR_ARRAYS] == ["sensor_a", "index_a", "sensor_b", "index_b"]
     assert fmt.IMAGE_CODECS[0] is fmt.IMAGE_COMPRESSOR
     assert fmt.IMAGE_CODECS[1].to_dict() == {"name": "crc32c"}
     configuration = fmt.IMAGE_COMPRESSOR.to_dict()["configuration"]
     assert {key: configuration[key] for key in ("cname", "clevel", "shuffle")} == {
-        "cname": "lz4", "clevel": fmt.IMAGE_CLEVEL, "shuffle": "bitshuffle"}
+        "cname": "lz4",
+        "clevel": fmt.IMAGE_CLEVEL,
+        "shuffle": "bitshuffle",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +121,17 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dsm = rng.normal(300.0, 20.0, size=(3, 1, 4, 4)).astype(np.float32)
     dsm[0, 0, 0, 0] = -9999.0
     location = LocationChips(
-        "mdas", "scene_1", {"dsm": dsm, "rgb": rng.integers(0, 256, (3, 3, 4, 4), np.uint8)},
-        "EPSG:32632", np.zeros((3, 6)), np.zeros((3, 4)), {"dsm": None, "rgb": None})
-    return write_store(plan_store([location.save(root / "scene_1.npz")], chips_per_shard=2),
-                       root / "geopile2.zarr")
+        "mdas",
+        "scene_1",
+        {"dsm": dsm, "rgb": rng.integers(0, 256, (3, 3, 4, 4), np.uint8)},
+        "EPSG:32632",
+        np.zeros((3, 6)),
+        np.zeros((3, 4)),
+        {"dsm": None, "rgb": None},
+    )
+    return write_store(
+        plan_store([location.save(root / "scene_1.npz")], chips_per_shard=2), root / "geopile2.zarr"
+    )
 
 
 def test_manifest_describes_the_store(tiny_store: Path) -> None:
@@ -102,7 +140,13 @@ def test_manifest_describes_the_store(tiny_store: Path) -> None:
     assert list(manifest.sensors) == ["dsm", "rgb"]
     dsm = manifest.sensors["dsm"]
     assert (dsm.dtype, dsm.nodata, dsm.unit, dsm.band_names, dsm.chip_count, dsm.chip_shape) == (
-        "float32", -9999.0, "m", ("elevation",), 3, (1, 4, 4))
+        "float32",
+        -9999.0,
+        "m",
+        ("elevation",),
+        3,
+        (1, 4, 4),
+    )
     assert dsm.statistics.count == (47,)
     assert manifest.sensors["rgb"].statistics.count == (48, 48, 48)
 
@@ -112,9 +156,13 @@ def test_open_store_checks_what_it_opens(tmp_path: Path, tiny_store: Path) -> No
     with pytest.raises(fmt.StoreFormatError, match="not a consolidated Zarr v3 store"):
         fmt.open_store(tmp_path / "missing.zarr")
     for name, attributes, reason in [
-            ("other.zarr", {"format": "something"}, "not a geopile2 store"),
-            ("future.zarr", {"format": "geopile2", "format_version": 99},
-             "format version 99, this code reads version 2")]:
+        ("other.zarr", {"format": "something"}, "not a geopile2 store"),
+        (
+            "future.zarr",
+            {"format": "geopile2", "format_version": 99},
+            "format version 99, this code reads version 2",
+        ),
+    ]:
         zarr.create_group(tmp_path / name, zarr_format=3, attributes=attributes)
         with pytest.raises(fmt.StoreFormatError, match="not a consolidated Zarr v3 store"):
             fmt.open_store(tmp_path / name)
@@ -126,21 +174,34 @@ def test_open_store_checks_what_it_opens(tmp_path: Path, tiny_store: Path) -> No
 def test_acquisition_range_spans_the_known_times_of_the_chosen_sensors(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     chips = []
-    for name, times in [("a", {"dsm": "2018-05-07T10:00:00.250Z", "rgb": "2018-05-06T09:00:00Z"}),
-                        ("b", {"dsm": "2019-01-02T03:04:05+01:00", "rgb": None}),
-                        ("c", {"dsm": None, "rgb": None})]:
+    for name, times in [
+        ("a", {"dsm": "2018-05-07T10:00:00.250Z", "rgb": "2018-05-06T09:00:00Z"}),
+        ("b", {"dsm": "2019-01-02T03:04:05+01:00", "rgb": None}),
+        ("c", {"dsm": None, "rgb": None}),
+    ]:
         location = LocationChips(
-            "mdas", name, {"dsm": rng.normal(size=(1, 1, 4, 4)).astype(np.float32),
-                           "rgb": rng.integers(0, 256, (1, 3, 4, 4), np.uint8)},
-            "EPSG:32632", np.zeros((1, 6)), np.zeros((1, 4)), times)
+            "mdas",
+            name,
+            {
+                "dsm": rng.normal(size=(1, 1, 4, 4)).astype(np.float32),
+                "rgb": rng.integers(0, 256, (1, 3, 4, 4), np.uint8),
+            },
+            "EPSG:32632",
+            np.zeros((1, 6)),
+            np.zeros((1, 4)),
+            times,
+        )
         chips.append(location.save(tmp_path / f"{name}.npz"))
     store = write_store(plan_store(chips, chips_per_shard=2), tmp_path / "geopile2.zarr")
-    assert fmt.acquisition_range(store, ["dsm", "rgb"]) == ("2018-05-06T09:00:00Z",
-                                                            "2019-01-02T02:04:05Z")
-    assert fmt.acquisition_range(store, ["dsm"]) == ("2018-05-07T10:00:00.250000Z",
-                                                     "2019-01-02T02:04:05Z")
-    assert fmt.acquisition_range(store, ["rgb"]) == ("2018-05-06T09:00:00Z",
-                                                     "2018-05-06T09:00:00Z")
+    assert fmt.acquisition_range(store, ["dsm", "rgb"]) == (
+        "2018-05-06T09:00:00Z",
+        "2019-01-02T02:04:05Z",
+    )
+    assert fmt.acquisition_range(store, ["dsm"]) == (
+        "2018-05-07T10:00:00.250000Z",
+        "2019-01-02T02:04:05Z",
+    )
+    assert fmt.acquisition_range(store, ["rgb"]) == ("2018-05-06T09:00:00Z", "2018-05-06T09:00:00Z")
 
 
 def test_acquisition_range_of_pictures_alone_is_unknown(tiny_store: Path) -> None:
@@ -150,16 +211,18 @@ def test_acquisition_range_of_pictures_alone_is_unknown(tiny_store: Path) -> Non
 
 
 def test_each_chip_carries_its_chunk_checksum_and_zarr_refuses_a_flipped_bit(
-        tiny_store: Path, tmp_path: Path) -> None:
+    tiny_store: Path, tmp_path: Path
+) -> None:
     store = tmp_path / "copy.zarr"
     shutil.copytree(tiny_store, store)
     group = fmt.open_store(store)["rgb"]
     shard = store / "rgb" / "image" / "c" / "0" / "0" / "0" / "0"
     data = shard.read_bytes()
-    index = read_shard_index(data[-index_nbytes(2):], 2)
-    chunks = [data[offset:offset + length] for offset, length in index.tolist()]
+    index = read_shard_index(data[-index_nbytes(2) :], 2)
+    chunks = [data[offset : offset + length] for offset, length in index.tolist()]
     assert group[fmt.IMAGE_CRC32C][:].tolist()[:2] == [
-        google_crc32c.value(chunk[:-4]) for chunk in chunks]
+        google_crc32c.value(chunk[:-4]) for chunk in chunks
+    ]
     flipped = bytearray(data)
     flipped[int(index[1, 0]) + 20] ^= 0x01
     shard.write_bytes(bytes(flipped))

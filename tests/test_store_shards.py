@@ -25,13 +25,18 @@ from catalogs.store_shards import (
 def test_shard_files_are_the_bytes_zarr_writes(tmp_path: Path, dtype: str) -> None:
     rng = np.random.default_rng(1)
     chips = rng.integers(0, 3000, size=(7, 3, 16, 16)).astype(dtype)
-    array = zarr.create_array(LocalStore(tmp_path), shape=chips.shape, dtype=chips.dtype.name,
-                              compressors=fmt.IMAGE_CODECS, fill_value=0,
-                              config={"write_empty_chunks": True},
-                              **fmt.image_layout((3, 16, 16), 4))
+    array = zarr.create_array(
+        LocalStore(tmp_path),
+        shape=chips.shape,
+        dtype=chips.dtype.name,
+        compressors=fmt.IMAGE_CODECS,
+        fill_value=0,
+        config={"write_empty_chunks": True},
+        **fmt.image_layout((3, 16, 16), 4),
+    )
     array[:] = chips
     for shard in range(2):  # a full shard, then the last one with 3 of its 4 chunks
-        chunks = [encode_chunk(chip) for chip in chips[4 * shard:4 * shard + 4]]
+        chunks = [encode_chunk(chip) for chip in chips[4 * shard : 4 * shard + 4]]
         ours = b"".join(chunks) + shard_index([len(c) for c in chunks], 4)
         key = array.metadata.encode_chunk_key((shard, 0, 0, 0))
         assert ours == (tmp_path / key).read_bytes()
@@ -81,6 +86,7 @@ def test_a_flipped_bit_or_another_chips_chunk_fails_the_checksum() -> None:
         flipped[position] ^= 0x10
         with pytest.raises(ValueError, match="chunk checksum mismatch"):
             decode_chunk(bytes(flipped), (1, 8, 8), np.uint16)
-    with pytest.raises(ValueError, match=f"is not the chip's image_crc32c "
-                                         f"{chunk_checksum(first):#010x}"):
+    with pytest.raises(
+        ValueError, match=f"is not the chip's image_crc32c {chunk_checksum(first):#010x}"
+    ):
         verify_chunk(second, chunk_checksum(first))

@@ -28,7 +28,7 @@ CLEAN_STORES: dict[Path, Path] = {}  # tampered workspace -> the store it was co
 
 
 def _index(data: bytes) -> np.ndarray:
-    return np.frombuffer(data[-index_nbytes(PER_SHARD):-4], dtype="<u8").reshape(PER_SHARD, 2)
+    return np.frombuffer(data[-index_nbytes(PER_SHARD) : -4], dtype="<u8").reshape(PER_SHARD, 2)
 
 
 def flip_a_bit(store: Path, sensor: str, chip: int) -> Path:
@@ -48,8 +48,9 @@ def swap_entries(store: Path, sensor: str, a: int, b: int) -> Path:
     entries = _index(data).copy()
     entries[[a, b]] = entries[[b, a]]
     index = entries.tobytes()
-    shard.write_bytes(data[:-index_nbytes(PER_SHARD)] + index
-                      + google_crc32c.value(index).to_bytes(4, "little"))
+    shard.write_bytes(
+        data[: -index_nbytes(PER_SHARD)] + index + google_crc32c.value(index).to_bytes(4, "little")
+    )
     return shard
 
 
@@ -70,14 +71,20 @@ def test_geopile2_names_a_flipped_bit_and_swapped_chunks(tampered: Path) -> None
     store = tampered / STORE
     sensor, chip = FLIPPED
     s1 = GeoPile2(store, sensors=[sensor], split="all", partners=False)
-    with pytest.raises(ChipReadError, match=rf"sample {chip}: {sensor} chip {chip}: "
-                       rf".*{sensor}/image/c/0/0/0/0: chunk checksum mismatch"):
+    with pytest.raises(
+        ChipReadError,
+        match=rf"sample {chip}: {sensor} chip {chip}: "
+        rf".*{sensor}/image/c/0/0/0/0: chunk checksum mismatch",
+    ):
         s1[chip]
     sensor, a, b = SWAPPED
     dsm = GeoPile2(store, sensors=[sensor], split="all", partners=False)
     for chip in (a, b):
-        with pytest.raises(ChipReadError, match=rf"{sensor} chip {chip}: .*{sensor}/image/c/0/0/0/0"
-                           r": chunk crc32c 0x[0-9a-f]{8} is not the chip's image_crc32c"):
+        with pytest.raises(
+            ChipReadError,
+            match=rf"{sensor} chip {chip}: .*{sensor}/image/c/0/0/0/0"
+            r": chunk crc32c 0x[0-9a-f]{8} is not the chip's image_crc32c",
+        ):
             dsm[chip]
     # Verification off: the swap goes unnoticed, chip a reads chip b's pixels.
     unchecked = GeoPile2(store, sensors=[sensor], split="all", partners=False, verify=False)
@@ -87,25 +94,35 @@ def test_geopile2_names_a_flipped_bit_and_swapped_chunks(tampered: Path) -> None
 
 
 def test_validate_exits_non_zero_naming_sensor_chip_and_shard(tampered: Path) -> None:
-    done = subprocess.run(pipeline_command("validate"), cwd=tampered, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        pipeline_command("validate"),
+        cwd=tampered,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     lines = [line for line in done.stderr.splitlines() if " chip " in line]
     shard = Path(STORE, "{}", FIRST_SHARD)  # as params.yaml names the store
     sensor, a, b = SWAPPED
     for line, chip in zip(lines[:2], (a, b), strict=True):
-        assert line.startswith(f"{sensor} chip {chip}: {str(shard).format(sensor)}: chunk "
-                               "crc32c"), line
+        assert line.startswith(
+            f"{sensor} chip {chip}: {str(shard).format(sensor)}: chunk crc32c"
+        ), line
         assert line.endswith("(the chunk belongs to another chip)"), line
     sensor, chip = FLIPPED
-    assert lines[2].startswith(f"{sensor} chip {chip}: {str(shard).format(sensor)}: "
-                               "chunk checksum mismatch"), done.stderr
+    assert lines[2].startswith(
+        f"{sensor} chip {chip}: {str(shard).format(sensor)}: chunk checksum mismatch"
+    ), done.stderr
     assert len(lines) == 3
     assert "Traceback" not in done.stderr
 
 
-def test_validate_names_every_chip_of_a_truncated_or_missing_shard(tampered: Path,
-                                                                   tmp_path: Path) -> None:
+def test_validate_names_every_chip_of_a_truncated_or_missing_shard(
+    tampered: Path, tmp_path: Path
+) -> None:
     store = tmp_path / STORE
     shutil.copytree(tampered / STORE, store)
     shard = store / "rgb" / FIRST_SHARD
@@ -113,8 +130,10 @@ def test_validate_names_every_chip_of_a_truncated_or_missing_shard(tampered: Pat
     problems = verify_chips(store, "rgb")
     assert problems[:PER_SHARD] == [
         f"rgb chip {chip}: {shard}: shard index checksum mismatch (the file is damaged)"
-        for chip in range(PER_SHARD)]
+        for chip in range(PER_SHARD)
+    ]
     assert len(problems) == PER_SHARD
     shard.unlink()
     assert verify_chips(store, "rgb")[PER_SHARD - 1] == (
-        f"rgb chip {PER_SHARD - 1}: {shard}: No such file or directory")
+        f"rgb chip {PER_SHARD - 1}: {shard}: No such file or directory"
+    )

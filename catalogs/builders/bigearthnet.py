@@ -149,8 +149,15 @@ def build(root: Path) -> BuildResult:
             continue
         s1_assets = _s1_assets(s1_patches[folder.name], result) if folder.name in s1_patches else {}
         properties = {"bigearthnet:labels": labels, "bigearthnet:split": splits.get(folder.name)}
-        result.items.append(make_item(folder.name, {**s2_assets, **s1_assets}, when, properties,
-                                      footprint_asset=FOOTPRINT_ASSET))
+        result.items.append(
+            make_item(
+                folder.name,
+                {**s2_assets, **s1_assets},
+                when,
+                properties,
+                footprint_asset=FOOTPRINT_ASSET,
+            )
+        )
     return result
 
 
@@ -217,8 +224,9 @@ def _pair_s1_patches(parent: Path, s2_names: set[str], result: BuildResult) -> d
     return pairs
 
 
-def _s2_patch(folder: Path,
-              result: BuildResult) -> tuple[dict[str, pystac.Asset], datetime, list[str]]:
+def _s2_patch(
+    folder: Path, result: BuildResult
+) -> tuple[dict[str, pystac.Asset], datetime, list[str]]:
     """The band assets, acquisition time and labels of an S2 patch folder."""
     sensor = get_sensor(S2_SENSOR)
     metadata_path = folder / metadata_file(folder.name)
@@ -234,8 +242,9 @@ def _s1_assets(patch: S1Patch, result: BuildResult) -> dict[str, pystac.Asset]:
     """The ``s1_VV``/``s1_VH`` assets of an S1 patch; none (reported) if a band is unusable."""
     sensor = get_sensor(S1_SENSOR)
     try:
-        assets = {f"s1_{band}": _band_asset(patch.folder, band, sensor)
-                  for band in sensor.band_names}
+        assets = {
+            f"s1_{band}": _band_asset(patch.folder, band, sensor) for band in sensor.band_names
+        }
     except SourceFileError as error:
         result.skip(SourceFileError(error.path, f"{error.reason}; S1 patch left out"))
         return {}
@@ -256,7 +265,8 @@ def _band_asset(folder: Path, band: str, sensor: Sensor) -> pystac.Asset:
     if asset.extra_fields["proj:shape"] != [side, side]:
         height, width = asset.extra_fields["proj:shape"]
         raise SourceFileError(
-            path, f"{height}x{width} pixels, expected {side}x{side} for a {gsd_m:g} m band")
+            path, f"{height}x{width} pixels, expected {side}x{side} for a {gsd_m:g} m band"
+        )
     return asset
 
 

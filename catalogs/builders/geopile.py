@@ -45,7 +45,9 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})
 # 2302.04476, February 2023). Lower bound: none is documented; 1 January 1990 is a deliberately
 # wide guess.
 DATE_RANGE: tuple[datetime, datetime] = (
-    datetime(1990, 1, 1, tzinfo=UTC), datetime(2023, 2, 28, 23, 59, 59, tzinfo=UTC))
+    datetime(1990, 1, 1, tzinfo=UTC),
+    datetime(2023, 2, 28, 23, 59, 59, tzinfo=UTC),
+)
 
 
 def build(root: Path) -> BuildResult:
@@ -87,21 +89,30 @@ def build(root: Path) -> BuildResult:
     return result
 
 
-def _image_item(folder: Path, path: Path, used_ids: set[str],
-                result: BuildResult) -> pystac.Item | None:
+def _image_item(
+    folder: Path, path: Path, used_ids: set[str], result: BuildResult
+) -> pystac.Item | None:
     """The Item of one image of the constituent in ``folder``, or None with the file reported."""
     constituent = CONSTITUENTS[folder.name]
     relative = path.relative_to(folder)
     item_id = f"geopile_{folder.name}_{relative.with_suffix('').as_posix().replace('/', '_')}"
-    properties: dict[str, Any] = {"geopile:constituent": folder.name,
-                                  "geopile:gsd_range_m": list(constituent.gsd_range_m)}
+    properties: dict[str, Any] = {
+        "geopile:constituent": folder.name,
+        "geopile:gsd_range_m": list(constituent.gsd_range_m),
+    }
     if constituent.labelled and len(relative.parts) > 1:
         properties["geopile:label"] = relative.parts[0]
     try:
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise SourceFileError(path, f"suffix {path.suffix!r} is not one of an image")
-        return picture_item(item_id, path, partial(_image_asset, path, constituent), DATE_RANGE,
-                            properties, used_ids)
+        return picture_item(
+            item_id,
+            path,
+            partial(_image_asset, path, constituent),
+            DATE_RANGE,
+            properties,
+            used_ids,
+        )
     except SourceFileError as error:
         result.skip(error)
         return None

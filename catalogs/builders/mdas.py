@@ -23,7 +23,9 @@ from catalogs.stac import (
 # All MDAS data were collected on 7 May 2018 (Hu et al., 2023, ESSD 15, 113-131, abstract);
 # no time of day is documented, so an Item spans that day.
 ACQUISITION_DAY: tuple[datetime, datetime] = (
-    datetime(2018, 5, 7, tzinfo=UTC), datetime(2018, 5, 7, 23, 59, 59, tzinfo=UTC))
+    datetime(2018, 5, 7, tzinfo=UTC),
+    datetime(2018, 5, 7, 23, 59, 59, tzinfo=UTC),
+)
 # Modality (file name prefix) -> asset key. The TorchGeo copy names sub-area 1's DSM 3K_DSM;
 # the original upload spells it 3K_dsm.
 MODALITY_ASSETS: dict[str, str] = {
@@ -47,13 +49,21 @@ RGB_WITH_ALPHA_SENSOR = "rgb_alpha"
 REQUIRED_ASSETS = ("rgb", "dsm")
 FOOTPRINT_ASSET = "rgb"
 # MDAS modalities GeoPile-2 does not use: skipped without a report.
-UNUSED_MODALITIES = frozenset({
-    "HySpex", "EeteS_EnMAP_2dot2m", "EeteS_EnMAP_10m", "EeteS_EnMAP_30m",
-    "EeteS_Sentinel_2_10m", "osm_landuse", "osm_water",
-})
+UNUSED_MODALITIES = frozenset(
+    {
+        "HySpex",
+        "EeteS_EnMAP_2dot2m",
+        "EeteS_EnMAP_10m",
+        "EeteS_EnMAP_30m",
+        "EeteS_Sentinel_2_10m",
+        "osm_landuse",
+        "osm_water",
+    }
+)
 # Official MDAS folders that are not sub-areas: the whole city (overlapping the sub-areas) and
 # the super-resolution training split. Not catalogued, not reported.
 UNUSED_FOLDERS = frozenset({"entire_city", "sr_deep_model_data"})
+
 
 def build(root: Path) -> BuildResult:
     """Catalog a local copy of MDAS: one Item per sub-area, assets by co-located sensor.
@@ -117,8 +127,9 @@ def _sub_area_item(number: int, folder: Path, result: BuildResult) -> pystac.Ite
         result.skip(SourceFileError(folder, f"no usable {' and '.join(missing)}: sub-area skipped"))
         return None
     properties = {**datetime_range(*ACQUISITION_DAY), "mdas:sub_area": number}
-    return make_item(f"mdas_sub_area_{number}", assets, None, properties,
-                     footprint_asset=FOOTPRINT_ASSET)
+    return make_item(
+        f"mdas_sub_area_{number}", assets, None, properties, footprint_asset=FOOTPRINT_ASSET
+    )
 
 
 def _sub_area_files(number: int, folder: Path, result: BuildResult) -> dict[str, Path]:
@@ -127,8 +138,7 @@ def _sub_area_files(number: int, folder: Path, result: BuildResult) -> dict[str,
     for path in sorted(folder.iterdir()):
         modality = modality_of(path.name, number)
         if not path.is_file() or modality is None:
-            result.skip(SourceFileError(
-                path, f"name is not {sub_area_file('<modality>', number)}"))
+            result.skip(SourceFileError(path, f"name is not {sub_area_file('<modality>', number)}"))
         elif modality in UNUSED_MODALITIES:
             continue
         elif modality not in MODALITY_ASSETS:

@@ -19,7 +19,9 @@ SENSOR = "rgb"
 # Upper bound: the paper's first arXiv version (2006.12485, June 2020), after collection from
 # Google Earth. Lower bound: none is documented; 1 January 1990 is a deliberately wide guess.
 DATE_RANGE: tuple[datetime, datetime] = (
-    datetime(1990, 1, 1, tzinfo=UTC), datetime(2020, 6, 30, 23, 59, 59, tzinfo=UTC))
+    datetime(1990, 1, 1, tzinfo=UTC),
+    datetime(2020, 6, 30, 23, 59, 59, tzinfo=UTC),
+)
 
 
 def build(root: Path) -> BuildResult:
@@ -66,14 +68,23 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
 
 
-def _image_item(split_dir: Path, path: Path, used_ids: set[str],
-                result: BuildResult) -> pystac.Item | None:
+def _image_item(
+    split_dir: Path, path: Path, used_ids: set[str], result: BuildResult
+) -> pystac.Item | None:
     """The Item of one image, or None with the file reported."""
     try:
-        properties = {"millionaid:split": split_dir.name,
-                      "millionaid:labels": _labels(split_dir, path)}
-        return picture_item(f"millionaid_{split_dir.name}_{path.stem}", path,
-                            partial(_jpeg_asset, path), DATE_RANGE, properties, used_ids)
+        properties = {
+            "millionaid:split": split_dir.name,
+            "millionaid:labels": _labels(split_dir, path),
+        }
+        return picture_item(
+            f"millionaid_{split_dir.name}_{path.stem}",
+            path,
+            partial(_jpeg_asset, path),
+            DATE_RANGE,
+            properties,
+            used_ids,
+        )
     except SourceFileError as error:
         result.skip(error)
         return None
@@ -84,7 +95,8 @@ def _jpeg_asset(path: Path) -> pystac.Asset:
     asset = picture_asset(path, get_sensor(SENSOR))
     if asset.media_type != pystac.MediaType.JPEG:
         raise SourceFileError(
-            path, f"not a JPEG (decodes as {asset.media_type or 'another format'})")
+            path, f"not a JPEG (decodes as {asset.media_type or 'another format'})"
+        )
     return asset
 
 
@@ -99,7 +111,8 @@ def _labels(split_dir: Path, path: Path) -> list[str]:
     if len(folders) not in depths:
         expected = " or ".join(map(str, depths))
         raise SourceFileError(
-            path, f"under {len(folders)} label folders of {split_dir.name}/, expected {expected}")
+            path, f"under {len(folders)} label folders of {split_dir.name}/, expected {expected}"
+        )
     if path.suffix != IMAGE_SUFFIX:
         raise SourceFileError(path, f"suffix {path.suffix!r} is not {IMAGE_SUFFIX}")
     return folders

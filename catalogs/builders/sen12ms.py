@@ -66,9 +66,13 @@ def build(root: Path) -> BuildResult:
     return build_patches(Path(root), _find_patches, ASSET_SENSORS, REQUIRED_ASSETS, _patch_path)
 
 
-def build_patches(root: Path, find_patches: Callable[[Path, BuildResult], PatchFiles],
-                  asset_sensors: Mapping[str, Sequence[str]], required: Sequence[str],
-                  patch_path: Callable[[Path, Patch, str], Path]) -> BuildResult:
+def build_patches(
+    root: Path,
+    find_patches: Callable[[Path, BuildResult], PatchFiles],
+    asset_sensors: Mapping[str, Sequence[str]],
+    required: Sequence[str],
+    patch_path: Callable[[Path, Patch, str], Path],
+) -> BuildResult:
     """Catalog a layout of SEN12MS patches (SEN12MS's own, SEN12MS-CR's): one Item per patch.
 
     Args:
@@ -85,14 +89,22 @@ def build_patches(root: Path, find_patches: Callable[[Path, BuildResult], PatchF
         :func:`season_properties`; and the skipped files.
     """
     result = BuildResult()
-    makers = {key: partial(raster_asset, sensor=[get_sensor(name) for name in names])
-              for key, names in asset_sensors.items()}
+    makers = {
+        key: partial(raster_asset, sensor=[get_sensor(name) for name in names])
+        for key, names in asset_sensors.items()
+    }
     for patch, files in sorted(find_patches(root, result).items()):
-        assets = assemble_assets(files, makers, required, result,
-                                 partial(patch_path, root, patch))
+        assets = assemble_assets(files, makers, required, result, partial(patch_path, root, patch))
         if assets is not None:
-            result.items.append(make_item(patch.item_id, assets, None, season_properties(patch),
-                                          footprint_asset=FOOTPRINT_ASSET))
+            result.items.append(
+                make_item(
+                    patch.item_id,
+                    assets,
+                    None,
+                    season_properties(patch),
+                    footprint_asset=FOOTPRINT_ASSET,
+                )
+            )
     return result
 
 
@@ -111,8 +123,11 @@ def _find_patches(root: Path, result: BuildResult) -> PatchFiles:
             for path in sorted(scene_dir.iterdir()):
                 patch = patch_of(path.name, season_dir.name, kind, scene)
                 if not path.is_file() or patch is None:
-                    result.skip(SourceFileError(
-                        path, f"name is not {season_dir.name}_{kind}_{scene}_p<patch>.tif"))
+                    result.skip(
+                        SourceFileError(
+                            path, f"name is not {season_dir.name}_{kind}_{scene}_p<patch>.tif"
+                        )
+                    )
                     continue
                 patches.setdefault(patch, {})[kind] = path
     return patches

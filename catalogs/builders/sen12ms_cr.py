@@ -55,8 +55,7 @@ def build(root: Path) -> BuildResult:
     Returns:
         The Items, sorted by season folder, scene and patch, and the skipped files.
     """
-    return build_patches(Path(root), _find_triplets, ASSET_SENSORS, list(MODALITIES),
-                         member_path)
+    return build_patches(Path(root), _find_triplets, ASSET_SENSORS, list(MODALITIES), member_path)
 
 
 def _find_triplets(root: Path, result: BuildResult) -> PatchFiles:
@@ -65,8 +64,9 @@ def _find_triplets(root: Path, result: BuildResult) -> PatchFiles:
     for modality_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         match = MODALITY_FOLDER.fullmatch(modality_dir.name)
         if match is None:
-            result.skip(SourceFileError(modality_dir,
-                                        f"folder name is not {MODALITY_FOLDER_NAMES}"))
+            result.skip(
+                SourceFileError(modality_dir, f"folder name is not {MODALITY_FOLDER_NAMES}")
+            )
             continue
         season_folder, modality = match["season_folder"], match["modality"]
         for scene_dir in sorted(modality_dir.iterdir()):
@@ -77,8 +77,11 @@ def _find_triplets(root: Path, result: BuildResult) -> PatchFiles:
             for path in sorted(scene_dir.iterdir()):
                 patch = patch_of(path.name, season_folder, modality, scene)
                 if not path.is_file() or patch is None:
-                    result.skip(SourceFileError(
-                        path, f"name is not {season_folder}_{modality}_{scene}_p<patch>.tif"))
+                    result.skip(
+                        SourceFileError(
+                            path, f"name is not {season_folder}_{modality}_{scene}_p<patch>.tif"
+                        )
+                    )
                     continue
                 patches.setdefault(patch, {})[modality] = path
     return patches

@@ -46,8 +46,10 @@ AOI_ACQUISITIONS: dict[int, datetime] = {2: datetime(2015, 10, 22, 18, 36, 56, t
 UNDATED_RANGE = (datetime(2014, 8, 13, tzinfo=UTC), datetime(2017, 3, 22, tzinfo=UTC))
 
 # Asset key -> the layout's product (folder and file prefix).
-_PRODUCTS = {**{key: folder for key, (folder, _) in RASTER_PRODUCTS.items()},
-             LABEL_ASSET: LABEL_PRODUCT}
+_PRODUCTS = {
+    **{key: folder for key, (folder, _) in RASTER_PRODUCTS.items()},
+    LABEL_ASSET: LABEL_PRODUCT,
+}
 
 
 def build(root: Path) -> BuildResult:
@@ -96,8 +98,13 @@ def build(root: Path) -> BuildResult:
             continue
         aoi = match["aoi"]
         for number, files in sorted(_find_chips(aoi_dir, aoi, result).items()):
-            item = _chip_item(f"{aoi}_img{number}", int(match["number"]), files,
-                              partial(_chip_path, aoi_dir, aoi, number), result)
+            item = _chip_item(
+                f"{aoi}_img{number}",
+                int(match["number"]),
+                files,
+                partial(_chip_path, aoi_dir, aoi, number),
+                result,
+            )
             if item is not None:
                 result.items.append(item)
     return result
@@ -121,26 +128,30 @@ def _find_chips(aoi_dir: Path, aoi: str, result: BuildResult) -> dict[int, dict[
         for path in sorted(folder.iterdir()) if folder.is_dir() else ():
             number = image_of(path.name, product, aoi)
             if not path.is_file() or number is None:
-                result.skip(SourceFileError(
-                    path, f"name is not {chip_file(product, aoi, '<k>')}"))
+                result.skip(SourceFileError(path, f"name is not {chip_file(product, aoi, '<k>')}"))
                 continue
             chips.setdefault(number, {})[key] = path
     return chips
 
 
-def _chip_item(item_id: str, aoi_number: int, files: dict[str, Path],
-               expected_path: Callable[[str], Path], result: BuildResult) -> pystac.Item | None:
+def _chip_item(
+    item_id: str,
+    aoi_number: int,
+    files: dict[str, Path],
+    expected_path: Callable[[str], Path],
+    result: BuildResult,
+) -> pystac.Item | None:
     """The Item of one chip, or None (its files reported) if pan or ms is missing/unusable."""
     makers: dict[str, Callable[[Path], pystac.Asset]] = {
         key: partial(raster_asset, sensor=get_sensor(sensor))
-        for key, (_, sensor) in RASTER_PRODUCTS.items()}
+        for key, (_, sensor) in RASTER_PRODUCTS.items()
+    }
     makers[LABEL_ASSET] = _buildings_asset
     assets = assemble_assets(files, makers, list(RASTER_PRODUCTS), result, expected_path)
     if assets is None:
         return None
     when = AOI_ACQUISITIONS.get(aoi_number)
-    return make_item(item_id, assets, when, _time_properties(when),
-                     footprint_asset=FOOTPRINT_ASSET)
+    return make_item(item_id, assets, when, _time_properties(when), footprint_asset=FOOTPRINT_ASSET)
 
 
 def _buildings_asset(path: Path) -> pystac.Asset:
@@ -152,8 +163,9 @@ def _buildings_asset(path: Path) -> pystac.Asset:
     if not isinstance(collection, dict) or collection.get("type") != "FeatureCollection":
         raise SourceFileError(path, "not a GeoJSON FeatureCollection")
     extra = {SENSOR_FIELD: LABEL_SENSOR, **file_fields(path)}
-    return pystac.Asset(href=str(path), media_type=pystac.MediaType.GEOJSON, roles=["labels"],
-                        extra_fields=extra)
+    return pystac.Asset(
+        href=str(path), media_type=pystac.MediaType.GEOJSON, roles=["labels"], extra_fields=extra
+    )
 
 
 def _time_properties(when: datetime | None) -> dict[str, str]:

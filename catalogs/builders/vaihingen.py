@@ -39,8 +39,10 @@ ASSETS: dict[str, tuple[str, tuple[str, ...]]] = {
 GSD_M = 0.09
 # The DGPF camera test flights over Vaihingen/Enz, summer 2008 (Cramer, 2010), to the day
 # unpublished: meteorological summer 2008.
-ACQUISITION_RANGE = (datetime(2008, 6, 1, tzinfo=UTC),
-                     datetime(2008, 8, 31, 23, 59, 59, tzinfo=UTC))
+ACQUISITION_RANGE = (
+    datetime(2008, 6, 1, tzinfo=UTC),
+    datetime(2008, 8, 31, 23, 59, 59, tzinfo=UTC),
+)
 
 
 def build(root: Path) -> BuildResult:
@@ -83,15 +85,24 @@ def build(root: Path) -> BuildResult:
     root = Path(root)
     result = BuildResult()
     tops = _area_files(root / TOP_FOLDER, TOP_FILE, result)
-    partners = {"dsm": _area_files(root / DSM_FOLDER, DSM_FILE, result),
-                "labels": _label_files(root, result)}
+    partners = {
+        "dsm": _area_files(root / DSM_FOLDER, DSM_FILE, result),
+        "labels": _label_files(root, result),
+    }
     for key, found in partners.items():
         for area in sorted(found.keys() - tops.keys()):
-            result.skip(SourceFileError(found[area], f"{key} of area {area}, which has no "
-                                        f"orthophoto {TOP_FOLDER}/{TOP_FILE.format(area=area)}"))
+            result.skip(
+                SourceFileError(
+                    found[area],
+                    f"{key} of area {area}, which has no "
+                    f"orthophoto {TOP_FOLDER}/{TOP_FILE.format(area=area)}",
+                )
+            )
     for area, top in sorted(tops.items()):
-        files = {"cir": top, **{key: found[area] for key, found in partners.items()
-                                if area in found}}
+        files = {
+            "cir": top,
+            **{key: found[area] for key, found in partners.items() if area in found},
+        }
         item = _area_item(area, files, result)
         if item is not None:
             result.items.append(item)

@@ -56,8 +56,9 @@ class Patch:
 
     def file_name(self, kind: str) -> str:
         """The name the layout gives this patch's file of ``kind`` (s1, s2, lc, s2_cloudy)."""
-        return PATCH_FILE.format(season_folder=self.season_folder, kind=kind, scene=self.scene,
-                                 patch=self.patch)
+        return PATCH_FILE.format(
+            season_folder=self.season_folder, kind=kind, scene=self.scene, patch=self.patch
+        )
 
 
 def scene_of(folder_name: str, kind: str) -> int | None:
@@ -85,8 +86,9 @@ def patch_of(file_name: str, season_folder: str, kind: str, scene: int) -> Patch
     Returns:
         The patch, or None if ``file_name`` is not a name of the layout.
     """
-    template = PATCH_FILE.format(season_folder=season_folder, kind=kind, scene=scene,
-                                 patch="{patch}")
+    template = PATCH_FILE.format(
+        season_folder=season_folder, kind=kind, scene=scene, patch="{patch}"
+    )
     number = parse_number(file_name, template, "patch")
     return None if number is None else Patch(season_folder, scene, number)
 

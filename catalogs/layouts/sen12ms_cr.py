@@ -20,7 +20,8 @@ from catalogs.layouts.sen12ms import SCENE_FOLDER, SEASON_FOLDER, Patch
 MODALITIES = ("s1", "s2", "s2_cloudy")
 # The name of a modality folder, ROIs<id>_<season>_<modality>.
 MODALITY_FOLDER = re.compile(
-    rf"(?P<season_folder>{SEASON_FOLDER.pattern})_(?P<modality>{'|'.join(MODALITIES)})")
+    rf"(?P<season_folder>{SEASON_FOLDER.pattern})_(?P<modality>{'|'.join(MODALITIES)})"
+)
 MODALITY_FOLDER_NAMES = "ROIs<id>_<season>_{" + ",".join(MODALITIES) + "}"
 
 

@@ -59,8 +59,9 @@ def build_sample(out: Path | str, seed: int = 0, progress: bool = False) -> Path
         results = build_catalog({s: staging / "raw" / s for s in WRITERS}, staging, sample=True)
         problems = [f"{p.path}: {p.reason}" for r in results.values() for p in r.problems]
         if problems:
-            raise SampleBuildError("the catalog builders rejected sample files:\n"
-                                   + "\n".join(problems))
+            raise SampleBuildError(
+                "the catalog builders rejected sample files:\n" + "\n".join(problems)
+            )
     return out / "catalog.json"
 
 

@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Render the embedded sample world: one procedural world (land cover, "
         "terrain, buildings, water, clouds) seen by every sensor with its own physics, written "
         f"as the official layouts of {', '.join(WRITERS)} under DIR/raw/ with a static STAC "
-        "catalog at DIR/catalog.json. The same seed gives byte-identical files.")
+        "catalog at DIR/catalog.json. The same seed gives byte-identical files.",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder (replaced)")
     parser.add_argument("--seed", type=int, default=0, help="world seed (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -34,8 +34,9 @@ DOWNSTREAM_WRITERS: dict[str, Callable[[World, Path, DownstreamSizes], None]] = 
 NAMED_SIZES: dict[str, DownstreamSizes] = {"benchmark": BENCHMARK, "sample": SAMPLE}
 
 
-def render_downstream_sets(out: Path | str, seed: int = 0, sizes: DownstreamSizes = BENCHMARK,
-                           progress: bool = False) -> Path:
+def render_downstream_sets(
+    out: Path | str, seed: int = 0, sizes: DownstreamSizes = BENCHMARK, progress: bool = False
+) -> Path:
     """Render the sample world's downstream sets at ``sizes`` into ``out/<set>``.
 
     The sets are rendered in a temporary sibling folder and moved into place at the end, so
@@ -54,8 +55,7 @@ def render_downstream_sets(out: Path | str, seed: int = 0, sizes: DownstreamSize
     out = Path(out).resolve()
     world = World(seed)
     with atomic_folder(out) as staging:
-        sets = tqdm(DOWNSTREAM_WRITERS.items(), desc="rendering", unit="set",
-                    disable=not progress)
+        sets = tqdm(DOWNSTREAM_WRITERS.items(), desc="rendering", unit="set", disable=not progress)
         for name, writer in sets:
             sets.set_postfix_str(name)
             writer(world, staging / name, sizes)
@@ -79,20 +79,32 @@ def main(argv: list[str] | None = None) -> int:
         "SEN12MS-CR 32/4/12 triplets (official val/test scenes), SpaceNet 2 images 1-50 "
         "(40/5/5 by image number), Vaihingen areas 1, 3, 5, 7, 11, 13 (train) and 2, 4, 6, 8 "
         "(test). Labels come from the same procedural ground as the pixels. No STAC catalog is "
-        "written. The same seed gives byte-identical files.")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output folder (replaced as a whole once rendering succeeds)")
+        "written. The same seed gives byte-identical files.",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder (replaced as a whole once rendering succeeds)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="world seed (default: 0)")
-    parser.add_argument("--sizes", choices=NAMED_SIZES, default="benchmark",
-                        help="benchmark (default) or sample: the tiny sets of "
-                        "`python -m catalogs.sample`, for a quick check")
+    parser.add_argument(
+        "--sizes",
+        choices=NAMED_SIZES,
+        default="benchmark",
+        help="benchmark (default) or sample: the tiny sets of "
+        "`python -m catalogs.sample`, for a quick check",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    out = render_downstream_sets(args.out, seed=args.seed, sizes=NAMED_SIZES[args.sizes],
-                                 progress=not args.quiet)
-    print(f"downstream sets ({args.sizes} sizes, seed {args.seed}): "
-          f"{rendered_summary(out, start)} -> {out}")
+    out = render_downstream_sets(
+        args.out, seed=args.seed, sizes=NAMED_SIZES[args.sizes], progress=not args.quiet
+    )
+    print(
+        f"downstream sets ({args.sizes} sizes, seed {args.seed}): "
+        f"{rendered_summary(out, start)} -> {out}"
+    )
     return 0
 
 

@@ -7,8 +7,9 @@ import numpy as np
 from catalogs.sensors import Sensor
 
 
-def to_scaled_integers(physical: np.ndarray, sensor: Sensor, noise: float,
-                       rng: np.random.Generator) -> np.ndarray:
+def to_scaled_integers(
+    physical: np.ndarray, sensor: Sensor, noise: float, rng: np.random.Generator
+) -> np.ndarray:
     """Physical values plus Gaussian ``noise`` stored with the registry's scale/offset and dtype.
 
     Valid pixels never take the nodata value (they are clipped to the next valid one).
@@ -20,16 +21,23 @@ def to_scaled_integers(physical: np.ndarray, sensor: Sensor, noise: float,
     return np.clip(stored, low, info.max).astype(sensor.dtype)
 
 
-def to_display_8bit(reflectance: np.ndarray, rng: np.random.Generator, white: float = 0.45,
-                    noise: float = 1.0) -> np.ndarray:
+def to_display_8bit(
+    reflectance: np.ndarray, rng: np.random.Generator, white: float = 0.45, noise: float = 1.0
+) -> np.ndarray:
     """An 8-bit camera: gamma-encoded (1/2.2) reflectance with ``white`` mapped to 255."""
     encoded = 255.0 * np.clip(reflectance / white, 0.0, 1.0) ** (1.0 / 2.2)
-    return np.clip(np.rint(encoded + rng.normal(0.0, noise, reflectance.shape)), 0,
-                   255).astype(np.uint8)
+    return np.clip(np.rint(encoded + rng.normal(0.0, noise, reflectance.shape)), 0, 255).astype(
+        np.uint8
+    )
 
 
-def to_linear_counts(reflectance: np.ndarray, rng: np.random.Generator, full_scale: float = 0.8,
-                     bits: int = 11, noise: float = 2.0) -> np.ndarray:
+def to_linear_counts(
+    reflectance: np.ndarray,
+    rng: np.random.Generator,
+    full_scale: float = 0.8,
+    bits: int = 11,
+    noise: float = 2.0,
+) -> np.ndarray:
     """A linear ``bits``-bit sensor (as WorldView-3 delivers).
 
     Counts = reflectance * gain, at least 1 so that 0 stays nodata.

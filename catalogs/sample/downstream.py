@@ -42,10 +42,14 @@ from catalogs.sensors import get_sensor
 
 # CORINE Land Cover level-3 names (BigEarthNet's 43-class nomenclature) of our classes.
 CLC_NAMES = {
-    "water": "Water bodies", "tree_cover": "Mixed forest",
-    "shrubland": "Transitional woodland/shrub", "grassland": "Pastures",
-    "cropland": "Non-irrigated arable land", "built_up": "Discontinuous urban fabric",
-    "bare": "Sparsely vegetated areas", "wetland": "Inland marshes",
+    "water": "Water bodies",
+    "tree_cover": "Mixed forest",
+    "shrubland": "Transitional woodland/shrub",
+    "grassland": "Pastures",
+    "cropland": "Non-irrigated arable land",
+    "built_up": "Discontinuous urban fabric",
+    "bare": "Sparsely vegetated areas",
+    "wetland": "Inland marshes",
 }
 BIGEARTHNET_SPLITS = {"train": 4, "val": 2, "test": 2}  # the sample's
 BIGEARTHNET_PATCH_PX = 120
@@ -100,13 +104,17 @@ class DownstreamSizes:
         """
         counts = dict(self.bigearthnet_patches)
         if sorted(counts) != sorted(BIGEARTHNET_SPLITS) or min(counts.values()) < 0:
-            raise ValueError("bigearthnet_patches must give a count >= 0 for each of "
-                             f"{', '.join(BIGEARTHNET_SPLITS)}, not {counts}")
+            raise ValueError(
+                "bigearthnet_patches must give a count >= 0 for each of "
+                f"{', '.join(BIGEARTHNET_SPLITS)}, not {counts}"
+            )
         if sum(counts.values()) == 0:
             raise ValueError("bigearthnet_patches counts no patch: every set needs a sample")
-        listed = {"sen12ms_cr_triplets": self.sen12ms_cr_triplets,
-                  "spacenet2_images": self.spacenet2_images,
-                  "vaihingen_areas": self.vaihingen_areas}
+        listed = {
+            "sen12ms_cr_triplets": self.sen12ms_cr_triplets,
+            "spacenet2_images": self.spacenet2_images,
+            "vaihingen_areas": self.vaihingen_areas,
+        }
         for name, entries in listed.items():
             if not entries:
                 raise ValueError(f"{name} is empty: every set needs a sample")
@@ -114,8 +122,9 @@ class DownstreamSizes:
                 raise ValueError(f"{name} lists an entry twice: {entries}")
 
 
-def scene_triplets(patches_per_scene: Mapping[tuple[str, int], int]
-                   ) -> tuple[tuple[str, int, int], ...]:
+def scene_triplets(
+    patches_per_scene: Mapping[tuple[str, int], int],
+) -> tuple[tuple[str, int, int], ...]:
     """SEN12MS-CR triplets ``(season folder, scene, patch)``, patches numbered from 0 per scene.
 
     Args:
@@ -124,37 +133,53 @@ def scene_triplets(patches_per_scene: Mapping[tuple[str, int], int]
     Returns:
         the triplets, scene by scene in the mapping's order
     """
-    return tuple((folder, scene, patch) for (folder, scene), count in patches_per_scene.items()
-                 for patch in range(count))
+    return tuple(
+        (folder, scene, patch)
+        for (folder, scene), count in patches_per_scene.items()
+        for patch in range(count)
+    )
 
 
 # The tiny sets of the sample world (tests): BigEarthNet 4/2/2 patches, SEN12MS-CR 2 triplets and
 # SpaceNet 2 images 1-2 (all train), Vaihingen areas 1 (train) and 2 (test).
 SAMPLE = DownstreamSizes(
-    bigearthnet_patches=BIGEARTHNET_SPLITS, sen12ms_cr_triplets=SEN12MSCR_TRIPLETS,
-    spacenet2_images=tuple(range(1, SPACENET_IMAGES + 1)), vaihingen_areas=VAIHINGEN_AREAS)
+    bigearthnet_patches=BIGEARTHNET_SPLITS,
+    sen12ms_cr_triplets=SEN12MSCR_TRIPLETS,
+    spacenet2_images=tuple(range(1, SPACENET_IMAGES + 1)),
+    vaihingen_areas=VAIHINGEN_AREAS,
+)
 # Mini benchmarks: BigEarthNet 64/16/48 patches; SEN12MS-CR 32 train triplets in four scenes off
 # the official val/test lists (one per season), 4 in two official val scenes and 12 in four
 # official test scenes (one per season); SpaceNet 2 images 1-50 (40/5/5); Vaihingen 6 train and
 # 4 test areas.
 BENCHMARK = DownstreamSizes(
     bigearthnet_patches={"train": 64, "val": 16, "test": 48},
-    sen12ms_cr_triplets=scene_triplets({
-        ("ROIs1158_spring", 11): 8, ("ROIs1868_summer", 12): 8, ("ROIs1970_fall", 13): 8,
-        ("ROIs2017_winter", 14): 8,
-        ("ROIs1158_spring", 17): 2, ("ROIs1970_fall", 65): 2,
-        ("ROIs1158_spring", 106): 3, ("ROIs1868_summer", 119): 3, ("ROIs1970_fall", 139): 3,
-        ("ROIs2017_winter", 63): 3}),
+    sen12ms_cr_triplets=scene_triplets(
+        {
+            ("ROIs1158_spring", 11): 8,
+            ("ROIs1868_summer", 12): 8,
+            ("ROIs1970_fall", 13): 8,
+            ("ROIs2017_winter", 14): 8,
+            ("ROIs1158_spring", 17): 2,
+            ("ROIs1970_fall", 65): 2,
+            ("ROIs1158_spring", 106): 3,
+            ("ROIs1868_summer", 119): 3,
+            ("ROIs1970_fall", 139): 3,
+            ("ROIs2017_winter", 63): 3,
+        }
+    ),
     spacenet2_images=tuple(range(1, 51)),
-    vaihingen_areas=(1, 2, 3, 4, 5, 6, 7, 8, 11, 13))
+    vaihingen_areas=(1, 2, 3, 4, 5, 6, 7, 8, 11, 13),
+)
 
 
 def _rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, *stream])
 
 
-def _distinct_centers(count: int, width_m: float,
-                      rng: np.random.Generator) -> list[tuple[float, float]]:
+def _distinct_centers(
+    count: int, width_m: float, rng: np.random.Generator
+) -> list[tuple[float, float]]:
     """``count`` random centres of north-up squares ``width_m`` wide that do not overlap.
 
     The centres come from ``random_centers``; a centre whose square overlaps an earlier one is
@@ -167,8 +192,10 @@ def _distinct_centers(count: int, width_m: float,
                 chosen.append((x, y))
         if len(chosen) == count:
             return chosen
-    raise ValueError(f"could not place {count} non-overlapping patches {width_m:.0f} m wide in "
-                     f"the world ({len(chosen)} placed)")
+    raise ValueError(
+        f"could not place {count} non-overlapping patches {width_m:.0f} m wide in "
+        f"the world ({len(chosen)} placed)"
+    )
 
 
 def _pool(values: np.ndarray, factor: int) -> np.ndarray:
@@ -178,9 +205,11 @@ def _pool(values: np.ndarray, factor: int) -> np.ndarray:
 
 def _bigearthnet_metadata(grid: Grid, labels: list[str]) -> dict[str, object]:
     left, bottom, right, top = grid.bounds
-    return {"labels": labels,
-            "coordinates": {"ulx": left, "uly": top, "lrx": right, "lry": bottom},
-            "projection": rasterio.crs.CRS.from_user_input(grid.crs).to_wkt()}
+    return {
+        "labels": labels,
+        "coordinates": {"ulx": left, "uly": top, "lrx": right, "lry": bottom},
+        "projection": rasterio.crs.CRS.from_user_input(grid.crs).to_wkt(),
+    }
 
 
 def write_bigearthnet(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -> None:
@@ -204,31 +233,59 @@ def write_bigearthnet(world: World, root: Path, sizes: DownstreamSizes = SAMPLE)
         s1_name = f"{BIGEARTHNET_S1_PRODUCT}_32UPU_{patch}"
         classes = render.landcover(world, grid)
         shares = np.bincount(classes.ravel(), minlength=len(LANDCOVER_CLASSES)) / classes.size
-        labels = sorted(CLC_NAMES[c] for c, share in zip(LANDCOVER_CLASSES, shares, strict=True)
-                        if share >= BIGEARTHNET_MIN_SHARE)
+        labels = sorted(
+            CLC_NAMES[c]
+            for c, share in zip(LANDCOVER_CLASSES, shares, strict=True)
+            if share >= BIGEARTHNET_MIN_SHARE
+        )
         noise_rng = _rng(world.seed, 5, index)
         reflectance = render.surface_reflectance(world, grid, s2)
         folder = root / bigearthnet_layout.S2_FOLDER / s2_name
         for band, values in zip(s2.bands, reflectance, strict=True):
             factor = int(band.gsd_m // 10)
-            band_grid = Grid(grid.crs, grid.transform @ Affine.scale(factor),
-                             (BIGEARTHNET_PATCH_PX // factor,) * 2)
+            band_grid = Grid(
+                grid.crs,
+                grid.transform @ Affine.scale(factor),
+                (BIGEARTHNET_PATCH_PX // factor,) * 2,
+            )
             stored = to_scaled_integers(_pool(values, factor), s2, S2_NOISE, noise_rng)
-            write_cog(folder / bigearthnet_layout.band_file(s2_name, band.name), stored, band_grid,
-                      nodata=s2.nodata)
+            write_cog(
+                folder / bigearthnet_layout.band_file(s2_name, band.name),
+                stored,
+                band_grid,
+                nodata=s2.nodata,
+            )
         metadata = _bigearthnet_metadata(grid, labels)
-        (folder / bigearthnet_layout.metadata_file(s2_name)).write_text(json.dumps({
-            **metadata, "tile_source": BIGEARTHNET_S2_SOURCE,
-            "acquisition_date": BIGEARTHNET_ACQUIRED.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
+        (folder / bigearthnet_layout.metadata_file(s2_name)).write_text(
+            json.dumps(
+                {
+                    **metadata,
+                    "tile_source": BIGEARTHNET_S2_SOURCE,
+                    "acquisition_date": BIGEARTHNET_ACQUIRED.strftime("%Y-%m-%d %H:%M:%S"),
+                },
+                indent=2,
+            )
+        )
         folder = root / bigearthnet_layout.S1_FOLDER / s1_name
         sigma0 = quantize_db(render.backscatter_db(world, grid, s1, noise_rng))
         for band, values in zip(s1.bands, sigma0, strict=True):
-            write_cog(folder / bigearthnet_layout.band_file(s1_name, band.name), values, grid,
-                      nodata=s1.nodata)
-        (folder / bigearthnet_layout.metadata_file(s1_name)).write_text(json.dumps({
-            **metadata, "scene_source": f"{BIGEARTHNET_S1_PRODUCT}_020000_02A0B2_6E9C",
-            "acquisition_time": BIGEARTHNET_S1_ACQUIRED.strftime("%Y-%m-%dT%H:%M:%S"),
-            "corresponding_s2_patch": s2_name}, indent=2))
+            write_cog(
+                folder / bigearthnet_layout.band_file(s1_name, band.name),
+                values,
+                grid,
+                nodata=s1.nodata,
+            )
+        (folder / bigearthnet_layout.metadata_file(s1_name)).write_text(
+            json.dumps(
+                {
+                    **metadata,
+                    "scene_source": f"{BIGEARTHNET_S1_PRODUCT}_020000_02A0B2_6E9C",
+                    "acquisition_time": BIGEARTHNET_S1_ACQUIRED.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "corresponding_s2_patch": s2_name,
+                },
+                indent=2,
+            )
+        )
         rows[split].append(f"{s2_name},{s1_name}")
     for split, lines in rows.items():
         split_file = root / bigearthnet_layout.SPLIT_FILE.format(split=split)
@@ -247,7 +304,8 @@ def write_sen12ms_cr(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) 
     rng = _rng(world.seed, 6)
     centers = _distinct_centers(len(sizes.sen12ms_cr_triplets), SEN12MSCR_PATCH_PX * 10.0, rng)
     for index, ((name, scene, patch), center) in enumerate(
-            zip(sizes.sen12ms_cr_triplets, centers, strict=True)):
+        zip(sizes.sen12ms_cr_triplets, centers, strict=True)
+    ):
         grid = world_grid(center, (SEN12MSCR_PATCH_PX, SEN12MSCR_PATCH_PX), 10.0)
         noise_rng = _rng(world.seed, 6, index)
 
@@ -258,8 +316,9 @@ def write_sen12ms_cr(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) 
         cloudy = render.surface_reflectance(world, grid, s2, cloud_scene=index + 1)
         for kind, reflectance in (("s2", clear), ("s2_cloudy", cloudy)):
             toa = render.top_of_atmosphere(reflectance, s2)
-            write_cog(path(kind), to_scaled_integers(toa, s2, S2_NOISE, noise_rng), grid,
-                      nodata=s2.nodata)
+            write_cog(
+                path(kind), to_scaled_integers(toa, s2, S2_NOISE, noise_rng), grid, nodata=s2.nodata
+            )
         sigma0 = render.backscatter_db(world, grid, s1, _rng(world.seed, 6, index, 1))
         write_cog(path("s1"), quantize_db(sigma0), grid, nodata=s1.nodata)
 
@@ -267,10 +326,18 @@ def write_sen12ms_cr(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) 
 def _building_polygons(mask: np.ndarray, grid: Grid) -> list[dict[str, object]]:
     """GeoJSON features of the connected building regions of ``mask`` (the grid's CRS)."""
     features = []
-    for number, (geometry, _) in enumerate(rasterio.features.shapes(
-            mask.astype(np.uint8), mask=mask, transform=grid.transform, connectivity=4)):
-        features.append({"type": "Feature", "properties": {"BuildingId": number + 1},
-                         "geometry": mapping(shape(geometry))})
+    for number, (geometry, _) in enumerate(
+        rasterio.features.shapes(
+            mask.astype(np.uint8), mask=mask, transform=grid.transform, connectivity=4
+        )
+    ):
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {"BuildingId": number + 1},
+                "geometry": mapping(shape(geometry)),
+            }
+        )
     return features
 
 
@@ -283,45 +350,75 @@ def write_spacenet2(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -
     """
     pan, ms = get_sensor("worldview3_pan"), get_sensor("worldview3_ms")
     rng = _rng(world.seed, 7)
-    centers = find_sites(world, LC["built_up"], len(sizes.spacenet2_images), BUILT_UP_SPACING_M,
-                         rng)
+    centers = find_sites(
+        world, LC["built_up"], len(sizes.spacenet2_images), BUILT_UP_SPACING_M, rng
+    )
     folder = root / spacenet2_layout.AOI_FOLDER_NAME.format(aoi=SPACENET_AOI)
     to_wgs84 = Transformer.from_crs("EPSG:32632", "EPSG:4326", always_xy=True)
     for k, center in zip(sizes.spacenet2_images, centers, strict=True):
         cx, cy = to_wgs84.transform(*center)
         half = SPACENET_PAN_PX * SPACENET_PAN_DEG / 2
-        pan_grid = Grid("EPSG:4326", Affine(SPACENET_PAN_DEG, 0, cx - half, 0,
-                                            -SPACENET_PAN_DEG, cy + half),
-                        (SPACENET_PAN_PX, SPACENET_PAN_PX))
+        pan_grid = Grid(
+            "EPSG:4326",
+            Affine(SPACENET_PAN_DEG, 0, cx - half, 0, -SPACENET_PAN_DEG, cy + half),
+            (SPACENET_PAN_PX, SPACENET_PAN_PX),
+        )
         ms_step = SPACENET_PAN_DEG * SPACENET_PAN_PX / SPACENET_MS_PX
-        ms_grid = Grid("EPSG:4326", Affine(ms_step, 0, cx - half, 0, -ms_step, cy + half),
-                       (SPACENET_MS_PX, SPACENET_MS_PX))
+        ms_grid = Grid(
+            "EPSG:4326",
+            Affine(ms_step, 0, cx - half, 0, -ms_step, cy + half),
+            (SPACENET_MS_PX, SPACENET_MS_PX),
+        )
         noise_rng = _rng(world.seed, 7, k)
 
         def path(product: str, k: int = k) -> Path:
             return spacenet2_layout.chip_path(folder, product, SPACENET_AOI, k)
 
         pan_reflectance = render.surface_reflectance(world, pan_grid, pan, supersample=1)
-        write_cog(path(spacenet2_layout.RASTER_PRODUCTS["pan"][0]),
-                  to_linear_counts(pan_reflectance, noise_rng), pan_grid, nodata=pan.nodata)
+        write_cog(
+            path(spacenet2_layout.RASTER_PRODUCTS["pan"][0]),
+            to_linear_counts(pan_reflectance, noise_rng),
+            pan_grid,
+            nodata=pan.nodata,
+        )
         ms_reflectance = render.surface_reflectance(world, ms_grid, ms, supersample=4)
-        write_cog(path(spacenet2_layout.RASTER_PRODUCTS["ms"][0]),
-                  to_linear_counts(ms_reflectance, noise_rng), ms_grid, nodata=ms.nodata)
+        write_cog(
+            path(spacenet2_layout.RASTER_PRODUCTS["ms"][0]),
+            to_linear_counts(ms_reflectance, noise_rng),
+            ms_grid,
+            nodata=ms.nodata,
+        )
         building = render.observe(world, pan_grid, 1)[2].building
         labels = path(spacenet2_layout.LABEL_PRODUCT)
         labels.parent.mkdir(parents=True, exist_ok=True)
-        labels.write_text(json.dumps({"type": "FeatureCollection", "features":
-                                      _building_polygons(building, pan_grid)}))
+        labels.write_text(
+            json.dumps(
+                {"type": "FeatureCollection", "features": _building_polygons(building, pan_grid)}
+            )
+        )
 
 
 # ISPRS colour code: impervious, building, low vegetation, tree, car, clutter/background.
-ISPRS_COLOURS = {"impervious": (255, 255, 255), "building": (0, 0, 255),
-                 "low_vegetation": (0, 255, 255), "tree": (0, 255, 0), "car": (255, 255, 0),
-                 "clutter": (255, 0, 0)}
-_MATERIAL_TO_ISPRS = {"water": "clutter", "tree": "tree", "shrub": "low_vegetation",
-                      "grass": "low_vegetation", "crop": "low_vegetation",
-                      "impervious": "impervious", "roof": "building", "bare_soil": "clutter",
-                      "wetland": "low_vegetation", "car": "car"}
+ISPRS_COLOURS = {
+    "impervious": (255, 255, 255),
+    "building": (0, 0, 255),
+    "low_vegetation": (0, 255, 255),
+    "tree": (0, 255, 0),
+    "car": (255, 255, 0),
+    "clutter": (255, 0, 0),
+}
+_MATERIAL_TO_ISPRS = {
+    "water": "clutter",
+    "tree": "tree",
+    "shrub": "low_vegetation",
+    "grass": "low_vegetation",
+    "crop": "low_vegetation",
+    "impervious": "impervious",
+    "roof": "building",
+    "bare_soil": "clutter",
+    "wetland": "low_vegetation",
+    "car": "car",
+}
 ISPRS_TABLE = np.array([ISPRS_COLOURS[_MATERIAL_TO_ISPRS[m]] for m in MAT], dtype=np.uint8)
 
 
@@ -335,20 +432,30 @@ def write_vaihingen(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -
     """
     cir = get_sensor("cir")
     rng = _rng(world.seed, 8)
-    centers = find_sites(world, LC["built_up"], len(sizes.vaihingen_areas), BUILT_UP_SPACING_M,
-                         rng)
+    centers = find_sites(world, LC["built_up"], len(sizes.vaihingen_areas), BUILT_UP_SPACING_M, rng)
     for area, center in zip(sizes.vaihingen_areas, centers, strict=True):
         grid = world_grid(center, (VAIHINGEN_PX, VAIHINGEN_PX), VAIHINGEN_GSD_M)
         noise_rng = _rng(world.seed, 8, area)
         ground = render.observe(world, grid, 1)[2]
-        top, dsm = (vaihingen_layout.TOP_FILE.format(area=area),
-                    vaihingen_layout.DSM_FILE.format(area=area))
-        write_cog(root / vaihingen_layout.TOP_FOLDER / top,
-                  to_display_8bit(render.surface_reflectance(world, grid, cir, supersample=1),
-                                  noise_rng), grid)
+        top, dsm = (
+            vaihingen_layout.TOP_FILE.format(area=area),
+            vaihingen_layout.DSM_FILE.format(area=area),
+        )
+        write_cog(
+            root / vaihingen_layout.TOP_FOLDER / top,
+            to_display_8bit(render.surface_reflectance(world, grid, cir, supersample=1), noise_rng),
+            grid,
+        )
         height = ground.terrain_m + ground.object_height_m
-        write_cog(root / vaihingen_layout.DSM_FOLDER / dsm,
-                  (height + noise_rng.normal(0.0, 0.05, height.shape)).astype(np.float32), grid,
-                  resampling="bilinear")
-        write_cog(root / vaihingen_layout.LABEL_FOLDERS[0] / top,  # the ground truth
-                  np.moveaxis(ISPRS_TABLE[ground.material], -1, 0), grid, resampling="nearest")
+        write_cog(
+            root / vaihingen_layout.DSM_FOLDER / dsm,
+            (height + noise_rng.normal(0.0, 0.05, height.shape)).astype(np.float32),
+            grid,
+            resampling="bilinear",
+        )
+        write_cog(
+            root / vaihingen_layout.LABEL_FOLDERS[0] / top,  # the ground truth
+            np.moveaxis(ISPRS_TABLE[ground.material], -1, 0),
+            grid,
+            resampling="nearest",
+        )

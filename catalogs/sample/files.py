@@ -13,8 +13,14 @@ from catalogs.grid import Grid
 COG_BLOCK_PX = 128  # tiles of 128 px, so even a 256 px patch gets tiles and one overview level
 
 
-def write_cog(path: Path, data: np.ndarray, grid: Grid | None, nodata: float | None = None,
-              resampling: str = "average", tags: dict[str, str] | None = None) -> Path:
+def write_cog(
+    path: Path,
+    data: np.ndarray,
+    grid: Grid | None,
+    nodata: float | None = None,
+    resampling: str = "average",
+    tags: dict[str, str] | None = None,
+) -> Path:
     """Write (bands, rows, cols) ``data`` as a tiled, deflate-compressed COG with overviews.
 
     ``grid`` None writes a GeoTIFF without georeference (as some official datasets ship).
@@ -25,10 +31,16 @@ def write_cog(path: Path, data: np.ndarray, grid: Grid | None, nodata: float | N
     path.parent.mkdir(parents=True, exist_ok=True)
     is_float = np.issubdtype(data.dtype, np.floating)
     profile = {
-        "driver": "COG", "count": data.shape[0], "height": data.shape[1],
-        "width": data.shape[2], "dtype": data.dtype.name, "compress": "deflate",
-        "predictor": 3 if is_float else 2, "blocksize": COG_BLOCK_PX,
-        "overview_resampling": resampling, "nodata": nodata,
+        "driver": "COG",
+        "count": data.shape[0],
+        "height": data.shape[1],
+        "width": data.shape[2],
+        "dtype": data.dtype.name,
+        "compress": "deflate",
+        "predictor": 3 if is_float else 2,
+        "blocksize": COG_BLOCK_PX,
+        "overview_resampling": resampling,
+        "nodata": nodata,
     }
     if grid is not None:
         if grid.shape != data.shape[1:]:

@@ -20,7 +20,8 @@ def hash_uniform(ix: np.ndarray, iy: np.ndarray, seed: int) -> np.ndarray:
     """Uniform [0, 1) value per integer lattice point (ix, iy), fixed by ``seed`` (splitmix64)."""
     with np.errstate(over="ignore"):
         h = (ix.astype(np.int64).view(np.uint64) * _PRIME_X) ^ (
-            iy.astype(np.int64).view(np.uint64) * _PRIME_Y)
+            iy.astype(np.int64).view(np.uint64) * _PRIME_Y
+        )
         h ^= np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * _MIX2
         h ^= h >> np.uint64(30)
         h *= _MIX1
@@ -49,8 +50,14 @@ def value_noise(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
     return top + sy * (bottom - top)
 
 
-def fbm(x: np.ndarray, y: np.ndarray, scale_m: float, seed: int, octaves: int = 4,
-        persistence: float = 0.5) -> np.ndarray:
+def fbm(
+    x: np.ndarray,
+    y: np.ndarray,
+    scale_m: float,
+    seed: int,
+    octaves: int = 4,
+    persistence: float = 0.5,
+) -> np.ndarray:
     """Fractal noise in [0, 1]: ``octaves`` of value noise.
 
     The coarsest with features ``scale_m`` metres across, each finer octave half the size and

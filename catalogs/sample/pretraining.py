@@ -26,9 +26,14 @@ SEN12MS_PATCHES_PER_SCENE = 2
 # Our land-cover classes as the MODIS layers SEN12MS ships: IGBP, LCCS land cover, LCCS land
 # use, LCCS surface hydrology (MCD12Q1 legend codes).
 MODIS_CODES = {
-    "water": (17, 3, 3, 3), "tree_cover": (5, 15, 10, 10), "shrubland": (7, 43, 40, 40),
-    "grassland": (10, 31, 30, 30), "cropland": (12, 31, 36, 30), "built_up": (13, 1, 9, 1),
-    "bare": (16, 1, 1, 1), "wetland": (11, 31, 30, 50),
+    "water": (17, 3, 3, 3),
+    "tree_cover": (5, 15, 10, 10),
+    "shrubland": (7, 43, 40, 40),
+    "grassland": (10, 31, 30, 30),
+    "cropland": (12, 31, 36, 30),
+    "built_up": (13, 1, 9, 1),
+    "bare": (16, 1, 1, 1),
+    "wetland": (11, 31, 30, 50),
 }
 MODIS_TABLE = np.array([MODIS_CODES[c] for c in LANDCOVER_CLASSES], dtype=np.uint16)
 
@@ -46,8 +51,11 @@ def write_sen12ms(world: World, root: Path) -> None:
     """
     s2, s1 = get_sensor("sentinel2_l2a"), get_sensor("sentinel1_grd")
     rng = _rng(world.seed, 1)
-    scenes = [(roi, season, scene) for (roi, season), numbers in SEN12MS_SCENES.items()
-              for scene in numbers]
+    scenes = [
+        (roi, season, scene)
+        for (roi, season), numbers in SEN12MS_SCENES.items()
+        for scene in numbers
+    ]
     centers = random_centers(len(scenes), rng)
     width_m = SEN12MS_PATCH_PX * 10.0
     for (roi, season, scene), (cx, cy) in zip(scenes, centers, strict=True):
@@ -61,14 +69,23 @@ def write_sen12ms(world: World, root: Path) -> None:
 
             noise_rng = _rng(world.seed, 1, scene, patch)
             reflectance = render.surface_reflectance(world, grid, s2)
-            write_cog(stem("s2"), to_scaled_integers(reflectance, s2, S2_NOISE, noise_rng), grid,
-                      nodata=s2.nodata)
+            write_cog(
+                stem("s2"),
+                to_scaled_integers(reflectance, s2, S2_NOISE, noise_rng),
+                grid,
+                nodata=s2.nodata,
+            )
             s1_grid = covering_grid(grid, "EPSG:32633", 10.0, margin=60.0, origin_shift=(3.0, 7.0))
             sigma0 = render.backscatter_db(world, s1_grid, s1, noise_rng)
             write_cog(stem("s1"), quantize_db(sigma0), s1_grid, nodata=s1.nodata)
             classes = render.landcover(world, grid)
-            write_cog(stem("lc"), np.moveaxis(MODIS_TABLE[classes], -1, 0), grid, nodata=0,
-                      resampling="nearest")
+            write_cog(
+                stem("lc"),
+                np.moveaxis(MODIS_TABLE[classes], -1, 0),
+                grid,
+                nodata=0,
+                resampling="nearest",
+            )
 
 
 MDAS_SUB_AREAS = 2
@@ -92,17 +109,30 @@ def write_mdas(world: World, root: Path) -> None:
         grid = world_grid(center, (MDAS_RGB_PX, MDAS_RGB_PX), MDAS_RGB_GSD_M)
         noise_rng = _rng(world.seed, 2, number)
         reflectance = render.surface_reflectance(world, grid, rgb_sensor, supersample=1)
-        write_cog(folder / mdas_layout.sub_area_file("3K_RGB", number),
-                  to_display_8bit(reflectance, noise_rng), grid)
-        dsm_grid = covering_grid(grid, "EPSG:25832", MDAS_DSM_GSD_M, margin=2.0,
-                                 origin_shift=(0.2, 0.1))
+        write_cog(
+            folder / mdas_layout.sub_area_file("3K_RGB", number),
+            to_display_8bit(reflectance, noise_rng),
+            grid,
+        )
+        dsm_grid = covering_grid(
+            grid, "EPSG:25832", MDAS_DSM_GSD_M, margin=2.0, origin_shift=(0.2, 0.1)
+        )
         ground = render.observe(world, dsm_grid, 1)[2]
         height = ground.terrain_m + ground.object_height_m
         height = (height + noise_rng.normal(0.0, 0.05, height.shape)).astype(np.float32)
-        write_cog(folder / mdas_layout.sub_area_file("3K_DSM", number), height, dsm_grid,
-                  nodata=dsm_sensor.nodata, resampling="bilinear")
-        write_cog(folder / mdas_layout.sub_area_file("osm_buildings", number),
-                  ground.building.astype(np.uint8), dsm_grid, resampling="nearest")
+        write_cog(
+            folder / mdas_layout.sub_area_file("3K_DSM", number),
+            height,
+            dsm_grid,
+            nodata=dsm_sensor.nodata,
+            resampling="bilinear",
+        )
+        write_cog(
+            folder / mdas_layout.sub_area_file("osm_buildings", number),
+            ground.building.astype(np.uint8),
+            dsm_grid,
+            resampling="nearest",
+        )
 
 
 # Million-AID's scene hierarchy (level 1 / level 2 / level 3) for the dominant class of a picture.
@@ -121,8 +151,9 @@ MILLIONAID_TEST = 4
 PICTURE_GSDS_M = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
-def _picture(world: World, rng: np.random.Generator, size_px: int,
-             gsd_m: float) -> tuple[np.ndarray, str]:
+def _picture(
+    world: World, rng: np.random.Generator, size_px: int, gsd_m: float
+) -> tuple[np.ndarray, str]:
     """An 8-bit RGB picture of random ground and its dominant land-cover class."""
     (center,) = random_centers(1, rng)
     grid = world_grid(center, (size_px, size_px), gsd_m)

@@ -38,8 +38,9 @@ def sample_points(grid: Grid, supersample: int = 1) -> tuple[np.ndarray, np.ndar
 
 
 @lru_cache(maxsize=2)
-def observe(world: World, grid: Grid,
-            supersample: int = 1) -> tuple[np.ndarray, np.ndarray, Ground]:
+def observe(
+    world: World, grid: Grid, supersample: int = 1
+) -> tuple[np.ndarray, np.ndarray, Ground]:
     """The world's ground at ``supersample``^2 points per pixel of ``grid``: (x, y, ground).
 
     Cached for the last grids, so several sensors rendered over one grid (optical, DSM, labels)
@@ -64,8 +65,9 @@ def _band_reflectance(ground: Ground, sensor: Sensor) -> np.ndarray:
     return np.moveaxis(reflectance, -1, 0)
 
 
-def surface_reflectance(world: World, grid: Grid, sensor: Sensor, supersample: int = 2,
-                        cloud_scene: int | None = None) -> np.ndarray:
+def surface_reflectance(
+    world: World, grid: Grid, sensor: Sensor, supersample: int = 2, cloud_scene: int | None = None
+) -> np.ndarray:
     """Bottom-of-atmosphere reflectance (bands, rows, cols) seen by an optical ``sensor``.
 
     With ``cloud_scene``, that scene's clouds are composited over the ground and their shadows
@@ -75,8 +77,9 @@ def surface_reflectance(world: World, grid: Grid, sensor: Sensor, supersample: i
     reflectance = _band_reflectance(ground, sensor)
     if cloud_scene is not None:
         opacity = world.cloud_opacity(x, y, cloud_scene)
-        shadow = world.cloud_opacity(x - CLOUD_SHADOW_OFFSET_M[0], y - CLOUD_SHADOW_OFFSET_M[1],
-                                     cloud_scene)
+        shadow = world.cloud_opacity(
+            x - CLOUD_SHADOW_OFFSET_M[0], y - CLOUD_SHADOW_OFFSET_M[1], cloud_scene
+        )
         cloud = (spectra.response_matrix(sensor) @ spectra.CLOUD_SPECTRUM)[:, None, None]
         reflectance = reflectance * (1.0 - 0.7 * shadow * (1.0 - opacity))
         reflectance = reflectance * (1.0 - opacity) + cloud * opacity
@@ -94,8 +97,9 @@ def top_of_atmosphere(reflectance: np.ndarray, sensor: Sensor) -> np.ndarray:
     return reflectance * t + spectra.path_reflectance(sensor)[:, None, None]
 
 
-def backscatter_db(world: World, grid: Grid, sensor: Sensor, rng: np.random.Generator,
-                   supersample: int = 2) -> np.ndarray:
+def backscatter_db(
+    world: World, grid: Grid, sensor: Sensor, rng: np.random.Generator, supersample: int = 2
+) -> np.ndarray:
     """SAR sigma0 in dB (polarisations, rows, cols) of the ground under ``grid``.
 
     Mean linear power over the footprint, times Gamma-distributed speckle (``SPECKLE_LOOKS``

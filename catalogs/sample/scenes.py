@@ -67,8 +67,10 @@ LAYOUTS: dict[str, dict[str, tuple[float, tuple[str, ...]]]] = {
         "s2_60m": (60.0, ("B01", "B09")),
     },
     "stacked": {
-        "s2": (10.0, ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09",
-                      "B11", "B12")),
+        "s2": (
+            10.0,
+            ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
+        ),
     },
 }
 
@@ -94,8 +96,7 @@ class SceneSet:
     @property
     def root(self) -> Path:
         """The folder of this key's scenes."""
-        return (self.cache_dir / f"scenes-v{FORMAT}-{self.layout}-seed{self.seed}"
-                                 f"-px{self.scene_px}")
+        return self.cache_dir / f"scenes-v{FORMAT}-{self.layout}-seed{self.seed}-px{self.scene_px}"
 
     @property
     def asset_keys(self) -> tuple[str, ...]:
@@ -145,8 +146,7 @@ def render_scene(scenes: SceneSet, scene: int) -> None:
         files[asset] = (to_scaled_integers(picked, s2, S2_NOISE, rng), on, s2.nodata)
         del reflectance, picked
         render.observe.cache_clear()
-    s1_grid = covering_grid(grid, S1_CRS, GSD_M, margin=S1_MARGIN_M,
-                            origin_shift=S1_ORIGIN_SHIFT_M)
+    s1_grid = covering_grid(grid, S1_CRS, GSD_M, margin=S1_MARGIN_M, origin_shift=S1_ORIGIN_SHIFT_M)
     sigma0 = render.backscatter_db(world, s1_grid, s1, rng, supersample=SUPERSAMPLE)
     files[S1_ASSET] = (quantize_db(sigma0), s1_grid, s1.nodata)
     render.observe.cache_clear()
@@ -183,8 +183,10 @@ def scene_items(scenes: SceneSet, count: int) -> list[pystac.Item]:
     s2, s1 = get_sensor(S2_SENSOR), get_sensor(S1_SENSOR)
     items = []
     for scene in range(count):
-        assets = {key: raster_asset(scenes.path(scene, key).resolve(), s2, band_names=bands)
-                  for key, (_, bands) in LAYOUTS[scenes.layout].items()}
+        assets = {
+            key: raster_asset(scenes.path(scene, key).resolve(), s2, band_names=bands)
+            for key, (_, bands) in LAYOUTS[scenes.layout].items()
+        }
         assets[S1_ASSET] = raster_asset(scenes.path(scene, S1_ASSET).resolve(), s1)
         items.append(make_item(scenes.item_id(scene), assets, ACQUIRED, footprint_asset="s2"))
     return items
@@ -199,9 +201,13 @@ def write_scene_catalog(scenes: SceneSet, count: int, out_dir: Path) -> Path:
         RuntimeError: when a scene is not rendered.
     """
     collection = source_collection(COLLECTION, scene_items(scenes, count), sample=True)
-    return write_catalog(out_dir, [collection], "bench-scenes",
-                         f"{count} bench scenes ({scenes.layout}, {scenes.scene_px} px) "
-                         f"rendered from sample world seed {scenes.seed}")
+    return write_catalog(
+        out_dir,
+        [collection],
+        "bench-scenes",
+        f"{count} bench scenes ({scenes.layout}, {scenes.scene_px} px) "
+        f"rendered from sample world seed {scenes.seed}",
+    )
 
 
 def catalog_items(scenes: SceneSet, count: int) -> list[dict[str, Any]]:

@@ -13,8 +13,9 @@ from catalogs.sample.render import sample_points
 from catalogs.sample.world import WORLD_BOUNDS, WORLD_CRS, World
 
 
-def world_grid(center: tuple[float, float], shape: tuple[int, int], gsd: float,
-               crs: str = WORLD_CRS) -> Grid:
+def world_grid(
+    center: tuple[float, float], shape: tuple[int, int], gsd: float, crs: str = WORLD_CRS
+) -> Grid:
     """A north-up grid of ``shape`` pixels of ``gsd`` centred near ``center`` (world CRS).
 
     Expressed in ``crs``, its origin snapped to whole multiples of ``gsd``.
@@ -28,8 +29,9 @@ def world_grid(center: tuple[float, float], shape: tuple[int, int], gsd: float,
     return Grid(crs, Affine(gsd, 0.0, left, 0.0, -gsd, top), shape)
 
 
-def covering_grid(grid: Grid, crs: str, gsd: float, margin: float,
-                  origin_shift: tuple[float, float] = (0.0, 0.0)) -> Grid:
+def covering_grid(
+    grid: Grid, crs: str, gsd: float, margin: float, origin_shift: tuple[float, float] = (0.0, 0.0)
+) -> Grid:
     """A north-up grid in ``crs`` that covers ``grid``'s footprint plus ``margin`` on every side.
 
     Its pixel size is ``gsd``, in that CRS's units, its origin on a lattice of ``gsd`` moved by
@@ -45,8 +47,14 @@ def covering_grid(grid: Grid, crs: str, gsd: float, margin: float,
     return Grid(crs, Affine(gsd, 0.0, left, 0.0, -gsd, top), (rows, cols))
 
 
-def find_sites(world: World, landcover_class: int, count: int, min_separation_m: float,
-               rng: np.random.Generator, window_m: float = 600.0) -> list[tuple[float, float]]:
+def find_sites(
+    world: World,
+    landcover_class: int,
+    count: int,
+    min_separation_m: float,
+    rng: np.random.Generator,
+    window_m: float = 600.0,
+) -> list[tuple[float, float]]:
     """Centres (world CRS) of ``count`` windows rich in ``landcover_class``.
 
     At least ``min_separation_m`` apart, richest first among a shuffled set of candidates.
@@ -58,7 +66,7 @@ def find_sites(world: World, landcover_class: int, count: int, min_separation_m:
     coarse = Grid(WORLD_CRS, Affine(step, 0.0, left, 0.0, -step, top), (rows + 3, cols + 3))
     hits = (world.landcover(*sample_points(coarse, 1)) == landcover_class).astype(float)
     # Share of the class in each 3 x 3 block of coarse cells (one window).
-    share = sum(hits[i:i + rows, j:j + cols] for i in range(3) for j in range(3)) / 9.0
+    share = sum(hits[i : i + rows, j : j + cols] for i in range(3) for j in range(3)) / 9.0
     order = rng.permutation(share.size)
     order = order[np.argsort(-share.ravel()[order], kind="stable")]
     chosen: list[tuple[float, float]] = []
@@ -72,8 +80,9 @@ def find_sites(world: World, landcover_class: int, count: int, min_separation_m:
     raise ValueError(f"the world has fewer than {count} sites of class {landcover_class}")
 
 
-def random_centers(count: int, rng: np.random.Generator,
-                   margin_m: float = 3000.0) -> list[tuple[float, float]]:
+def random_centers(
+    count: int, rng: np.random.Generator, margin_m: float = 3000.0
+) -> list[tuple[float, float]]:
     """``count`` uniformly random centres inside the world, ``margin_m`` from its edges."""
     left, bottom, right, top = WORLD_BOUNDS
     xs = rng.uniform(left + margin_m, right - margin_m, count)

@@ -19,20 +19,61 @@ WORLD_CRS = "EPSG:32632"
 # sensors delivered in zone 33 see it rotated by about 2 degrees.
 WORLD_BOUNDS = (700_000.0, 5_340_000.0, 740_000.0, 5_370_000.0)
 
-LANDCOVER_CLASSES = ("water", "tree_cover", "shrubland", "grassland", "cropland", "built_up",
-                     "bare", "wetland")
-MATERIALS = ("water", "tree", "shrub", "grass", "crop", "impervious", "roof", "bare_soil",
-             "wetland", "car")
+LANDCOVER_CLASSES = (
+    "water",
+    "tree_cover",
+    "shrubland",
+    "grassland",
+    "cropland",
+    "built_up",
+    "bare",
+    "wetland",
+)
+MATERIALS = (
+    "water",
+    "tree",
+    "shrub",
+    "grass",
+    "crop",
+    "impervious",
+    "roof",
+    "bare_soil",
+    "wetland",
+    "car",
+)
 LC = {name: i for i, name in enumerate(LANDCOVER_CLASSES)}
 MAT = {name: i for i, name in enumerate(MATERIALS)}
 
 # Land-cover class -> material where no object (building, tree, car) stands.
-_GROUND_MATERIAL = np.array([MAT["water"], MAT["tree"], MAT["shrub"], MAT["grass"], MAT["crop"],
-                             MAT["impervious"], MAT["bare_soil"], MAT["wetland"]], dtype=np.uint8)
+_GROUND_MATERIAL = np.array(
+    [
+        MAT["water"],
+        MAT["tree"],
+        MAT["shrub"],
+        MAT["grass"],
+        MAT["crop"],
+        MAT["impervious"],
+        MAT["bare_soil"],
+        MAT["wetland"],
+    ],
+    dtype=np.uint8,
+)
 
 # Field names for the seeds of the independent noise fields.
-_FIELDS = {"moisture": 1, "urban": 2, "forest": 3, "elevation": 4, "rock": 5, "canopy": 6,
-           "texture": 7, "parcel": 8, "building": 9, "street_tree": 10, "car": 11, "clouds": 12}
+_FIELDS = {
+    "moisture": 1,
+    "urban": 2,
+    "forest": 3,
+    "elevation": 4,
+    "rock": 5,
+    "canopy": 6,
+    "texture": 7,
+    "parcel": 8,
+    "building": 9,
+    "street_tree": 10,
+    "car": 11,
+    "clouds": 12,
+}
 
 
 @dataclass(frozen=True)
@@ -138,11 +179,22 @@ class World:
         material[parked] = MAT["car"]
         height[parked] = 1.5
         albedo[parked] = paint[parked]
-        return Ground(landcover=landcover, material=material, terrain_m=self.terrain(x, y),
-                      object_height_m=height, albedo=albedo, building=building)
+        return Ground(
+            landcover=landcover,
+            material=material,
+            terrain_m=self.terrain(x, y),
+            object_height_m=height,
+            albedo=albedo,
+            building=building,
+        )
 
     def cloud_opacity(self, x: np.ndarray, y: np.ndarray, scene: int) -> np.ndarray:
         """Cloud opacity in [0, 1] of acquisition ``scene`` (a different sky per scene)."""
-        cover = fbm(np.asarray(x, float), np.asarray(y, float), 1000.0,
-                    self._seed("clouds") + 104_729 * scene, octaves=5)
+        cover = fbm(
+            np.asarray(x, float),
+            np.asarray(y, float),
+            1000.0,
+            self._seed("clouds") + 104_729 * scene,
+            octaves=5,
+        )
         return np.clip((cover - 0.50) / 0.08, 0.0, 1.0)

@@ -95,57 +95,98 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status, 0; argparse exits with 2 on bad arguments.
     """
-    parser = argparse.ArgumentParser(prog="python -m model.benchmarks",
-                                     description="Benchmarks of the model side.")
+    parser = argparse.ArgumentParser(
+        prog="python -m model.benchmarks", description="Benchmarks of the model side."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    loader = commands.add_parser("loader", help="GeoPile-2 loader vs TorchGeo vs decode bound",
-                                 description=LOADER_HELP,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    loader.add_argument("--scenes", type=int, default=8,
-                        help="scenes at scale 1 (default 8: 128 pairs of 256 px)")
-    loader.add_argument("--scale", type=int, default=1,
-                        help="multiply the input: scenes x scale (default 1)")
-    loader.add_argument("--scene-px", type=int, default=1024,
-                        help="side of a scene in 10 m pixels (default 1024)")
-    loader.add_argument("--bench-dir", type=Path, default=Path("data/bench"),
-                        help="scene and store cache (default: data/bench)")
-    loader.add_argument("--store", type=Path, default=None,
-                        help="measure this GeoPile-2 store instead (with --catalog)")
-    loader.add_argument("--catalog", type=Path, default=None,
-                        help="the STAC catalog --store was built from (its source COGs)")
-    loader.add_argument("--samples", type=int, default=2048,
-                        help="pairs each run of ours and the decode bound reads, at least "
-                        "one pass (default 2048)")
-    loader.add_argument("--torchgeo-samples", type=int, default=160,
-                        help="pairs the TorchGeo path reads (default 160)")
+    loader = commands.add_parser(
+        "loader",
+        help="GeoPile-2 loader vs TorchGeo vs decode bound",
+        description=LOADER_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    loader.add_argument(
+        "--scenes", type=int, default=8, help="scenes at scale 1 (default 8: 128 pairs of 256 px)"
+    )
+    loader.add_argument(
+        "--scale", type=int, default=1, help="multiply the input: scenes x scale (default 1)"
+    )
+    loader.add_argument(
+        "--scene-px", type=int, default=1024, help="side of a scene in 10 m pixels (default 1024)"
+    )
+    loader.add_argument(
+        "--bench-dir",
+        type=Path,
+        default=Path("data/bench"),
+        help="scene and store cache (default: data/bench)",
+    )
+    loader.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="measure this GeoPile-2 store instead (with --catalog)",
+    )
+    loader.add_argument(
+        "--catalog",
+        type=Path,
+        default=None,
+        help="the STAC catalog --store was built from (its source COGs)",
+    )
+    loader.add_argument(
+        "--samples",
+        type=int,
+        default=2048,
+        help="pairs each run of ours and the decode bound reads, at least one pass (default 2048)",
+    )
+    loader.add_argument(
+        "--torchgeo-samples",
+        type=int,
+        default=160,
+        help="pairs the TorchGeo path reads (default 160)",
+    )
     loader.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
-    loader.add_argument("--workers", type=int, default=2,
-                        help="worker processes of the multi-worker runs of ours (default 2)")
-    loader.add_argument("--repeats", type=int, default=3,
-                        help="interleaved rounds of every run (default 3)")
+    loader.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="worker processes of the multi-worker runs of ours (default 2)",
+    )
+    loader.add_argument(
+        "--repeats", type=int, default=3, help="interleaved rounds of every run (default 3)"
+    )
     loader.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    loader.add_argument("--no-verify", dest="verify", action="store_false",
-                        help="read chips without checking their CRC32C (GeoPile2's "
-                        "verify=False)")
-    network = commands.add_parser("model", help="msGFM training speed, MoE vs dense, vs timm",
-                                  description=MODEL_HELP,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    network.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
-                         help="encoder preset (default: tiny)")
+    loader.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="read chips without checking their CRC32C (GeoPile2's verify=False)",
+    )
+    network = commands.add_parser(
+        "model",
+        help="msGFM training speed, MoE vs dense, vs timm",
+        description=MODEL_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    network.add_argument(
+        "--preset", choices=sorted(PRESETS), default="tiny", help="encoder preset (default: tiny)"
+    )
     network.add_argument("--input-px", type=int, default=192, help="input side (default 192)")
-    network.add_argument("--batch-per-sensor", type=int, default=16,
-                         help="chips per sensor and step (default 16, as tiny-sample.yaml "
-                         "trains)")
-    network.add_argument("--repeats", type=int, default=3,
-                         help="timed steps; the fastest counts (default 3)")
+    network.add_argument(
+        "--batch-per-sensor",
+        type=int,
+        default=16,
+        help="chips per sensor and step (default 16, as tiny-sample.yaml trains)",
+    )
+    network.add_argument(
+        "--repeats", type=int, default=3, help="timed steps; the fastest counts (default 3)"
+    )
     args = parser.parse_args(argv)
     if args.command == "model":
         return run_model(args)
     if (args.store is None) != (args.catalog is None):
         parser.error("--store and --catalog go together")
     if min(args.scenes, args.scale, args.samples, args.batch_size, args.repeats) < 1:
-        parser.error("--scenes, --scale, --samples, --batch-size and --repeats must be at "
-                     "least 1")
+        parser.error("--scenes, --scale, --samples, --batch-size and --repeats must be at least 1")
     return run_loader(args)
 
 
@@ -153,71 +194,104 @@ def run_loader(args: argparse.Namespace) -> int:
     """Run the loader benchmark of ``args`` (see :data:`LOADER_HELP`); print the report."""
     store, catalog = args.store, args.catalog
     if store is None:
-        built = ensure_scene_store(args.bench_dir, args.scenes * args.scale, args.scene_px,
-                                   args.seed, progress=lambda line: print(line, file=sys.stderr))
+        built = ensure_scene_store(
+            args.bench_dir,
+            args.scenes * args.scale,
+            args.scene_px,
+            args.seed,
+            progress=lambda line: print(line, file=sys.stderr),
+        )
         store, catalog = built.store, built.catalog
     dataset = paired_dataset(store, verify=args.verify, stored=True)
     converting = paired_dataset(store, verify=args.verify)
     chip_px = dataset.chip_reader(dataset.sensors[0]).layout.chip_shape[-1]
     files = paired_source_files(store, catalog)
     passes = max(1, math.ceil(args.samples / len(dataset)))
-    print(f"loader benchmark: {store}: {len(dataset)} Sentinel-2 + Sentinel-1 pairs of "
-          f"{chip_px} px cut from {len(files)} source scenes; batch {args.batch_size}; "
-          f"checksums {'verified' if args.verify else 'not verified'}; one decoder and torch "
-          f"thread per process; {args.repeats} interleaved rounds")
+    print(
+        f"loader benchmark: {store}: {len(dataset)} Sentinel-2 + Sentinel-1 pairs of "
+        f"{chip_px} px cut from {len(files)} source scenes; batch {args.batch_size}; "
+        f"checksums {'verified' if args.verify else 'not verified'}; one decoder and torch "
+        f"thread per process; {args.repeats} interleaved rounds"
+    )
     torchgeo_samples = max(args.batch_size + 1, args.torchgeo_samples // args.repeats)
 
     def ours(workers: int, pinned: bool = False, data: GeoPile2 = dataset) -> Callable[[], Rate]:
         return lambda: time_ours(data, passes, args.batch_size, workers, args.seed, pinned)
 
     def torchgeo() -> Rate:
-        timing = torchgeo_pairs_per_s(files, chip_px=chip_px, samples=torchgeo_samples,
-                                      batch_size=args.batch_size, num_workers=0,
-                                      seed=args.seed)
+        timing = torchgeo_pairs_per_s(
+            files,
+            chip_px=chip_px,
+            samples=torchgeo_samples,
+            batch_size=args.batch_size,
+            num_workers=0,
+            seed=args.seed,
+        )
         return Rate(timing.samples, timing.seconds)
 
-    runs = {"(a) ours, main process": ours(0), "(a) ours, 1 worker": ours(1),
-            f"(a) ours, {args.workers} workers": ours(args.workers)}
+    runs = {
+        "(a) ours, main process": ours(0),
+        "(a) ours, 1 worker": ours(1),
+        f"(a) ours, {args.workers} workers": ours(args.workers),
+    }
     if torch.cuda.is_available():  # pin_memory pins only with an accelerator
         runs[f"(a) ours, {args.workers} workers, pinned"] = ours(args.workers, pinned=True)
     runs["(a) ours, float32 on the CPU, main"] = ours(0, data=converting)
-    runs |= {"(b) TorchGeo paired path": torchgeo,
-             "(c) decode bound": lambda: time_decode_bound(dataset, passes)}
+    runs |= {
+        "(b) TorchGeo paired path": torchgeo,
+        "(c) decode bound": lambda: time_decode_bound(dataset, passes),
+    }
     with one_thread_per_process():
         rates = interleaved(runs, args.repeats)
     for label, rounds in rates.items():
         per_s = [rate.per_s for rate in rounds]
         per_cpu = [rate.per_cpu_s for rate in rounds if rate.per_cpu_s is not None]
-        print(f"{label:36s} {statistics.median(per_s):9.1f} samples/s (range "
-              f"{min(per_s):.1f}-{max(per_s):.1f}; {rounds[0].samples} a round)"
-              + (f", {statistics.median(per_cpu):7.1f} per CPU-second" if per_cpu else ""))
-    median = {label: statistics.median(rate.per_s for rate in rounds)
-              for label, rounds in rates.items()}
+        print(
+            f"{label:36s} {statistics.median(per_s):9.1f} samples/s (range "
+            f"{min(per_s):.1f}-{max(per_s):.1f}; {rounds[0].samples} a round)"
+            + (f", {statistics.median(per_cpu):7.1f} per CPU-second" if per_cpu else "")
+        )
+    median = {
+        label: statistics.median(rate.per_s for rate in rounds) for label, rounds in rates.items()
+    }
     main_s, one_s, many_s = (median[label] for label in list(runs)[:3])
     pinned_s = median.get(f"(a) ours, {args.workers} workers, pinned")
     torchgeo_s, bound_s = median["(b) TorchGeo paired path"], median["(c) decode bound"]
     model_unit_s = median["(a) ours, float32 on the CPU, main"]
     print(f"ours / TorchGeo      {main_s / torchgeo_s:6.1f}x")
-    print(f"ours / decode bound  {main_s / bound_s:6.2f} (float32 on the CPU: "
-          f"{model_unit_s / bound_s:.2f})")
-    print(f"{args.workers} workers / main process {many_s / main_s:5.2f}x, / 1 worker "
-          f"{many_s / one_s:5.2f}x")
-    per_cpu = [statistics.median(r.per_cpu_s for r in rates[label])
-               for label in (list(runs)[0], list(runs)[2])]
-    print(json.dumps({"ours_samples_per_s": round(main_s, 1),
-                      "ours_samples_per_s_1_worker": round(one_s, 1),
-                      "ours_samples_per_s_2_workers": round(many_s, 1),
-                      "ours_samples_per_s_2_workers_pinned":
-                          None if pinned_s is None else round(pinned_s, 1),
-                      "ours_samples_per_s_model_unit": round(model_unit_s, 1),
-                      "torchgeo_samples_per_s": round(torchgeo_s, 1),
-                      "decode_bound_samples_per_s": round(bound_s, 1),
-                      "ratio_vs_torchgeo": round(main_s / torchgeo_s, 2),
-                      "ratio_vs_decode_bound": round(main_s / bound_s, 3),
-                      "ratio_2_workers_vs_main": round(many_s / main_s, 3),
-                      "ratio_2_workers_vs_1_worker": round(many_s / one_s, 3),
-                      "ours_samples_per_cpu_s": round(per_cpu[0], 1),
-                      "ours_samples_per_cpu_s_2_workers": round(per_cpu[1], 1)}))
+    print(
+        f"ours / decode bound  {main_s / bound_s:6.2f} (float32 on the CPU: "
+        f"{model_unit_s / bound_s:.2f})"
+    )
+    print(
+        f"{args.workers} workers / main process {many_s / main_s:5.2f}x, / 1 worker "
+        f"{many_s / one_s:5.2f}x"
+    )
+    per_cpu = [
+        statistics.median(r.per_cpu_s for r in rates[label])
+        for label in (list(runs)[0], list(runs)[2])
+    ]
+    print(
+        json.dumps(
+            {
+                "ours_samples_per_s": round(main_s, 1),
+                "ours_samples_per_s_1_worker": round(one_s, 1),
+                "ours_samples_per_s_2_workers": round(many_s, 1),
+                "ours_samples_per_s_2_workers_pinned": None
+                if pinned_s is None
+                else round(pinned_s, 1),
+                "ours_samples_per_s_model_unit": round(model_unit_s, 1),
+                "torchgeo_samples_per_s": round(torchgeo_s, 1),
+                "decode_bound_samples_per_s": round(bound_s, 1),
+                "ratio_vs_torchgeo": round(main_s / torchgeo_s, 2),
+                "ratio_vs_decode_bound": round(main_s / bound_s, 3),
+                "ratio_2_workers_vs_main": round(many_s / main_s, 3),
+                "ratio_2_workers_vs_1_worker": round(many_s / one_s, 3),
+                "ours_samples_per_cpu_s": round(per_cpu[0], 1),
+                "ours_samples_per_cpu_s_2_workers": round(per_cpu[1], 1),
+            }
+        )
+    )
     return 0
 
 
@@ -230,27 +304,47 @@ def run_model(args: argparse.Namespace) -> int:
     tokens = args.batch_per_sensor * 4 * (args.input_px // (config.patch_px * 2**stage)) ** 2
     # The small layer benchmarks first: after a training run the allocator and thread pool
     # are in another state, which slowed the MoE layer's many small ops by up to 1.5x here.
-    moe_s, dense_s = moe_vs_dense_seconds(dim=width, tokens=tokens, num_experts=moe.num_experts,
-                                          top_k=moe.top_k, repeats=max(args.repeats, 5))
+    moe_s, dense_s = moe_vs_dense_seconds(
+        dim=width,
+        tokens=tokens,
+        num_experts=moe.num_experts,
+        top_k=moe.top_k,
+        repeats=max(args.repeats, 5),
+    )
     ours_s, timm_s = encoder_vs_timm_seconds(config, args.batch_per_sensor, args.repeats)
     rate = train_rate(config, args.batch_per_sensor, args.repeats, torch.device("cpu"))
-    print(f"msGFM {args.preset} ({config.version}, MoE) at {args.input_px} px, "
-          f"{torch.get_num_threads()} threads: {rate.images_per_s:.1f} training images/s")
-    print(f"MoE layer ({moe.num_experts} experts, top-{moe.top_k}, width {width}, {tokens} "
-          f"tokens): {moe_s * 1e3:.2f} ms vs dense MLP {dense_s * 1e3:.2f} ms: "
-          f"{moe_s / dense_s:.2f}x")
-    print(f"dense encoder: ours {ours_s * 1e3:.1f} ms vs timm {timm_s * 1e3:.1f} ms: "
-          f"{ours_s / timm_s:.2f}x")
+    print(
+        f"msGFM {args.preset} ({config.version}, MoE) at {args.input_px} px, "
+        f"{torch.get_num_threads()} threads: {rate.images_per_s:.1f} training images/s"
+    )
+    print(
+        f"MoE layer ({moe.num_experts} experts, top-{moe.top_k}, width {width}, {tokens} "
+        f"tokens): {moe_s * 1e3:.2f} ms vs dense MLP {dense_s * 1e3:.2f} ms: "
+        f"{moe_s / dense_s:.2f}x"
+    )
+    print(
+        f"dense encoder: ours {ours_s * 1e3:.1f} ms vs timm {timm_s * 1e3:.1f} ms: "
+        f"{ours_s / timm_s:.2f}x"
+    )
     if torch.cuda.is_available():
         gpu = torch.device("cuda")
-        base = train_rate(encoder_config("base", input_px=args.input_px), 64, args.repeats,
-                          gpu, bf16=True)
+        base = train_rate(
+            encoder_config("base", input_px=args.input_px), 64, args.repeats, gpu, bf16=True
+        )
         mfu = f"{base.mfu:.1%}" if base.mfu is not None else "unknown peak"
-        print(f"Swin-B msGFM bf16 on {torch.cuda.get_device_name(gpu)}: "
-              f"{base.images_per_s:.1f} training images/s, MFU {mfu}")
-    print(json.dumps({"train_images_per_s": round(rate.images_per_s, 2),
-                      "moe_vs_dense_ratio": round(moe_s / dense_s, 3),
-                      "encoder_vs_timm_ratio": round(ours_s / timm_s, 3)}))
+        print(
+            f"Swin-B msGFM bf16 on {torch.cuda.get_device_name(gpu)}: "
+            f"{base.images_per_s:.1f} training images/s, MFU {mfu}"
+        )
+    print(
+        json.dumps(
+            {
+                "train_images_per_s": round(rate.images_per_s, 2),
+                "moe_vs_dense_ratio": round(moe_s / dense_s, 3),
+                "encoder_vs_timm_ratio": round(ours_s / timm_s, 3),
+            }
+        )
+    )
     return 0
 
 

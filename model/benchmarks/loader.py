@@ -65,24 +65,38 @@ def paired_dataset(store: Path, verify: bool = True, stored: bool = False) -> Ge
     Raises:
         ValueError: when the store has no such pair.
     """
-    dataset = GeoPile2(store, sensors=[S2_SENSOR], split="all", paired_only=True,
-                       verify=verify, stored=stored)
+    dataset = GeoPile2(
+        store, sensors=[S2_SENSOR], split="all", paired_only=True, verify=verify, stored=stored
+    )
     if not len(dataset) or f"image_{S1_SENSOR}" not in dataset[0]:
         raise ValueError(f"{store}: no {S2_SENSOR} chip paired with a {S1_SENSOR} chip")
     return dataset
 
 
-def time_ours(dataset: GeoPile2, passes: int, batch_size: int, num_workers: int,
-              seed: int = 0, pin_memory: bool = False) -> Rate:
+def time_ours(
+    dataset: GeoPile2,
+    passes: int,
+    batch_size: int,
+    num_workers: int,
+    seed: int = 0,
+    pin_memory: bool = False,
+) -> Rate:
     """Samples per second of ``passes`` shuffled passes over ``dataset`` through a DataLoader.
 
     The first batch, which starts the workers, is not timed; the CPU time is this process's
     (its pin-memory thread included) and its workers'.
     """
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
-                        num_workers=num_workers, collate_fn=collate_by_sensor,
-                        persistent_workers=num_workers > 0, pin_memory=pin_memory)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=generator,
+        num_workers=num_workers,
+        collate_fn=collate_by_sensor,
+        persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
+    )
     batches = _endless(loader)
     next(batches)
     workers = psutil.Process().children()
@@ -124,8 +138,7 @@ def time_decode_bound(dataset: GeoPile2, passes: int) -> Rate:
     for _ in range(passes):
         for decode, data, out in jobs:
             decode(data, out=out)
-    return Rate(passes * len(dataset), time.perf_counter() - start,
-                time.process_time() - cpu)
+    return Rate(passes * len(dataset), time.perf_counter() - start, time.process_time() - cpu)
 
 
 @contextlib.contextmanager

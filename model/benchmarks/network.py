@@ -36,8 +36,10 @@ class TrainRate:
 def random_batch(config: EncoderConfig, per_sensor: int, device: torch.device) -> dict:
     """Normalised-looking chips of every benchmark sensor; S2 paired with S1."""
     px = config.input_px
-    sensors = {name: {"image": torch.randn(per_sensor, get_sensor(name).num_bands, px, px,
-                                           device=device)} for name in SENSORS}
+    sensors = {
+        name: {"image": torch.randn(per_sensor, get_sensor(name).num_bands, px, px, device=device)}
+        for name in SENSORS
+    }
     s2 = sensors["sentinel2_l2a"]
     s2["image_sentinel1_grd"] = torch.randn(per_sensor, 2, px, px, device=device)
     s2["rows_sentinel1_grd"] = torch.arange(per_sensor, device=device)
@@ -59,8 +61,9 @@ def best_seconds(step: Callable[[], object], repeats: int, device: torch.device)
     return best
 
 
-def train_rate(config: EncoderConfig, per_sensor: int, repeats: int,
-               device: torch.device, bf16: bool = False) -> TrainRate:
+def train_rate(
+    config: EncoderConfig, per_sensor: int, repeats: int, device: torch.device, bf16: bool = False
+) -> TrainRate:
     """Images per second of forward + backward + AdamW step over every benchmark sensor."""
     torch.manual_seed(0)
     channels = {name: get_sensor(name).num_bands for name in SENSORS}
@@ -82,13 +85,15 @@ def train_rate(config: EncoderConfig, per_sensor: int, repeats: int,
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops() / images
-    peak = next((v for k, v in PEAK_BF16_FLOPS.items()
-                 if k in torch.cuda.get_device_name(device)), None)
+    peak = next(
+        (v for k, v in PEAK_BF16_FLOPS.items() if k in torch.cuda.get_device_name(device)), None
+    )
     return TrainRate(images / seconds, flops, flops * images / seconds / peak if peak else None)
 
 
-def interleaved_best_seconds(first: Callable[[], object], second: Callable[[], object],
-                            repeats: int) -> tuple[float, float]:
+def interleaved_best_seconds(
+    first: Callable[[], object], second: Callable[[], object], repeats: int
+) -> tuple[float, float]:
     """The fastest of ``repeats`` runs of each of two CPU steps, after one warm-up each.
 
     Their runs alternate so that a busy spell of the machine slows both alike.
@@ -104,8 +109,7 @@ def interleaved_best_seconds(first: Callable[[], object], second: Callable[[], o
     return best[0], best[1]
 
 
-def encoder_vs_timm_seconds(config: EncoderConfig, batch: int, repeats: int
-                            ) -> tuple[float, float]:
+def encoder_vs_timm_seconds(config: EncoderConfig, batch: int, repeats: int) -> tuple[float, float]:
     """Forward + backward seconds of our dense encoder and of timm's Swin V2, timed alternately.
 
     Ours has an RGB patch embedding; timm's is its ``forward_features`` of the same
@@ -116,9 +120,16 @@ def encoder_vs_timm_seconds(config: EncoderConfig, batch: int, repeats: int
     ours_encoder = SwinEncoder(dense)
     ours_embed = SensorPatchEmbed(3, dense.embed_dim, dense.patch_px)
     reference = timm.create_model(
-        "swinv2_tiny_window8_256", pretrained=False, img_size=dense.input_px,
-        window_size=dense.window_size, embed_dim=dense.embed_dim, depths=dense.depths,
-        num_heads=dense.num_heads, num_classes=0, drop_path_rate=dense.drop_path_rate)
+        "swinv2_tiny_window8_256",
+        pretrained=False,
+        img_size=dense.input_px,
+        window_size=dense.window_size,
+        embed_dim=dense.embed_dim,
+        depths=dense.depths,
+        num_heads=dense.num_heads,
+        num_classes=0,
+        drop_path_rate=dense.drop_path_rate,
+    )
     image = torch.randn(batch, 3, dense.input_px, dense.input_px)
 
     def ours() -> None:

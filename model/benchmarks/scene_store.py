@@ -42,8 +42,13 @@ class SceneStore:
     catalog: Path
 
 
-def ensure_scene_store(bench_dir: Path, scenes: int, scene_px: int = 1024, seed: int = 0,
-                       progress: Callable[[str], None] = print) -> SceneStore:
+def ensure_scene_store(
+    bench_dir: Path,
+    scenes: int,
+    scene_px: int = 1024,
+    seed: int = 0,
+    progress: Callable[[str], None] = print,
+) -> SceneStore:
     """Render (or reuse) ``scenes`` scenes and build (or reuse) their store.
 
     Raises:
@@ -59,18 +64,30 @@ def ensure_scene_store(bench_dir: Path, scenes: int, scene_px: int = 1024, seed:
         return built
     folder.mkdir(parents=True, exist_ok=True)
     write_scene_catalog(scene_set, scenes, folder / CATALOG_DIR)
-    pipeline = {"catalog": f"{CATALOG_DIR}/catalog.json", "collections": [COLLECTION],
-                "work_dir": "work", "store": STORE, "reports_dir": "reports", "workers": 0,
-                "coregister": {"sources": {COLLECTION: {"reference": "s2", "chip_px": CHIP_PX,
-                                                        "stride_px": CHIP_PX}}},
-                # The catalog names the rendered scenes, which live outside its folder.
-                "fetch": {"allowed_local_folders": [str(scene_set.root.resolve())]}}
+    pipeline = {
+        "catalog": f"{CATALOG_DIR}/catalog.json",
+        "collections": [COLLECTION],
+        "work_dir": "work",
+        "store": STORE,
+        "reports_dir": "reports",
+        "workers": 0,
+        "coregister": {
+            "sources": {COLLECTION: {"reference": "s2", "chip_px": CHIP_PX, "stride_px": CHIP_PX}}
+        },
+        # The catalog names the rendered scenes, which live outside its folder.
+        "fetch": {"allowed_local_folders": [str(scene_set.root.resolve())]},
+    }
     write_text(folder / PARAMS, yaml.safe_dump({"pipeline": pipeline}, sort_keys=False))
     progress(f"building their GeoPile-2 store: python -m pipeline run (in {folder})")
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--params", PARAMS,
-                           "--workers", "0", "--quiet"], cwd=folder, capture_output=True,
-                          text=True, check=False, env={**os.environ, "PYTHONPATH": path})
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "--params", PARAMS, "--workers", "0", "--quiet"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": path},
+    )
     if done.returncode != 0:
         raise RuntimeError(f"building {built.store} failed:\n{done.stdout}\n{done.stderr}")
     return built

@@ -61,6 +61,7 @@ SAR_SENSOR = "sentinel1_grd"
 
 # --- the source files behind a store's pairs ---------------------------------------------------
 
+
 class SourceFileError(FileNotFoundError):
     """A store chip's source file cannot be found through the catalog; names the item."""
 
@@ -85,8 +86,10 @@ def _store_pair_chips(store: Path, sensor_a: str, sensor_b: str) -> list[tuple[i
 def _chip_items(store: Path, sensor: str) -> list[tuple[str, str]]:
     """Per chip of ``sensor``, the (source collection, item id) it was cut from."""
     group = open_store(store)[sensor]
-    return [(str(source), str(item_id))
-            for source, item_id in zip(group[SOURCE][:], group[ITEM_ID][:], strict=True)]
+    return [
+        (str(source), str(item_id))
+        for source, item_id in zip(group[SOURCE][:], group[ITEM_ID][:], strict=True)
+    ]
 
 
 def _collection_items(catalog: pystac.Catalog, source: str) -> dict[str, pystac.Item]:
@@ -107,14 +110,16 @@ def _sensor_file(item: pystac.Item, sensor: str) -> Path:
         if asset.extra_fields.get(SENSOR_FIELD) == sensor:
             path = Path(os.path.normpath(asset.get_absolute_href()))
             if not path.is_file():
-                raise SourceFileError(f"item {item.id!r}: asset {key!r} ({sensor}): "
-                                      f"missing file {path}")
+                raise SourceFileError(
+                    f"item {item.id!r}: asset {key!r} ({sensor}): missing file {path}"
+                )
             return path
     raise SourceFileError(f"item {item.id!r}: no asset of sensor {sensor!r}")
 
 
-def paired_source_files(store: Path, catalog: Path, sensor_a: str = OPTICAL_SENSOR,
-                        sensor_b: str = SAR_SENSOR) -> list[tuple[Path, Path]]:
+def paired_source_files(
+    store: Path, catalog: Path, sensor_a: str = OPTICAL_SENSOR, sensor_b: str = SAR_SENSOR
+) -> list[tuple[Path, Path]]:
     """The source COGs behind the store's pairs of two sensors, one pair of files per location.
 
     Each paired chip's (source, item_id) is looked up in the static STAC catalog; the file is the
@@ -139,19 +144,20 @@ def paired_source_files(store: Path, catalog: Path, sensor_a: str = OPTICAL_SENS
     files: dict[tuple[Path, Path], None] = {}  # ordered set
     for chip_a, chip_b in _store_pair_chips(store, sensor_a, sensor_b):
         pair = []
-        for sensor, (source, item_id) in ((sensor_a, chips_a[chip_a]),
-                                          (sensor_b, chips_b[chip_b])):
+        for sensor, (source, item_id) in ((sensor_a, chips_a[chip_a]), (sensor_b, chips_b[chip_b])):
             if source not in items:
                 items[source] = _collection_items(root, source)
             if item_id not in items[source]:
-                raise SourceFileError(f"item {item_id!r}: not in collection {source!r} of "
-                                      f"{catalog}")
+                raise SourceFileError(
+                    f"item {item_id!r}: not in collection {source!r} of {catalog}"
+                )
             pair.append(_sensor_file(items[source][item_id], sensor))
         files[(pair[0], pair[1])] = None
     return list(files)
 
 
 # --- the TorchGeo datasets ---------------------------------------------------------------------
+
 
 class Sentinel2Files(RasterDataset):
     """Sentinel-2 L2A COGs (SEN12MS layout), read as float32 on their own grid.
@@ -208,13 +214,24 @@ def torchgeo_pair_dataset(files: Sequence[tuple[Path, Path]]) -> IntersectionDat
         return IntersectionDataset(optical, sar, collate_fn=_keep_both_images)
 
 
-def _pair_loader(dataset: IntersectionDataset, chip_px: int, samples: int, batch_size: int,
-                 num_workers: int, seed: int) -> DataLoader[dict[str, Any]]:
+def _pair_loader(
+    dataset: IntersectionDataset,
+    chip_px: int,
+    samples: int,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+) -> DataLoader[dict[str, Any]]:
     """``RandomGeoSampler`` (chip_px at the dataset's resolution) + ``DataLoader``."""
     generator = torch.Generator().manual_seed(seed)
     sampler = RandomGeoSampler(dataset, size=chip_px, length=samples, generator=generator)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                      collate_fn=stack_samples, num_workers=num_workers)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=stack_samples,
+        num_workers=num_workers,
+    )
 
 
 @contextlib.contextmanager
@@ -235,8 +252,10 @@ def _check_batch(batch: dict[str, Any], chip_px: int) -> None:
     for sensor in (OPTICAL_SENSOR, SAR_SENSOR):
         expected = (size, get_sensor(sensor).num_bands, chip_px, chip_px)
         if tuple(batch[sensor].shape) != expected:
-            raise RuntimeError(f"TorchGeo path: {sensor} batch has shape "
-                               f"{tuple(batch[sensor].shape)}, expected {expected}")
+            raise RuntimeError(
+                f"TorchGeo path: {sensor} batch has shape "
+                f"{tuple(batch[sensor].shape)}, expected {expected}"
+            )
 
 
 @dataclass(frozen=True)
@@ -253,8 +272,14 @@ class LoaderTiming:
         return self.samples / self.seconds
 
 
-def torchgeo_pairs_per_s(files: Sequence[tuple[Path, Path]], chip_px: int, samples: int,
-                         batch_size: int, num_workers: int = 0, seed: int = 0) -> LoaderTiming:
+def torchgeo_pairs_per_s(
+    files: Sequence[tuple[Path, Path]],
+    chip_px: int,
+    samples: int,
+    batch_size: int,
+    num_workers: int = 0,
+    seed: int = 0,
+) -> LoaderTiming:
     """Time the TorchGeo path: paired chips through RandomGeoSampler and a DataLoader.
 
     The first batch (worker start-up, file opening) is a warm-up; the rest are timed.
@@ -275,8 +300,10 @@ def torchgeo_pairs_per_s(files: Sequence[tuple[Path, Path]], chip_px: int, sampl
         RuntimeError: a batch's images do not have the expected shapes.
     """
     if samples <= batch_size:
-        raise ValueError(f"samples ({samples}) must exceed batch_size ({batch_size}): the "
-                         "first batch is a warm-up")
+        raise ValueError(
+            f"samples ({samples}) must exceed batch_size ({batch_size}): the "
+            "first batch is a warm-up"
+        )
     start = time.perf_counter()
     dataset = torchgeo_pair_dataset(files)
     setup_s = time.perf_counter() - start
@@ -289,4 +316,3 @@ def torchgeo_pairs_per_s(files: Sequence[tuple[Path, Path]], chip_px: int, sampl
             timed += len(batch[OPTICAL_SENSOR])
         seconds = time.perf_counter() - start
     return LoaderTiming(samples=timed, seconds=seconds, setup_seconds=setup_s)
-

@@ -7,5 +7,11 @@ from model.datamodules.sen12ms_cr import SEN12MSCRDataModule
 from model.datamodules.spacenet2 import SpaceNet2DataModule
 from model.datamodules.vaihingen import VaihingenDataModule
 
-__all__ = ["BigEarthNetDataModule", "DownstreamDataModule", "GeoPile2DataModule",
-           "SEN12MSCRDataModule", "SpaceNet2DataModule", "VaihingenDataModule"]
+__all__ = [
+    "BigEarthNetDataModule",
+    "DownstreamDataModule",
+    "GeoPile2DataModule",
+    "SEN12MSCRDataModule",
+    "SpaceNet2DataModule",
+    "VaihingenDataModule",
+]

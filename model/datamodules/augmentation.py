@@ -33,8 +33,12 @@ def _data_key(values: Tensor) -> str:
     return "input" if values.is_floating_point() else "mask"
 
 
-def augment(augmentation: K.AugmentationSequential, sample: Sample, keys: Sequence[str],
-            overrides: Sequence[Mapping[str, Tensor]]) -> Sample:
+def augment(
+    augmentation: K.AugmentationSequential,
+    sample: Sample,
+    keys: Sequence[str],
+    overrides: Sequence[Mapping[str, Tensor]],
+) -> Sample:
     """Apply a kornia sequence alike to a sample's inputs and ``keys``, with set parameters.
 
     Args:
@@ -56,10 +60,12 @@ def augment(augmentation: K.AugmentationSequential, sample: Sample, keys: Sequen
         param.data.update(override)
     out = augmentation(*batches, params=params, data_keys=[_data_key(t) for t in tensors])
     out = [out] if isinstance(out, Tensor) else out
-    out = [result.reshape(result.shape[-values.dim():])
-           for result, values in zip(out, tensors, strict=True)]
-    augmented = dict(sample, **dict(zip(keys, out[len(names):], strict=True)))
-    augmented[INPUTS] = dict(zip(names, out[:len(names)], strict=True))
+    out = [
+        result.reshape(result.shape[-values.dim() :])
+        for result, values in zip(out, tensors, strict=True)
+    ]
+    augmented = dict(sample, **dict(zip(keys, out[len(names) :], strict=True)))
+    augmented[INPUTS] = dict(zip(names, out[: len(names)], strict=True))
     return augmented
 
 
@@ -90,8 +96,9 @@ class SampleCrop:
             the cropped sample
         """
         right, bottom = left + self.size - 1, top + self.size - 1
-        corners = torch.tensor([[[left, top], [right, top], [right, bottom], [left, bottom]]],
-                               dtype=torch.float32)
+        corners = torch.tensor(
+            [[[left, top], [right, top], [right, bottom], [left, bottom]]], dtype=torch.float32
+        )
         return augment(self._at, sample, self.keys, [{"src": corners}])
 
     def random(self, sample: Sample) -> Sample:
@@ -136,8 +143,9 @@ class SampleFlips:
             keys: the sample's keys besides the inputs to flip with them.
         """
         self.keys = tuple(keys)
-        self._flips = K.AugmentationSequential(K.RandomHorizontalFlip(), K.RandomVerticalFlip(),
-                                               data_keys=None)
+        self._flips = K.AugmentationSequential(
+            K.RandomHorizontalFlip(), K.RandomVerticalFlip(), data_keys=None
+        )
 
     def __call__(self, sample: Sample) -> Sample:
         """Flip left-right, then up-down, each if ``torch.rand(()) < 0.5`` (drawn in that order).
@@ -149,5 +157,6 @@ class SampleFlips:
             the flipped sample (a new dict)
         """
         coins = [float(torch.rand(()) < 0.5) for _ in range(2)]
-        return augment(self._flips, sample, self.keys,
-                       [{"batch_prob": torch.tensor([coin])} for coin in coins])
+        return augment(
+            self._flips, sample, self.keys, [{"batch_prob": torch.tensor([coin])} for coin in coins]
+        )

@@ -78,9 +78,13 @@ class TaskSamples(Dataset[Sample]):
     a Vaihingen area) read it once.
     """
 
-    def __init__(self, source: Dataset[dict[str, Tensor]], items: Sequence[Item],
-                 prepare: Callable[[dict[str, Tensor]], Sample],
-                 view: Callable[[Sample, Any], Sample]) -> None:
+    def __init__(
+        self,
+        source: Dataset[dict[str, Tensor]],
+        items: Sequence[Item],
+        prepare: Callable[[dict[str, Tensor]], Sample],
+        view: Callable[[Sample, Any], Sample],
+    ) -> None:
         """Initialise the items of a split.
 
         Args:
@@ -131,9 +135,16 @@ class DownstreamDataModule(LightningDataModule, ABC):
     # Sample keys besides the inputs that lie on the inputs' pixel grid.
     spatial_keys: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, root: Path | str, batch_size: int = 8, train_fraction: float = 1.0,
-                 seed: int = 0, num_workers: int = 0, input_px: int = 192,
-                 statistics_samples: int = 64) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        batch_size: int = 8,
+        train_fraction: float = 1.0,
+        seed: int = 0,
+        num_workers: int = 0,
+        input_px: int = 192,
+        statistics_samples: int = 64,
+    ) -> None:
         """Initialise the common arguments.
 
         Args:
@@ -152,9 +163,12 @@ class DownstreamDataModule(LightningDataModule, ABC):
         super().__init__()
         if not 0.0 < train_fraction <= 1.0:
             raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
-        for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
-                                   ("input_px", input_px, 1),
-                                   ("statistics_samples", statistics_samples, 1)):
+        for name, value, least in (
+            ("batch_size", batch_size, 1),
+            ("num_workers", num_workers, 0),
+            ("input_px", input_px, 1),
+            ("statistics_samples", statistics_samples, 1),
+        ):
             if value < least:
                 raise ValueError(f"{name} must be at least {least}, got {value}")
         self.save_hyperparameters()
@@ -224,11 +238,13 @@ class DownstreamDataModule(LightningDataModule, ABC):
         keep = max(1, round(self.train_fraction * count))
         self.train_indices = subset_indices(count, keep, self.seed)
         self._statistics = self._compute_statistics(train, count)
-        self.datasets["train"] = TaskSamples(train, self._train_items(self.train_indices),
-                                             self._prepare, self._train_view)
+        self.datasets["train"] = TaskSamples(
+            train, self._train_items(self.train_indices), self._prepare, self._train_view
+        )
         for split in ("val", "test"):
-            self.datasets[split] = TaskSamples(sources[split], self._eval_items(sources[split]),
-                                               self._prepare, self._eval_view)
+            self.datasets[split] = TaskSamples(
+                sources[split], self._eval_items(sources[split]), self._prepare, self._eval_view
+            )
 
     def statistics(self) -> dict[str, tuple[Tensor, Tensor]]:
         """Per input sensor, the per-band (mean, std) of the training split in model units.
@@ -263,9 +279,13 @@ class DownstreamDataModule(LightningDataModule, ABC):
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader[Sample]:
         if not self.datasets:
             raise RuntimeError(f"the {split} split is not set up: call setup() first")
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def _prepare(self, raw: dict[str, Tensor]) -> Sample:
         """Convert a source sample and fill its missing input values with the training means."""
@@ -276,8 +296,9 @@ class DownstreamDataModule(LightningDataModule, ABC):
             inputs[name] = torch.where(missing_values(values, get_sensor(name)), mean, values)
         return dict(sample, **{INPUTS: inputs})
 
-    def _compute_statistics(self, train: Dataset[dict[str, Tensor]], count: int
-                            ) -> dict[str, tuple[Tensor, Tensor]]:
+    def _compute_statistics(
+        self, train: Dataset[dict[str, Tensor]], count: int
+    ) -> dict[str, tuple[Tensor, Tensor]]:
         picks = subset_indices(count, min(self.statistics_samples, count), self.seed)
         sums: dict[str, Tensor] = {}
         squares: dict[str, Tensor] = {}
@@ -296,4 +317,3 @@ class DownstreamDataModule(LightningDataModule, ABC):
             variance = (squares[name] / pixels - mean * mean).clamp(min=0.0)
             statistics[name] = (mean.float(), variance.sqrt().clamp(min=1e-6).float())
         return statistics
-

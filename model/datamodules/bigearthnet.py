@@ -40,8 +40,9 @@ class _BigEarthNetFloat(BigEarthNet):
             sensors: a non-empty subset of :attr:`sensor_band_sets`.
         """
         self.loaded_sensors = tuple(s for s in self.sensor_band_sets if s in sensors)
-        bands = ("all" if len(self.loaded_sensors) > 1
-                 else self.sensor_band_sets[self.loaded_sensors[0]])
+        bands = (
+            "all" if len(self.loaded_sensors) > 1 else self.sensor_band_sets[self.loaded_sensors[0]]
+        )
         super().__init__(root, split=split, bands=bands, num_classes=19)
 
     def _load_image(self, index: int) -> Tensor:
@@ -53,8 +54,14 @@ class _BigEarthNetFloat(BigEarthNet):
         images = []
         for band in bands:
             with rasterio.open(files[band]) as src:
-                images.append(src.read(1, out_shape=self.image_size, out_dtype="float32",
-                                       resampling=Resampling.bilinear))
+                images.append(
+                    src.read(
+                        1,
+                        out_shape=self.image_size,
+                        out_dtype="float32",
+                        resampling=Resampling.bilinear,
+                    )
+                )
         return torch.from_numpy(np.stack(images))
 
 
@@ -73,9 +80,12 @@ class BigEarthNetDataModule(DownstreamDataModule):
     allowed_sensors: ClassVar[tuple[str, ...]] = tuple(_BigEarthNetFloat.sensor_band_sets)
     class_names: ClassVar[tuple[str, ...]] = tuple(BigEarthNet.class_sets[19])
 
-    def __init__(self, root: Path | str,
-                 sensors: Sequence[str] = ("sentinel2_l2a", "sentinel1_grd"),
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        sensors: Sequence[str] = ("sentinel2_l2a", "sentinel1_grd"),
+        **kwargs: Any,
+    ) -> None:
         """Initialise a new BigEarthNetDataModule.
 
         Args:
@@ -90,10 +100,15 @@ class BigEarthNetDataModule(DownstreamDataModule):
                 its range.
         """
         sensors = tuple(sensors)
-        if (not sensors or len(set(sensors)) != len(sensors)
-                or not set(sensors) <= set(self.allowed_sensors)):
-            raise ValueError(f"sensors {sensors!r}: choose one or both of "
-                             f"{', '.join(self.allowed_sensors)}, each once")
+        if (
+            not sensors
+            or len(set(sensors)) != len(sensors)
+            or not set(sensors) <= set(self.allowed_sensors)
+        ):
+            raise ValueError(
+                f"sensors {sensors!r}: choose one or both of "
+                f"{', '.join(self.allowed_sensors)}, each once"
+            )
         super().__init__(root, **kwargs)
         self.sensors = sensors
         self.flips = SampleFlips()
@@ -106,8 +121,11 @@ class BigEarthNetDataModule(DownstreamDataModule):
     @property
     def target_info(self) -> dict[str, Any]:
         """Multi-label classification over :attr:`class_names`."""
-        return {"task": "multilabel_classification", "num_classes": len(self.class_names),
-                "class_names": self.class_names}
+        return {
+            "task": "multilabel_classification",
+            "num_classes": len(self.class_names),
+            "class_names": self.class_names,
+        }
 
     def _open(self, split: str) -> _BigEarthNetFloat:
         return _BigEarthNetFloat(self.root, split, self.sensors)
@@ -118,16 +136,20 @@ class BigEarthNetDataModule(DownstreamDataModule):
         for name in _BigEarthNetFloat.sensor_band_sets:
             sensor = get_sensor(name)
             if name in self.sensors:
-                stored = raw["image"][start:start + sensor.num_bands].numpy()
+                stored = raw["image"][start : start + sensor.num_bands].numpy()
                 inputs[name] = torch.from_numpy(sensor.to_physical(stored))
                 start += sensor.num_bands
-        return {INPUTS: {name: inputs[name] for name in self.sensors},
-                TARGET: raw["label"].float()}
+        return {INPUTS: {name: inputs[name] for name in self.sensors}, TARGET: raw["label"].float()}
 
     def _resize(self, sample: Sample) -> Sample:
         size = (self.input_px, self.input_px)
-        return map_spatial(sample, (), lambda x: F.interpolate(
-            x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0])
+        return map_spatial(
+            sample,
+            (),
+            lambda x: F.interpolate(
+                x[None], size=size, mode="bilinear", align_corners=False, antialias=True
+            )[0],
+        )
 
     def _train_view(self, sample: Sample, key: Any) -> Sample:
         return self.flips(self._resize(sample))

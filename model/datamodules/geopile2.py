@@ -39,12 +39,20 @@ class GeoPile2DataModule(LightningDataModule):
     ``use_distributed_sampler=False``.
     """
 
-    def __init__(self, root: Path | str = "data/geopile2.zarr",
-                 sensors: Sequence[str] | None = None, batch_size: int = 64,
-                 shares: Mapping[str, float] | None = None, num_workers: int = 0,
-                 crop_px: int = 192, crop_scale: tuple[float, float] = (0.67, 1.0),
-                 paired_only: bool = False, seed: int = 0, on_error: str = "raise",
-                 pin_memory: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path | str = "data/geopile2.zarr",
+        sensors: Sequence[str] | None = None,
+        batch_size: int = 64,
+        shares: Mapping[str, float] | None = None,
+        num_workers: int = 0,
+        crop_px: int = 192,
+        crop_scale: tuple[float, float] = (0.67, 1.0),
+        paired_only: bool = False,
+        seed: int = 0,
+        on_error: str = "raise",
+        pin_memory: bool = False,
+    ) -> None:
         """Initialize a new GeoPile2DataModule.
 
         Args:
@@ -74,11 +82,16 @@ class GeoPile2DataModule(LightningDataModule):
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
         for split in splits.get(stage, ("train",)):
             self.datasets[split] = GeoPile2(
-                self.root, sensors=self.hparams["sensors"], split=split,
-                paired_only=self.hparams["paired_only"], on_error=self.hparams["on_error"],
-                stored=True)
-        self.normalize = SensorNormalize(next(iter(self.datasets.values())).manifest.sensors,
-                                         stored=True)
+                self.root,
+                sensors=self.hparams["sensors"],
+                split=split,
+                paired_only=self.hparams["paired_only"],
+                on_error=self.hparams["on_error"],
+                stored=True,
+            )
+        self.normalize = SensorNormalize(
+            next(iter(self.datasets.values())).manifest.sensors, stored=True
+        )
 
     def train_dataloader(self) -> DataLoader[Any]:
         """Batches of the train split, reshuffled each epoch."""
@@ -92,18 +105,20 @@ class GeoPile2DataModule(LightningDataModule):
         """Batches of the test split."""
         return self._loader("test")
 
-    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int
-                                ) -> dict[str, Any]:
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Convert, normalise and augment each sensor's sub-batch on the device."""
         assert self.normalize is not None, "setup() first"
         training = self.trainer is not None and self.trainer.training
         if training:  # the augmentation of a step depends on (seed, step, rank) only
             trainer = self.trainer
-            torch.manual_seed(step_seed(self.hparams["seed"], trainer.global_step,
-                                        trainer.global_rank))
+            torch.manual_seed(
+                step_seed(self.hparams["seed"], trainer.global_step, trainer.global_rank)
+            )
         augment = self.train_augmentation if training else self.eval_augmentation
-        sub_batches = {sensor: augment(self.normalize(sensor, sub_batch))
-                       for sensor, sub_batch in batch[SENSORS_KEY].items()}
+        sub_batches = {
+            sensor: augment(self.normalize(sensor, sub_batch))
+            for sensor, sub_batch in batch[SENSORS_KEY].items()
+        }
         return dict(batch, **{SENSORS_KEY: sub_batches})
 
     def state_dict(self) -> dict[str, int]:
@@ -126,12 +141,21 @@ class GeoPile2DataModule(LightningDataModule):
         if split not in self.datasets:
             raise RuntimeError(f"the {split} split is not set up: call setup() first")
         dataset = self.datasets[split]
-        sampler = SensorBatchSampler(dataset.sensor_counts, self.hparams["batch_size"],
-                                     shares=self.hparams["shares"], seed=self.hparams["seed"])
+        sampler = SensorBatchSampler(
+            dataset.sensor_counts,
+            self.hparams["batch_size"],
+            shares=self.hparams["shares"],
+            seed=self.hparams["seed"],
+        )
         if split == "train" and self._resume:
             sampler.resume(self._resume["epoch"], self._resume["batches_done"])
             self._resume = {}
         workers = self.hparams["num_workers"]
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_by_sensor,
-                          num_workers=workers, persistent_workers=workers > 0,
-                          pin_memory=self.hparams["pin_memory"])
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate_by_sensor,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.hparams["pin_memory"],
+        )

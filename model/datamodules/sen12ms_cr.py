@@ -25,8 +25,10 @@ class SEN12MSCRDataModule(DownstreamDataModule):
     """
 
     # Input sensor -> the SEN12MSCR sample key it comes from.
-    input_keys: ClassVar[dict[str, str]] = {"sentinel2_l1c": "image_s2_cloudy",
-                                            "sentinel1_grd": "image_s1"}
+    input_keys: ClassVar[dict[str, str]] = {
+        "sentinel2_l1c": "image_s2_cloudy",
+        "sentinel1_grd": "image_s1",
+    }
     target_sensor: ClassVar[str] = "sentinel2_l1c"
     spatial_keys: ClassVar[tuple[str, ...]] = (TARGET,)
 
@@ -45,16 +47,22 @@ class SEN12MSCRDataModule(DownstreamDataModule):
     def target_info(self) -> dict[str, Any]:
         """Image regression of the cloud-free Sentinel-2 reflectance (data range 1)."""
         sensor = get_sensor(self.target_sensor)
-        return {"task": "image_regression", "sensor": sensor.name,
-                "channels": sensor.num_bands, "band_names": sensor.band_names,
-                "data_range": 1.0}
+        return {
+            "task": "image_regression",
+            "sensor": sensor.name,
+            "channels": sensor.num_bands,
+            "band_names": sensor.band_names,
+            "data_range": 1.0,
+        }
 
     def _open(self, split: str) -> SEN12MSCR:
         return SEN12MSCR(self.root, split=split)
 
     def _convert(self, raw: dict[str, Tensor]) -> Sample:
-        return {INPUTS: {name: raw[key] for name, key in self.input_keys.items()},
-                TARGET: raw["target"]}
+        return {
+            INPUTS: {name: raw[key] for name, key in self.input_keys.items()},
+            TARGET: raw["target"],
+        }
 
     def _train_view(self, sample: Sample, key: Any) -> Sample:
         return self.flips(self.crop.random(sample))

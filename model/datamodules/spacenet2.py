@@ -51,8 +51,9 @@ def wald_degradation(pan: Tensor, ms: Tensor, ratio: int) -> tuple[Tensor, Tenso
         raise ValueError(f"a {height} x {width} MS image cannot be degraded by ratio {ratio}")
     pan_low = F.interpolate(pan[None], size=(height, width), mode="area")[0]
     ms_low = F.interpolate(ms[None], size=(height // ratio, width // ratio), mode="area")[0]
-    ms_up = F.interpolate(ms_low[None], size=(height, width), mode="bicubic",
-                          align_corners=False)[0]
+    ms_up = F.interpolate(ms_low[None], size=(height, width), mode="bicubic", align_corners=False)[
+        0
+    ]
     return pan_low, ms_low, ms_up
 
 
@@ -66,8 +67,9 @@ def _pad_bottom_right(values: Tensor, size: int) -> Tensor:
     """
     height, width = values.shape[-2:]
     if max(height, width) > size:
-        raise ValueError(f"a {height} x {width} image does not fit in {size} x {size} "
-                         f"(increase input_px)")
+        raise ValueError(
+            f"a {height} x {width} image does not fit in {size} x {size} (increase input_px)"
+        )
     padding = (0, size - width, 0, size - height)
     if values.dtype == torch.bool:
         return F.pad(values, padding, value=False)
@@ -124,9 +126,14 @@ class SpaceNet2DataModule(DownstreamDataModule):
     def target_info(self) -> dict[str, Any]:
         """Image regression of the original MS (11-bit, data range 2047)."""
         sensor = get_sensor(self.ms_sensor)
-        return {"task": "image_regression", "sensor": sensor.name,
-                "channels": sensor.num_bands, "band_names": sensor.band_names,
-                "data_range": self.data_range, "ratio": self.ratio}
+        return {
+            "task": "image_regression",
+            "sensor": sensor.name,
+            "channels": sensor.num_bands,
+            "band_names": sensor.band_names,
+            "data_range": self.data_range,
+            "ratio": self.ratio,
+        }
 
     def _open(self, split: str) -> SpaceNet2PanMS:
         return SpaceNet2PanMS(self.root, split=split)
@@ -134,15 +141,21 @@ class SpaceNet2DataModule(DownstreamDataModule):
     def _convert(self, raw: dict[str, Tensor]) -> Sample:
         ms = raw["image_ms"]
         pan_low, ms_low, ms_up = wald_degradation(raw["image_pan"], ms, self.ratio)
-        return {INPUTS: {self.ms_sensor: ms_up, self.pan_sensor: pan_low}, TARGET: ms,
-                VALID: torch.ones((1, *ms.shape[-2:]), dtype=torch.bool),
-                "pan_low": pan_low, "ms_low": ms_low}
+        return {
+            INPUTS: {self.ms_sensor: ms_up, self.pan_sensor: pan_low},
+            TARGET: ms,
+            VALID: torch.ones((1, *ms.shape[-2:]), dtype=torch.bool),
+            "pan_low": pan_low,
+            "ms_low": ms_low,
+        }
 
     def _pad(self, sample: Sample) -> Sample:
-        padded = map_spatial(sample, self.spatial_keys,
-                              lambda x: _pad_bottom_right(x, self.input_px))
-        padded["ms_low"] = _pad_bottom_right(sample["ms_low"],
-                                             math.ceil(self.input_px / self.ratio))
+        padded = map_spatial(
+            sample, self.spatial_keys, lambda x: _pad_bottom_right(x, self.input_px)
+        )
+        padded["ms_low"] = _pad_bottom_right(
+            sample["ms_low"], math.ceil(self.input_px / self.ratio)
+        )
         return padded
 
     def _train_view(self, sample: Sample, key: Any) -> Sample:

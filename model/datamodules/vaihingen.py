@@ -74,8 +74,13 @@ class VaihingenDataModule(DownstreamDataModule):
     # Only the target is cropped with the inputs: ``valid`` is made per item.
     spatial_keys: ClassVar[tuple[str, ...]] = (TARGET,)
 
-    def __init__(self, root: Path | str, crops_per_area: int = 8,
-                 val_areas: Sequence[int] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        crops_per_area: int = 8,
+        val_areas: Sequence[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Initialise a new VaihingenDataModule.
 
         Args:
@@ -95,8 +100,10 @@ class VaihingenDataModule(DownstreamDataModule):
             val_areas = tuple(val_areas)
             others = sorted(set(val_areas) - VaihingenDSM.split_areas["train"])
             if not val_areas or others:
-                raise ValueError(f"val_areas {val_areas!r}: choose among the training areas "
-                                 f"{sorted(VaihingenDSM.split_areas['train'])}")
+                raise ValueError(
+                    f"val_areas {val_areas!r}: choose among the training areas "
+                    f"{sorted(VaihingenDSM.split_areas['train'])}"
+                )
         super().__init__(root, **kwargs)
         self.crops_per_area = crops_per_area
         self.val_areas = val_areas
@@ -106,8 +113,12 @@ class VaihingenDataModule(DownstreamDataModule):
     @property
     def target_info(self) -> dict[str, Any]:
         """Semantic segmentation over :attr:`class_names`, class 0 ignored."""
-        return {"task": "semantic_segmentation", "num_classes": len(self.class_names),
-                "ignore_index": self.ignore_index, "class_names": self.class_names}
+        return {
+            "task": "semantic_segmentation",
+            "num_classes": len(self.class_names),
+            "ignore_index": self.ignore_index,
+            "class_names": self.class_names,
+        }
 
     def _area_of(self, files: dict[str, Path]) -> int:
         """The area number of an entry of :attr:`VaihingenDSM.files`."""
@@ -123,11 +134,13 @@ class VaihingenDataModule(DownstreamDataModule):
         dataset = VaihingenDSM(self.root, split="train")
         absent = sorted(set(self.val_areas) - {self._area_of(f) for f in dataset.files})
         if absent:
-            raise ValueError(f"{self.root}: no orthophoto, DSM and ground truth of val_areas "
-                             f"{absent}")
+            raise ValueError(
+                f"{self.root}: no orthophoto, DSM and ground truth of val_areas {absent}"
+            )
         held_out = split == "val"
-        dataset.files = [files for files in dataset.files
-                         if (self._area_of(files) in self.val_areas) == held_out]
+        dataset.files = [
+            files for files in dataset.files if (self._area_of(files) in self.val_areas) == held_out
+        ]
         return dataset
 
     def _convert(self, raw: dict[str, Tensor]) -> Sample:
@@ -166,7 +179,7 @@ class VaihingenDataModule(DownstreamDataModule):
     def _eval_view(self, sample: Sample, key: tuple[int, int, int, int]) -> Sample:
         top, left, new_top, new_left = key
         valid = torch.zeros((1, self.input_px, self.input_px), dtype=torch.bool)
-        valid[:, new_top - top:, new_left - left:] = True
+        valid[:, new_top - top :, new_left - left :] = True
         return self._item(self.crop.at(sample, top, left), valid)
 
     @staticmethod

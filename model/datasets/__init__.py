@@ -7,5 +7,12 @@ from model.datasets.sen12ms_cr import SEN12MSCR
 from model.datasets.spacenet2 import SpaceNet2PanMS
 from model.datasets.vaihingen import VaihingenDSM
 
-__all__ = ["SEN12MSCR", "ChipReadError", "GeoPile2", "SensorBatchSampler", "SpaceNet2PanMS",
-           "VaihingenDSM", "collate_by_sensor"]
+__all__ = [
+    "SEN12MSCR",
+    "ChipReadError",
+    "GeoPile2",
+    "SensorBatchSampler",
+    "SpaceNet2PanMS",
+    "VaihingenDSM",
+    "collate_by_sensor",
+]

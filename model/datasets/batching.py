@@ -37,7 +37,7 @@ def apportion(total: int, weights: Sequence[float]) -> list[int]:
     shares = np.asarray(weights, dtype=np.float64)
     exact = total * shares / shares.sum()
     counts = np.floor(exact).astype(int)
-    for position in np.argsort(-(exact - counts), kind="stable")[:total - counts.sum()]:
+    for position in np.argsort(-(exact - counts), kind="stable")[: total - counts.sum()]:
         counts[position] += 1
     return counts.tolist()
 
@@ -56,9 +56,15 @@ class SensorBatchSampler(Sampler[list[int]]):
     epoch, and each has ``T / world_size`` steps. The order depends only on (seed, epoch).
     """
 
-    def __init__(self, sensor_counts: Mapping[str, int], batch_size: int,
-                 shares: Mapping[str, float] | None = None, seed: int = 0,
-                 num_replicas: int | None = None, rank: int | None = None) -> None:
+    def __init__(
+        self,
+        sensor_counts: Mapping[str, int],
+        batch_size: int,
+        shares: Mapping[str, float] | None = None,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
         """Initialize a new SensorBatchSampler.
 
         Args:
@@ -81,23 +87,29 @@ class SensorBatchSampler(Sampler[list[int]]):
         if not 0 <= self.rank < self.num_replicas:
             raise ValueError(f"rank {self.rank} is not in [0, {self.num_replicas})")
         offsets = np.concatenate([[0], np.cumsum(list(sensor_counts.values()))[:-1]])
-        self.offsets = {s: int(o) for s, o in zip(sensor_counts, offsets, strict=True)
-                        if sensor_counts[s] > 0}
+        self.offsets = {
+            s: int(o) for s, o in zip(sensor_counts, offsets, strict=True) if sensor_counts[s] > 0
+        }
         self.counts = {s: int(sensor_counts[s]) for s in self.offsets}
         if not self.counts:
             raise ValueError("no sensor has samples to draw from")
         if batch_size < len(self.counts):
-            raise ValueError(f"batch size {batch_size} cannot hold one chip of each of "
-                             f"{len(self.counts)} sensors {list(self.counts)}")
+            raise ValueError(
+                f"batch size {batch_size} cannot hold one chip of each of "
+                f"{len(self.counts)} sensors {list(self.counts)}"
+            )
         shares = dict(shares) if shares is not None else dict(self.counts)
         unknown = set(shares) - set(sensor_counts)
         if unknown or any(v < 0 for v in shares.values()):
-            raise ValueError(f"shares {shares}: unknown sensors {sorted(unknown)} or negative "
-                             f"shares; sensors: {list(sensor_counts)}")
+            raise ValueError(
+                f"shares {shares}: unknown sensors {sorted(unknown)} or negative "
+                f"shares; sensors: {list(sensor_counts)}"
+            )
         self.batch_size, self.seed, self.epoch, self.skip = batch_size, seed, 0, 0
         total = sum(self.counts.values())
-        self.steps = math.ceil(math.ceil(total / batch_size) / self.num_replicas) \
-            * self.num_replicas
+        self.steps = (
+            math.ceil(math.ceil(total / batch_size) / self.num_replicas) * self.num_replicas
+        )
         draws = apportion(total, [shares.get(s, 0.0) for s in self.counts])
         self.draws = {s: max(d, self.steps) for s, d in zip(self.counts, draws, strict=True)}
 
@@ -134,13 +146,13 @@ class SensorBatchSampler(Sampler[list[int]]):
             rng = np.random.default_rng([self.seed, self.epoch, position])
             rounds = math.ceil(self.draws[sensor] / count)
             drawn = np.concatenate([rng.permutation(count) for _ in range(rounds)])
-            drawn = drawn[:self.draws[sensor]] + self.offsets[sensor]
+            drawn = drawn[: self.draws[sensor]] + self.offsets[sensor]
             parts.append(np.array_split(drawn, self.steps))
         return [np.concatenate([p[step] for p in parts]).tolist() for step in range(self.steps)]
 
     def __iter__(self) -> Iterator[list[int]]:
         """This rank's batches of the current epoch (after the skipped ones of a resume)."""
-        yield from self.epoch_batches()[self.rank::self.num_replicas][self.skip:]
+        yield from self.epoch_batches()[self.rank :: self.num_replicas][self.skip :]
 
 
 def collate_by_sensor(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
@@ -183,8 +195,14 @@ def stack_rows(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     :meth:`GeoPile2.__getitems__` decodes them).
     """
     base = tensors[0]._base
-    if (base is not None and base.shape[0] == len(tensors) and base.is_contiguous()
-            and all(t._base is base and t.storage_offset() == row * t.numel()
-                    and t.shape == base.shape[1:] for row, t in enumerate(tensors))):
+    if (
+        base is not None
+        and base.shape[0] == len(tensors)
+        and base.is_contiguous()
+        and all(
+            t._base is base and t.storage_offset() == row * t.numel() and t.shape == base.shape[1:]
+            for row, t in enumerate(tensors)
+        )
+    ):
         return base
     return torch.stack(list(tensors))

@@ -65,9 +65,15 @@ class ImageLayout:
         chips_per_shard = image.shards[0]
         shard_count = math.ceil(image.shape[0] / chips_per_shard)
         keys = tuple(fmt.shard_key(image, shard) for shard in range(shard_count))
-        return cls(sensor=sensor, folder=store / sensor / fmt.IMAGE, shard_keys=keys,
-                   chips_per_shard=chips_per_shard, chip_count=image.shape[0],
-                   chip_shape=tuple(image.shape[1:]), dtype=str(image.dtype))
+        return cls(
+            sensor=sensor,
+            folder=store / sensor / fmt.IMAGE,
+            shard_keys=keys,
+            chips_per_shard=chips_per_shard,
+            chip_count=image.shape[0],
+            chip_shape=tuple(image.shape[1:]),
+            dtype=str(image.dtype),
+        )
 
 
 class ShardedChipReader:
@@ -104,8 +110,10 @@ class ShardedChipReader:
     def __setstate__(self, state: dict[str, object]) -> None:
         """A fresh reader of the pickled layout and checksums (nothing mapped yet)."""
         checksums = state["checksums"]
-        self.__init__(state["layout"],  # type: ignore[misc]
-                      None if checksums is None else np.asarray(checksums, dtype=np.uint32))
+        self.__init__(
+            state["layout"],  # type: ignore[misc]
+            None if checksums is None else np.asarray(checksums, dtype=np.uint32),
+        )
 
     def __del__(self) -> None:
         """Unmap the shard files this process mapped (:meth:`close`)."""
@@ -147,8 +155,11 @@ class ShardedChipReader:
         data = self.chunk(chip)
         out = self.empty()[0] if out is None else out
         try:
-            compressed = (memoryview(data)[:-CHECKSUM_NBYTES] if self.checksums is None
-                          else verify_chunk(data, self.checksums[chip]))
+            compressed = (
+                memoryview(data)[:-CHECKSUM_NBYTES]
+                if self.checksums is None
+                else verify_chunk(data, self.checksums[chip])
+            )
             self._codec.decode(compressed, out=out)
         except (ValueError, RuntimeError) as error:  # Blosc: RuntimeError
             raise self._error(chip, error) from error
@@ -163,8 +174,9 @@ class ShardedChipReader:
             IndexError, ChipReadError: as :meth:`read`.
         """
         if not 0 <= chip < self.layout.chip_count:
-            raise IndexError(f"{self.layout.sensor}: chip {chip} out of range "
-                             f"0..{self.layout.chip_count - 1}")
+            raise IndexError(
+                f"{self.layout.sensor}: chip {chip} out of range 0..{self.layout.chip_count - 1}"
+            )
         shard, slot = divmod(chip, self.layout.chips_per_shard)
         try:
             mapped, index = self._shard(shard)
@@ -173,7 +185,7 @@ class ShardedChipReader:
                 raise ValueError("the chunk is not stored in its shard")
         except (OSError, ValueError) as error:
             raise self._error(chip, error) from error
-        return mapped[offset:offset + length]
+        return mapped[offset : offset + length]
 
     def _error(self, chip: int, error: Exception) -> ChipReadError:
         shard = chip // self.layout.chips_per_shard

@@ -51,8 +51,7 @@ def rgb_band_indices(sensor: str, band_names: Sequence[str]) -> list[int]:
     return [min(i, len(band_names) - 1) for i in range(3)] if len(band_names) >= 3 else [0] * 3
 
 
-def composite(image: np.ndarray, sensor: str, kind: str,
-              band_names: Sequence[str]) -> np.ndarray:
+def composite(image: np.ndarray, sensor: str, kind: str, band_names: Sequence[str]) -> np.ndarray:
     """A (H, W, 3) picture in [0, 1] of one chip (C, H, W) in the model's unit.
 
     Optical: true colour. SAR: VV, VH and VV - VH (dB) as red, green and blue. Elevation: a
@@ -68,9 +67,11 @@ def composite(image: np.ndarray, sensor: str, kind: str,
     return np.repeat(stretch(image[0][..., None]), 3, axis=-1)
 
 
-def panel_figure(panels: Sequence[tuple[str, np.ndarray, Mapping[str, Any]]],
-                 show_titles: bool = True, suptitle: str | None = None
-                 ) -> tuple[Figure, list[AxesImage]]:
+def panel_figure(
+    panels: Sequence[tuple[str, np.ndarray, Mapping[str, Any]]],
+    show_titles: bool = True,
+    suptitle: str | None = None,
+) -> tuple[Figure, list[AxesImage]]:
     """One row of pictures, 4 inches each, as the datasets' ``plot`` draws them.
 
     Args:
@@ -81,8 +82,7 @@ def panel_figure(panels: Sequence[tuple[str, np.ndarray, Mapping[str, Any]]],
     Returns:
         The figure and each panel's image (for colour bars).
     """
-    figure, axes = plt.subplots(ncols=len(panels), figsize=(4 * len(panels), 4),
-                                squeeze=False)
+    figure, axes = plt.subplots(ncols=len(panels), figsize=(4 * len(panels), 4), squeeze=False)
     images = []
     for ax, (title, picture, style) in zip(axes[0], panels, strict=True):
         images.append(ax.imshow(picture, **style))

@@ -49,14 +49,23 @@ class _SensorChips:
         m = self.manifest
         # Chips already float32 in the model's unit are decoded straight into the output.
         self.decoded_as_is = stored_as_model_unit(m)
-        self.nodata_value = (None if m.nodata is None or math.isnan(m.nodata)
-                             else np.asarray(m.nodata, dtype=m.dtype))
+        self.nodata_value = (
+            None
+            if m.nodata is None or math.isnan(m.nodata)
+            else np.asarray(m.nodata, dtype=m.dtype)
+        )
         # An integer nodata at the end of its dtype's range (0 in uint16 reflectance) is
         # found by a min or max: one pass without a mask, ~2x faster than ``==`` and ``any``.
         limits = np.iinfo(m.dtype) if np.issubdtype(m.dtype, np.integer) else None
-        self.nodata_extreme = (None if self.nodata_value is None or limits is None
-                               else np.min if m.nodata == limits.min
-                               else np.max if m.nodata == limits.max else None)
+        self.nodata_extreme = (
+            None
+            if self.nodata_value is None or limits is None
+            else np.min
+            if m.nodata == limits.min
+            else np.max
+            if m.nodata == limits.max
+            else None
+        )
 
     def holds_nodata(self, stored: np.ndarray) -> bool:
         """Whether chip values ``stored`` (in the stored dtype) hold the nodata value."""
@@ -116,15 +125,25 @@ class GeoPile2(NonGeoDataset):
 
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test", "all")
     split_ranges: ClassVar[dict[str, tuple[float, float]]] = {
-        "train": (0.0, 0.8), "val": (0.8, 0.9), "test": (0.9, 1.0), "all": (0.0, 1.0)}
+        "train": (0.0, 0.8),
+        "val": (0.8, 0.9),
+        "test": (0.9, 1.0),
+        "all": (0.0, 1.0),
+    }
     error_policies: ClassVar[tuple[str, ...]] = ("raise", "skip")
 
-    def __init__(self, root: Path | str = "data/geopile2.zarr",
-                 sensors: Sequence[str] | None = None, split: str = "train",
-                 paired_only: bool = False,
-                 transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 partners: bool = True, on_error: str = "raise", verify: bool = True,
-                 stored: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path | str = "data/geopile2.zarr",
+        sensors: Sequence[str] | None = None,
+        split: str = "train",
+        paired_only: bool = False,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        partners: bool = True,
+        on_error: str = "raise",
+        verify: bool = True,
+        stored: bool = False,
+    ) -> None:
         """Initialize a new GeoPile2 instance.
 
         Args:
@@ -168,15 +187,18 @@ class GeoPile2(NonGeoDataset):
         names = tuple(self.manifest.sensors) if sensors is None else tuple(sensors)
         unknown = [name for name in names if name not in self.manifest.sensors]
         if unknown or not names:
-            raise ValueError(f"{self.root}: no sensor group {unknown or '(none asked)'}; "
-                             f"the store has {list(self.manifest.sensors)}")
+            raise ValueError(
+                f"{self.root}: no sensor group {unknown or '(none asked)'}; "
+                f"the store has {list(self.manifest.sensors)}"
+            )
         self.sensors = names
         self._chips = {name: self._load_sensor(store, name) for name in self.manifest.sensors}
         self._pairs = self._load_pairs(store)
         self.sensor_chips = {name: self._select(name) for name in names}
         counts = np.array([len(self.sensor_chips[name]) for name in names])
-        self.sensor_offsets = dict(zip(names, np.concatenate([[0], np.cumsum(counts)[:-1]]),
-                                       strict=True))
+        self.sensor_offsets = dict(
+            zip(names, np.concatenate([[0], np.cumsum(counts)[:-1]]), strict=True)
+        )
         self._ends = np.cumsum(counts)
         self.skipped: list[int] = []
 
@@ -249,13 +271,16 @@ class GeoPile2(NonGeoDataset):
             wanted.setdefault(sensor, []).append((position, chip, "image"))
             for partner, partner_chip in self.partners_of(sensor, chip) if self.partners else ():
                 wanted.setdefault(f"{sensor}>{partner}", []).append(
-                    (position, partner_chip, PARTNER_PREFIX + partner))
+                    (position, partner_chip, PARTNER_PREFIX + partner)
+                )
         samples: list[dict[str, Any] | None] = [{"sensor": s} for s, _ in located]
         for group, rows in wanted.items():
             sensor = group.rpartition(">")[2]
             layout = self._chips[sensor].reader.layout
-            images = empty_rows((len(rows), *layout.chip_shape),
-                                getattr(torch, layout.dtype) if self.stored else torch.float32)
+            images = empty_rows(
+                (len(rows), *layout.chip_shape),
+                getattr(torch, layout.dtype) if self.stored else torch.float32,
+            )
             for row, (position, chip, key) in enumerate(rows):
                 sample = samples[position]
                 if sample is None:
@@ -265,7 +290,8 @@ class GeoPile2(NonGeoDataset):
                 except ChipReadError as error:
                     if self.on_error == "raise":
                         raise ChipReadError(
-                            f"{self.root}: sample {indices[position]}: {error}") from error
+                            f"{self.root}: sample {indices[position]}: {error}"
+                        ) from error
                     self.skipped.append(indices[position])
                     samples[position] = None
                     continue
@@ -273,15 +299,19 @@ class GeoPile2(NonGeoDataset):
         for sample, (sensor, chip) in zip(samples, located, strict=True):
             if sample is not None:
                 chips = self._chips[sensor]
-                sample.update(index=chip, crs=str(chips.crs[chip]),
-                              transform=torch.from_numpy(chips.transform[chip].copy()),
-                              bounds=torch.from_numpy(chips.bounds_lonlat[chip].copy()))
+                sample.update(
+                    index=chip,
+                    crs=str(chips.crs[chip]),
+                    transform=torch.from_numpy(chips.transform[chip].copy()),
+                    bounds=torch.from_numpy(chips.bounds_lonlat[chip].copy()),
+                )
         if self.transforms is not None:
             samples = [None if s is None else self.transforms(s) for s in samples]
         return samples
 
-    def plot(self, sample: dict[str, Any], show_titles: bool = True,
-             suptitle: str | None = None) -> Figure:
+    def plot(
+        self, sample: dict[str, Any], show_titles: bool = True, suptitle: str | None = None
+    ) -> Figure:
         """Plot a sample: its chip and, side by side, its partners.
 
         Optical chips as true colour, SAR as VV / VH / VV-VH false colour, elevation as a
@@ -296,15 +326,22 @@ class GeoPile2(NonGeoDataset):
             A matplotlib Figure with the sample.
         """
         panels = [(sample["sensor"], sample["image"])]
-        panels += [(key.removeprefix(PARTNER_PREFIX), value) for key, value in sample.items()
-                   if key.startswith(PARTNER_PREFIX)]
+        panels += [
+            (key.removeprefix(PARTNER_PREFIX), value)
+            for key, value in sample.items()
+            if key.startswith(PARTNER_PREFIX)
+        ]
         pictures = []
         for sensor, image in panels:
             m = self.manifest.sensors[sensor]
             values = to_model_unit(image, m) if self.stored else image
-            pictures.append((f"{sensor} ({m.model_unit})",
-                             composite(np.asarray(values, dtype=np.float32), sensor, m.kind,
-                                       m.band_names), {}))
+            pictures.append(
+                (
+                    f"{sensor} ({m.model_unit})",
+                    composite(np.asarray(values, dtype=np.float32), sensor, m.kind, m.band_names),
+                    {},
+                )
+            )
         return panel_figure(pictures, show_titles, suptitle)[0]
 
     def _load_sensor(self, store: Any, name: str) -> _SensorChips:
@@ -316,15 +353,22 @@ class GeoPile2(NonGeoDataset):
             raise ValueError(f"{self.root}: {error}") from None
         return _SensorChips(
             manifest=manifest,
-            reader=ShardedChipReader(ImageLayout.of(self.root, group[fmt.IMAGE], name),
-                                     group[fmt.IMAGE_CRC32C][:] if self.verify else None),
-            item_id=group[fmt.ITEM_ID][:], source=group[fmt.SOURCE][:], crs=group[fmt.CRS][:],
-            transform=group[fmt.TRANSFORM][:], bounds_lonlat=group[fmt.BOUNDS_LONLAT][:])
+            reader=ShardedChipReader(
+                ImageLayout.of(self.root, group[fmt.IMAGE], name),
+                group[fmt.IMAGE_CRC32C][:] if self.verify else None,
+            ),
+            item_id=group[fmt.ITEM_ID][:],
+            source=group[fmt.SOURCE][:],
+            crs=group[fmt.CRS][:],
+            transform=group[fmt.TRANSFORM][:],
+            bounds_lonlat=group[fmt.BOUNDS_LONLAT][:],
+        )
 
     def _load_pairs(self, store: Any) -> dict[str, dict[int, list[tuple[str, int]]]]:
         pairs = store[fmt.PAIRS_GROUP]
-        columns = [pairs[name][:] for name in (fmt.SENSOR_A, fmt.INDEX_A, fmt.SENSOR_B,
-                                                fmt.INDEX_B)]
+        columns = [
+            pairs[name][:] for name in (fmt.SENSOR_A, fmt.INDEX_A, fmt.SENSOR_B, fmt.INDEX_B)
+        ]
         partners: dict[str, dict[int, list[tuple[str, int]]]] = {}
         for sensor_a, index_a, sensor_b, index_b in zip(*columns, strict=True):
             a, b = (str(sensor_a), int(index_a)), (str(sensor_b), int(index_b))
@@ -335,8 +379,10 @@ class GeoPile2(NonGeoDataset):
     def _select(self, sensor: str) -> np.ndarray:
         chips = self._chips[sensor]
         low, high = self.split_ranges[self.split]
-        keep = [low <= location_fraction(str(source), str(item)) < high or self.split == "all"
-                for source, item in zip(chips.source, chips.item_id, strict=True)]
+        keep = [
+            low <= location_fraction(str(source), str(item)) < high or self.split == "all"
+            for source, item in zip(chips.source, chips.item_id, strict=True)
+        ]
         if self.paired_only:
             paired = self._pairs.get(sensor, {})
             keep = [k and chip in paired for chip, k in enumerate(keep)]

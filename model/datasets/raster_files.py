@@ -44,8 +44,10 @@ def read_sensor_file(path: Path, sensor: Sensor) -> np.ndarray:
     with opened_raster(path) as src:
         values = src.read()
     if values.shape[0] != sensor.num_bands:
-        raise ValueError(f"{path}: {values.shape[0]} bands, expected {sensor.num_bands} "
-                         f"({sensor.name}: {', '.join(sensor.band_names)})")
+        raise ValueError(
+            f"{path}: {values.shape[0]} bands, expected {sensor.num_bands} "
+            f"({sensor.name}: {', '.join(sensor.band_names)})"
+        )
     return values
 
 

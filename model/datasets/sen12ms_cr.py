@@ -68,18 +68,34 @@ class SEN12MSCR(NonGeoDataset):
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
     # (season folder, scene) of the official validation and test scenes.
     split_scenes: ClassVar[dict[str, frozenset[tuple[str, int]]]] = {
-        "val": frozenset({
-            ("ROIs2017_winter", 22), ("ROIs1868_summer", 19), ("ROIs1970_fall", 65),
-            ("ROIs1158_spring", 17), ("ROIs2017_winter", 107), ("ROIs1868_summer", 80),
-            ("ROIs1868_summer", 127), ("ROIs2017_winter", 130), ("ROIs1868_summer", 17),
-            ("ROIs2017_winter", 84),
-        }),
-        "test": frozenset({
-            ("ROIs1158_spring", 106), ("ROIs1158_spring", 123), ("ROIs1158_spring", 140),
-            ("ROIs1158_spring", 31), ("ROIs1158_spring", 44), ("ROIs1868_summer", 119),
-            ("ROIs1868_summer", 73), ("ROIs1970_fall", 139), ("ROIs2017_winter", 108),
-            ("ROIs2017_winter", 63),
-        }),
+        "val": frozenset(
+            {
+                ("ROIs2017_winter", 22),
+                ("ROIs1868_summer", 19),
+                ("ROIs1970_fall", 65),
+                ("ROIs1158_spring", 17),
+                ("ROIs2017_winter", 107),
+                ("ROIs1868_summer", 80),
+                ("ROIs1868_summer", 127),
+                ("ROIs2017_winter", 130),
+                ("ROIs1868_summer", 17),
+                ("ROIs2017_winter", 84),
+            }
+        ),
+        "test": frozenset(
+            {
+                ("ROIs1158_spring", 106),
+                ("ROIs1158_spring", 123),
+                ("ROIs1158_spring", 140),
+                ("ROIs1158_spring", 31),
+                ("ROIs1158_spring", 44),
+                ("ROIs1868_summer", 119),
+                ("ROIs1868_summer", 73),
+                ("ROIs1970_fall", 139),
+                ("ROIs2017_winter", 108),
+                ("ROIs2017_winter", 63),
+            }
+        ),
     }
     # Modality (folder and file name part) -> registry sensor of its files.
     modality_sensors: ClassVar[dict[str, str]] = {
@@ -151,8 +167,10 @@ class SEN12MSCR(NonGeoDataset):
             ValueError: if a file of the triplet is unreadable or has the wrong band count.
         """
         patch = self.triplets[index]
-        sample = {key: self._load_raster(patch, modality)
-                  for key, modality in self.sample_modalities.items()}
+        sample = {
+            key: self._load_raster(patch, modality)
+            for key, modality in self.sample_modalities.items()
+        }
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
@@ -190,9 +208,10 @@ class SEN12MSCR(NonGeoDataset):
                 scene = scene_of(scene_dir.name, listing)
                 if scene is None or not scene_dir.is_dir():
                     continue
-                partners = {modality: self._file_names(
-                                scene_folder(root, season_folder, modality, scene))
-                            for modality in self.modality_sensors}
+                partners = {
+                    modality: self._file_names(scene_folder(root, season_folder, modality, scene))
+                    for modality in self.modality_sensors
+                }
                 for file_name in sorted(partners[listing]):
                     patch = patch_of(file_name, season_folder, listing, scene)
                     if patch is None:
@@ -221,8 +240,9 @@ class SEN12MSCR(NonGeoDataset):
         Raises:
             ValueError: if the file is unreadable or its band count is not the sensor's.
         """
-        return read_physical(self.path(patch, modality),
-                             get_sensor(self.modality_sensors[modality]))
+        return read_physical(
+            self.path(patch, modality), get_sensor(self.modality_sensors[modality])
+        )
 
     def plot(
         self,
@@ -249,8 +269,11 @@ class SEN12MSCR(NonGeoDataset):
         finite = np.isfinite(vv)
         vv = np.where(finite, vv, np.median(vv[finite]) if finite.any() else 0.0)
         panels = [("Sentinel-1 VV", percentile_normalization(vv), {"cmap": "gray"})]
-        titles = {"image_s2_cloudy": "Cloudy Sentinel-2", "target": "Cloud-free Sentinel-2",
-                  "prediction": "Prediction"}
+        titles = {
+            "image_s2_cloudy": "Cloudy Sentinel-2",
+            "target": "Cloud-free Sentinel-2",
+            "prediction": "Prediction",
+        }
         for key, title in titles.items():
             if key in sample:
                 panels.append((title, self._rgb(sample[key]), {}))

@@ -81,14 +81,21 @@ class _Pool:
 
         A new one is pooled while fewer than :data:`MAX_BUFFERS` when the pool was made.
         """
-        free = [(buffer.nbytes(), slot) for slot, buffer in enumerate(self.buffers)
-                if buffer.nbytes() >= nbytes and not self.flag_values[slot, HELD]
-                # only the pool refers to it: no tensor of this process uses it
-                and torch._C._storage_Use_Count(buffer._cdata) == 1]
+        free = [
+            (buffer.nbytes(), slot)
+            for slot, buffer in enumerate(self.buffers)
+            if buffer.nbytes() >= nbytes
+            and not self.flag_values[slot, HELD]
+            # only the pool refers to it: no tensor of this process uses it
+            and torch._C._storage_Use_Count(buffer._cdata) == 1
+        ]
         if free:
             return self.buffers[min(free)[1]]
-        buffer = (torch.UntypedStorage._new_shared(nbytes) if self.shared
-                  else torch.UntypedStorage(nbytes))
+        buffer = (
+            torch.UntypedStorage._new_shared(nbytes)
+            if self.shared
+            else torch.UntypedStorage(nbytes)
+        )
         if len(self.buffers) < len(self.flag_values) - 1:
             self.slot_of[buffer.data_ptr()] = len(self.buffers)
             self.buffers.append(buffer)
@@ -103,8 +110,9 @@ class _Pool:
         slot = self.slot_of.get(storage.data_ptr())
         if slot is not None:
             self.flag_values[slot, HELD] = 1
-            descriptor = (None if self.flag_values[slot, KEPT]
-                          else DupFd(storage._share_fd_cpu_()[0]))
+            descriptor = (
+                None if self.flag_values[slot, KEPT] else DupFd(storage._share_fd_cpu_()[0])
+            )
             flags = None if self.flag_values[-1, KEPT] else self.flags
             return _rebuild_pooled, (self.token, slot, storage.nbytes(), descriptor, flags)
         if not storage.is_shared() and 0 < storage.nbytes() <= BY_VALUE_NBYTES:
@@ -118,8 +126,9 @@ _flags_of: dict[str, torch.Tensor] = {}
 _descriptor_of: dict[tuple[str, int], int] = {}
 
 
-def _rebuild_pooled(token: str, slot: int, nbytes: int, descriptor: Any,
-                    flags: torch.Tensor | None) -> torch.UntypedStorage:
+def _rebuild_pooled(
+    token: str, slot: int, nbytes: int, descriptor: Any, flags: torch.Tensor | None
+) -> torch.UntypedStorage:
     """Unpickle a pooled buffer of worker pool ``token``.
 
     Mapped from its descriptor (kept from its first batch), with a finalizer that clears its flag

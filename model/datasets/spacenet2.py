@@ -90,7 +90,8 @@ class SpaceNet2PanMS(NonGeoDataset):
     }
     # Sample key -> (product folder and file prefix, registry sensor).
     image_products: ClassVar[dict[str, tuple[str, str]]] = {
-        f"image_{key}": product for key, product in RASTER_PRODUCTS.items()}
+        f"image_{key}": product for key, product in RASTER_PRODUCTS.items()
+    }
     label_prefix: ClassVar[str] = LABEL_PRODUCT
     pan_band_names: ClassVar[tuple[str, ...]] = get_sensor("worldview3_pan").band_names
     ms_band_names: ClassVar[tuple[str, ...]] = get_sensor("worldview3_ms").band_names
@@ -240,15 +241,23 @@ class SpaceNet2PanMS(NonGeoDataset):
             raise ValueError(f"{path}: not a GeoJSON FeatureCollection")
         with rasterio.open(self.path(aoi, image, self.image_products["image_pan"][0])) as src:
             shape, transform, crs = (src.height, src.width), src.transform, src.crs
-        geometries: list[dict[str, Any]] = [feature["geometry"] for feature in
-                                            collection.get("features", [])
-                                            if feature.get("geometry")]
+        geometries: list[dict[str, Any]] = [
+            feature["geometry"]
+            for feature in collection.get("features", [])
+            if feature.get("geometry")
+        ]
         if crs is not None and crs.to_string() != "EPSG:4326":  # GeoJSON is in EPSG:4326
             geometries = [rasterio.warp.transform_geom("EPSG:4326", crs, g) for g in geometries]
         if not geometries:
             return torch.zeros(shape, dtype=torch.long)
-        mask = rasterio.features.rasterize(geometries, out_shape=shape, transform=transform,
-                                           fill=0, default_value=1, dtype=np.uint8)
+        mask = rasterio.features.rasterize(
+            geometries,
+            out_shape=shape,
+            transform=transform,
+            fill=0,
+            default_value=1,
+            dtype=np.uint8,
+        )
         return torch.from_numpy(mask.astype(np.int64))
 
     def plot(

@@ -29,8 +29,10 @@ def band_moments(sensor: SensorManifest) -> tuple[torch.Tensor, torch.Tensor]:
             stored unit (the statistics could not be carried over).
     """
     if sensor.unit != sensor.model_unit:
-        raise ValueError(f"sensor {sensor.name}: statistics are in {sensor.unit}, the model "
-                         f"sees {sensor.model_unit}; normalising needs statistics in that unit")
+        raise ValueError(
+            f"sensor {sensor.name}: statistics are in {sensor.unit}, the model "
+            f"sees {sensor.model_unit}; normalising needs statistics in that unit"
+        )
     stats = sensor.statistics
     mean = [0.0 if m is None else m * sensor.scale + sensor.offset for m in stats.mean]
     std = [1.0 if s is None or s == 0 else s * abs(sensor.scale) for s in stats.std]
@@ -54,10 +56,14 @@ class SensorNormalize(nn.Module):
         """
         super().__init__()
         self.sensors, self.stored = sensors, stored
-        self.moments = {name: band_moments(sensor) for name, sensor in sensors.items()
-                        if sensor.unit == sensor.model_unit}
-        self.unusable = {name: sensor for name, sensor in sensors.items()
-                         if name not in self.moments}
+        self.moments = {
+            name: band_moments(sensor)
+            for name, sensor in sensors.items()
+            if sensor.unit == sensor.model_unit
+        }
+        self.unusable = {
+            name: sensor for name, sensor in sensors.items() if name not in self.moments
+        }
 
     def normalize(self, sensor: str, image: torch.Tensor) -> torch.Tensor:
         """One sensor's images (B, C, H, W) normalised."""
@@ -100,11 +106,11 @@ class AlignedAugmentation(nn.Module):
         keys = sorted(k for k in batch if k.startswith(PARTNER_PREFIX))
         widths = [image.shape[1]] + [batch[k].shape[1] for k in keys]
         stacked = image.new_zeros((image.shape[0], sum(widths), *image.shape[2:]))
-        stacked[:, :widths[0]] = image
+        stacked[:, : widths[0]] = image
         start = widths[0]
         for key, width in zip(keys, widths[1:], strict=True):
             rows = batch[ROWS_PREFIX + key.removeprefix(PARTNER_PREFIX)]
-            stacked[rows, start:start + width] = batch[key]
+            stacked[rows, start : start + width] = batch[key]
             start += width
         augmented = self.augment(stacked)
         parts = torch.split(augmented, widths, dim=1)
@@ -114,15 +120,19 @@ class AlignedAugmentation(nn.Module):
         return out
 
 
-def pretraining_augmentation(crop_px: int = 192,
-                             crop_scale: tuple[float, float] = (0.67, 1.0)) -> AlignedAugmentation:
+def pretraining_augmentation(
+    crop_px: int = 192, crop_scale: tuple[float, float] = (0.67, 1.0)
+) -> AlignedAugmentation:
     """SimMIM's pretraining augmentation: a random resized crop to ``crop_px`` and flips."""
-    return AlignedAugmentation([
-        K.RandomResizedCrop((crop_px, crop_px), scale=crop_scale, ratio=(3 / 4, 4 / 3)),
-        K.RandomHorizontalFlip(), K.RandomVerticalFlip()])
+    return AlignedAugmentation(
+        [
+            K.RandomResizedCrop((crop_px, crop_px), scale=crop_scale, ratio=(3 / 4, 4 / 3)),
+            K.RandomHorizontalFlip(),
+            K.RandomVerticalFlip(),
+        ]
+    )
 
 
 def evaluation_crop(crop_px: int = 192) -> AlignedAugmentation:
     """The centre ``crop_px`` square (validation and test: no randomness)."""
     return AlignedAugmentation([K.CenterCrop((crop_px, crop_px))])
-

@@ -24,10 +24,14 @@ MODEL_UNIT_CONVERSIONS: dict[tuple[str, str], Callable[[torch.Tensor], torch.Ten
 
 def check_convertible(sensor: SensorManifest) -> None:
     """Raises ValueError, naming the sensor, when no conversion reaches its model unit."""
-    if (sensor.unit != sensor.model_unit
-            and (sensor.unit, sensor.model_unit) not in MODEL_UNIT_CONVERSIONS):
-        raise ValueError(f"sensor {sensor.name}: no conversion from {sensor.unit} to the model "
-                         f"unit {sensor.model_unit}")
+    if (
+        sensor.unit != sensor.model_unit
+        and (sensor.unit, sensor.model_unit) not in MODEL_UNIT_CONVERSIONS
+    ):
+        raise ValueError(
+            f"sensor {sensor.name}: no conversion from {sensor.unit} to the model "
+            f"unit {sensor.model_unit}"
+        )
 
 
 def stored_as_model_unit(sensor: SensorManifest) -> bool:
@@ -35,13 +39,20 @@ def stored_as_model_unit(sensor: SensorManifest) -> bool:
 
     Its nodata aside: decoded, they need no conversion.
     """
-    return (np.dtype(sensor.dtype) == np.float32 and sensor.scale == 1.0 and sensor.offset == 0.0
-            and sensor.unit == sensor.model_unit)
+    return (
+        np.dtype(sensor.dtype) == np.float32
+        and sensor.scale == 1.0
+        and sensor.offset == 0.0
+        and sensor.unit == sensor.model_unit
+    )
 
 
-def to_model_unit(stored: torch.Tensor, sensor: SensorManifest,
-                  out: torch.Tensor | None = None, has_nodata: bool | None = None
-                  ) -> torch.Tensor:
+def to_model_unit(
+    stored: torch.Tensor,
+    sensor: SensorManifest,
+    out: torch.Tensor | None = None,
+    has_nodata: bool | None = None,
+) -> torch.Tensor:
     """Chips of ``sensor`` in its stored dtype and values as float32 in its model unit.
 
     Any shape, any device; nodata as NaN.

@@ -92,8 +92,7 @@ class VaihingenDSM(NonGeoDataset):
     image_band_names: ClassVar[tuple[str, ...]] = get_sensor("cir").band_names
     dsm_band_names: ClassVar[tuple[str, ...]] = get_sensor("dsm").band_names
     # Sample key -> registry sensor of its file.
-    file_sensors: ClassVar[dict[str, str]] = {"image": "cir", "dsm": "dsm",
-                                              "mask": "isprs_labels"}
+    file_sensors: ClassVar[dict[str, str]] = {"image": "cir", "dsm": "dsm", "mask": "isprs_labels"}
 
     def __init__(
         self,
@@ -122,8 +121,9 @@ class VaihingenDSM(NonGeoDataset):
         files = self._find_areas(Path(root))
         if not files:
             raise DatasetNotFoundError(self)
-        self.files = [paths for area, paths in sorted(files.items())
-                      if area in self.split_areas[split]]
+        self.files = [
+            paths for area, paths in sorted(files.items()) if area in self.split_areas[split]
+        ]
 
     def __len__(self) -> int:
         """Return the number of areas in the split.
@@ -153,13 +153,17 @@ class VaihingenDSM(NonGeoDataset):
         colours = self._load_raster(paths["mask"], "mask")
         for key, values in (("dsm", dsm), ("mask", colours)):
             if values.shape[1:] != image.shape[1:]:
-                raise ValueError(f"{paths[key]}: {values.shape[1]} x {values.shape[2]} pixels, "
-                                 f"the orthophoto {paths['image']} has "
-                                 f"{image.shape[1]} x {image.shape[2]}")
+                raise ValueError(
+                    f"{paths[key]}: {values.shape[1]} x {values.shape[2]} pixels, "
+                    f"the orthophoto {paths['image']} has "
+                    f"{image.shape[1]} x {image.shape[2]}"
+                )
         mask = rgb_to_mask(colours.transpose(1, 2, 0), list(self.colormap))
-        sample = {"image": torch.from_numpy(image.astype(np.float32)),
-                  "dsm": torch.from_numpy(dsm.astype(np.float32)),
-                  "mask": torch.from_numpy(mask.astype(np.int64))}
+        sample = {
+            "image": torch.from_numpy(image.astype(np.float32)),
+            "dsm": torch.from_numpy(dsm.astype(np.float32)),
+            "mask": torch.from_numpy(mask.astype(np.int64)),
+        }
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
@@ -171,8 +175,11 @@ class VaihingenDSM(NonGeoDataset):
         labels: dict[int, Path] = {}
         for folder in reversed(self.label_folders):  # the first folder wins
             labels.update(self._area_files(root / folder, self.top_file))
-        return {area: {"image": top, "dsm": dsms[area], "mask": labels[area]}
-                for area, top in tops.items() if area in dsms and area in labels}
+        return {
+            area: {"image": top, "dsm": dsms[area], "mask": labels[area]}
+            for area, top in tops.items()
+            if area in dsms and area in labels
+        }
 
     @staticmethod
     def _area_files(folder: Path, template: str) -> dict[int, Path]:
@@ -229,8 +236,12 @@ class VaihingenDSM(NonGeoDataset):
             ("Orthophoto (IR-R-G)", percentile_normalization(image), {}),
             ("DSM", dsm, {"cmap": "terrain", "vmin": low, "vmax": high}),
         ]
-        class_style = {"cmap": classes, "vmin": 0, "vmax": len(self.classes) - 1,
-                       "interpolation": "none"}
+        class_style = {
+            "cmap": classes,
+            "vmin": 0,
+            "vmax": len(self.classes) - 1,
+            "interpolation": "none",
+        }
         if "mask" in sample:
             panels.append(("Ground truth", sample["mask"].numpy(), class_style))
         if "prediction" in sample:

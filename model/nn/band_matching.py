@@ -56,9 +56,12 @@ def band_mapping(source: Sensor, target: Sensor) -> list[list[int]]:
     mapping = []
     for band in target.bands:
         centre = _centre_nm(target, band)
-        same = [i for i, s in enumerate(source.bands)
-                if s.center_wavelength_nm == centre
-                and s.full_width_half_max_nm == band.full_width_half_max_nm]
+        same = [
+            i
+            for i, s in enumerate(source.bands)
+            if s.center_wavelength_nm == centre
+            and s.full_width_half_max_nm == band.full_width_half_max_nm
+        ]
         half_width = (band.full_width_half_max_nm or 0.0) / 2.0
         covered = [i for i, c in enumerate(source_centres) if abs(c - centre) <= half_width]
         if same:
@@ -66,13 +69,15 @@ def band_mapping(source: Sensor, target: Sensor) -> list[list[int]]:
         elif len(covered) >= 2:
             mapping.append(covered)
         else:
-            mapping.append([min(range(len(source_centres)),
-                                key=lambda i: abs(source_centres[i] - centre))])
+            mapping.append(
+                [min(range(len(source_centres)), key=lambda i: abs(source_centres[i] - centre))]
+            )
     return mapping
 
 
-def init_embedding_by_wavelength(source_embed: SensorPatchEmbed, source: Sensor,
-                                 target: Sensor) -> SensorPatchEmbed:
+def init_embedding_by_wavelength(
+    source_embed: SensorPatchEmbed, source: Sensor, target: Sensor
+) -> SensorPatchEmbed:
     """A new patch embedding for ``target`` built from ``source_embed`` by :func:`band_mapping`.
 
     Each target band's convolution column is the sum of its source bands' columns; bias and
@@ -92,16 +97,23 @@ def init_embedding_by_wavelength(source_embed: SensorPatchEmbed, source: Sensor,
             a centre wavelength.
     """
     if source_embed.in_channels != source.num_bands:
-        raise ValueError(f"the embedding takes {source_embed.in_channels} bands, sensor "
-                         f"{source.name!r} has {source.num_bands}")
+        raise ValueError(
+            f"the embedding takes {source_embed.in_channels} bands, sensor "
+            f"{source.name!r} has {source.num_bands}"
+        )
     mapping = band_mapping(source, target)
     projection = source_embed.projection
-    embed = SensorPatchEmbed(target.num_bands, projection.out_channels, source_embed.patch_px,
-                             norm_layer=lambda _: copy.deepcopy(source_embed.norm))
+    embed = SensorPatchEmbed(
+        target.num_bands,
+        projection.out_channels,
+        source_embed.patch_px,
+        norm_layer=lambda _: copy.deepcopy(source_embed.norm),
+    )
     embed.to(device=projection.weight.device, dtype=projection.weight.dtype)
     with torch.no_grad():
-        embed.projection.weight.copy_(torch.stack(
-            [projection.weight[:, bands].sum(dim=1) for bands in mapping], dim=1))
+        embed.projection.weight.copy_(
+            torch.stack([projection.weight[:, bands].sum(dim=1) for bands in mapping], dim=1)
+        )
         embed.projection.bias.copy_(projection.bias)
     return embed
 
@@ -133,18 +145,24 @@ def closest_optical_sensor(candidates: Iterable[str], target: Sensor) -> str:
         if any(band.center_wavelength_nm is None for band in source.bands):
             continue
         distance = sum(
-            sum(abs(source.bands[i].center_wavelength_nm - band.center_wavelength_nm)
-                for i in bands) / len(bands)
-            for band, bands in zip(target.bands, band_mapping(source, target), strict=True))
+            sum(
+                abs(source.bands[i].center_wavelength_nm - band.center_wavelength_nm) for i in bands
+            )
+            / len(bands)
+            for band, bands in zip(target.bands, band_mapping(source, target), strict=True)
+        )
         ranked.append((distance, -source.num_bands, name))
     if not ranked:
-        raise ValueError(f"none of the sensors {names} has wavelengths for all its "
-                         f"bands to match {target.name!r} against")
+        raise ValueError(
+            f"none of the sensors {names} has wavelengths for all its "
+            f"bands to match {target.name!r} against"
+        )
     return min(ranked)[2]
 
 
 def _centre_nm(sensor: Sensor, band: Band) -> float:
     if band.center_wavelength_nm is None:
-        raise ValueError(f"band {band.name!r} of sensor {sensor.name!r} has no centre "
-                         "wavelength to match by")
+        raise ValueError(
+            f"band {band.name!r} of sensor {sensor.name!r} has no centre wavelength to match by"
+        )
     return band.center_wavelength_nm

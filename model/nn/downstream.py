@@ -44,8 +44,13 @@ class DownstreamNetwork(nn.Module):
             ``wavelength-matched from <sensor>`` or ``random``).
     """
 
-    def __init__(self, config: EncoderConfig, input_channels: Mapping[str, int],
-                 head: HeadKind, out_channels: int) -> None:
+    def __init__(
+        self,
+        config: EncoderConfig,
+        input_channels: Mapping[str, int],
+        head: HeadKind,
+        out_channels: int,
+    ) -> None:
         """Build an untrained network.
 
         Args:
@@ -55,9 +60,12 @@ class DownstreamNetwork(nn.Module):
             out_channels: classes (classification, segmentation) or output bands.
         """
         super().__init__()
-        self.embeddings = nn.ModuleDict({
-            sensor: SensorPatchEmbed(channels, config.embed_dim, config.patch_px)
-            for sensor, channels in input_channels.items()})
+        self.embeddings = nn.ModuleDict(
+            {
+                sensor: SensorPatchEmbed(channels, config.embed_dim, config.patch_px)
+                for sensor, channels in input_channels.items()
+            }
+        )
         self.encoder = SwinEncoder(config)
         self.head_kind = head
         if head == "classification":
@@ -66,7 +74,8 @@ class DownstreamNetwork(nn.Module):
             stage_channels = [config.embed_dim * 2**i for i in range(len(config.depths))]
             self.head = nn.Sequential(
                 UPerNetDecoder(stage_channels, DECODER_CHANNELS),
-                DensePredictionHead(DECODER_CHANNELS, out_channels, scale=config.patch_px))
+                DensePredictionHead(DECODER_CHANNELS, out_channels, scale=config.patch_px),
+            )
         self.provenance = {sensor: "random" for sensor in input_channels}
 
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
@@ -80,10 +89,12 @@ class DownstreamNetwork(nn.Module):
         """
         missing = [sensor for sensor in self.embeddings if sensor not in inputs]
         if missing:
-            raise KeyError(f"inputs lack sensors {missing}; the network reads "
-                           f"{list(self.embeddings)}")
-        tokens = torch.stack([embed(inputs[sensor])
-                              for sensor, embed in self.embeddings.items()]).mean(dim=0)
+            raise KeyError(
+                f"inputs lack sensors {missing}; the network reads {list(self.embeddings)}"
+            )
+        tokens = torch.stack(
+            [embed(inputs[sensor]) for sensor, embed in self.embeddings.items()]
+        ).mean(dim=0)
         if self.head_kind == "classification":
             return self.head(self.encoder(tokens))
         return self.head(self.encoder.forward_pyramid(tokens))
@@ -106,7 +117,8 @@ class DownstreamNetwork(nn.Module):
                 if source.in_channels != self.embeddings[sensor].in_channels:
                     raise MissingEmbeddingError(
                         f"the pretrained embedding of {sensor!r} takes {source.in_channels} "
-                        f"bands, the data gives {self.embeddings[sensor].in_channels}")
+                        f"bands, the data gives {self.embeddings[sensor].in_channels}"
+                    )
                 self.embeddings[sensor].load_state_dict(source.state_dict())
                 self.provenance[sensor] = "pretrained"
                 continue
@@ -117,9 +129,11 @@ class DownstreamNetwork(nn.Module):
                 raise MissingEmbeddingError(
                     f"the pretrained model has no patch embedding for {sensor!r} (it has "
                     f"{list(pretrained.sensors)}) and none can be matched by wavelength: "
-                    f"{error}") from error
-            matched = init_embedding_by_wavelength(pretrained.embeddings[closest],
-                                                   get_sensor(closest), target)
+                    f"{error}"
+                ) from error
+            matched = init_embedding_by_wavelength(
+                pretrained.embeddings[closest], get_sensor(closest), target
+            )
             self.embeddings[sensor].load_state_dict(matched.state_dict())
             self.provenance[sensor] = f"wavelength-matched from {closest}"
 
@@ -131,9 +145,11 @@ def _load_encoder(target: SwinEncoder, source: SwinEncoder) -> None:
     unexpected = sorted(set(theirs) - set(ours))
     mismatched = sorted(k for k in set(ours) & set(theirs) if ours[k].shape != theirs[k].shape)
     if missing or unexpected or mismatched:
-        raise ValueError("the pretrained encoder has another architecture: "
-                         f"missing {_first(missing)}, unexpected {_first(unexpected)}, "
-                         f"other shapes {_first(mismatched)}")
+        raise ValueError(
+            "the pretrained encoder has another architecture: "
+            f"missing {_first(missing)}, unexpected {_first(unexpected)}, "
+            f"other shapes {_first(mismatched)}"
+        )
     target.load_state_dict(theirs)
 
 

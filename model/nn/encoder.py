@@ -24,8 +24,10 @@ from model.nn.moe import SparseMoE
 VERSIONS = ("v1", "v2")
 # Parameters of timm's Swin stages that timm's own models exempt from weight decay
 # (SwinTransformer.no_weight_decay, SwinTransformerV2.no_weight_decay), matched in the name.
-NO_WEIGHT_DECAY_KEYWORDS = {"v1": ("relative_position_bias_table",),
-                            "v2": ("cpb_mlp", "logit_scale")}
+NO_WEIGHT_DECAY_KEYWORDS = {
+    "v1": ("relative_position_bias_table",),
+    "v2": ("cpb_mlp", "logit_scale"),
+}
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,9 @@ PRESETS: dict[str, EncoderConfig] = {
     # Swin-B at 192 px, window 6, patch 4: the paper's encoder.
     "base": EncoderConfig(),
     # A few-million-parameter Swin for CPU runs and tests; same layout, same MoE placement.
-    "tiny": EncoderConfig(embed_dim=32, depths=(2, 2, 4, 2), num_heads=(1, 2, 4, 8),
-                          drop_path_rate=0.0),
+    "tiny": EncoderConfig(
+        embed_dim=32, depths=(2, 2, 4, 2), num_heads=(1, 2, 4, 8), drop_path_rate=0.0
+    ),
 }
 
 
@@ -132,11 +135,14 @@ class SwinEncoder(nn.Module):
         if config.version not in VERSIONS:
             raise ValueError(f"Swin version {config.version!r} is not one of {VERSIONS}")
         if len(config.depths) != len(config.num_heads):
-            raise ValueError(f"{len(config.depths)} stage depths but {len(config.num_heads)} "
-                             "head counts")
+            raise ValueError(
+                f"{len(config.depths)} stage depths but {len(config.num_heads)} head counts"
+            )
         if config.input_px % config.stride:
-            raise ValueError(f"input of {config.input_px} px is not a multiple of the "
-                             f"encoder's stride {config.stride}")
+            raise ValueError(
+                f"input of {config.input_px} px is not a multiple of the "
+                f"encoder's stride {config.stride}"
+            )
         self.config = config
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, config.embed_dim))
         trunc_normal_(self.mask_token, std=0.02)
@@ -149,17 +155,28 @@ class SwinEncoder(nn.Module):
         in_dim = config.embed_dim
         for i, (depth, heads) in enumerate(zip(config.depths, config.num_heads, strict=True)):
             out_dim = config.embed_dim * 2**i
-            common = dict(dim=in_dim, out_dim=out_dim, input_resolution=(grid, grid),
-                          depth=depth, downsample=i > 0, num_heads=heads,
-                          window_size=config.window_size, mlp_ratio=config.mlp_ratio,
-                          drop_path=rates[sum(config.depths[:i]):sum(config.depths[:i + 1])])
+            common = dict(
+                dim=in_dim,
+                out_dim=out_dim,
+                input_resolution=(grid, grid),
+                depth=depth,
+                downsample=i > 0,
+                num_heads=heads,
+                window_size=config.window_size,
+                mlp_ratio=config.mlp_ratio,
+                drop_path=rates[sum(config.depths[:i]) : sum(config.depths[: i + 1])],
+            )
             stage_class = SwinTransformerV2Stage if config.version == "v2" else SwinTransformerStage
             stage = stage_class(**common)
             for block in config.moe.blocks(i, depth) if config.moe else ():
                 stage.blocks[block].mlp = SparseMoE(
-                    out_dim, int(out_dim * config.mlp_ratio), num_experts=config.moe.num_experts,
-                    top_k=config.moe.top_k, capacity_factor=config.moe.capacity_factor,
-                    gate_noise=config.moe.gate_noise)
+                    out_dim,
+                    int(out_dim * config.mlp_ratio),
+                    num_experts=config.moe.num_experts,
+                    top_k=config.moe.top_k,
+                    capacity_factor=config.moe.capacity_factor,
+                    gate_noise=config.moe.gate_noise,
+                )
             yield stage
             in_dim = out_dim
             grid = grid // 2 if i > 0 else grid
@@ -173,8 +190,11 @@ class SwinEncoder(nn.Module):
             logit scales). Norms and biases are left to the optimiser's 1-D rule.
         """
         keywords = NO_WEIGHT_DECAY_KEYWORDS[self.config.version]
-        return {"mask_token"} | {name for name, _ in self.named_parameters()
-                                 if any(keyword in name for keyword in keywords)}
+        return {"mask_token"} | {
+            name
+            for name, _ in self.named_parameters()
+            if any(keyword in name for keyword in keywords)
+        }
 
     def moe_layers(self) -> list[SparseMoE]:
         """The MoE layers, in depth order."""

@@ -53,8 +53,9 @@ class UPerNetDecoder(nn.Module):
         fuse: a 3x3 block over all levels concatenated at the finest level's size.
     """
 
-    def __init__(self, in_channels: Sequence[int], channels: int = 128,
-                 num_groups: int = 32) -> None:
+    def __init__(
+        self, in_channels: Sequence[int], channels: int = 128, num_groups: int = 32
+    ) -> None:
         """Build the decoder.
 
         Args:
@@ -71,15 +72,19 @@ class UPerNetDecoder(nn.Module):
         if not in_channels:
             raise ValueError("UPerNetDecoder needs at least one stage")
         if channels % num_groups or channels < 2 * num_groups:
-            raise ValueError(f"{channels} channels do not split into {num_groups} groups of two "
-                             "or more (the pooling's 1x1 branch needs more than one value to "
-                             "normalise)")
+            raise ValueError(
+                f"{channels} channels do not split into {num_groups} groups of two "
+                "or more (the pooling's 1x1 branch needs more than one value to "
+                "normalise)"
+            )
         self.pyramid_pooling = PyramidPooling(in_channels[-1], channels, num_groups)
         self.laterals = nn.ModuleList(
             _conv_block(stage_channels, channels, 1, num_groups)
-            for stage_channels in in_channels[:-1])
+            for stage_channels in in_channels[:-1]
+        )
         self.outputs = nn.ModuleList(
-            _conv_block(channels, channels, 3, num_groups) for _ in in_channels[:-1])
+            _conv_block(channels, channels, 3, num_groups) for _ in in_channels[:-1]
+        )
         self.fuse = _conv_block(channels * len(in_channels), channels, 3, num_groups)
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
@@ -97,8 +102,9 @@ class UPerNetDecoder(nn.Module):
         """
         if len(features) != len(self.laterals) + 1:
             raise ValueError(f"expected {len(self.laterals) + 1} stages, got {len(features)}")
-        levels = [lateral(stage)
-                  for lateral, stage in zip(self.laterals, features[:-1], strict=True)]
+        levels = [
+            lateral(stage) for lateral, stage in zip(self.laterals, features[:-1], strict=True)
+        ]
         levels.append(self.pyramid_pooling(features[-1]))
         for i in range(len(levels) - 2, -1, -1):
             levels[i] = levels[i] + _resize(levels[i + 1], levels[i].shape[-2:])
@@ -121,11 +127,14 @@ class PyramidPooling(nn.Module):
         """
         super().__init__()
         self.branches = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(scale),
-                          _conv_block(in_channels, channels, 1, num_groups))
-            for scale in PYRAMID_SCALES)
-        self.bottleneck = _conv_block(in_channels + channels * len(PYRAMID_SCALES), channels, 3,
-                                      num_groups)
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(scale), _conv_block(in_channels, channels, 1, num_groups)
+            )
+            for scale in PYRAMID_SCALES
+        )
+        self.bottleneck = _conv_block(
+            in_channels + channels * len(PYRAMID_SCALES), channels, 3, num_groups
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, in_channels, h, w) -> (B, channels, h, w)."""
@@ -160,12 +169,14 @@ class DensePredictionHead(nn.Module):
         return self.shuffle(self.projection(features))
 
 
-def _conv_block(in_channels: int, out_channels: int, kernel_size: int,
-                num_groups: int) -> nn.Sequential:
+def _conv_block(
+    in_channels: int, out_channels: int, kernel_size: int, num_groups: int
+) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
         nn.GroupNorm(num_groups, out_channels),
-        nn.ReLU())
+        nn.ReLU(),
+    )
 
 
 def _resize(x: Tensor, size: Sequence[int]) -> Tensor:

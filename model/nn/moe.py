@@ -72,7 +72,7 @@ def route(probs: Tensor, top_k: int, capacity: int) -> Routing:
     experts = top_experts.t().reshape(-1)
     weights = weights.t().reshape(-1)
     choice_offset = torch.arange(top_k, device=probs.device).unsqueeze(1) * num_tokens
-    by_priority = (top_probs.detach().t().argsort(dim=1, descending=True) + choice_offset)
+    by_priority = top_probs.detach().t().argsort(dim=1, descending=True) + choice_offset
     by_priority = by_priority.reshape(-1)
     # A stable sort by expert keeps the priority order inside each expert's group.
     grouped = by_priority[experts[by_priority].argsort(stable=True)]
@@ -81,9 +81,12 @@ def route(probs: Tensor, top_k: int, capacity: int) -> Routing:
     rank_in_expert = torch.arange(grouped.numel(), device=probs.device)
     rank_in_expert = rank_in_expert - group_start[experts[grouped]]
     kept = grouped[rank_in_expert < capacity]
-    return Routing(token_index=kept % num_tokens, gate_weight=weights[kept],
-                   expert_counts=routed_counts.clamp(max=capacity).tolist(),
-                   routed_counts=routed_counts)
+    return Routing(
+        token_index=kept % num_tokens,
+        gate_weight=weights[kept],
+        expert_counts=routed_counts.clamp(max=capacity).tolist(),
+        routed_counts=routed_counts,
+    )
 
 
 def load_balancing_loss(probs: Tensor, top1_experts: Tensor) -> Tensor:
@@ -147,9 +150,17 @@ class SparseMoE(nn.Module):
             ``capacity_factor`` <= 0 or ``gate_noise`` < 0.
     """
 
-    def __init__(self, dim: int, hidden_dim: int, num_experts: int = 8, top_k: int = 1,
-                 capacity_factor: float = 1.25, gate_noise: float = 1.0,
-                 act_layer: type[nn.Module] = nn.GELU, drop: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden_dim: int,
+        num_experts: int = 8,
+        top_k: int = 1,
+        capacity_factor: float = 1.25,
+        gate_noise: float = 1.0,
+        act_layer: type[nn.Module] = nn.GELU,
+        drop: float = 0.0,
+    ) -> None:
         """Initialize a new SparseMoE instance (see the class docstring for the arguments)."""
         super().__init__()
         _check_arguments(num_experts, top_k, capacity_factor, gate_noise)
@@ -188,9 +199,11 @@ class SparseMoE(nn.Module):
     def extra_repr(self) -> str:
         """Describe the routing set-up in ``print(module)``."""
         dim, hidden_dim = self.w1.shape[1:]
-        return (f"dim={dim}, hidden_dim={hidden_dim}, num_experts={self.num_experts}, "
-                f"top_k={self.top_k}, capacity_factor={self.capacity_factor}, "
-                f"gate_noise={self.gate_noise}")
+        return (
+            f"dim={dim}, hidden_dim={hidden_dim}, num_experts={self.num_experts}, "
+            f"top_k={self.top_k}, capacity_factor={self.capacity_factor}, "
+            f"gate_noise={self.gate_noise}"
+        )
 
     def gate_probabilities(self, tokens: Tensor) -> Tensor:
         """Softmax gate probabilities, computed in fp32 even under autocast.
@@ -219,8 +232,9 @@ class SparseMoE(nn.Module):
         """
         tokens = x.reshape(-1, x.shape[-1])
         probs = self.gate_probabilities(tokens)
-        capacity = expert_capacity(tokens.shape[0], self.num_experts, self.top_k,
-                                   self.capacity_factor)
+        capacity = expert_capacity(
+            tokens.shape[0], self.num_experts, self.top_k, self.capacity_factor
+        )
         routing = route(probs, self.top_k, capacity)
         self._record_statistics(probs, routing)
         expert_out = self._run_experts(tokens[routing.token_index], routing.expert_counts)
@@ -240,8 +254,9 @@ class SparseMoE(nn.Module):
             (A, dim) expert outputs, row for row.
         """
         outputs = []
-        experts = zip(dispatched.split(expert_counts), self.w1, self.b1, self.w2, self.b2,
-                      strict=True)
+        experts = zip(
+            dispatched.split(expert_counts), self.w1, self.b1, self.w2, self.b2, strict=True
+        )
         for part, w1, b1, w2, b2 in experts:
             if part.shape[0]:
                 hidden = self.drop1(self.act(torch.addmm(b1, part, w1)))
@@ -259,8 +274,9 @@ class SparseMoE(nn.Module):
         self.dropped_fraction = self.dropped_tokens / assignments
 
 
-def _check_arguments(num_experts: int, top_k: int, capacity_factor: float,
-                     gate_noise: float) -> None:
+def _check_arguments(
+    num_experts: int, top_k: int, capacity_factor: float, gate_noise: float
+) -> None:
     """Raise ValueError for a routing set-up SparseMoE cannot run."""
     if top_k not in SUPPORTED_TOP_K:
         raise ValueError(f"top_k must be one of {SUPPORTED_TOP_K}, got {top_k}")
@@ -281,9 +297,14 @@ def _step_seconds(module: nn.Module, tokens: Tensor) -> float:
     return time.perf_counter() - start
 
 
-def moe_vs_dense_seconds(dim: int = 384, tokens: int = 4096, num_experts: int = 8,
-                         top_k: int = 1, repeats: int = 5,
-                         mlp_ratio: float = 4.0) -> tuple[float, float]:
+def moe_vs_dense_seconds(
+    dim: int = 384,
+    tokens: int = 4096,
+    num_experts: int = 8,
+    top_k: int = 1,
+    repeats: int = 5,
+    mlp_ratio: float = 4.0,
+) -> tuple[float, float]:
     """Forward+backward seconds of SparseMoE and of a timm Mlp with the same active FLOPs.
 
     Each token runs k experts of hidden width ``mlp_ratio * dim``, so the dense baseline of the

@@ -67,9 +67,15 @@ class PretrainOutput:
 class MsGFM(nn.Module):
     """The pretraining network: sensor heads around one shared encoder."""
 
-    def __init__(self, channels: Mapping[str, int], encoder: EncoderConfig,
-                 cross_sensor_rate: float = 0.5, mask_ratio: float = 0.6,
-                 mask_patch_px: int = 32, aux_weight: float = 0.01) -> None:
+    def __init__(
+        self,
+        channels: Mapping[str, int],
+        encoder: EncoderConfig,
+        cross_sensor_rate: float = 0.5,
+        mask_ratio: float = 0.6,
+        mask_patch_px: int = 32,
+        aux_weight: float = 0.01,
+    ) -> None:
         """Build the network.
 
         Args:
@@ -86,9 +92,13 @@ class MsGFM(nn.Module):
         super().__init__()
         if not 0.0 <= cross_sensor_rate <= 1.0:
             raise ValueError(f"cross_sensor_rate {cross_sensor_rate} is not in [0, 1]")
-        self.heads = SensorHeads(channels, embed_dim=encoder.embed_dim,
-                                 encoder_channels=encoder.out_channels,
-                                 patch_px=encoder.patch_px, stride=encoder.stride)
+        self.heads = SensorHeads(
+            channels,
+            embed_dim=encoder.embed_dim,
+            encoder_channels=encoder.out_channels,
+            patch_px=encoder.patch_px,
+            stride=encoder.stride,
+        )
         self.encoder = SwinEncoder(encoder)
         self.masks = MaskGenerator(encoder.input_px, mask_patch_px, encoder.patch_px, mask_ratio)
         self.cross_sensor_rate, self.aux_weight = cross_sensor_rate, aux_weight
@@ -97,8 +107,9 @@ class MsGFM(nn.Module):
         """``En(f_i(image))``: (B, C_last, H/32, W/32) features of ``sensor`` chips."""
         return self.encoder(self.heads.embed(sensor, image), mask)
 
-    def forward(self, batch: Mapping[str, Any], generator: torch.Generator | None = None,
-                keep: bool = False) -> PretrainOutput:
+    def forward(
+        self, batch: Mapping[str, Any], generator: torch.Generator | None = None, keep: bool = False
+    ) -> PretrainOutput:
         """The loss of one batch of every sensor.
 
         Args:
@@ -118,25 +129,43 @@ class MsGFM(nn.Module):
             aux.append(self.encoder.aux_loss())
             sensor_groups = self._groups(sensor, sub_batch, image, mask, features, generator)
             rows = sum(len(g.rows) for g in sensor_groups)
-            per_sensor[sensor] = sum(
-                masked_l1_loss(g.prediction, g.target, g.mask, self.encoder.config.patch_px)
-                * len(g.rows) for g in sensor_groups) / rows
+            per_sensor[sensor] = (
+                sum(
+                    masked_l1_loss(g.prediction, g.target, g.mask, self.encoder.config.patch_px)
+                    * len(g.rows)
+                    for g in sensor_groups
+                )
+                / rows
+            )
             cross_rows += sum(len(g.rows) for g in sensor_groups if g.target_sensor != sensor)
             total_rows += rows
             groups += sensor_groups if keep else []
         mim = torch.stack(list(per_sensor.values())).mean()
         aux_loss = torch.stack(aux).mean()
-        return PretrainOutput(loss=mim + self.aux_weight * aux_loss, mim_loss=mim,
-                              aux_loss=aux_loss, mim_per_sensor=per_sensor,
-                              cross_share=cross_rows / max(total_rows, 1), reconstructions=groups)
+        return PretrainOutput(
+            loss=mim + self.aux_weight * aux_loss,
+            mim_loss=mim,
+            aux_loss=aux_loss,
+            mim_per_sensor=per_sensor,
+            cross_share=cross_rows / max(total_rows, 1),
+            reconstructions=groups,
+        )
 
-    def _groups(self, sensor: str, sub_batch: Mapping[str, Any], image: Tensor, mask: Tensor,
-                features: Tensor, generator: torch.Generator | None) -> list[Reconstruction]:
+    def _groups(
+        self,
+        sensor: str,
+        sub_batch: Mapping[str, Any],
+        image: Tensor,
+        mask: Tensor,
+        features: Tensor,
+        generator: torch.Generator | None,
+    ) -> list[Reconstruction]:
         """Split a sensor's rows by the decoder they go to, and decode each group."""
         size = image.shape[0]
         decoder = torch.full((size,), -1, dtype=torch.long)  # -1: itself, k: partner k
-        partners = sorted(k.removeprefix(PARTNER_PREFIX) for k in sub_batch
-                          if k.startswith(PARTNER_PREFIX))
+        partners = sorted(
+            k.removeprefix(PARTNER_PREFIX) for k in sub_batch if k.startswith(PARTNER_PREFIX)
+        )
         partner_row: dict[str, dict[int, int]] = {}
         for k, partner in enumerate(partners):
             rows = sub_batch[ROWS_PREFIX + partner].tolist()
@@ -155,6 +184,9 @@ class MsGFM(nn.Module):
                 index = [partner_row[target_sensor][r] for r in rows.tolist()]
                 target = sub_batch[PARTNER_PREFIX + target_sensor][index]
             prediction = self.heads.decode(target_sensor, features[rows])
-            groups.append(Reconstruction(sensor, target_sensor, rows, image[rows], mask[rows],
-                                         prediction, target))
+            groups.append(
+                Reconstruction(
+                    sensor, target_sensor, rows, image[rows], mask[rows], prediction, target
+                )
+            )
         return groups

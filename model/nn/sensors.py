@@ -23,8 +23,13 @@ class SensorPatchEmbed(nn.Module):
     channels; the output is channels-last, as timm's Swin V2 stages take it.
     """
 
-    def __init__(self, in_channels: int, embed_dim: int, patch_px: int = 4,
-                 norm_layer: Callable[[int], nn.Module] | None = nn.LayerNorm) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        embed_dim: int,
+        patch_px: int = 4,
+        norm_layer: Callable[[int], nn.Module] | None = nn.LayerNorm,
+    ) -> None:
         """Build the projection.
 
         Args:
@@ -53,11 +58,13 @@ class SensorPatchEmbed(nn.Module):
             ValueError: if the channel count or the size does not fit.
         """
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected a (B, {self.in_channels}, H, W) image, "
-                             f"got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"expected a (B, {self.in_channels}, H, W) image, got shape {tuple(x.shape)}"
+            )
         if x.shape[2] % self.patch_px or x.shape[3] % self.patch_px:
-            raise ValueError(f"image size {tuple(x.shape[2:])} is not a multiple of the "
-                             f"{self.patch_px} px patch")
+            raise ValueError(
+                f"image size {tuple(x.shape[2:])} is not a multiple of the {self.patch_px} px patch"
+            )
         return self.norm(self.projection(x).permute(0, 2, 3, 1))
 
 
@@ -73,7 +80,7 @@ class SensorDecoder(nn.Module):
             stride: the encoder's total stride, input pixels per last-stage feature.
         """
         super().__init__()
-        self.projection = nn.Conv2d(encoder_channels, stride ** 2 * out_channels, kernel_size=1)
+        self.projection = nn.Conv2d(encoder_channels, stride**2 * out_channels, kernel_size=1)
         self.shuffle = nn.PixelShuffle(stride)
 
     def forward(self, features: Tensor) -> Tensor:
@@ -91,9 +98,15 @@ class SensorDecoder(nn.Module):
 class SensorHeads(nn.Module):
     """Every sensor's f_i and D_i, keyed by sensor name."""
 
-    def __init__(self, channels: Mapping[str, int], embed_dim: int, encoder_channels: int,
-                 patch_px: int = 4, stride: int = 32,
-                 norm_layer: Callable[[int], nn.Module] | None = nn.LayerNorm) -> None:
+    def __init__(
+        self,
+        channels: Mapping[str, int],
+        embed_dim: int,
+        encoder_channels: int,
+        patch_px: int = 4,
+        stride: int = 32,
+        norm_layer: Callable[[int], nn.Module] | None = nn.LayerNorm,
+    ) -> None:
         """Build one patch embedding and one decoder per sensor.
 
         Args:
@@ -110,16 +123,27 @@ class SensorHeads(nn.Module):
         super().__init__()
         if not channels:
             raise ValueError("SensorHeads needs at least one sensor")
-        self.embeddings = nn.ModuleDict({
-            name: SensorPatchEmbed(count, embed_dim, patch_px, norm_layer)
-            for name, count in channels.items()})
-        self.decoders = nn.ModuleDict({
-            name: SensorDecoder(encoder_channels, count, stride)
-            for name, count in channels.items()})
+        self.embeddings = nn.ModuleDict(
+            {
+                name: SensorPatchEmbed(count, embed_dim, patch_px, norm_layer)
+                for name, count in channels.items()
+            }
+        )
+        self.decoders = nn.ModuleDict(
+            {
+                name: SensorDecoder(encoder_channels, count, stride)
+                for name, count in channels.items()
+            }
+        )
 
     @classmethod
-    def from_manifest(cls, sensors: Mapping[str, SensorManifest], embed_dim: int,
-                      encoder_channels: int, **kwargs: Any) -> SensorHeads:
+    def from_manifest(
+        cls,
+        sensors: Mapping[str, SensorManifest],
+        embed_dim: int,
+        encoder_channels: int,
+        **kwargs: Any,
+    ) -> SensorHeads:
         """Heads for the sensors of a store, one channel per band.
 
         Args:
@@ -135,8 +159,9 @@ class SensorHeads(nn.Module):
         return cls(channels, embed_dim, encoder_channels, **kwargs)
 
     @classmethod
-    def from_registry(cls, names: Iterable[str], embed_dim: int, encoder_channels: int,
-                      **kwargs: Any) -> SensorHeads:
+    def from_registry(
+        cls, names: Iterable[str], embed_dim: int, encoder_channels: int, **kwargs: Any
+    ) -> SensorHeads:
         """Heads for sensors of the registry (``catalogs/sensors.yaml``), one channel per band.
 
         Args:
@@ -177,6 +202,7 @@ class SensorHeads(nn.Module):
 
     def _known(self, sensor: str) -> str:
         if sensor not in self.embeddings:
-            raise KeyError(f"no heads for sensor {sensor!r}; known sensors: "
-                           f"{list(self.sensor_names)}")
+            raise KeyError(
+                f"no heads for sensor {sensor!r}; known sensors: {list(self.sensor_names)}"
+            )
         return sensor

@@ -56,8 +56,13 @@ class MaskGenerator:
     covers ``mask_patch_px / model_patch_px`` tokens per side.
     """
 
-    def __init__(self, input_px: int = 192, mask_patch_px: int = 32, model_patch_px: int = 4,
-                 mask_ratio: float = 0.6) -> None:
+    def __init__(
+        self,
+        input_px: int = 192,
+        mask_patch_px: int = 32,
+        model_patch_px: int = 4,
+        mask_ratio: float = 0.6,
+    ) -> None:
         """Check the geometry and fix the number of masked cells.
 
         Args:
@@ -71,8 +76,11 @@ class MaskGenerator:
                 ``mask_patch_px``, ``mask_patch_px`` is not a multiple of ``model_patch_px``,
                 or ``mask_ratio`` is outside [0, 1].
         """
-        for name, value in (("input_px", input_px), ("mask_patch_px", mask_patch_px),
-                            ("model_patch_px", model_patch_px)):
+        for name, value in (
+            ("input_px", input_px),
+            ("mask_patch_px", mask_patch_px),
+            ("model_patch_px", model_patch_px),
+        ):
             _require_positive(name, value)
         _require_multiple("input_px", input_px, "mask_patch_px", mask_patch_px)
         _require_multiple("mask_patch_px", mask_patch_px, "model_patch_px", model_patch_px)
@@ -84,11 +92,15 @@ class MaskGenerator:
         self.mask_ratio = mask_ratio
         self.cells_per_side = input_px // mask_patch_px
         self.tokens_per_cell_side = mask_patch_px // model_patch_px
-        self.cell_count = self.cells_per_side ** 2
+        self.cell_count = self.cells_per_side**2
         self.mask_count = math.floor(mask_ratio * self.cell_count + 0.5)
 
-    def __call__(self, batch_size: int, generator: torch.Generator | None = None,
-                 device: torch.device | str | None = None) -> Tensor:
+    def __call__(
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
         """Draw one mask per sample.
 
         Args:
@@ -103,7 +115,7 @@ class MaskGenerator:
         if device is None and generator is not None:
             device = generator.device
         scores = torch.rand(batch_size, self.cell_count, generator=generator, device=device)
-        masked_cells = scores.argsort(dim=1)[:, :self.mask_count]
+        masked_cells = scores.argsort(dim=1)[:, : self.mask_count]
         cell_mask = torch.zeros(batch_size, self.cell_count, dtype=torch.bool, device=device)
         cell_mask.scatter_(1, masked_cells, True)
         cell_mask = cell_mask.view(batch_size, self.cells_per_side, self.cells_per_side)
@@ -115,8 +127,9 @@ class MaskGenerator:
         return upsample_token_mask(token_mask, self.model_patch_px)
 
 
-def masked_l1_loss(prediction: Tensor, target: Tensor, token_mask: Tensor,
-                   model_patch_px: int) -> Tensor:
+def masked_l1_loss(
+    prediction: Tensor, target: Tensor, token_mask: Tensor, model_patch_px: int
+) -> Tensor:
     """SimMIM's L1 reconstruction loss over the masked, valid pixels.
 
     With ``m`` the token mask upsampled to pixels and broadcast over the channels, and
@@ -142,13 +155,17 @@ def masked_l1_loss(prediction: Tensor, target: Tensor, token_mask: Tensor,
         ValueError: if the shapes of ``prediction``, ``target`` and ``token_mask`` disagree.
     """
     if prediction.shape != target.shape or prediction.dim() != 4:
-        raise ValueError(f"prediction {tuple(prediction.shape)} and target "
-                         f"{tuple(target.shape)} must be the same (B, C, H, W) shape")
+        raise ValueError(
+            f"prediction {tuple(prediction.shape)} and target "
+            f"{tuple(target.shape)} must be the same (B, C, H, W) shape"
+        )
     pixel_mask = upsample_token_mask(token_mask, model_patch_px)
     batch, _, height, width = target.shape
     if pixel_mask.shape != (batch, 1, height, width):
-        raise ValueError(f"token_mask {tuple(token_mask.shape)} at {model_patch_px} px per token "
-                         f"does not cover the target {tuple(target.shape)}")
+        raise ValueError(
+            f"token_mask {tuple(token_mask.shape)} at {model_patch_px} px per token "
+            f"does not cover the target {tuple(target.shape)}"
+        )
     missing = torch.isnan(target)
     counted = pixel_mask & ~missing
     errors = (prediction - target.masked_fill(missing, 0.0)).abs()

@@ -16,8 +16,17 @@ from model.tasks.downstream import DownstreamTask, TaskSpec
 from model.tasks.pansharpening import PanSharpeningTask
 from model.tasks.segmentation import SegmentationTask
 
-TASKS: dict[str, TaskSpec] = {module.SPEC.name: module.SPEC for module in (
-    classification, cloud_removal, pansharpening, segmentation)}
+TASKS: dict[str, TaskSpec] = {
+    module.SPEC.name: module.SPEC
+    for module in (classification, cloud_removal, pansharpening, segmentation)
+}
 
-__all__ = ["TASKS", "ClassificationTask", "CloudRemovalTask", "DownstreamTask",
-           "PanSharpeningTask", "SegmentationTask", "TaskSpec"]
+__all__ = [
+    "TASKS",
+    "ClassificationTask",
+    "CloudRemovalTask",
+    "DownstreamTask",
+    "PanSharpeningTask",
+    "SegmentationTask",
+    "TaskSpec",
+]

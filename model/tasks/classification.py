@@ -44,10 +44,12 @@ class ClassificationMetrics(MetricCollection):
         """Initialize a new ClassificationMetrics instance (arguments as on the class)."""
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        super().__init__({
-            f"mAP_{average}": MultilabelAveragePrecision(num_classes, average=average)
-            for average in ("micro", "macro")
-        })
+        super().__init__(
+            {
+                f"mAP_{average}": MultilabelAveragePrecision(num_classes, average=average)
+                for average in ("micro", "macro")
+            }
+        )
         self.num_classes = num_classes
         self.from_logits = from_logits
 
@@ -72,8 +74,10 @@ class ClassificationMetrics(MetricCollection):
         if scores.ndim != 2 or scores.shape[1] != self.num_classes:
             raise ValueError(f"scores must have shape {shape}, got {tuple(scores.shape)}")
         if targets.shape != scores.shape:
-            raise ValueError(f"targets must have shape {tuple(scores.shape)} as scores, "
-                             f"got {tuple(targets.shape)}")
+            raise ValueError(
+                f"targets must have shape {tuple(scores.shape)} as scores, "
+                f"got {tuple(targets.shape)}"
+            )
         if not scores.is_floating_point():
             raise ValueError(f"scores must be a float tensor, got {scores.dtype}")
         if targets.is_floating_point() or not bool(((targets == 0) | (targets == 1)).all()):
@@ -111,12 +115,12 @@ class ClassificationTask(DownstreamTask):
 
     def figure(self, batch: dict[str, Any], prediction: Tensor) -> plt.Figure:
         """Each sample's input(s) with its true labels and the labels scored above 0.5."""
-        return classification_figure(batch, prediction.sigmoid(),
-                                     self.target_info["class_names"])
+        return classification_figure(batch, prediction.sigmoid(), self.target_info["class_names"])
 
 
-def classification_figure(batch: dict[str, Any], scores: Tensor,
-                          class_names: Sequence[str]) -> plt.Figure:
+def classification_figure(
+    batch: dict[str, Any], scores: Tensor, class_names: Sequence[str]
+) -> plt.Figure:
     """Each sample's input(s) with its true labels and the labels scored above 0.5."""
     sensors = list(batch["inputs"])
     rows = min(ROWS, len(scores))
@@ -128,8 +132,9 @@ def classification_figure(batch: dict[str, Any], scores: Tensor,
         predicted = {class_names[k] for k in (scores[row] > 0.5).nonzero().ravel().tolist()}
         lines = [("✓ " if name in truth else "✗ ") + name for name in sorted(predicted)]
         lines += ["missed: " + name for name in sorted(truth - predicted)]
-        axes[row, -1].text(0, 1, "\n".join(lines) or "(none)", va="top", fontsize=7,
-                           family="monospace")
+        axes[row, -1].text(
+            0, 1, "\n".join(lines) or "(none)", va="top", fontsize=7, family="monospace"
+        )
     figure.tight_layout()
     return figure
 
@@ -151,8 +156,9 @@ def majority_scores(train_targets: Tensor) -> Tensor:
         ValueError: if ``train_targets`` is not (N, K) of 0 and 1.
     """
     if train_targets.ndim != 2 or train_targets.shape[0] == 0:
-        raise ValueError(f"train_targets must have shape (N, K) with N >= 1, "
-                         f"got {tuple(train_targets.shape)}")
+        raise ValueError(
+            f"train_targets must have shape (N, K) with N >= 1, got {tuple(train_targets.shape)}"
+        )
     if not bool(((train_targets == 0) | (train_targets == 1)).all()):
         raise ValueError("train_targets must hold only 0 and 1")
     return train_targets.float().mean(dim=0)
@@ -167,7 +173,11 @@ def classification_baselines(data: LightningDataModule) -> Scores:
     return {"majority": score(metric, pairs)}
 
 
-SPEC = TaskSpec(name="classification", title="BigEarthNet (S1+S2)",
-                columns=(("mAP_micro", True), ("mAP_macro", True)), main_metric="mAP_micro",
-                baselines=classification_baselines,
-                paper="mAP 92.9 (100% of the training set), 87.5 (10%)")
+SPEC = TaskSpec(
+    name="classification",
+    title="BigEarthNet (S1+S2)",
+    columns=(("mAP_micro", True), ("mAP_macro", True)),
+    main_metric="mAP_micro",
+    baselines=classification_baselines,
+    paper="mAP 92.9 (100% of the training set), 87.5 (10%)",
+)

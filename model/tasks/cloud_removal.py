@@ -32,8 +32,13 @@ class CloudRemovalTask(RestorationTask):
 
 def cloud_removal_figure(batch: dict[str, Any], prediction: Tensor, sensor: str) -> plt.Figure:
     """Cloudy input, Sentinel-1, prediction and the clear target."""
-    return restoration_figure(batch, prediction, sensor, RADAR,
-                              ["cloudy input", "sentinel-1", "predicted", "clear target"])
+    return restoration_figure(
+        batch,
+        prediction,
+        sensor,
+        RADAR,
+        ["cloudy input", "sentinel-1", "predicted", "clear target"],
+    )
 
 
 def cloudy_input(cloudy: Tensor) -> Tensor:
@@ -56,12 +61,17 @@ def cloudy_input(cloudy: Tensor) -> Tensor:
 def cloud_removal_baselines(data: LightningDataModule) -> Scores:
     """Cloudy input: the cloudy Sentinel-2 itself as the prediction."""
     info = data.target_info
-    pairs = ((cloudy_input(b["inputs"][info["sensor"]]), b["target"])
-             for b in data.test_dataloader())
+    pairs = (
+        (cloudy_input(b["inputs"][info["sensor"]]), b["target"]) for b in data.test_dataloader()
+    )
     return {"cloudy_input": score(RestorationMetrics(info["data_range"]), pairs)}
 
 
-SPEC = TaskSpec(name="cloud_removal", title="SEN12MS-CR",
-                columns=(("MAE", False), ("RMSE", False), ("PSNR", True), ("SAM", False),
-                         ("SSIM", True)),
-                main_metric=MAIN_METRIC, baselines=cloud_removal_baselines, paper="MAE 0.026")
+SPEC = TaskSpec(
+    name="cloud_removal",
+    title="SEN12MS-CR",
+    columns=(("MAE", False), ("RMSE", False), ("PSNR", True), ("SAM", False), ("SSIM", True)),
+    main_metric=MAIN_METRIC,
+    baselines=cloud_removal_baselines,
+    paper="MAE 0.026",
+)

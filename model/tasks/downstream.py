@@ -78,10 +78,18 @@ class DownstreamTask(LightningModule):
 
     head_kind: HeadKind = "dense"
 
-    def __init__(self, pretrained: str | None = None, init: Init = "pretrained",
-                 preset: str = "tiny", input_px: int = 192, lr: float = 1e-3,
-                 weight_decay: float = 0.05, warmup_share: float = 0.1, aux_weight: float = 0.01,
-                 out_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        init: Init = "pretrained",
+        preset: str = "tiny",
+        input_px: int = 192,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        warmup_share: float = 0.1,
+        aux_weight: float = 0.01,
+        out_dir: str | None = None,
+    ) -> None:
         """Configure the task; the network is built when the data is known.
 
         Args:
@@ -106,8 +114,10 @@ class DownstreamTask(LightningModule):
         if init not in ("pretrained", "random"):
             raise ValueError(f"init must be 'pretrained' or 'random', got {init!r}")
         if init == "pretrained" and pretrained is None:
-            raise ValueError("init='pretrained' needs --model.pretrained (an export folder); "
-                             "use --model.init random to train from scratch")
+            raise ValueError(
+                "init='pretrained' needs --model.pretrained (an export folder); "
+                "use --model.init random to train from scratch"
+            )
         self.save_hyperparameters()
         self.network: DownstreamNetwork | None = None
         self.normalisation: dict[str, tuple[Tensor, Tensor]] = {}
@@ -141,11 +151,14 @@ class DownstreamTask(LightningModule):
         self.test_metrics = metrics.clone(prefix=TEST_PREFIX)
 
     def _encoder_config(self, exported: EncoderConfig | None) -> EncoderConfig:
-        config = exported or encoder_config(self.hparams["preset"],
-                                            input_px=self.hparams["input_px"])
+        config = exported or encoder_config(
+            self.hparams["preset"], input_px=self.hparams["input_px"]
+        )
         if config.input_px != self.hparams["input_px"]:
-            raise ValueError(f"the encoder takes {config.input_px} px inputs but the data "
-                             f"gives {self.hparams['input_px']} px (set data.input_px)")
+            raise ValueError(
+                f"the encoder takes {config.input_px} px inputs but the data "
+                f"gives {self.hparams['input_px']} px (set data.input_px)"
+            )
         return config
 
     def output_channels(self, info: dict[str, Any]) -> int:
@@ -160,20 +173,25 @@ class DownstreamTask(LightningModule):
 
     def normalise(self, sensor: str, image: Tensor) -> Tensor:
         """``(image - mean) / std`` per band; non-finite values (nodata) become 0."""
-        mean, std = (t.to(image.device, image.dtype)[:, None, None]
-                     for t in self.normalisation[sensor])
+        mean, std = (
+            t.to(image.device, image.dtype)[:, None, None] for t in self.normalisation[sensor]
+        )
         return torch.nan_to_num((image - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
 
     def denormalise(self, sensor: str, image: Tensor) -> Tensor:
         """The inverse of :meth:`normalise` (in the sensor's model unit)."""
-        mean, std = (t.to(image.device, image.dtype)[:, None, None]
-                     for t in self.normalisation[sensor])
+        mean, std = (
+            t.to(image.device, image.dtype)[:, None, None] for t in self.normalisation[sensor]
+        )
         return image * std + mean
 
     def forward(self, batch: dict[str, Any]) -> Tensor:
         """The task's prediction in the target's own unit (logits for classes)."""
-        inputs = {s: self.normalise(s, x) for s, x in batch["inputs"].items()
-                  if s in self.network.embeddings}
+        inputs = {
+            s: self.normalise(s, x)
+            for s, x in batch["inputs"].items()
+            if s in self.network.embeddings
+        }
         return self.predict_from(self.network(inputs), batch)
 
     def predict_from(self, output: Tensor, batch: dict[str, Any]) -> Tensor:
@@ -226,20 +244,25 @@ class DownstreamTask(LightningModule):
         The metrics are strict JSON: an unmeasurable one as null. Each file is replaced
         atomically.
         """
-        results = {name.removeprefix(TEST_PREFIX): float(value)
-                   for name, value in self.test_metrics.compute().items()}
+        results = {
+            name.removeprefix(TEST_PREFIX): float(value)
+            for name, value in self.test_metrics.compute().items()
+        }
         self.test_metrics.reset()
         for name, value in results.items():
             self.log(f"{TEST_PREFIX}{name}", value)
         if not self.trainer.is_global_zero:
             return
-        out_dir = Path(self.hparams["out_dir"] or self.trainer.log_dir
-                       or self.trainer.default_root_dir)
-        record = {"init": self.hparams["init"],
-                  "metrics": {name: finite_or_none(value) for name, value in results.items()},
-                  "embeddings": dict(self.network.provenance),
-                  "train_samples": len(self.trainer.datamodule.train_indices),
-                  "steps": self.global_step}
+        out_dir = Path(
+            self.hparams["out_dir"] or self.trainer.log_dir or self.trainer.default_root_dir
+        )
+        record = {
+            "init": self.hparams["init"],
+            "metrics": {name: finite_or_none(value) for name, value in results.items()},
+            "embeddings": dict(self.network.provenance),
+            "train_samples": len(self.trainer.datamodule.train_indices),
+            "steps": self.global_step,
+        }
         write_json(out_dir / METRICS_FILE, record)
         if self._figure_batch is not None:
             matplotlib.use("Agg")
@@ -254,6 +277,10 @@ class DownstreamTask(LightningModule):
 
         No decay on norms, biases, tokens and what the network exempts.
         """
-        return adamw_warmup_cosine(self.network, self.hparams["lr"],
-                                   self.hparams["weight_decay"], self.hparams["warmup_share"],
-                                   int(self.trainer.estimated_stepping_batches))
+        return adamw_warmup_cosine(
+            self.network,
+            self.hparams["lr"],
+            self.hparams["weight_decay"],
+            self.hparams["warmup_share"],
+            int(self.trainer.estimated_stepping_batches),
+        )

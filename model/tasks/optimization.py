@@ -57,18 +57,21 @@ def warmup_cosine(optimizer: Optimizer, warmup_steps: int, total_steps: int) -> 
         ValueError: naming both, if ``warmup_steps`` is negative or above ``total_steps``.
     """
     if not 0 <= warmup_steps <= total_steps:
-        raise ValueError(f"warmup_steps must lie in [0, total_steps={total_steps}], "
-                         f"got {warmup_steps}")
+        raise ValueError(
+            f"warmup_steps must lie in [0, total_steps={total_steps}], got {warmup_steps}"
+        )
     cosine = CosineAnnealingLR(optimizer, T_max=max(total_steps - warmup_steps, 1))
     if warmup_steps == 0:
         return cosine
-    warmup = LinearLR(optimizer, start_factor=1 / warmup_steps, end_factor=1.0,
-                      total_iters=warmup_steps - 1)
+    warmup = LinearLR(
+        optimizer, start_factor=1 / warmup_steps, end_factor=1.0, total_iters=warmup_steps - 1
+    )
     return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
 
 
-def adamw_warmup_cosine(module: nn.Module, lr: float, weight_decay: float,
-                        warmup_share: float, total_steps: int) -> dict[str, Any]:
+def adamw_warmup_cosine(
+    module: nn.Module, lr: float, weight_decay: float, warmup_share: float, total_steps: int
+) -> dict[str, Any]:
     """What a LightningModule's ``configure_optimizers`` returns.
 
     AdamW over ``module`` (no decay on its :func:`no_weight_decay_names`, norms and biases) with
@@ -85,8 +88,9 @@ def adamw_warmup_cosine(module: nn.Module, lr: float, weight_decay: float,
         ``{"optimizer": ..., "lr_scheduler": {"scheduler": ..., "interval": "step"}}``.
     """
     total = max(total_steps, 1)
-    groups = param_groups_weight_decay(module, weight_decay=weight_decay,
-                                       no_weight_decay_list=no_weight_decay_names(module))
+    groups = param_groups_weight_decay(
+        module, weight_decay=weight_decay, no_weight_decay_list=no_weight_decay_names(module)
+    )
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     schedule = warmup_cosine(optimizer, int(total * warmup_share), total)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

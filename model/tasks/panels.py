@@ -19,8 +19,9 @@ ROWS = 3  # samples per picture
 
 def grid(rows: int, titles: Sequence[str]) -> tuple[plt.Figure, np.ndarray]:
     """A figure of ``rows`` x ``len(titles)`` axes without ticks, the columns titled."""
-    figure, axes = plt.subplots(rows, len(titles), figsize=(3 * len(titles), 3 * rows),
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        rows, len(titles), figsize=(3 * len(titles), 3 * rows), squeeze=False
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, title in zip(axes[0], titles, strict=True):
@@ -45,8 +46,9 @@ def true_colour(images: Sequence[Tensor], sensor: str) -> list[np.ndarray]:
     return [np.clip((a - low) / np.maximum(high - low, 1e-6), 0, 1) for a in arrays]
 
 
-def restoration_figure(batch: dict, prediction: Tensor, sensor: str, other: str,
-                       titles: Sequence[str]) -> plt.Figure:
+def restoration_figure(
+    batch: dict, prediction: Tensor, sensor: str, other: str, titles: Sequence[str]
+) -> plt.Figure:
     """Per sample: the input of the target's sensor, the ``other`` input, prediction, target.
 
     The three images of ``sensor`` are on one brightness scale.
@@ -55,7 +57,8 @@ def restoration_figure(batch: dict, prediction: Tensor, sensor: str, other: str,
     figure, axes = grid(rows, titles)
     for row in range(rows):
         given, predicted, target = true_colour(
-            [batch["inputs"][sensor][row], prediction[row], batch["target"][row]], sensor)
+            [batch["inputs"][sensor][row], prediction[row], batch["target"][row]], sensor
+        )
         axes[row, 0].imshow(given)
         axes[row, 1].imshow(picture(batch["inputs"][other][row], other))
         axes[row, 2].imshow(predicted)

@@ -43,8 +43,13 @@ class PanSharpeningTask(RestorationTask):
 def pansharpening_figure(batch: dict[str, Any], prediction: Tensor, sensor: str) -> plt.Figure:
     """Upsampled low-resolution MS, PAN, prediction and the full-resolution MS target."""
     pan = next(s for s in batch["inputs"] if s != sensor)
-    return restoration_figure(batch, prediction, sensor, pan,
-                              ["MS upsampled (input)", "PAN (input)", "predicted", "target"])
+    return restoration_figure(
+        batch,
+        prediction,
+        sensor,
+        pan,
+        ["MS upsampled (input)", "PAN (input)", "predicted", "target"],
+    )
 
 
 def valid_crop(image: Tensor, valid: Tensor) -> Tensor:
@@ -60,8 +65,10 @@ def valid_crop(image: Tensor, valid: Tensor) -> Tensor:
     rows = valid[:, 0].any(dim=2).sum(dim=1)
     cols = valid[:, 0].any(dim=1).sum(dim=1)
     if (rows != rows[0]).any() or (cols != cols[0]).any():
-        raise ValueError("the batch mixes images of different real sizes: "
-                         f"{sorted(set(zip(rows.tolist(), cols.tolist(), strict=True)))}")
+        raise ValueError(
+            "the batch mixes images of different real sizes: "
+            f"{sorted(set(zip(rows.tolist(), cols.tolist(), strict=True)))}"
+        )
     return image[..., : int(rows[0]), : int(cols[0])]
 
 
@@ -84,8 +91,9 @@ def bicubic_upsample(ms_low: Tensor, size: int | tuple[int, int]) -> Tensor:
         ValueError: if ``ms_low`` is not a float (B, C, h, w) tensor or ``size`` is not positive.
     """
     if ms_low.ndim != 4 or not ms_low.is_floating_point():
-        raise ValueError(f"ms_low must be a float tensor (B, C, h, w), "
-                         f"got {ms_low.dtype} {tuple(ms_low.shape)}")
+        raise ValueError(
+            f"ms_low must be a float tensor (B, C, h, w), got {ms_low.dtype} {tuple(ms_low.shape)}"
+        )
     out_size = (size, size) if isinstance(size, int) else tuple(size)
     if len(out_size) != 2 or any(int(s) <= 0 for s in out_size):
         raise ValueError(f"size must be a positive int or (H, W), got {size}")
@@ -94,12 +102,15 @@ def bicubic_upsample(ms_low: Tensor, size: int | tuple[int, int]) -> Tensor:
 
 def _check_pansharpening_inputs(ms_up: Tensor, pan: Tensor) -> None:
     if ms_up.ndim != 4 or not ms_up.is_floating_point():
-        raise ValueError(f"ms_up must be a float tensor (B, C, H, W), "
-                         f"got {ms_up.dtype} {tuple(ms_up.shape)}")
+        raise ValueError(
+            f"ms_up must be a float tensor (B, C, H, W), got {ms_up.dtype} {tuple(ms_up.shape)}"
+        )
     expected = (ms_up.shape[0], 1, *ms_up.shape[2:])
     if pan.shape != expected or not pan.is_floating_point():
-        raise ValueError(f"pan must be a float tensor of shape {expected} (B, 1, H, W) as ms_up, "
-                         f"got {pan.dtype} {tuple(pan.shape)}")
+        raise ValueError(
+            f"pan must be a float tensor of shape {expected} (B, 1, H, W) as ms_up, "
+            f"got {pan.dtype} {tuple(pan.shape)}"
+        )
 
 
 def _intensity(ms_up: Tensor, weights: Tensor | None) -> Tensor:
@@ -108,14 +119,15 @@ def _intensity(ms_up: Tensor, weights: Tensor | None) -> Tensor:
     if weights is None:
         return ms_up.mean(dim=1, keepdim=True)
     if weights.shape != (channels,) or bool((weights < 0).any()) or not float(weights.sum()) > 0:
-        raise ValueError(f"weights must be ({channels},) non-negative with a positive sum, "
-                         f"got {tuple(weights.shape)}")
+        raise ValueError(
+            f"weights must be ({channels},) non-negative with a positive sum, "
+            f"got {tuple(weights.shape)}"
+        )
     weights = (weights / weights.sum()).to(ms_up)
     return (ms_up * weights.view(1, channels, 1, 1)).sum(dim=1, keepdim=True)
 
 
-def brovey(ms_up: Tensor, pan: Tensor, weights: Tensor | None = None,
-           eps: float = 1e-6) -> Tensor:
+def brovey(ms_up: Tensor, pan: Tensor, weights: Tensor | None = None, eps: float = 1e-6) -> Tensor:
     """Brovey transform: scale every MS band by PAN over the MS intensity.
 
     ``out_b = ms_b * pan / I`` with ``I = sum_b w_b ms_b`` the weighted mean of the upsampled MS
@@ -153,8 +165,9 @@ def pansharpening_baselines(data: LightningDataModule) -> Scores:
     results = {}
     for name, method in methods.items():
         pairs = ((method(b), valid_crop(b["target"], b["valid"])) for b in data.test_dataloader())
-        results[name] = score(RestorationMetrics(info["data_range"], ergas_ratio=ERGAS_RATIO),
-                              pairs)
+        results[name] = score(
+            RestorationMetrics(info["data_range"], ergas_ratio=ERGAS_RATIO), pairs
+        )
     return results
 
 
@@ -166,6 +179,11 @@ def _upsampled(batch: dict[str, Any]) -> torch.Tensor:
     return bicubic_upsample(real_low, (height, width))
 
 
-SPEC = TaskSpec(name="pansharpening", title="SpaceNet 2 (WorldView-3)",
-                columns=(("PSNR", True), ("SSIM", True), ("SAM", False), ("ERGAS", False)),
-                main_metric=MAIN_METRIC, baselines=pansharpening_baselines, paper="PSNR 22.85")
+SPEC = TaskSpec(
+    name="pansharpening",
+    title="SpaceNet 2 (WorldView-3)",
+    columns=(("PSNR", True), ("SSIM", True), ("SAM", False), ("ERGAS", False)),
+    main_metric=MAIN_METRIC,
+    baselines=pansharpening_baselines,
+    paper="PSNR 22.85",
+)

@@ -38,15 +38,28 @@ MASK_GREY = 0.5
 class MsGFMPretraining(LightningModule):
     """SimMIM pretraining of msGFM on GeoPile-2, every sensor in every step."""
 
-    def __init__(self, store: Path | str = "data/geopile2.zarr",
-                 sensors: Sequence[str] | None = None,
-                 preset: str = "tiny", version: str = "v2", input_px: int = 192,
-                 window_size: int = 6, seed: int = 0,
-                 moe: bool = True, num_experts: int = 8, top_k: int = 1,
-                 cross_sensor_rate: float = 0.5, mask_ratio: float = 0.6,
-                 aux_weight: float = 0.01, base_lr: float = 2e-4, batch_size: int = 64,
-                 weight_decay: float = 0.05, warmup_share: float = 0.1,
-                 figure_every_n_steps: int = 0, export_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Path | str = "data/geopile2.zarr",
+        sensors: Sequence[str] | None = None,
+        preset: str = "tiny",
+        version: str = "v2",
+        input_px: int = 192,
+        window_size: int = 6,
+        seed: int = 0,
+        moe: bool = True,
+        num_experts: int = 8,
+        top_k: int = 1,
+        cross_sensor_rate: float = 0.5,
+        mask_ratio: float = 0.6,
+        aux_weight: float = 0.01,
+        base_lr: float = 2e-4,
+        batch_size: int = 64,
+        weight_decay: float = 0.05,
+        warmup_share: float = 0.1,
+        figure_every_n_steps: int = 0,
+        export_dir: str | None = None,
+    ) -> None:
         """Build the network for the sensors of a store.
 
         Args:
@@ -86,8 +99,9 @@ class MsGFMPretraining(LightningModule):
         moe_config = encoder_config(preset).moe if moe else None
         if moe_config is not None:
             moe_config = replace(moe_config, num_experts=num_experts, top_k=top_k)
-        config = encoder_config(preset, version=version, input_px=input_px,
-                                window_size=window_size, moe=moe_config)
+        config = encoder_config(
+            preset, version=version, input_px=input_px, window_size=window_size, moe=moe_config
+        )
         self._channels = {name: len(m.band_names) for name, m in self.sensor_manifests.items()}
         self._config = config
         self.network = self._new_network()
@@ -128,13 +142,18 @@ class MsGFMPretraining(LightningModule):
         world = self.trainer.world_size if self.trainer else 1
         lr = self.hparams["base_lr"] * self.hparams["batch_size"] * world / REFERENCE_BATCH
         total = int(self.trainer.estimated_stepping_batches) if self.trainer else 1
-        return adamw_warmup_cosine(self.network, lr, self.hparams["weight_decay"],
-                                   self.hparams["warmup_share"], total)
+        return adamw_warmup_cosine(
+            self.network, lr, self.hparams["weight_decay"], self.hparams["warmup_share"], total
+        )
 
     def _new_network(self) -> MsGFM:
-        return MsGFM(self._channels, self._config,
-                     cross_sensor_rate=self.hparams["cross_sensor_rate"],
-                     mask_ratio=self.hparams["mask_ratio"], aux_weight=self.hparams["aux_weight"])
+        return MsGFM(
+            self._channels,
+            self._config,
+            cross_sensor_rate=self.hparams["cross_sensor_rate"],
+            mask_ratio=self.hparams["mask_ratio"],
+            aux_weight=self.hparams["aux_weight"],
+        )
 
     def on_train_end(self) -> None:
         """Pictures of the last batch and the export of the encoder, on rank 0.
@@ -147,29 +166,39 @@ class MsGFMPretraining(LightningModule):
         if not self.trainer.is_global_zero:
             return
         network = self._new_network().to(self.device)
-        network.load_state_dict({key.removeprefix("network."): value
-                                 for key, value in state.items()})
+        network.load_state_dict(
+            {key.removeprefix("network."): value for key, value in state.items()}
+        )
         network.eval()
         if self._last_batch is not None:
             with torch.no_grad():
                 for rate in (0.0, 1.0):  # every sensor's own reconstruction, every cross pair
                     network.cross_sensor_rate = rate
-                    self._save_figures(network(self._last_batch, keep=True,
-                                               generator=torch.Generator().manual_seed(0)))
-        export_pretrained(network, self.export_dir, self.sensor_manifests,
-                          acquired=acquisition_range(self.hparams["store"],
-                                                     self.sensor_manifests),
-                          training={"store": str(self.hparams["store"]),
-                                    "steps": self.global_step,
-                                    "hyperparameters": dict(self.hparams)})
+                    self._save_figures(
+                        network(
+                            self._last_batch, keep=True, generator=torch.Generator().manual_seed(0)
+                        )
+                    )
+        export_pretrained(
+            network,
+            self.export_dir,
+            self.sensor_manifests,
+            acquired=acquisition_range(self.hparams["store"], self.sensor_manifests),
+            training={
+                "store": str(self.hparams["store"]),
+                "steps": self.global_step,
+                "hyperparameters": dict(self.hparams),
+            },
+        )
 
     def _figure_step(self) -> bool:
         every = self.hparams["figure_every_n_steps"]
         return bool(every) and self.global_step % every == 0 and self.trainer.is_global_zero
 
     def _save_figures(self, out: PretrainOutput) -> None:
-        save_reconstruction_figures(out.reconstructions, self.sensor_manifests,
-                                    self.figures_dir, step=self.global_step)
+        save_reconstruction_figures(
+            out.reconstructions, self.sensor_manifests, self.figures_dir, step=self.global_step
+        )
 
     def _log(self, out: PretrainOutput, batch: dict[str, Any]) -> None:
         rows = _batch_rows(batch)
@@ -184,18 +213,20 @@ class MsGFMPretraining(LightningModule):
             load = torch.stack([layer.expert_load for layer in layers])
             self.log("moe/max_expert_load", load.max(), batch_size=rows)
             self.log("moe/min_expert_load", load.min(), batch_size=rows)
-            self.log("moe/dropped_fraction",
-                     torch.stack([layer.dropped_fraction for layer in layers]).float().mean(),
-                     batch_size=rows)
+            self.log(
+                "moe/dropped_fraction",
+                torch.stack([layer.dropped_fraction for layer in layers]).float().mean(),
+                batch_size=rows,
+            )
 
 
 def _batch_rows(batch: dict[str, Any]) -> int:
     return sum(sub["image"].shape[0] for sub in batch["sensors"].values())
 
 
-def save_reconstruction_figures(groups: Sequence[Reconstruction],
-                                sensors: Mapping[str, SensorManifest], folder: Path,
-                                step: int) -> list[Path]:
+def save_reconstruction_figures(
+    groups: Sequence[Reconstruction], sensors: Mapping[str, SensorManifest], folder: Path, step: int
+) -> list[Path]:
     """One PNG per (encoded sensor, decoded sensor) group; returns their paths.
 
     Each is ``folder/step<step>_<source>_to_<target>.png``.
@@ -210,8 +241,9 @@ def save_reconstruction_figures(groups: Sequence[Reconstruction],
     return paths
 
 
-def reconstruction_figure(group: Reconstruction,
-                          sensors: Mapping[str, SensorManifest]) -> plt.Figure:
+def reconstruction_figure(
+    group: Reconstruction, sensors: Mapping[str, SensorManifest]
+) -> plt.Figure:
     """A figure of the first :data:`FIGURE_ROWS` chips of ``group``.
 
     Its four columns are those of :data:`FIGURE_COLUMNS`.
@@ -225,8 +257,12 @@ def reconstruction_figure(group: Reconstruction,
         mask = np.kron(group.mask[row].cpu().numpy(), np.ones((patch, patch))).astype(bool)
         picture = _picture(group.image[row], source)
         masked = np.where(mask[..., None], MASK_GREY, picture)
-        panels = (picture, masked, _picture(group.prediction[row], target),
-                  _picture(group.target[row], target))
+        panels = (
+            picture,
+            masked,
+            _picture(group.prediction[row], target),
+            _picture(group.target[row], target),
+        )
         for column, (ax, panel) in enumerate(zip(axes[row], panels, strict=True)):
             ax.imshow(panel)
             ax.axis("off")

@@ -36,8 +36,7 @@ class _MeanSpectralAngle(Metric):
 
     def __init__(self) -> None:
         super().__init__()
-        self.add_state("sum_degrees", torch.tensor(0.0, dtype=torch.float64),
-                       dist_reduce_fx="sum")
+        self.add_state("sum_degrees", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("num_pixels", torch.tensor(0), dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
@@ -45,8 +44,9 @@ class _MeanSpectralAngle(Metric):
         preds, target = preds.double(), target.double()
         dot = (preds * target).sum(dim=1)
         norms = preds.norm(dim=1) * target.norm(dim=1)
-        cosine = torch.where(norms > 0, dot / norms.clamp(min=torch.finfo(norms.dtype).tiny),
-                             torch.zeros_like(dot))
+        cosine = torch.where(
+            norms > 0, dot / norms.clamp(min=torch.finfo(norms.dtype).tiny), torch.zeros_like(dot)
+        )
         self.sum_degrees += torch.rad2deg(torch.arccos(cosine.clamp(-1.0, 1.0))).sum()
         self.num_pixels += dot.numel()
 
@@ -73,7 +73,8 @@ class _MeanERGAS(Metric):
     def update(self, preds: Tensor, target: Tensor) -> None:
         """Add the per-image ERGAS of a batch."""
         self.sum_ergas += error_relative_global_dimensionless_synthesis(
-            preds, target, ratio=self.ratio, reduction="sum")
+            preds, target, ratio=self.ratio, reduction="sum"
+        )
         self.num_images += preds.shape[0]
 
     def compute(self) -> Tensor:
@@ -123,13 +124,15 @@ class RestorationMetrics(MetricCollection):
         if ergas_ratio is not None and not ergas_ratio >= 1:
             raise ValueError(
                 f"ergas_ratio must be the low- over high-resolution pixel size (>= 1, e.g. 4 for "
-                f"1.2 m MS to 0.3 m PAN), got {ergas_ratio}")
+                f"1.2 m MS to 0.3 m PAN), got {ergas_ratio}"
+            )
         metrics: dict[str, Metric] = {
             "MAE": MeanAbsoluteError(),
             "RMSE": MeanSquaredError(squared=False),
             "PSNR": PeakSignalNoiseRatio(data_range=data_range, dim=(1, 2, 3)),
             "SSIM": StructuralSimilarityIndexMeasure(
-                gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=data_range),
+                gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=data_range
+            ),
             "SAM": _MeanSpectralAngle(),
         }
         if ergas_ratio is not None:
@@ -155,17 +158,21 @@ class RestorationMetrics(MetricCollection):
 
     def _prepare(self, preds: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         if preds.ndim != 4 or preds.shape[1] < 2:
-            raise ValueError(f"preds must have shape (B, C, H, W) with C >= 2, "
-                             f"got {tuple(preds.shape)}")
+            raise ValueError(
+                f"preds must have shape (B, C, H, W) with C >= 2, got {tuple(preds.shape)}"
+            )
         if targets.shape != preds.shape:
-            raise ValueError(f"targets must have shape {tuple(preds.shape)} as preds, "
-                             f"got {tuple(targets.shape)}")
+            raise ValueError(
+                f"targets must have shape {tuple(preds.shape)} as preds, got {tuple(targets.shape)}"
+            )
         for name, tensor in (("preds", preds), ("targets", targets)):
             if not tensor.is_floating_point():
                 raise ValueError(f"{name} must be a float tensor, got {tensor.dtype}")
         dtype = torch.promote_types(preds.dtype, targets.dtype)
-        return (preds.to(dtype).clamp(0, self.data_range),
-                targets.to(dtype).clamp(0, self.data_range))
+        return (
+            preds.to(dtype).clamp(0, self.data_range),
+            targets.to(dtype).clamp(0, self.data_range),
+        )
 
 
 class RestorationTask(DownstreamTask):

@@ -18,8 +18,14 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from model.tasks.downstream import DownstreamTask, Scores, TaskSpec, score
 from model.tasks.panels import ROWS, grid, picture
 
-ISPRS_COLOURS = ((255, 0, 0), (255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0),
-                 (255, 255, 0))  # clutter, impervious, building, low vegetation, tree, car
+ISPRS_COLOURS = (
+    (255, 0, 0),
+    (255, 255, 255),
+    (0, 0, 255),
+    (0, 255, 255),
+    (0, 255, 0),
+    (255, 255, 0),
+)  # clutter, impervious, building, low vegetation, tree, car
 
 
 class SegmentationMetrics(MulticlassConfusionMatrix):
@@ -62,17 +68,22 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
             ValueError: if a shape or dtype does not match.
         """
         if target.ndim != 3 or target.is_floating_point():
-            raise ValueError(f"target must be an integer tensor (B, H, W), "
-                             f"got {target.dtype} {tuple(target.shape)}")
+            raise ValueError(
+                f"target must be an integer tensor (B, H, W), "
+                f"got {target.dtype} {tuple(target.shape)}"
+            )
         if preds.is_floating_point():
             expected = (target.shape[0], self.num_classes, *target.shape[1:])
             if preds.shape != expected:
-                raise ValueError(f"preds (logits) must have shape {expected}, "
-                                 f"got {tuple(preds.shape)}")
+                raise ValueError(
+                    f"preds (logits) must have shape {expected}, got {tuple(preds.shape)}"
+                )
             preds = preds.argmax(dim=1)
         elif preds.shape != target.shape:
-            raise ValueError(f"preds (class indices) must have shape {tuple(target.shape)}, "
-                             f"got {tuple(preds.shape)}")
+            raise ValueError(
+                f"preds (class indices) must have shape {tuple(target.shape)}, "
+                f"got {tuple(preds.shape)}"
+            )
         super().update(preds, target)
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
@@ -101,8 +112,13 @@ class SegmentationTask(DownstreamTask):
 
     def configure_metrics(self, info: dict[str, Any]) -> MetricCollection:
         """:class:`SegmentationMetrics`, without the data's ``ignore_index`` class."""
-        return MetricCollection({"confusion": SegmentationMetrics(
-            int(info["num_classes"]), ignore_index=info["ignore_index"])})
+        return MetricCollection(
+            {
+                "confusion": SegmentationMetrics(
+                    int(info["num_classes"]), ignore_index=info["ignore_index"]
+                )
+            }
+        )
 
     def loss(self, prediction: Tensor, batch: dict[str, Any]) -> Tensor:
         """Cross-entropy over every class."""
@@ -114,8 +130,7 @@ class SegmentationTask(DownstreamTask):
 
     def figure(self, batch: dict[str, Any], prediction: Tensor) -> plt.Figure:
         """Each input sensor, the predicted and the true class maps in the ISPRS colours."""
-        return segmentation_figure(batch, prediction.argmax(dim=1),
-                                   self.target_info["class_names"])
+        return segmentation_figure(batch, prediction.argmax(dim=1), self.target_info["class_names"])
 
 
 def ignore_invalid(batch: dict[str, Any], ignore_index: int) -> Tensor:
@@ -125,8 +140,9 @@ def ignore_invalid(batch: dict[str, Any], ignore_index: int) -> Tensor:
     return target if valid is None else target.masked_fill(~valid[:, 0], ignore_index)
 
 
-def segmentation_figure(batch: dict[str, Any], prediction: Tensor,
-                        class_names: Sequence[str]) -> plt.Figure:
+def segmentation_figure(
+    batch: dict[str, Any], prediction: Tensor, class_names: Sequence[str]
+) -> plt.Figure:
     """Each input sensor, the predicted and the true class maps in the ISPRS colours."""
     sensors = list(batch["inputs"])
     rows = min(ROWS, len(prediction))
@@ -163,8 +179,10 @@ def majority_class(train_masks: Tensor | Sequence[Tensor], ignore_index: int | N
     counts = torch.zeros(0, dtype=torch.long)
     for i, mask in enumerate(masks):
         if mask.ndim not in (2, 3) or mask.is_floating_point() or mask.dtype == torch.bool:
-            raise ValueError(f"train_masks[{i}] must be an integer (H, W) or (N, H, W) tensor, "
-                             f"got {mask.dtype} {tuple(mask.shape)}")
+            raise ValueError(
+                f"train_masks[{i}] must be an integer (H, W) or (N, H, W) tensor, "
+                f"got {mask.dtype} {tuple(mask.shape)}"
+            )
         if mask.numel() and int(mask.min()) < 0:
             raise ValueError(f"train_masks[{i}] holds negative class indices")
         mask_counts = torch.bincount(mask.flatten().long().cpu(), minlength=len(counts))
@@ -182,12 +200,22 @@ def segmentation_baselines(data: LightningDataModule) -> Scores:
     info = data.target_info
     masks = [b["target"] for b in data.train_dataloader()]
     label = majority_class(masks, ignore_index=info["ignore_index"])
-    pairs = ((torch.full_like(b["target"], label), ignore_invalid(b, info["ignore_index"]))
-             for b in data.test_dataloader())
-    return {"majority": score(SegmentationMetrics(info["num_classes"],
-                                                  ignore_index=info["ignore_index"]), pairs)}
+    pairs = (
+        (torch.full_like(b["target"], label), ignore_invalid(b, info["ignore_index"]))
+        for b in data.test_dataloader()
+    )
+    return {
+        "majority": score(
+            SegmentationMetrics(info["num_classes"], ignore_index=info["ignore_index"]), pairs
+        )
+    }
 
 
-SPEC = TaskSpec(name="segmentation", title="Vaihingen (IR-R-G+DSM)",
-                columns=(("mIoU", True), ("OA", True)), main_metric="mIoU",
-                baselines=segmentation_baselines, paper="mIoU 75.8")
+SPEC = TaskSpec(
+    name="segmentation",
+    title="Vaihingen (IR-R-G+DSM)",
+    columns=(("mIoU", True), ("OA", True)),
+    main_metric="mIoU",
+    baselines=segmentation_baselines,
+    paper="mIoU 75.8",
+)

@@ -32,7 +32,8 @@ from pipeline.benchmarks.suite import (
 from pipeline.cluster import ALLOCATOR_ENVIRON
 from pipeline.params import PARAMS_PATH
 
-DESCRIPTION = """\
+DESCRIPTION = (
+    """\
 Build the same paired chips (Sentinel-2 L2A + Sentinel-1, 256 px, as params.yaml cuts sen12ms)
 from the same scene-level COGs three ways, each timed alone, and print chips/s per core:
 
@@ -102,7 +103,9 @@ scenes left out), each item its own files (copies of a pool rendered from the sa
 under the item's own names), catalogued as the builders do. Pictures are square JPEGs, sides
 in px with their shares (an assumption: Million-AID's sizes range widely, GeoPile's sources
 are mostly 256-600 px):
-""" + picture_mix() + """
+"""
+    + picture_mix()
+    + """
 Rendered once, cached under --bench-dir by N and seed (about 20 s, plus 3 s per 2,000 items).
 It is built by the real stages (discover, fetch, coregister, shard, validate, through the
 command line's stage table) on a dask LocalCluster of --workers processes started here. Per
@@ -121,6 +124,7 @@ codec; nothing else. Last line: {"items", "items_per_s_per_core": {"discover", "
 "projected_hours_2m_items_64_cores", "decode_encode_bound_items_per_s_per_core"}; the table
 also gives (coregister + shard CPU per item) / (bound CPU per item).
 """
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,55 +136,103 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status, 0; argparse exits with 2 on bad arguments.
     """
-    parser = argparse.ArgumentParser(prog="python -m pipeline.benchmarks", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes", type=int, default=None,
-                        help="scenes at scale 1 (default 16: 256 chips, one full shard per "
-                             "sensor; about 1.5 minutes in all on 2 cores once the input is "
-                             "cached, under 2 minutes the first time, which renders it)")
-    parser.add_argument("--scale", type=int, default=1,
-                        help="multiply the input: scenes x scale (default 1)")
-    parser.add_argument("--scene-px", type=int, default=None,
-                        help="side of a scene in 10 m pixels (default 1024)")
-    parser.add_argument("--layout", choices=sorted(LAYOUTS), default="native",
-                        help="Sentinel-2 files per scene: 'native' (default) one COG per "
-                             "resolution, 10/20/60 m, as Level-2A products deliver them (the "
-                             "20 and 60 m bands are resampled onto the 10 m grid); 'stacked' "
-                             "all 12 bands at 10 m in one COG, as SEN12MS ships its patches")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.benchmarks",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--scenes",
+        type=int,
+        default=None,
+        help="scenes at scale 1 (default 16: 256 chips, one full shard per "
+        "sensor; about 1.5 minutes in all on 2 cores once the input is "
+        "cached, under 2 minutes the first time, which renders it)",
+    )
+    parser.add_argument(
+        "--scale", type=int, default=1, help="multiply the input: scenes x scale (default 1)"
+    )
+    parser.add_argument(
+        "--scene-px", type=int, default=None, help="side of a scene in 10 m pixels (default 1024)"
+    )
+    parser.add_argument(
+        "--layout",
+        choices=sorted(LAYOUTS),
+        default="native",
+        help="Sentinel-2 files per scene: 'native' (default) one COG per "
+        "resolution, 10/20/60 m, as Level-2A products deliver them (the "
+        "20 and 60 m bands are resampled onto the 10 m grid); 'stacked' "
+        "all 12 bands at 10 m in one COG, as SEN12MS ships its patches",
+    )
     parser.add_argument("--seed", type=int, default=0, help="sample world seed (default 0)")
-    parser.add_argument("--params", type=Path, default=PARAMS_PATH,
-                        help="parameter file: chip grid of sen12ms, nodata rule, "
-                             "chips_per_shard (default: params.yaml)")
-    parser.add_argument("--bench-dir", type=Path, default=Path("data/bench"),
-                        help="input cache and scratch space (default: data/bench)")
-    parser.add_argument("--naive-compress", choices=["none", "deflate", "lzw", "zstd"],
-                        default="none", help="GeoTIFF compression of the naive script's chips "
-                                             "(default: none)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed runs of each path; the fastest counts, as timeit does "
-                             "(default 2; 1 with --rss-check and --quick); with --full-scene, "
-                             "interleaved runs of the three paths, the median counts")
-    parser.add_argument("--rss-check", action="store_true",
-                        help="run only (a), in this process and on 2 workers, at 1x and 4x "
-                             "the input, and compare their peak RSS")
-    parser.add_argument("--quick", action="store_true",
-                        help="a tiny run to check the command works (2 scenes of 512 px); "
-                             "its figures mean nothing")
-    parser.add_argument("--full-scene", action="store_true",
-                        help="measure one full-size Sentinel-2 tile paired with Sentinel-1 "
-                             "RTC instead (see above; about 3.5 minutes a repeat on 2 cores, "
-                             "plus about 1 minute the first time, to render it)")
-    parser.add_argument("--full-scene-px", type=int, default=FULL_TILE_PX,
-                        help=f"with --full-scene: side of the Sentinel-2 tile in 10 m pixels "
-                             f"(default {FULL_TILE_PX}, a whole tile)")
-    parser.add_argument("--block-px", type=int, default=None,
-                        help="with --full-scene: pipeline.coregister.block_px (default: the "
-                             "parameter file's)")
-    parser.add_argument("--items", type=int, default=None,
-                        help="run the scale bench on this many items instead (see above; "
-                             "20,000: under 10 minutes on 2 cores, the first time included)")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="with --items: dask worker processes (default 2)")
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=PARAMS_PATH,
+        help="parameter file: chip grid of sen12ms, nodata rule, "
+        "chips_per_shard (default: params.yaml)",
+    )
+    parser.add_argument(
+        "--bench-dir",
+        type=Path,
+        default=Path("data/bench"),
+        help="input cache and scratch space (default: data/bench)",
+    )
+    parser.add_argument(
+        "--naive-compress",
+        choices=["none", "deflate", "lzw", "zstd"],
+        default="none",
+        help="GeoTIFF compression of the naive script's chips (default: none)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed runs of each path; the fastest counts, as timeit does "
+        "(default 2; 1 with --rss-check and --quick); with --full-scene, "
+        "interleaved runs of the three paths, the median counts",
+    )
+    parser.add_argument(
+        "--rss-check",
+        action="store_true",
+        help="run only (a), in this process and on 2 workers, at 1x and 4x "
+        "the input, and compare their peak RSS",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny run to check the command works (2 scenes of 512 px); its figures mean nothing",
+    )
+    parser.add_argument(
+        "--full-scene",
+        action="store_true",
+        help="measure one full-size Sentinel-2 tile paired with Sentinel-1 "
+        "RTC instead (see above; about 3.5 minutes a repeat on 2 cores, "
+        "plus about 1 minute the first time, to render it)",
+    )
+    parser.add_argument(
+        "--full-scene-px",
+        type=int,
+        default=FULL_TILE_PX,
+        help=f"with --full-scene: side of the Sentinel-2 tile in 10 m pixels "
+        f"(default {FULL_TILE_PX}, a whole tile)",
+    )
+    parser.add_argument(
+        "--block-px",
+        type=int,
+        default=None,
+        help="with --full-scene: pipeline.coregister.block_px (default: the parameter file's)",
+    )
+    parser.add_argument(
+        "--items",
+        type=int,
+        default=None,
+        help="run the scale bench on this many items instead (see above; "
+        "20,000: under 10 minutes on 2 cores, the first time included)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="with --items: dask worker processes (default 2)"
+    )
     args = parser.parse_args(argv)
     if args.items is not None:
         return _scale(parser, args)
@@ -188,15 +240,22 @@ def main(argv: list[str] | None = None) -> int:
         return _full_scene(parser, args)
     scenes = args.scenes if args.scenes is not None else (2 if args.quick else 16)
     scene_px = args.scene_px if args.scene_px is not None else (512 if args.quick else 1024)
-    repeats = args.repeats if args.repeats is not None else (
-        1 if args.quick or args.rss_check else 2)
+    repeats = (
+        args.repeats if args.repeats is not None else (1 if args.quick or args.rss_check else 2)
+    )
     if min(scenes, args.scale, repeats) < 1 or scene_px < 256:
-        parser.error("--scenes, --scale and --repeats must be at least 1, --scene-px at "
-                     "least 256")
-    config = BenchConfig(scenes=scenes, scale=args.scale, scene_px=scene_px, layout=args.layout,
-                         seed=args.seed, params_path=args.params, bench_dir=args.bench_dir,
-                         naive_compress=None if args.naive_compress == "none"
-                         else args.naive_compress, repeats=repeats)
+        parser.error("--scenes, --scale and --repeats must be at least 1, --scene-px at least 256")
+    config = BenchConfig(
+        scenes=scenes,
+        scale=args.scale,
+        scene_px=scene_px,
+        layout=args.layout,
+        seed=args.seed,
+        params_path=args.params,
+        bench_dir=args.bench_dir,
+        naive_compress=None if args.naive_compress == "none" else args.naive_compress,
+        repeats=repeats,
+    )
     if args.rss_check:
         check = run_rss_check(config)
         print(format_rss_report(check))
@@ -213,11 +272,16 @@ def _full_scene(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     if args.rss_check or args.quick:
         parser.error("--full-scene takes neither --rss-check nor --quick")
     if repeats < 1 or args.full_scene_px < 256 or (args.block_px or 0) < 0:
-        parser.error("--repeats must be at least 1, --full-scene-px at least 256, --block-px "
-                     "at least 0")
-    config = FullSceneConfig(tile_px=args.full_scene_px, block_px=args.block_px,
-                             params_path=args.params, bench_dir=args.bench_dir,
-                             repeats=repeats)
+        parser.error(
+            "--repeats must be at least 1, --full-scene-px at least 256, --block-px at least 0"
+        )
+    config = FullSceneConfig(
+        tile_px=args.full_scene_px,
+        block_px=args.block_px,
+        params_path=args.params,
+        bench_dir=args.bench_dir,
+        repeats=repeats,
+    )
     result = run_full_scene(config)
     print(format_full_scene_report(result))
     print(summary_line(result.summary()))
@@ -229,8 +293,15 @@ def _scale(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error("--items takes none of --full-scene, --rss-check, --quick")
     if args.items < 1 or args.workers < 1:
         parser.error("--items and --workers must be at least 1")
-    result = run_scale(ScaleConfig(items=args.items, seed=args.seed, workers=args.workers,
-                                   params_path=args.params, bench_dir=args.bench_dir))
+    result = run_scale(
+        ScaleConfig(
+            items=args.items,
+            seed=args.seed,
+            workers=args.workers,
+            params_path=args.params,
+            bench_dir=args.bench_dir,
+        )
+    )
     print(format_scale_report(result))
     print(summary_line(result.summary()))
     return 0
@@ -247,8 +318,11 @@ def restart_with_allocator_environ(argv: list[str]) -> None:
         argv: the bench's arguments (without the command itself).
     """
     if any(os.environ.get(name) != value for name, value in ALLOCATOR_ENVIRON.items()):
-        os.execve(sys.executable, [sys.executable, "-m", "pipeline.benchmarks", *argv],
-                  {**os.environ, **ALLOCATOR_ENVIRON})
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "pipeline.benchmarks", *argv],
+            {**os.environ, **ALLOCATOR_ENVIRON},
+        )
 
 
 if __name__ == "__main__":

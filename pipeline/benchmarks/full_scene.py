@@ -76,11 +76,18 @@ PAIR_NAME = "s1s2"
 S2_COLLECTION, S1_COLLECTION = "sentinel-2-l2a", "sentinel-1-rtc"
 CHIP_PX = 256
 PATHS = ("blocked", "whole_scene", "warp_bound")
-LABELS = {"blocked": "(a) blocked (write_item_chips)",
-          "whole_scene": "(b) whole-scene read (read_whole=True)",
-          "warp_bound": "(c) warp bound (GDAL read + reproject)"}
-SUMMARY_KEYS = ("full_scene_chips_per_s_per_core", "ratio_vs_warp_bound",
-                "peak_rss_mb_blocked", "peak_rss_mb_whole_scene", "chips")
+LABELS = {
+    "blocked": "(a) blocked (write_item_chips)",
+    "whole_scene": "(b) whole-scene read (read_whole=True)",
+    "warp_bound": "(c) warp bound (GDAL read + reproject)",
+}
+SUMMARY_KEYS = (
+    "full_scene_chips_per_s_per_core",
+    "ratio_vs_warp_bound",
+    "peak_rss_mb_blocked",
+    "peak_rss_mb_whole_scene",
+    "chips",
+)
 REPO = Path(__file__).resolve().parents[2]
 
 Progress = Callable[[str], None]
@@ -103,13 +110,17 @@ def full_scene_params(params_path: Path, block_px: int | None = None) -> Pipelin
     The pair: Sentinel-2 L2A reference, Sentinel-1 RTC partner, chips of 256 px every 256 px.
     """
     params = load_params(params_path)
-    pair = PairSource(reference=S2_COLLECTION, partners=(S1_COLLECTION,), chip_px=CHIP_PX,
-                      stride_px=CHIP_PX)
+    pair = PairSource(
+        reference=S2_COLLECTION, partners=(S1_COLLECTION,), chip_px=CHIP_PX, stride_px=CHIP_PX
+    )
     coregister = dataclasses.replace(
-        params.coregister, pairs={PAIR_NAME: pair},
-        block_px=params.coregister.block_px if block_px is None else block_px)
-    return dataclasses.replace(params, collections=(S2_COLLECTION, S1_COLLECTION),
-                               coregister=coregister)
+        params.coregister,
+        pairs={PAIR_NAME: pair},
+        block_px=params.coregister.block_px if block_px is None else block_px,
+    )
+    return dataclasses.replace(
+        params, collections=(S2_COLLECTION, S1_COLLECTION), coregister=coregister
+    )
 
 
 def work_unit(scene: FullScene) -> dict[str, Any]:
@@ -119,13 +130,20 @@ def work_unit(scene: FullScene) -> dict[str, Any]:
     """
     from pipeline.stages import work_units  # the stage's own shape of a unit
 
-    reference = {**scene.s2, "properties": {**scene.s2["properties"], PAIR: PAIR_NAME,
-                                            PARTNERS: {S1_COLLECTION: [scene.s1["id"]]}}}
+    reference = {
+        **scene.s2,
+        "properties": {
+            **scene.s2["properties"],
+            PAIR: PAIR_NAME,
+            PARTNERS: {S1_COLLECTION: [scene.s1["id"]]},
+        },
+    }
     (unit,) = work_units([reference, scene.s1])
     return unit
 
 
 # --- one run, in its own process -------------------------------------------------------------
+
 
 def run_path(name: str, unit: dict[str, Any], params: PipelineParams, chip_file: Path) -> None:
     """The work of one path (module doc)."""
@@ -156,20 +174,21 @@ def warp_bound(unit: dict[str, Any], params: PipelineParams) -> int:
                     continue
                 reference = reference or asset.sensor.name
                 rasters.append(_open(asset, block_px))
-    grid = min((r.grid for r in rasters if r.asset.sensor.name == reference),
-               key=lambda g: g.pixel_area)
+    grid = min(
+        (r.grid for r in rasters if r.asset.sensor.name == reference), key=lambda g: g.pixel_area
+    )
     windows = chip_windows(grid.shape, pair.chip_px, pair.stride_px)
     blocks = chip_blocks(windows, grid.shape, pair.stride_px, block_px)
     for block, _ in blocks:
-        block_grid = Grid(grid.crs, window_transform(block, grid.transform),
-                          (int(block.height), int(block.width)))
+        block_grid = Grid(
+            grid.crs, window_transform(block, grid.transform), (int(block.height), int(block.width))
+        )
         for raster in rasters:
             if raster.grid == grid:
                 _read(raster, block)
                 continue
             if raster.whole is not None:
-                window: Window | None = Window(0, 0, raster.grid.shape[1],
-                                               raster.grid.shape[0])
+                window: Window | None = Window(0, 0, raster.grid.shape[1], raster.grid.shape[0])
                 data = raster.whole
             else:
                 margin = source_margin_px(raster.grid, block_grid, raster.asset.sensor)
@@ -177,8 +196,11 @@ def warp_bound(unit: dict[str, Any], params: PipelineParams) -> int:
                 if window is None:
                     continue
                 data = _read(raster, window)
-            window_grid = Grid(raster.grid.crs, window_transform(window, raster.grid.transform),
-                               (int(window.height), int(window.width)))
+            window_grid = Grid(
+                raster.grid.crs,
+                window_transform(window, raster.grid.transform),
+                (int(window.height), int(window.width)),
+            )
             has_nodata = bool(nodata_mask(data, raster.nodata).any())
             gdal_reproject(data, window_grid, block_grid, raster.asset.sensor, has_nodata)
     return len(blocks)
@@ -214,8 +236,13 @@ def _warm_up(unit: dict[str, Any]) -> None:
                     crses.append(src.crs)
     transform_bounds(crses[-1], crses[0], *transform_bounds(crses[0], crses[-1], 0, 0, 1, 1))
     tiny = Grid(crses[0], rasterio.Affine(10, 0, 0, 0, -10, 0), (8, 8))
-    gdal_reproject(np.ones((1, 8, 8), np.float32), tiny, tiny,
-                   sensor_assets(unit)[next(iter(sensor_assets(unit)))][0].sensor, False)
+    gdal_reproject(
+        np.ones((1, 8, 8), np.float32),
+        tiny,
+        tiny,
+        sensor_assets(unit)[next(iter(sensor_assets(unit)))][0].sensor,
+        False,
+    )
 
 
 def _peak_rss_since_exec() -> int:
@@ -259,14 +286,23 @@ def _worker(argv: list[str]) -> int:
         run_path(args.path, unit, params, args.chip_file)
         seconds = time.perf_counter() - start
         cpu_seconds = usage.cpu_seconds() - cpu
-    args.result.write_text(json.dumps({
-        "path": args.path, "seconds": seconds, "cpu_seconds": cpu_seconds,
-        "peak_rss_bytes": usage.peak_rss_bytes, "rss_before_bytes": before_rss,
-        "hwm_bytes": _peak_rss_since_exec()}))
+    args.result.write_text(
+        json.dumps(
+            {
+                "path": args.path,
+                "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "peak_rss_bytes": usage.peak_rss_bytes,
+                "rss_before_bytes": before_rss,
+                "hwm_bytes": _peak_rss_since_exec(),
+            }
+        )
+    )
     return 0
 
 
 # --- the bench, in the command's process -----------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Run:
@@ -322,7 +358,8 @@ class FullSceneResult:
             / self.chips_per_s_per_core("warp_bound"),
             "peak_rss_mb_blocked": self.peak_rss_mb("blocked"),
             "peak_rss_mb_whole_scene": self.peak_rss_mb("whole_scene"),
-            "chips": self.chips}
+            "chips": self.chips,
+        }
         return {key: values[key] for key in SUMMARY_KEYS}
 
 
@@ -344,17 +381,20 @@ def run_full_scene(config: FullSceneConfig, progress: Progress = _to_stderr) -> 
     params = full_scene_params(config.params_path, config.block_px)
     unit = work_unit(scene)
     pair = params.coregister.pairs[PAIR_NAME]
-    s2_shape = max((tuple(a["proj:shape"]) for a in scene.s2["assets"].values()),
-                   key=lambda s: s[0] * s[1])
+    s2_shape = max(
+        (tuple(a["proj:shape"]) for a in scene.s2["assets"].values()), key=lambda s: s[0] * s[1]
+    )
     windows = chip_windows(s2_shape, pair.chip_px, pair.stride_px)
     blocks = len(chip_blocks(windows, s2_shape, pair.stride_px, params.coregister.block_px))
     scratch = run_dir(config.bench_dir / "full-scene" / "runs")
     try:
         unit_file = scratch / "unit.json"
         unit_file.write_text(json.dumps(unit))
-        progress(f"{scene.input_bytes / MIB:.0f} MiB of COGs; {len(windows)} chip windows in "
-                 f"{blocks} blocks of {params.coregister.block_px} px; {config.repeats} "
-                 f"interleaved repeat(s) of {', '.join(PATHS)}, each a process on 1 core")
+        progress(
+            f"{scene.input_bytes / MIB:.0f} MiB of COGs; {len(windows)} chip windows in "
+            f"{blocks} blocks of {params.coregister.block_px} px; {config.repeats} "
+            f"interleaved repeat(s) of {', '.join(PATHS)}, each a process on 1 core"
+        )
         runs: dict[str, list[Run]] = {path: [] for path in PATHS}
         identical = []
         for repeat in range(config.repeats):
@@ -362,22 +402,26 @@ def run_full_scene(config: FullSceneConfig, progress: Progress = _to_stderr) -> 
                 progress(f"repeat {repeat + 1}: {LABELS[path]}")
                 run = _run_worker(path, unit_file, config, scratch)
                 runs[path].append(run)
-                progress(f"    {run.seconds:.1f} s, {run.cpu_seconds:.1f} CPU s, peak RSS "
-                         f"{run.peak_rss_bytes / MIB:.0f} MiB")
-            identical.append(_same_chip_files(scratch / "blocked.npz",
-                                              scratch / "whole_scene.npz"))
+                progress(
+                    f"    {run.seconds:.1f} s, {run.cpu_seconds:.1f} CPU s, peak RSS "
+                    f"{run.peak_rss_bytes / MIB:.0f} MiB"
+                )
+            identical.append(_same_chip_files(scratch / "blocked.npz", scratch / "whole_scene.npz"))
         header = LocationChips.load_header(scratch / "blocked.npz")
         chips = header.count
         dropped = sum(header.dropped.values())
         chunk_bytes = chunk_file(scratch / "blocked.npz").stat().st_size
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    result = FullSceneResult(config, params, scene, runs, chips, len(windows), dropped, blocks,
-                             chunk_bytes, identical)
+    result = FullSceneResult(
+        config, params, scene, runs, chips, len(windows), dropped, blocks, chunk_bytes, identical
+    )
     if not all(identical):
-        raise RuntimeError(f"the chip files of the blocked path and of the whole-scene read "
-                           f"differ (repeats: {identical}): the same blocks should give the "
-                           f"same bytes")
+        raise RuntimeError(
+            f"the chip files of the blocked path and of the whole-scene read "
+            f"differ (repeats: {identical}): the same blocks should give the "
+            f"same bytes"
+        )
     return result
 
 
@@ -387,18 +431,37 @@ def _run_worker(path: str, unit_file: Path, config: FullSceneConfig, run_dir: Pa
     chip_file = run_dir / f"{path}.npz"
     for old in (result, chip_file, chunk_file(chip_file)):
         old.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "pipeline.benchmarks.full_scene", path,
-               "--unit", str(unit_file), "--params", str(config.params_path.resolve()),
-               "--chip-file", str(chip_file), "--result", str(result)]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.benchmarks.full_scene",
+        path,
+        "--unit",
+        str(unit_file),
+        "--params",
+        str(config.params_path.resolve()),
+        "--chip-file",
+        str(chip_file),
+        "--result",
+        str(result),
+    ]
     if config.block_px is not None:
         command += ["--block-px", str(config.block_px)]
-    environ = {**os.environ, **ALLOCATOR_ENVIRON,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
-                                                           os.environ.get("PYTHONPATH")]))}
+    environ = {
+        **os.environ,
+        **ALLOCATOR_ENVIRON,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
     subprocess.run(command, check=True, env=environ, stdout=sys.stderr)
     figures = json.loads(result.read_text())
-    return Run(path, figures["seconds"], figures["cpu_seconds"], figures["peak_rss_bytes"],
-               figures["rss_before_bytes"], figures["hwm_bytes"])
+    return Run(
+        path,
+        figures["seconds"],
+        figures["cpu_seconds"],
+        figures["peak_rss_bytes"],
+        figures["rss_before_bytes"],
+        figures["hwm_bytes"],
+    )
 
 
 def _same_chip_files(a: Path, b: Path) -> bool:
@@ -418,10 +481,15 @@ def format_full_scene_report(result: FullSceneResult) -> str:
     pair = params.coregister.pairs[PAIR_NAME]
     s1_shape = scene.s1["properties"]["proj:shape"]
     gsds = [a["proj:transform"][0] for a in scene.s2["assets"].values()]
-    rendered = (f"rendered now in {scene.render_seconds:.1f} s" if scene.rendered_now else
-                f"cached (rendered in {scene.render_seconds:.1f} s)")
-    header = (f"{'path':40s} {'wall s median [range]':>24s} {'CPU s':>6s} {'chips/s':>8s} "
-              f"{'/CPU s':>7s} {'peak RSS':>9s} {'at start':>9s} {'VmHWM':>9s}")
+    rendered = (
+        f"rendered now in {scene.render_seconds:.1f} s"
+        if scene.rendered_now
+        else f"cached (rendered in {scene.render_seconds:.1f} s)"
+    )
+    header = (
+        f"{'path':40s} {'wall s median [range]':>24s} {'CPU s':>6s} {'chips/s':>8s} "
+        f"{'/CPU s':>7s} {'peak RSS':>9s} {'at start':>9s} {'VmHWM':>9s}"
+    )
     lines = [
         f"input: Sentinel-2 L2A tile {scene.s2['properties'].get('s2:mgrs_tile')} of "
         f"{result.config.tile_px} px ({gsds.count(10.0)} bands at 10 m, {gsds.count(20.0)} at "
@@ -436,7 +504,10 @@ def format_full_scene_report(result: FullSceneResult) -> str:
         f"core; wall time median [min-max]; chips/s per core; peak RSS: the worker's, the "
         f"largest of its runs, sampled every 20 ms while timed (at start: when timing began; "
         f"VmHWM: the kernel's high-water mark over the whole process)",
-        "", header, "-" * len(header)]
+        "",
+        header,
+        "-" * len(header),
+    ]
     for path in PATHS:
         runs = result.runs[path]
         wall = [run.seconds for run in runs]
@@ -447,10 +518,13 @@ def format_full_scene_report(result: FullSceneResult) -> str:
             f"{result.chips / result.median_cpu(path):7.2f} "
             f"{result.peak_rss_mb(path):5.0f} MiB "
             f"{max(run.rss_before_bytes for run in runs) / MIB:5.0f} MiB "
-            f"{max(run.hwm_bytes for run in runs) / MIB:5.0f} MiB")
+            f"{max(run.hwm_bytes for run in runs) / MIB:5.0f} MiB"
+        )
     summary = result.summary()
-    per_repeat = [bound.seconds / blocked.seconds for blocked, bound in
-                  zip(result.runs["blocked"], result.runs["warp_bound"], strict=True)]
+    per_repeat = [
+        bound.seconds / blocked.seconds
+        for blocked, bound in zip(result.runs["blocked"], result.runs["warp_bound"], strict=True)
+    ]
     lines += [
         "",
         f"chunk files byte-identical (blocked vs whole-scene read): "

@@ -82,8 +82,9 @@ class PathRun:
         return self.chips_per_s / self.cores
 
 
-def run_pipeline(items: list[dict[str, Any]], params: PipelineParams, workers: int,
-                 repeats: int = 1) -> PathRun:
+def run_pipeline(
+    items: list[dict[str, Any]], params: PipelineParams, workers: int, repeats: int = 1
+) -> PathRun:
     """Ours: ``run_coregister`` then ``run_shard`` over ``items``, timed.
 
     They write into ``params.work_dir`` and ``params.store`` (both removed before each run), in
@@ -93,8 +94,9 @@ def run_pipeline(items: list[dict[str, Any]], params: PipelineParams, workers: i
     (into a scratch store), so what is timed is processes that have loaded the pipeline, not
     their start-up.
     """
-    warm_up = dataclasses.replace(params, work_dir=_beside(params.work_dir, "warm-up"),
-                                  store=_beside(params.store, "warm-up"))
+    warm_up = dataclasses.replace(
+        params, work_dir=_beside(params.work_dir, "warm-up"), store=_beside(params.store, "warm-up")
+    )
 
     def clear(*configs: PipelineParams) -> None:
         for config in configs:
@@ -117,13 +119,21 @@ def run_pipeline(items: list[dict[str, Any]], params: PipelineParams, workers: i
     store_files = _count_files(params.store)
     label = "this process" if workers == 0 else f"{workers} dask worker{'s' * (workers > 1)}"
     return PathRun(
-        name=f"ours ({label})", chips=manifest.pair_count, seconds=timing.seconds, cores=cores,
-        cpu_seconds=timing.cpu_seconds, peak_rss_bytes=usage.peak_rss_bytes,
+        name=f"ours ({label})",
+        chips=manifest.pair_count,
+        seconds=timing.seconds,
+        cores=cores,
+        cpu_seconds=timing.cpu_seconds,
+        peak_rss_bytes=usage.peak_rss_bytes,
         peak_process_rss_bytes=usage.peak_process_rss_bytes,
         chip_files=shard_files,
-        files={"store, metadata and tables": store_files - shard_files,
-               "intermediate chip and chunk files (.npz + .chunks, per scene)":
-                   _count_files(params.chips_dir)})
+        files={
+            "store, metadata and tables": store_files - shard_files,
+            "intermediate chip and chunk files (.npz + .chunks, per scene)": _count_files(
+                params.chips_dir
+            ),
+        },
+    )
 
 
 def _run_stages(params: PipelineParams, ex: Executor) -> None:
@@ -170,13 +180,17 @@ class _Raster:
 
 def _rasters(item: dict[str, Any], reference: str) -> tuple[_Raster, list[_Raster]]:
     """The item's reference raster and its other rasters (masks left out)."""
-    rasters = {key: _Raster.of(asset) for key, asset in item["assets"].items()
-               if SENSOR_FIELD in asset and get_sensor(asset[SENSOR_FIELD]).kind != "mask"}
+    rasters = {
+        key: _Raster.of(asset)
+        for key, asset in item["assets"].items()
+        if SENSOR_FIELD in asset and get_sensor(asset[SENSOR_FIELD]).kind != "mask"
+    }
     return rasters.pop(reference), list(rasters.values())
 
 
-def run_warp_bound(items: list[dict[str, Any]], params: PipelineParams, chips: int,
-                   repeats: int = 1) -> PathRun:
+def run_warp_bound(
+    items: list[dict[str, Any]], params: PipelineParams, chips: int, repeats: int = 1
+) -> PathRun:
     """GDAL's own work on ``items``, in this process on one core.
 
     Every raster read whole, each one off the reference grid reprojected onto it in memory (see
@@ -192,10 +206,16 @@ def run_warp_bound(items: list[dict[str, Any]], params: PipelineParams, chips: i
     with pinned(1), tree_usage() as usage:
         _warp_item(items[0], params)
         timing = best_of(repeats, usage, run)
-    return PathRun(name="warp bound (GDAL read + reproject)", chips=chips,
-                   seconds=timing.seconds, cores=1, cpu_seconds=timing.cpu_seconds,
-                   peak_rss_bytes=usage.peak_rss_bytes,
-                   peak_process_rss_bytes=usage.peak_process_rss_bytes, chip_files=0)
+    return PathRun(
+        name="warp bound (GDAL read + reproject)",
+        chips=chips,
+        seconds=timing.seconds,
+        cores=1,
+        cpu_seconds=timing.cpu_seconds,
+        peak_rss_bytes=usage.peak_rss_bytes,
+        peak_process_rss_bytes=usage.peak_process_rss_bytes,
+        chip_files=0,
+    )
 
 
 def _warp_item(item: dict[str, Any], params: PipelineParams) -> None:
@@ -215,8 +235,13 @@ def _warp_item(item: dict[str, Any], params: PipelineParams) -> None:
         gdal_reproject(data, source, grid, raster.sensor, has_nodata)
 
 
-def run_naive(items: list[dict[str, Any]], params: PipelineParams, out_dir: Path,
-              compress: str | None = None, repeats: int = 1) -> PathRun:
+def run_naive(
+    items: list[dict[str, Any]],
+    params: PipelineParams,
+    out_dir: Path,
+    compress: str | None = None,
+    repeats: int = 1,
+) -> PathRun:
     """A per-chip script over ``items`` (see module doc), in this process on one core.
 
     It writes ``out_dir/<item id>/<sensor>_<chip>.tif`` (removed before each run);
@@ -230,17 +255,25 @@ def run_naive(items: list[dict[str, Any]], params: PipelineParams, out_dir: Path
 
     with pinned(1), tree_usage() as usage:
         _naive_item(items[0], params, warm_up, compress)
-        timing = best_of(repeats, usage, run,
-                         before=lambda: shutil.rmtree(out_dir, ignore_errors=True))
+        timing = best_of(
+            repeats, usage, run, before=lambda: shutil.rmtree(out_dir, ignore_errors=True)
+        )
     shutil.rmtree(warm_up, ignore_errors=True)
-    return PathRun(name="naive per-chip script", chips=timing.value, seconds=timing.seconds,
-                   cores=1, cpu_seconds=timing.cpu_seconds, peak_rss_bytes=usage.peak_rss_bytes,
-                   peak_process_rss_bytes=usage.peak_process_rss_bytes,
-                   chip_files=_count_files(out_dir))
+    return PathRun(
+        name="naive per-chip script",
+        chips=timing.value,
+        seconds=timing.seconds,
+        cores=1,
+        cpu_seconds=timing.cpu_seconds,
+        peak_rss_bytes=usage.peak_rss_bytes,
+        peak_process_rss_bytes=usage.peak_process_rss_bytes,
+        chip_files=_count_files(out_dir),
+    )
 
 
-def _naive_item(item: dict[str, Any], params: PipelineParams, folder: Path,
-                compress: str | None) -> int:
+def _naive_item(
+    item: dict[str, Any], params: PipelineParams, folder: Path, compress: str | None
+) -> int:
     """The chips of one item, one reprojection and one GeoTIFF per sensor per chip."""
     grid = params.coregister.sources[item["collection"]]
     reference, others = _rasters(item, grid.reference)
@@ -252,23 +285,40 @@ def _naive_item(item: dict[str, Any], params: PipelineParams, folder: Path,
             for window in chip_windows(ref.shape, grid.chip_px, grid.stride_px):
                 transform = window_transform(window, ref.transform)
                 layers: dict[str, dict[str, np.ndarray]] = {
-                    reference.sensor.name: dict(zip(reference.bands, ref.read(window=window),
-                                                    strict=True))}
+                    reference.sensor.name: dict(
+                        zip(reference.bands, ref.read(window=window), strict=True)
+                    )
+                }
                 for raster, src in sources:
                     out = np.empty((src.count, grid.chip_px, grid.chip_px), dtype=src.dtypes[0])
-                    reproject(rasterio.band(src, list(range(1, src.count + 1))), out,
-                              dst_transform=transform, dst_crs=ref.crs,
-                              resampling=raster.resampling, src_nodata=raster.nodata,
-                              dst_nodata=raster.nodata, num_threads=1)
+                    reproject(
+                        rasterio.band(src, list(range(1, src.count + 1))),
+                        out,
+                        dst_transform=transform,
+                        dst_crs=ref.crs,
+                        resampling=raster.resampling,
+                        src_nodata=raster.nodata,
+                        dst_nodata=raster.nodata,
+                        num_threads=1,
+                    )
                     layers.setdefault(raster.sensor.name, {}).update(
-                        zip(raster.bands, out, strict=True))
-                stacks = {name: np.stack([bands[b] for b in get_sensor(name).band_names])
-                          for name, bands in layers.items()}
+                        zip(raster.bands, out, strict=True)
+                    )
+                stacks = {
+                    name: np.stack([bands[b] for b in get_sensor(name).band_names])
+                    for name, bands in layers.items()
+                }
                 if _nodata_share(stacks) > params.coregister.max_nodata_share:
                     continue
                 for name, data in stacks.items():
-                    _write_chip(folder / f"{name}_{written}.tif", data, ref.crs, transform,
-                                get_sensor(name).nodata, compress)
+                    _write_chip(
+                        folder / f"{name}_{written}.tif",
+                        data,
+                        ref.crs,
+                        transform,
+                        get_sensor(name).nodata,
+                        compress,
+                    )
                 written += 1
         finally:
             for _, src in sources:
@@ -281,19 +331,35 @@ def _nodata_share(stacks: dict[str, np.ndarray]) -> float:
     shares = []
     for name, data in stacks.items():
         nodata = get_sensor(name).nodata
-        invalid = np.isnan(data).any(axis=0) if data.dtype.kind == "f" else np.zeros(
-            data.shape[1:], dtype=bool)
+        invalid = (
+            np.isnan(data).any(axis=0)
+            if data.dtype.kind == "f"
+            else np.zeros(data.shape[1:], dtype=bool)
+        )
         if nodata is not None and not math.isnan(nodata):
             invalid |= (data == nodata).any(axis=0)
         shares.append(float(invalid.mean()))
     return max(shares)
 
 
-def _write_chip(path: Path, data: np.ndarray, crs: Any, transform: Any, nodata: float | None,
-                compress: str | None) -> None:
-    profile = {"driver": "GTiff", "count": data.shape[0], "height": data.shape[1],
-               "width": data.shape[2], "dtype": data.dtype.name, "crs": crs,
-               "transform": transform, "nodata": nodata}
+def _write_chip(
+    path: Path,
+    data: np.ndarray,
+    crs: Any,
+    transform: Any,
+    nodata: float | None,
+    compress: str | None,
+) -> None:
+    profile = {
+        "driver": "GTiff",
+        "count": data.shape[0],
+        "height": data.shape[1],
+        "width": data.shape[2],
+        "dtype": data.dtype.name,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+    }
     if compress:
         profile["compress"] = compress
     with rasterio.open(path, "w", **profile) as dst:

@@ -144,8 +144,12 @@ class Timing:
     value: Any = None
 
 
-def best_of(repeats: int, usage: TreeUsage, run: Callable[[], Any],
-            before: Callable[[], None] = lambda: None) -> Timing:
+def best_of(
+    repeats: int,
+    usage: TreeUsage,
+    run: Callable[[], Any],
+    before: Callable[[], None] = lambda: None,
+) -> Timing:
     """Time ``run`` ``repeats`` times (``before`` untimed before each) and keep the fastest.
 
     As :mod:`timeit` does: the others were slowed by something else on the machine.

@@ -65,9 +65,15 @@ from pipeline.params import PipelineParams, load_params
 STAGES = ("discover", "fetch", "coregister", "shard", "validate")
 TARGET_ITEMS = 2_000_000
 TARGET_CORES = 64
-SUMMARY_KEYS = ("items", "items_per_s_per_core", "serial_s_per_million",
-                "work_files_per_1000_items", "projected_hours_2m_items_64_cores",
-                "decode_encode_bound_items_per_s_per_core", "dask_upkeep_cpu_s_per_wall_s")
+SUMMARY_KEYS = (
+    "items",
+    "items_per_s_per_core",
+    "serial_s_per_million",
+    "work_files_per_1000_items",
+    "projected_hours_2m_items_64_cores",
+    "decode_encode_bound_items_per_s_per_core",
+    "dask_upkeep_cpu_s_per_wall_s",
+)
 UPKEEP_PROBE_S = 5.0  # the cluster idle this long before the stages: the dask upkeep
 BOUND_MAX_ITEMS = 2000  # the bound is measured on every k-th item, at most this many
 
@@ -99,15 +105,15 @@ class StageRun:
         return items / max(self.serial_cpu_s + self.parallel_cpu_s, 1e-9)
 
 
-def projected_seconds(stages: list[StageRun], items: int, target_items: int = TARGET_ITEMS,
-                      cores: int = TARGET_CORES) -> float:
+def projected_seconds(
+    stages: list[StageRun], items: int, target_items: int = TARGET_ITEMS, cores: int = TARGET_CORES
+) -> float:
     """Linear projection of the build's seconds to ``target_items`` on ``cores``.
 
     The sum over stages of serial CPU per item x target_items plus parallel CPU per item x
     target_items / cores.
     """
-    return sum(target_items * (s.serial_cpu_s + s.parallel_cpu_s / cores) / items
-               for s in stages)
+    return sum(target_items * (s.serial_cpu_s + s.parallel_cpu_s / cores) / items for s in stages)
 
 
 @dataclass(frozen=True)
@@ -132,8 +138,9 @@ class ScaleResult:
         items = self.config.items
         values = {
             "items": items,
-            "items_per_s_per_core": {s.name: round(s.items_per_s_per_core(items), 3)
-                                     for s in self.stages},
+            "items_per_s_per_core": {
+                s.name: round(s.items_per_s_per_core(items), 3) for s in self.stages
+            },
             "serial_s_per_million": 1e6 * sum(s.serial_cpu_s for s in self.stages) / items,
             "work_files_per_1000_items": 1000.0 * self.work_files / items,
             "projected_hours_2m_items_64_cores": projected_seconds(self.stages, items) / 3600,
@@ -148,18 +155,32 @@ class ScaleResult:
 
     def ratio_to_bound(self) -> float:
         """(coregister + shard CPU per item) / (bound CPU per item)."""
-        build = sum(self.stage(n).serial_cpu_s + self.stage(n).parallel_cpu_s
-                    for n in ("coregister", "shard")) / self.config.items
+        build = (
+            sum(
+                self.stage(n).serial_cpu_s + self.stage(n).parallel_cpu_s
+                for n in ("coregister", "shard")
+            )
+            / self.config.items
+        )
         return build / (self.bound_cpu_s / self.bound_items)
 
 
 def scale_params(config: ScaleConfig, catalog: Path, run: Path) -> PipelineParams:
     """The parameter file's pipeline, reading ``catalog`` and writing into ``run``."""
-    return load_params(config.params_path, {
-        "catalog": str(catalog), "api_url": None, "collections": list(PROPORTIONS),
-        "bbox": None, "datetime": None, "work_dir": str(run / "work"),
-        "store": str(run / "geopile2.zarr"), "reports_dir": str(run / "reports"),
-        "workers": config.workers})
+    return load_params(
+        config.params_path,
+        {
+            "catalog": str(catalog),
+            "api_url": None,
+            "collections": list(PROPORTIONS),
+            "bbox": None,
+            "datetime": None,
+            "work_dir": str(run / "work"),
+            "store": str(run / "geopile2.zarr"),
+            "reports_dir": str(run / "reports"),
+            "workers": config.workers,
+        },
+    )
 
 
 def run_scale(config: ScaleConfig, progress: Progress = to_stderr) -> ScaleResult:
@@ -177,8 +198,9 @@ def run_scale(config: ScaleConfig, progress: Progress = to_stderr) -> ScaleResul
     catalog = ensure_items(config.bench_dir, config.items, config.seed)
     render_s = time.perf_counter() - start
     items = list(catalog_items(catalog))
-    input_bytes = sum(path.stat().st_size for item in items
-                      for path in asset_paths(catalog, item).values())
+    input_bytes = sum(
+        path.stat().st_size for item in items for path in asset_paths(catalog, item).values()
+    )
     run = run_dir(config.bench_dir / "scale" / "runs")
     try:
         params = scale_params(config, catalog, run)
@@ -191,8 +213,11 @@ def run_scale(config: ScaleConfig, progress: Progress = to_stderr) -> ScaleResul
                 functions = {name: _stage(name) for name in STAGES}  # (imports: not timed)
                 for name in STAGES:
                     progress(f"{name} ...")
-                    stages.append(_timed_stage(
-                        name, lambda n=name: functions[n](params, ex, False), ex.client, upkeep))
+                    stages.append(
+                        _timed_stage(
+                            name, lambda n=name: functions[n](params, ex, False), ex.client, upkeep
+                        )
+                    )
                     progress(f"{name}: {stages[-1].wall_s:.1f} s")
         work_files = _count_files(params.work_dir)
         store_files = _count_files(params.store)
@@ -203,21 +228,32 @@ def run_scale(config: ScaleConfig, progress: Progress = to_stderr) -> ScaleResul
     step = math.ceil(len(items) / config.bound_max_items)
     subset = items[::step]
     bound_cpu_s = decode_encode_cpu_seconds(catalog, subset, sensors, _chip_px(params))
-    return ScaleResult(config, catalog, input_bytes, render_s, cluster_start_s, stages,
-                       work_files, store_files, usage.peak_rss_bytes, len(subset), bound_cpu_s,
-                       upkeep)
+    return ScaleResult(
+        config,
+        catalog,
+        input_bytes,
+        render_s,
+        cluster_start_s,
+        stages,
+        work_files,
+        store_files,
+        usage.peak_rss_bytes,
+        len(subset),
+        bound_cpu_s,
+        upkeep,
+    )
 
 
 def _upkeep_cpu_per_wall_s() -> float:
     """CPU seconds per wall second this process spends with the cluster up and idle."""
     cpu, start = time.process_time() - _sampler_cpu_seconds(), time.perf_counter()
     time.sleep(UPKEEP_PROBE_S)
-    return ((time.process_time() - _sampler_cpu_seconds() - cpu)
-            / (time.perf_counter() - start))
+    return (time.process_time() - _sampler_cpu_seconds() - cpu) / (time.perf_counter() - start)
 
 
-def _timed_stage(name: str, run: Callable[[], object], client: Client,
-                 upkeep_per_wall_s: float = 0.0) -> StageRun:
+def _timed_stage(
+    name: str, run: Callable[[], object], client: Client, upkeep_per_wall_s: float = 0.0
+) -> StageRun:
     workers_before = client.run(_cpu_seconds)
     serial = time.process_time() - _sampler_cpu_seconds()
     start = time.perf_counter()
@@ -226,8 +262,11 @@ def _timed_stage(name: str, run: Callable[[], object], client: Client,
     serial = time.process_time() - _sampler_cpu_seconds() - serial
     upkeep = min(serial, upkeep_per_wall_s * wall)
     workers_after = client.run(_cpu_seconds)
-    parallel = sum(after - workers_before[worker] for worker, after in workers_after.items()
-                   if worker in workers_before)
+    parallel = sum(
+        after - workers_before[worker]
+        for worker, after in workers_after.items()
+        if worker in workers_before
+    )
     return StageRun(name, wall, serial - upkeep, parallel, upkeep)
 
 
@@ -236,9 +275,11 @@ def _sampler_cpu_seconds() -> float:
 
     Measuring, not building, so taken out of this process's figure.
     """
-    return sum(time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
-               for thread in threading.enumerate()
-               if thread.name == "tree-usage" and thread.ident is not None)
+    return sum(
+        time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        for thread in threading.enumerate()
+        if thread.name == "tree-usage" and thread.ident is not None
+    )
 
 
 def _cpu_seconds() -> float:
@@ -258,8 +299,9 @@ def _chip_px(params: PipelineParams) -> int:
     return sizes.pop()
 
 
-def decode_encode_cpu_seconds(catalog: Path, items: list[dict[str, Any]], sensors: set[str],
-                              chip_px: int) -> float:
+def decode_encode_cpu_seconds(
+    catalog: Path, items: list[dict[str, Any]], sensors: set[str], chip_px: int
+) -> float:
     """CPU seconds (this process) to decode ``items``' files of ``sensors`` and encode a chip.
 
     Every file of ``items`` that holds one of ``sensors`` is read and decoded, and each one's
@@ -296,27 +338,34 @@ def _decode(path: Path, chip_px: int) -> np.ndarray:
 def _central(pixels: np.ndarray, chip_px: int) -> np.ndarray:
     rows, cols = pixels.shape[1:]
     top, left = max(rows - chip_px, 0) // 2, max(cols - chip_px, 0) // 2
-    return np.ascontiguousarray(pixels[:, top:top + chip_px, left:left + chip_px])
+    return np.ascontiguousarray(pixels[:, top : top + chip_px, left : left + chip_px])
 
 
 def format_scale_report(result: ScaleResult) -> str:
     """The per-stage table, the file counts and the projection, for people."""
     config, summary = result.config, result.summary()
     items = config.items
-    header = (f"{'stage':11s} {'wall s':>8s} {'serial CPU s':>12s} {'workers CPU s':>13s} "
-              f"{'items/s/core':>12s} {'ms/item ser.':>12s} {'ms/item par.':>12s}")
+    header = (
+        f"{'stage':11s} {'wall s':>8s} {'serial CPU s':>12s} {'workers CPU s':>13s} "
+        f"{'items/s/core':>12s} {'ms/item ser.':>12s} {'ms/item par.':>12s}"
+    )
     lines = [
         f"input: {items} items ({_mix(items)}; no MDAS: its few scenes are not small items), "
         f"{result.input_bytes / MIB:.0f} MiB, at {result.catalog} (rendering or finding it: "
         f"{result.render_s:.1f} s, not measured)",
         f"build: {config.workers} dask worker processes, {len(os.sched_getaffinity(0))} cores "
         f"here; the cluster started in {result.cluster_start_s:.1f} s (not in the figures)",
-        "", header, "-" * len(header)]
+        "",
+        header,
+        "-" * len(header),
+    ]
     for s in result.stages:
-        lines.append(f"{s.name:11s} {s.wall_s:8.2f} {s.serial_cpu_s:12.2f} "
-                     f"{s.parallel_cpu_s:13.2f} {s.items_per_s_per_core(items):12.1f} "
-                     f"{1000 * s.serial_cpu_s / items:12.3f} "
-                     f"{1000 * s.parallel_cpu_s / items:12.3f}")
+        lines.append(
+            f"{s.name:11s} {s.wall_s:8.2f} {s.serial_cpu_s:12.2f} "
+            f"{s.parallel_cpu_s:13.2f} {s.items_per_s_per_core(items):12.1f} "
+            f"{1000 * s.serial_cpu_s / items:12.3f} "
+            f"{1000 * s.parallel_cpu_s / items:12.3f}"
+        )
     total = sum(s.wall_s for s in result.stages)
     lines += [
         f"{'all':11s} {total:8.2f}",
@@ -346,4 +395,3 @@ def format_scale_report(result: ScaleResult) -> str:
 
 def _mix(items: int) -> str:
     return ", ".join(f"{count} {name}" for name, count in geopile2_counts(items).items())
-

@@ -50,8 +50,10 @@ FORMAT = 1  # bump when the files a key names change
 # Items of each collection in GeoPile-2 (issue 15): Million-AID, GeoPile, SEN12MS.
 PROPORTIONS = {"millionaid": 1_000_000, "geopile": 600_000, "sen12ms": 180_000}
 # Picture side (px) -> share of the collection's pictures (an assumption; see the docstring).
-PICTURE_SIZES = {"millionaid": {256: 0.1, 512: 0.3, 768: 0.3, 1024: 0.3},
-                 "geopile": {256: 0.6, 512: 0.3, 600: 0.1}}
+PICTURE_SIZES = {
+    "millionaid": {256: 0.1, 512: 0.3, 768: 0.3, 1024: 0.3},
+    "geopile": {256: 0.6, 512: 0.3, 600: 0.1},
+}
 MILLIONAID_POOL_PER_SIZE = 4  # the first in train/ (labelled), the others in test/
 GEOPILE_POOL_CONSTITUENTS = ("RSD46-WHU", "MLRSNet", "RESISC45", "PatternNet")  # one per size
 RENDER_PX = 256  # pool pictures are rendered at this side, then upscaled
@@ -70,18 +72,18 @@ def geopile2_counts(items: int) -> dict[str, int]:
     total = sum(PROPORTIONS.values())
     exact = {name: items * share / total for name, share in PROPORTIONS.items()}
     counts = {name: int(value) for name, value in exact.items()}
-    by_remainder = sorted(exact, key=lambda name: (counts[name] - exact[name],
-                                                    -PROPORTIONS[name]))
-    for name in by_remainder[:items - sum(counts.values())]:
+    by_remainder = sorted(exact, key=lambda name: (counts[name] - exact[name], -PROPORTIONS[name]))
+    for name in by_remainder[: items - sum(counts.values())]:
         counts[name] += 1
     return counts
 
 
 def picture_mix() -> str:
     """:data:`PICTURE_SIZES` in words."""
-    return "\n".join(f"  {source} " + ", ".join(f"{side} ({share:.0%})"
-                                              for side, share in sizes.items())
-                     for source, sizes in PICTURE_SIZES.items())
+    return "\n".join(
+        f"  {source} " + ", ".join(f"{side} ({share:.0%})" for side, share in sizes.items())
+        for source, sizes in PICTURE_SIZES.items()
+    )
 
 
 def pool_dir(bench_dir: Path, seed: int) -> Path:
@@ -104,8 +106,9 @@ def ensure_pool(bench_dir: Path, seed: int) -> Path:
         raw = staging / "raw"
         write_sen12ms(world, raw / "sen12ms")
         _write_pictures(world, raw, np.random.default_rng([seed, 15]))
-        results = build_catalog({source: raw / source for source in PROPORTIONS}, staging,
-                                sample=True)
+        results = build_catalog(
+            {source: raw / source for source in PROPORTIONS}, staging, sample=True
+        )
         problems = [f"{p.path}: {p.reason}" for r in results.values() for p in r.problems]
         if problems:
             raise RuntimeError("the catalog builders rejected pool files:\n" + "\n".join(problems))
@@ -140,15 +143,17 @@ def _write_pictures(world: World, raw: Path, rng: np.random.Generator) -> None:
     for size in PICTURE_SIZES["millionaid"]:
         for number in range(MILLIONAID_POOL_PER_SIZE):
             name = f"P{size:04d}{number:03d}.jpg"
-            folder = (Path("train", *categories[(size + number) % len(categories)])
-                      if number == 0 else Path("test"))
+            folder = (
+                Path("train", *categories[(size + number) % len(categories)])
+                if number == 0
+                else Path("test")
+            )
             write_picture(raw / "millionaid" / folder / name, _picture(world, size, rng))
     for size in PICTURE_SIZES["geopile"]:
         for number, constituent in enumerate(GEOPILE_POOL_CONSTITUENTS):
             label = categories[(size + number) % len(categories)][-1]
             name = f"{constituent.lower().replace('-', '_')}_{size:04d}.jpg"
-            write_picture(raw / "geopile" / constituent / label / name,
-                          _picture(world, size, rng))
+            write_picture(raw / "geopile" / constituent / label / name, _picture(world, size, rng))
 
 
 def _picture(world: World, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -156,15 +161,24 @@ def _picture(world: World, size: int, rng: np.random.Generator) -> np.ndarray:
     (center,) = random_centers(1, rng)
     grid = world_grid(center, (RENDER_PX, RENDER_PX), float(rng.choice(PICTURE_GSDS_M)))
     reflectance = render.surface_reflectance(world, grid, get_sensor("rgb"), supersample=1)
-    upscaled = np.stack([np.asarray(Image.fromarray(band.astype(np.float32), "F").resize(
-        (size, size), Image.Resampling.BILINEAR)) for band in reflectance])
+    upscaled = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(band.astype(np.float32), "F").resize(
+                    (size, size), Image.Resampling.BILINEAR
+                )
+            )
+            for band in reflectance
+        ]
+    )
     return to_display_8bit(upscaled, rng, noise=PICTURE_NOISE_DN)
 
 
 def pool_items(pool: Path) -> dict[str, list[dict[str, Any]]]:
     """The pool's item JSONs by collection, in the order of the collections' item links."""
-    return {source: list(_collection_items(pool / source / "collection.json"))
-            for source in PROPORTIONS}
+    return {
+        source: list(_collection_items(pool / source / "collection.json")) for source in PROPORTIONS
+    }
 
 
 def _collection_items(collection_path: Path) -> Iterator[dict[str, Any]]:
@@ -185,8 +199,9 @@ def catalog_items(catalog: Path) -> Iterator[dict[str, Any]]:
 def asset_paths(catalog: Path, item: dict[str, Any]) -> dict[str, Path]:
     """Asset key -> file of an item of the rendered catalog ``catalog``."""
     folder = catalog.parent / item["collection"] / item["id"]
-    return {key: Path(os.path.normpath(folder / asset["href"]))
-            for key, asset in item["assets"].items()}
+    return {
+        key: Path(os.path.normpath(folder / asset["href"])) for key, asset in item["assets"].items()
+    }
 
 
 def ensure_items(bench_dir: Path, items: int, seed: int) -> Path:
@@ -199,22 +214,28 @@ def ensure_items(bench_dir: Path, items: int, seed: int) -> Path:
     with _staged_folder(target) as staging:
         for index, (source, count) in enumerate(geopile2_counts(items).items()):
             rng = np.random.default_rng([seed, 15, index])
-            links = [_write_item(pool, staging, source, template, number)
-                     for number, template in enumerate(_templates(source, templates[source],
-                                                                  count, rng))]
+            links = [
+                _write_item(pool, staging, source, template, number)
+                for number, template in enumerate(_templates(source, templates[source], count, rng))
+            ]
             collection = json.loads((pool / source / "collection.json").read_text())
-            collection["links"] = ([link for link in collection["links"] if link["rel"] != "item"]
-                                   + links)
+            collection["links"] = [
+                link for link in collection["links"] if link["rel"] != "item"
+            ] + links
             (staging / source / "collection.json").write_text(json.dumps(collection, indent=2))
         root = json.loads((pool / "catalog.json").read_text())
-        root["links"] = [link for link in root["links"] if link["rel"] != "child"
-                         or link["href"].split("/")[1] in PROPORTIONS]
+        root["links"] = [
+            link
+            for link in root["links"]
+            if link["rel"] != "child" or link["href"].split("/")[1] in PROPORTIONS
+        ]
         (staging / "catalog.json").write_text(json.dumps(root, indent=2))
     return target / "catalog.json"
 
 
-def _templates(source: str, pool: list[dict[str, Any]], count: int,
-               rng: np.random.Generator) -> Iterator[dict[str, Any]]:
+def _templates(
+    source: str, pool: list[dict[str, Any]], count: int, rng: np.random.Generator
+) -> Iterator[dict[str, Any]]:
     """The pool item each of ``count`` items copies.
 
     Pictures of a size drawn from :data:`PICTURE_SIZES`, round-robin among the pool's pictures
@@ -235,8 +256,9 @@ def _templates(source: str, pool: list[dict[str, Any]], count: int,
         used[int(size)] += 1
 
 
-def _write_item(pool: Path, out: Path, source: str, template: dict[str, Any],
-                number: int) -> dict[str, str]:
+def _write_item(
+    pool: Path, out: Path, source: str, template: dict[str, Any], number: int
+) -> dict[str, str]:
     """Copy ``template``'s files under item ``number``'s names and write its JSON.
 
     Returns the collection's link to it. Names follow the builders' rules: a picture's file
@@ -252,8 +274,11 @@ def _write_item(pool: Path, out: Path, source: str, template: dict[str, Any],
         item["id"] = f"{template['id']}_{number:07d}"
     for asset in item["assets"].values():
         relative = Path(asset["href"].removeprefix(RAW_PREFIX))
-        stem = (relative.stem.removesuffix(patch) + f"_p{number}" if source == "sen12ms"
-                else f"{relative.stem}_{number:07d}")
+        stem = (
+            relative.stem.removesuffix(patch) + f"_p{number}"
+            if source == "sen12ms"
+            else f"{relative.stem}_{number:07d}"
+        )
         renamed = relative.with_name(stem + relative.suffix)
         target = out / "raw" / renamed
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -262,5 +287,8 @@ def _write_item(pool: Path, out: Path, source: str, template: dict[str, Any],
     folder = out / source / item["id"]
     folder.mkdir(parents=True)
     (folder / f"{item['id']}.json").write_text(json.dumps(item))
-    return {"rel": "item", "href": f"./{item['id']}/{item['id']}.json",
-            "type": "application/geo+json"}
+    return {
+        "rel": "item",
+        "href": f"./{item['id']}/{item['id']}.json",
+        "type": "application/geo+json",
+    }

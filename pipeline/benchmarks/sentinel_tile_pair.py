@@ -65,9 +65,15 @@ S1_NODATA = -32768.0
 S1_SLICE_S = 18.0
 S2_NODATA = 0
 STRIP_PX = 512  # rows written at a time; the COGs' tile size
-COG_OPTIONS = {"COMPRESS": "DEFLATE", "PREDICTOR": "YES", "BLOCKSIZE": str(STRIP_PX),
-               "OVERVIEWS": "AUTO", "RESAMPLING": "NEAREST", "NUM_THREADS": "1",
-               "BIGTIFF": "IF_SAFER"}
+COG_OPTIONS = {
+    "COMPRESS": "DEFLATE",
+    "PREDICTOR": "YES",
+    "BLOCKSIZE": str(STRIP_PX),
+    "OVERVIEWS": "AUTO",
+    "RESAMPLING": "NEAREST",
+    "NUM_THREADS": "1",
+    "BIGTIFF": "IF_SAFER",
+}
 CACHE_VERSION = 1  # bump when what is rendered changes
 SERIAL_TILE_PX = 2048  # tiles up to this size are rendered in this process
 READY = "scene.json"  # written last: the items and how long rendering took
@@ -109,9 +115,12 @@ class _RasterJob:
     band: int
 
 
-def ensure_full_scene(bench_dir: Path, tile_px: int = FULL_TILE_PX,
-                      processes: int | None = None,
-                      progress: Progress = lambda _: None) -> FullScene:
+def ensure_full_scene(
+    bench_dir: Path,
+    tile_px: int = FULL_TILE_PX,
+    processes: int | None = None,
+    progress: Progress = lambda _: None,
+) -> FullScene:
     """The pair of ``tile_px`` under ``bench_dir/full-scene/``, rendered unless cached.
 
     ``tile_px`` counts 10 m pixels a side of the Sentinel-2 grid; see the module doc.
@@ -122,8 +131,10 @@ def ensure_full_scene(bench_dir: Path, tile_px: int = FULL_TILE_PX,
         cached = json.loads(ready.read_text())
         return _scene(cached, folder, tile_px, rendered_now=False)
     processes = processes or len(os.sched_getaffinity(0))
-    progress(f"rendering the full-scene input ({tile_px} px Sentinel-2 tile + Sentinel-1 RTC) "
-             f"into {folder} on {processes} processes (cached; not measured)")
+    progress(
+        f"rendering the full-scene input ({tile_px} px Sentinel-2 tile + Sentinel-1 RTC) "
+        f"into {folder} on {processes} processes (cached; not measured)"
+    )
     start = time.perf_counter()
     s2, s2_jobs = _sentinel2(folder / "sentinel-2-l2a", tile_px)
     s1, s1_jobs = _sentinel1(folder / "sentinel-1-rtc", s2, tile_px)
@@ -147,11 +158,17 @@ def ensure_full_scene(bench_dir: Path, tile_px: int = FULL_TILE_PX,
 
 
 def _scene(record: dict[str, Any], folder: Path, tile_px: int, rendered_now: bool) -> FullScene:
-    scene = FullScene(record["s2"], record["s1"], folder, tile_px, 0,
-                      float(record["render_seconds"]), rendered_now)
+    scene = FullScene(
+        record["s2"],
+        record["s1"],
+        folder,
+        tile_px,
+        0,
+        float(record["render_seconds"]),
+        rendered_now,
+    )
     size = sum(path.stat().st_size for path in scene.files())
-    return FullScene(scene.s2, scene.s1, folder, tile_px, size, scene.render_seconds,
-                     rendered_now)
+    return FullScene(scene.s2, scene.s1, folder, tile_px, size, scene.render_seconds, rendered_now)
 
 
 def _sentinel2(folder: Path, tile_px: int) -> tuple[dict[str, Any], list[_RasterJob]]:
@@ -174,17 +191,32 @@ def _sentinel2(folder: Path, tile_px: int) -> tuple[dict[str, Any], list[_Raster
         asset["proj:shape"] = list(shape)
         if "proj:bbox" in asset:
             west, north = transform.c, transform.f
-            asset["proj:bbox"] = [west, north + side * transform.e, west + side * transform.a,
-                                  north]
+            asset["proj:bbox"] = [
+                west,
+                north + side * transform.e,
+                west + side * transform.a,
+                north,
+            ]
         path = folder / f"{key}.tif"
         asset["href"] = str(path)
-        jobs.append(_RasterJob(str(path), crs.to_wkt(), tuple(transform)[:6], shape, "uint16",
-                               S2_NODATA, "s2", band))
+        jobs.append(
+            _RasterJob(
+                str(path),
+                crs.to_wkt(),
+                tuple(transform)[:6],
+                shape,
+                "uint16",
+                S2_NODATA,
+                "s2",
+                band,
+            )
+        )
     return local, jobs
 
 
-def _sentinel1(folder: Path, s2: dict[str, Any],
-               tile_px: int) -> tuple[dict[str, Any], list[_RasterJob]]:
+def _sentinel1(
+    folder: Path, s2: dict[str, Any], tile_px: int
+) -> tuple[dict[str, Any], list[_RasterJob]]:
     """The relocated Sentinel-1 RTC item and its rasters to render.
 
     The item (see the module doc) lies over the Sentinel-2 tile of ``tile_px``.
@@ -192,8 +224,9 @@ def _sentinel1(folder: Path, s2: dict[str, Any],
     item = json.loads(S1_ITEM.read_text())
     s2_crs = declared_crs(s2)
     assert s2_crs is not None
-    _, _, x0, _, _, y1 = next(a["proj:transform"][:6] for a in s2["assets"].values()
-                              if a["proj:transform"][0] == 10.0)
+    _, _, x0, _, _, y1 = next(
+        a["proj:transform"][:6] for a in s2["assets"].values() if a["proj:transform"][0] == 10.0
+    )
     tile = (x0, y1 - tile_px * 10.0, x0 + tile_px * 10.0, y1)
     west, south, east, north = transform_bounds(s2_crs, S1_CRS, *tile, densify_pts=21)
     west = S1_GSD_M * math.floor(west / S1_GSD_M) - S1_MARGIN_M
@@ -207,31 +240,40 @@ def _sentinel1(folder: Path, s2: dict[str, Any],
     xs = [west, east, east, west, west]
     ys = [south, south, north, north, south]
     lons, lats = transform_points(S1_CRS, "EPSG:4326", xs, ys)
-    item["geometry"] = {"type": "Polygon",
-                        "coordinates": [[[lon, lat] for lon, lat in zip(lons, lats, strict=True)]]}
-    item["bbox"] = list(transform_bounds(S1_CRS, "EPSG:4326", west, south, east, north,
-                                         densify_pts=21))
+    item["geometry"] = {
+        "type": "Polygon",
+        "coordinates": [[[lon, lat] for lon, lat in zip(lons, lats, strict=True)]],
+    }
+    item["bbox"] = list(
+        transform_bounds(S1_CRS, "EPSG:4326", west, south, east, north, densify_pts=21)
+    )
     when = datetime.fromisoformat(s2["properties"]["datetime"].replace("Z", "+00:00"))
     middle = when - timedelta(days=1)
-    item["properties"].update({
-        "datetime": _stac_time(middle),
-        "start_datetime": _stac_time(middle - timedelta(seconds=S1_SLICE_S / 2)),
-        "end_datetime": _stac_time(middle + timedelta(seconds=S1_SLICE_S / 2)),
-        "proj:epsg": int(S1_CRS.split(":")[1]), "proj:bbox": [west, south, east, north],
-        "proj:shape": list(shape),
-        "proj:transform": [*tuple(transform)[:6], 0.0, 0.0, 1.0]})
+    item["properties"].update(
+        {
+            "datetime": _stac_time(middle),
+            "start_datetime": _stac_time(middle - timedelta(seconds=S1_SLICE_S / 2)),
+            "end_datetime": _stac_time(middle + timedelta(seconds=S1_SLICE_S / 2)),
+            "proj:epsg": int(S1_CRS.split(":")[1]),
+            "proj:bbox": [west, south, east, north],
+            "proj:shape": list(shape),
+            "proj:transform": [*tuple(transform)[:6], 0.0, 0.0, 1.0],
+        }
+    )
     used = [a.key for assets in sensor_assets(item).values() for a in assets]
     item["assets"] = {key: asset for key, asset in item["assets"].items() if key in used}
-    polarizations = {a.key: a.band_names for assets in sensor_assets(item).values()
-                     for a in assets}
+    polarizations = {a.key: a.band_names for assets in sensor_assets(item).values() for a in assets}
     folder.mkdir(parents=True, exist_ok=True)
     jobs = []
     for key, asset in item["assets"].items():
         path = folder / f"{key}.tif"
         asset["href"] = str(path)
         band = 0 if polarizations[key] == ("VV",) else 1  # co-pol stronger than cross-pol
-        jobs.append(_RasterJob(str(path), S1_CRS, tuple(transform)[:6], shape, "float32",
-                               S1_NODATA, "s1", band))
+        jobs.append(
+            _RasterJob(
+                str(path), S1_CRS, tuple(transform)[:6], shape, "float32", S1_NODATA, "s1", band
+            )
+        )
     return item, jobs
 
 
@@ -265,16 +307,27 @@ def _render(job: _RasterJob) -> str:
     """Write one raster: strips into an uncompressed tiled GeoTIFF, then a COG copy of it."""
     path = Path(job.path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.strips.tif")
-    profile = {"driver": "GTiff", "height": job.shape[0], "width": job.shape[1], "count": 1,
-               "dtype": job.dtype, "crs": job.crs, "transform": Affine(*job.transform),
-               "nodata": job.nodata, "tiled": True, "blockxsize": STRIP_PX,
-               "blockysize": STRIP_PX, "BIGTIFF": "IF_SAFER"}
+    profile = {
+        "driver": "GTiff",
+        "height": job.shape[0],
+        "width": job.shape[1],
+        "count": 1,
+        "dtype": job.dtype,
+        "crs": job.crs,
+        "transform": Affine(*job.transform),
+        "nodata": job.nodata,
+        "tiled": True,
+        "blockxsize": STRIP_PX,
+        "blockysize": STRIP_PX,
+        "BIGTIFF": "IF_SAFER",
+    }
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
             for row0 in range(0, job.shape[0], STRIP_PX):
                 rows = min(STRIP_PX, job.shape[0] - row0)
-                dst.write(pattern_strip(job, row0, rows), 1,
-                          window=Window(0, row0, job.shape[1], rows))
+                dst.write(
+                    pattern_strip(job, row0, rows), 1, window=Window(0, row0, job.shape[1], rows)
+                )
         with atomic_path(path) as out:
             rasterio.shutil.copy(tmp, out, driver="COG", **COG_OPTIONS)
     finally:

@@ -23,9 +23,16 @@ from pipeline.cluster import keep_freed_memory
 from pipeline.params import PipelineParams, load_params
 
 MIB = 1 << 20
-SUMMARY_KEYS = ("ours_chips_per_s_per_core", "warp_bound_chips_per_s_per_core",
-                "naive_chips_per_s_per_core", "ratio_vs_warp_bound", "ratio_vs_naive",
-                "files_per_1000_chips", "speedup_2_workers", "peak_rss_mb")
+SUMMARY_KEYS = (
+    "ours_chips_per_s_per_core",
+    "warp_bound_chips_per_s_per_core",
+    "naive_chips_per_s_per_core",
+    "ratio_vs_warp_bound",
+    "ratio_vs_naive",
+    "files_per_1000_chips",
+    "speedup_2_workers",
+    "peak_rss_mb",
+)
 RSS_CHECK_SCALES = (1, 4)
 
 Progress = Callable[[str], None]
@@ -78,8 +85,7 @@ def prepare_input(config: BenchConfig, progress: Progress = to_stderr) -> BenchI
     count = config.scene_count
     missing = sum(not scenes.exists(i) for i in range(count))
     if missing:
-        progress(f"rendering {missing} of {count} scenes into {scenes.root} (cached; not "
-                 f"measured)")
+        progress(f"rendering {missing} of {count} scenes into {scenes.root} (cached; not measured)")
     rendered = ensure_scenes(scenes, count, processes=len(os.sched_getaffinity(0)))
     items = catalog_items(scenes, count)
     input_bytes = 0
@@ -93,11 +99,15 @@ def prepare_input(config: BenchConfig, progress: Progress = to_stderr) -> BenchI
 
 def bench_params(config: BenchConfig, run_dir: Path) -> PipelineParams:
     """The project's parameters, writing into ``run_dir``."""
-    params = load_params(config.params_path, {"work_dir": str(run_dir / "work"),
-                                              "store": str(run_dir / "geopile2.zarr")})
+    params = load_params(
+        config.params_path,
+        {"work_dir": str(run_dir / "work"), "store": str(run_dir / "geopile2.zarr")},
+    )
     if COLLECTION not in params.coregister.sources:
-        raise ValueError(f"{config.params_path}: pipeline.coregister.sources has no "
-                         f"{COLLECTION!r} grid (reference asset, chip size) for the bench scenes")
+        raise ValueError(
+            f"{config.params_path}: pipeline.coregister.sources has no "
+            f"{COLLECTION!r} grid (reference asset, chip size) for the bench scenes"
+        )
     return params
 
 
@@ -120,8 +130,7 @@ class BenchResult:
             "ours_chips_per_s_per_core": ours.chips_per_s_per_core,
             "warp_bound_chips_per_s_per_core": self.warp_bound.chips_per_s_per_core,
             "naive_chips_per_s_per_core": self.naive.chips_per_s_per_core,
-            "ratio_vs_warp_bound": ours.chips_per_s_per_core
-            / self.warp_bound.chips_per_s_per_core,
+            "ratio_vs_warp_bound": ours.chips_per_s_per_core / self.warp_bound.chips_per_s_per_core,
             "ratio_vs_naive": ours.chips_per_s_per_core / self.naive.chips_per_s_per_core,
             "files_per_1000_chips": 1000.0 * ours.chip_files / ours.chips,
             "speedup_2_workers": self.ours[2].chips_per_s / self.ours[1].chips_per_s,
@@ -142,20 +151,29 @@ def run_bench(config: BenchConfig, progress: Progress = to_stderr) -> BenchResul
     run_dir = _run_dir(config)
     try:
         params = bench_params(config, run_dir)
-        progress(f"{len(data.items)} scenes, {data.input_bytes / MIB:.0f} MiB of COGs; "
-                 f"{len(os.sched_getaffinity(0))} cores")
+        progress(
+            f"{len(data.items)} scenes, {data.input_bytes / MIB:.0f} MiB of COGs; "
+            f"{len(os.sched_getaffinity(0))} cores"
+        )
         progress("(b) warp bound: GDAL read + reproject, 1 core")
         bound = run_warp_bound(data.items, params, chips=0, repeats=config.repeats)
         progress(f"    {bound.seconds:.1f} s")
         progress("(c) naive per-chip script, 1 core")
-        naive = run_naive(data.items, params, run_dir / "naive", config.naive_compress,
-                          config.repeats)
+        naive = run_naive(
+            data.items, params, run_dir / "naive", config.naive_compress, config.repeats
+        )
         progress(f"    {naive.chips} chips in {naive.seconds:.1f} s")
         shutil.rmtree(run_dir / "naive", ignore_errors=True)
         ours = {}
         for workers in (0, 1, 2):
-            where = "this process, 1 core" if workers == 0 else (
-                f"{workers} dask worker{'s' * (workers > 1)}, {workers} core{'s' * (workers > 1)}")
+            where = (
+                "this process, 1 core"
+                if workers == 0
+                else (
+                    f"{workers} dask worker{'s' * (workers > 1)}, "
+                    f"{workers} core{'s' * (workers > 1)}"
+                )
+            )
             progress(f"(a) ours: coregister + shard, {where}")
             ours[workers] = run_pipeline(data.items, params, workers, config.repeats)
             progress(f"    {ours[workers].chips} chips in {ours[workers].seconds:.1f} s")
@@ -190,21 +208,28 @@ def format_report(result: BenchResult) -> str:
     """The table of every run and the ratios, for people (the JSON line is for machines)."""
     config, summary = result.config, result.summary()
     ours = result.ours[0]
-    header = (f"{'path':38s} {'chips':>6s} {'wall s':>7s} {'cores':>5s} {'CPU s':>6s} "
-              f"{'chips/s':>8s} {'/core':>7s} {'files':>6s} {'RSS tree':>9s} {'largest':>9s}")
+    header = (
+        f"{'path':38s} {'chips':>6s} {'wall s':>7s} {'cores':>5s} {'CPU s':>6s} "
+        f"{'chips/s':>8s} {'/core':>7s} {'files':>6s} {'RSS tree':>9s} {'largest':>9s}"
+    )
     lines = [
         f"input: {len(result.input.items)} scenes ({config.scenes} x scale {config.scale}) of "
         f"{config.scene_px} px, Sentinel-2 L2A layout '{config.layout}' + Sentinel-1 on "
         f"another UTM zone, {result.input.input_bytes / MIB:.0f} MiB of COGs; chips of "
         f"{result.params.coregister.sources[COLLECTION].chip_px} px, "
         f"{result.params.shard.chips_per_shard} per shard",
-        "", header, "-" * len(header)]
+        "",
+        header,
+        "-" * len(header),
+    ]
     for run in (result.warp_bound, result.naive, *result.ours.values()):
-        lines.append(f"{run.name:38s} {run.chips:6d} {run.seconds:7.2f} {run.cores:5d} "
-                     f"{run.cpu_seconds:6.1f} {run.chips_per_s:8.1f} "
-                     f"{run.chips_per_s_per_core:7.1f} {run.chip_files:6d} "
-                     f"{run.peak_rss_bytes / MIB:5.0f} MiB "
-                     f"{run.peak_process_rss_bytes / MIB:5.0f} MiB")
+        lines.append(
+            f"{run.name:38s} {run.chips:6d} {run.seconds:7.2f} {run.cores:5d} "
+            f"{run.cpu_seconds:6.1f} {run.chips_per_s:8.1f} "
+            f"{run.chips_per_s_per_core:7.1f} {run.chip_files:6d} "
+            f"{run.peak_rss_bytes / MIB:5.0f} MiB "
+            f"{run.peak_process_rss_bytes / MIB:5.0f} MiB"
+        )
     lines += [
         "",
         f"ours / warp bound, chips/s per core:  {summary['ratio_vs_warp_bound']:.2f}",
@@ -226,8 +251,12 @@ def format_report(result: BenchResult) -> str:
 
 def summary_line(summary: dict[str, Any]) -> str:
     """``summary`` as one JSON line, floats rounded to 3 decimals (for machines)."""
-    return json.dumps({key: round(value, 3) if isinstance(value, float) else value
-                       for key, value in summary.items()})
+    return json.dumps(
+        {
+            key: round(value, 3) if isinstance(value, float) else value
+            for key, value in summary.items()
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -244,17 +273,22 @@ class RssCheck:
         summary: dict[str, Any] = {
             "scales": scales,
             "scenes": [self.config.scenes * s for s in scales],
-            "chips": [self.runs[s][0].chips for s in scales]}
+            "chips": [self.runs[s][0].chips for s in scales],
+        }
         for workers in first:
             label = _label(workers)
-            summary[f"peak_rss_mb_{label}"] = [self.runs[s][workers].peak_rss_bytes / MIB
-                                               for s in scales]
+            summary[f"peak_rss_mb_{label}"] = [
+                self.runs[s][workers].peak_rss_bytes / MIB for s in scales
+            ]
             summary[f"peak_process_rss_mb_{label}"] = [
-                self.runs[s][workers].peak_process_rss_bytes / MIB for s in scales]
-            summary[f"rss_growth_{label}"] = (last[workers].peak_rss_bytes
-                                              / first[workers].peak_rss_bytes)
+                self.runs[s][workers].peak_process_rss_bytes / MIB for s in scales
+            ]
+            summary[f"rss_growth_{label}"] = (
+                last[workers].peak_rss_bytes / first[workers].peak_rss_bytes
+            )
             summary[f"process_rss_growth_{label}"] = (
-                last[workers].peak_process_rss_bytes / first[workers].peak_process_rss_bytes)
+                last[workers].peak_process_rss_bytes / first[workers].peak_process_rss_bytes
+            )
         return summary
 
 
@@ -262,9 +296,12 @@ def _label(workers: int) -> str:
     return "in_process" if workers == 0 else f"{workers}_workers"
 
 
-def run_rss_check(config: BenchConfig, progress: Progress = to_stderr,
-                  scales: tuple[int, ...] = RSS_CHECK_SCALES,
-                  workers: tuple[int, ...] = (0, 2)) -> RssCheck:
+def run_rss_check(
+    config: BenchConfig,
+    progress: Progress = to_stderr,
+    scales: tuple[int, ...] = RSS_CHECK_SCALES,
+    workers: tuple[int, ...] = (0, 2),
+) -> RssCheck:
     """Ours (in this process and on 2 dask workers) at each of ``scales``.
 
     At scale s, the input is s times ``config.scenes`` scenes.
@@ -289,20 +326,26 @@ def run_rss_check(config: BenchConfig, progress: Progress = to_stderr,
 
 def format_rss_report(check: RssCheck) -> str:
     """The table of every RSS check run and the growths, for people."""
-    header = (f"{'input':>7s} {'scenes':>6s} {'path':28s} {'chips':>6s} {'wall s':>7s} "
-              f"{'chips/s':>8s} {'RSS tree':>9s} {'largest':>9s}")
+    header = (
+        f"{'input':>7s} {'scenes':>6s} {'path':28s} {'chips':>6s} {'wall s':>7s} "
+        f"{'chips/s':>8s} {'RSS tree':>9s} {'largest':>9s}"
+    )
     lines = [header, "-" * len(header)]
     for scale, by_workers in sorted(check.runs.items()):
         for run in by_workers.values():
-            lines.append(f"{scale:6d}x {check.config.scenes * scale:6d} {run.name:28s} "
-                         f"{run.chips:6d} {run.seconds:7.2f} {run.chips_per_s:8.1f} "
-                         f"{run.peak_rss_bytes / MIB:5.0f} MiB "
-                         f"{run.peak_process_rss_bytes / MIB:5.0f} MiB")
+            lines.append(
+                f"{scale:6d}x {check.config.scenes * scale:6d} {run.name:28s} "
+                f"{run.chips:6d} {run.seconds:7.2f} {run.chips_per_s:8.1f} "
+                f"{run.peak_rss_bytes / MIB:5.0f} MiB "
+                f"{run.peak_process_rss_bytes / MIB:5.0f} MiB"
+            )
     summary = check.summary()
     scale = max(summary["scales"])
     for workers in next(iter(check.runs.values())):
         label = _label(workers)
-        lines.append(f"peak RSS, {scale}x / 1x input, ours {label.replace('_', ' ')}: tree "
-                     f"{summary[f'rss_growth_{label}']:.2f}, largest process "
-                     f"{summary[f'process_rss_growth_{label}']:.2f}")
+        lines.append(
+            f"peak RSS, {scale}x / 1x input, ours {label.replace('_', ' ')}: tree "
+            f"{summary[f'rss_growth_{label}']:.2f}, largest process "
+            f"{summary[f'process_rss_growth_{label}']:.2f}"
+        )
     return "\n".join(lines)

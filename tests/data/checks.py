@@ -54,13 +54,15 @@ def assert_builds_cleanly(result: BuildResult, ids: Sequence[str]) -> None:
     assert result.problems == []
 
 
-def assert_one_item_per_picture(result: BuildResult, ids: Sequence[str], root: Path,
-                                pictures: Iterable[str]) -> None:
+def assert_one_item_per_picture(
+    result: BuildResult, ids: Sequence[str], root: Path, pictures: Iterable[str]
+) -> None:
     """The build made the Items ``ids``, in this order, each of the picture (relative to
     ``root``) at its place in ``pictures``, and skipped no file."""
     assert_builds_cleanly(result, ids)
     assert [item.assets["image"].href for item in result.items] == [
-        str(root / relative) for relative in pictures]
+        str(root / relative) for relative in pictures
+    ]
 
 
 def assert_proj_fields(asset: pystac.Asset) -> None:
@@ -103,8 +105,9 @@ def assert_undated_pictures(items: Iterable[pystac.Item], start: str, end: str) 
         assert stac["properties"]["end_datetime"] == end
 
 
-def build_with_cli(source: str, root: Path, out: Path,
-                   ids: Sequence[str]) -> tuple[list[pystac.Item], list[dict[str, Any]]]:
+def build_with_cli(
+    source: str, root: Path, out: Path, ids: Sequence[str]
+) -> tuple[list[pystac.Item], list[dict[str, Any]]]:
     """Run ``python -m catalogs.build source --root root --out out`` and check what it wrote.
 
     Checked: the command succeeds; the catalog, its collection and one Item per id (no other
@@ -118,7 +121,8 @@ def build_with_cli(source: str, root: Path, out: Path,
     documents = sorted(p for p in out.rglob("*.json") if p.name != "problems.json")
     assert len(documents) == 1 + 1 + len(ids)  # catalog, collection, items
     assert {str(p): validate_core(json.loads(p.read_text())) for p in documents} == {
-        str(p): [] for p in documents}
+        str(p): [] for p in documents
+    }
     catalog = pystac.Catalog.from_file(str(out / "catalog.json"))
     items = sorted(catalog.get_items(recursive=True), key=lambda item: item.id)
     assert [item.id for item in items] == sorted(ids)
@@ -162,6 +166,9 @@ def validate_tree(catalog_path: Path | str) -> dict[str, list[str]]:
         errors = validate_core(stac)
         if errors:
             failures[str(path)] = errors
-        pending.extend(path.parent / link["href"] for link in stac.get("links", [])
-                       if link.get("rel") in ("child", "item"))
+        pending.extend(
+            path.parent / link["href"]
+            for link in stac.get("links", [])
+            if link.get("rel") in ("child", "item")
+        )
     return failures

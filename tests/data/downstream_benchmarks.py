@@ -38,8 +38,11 @@ ARGUMENTS: dict[str, dict[str, object]] = {
     "vaihingen": {"input_px": VAIHINGEN_PX},
 }
 DATAMODULES: dict[str, Callable[..., DownstreamDataModule]] = {
-    "bigearthnet": BigEarthNetDataModule, "sen12ms_cr": SEN12MSCRDataModule,
-    "spacenet2": SpaceNet2DataModule, "vaihingen": VaihingenDataModule}
+    "bigearthnet": BigEarthNetDataModule,
+    "sen12ms_cr": SEN12MSCRDataModule,
+    "spacenet2": SpaceNet2DataModule,
+    "vaihingen": VaihingenDataModule,
+}
 
 
 def make(task: str, roots: dict[str, Path], **kwargs: object) -> DownstreamDataModule:
@@ -55,7 +58,7 @@ def placements(crop: Tensor, full: Tensor) -> set[tuple[int, int, bool, bool]]:
     found = set()
     for top in range(full.shape[-2] - size + 1):
         for left in range(full.shape[-1] - size + 1):
-            window = full[..., top:top + size, left:left + size]
+            window = full[..., top : top + size, left : left + size]
             for fliplr in (False, True):
                 for flipud in (False, True):
                     flipped = window.flip(-1) if fliplr else window

@@ -16,8 +16,20 @@ SEED = 0
 CRS = "EPSG:32633"  # UTM 33N, as the real patches of tile 33UUP
 WEST, NORTH = 451200.0, 6679800.0  # corner of the first patch; the others follow eastwards
 PATCH_M = 1200.0
-S2_BAND_GSD_M = {"B01": 60.0, "B02": 10.0, "B03": 10.0, "B04": 10.0, "B05": 20.0, "B06": 20.0,
-                 "B07": 20.0, "B08": 10.0, "B8A": 20.0, "B09": 60.0, "B11": 20.0, "B12": 20.0}
+S2_BAND_GSD_M = {
+    "B01": 60.0,
+    "B02": 10.0,
+    "B03": 10.0,
+    "B04": 10.0,
+    "B05": 20.0,
+    "B06": 20.0,
+    "B07": 20.0,
+    "B08": 10.0,
+    "B8A": 20.0,
+    "B09": 60.0,
+    "B11": 20.0,
+    "B12": 20.0,
+}
 S1_POLARIZATIONS = ("VV", "VH")
 S2_ACQUIRED = datetime(2017, 6, 13, 10, 10, 31, tzinfo=UTC)
 S1_ACQUIRED = datetime(2017, 6, 13, 16, 50, 43, tzinfo=UTC)
@@ -34,13 +46,24 @@ class Patch:
 
 
 PATCHES = (
-    Patch("S2A_MSIL2A_20170613T101031_0_45", "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_0_45",
-          ("Non-irrigated arable land", "Pastures"), "train"),
-    Patch("S2A_MSIL2A_20170613T101031_0_46", "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_0_46",
-          ("Coniferous forest", "Water bodies"), "train"),
-    Patch("S2A_MSIL2A_20170613T101031_0_47", "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_0_47",
-          ("Land principally occupied by agriculture, with significant areas of natural "
-           "vegetation",), "val"),
+    Patch(
+        "S2A_MSIL2A_20170613T101031_0_45",
+        "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_0_45",
+        ("Non-irrigated arable land", "Pastures"),
+        "train",
+    ),
+    Patch(
+        "S2A_MSIL2A_20170613T101031_0_46",
+        "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_0_46",
+        ("Coniferous forest", "Water bodies"),
+        "train",
+    ),
+    Patch(
+        "S2A_MSIL2A_20170613T101031_0_47",
+        "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_0_47",
+        ("Land principally occupied by agriculture, with significant areas of natural vegetation",),
+        "val",
+    ),
     Patch("S2A_MSIL2A_20170613T101031_0_48", None, ("Sea and ocean",), None),
 )
 SPLITS = ("train", "val", "test")
@@ -84,8 +107,12 @@ def s1_values(index: int, polarization: str, count: int = 1) -> np.ndarray:
 def _write_metadata(path: Path, patch: Patch, index: int, extra: dict[str, str]) -> None:
     metadata = {
         "labels": list(patch.labels),
-        "coordinates": {"ulx": WEST + index * PATCH_M, "uly": NORTH,
-                        "lrx": WEST + (index + 1) * PATCH_M, "lry": NORTH - PATCH_M},
+        "coordinates": {
+            "ulx": WEST + index * PATCH_M,
+            "uly": NORTH,
+            "lrx": WEST + (index + 1) * PATCH_M,
+            "lry": NORTH - PATCH_M,
+        },
         "projection": CRS,
         **extra,
     }
@@ -100,20 +127,42 @@ def make_bigearthnet(root: Path) -> Path:
     """
     for index, patch in enumerate(PATCHES):
         for band, gsd_m in S2_BAND_GSD_M.items():
-            write_geotiff(s2_path(root, patch.s2, f"{band}.tif"), s2_values(index, band), CRS,
-                          Affine(*band_transform(index, gsd_m)))
-        _write_metadata(s2_path(root, patch.s2, "labels_metadata.json"), patch, index, {
-            "tile_source": "S2A_MSIL1C_20170613T101031_N0205_R022_T33UUP_20170613T101024.SAFE",
-            "acquisition_date": S2_ACQUIRED.strftime("%Y-%m-%d %H:%M:%S")})
+            write_geotiff(
+                s2_path(root, patch.s2, f"{band}.tif"),
+                s2_values(index, band),
+                CRS,
+                Affine(*band_transform(index, gsd_m)),
+            )
+        _write_metadata(
+            s2_path(root, patch.s2, "labels_metadata.json"),
+            patch,
+            index,
+            {
+                "tile_source": "S2A_MSIL1C_20170613T101031_N0205_R022_T33UUP_20170613T101024.SAFE",
+                "acquisition_date": S2_ACQUIRED.strftime("%Y-%m-%d %H:%M:%S"),
+            },
+        )
         if patch.s1 is None:
             continue
         for polarization in S1_POLARIZATIONS:
-            write_geotiff(s1_path(root, patch.s1, f"{polarization}.tif"),
-                          s1_values(index, polarization), CRS, Affine(*band_transform(index, 10.0)))
-        _write_metadata(s1_path(root, patch.s1, "labels_metadata.json"), patch, index, {
-            "corresponding_s2_patch": patch.s2,
-            "scene_source": "S1A_IW_GRDH_1SDV_20170613T165043_20170613T165108_017010_01C5A5_4B10",
-            "acquisition_time": S1_ACQUIRED.strftime("%Y-%m-%dT%H:%M:%S")})
+            write_geotiff(
+                s1_path(root, patch.s1, f"{polarization}.tif"),
+                s1_values(index, polarization),
+                CRS,
+                Affine(*band_transform(index, 10.0)),
+            )
+        _write_metadata(
+            s1_path(root, patch.s1, "labels_metadata.json"),
+            patch,
+            index,
+            {
+                "corresponding_s2_patch": patch.s2,
+                "scene_source": (
+                    "S1A_IW_GRDH_1SDV_20170613T165043_20170613T165108_017010_01C5A5_4B10"
+                ),
+                "acquisition_time": S1_ACQUIRED.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+        )
     for split in SPLITS:
         rows = [f"{p.s2},{p.s1}\n" for p in PATCHES if p.split == split]
         (root / f"bigearthnet-{split}.csv").write_text("".join(rows))
@@ -125,13 +174,20 @@ def damage(root: Path) -> None:
     (root / "bigearthnet-test.csv").write_text(f"{MISSING_S2},{ORPHAN_S1}\n")
     orphan = s1_path(root, ORPHAN_S1, "labels_metadata.json")
     orphan.parent.mkdir(parents=True)
-    orphan.write_text(json.dumps({
-        "labels": ["Pastures"], "corresponding_s2_patch": MISSING_S2,
-        "acquisition_time": S1_ACQUIRED.strftime("%Y-%m-%dT%H:%M:%S")}))
+    orphan.write_text(
+        json.dumps(
+            {
+                "labels": ["Pastures"],
+                "corresponding_s2_patch": MISSING_S2,
+                "acquisition_time": S1_ACQUIRED.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+        )
+    )
     s2, s1 = root / "BigEarthNet-v1.0", root / "BigEarthNet-S1-v1.0"
     write_geotiff(s2 / STRAY, s2_values(0, "B01"), CRS, Affine(*band_transform(0, 60.0)))
-    write_geotiff(s1 / WRONG_BAND_COUNT, s1_values(0, "VH", count=2), CRS,
-                  Affine(*band_transform(0, 10.0)))
+    write_geotiff(
+        s1 / WRONG_BAND_COUNT, s1_values(0, "VH", count=2), CRS, Affine(*band_transform(0, 10.0))
+    )
     truncated = s2 / TRUNCATED
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     write_geotiff(s2 / WRONG_SIZE, s2_values(2, "B02"), CRS, Affine(*band_transform(2, 10.0)))

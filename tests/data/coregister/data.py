@@ -41,14 +41,14 @@ def square(shift_m: tuple[float, float] = (0.0, 0.0)) -> Inside:
     east, north = shift_m
 
     def inside(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return ((x >= left + east) & (x < right + east) & (y >= bottom + north)
-                & (y < top + north))
+        return (x >= left + east) & (x < right + east) & (y >= bottom + north) & (y < top + north)
 
     return inside
 
 
-def coverage(inside: Inside, crs: str, transform: Affine, shape: tuple[int, int],
-             supersample: int = 8) -> np.ndarray:
+def coverage(
+    inside: Inside, crs: str, transform: Affine, shape: tuple[int, int], supersample: int = 8
+) -> np.ndarray:
     """Share of each pixel of a grid that ``inside`` (reference CRS) covers, (rows, cols)."""
     rows, cols = shape
     steps_r = (np.arange(rows * supersample) + 0.5) / supersample
@@ -61,16 +61,21 @@ def coverage(inside: Inside, crs: str, transform: Affine, shape: tuple[int, int]
     return hits.reshape(rows, supersample, cols, supersample).mean(axis=(1, 3))
 
 
-def covering_transform(crs: str, gsd_m: float, margin_m: float,
-                       origin_shift_m: tuple[float, float],
-                       extent_px: int = REFERENCE_PX) -> tuple[Affine, tuple[int, int]]:
+def covering_transform(
+    crs: str,
+    gsd_m: float,
+    margin_m: float,
+    origin_shift_m: tuple[float, float],
+    extent_px: int = REFERENCE_PX,
+) -> tuple[Affine, tuple[int, int]]:
     """A north-up grid of ``gsd_m`` in ``crs`` covering ``extent_px`` square of the reference
     grid plus ``margin_m``, its origin moved off the ``gsd_m`` lattice by
     ``origin_shift_m``: (transform, shape)."""
     ref_right = REFERENCE_TRANSFORM.c + extent_px * REFERENCE_TRANSFORM.a
     ref_bottom = REFERENCE_TRANSFORM.f + extent_px * REFERENCE_TRANSFORM.e
     left, bottom, right, top = transform_bounds(
-        REFERENCE_CRS, crs, REFERENCE_TRANSFORM.c, ref_bottom, ref_right, REFERENCE_TRANSFORM.f)
+        REFERENCE_CRS, crs, REFERENCE_TRANSFORM.c, ref_bottom, ref_right, REFERENCE_TRANSFORM.f
+    )
     sx, sy = origin_shift_m
     left = math.floor((left - margin_m) / gsd_m) * gsd_m + sx
     top = math.ceil((top + margin_m) / gsd_m) * gsd_m + sy
@@ -79,16 +84,29 @@ def covering_transform(crs: str, gsd_m: float, margin_m: float,
     return Affine(gsd_m, 0.0, left, 0.0, -gsd_m, top), (rows, cols)
 
 
-def write_raster(path: Path, data: np.ndarray, crs: str | None, transform: Affine | None,
-                 nodata: float | None = None) -> Path:
+def write_raster(
+    path: Path,
+    data: np.ndarray,
+    crs: str | None,
+    transform: Affine | None,
+    nodata: float | None = None,
+) -> Path:
     """Write (bands, rows, cols) ``data`` as a tiled, deflate-compressed GeoTIFF; ``crs`` or
     ``transform`` None leaves that part of the georeference out."""
     path.parent.mkdir(parents=True, exist_ok=True)
     count, rows, cols = data.shape
-    profile: dict[str, Any] = {"driver": "GTiff", "count": count, "height": rows,
-                               "width": cols, "dtype": data.dtype.name, "nodata": nodata,
-                               "compress": "deflate", "tiled": True, "blockxsize": 16,
-                               "blockysize": 16}
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "count": count,
+        "height": rows,
+        "width": cols,
+        "dtype": data.dtype.name,
+        "nodata": nodata,
+        "compress": "deflate",
+        "tiled": True,
+        "blockxsize": 16,
+        "blockysize": 16,
+    }
     if crs is not None:
         profile["crs"] = crs
     if transform is not None:
@@ -100,8 +118,11 @@ def write_raster(path: Path, data: np.ndarray, crs: str | None, transform: Affin
     return path
 
 
-def s2_square(inside: Inside, transform: Affine = REFERENCE_TRANSFORM,
-              shape: tuple[int, int] = (REFERENCE_PX, REFERENCE_PX)) -> np.ndarray:
+def s2_square(
+    inside: Inside,
+    transform: Affine = REFERENCE_TRANSFORM,
+    shape: tuple[int, int] = (REFERENCE_PX, REFERENCE_PX),
+) -> np.ndarray:
     """Sentinel-2 L2A reflectance * 10000 (uint16): 1000 outside the square, 4000 inside,
     band ``i`` offset by ``10 * i``, on the reference CRS."""
     share = coverage(inside, REFERENCE_CRS, transform, shape)
@@ -109,14 +130,19 @@ def s2_square(inside: Inside, transform: Affine = REFERENCE_TRANSFORM,
     return np.rint(1000 + 3000 * share + offsets).astype(np.uint16)
 
 
-def dsm_square(inside: Inside, crs: str, transform: Affine,
-               shape: tuple[int, int]) -> np.ndarray:
+def dsm_square(inside: Inside, crs: str, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
     """Heights (float32, m): 50 outside the square, 80 on it."""
     return (50.0 + 30.0 * coverage(inside, crs, transform, shape))[None].astype(np.float32)
 
 
-def s1_square(inside: Inside, crs: str, transform: Affine, shape: tuple[int, int],
-              outside_db: float = -20.0, inside_db: float = -5.0) -> np.ndarray:
+def s1_square(
+    inside: Inside,
+    crs: str,
+    transform: Affine,
+    shape: tuple[int, int],
+    outside_db: float = -20.0,
+    inside_db: float = -5.0,
+) -> np.ndarray:
     """Backscatter in dB (float32, VV and VH): each pixel the mean linear power of the
     ground it covers, ``outside_db`` off the square and ``inside_db`` on it."""
     share = coverage(inside, crs, transform, shape)
@@ -130,8 +156,9 @@ def checkerboard_db(shape: tuple[int, int], low_db: float, high_db: float) -> np
     return np.stack([np.where((rows + cols) % 2 == 0, high_db, low_db)] * 2).astype(np.float32)
 
 
-def raster_asset(path: Path, sensor: str, bands: tuple[str, ...] | None = None,
-                 datetime: str | None = None) -> dict[str, Any]:
+def raster_asset(
+    path: Path, sensor: str, bands: tuple[str, ...] | None = None, datetime: str | None = None
+) -> dict[str, Any]:
     """A STAC asset dict as the pipeline sees it (absolute local href)."""
     asset: dict[str, Any] = {"href": str(path), "msgfm:sensor": sensor, "roles": ["data"]}
     if bands is not None:
@@ -141,15 +168,24 @@ def raster_asset(path: Path, sensor: str, bands: tuple[str, ...] | None = None,
     return asset
 
 
-def stac_item(item_id: str, collection: str, assets: dict[str, dict[str, Any]],
-              datetime: str | None = "2020-06-01T10:00:00Z",
-              start_datetime: str | None = None) -> dict[str, Any]:
+def stac_item(
+    item_id: str,
+    collection: str,
+    assets: dict[str, dict[str, Any]],
+    datetime: str | None = "2020-06-01T10:00:00Z",
+    start_datetime: str | None = None,
+) -> dict[str, Any]:
     """A STAC item dict with ``assets``."""
     properties: dict[str, Any] = {"datetime": datetime}
     if start_datetime is not None:
         properties["start_datetime"] = start_datetime
-    return {"type": "Feature", "id": item_id, "collection": collection,
-            "properties": properties, "assets": assets}
+    return {
+        "type": "Feature",
+        "id": item_id,
+        "collection": collection,
+        "properties": properties,
+        "assets": assets,
+    }
 
 
 def write_picture(path: Path, pixels: np.ndarray) -> Path:
@@ -159,8 +195,9 @@ def write_picture(path: Path, pixels: np.ndarray) -> Path:
     return path
 
 
-def shapes(shape: tuple[int, int], dy: float, dx: float, supersample: int = 8,
-           count: int = 12) -> np.ndarray:
+def shapes(
+    shape: tuple[int, int], dy: float, dx: float, supersample: int = 8, count: int = 12
+) -> np.ndarray:
     """A (rows, cols) float64 image of ``count`` random discs and rectangles (fixed seed),
     anti-aliased, every feature moved by (``dy``, ``dx``) pixels."""
     rng = np.random.default_rng(SEED)

@@ -45,9 +45,13 @@ def make_geopile(root: Path, broken: bool = False) -> Path:
     for relative, mode in VALID_IMAGES.items():
         write_picture(root / relative, rng, SIZE, mode)
     if broken:
-        for relative, mode in ((TRUNCATED, "RGB"), (RGBA_OUTSIDE_NAIP, "RGBA"),
-                               (GRAYSCALE_NAIP, "L"), (DUPLICATE_ID, "RGB"),
-                               (f"{STRAY_FOLDER}/agricultural/agricultural00.tif", "RGB")):
+        for relative, mode in (
+            (TRUNCATED, "RGB"),
+            (RGBA_OUTSIDE_NAIP, "RGBA"),
+            (GRAYSCALE_NAIP, "L"),
+            (DUPLICATE_ID, "RGB"),
+            (f"{STRAY_FOLDER}/agricultural/agricultural00.tif", "RGB"),
+        ):
             write_picture(root / relative, rng, SIZE, mode)
         truncated = root / TRUNCATED
         truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])

@@ -29,8 +29,17 @@ MODALITIES: dict[str, tuple[int, str, float, int]] = {
 }
 # Sub-area -> its modalities; sub-area 2's RGB has a 4th band declared alpha (``RGBA_SUB_AREA``).
 VALID_SUB_AREAS: dict[int, tuple[str, ...]] = {
-    1: ("3K_RGB", "3K_DSM", "Sentinel_2", "Sentinel_1", "osm_buildings", "HySpex",
-        "EeteS_Sentinel_2_10m", "osm_landuse", "osm_water"),
+    1: (
+        "3K_RGB",
+        "3K_DSM",
+        "Sentinel_2",
+        "Sentinel_1",
+        "osm_buildings",
+        "HySpex",
+        "EeteS_Sentinel_2_10m",
+        "osm_landuse",
+        "osm_water",
+    ),
     2: ("3K_RGB", "3K_dsm", "osm_buildings"),
     3: ("3K_RGB", "3K_DSM"),
 }
@@ -54,13 +63,24 @@ def sub_area_path(root: Path, number: int, modality: str) -> Path:
     return root / DATA_FOLDER / f"sub_area_{number}" / f"{modality}_sub_area{number}.tif"
 
 
-def _write_modality(rng: np.random.Generator, path: Path, modality: str,
-                    bands: int | None = None, colorinterp: list[ColorInterp] | None = None) -> None:
+def _write_modality(
+    rng: np.random.Generator,
+    path: Path,
+    modality: str,
+    bands: int | None = None,
+    colorinterp: list[ColorInterp] | None = None,
+) -> None:
     count, dtype, pixel_m, size = MODALITIES[modality]
     data = rng.integers(0, 200, (bands or count, size, size)).astype(dtype)
     transform = Affine(pixel_m, 0.0, ORIGIN[0], 0.0, -pixel_m, ORIGIN[1])
-    write_geotiff(path, data, CRS, transform, photometric="RGB" if colorinterp else "MINISBLACK",
-                  colorinterp=colorinterp)
+    write_geotiff(
+        path,
+        data,
+        CRS,
+        transform,
+        photometric="RGB" if colorinterp else "MINISBLACK",
+        colorinterp=colorinterp,
+    )
 
 
 def make_mdas(root: Path, broken: bool = False) -> Path:

@@ -51,12 +51,14 @@ def _values(rng: np.random.Generator, modality: str, count: int) -> np.ndarray:
     return rng.integers(1, 10000, (count, SIZE, SIZE)).astype(DTYPES[modality])  # reflectance
 
 
-def _triplet_values(rng: np.random.Generator, triplets: dict[tuple[str, int, int], dict[str, int]]
-                    ) -> dict[tuple[str, int, int], dict[str, np.ndarray]]:
+def _triplet_values(
+    rng: np.random.Generator, triplets: dict[tuple[str, int, int], dict[str, int]]
+) -> dict[tuple[str, int, int], dict[str, np.ndarray]]:
     """The pixels of ``triplets``, drawn from ``rng`` in the order they are written."""
-    return {triplet: {modality: _values(rng, modality, count)
-                      for modality, count in counts.items()}
-            for triplet, counts in triplets.items()}
+    return {
+        triplet: {modality: _values(rng, modality, count) for modality, count in counts.items()}
+        for triplet, counts in triplets.items()
+    }
 
 
 def triplet_values(splits: bool = False) -> dict[tuple[str, int, int], dict[str, np.ndarray]]:
@@ -87,8 +89,12 @@ def make_sen12ms_cr(root: Path, broken: bool = False, splits: bool = False) -> P
         values.update(_triplet_values(np.random.default_rng([SEED, 1]), SPLIT_TRIPLETS))
     for (season_folder, scene, patch), by_modality in values.items():
         for modality, pixels in by_modality.items():
-            write_geotiff(triplet_path(root, season_folder, scene, patch, modality),
-                          pixels, CRS, Affine(*TRANSFORM))
+            write_geotiff(
+                triplet_path(root, season_folder, scene, patch, modality),
+                pixels,
+                CRS,
+                Affine(*TRANSFORM),
+            )
     if broken:
         truncated = triplet_path(root, *TRUNCATED)
         truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])

@@ -65,11 +65,17 @@ def _values(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
 
 def _buildings(aoi: str, image: int) -> dict[str, object]:
     transform = Affine(*pan_transform(aoi, image))
-    features = [{"type": "Feature", "properties": {"BuildingId": number},
-                 "geometry": {"type": "Polygon",
-                              "coordinates": [[list(transform @ corner) for corner in
-                                               [*polygon, polygon[0]]]]}}
-                for number, polygon in enumerate(BUILDINGS[image], start=1)]
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"BuildingId": number},
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[list(transform @ corner) for corner in [*polygon, polygon[0]]]],
+            },
+        }
+        for number, polygon in enumerate(BUILDINGS[image], start=1)
+    ]
     return {"type": "FeatureCollection", "features": features}
 
 
@@ -87,8 +93,7 @@ def chip_values(split_images: bool = False) -> dict[tuple[str, int], dict[str, n
         rng = np.random.default_rng([SEED, 1])
         for aoi, images in SPLIT_IMAGES.items():
             for image in images:
-                values[aoi, image] = {"PAN": _values(rng, 1, PAN_PX),
-                                      "MUL": _values(rng, 8, MS_PX)}
+                values[aoi, image] = {"PAN": _values(rng, 1, PAN_PX), "MUL": _values(rng, 8, MS_PX)}
     return values
 
 
@@ -105,8 +110,12 @@ def make_spacenet2(root: Path, split_images: bool = False) -> Path:
     transforms = {"PAN": pan_transform, "MUL": ms_transform, "RGB-PanSharpen": pan_transform}
     for (aoi, image), products in chip_values(split_images).items():
         for product, pixels in products.items():
-            write_geotiff(chip_path(root, aoi, image, product), pixels, CRS,
-                          Affine(*transforms[product](aoi, image)))
+            write_geotiff(
+                chip_path(root, aoi, image, product),
+                pixels,
+                CRS,
+                Affine(*transforms[product](aoi, image)),
+            )
         if "RGB-PanSharpen" in products:
             (root / f"{aoi}_Train" / "summaryData").mkdir()
         labels = chip_path(root, aoi, image, "buildings")
@@ -119,10 +128,15 @@ def damage(root: Path) -> None:
     """Damage a copy made by :func:`make_spacenet2` in the ways the module constants name."""
     rng = np.random.default_rng(SEED + 1)
     (root / TEST_FOLDER / "PAN").mkdir(parents=True)
-    write_geotiff(root / MISNAMED, _values(rng, 1, PAN_PX), CRS,
-                  Affine(*pan_transform("AOI_3_Paris", 5)))
+    write_geotiff(
+        root / MISNAMED, _values(rng, 1, PAN_PX), CRS, Affine(*pan_transform("AOI_3_Paris", 5))
+    )
     (root / BAD_GEOJSON).write_text('{"type": "FeatureCollection", "features": [')
     truncated = root / TRUNCATED
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
-    write_geotiff(root / WRONG_BAND_COUNT, _values(rng, 4, MS_PX), CRS,
-                  Affine(*ms_transform("AOI_3_Paris", 5)))
+    write_geotiff(
+        root / WRONG_BAND_COUNT,
+        _values(rng, 4, MS_PX),
+        CRS,
+        Affine(*ms_transform("AOI_3_Paris", 5)),
+    )

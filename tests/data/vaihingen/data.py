@@ -50,7 +50,7 @@ def label_values() -> np.ndarray:
     """Ground truth: building on the left half, tree on the right."""
     colours = np.empty((3, HEIGHT, WIDTH), dtype="uint8")
     colours[:, :, : WIDTH // 2] = np.array(BUILDING, dtype="uint8")[:, None, None]
-    colours[:, :, WIDTH // 2:] = np.array(TREE, dtype="uint8")[:, None, None]
+    colours[:, :, WIDTH // 2 :] = np.array(TREE, dtype="uint8")[:, None, None]
     return colours
 
 
@@ -78,8 +78,10 @@ def make_vaihingen(root: Path) -> Path:
     Returns:
         ``root``.
     """
-    areas = {**{a: (f, area_transform(a)) for a, f in GEOREFERENCED_AREAS.items()},
-             **{a: (f, None) for a, f in UNGEOREFERENCED_AREAS.items()}}
+    areas = {
+        **{a: (f, area_transform(a)) for a, f in GEOREFERENCED_AREAS.items()},
+        **{a: (f, None) for a, f in UNGEOREFERENCED_AREAS.items()},
+    }
     for area, (label_folder, transform) in areas.items():
         write_tiff(area_path(root, area, "cir"), cir_values(area), transform)
         write_tiff(area_path(root, area, "dsm"), _dsm_values(area), transform)
