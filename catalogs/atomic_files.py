@@ -119,17 +119,19 @@ def finite_or_none(value: float | None) -> float | None:
 
 
 @contextmanager
-def atomic_folder(target: Path | str) -> Iterator[Path]:
+def atomic_folder(target: Path | str, durable: bool = True) -> Iterator[Path]:
     """A staging folder beside ``target`` that replaces it whole once the block ends.
 
     On an error in the block the staging folder is removed and ``target`` (a folder or
-    nothing) is left as it was. Otherwise the files are fsynced and the staging folder takes
-    ``target``'s place (:func:`replace_folder`). The staging folder is made by
-    :func:`tempfile.mkdtemp` (mode 0o700); a caller that wants another mode sets it inside the
-    block.
+    nothing) is left as it was. Otherwise the files are fsynced (unless ``durable`` is False)
+    and the staging folder takes ``target``'s place (:func:`replace_folder`). The staging
+    folder is made by :func:`tempfile.mkdtemp` (mode 0o700); a caller that wants another mode
+    sets it inside the block.
 
     Args:
         target: the folder to write.
+        durable: fsync every file before the rename. A cache of tens of thousands of files that
+            is only rendered again when lost passes False: fsync costs milliseconds a file.
 
     Yields:
         The staging folder to fill.
@@ -139,7 +141,7 @@ def atomic_folder(target: Path | str) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         yield staging
-        for path in sorted(staging.rglob("*")):
+        for path in sorted(staging.rglob("*")) if durable else ():
             if path.is_file():
                 fsync_path(path)
         replace_folder(staging, target)

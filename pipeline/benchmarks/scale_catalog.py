@@ -24,11 +24,9 @@ whole.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from catalogs.atomic_files import atomic_folder
 from catalogs.build import build_catalog
 from catalogs.sample import render
 from catalogs.sample.camera import to_display_8bit
@@ -101,7 +100,7 @@ def ensure_pool(bench_dir: Path, seed: int) -> Path:
     target = pool_dir(bench_dir, seed)
     if (target / "catalog.json").is_file():
         return target
-    with _staged_folder(target) as staging:
+    with atomic_folder(target, durable=False) as staging:
         world = World(seed)
         raw = staging / "raw"
         write_sen12ms(world, raw / "sen12ms")
@@ -113,24 +112,6 @@ def ensure_pool(bench_dir: Path, seed: int) -> Path:
         if problems:
             raise RuntimeError("the catalog builders rejected pool files:\n" + "\n".join(problems))
     return target
-
-
-@contextlib.contextmanager
-def _staged_folder(target: Path) -> Iterator[Path]:
-    """A staging folder beside ``target`` (which must not exist) that becomes ``target``.
-
-    It becomes ``target`` by one rename once the block ends without error, and is removed
-    otherwise. Unlike :func:`catalogs.atomic_files.atomic_folder` nothing is fsynced: a cache
-    of tens of thousands of files would spend minutes in fsync (8 ms a file here), and a cache
-    lost to a power cut is only rendered again.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
-        yield staging
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _write_pictures(world: World, raw: Path, rng: np.random.Generator) -> None:
@@ -211,7 +192,7 @@ def ensure_items(bench_dir: Path, items: int, seed: int) -> Path:
         return target / "catalog.json"
     pool = ensure_pool(bench_dir, seed)
     templates = pool_items(pool)
-    with _staged_folder(target) as staging:
+    with atomic_folder(target, durable=False) as staging:
         for index, (source, count) in enumerate(geopile2_counts(items).items()):
             rng = np.random.default_rng([seed, 15, index])
             links = [
