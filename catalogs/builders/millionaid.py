@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pystac
 
+from catalogs.layouts.millionaid import IMAGE_SUFFIX, SPLIT_LABEL_DEPTHS
 from catalogs.sensors import get_sensor
 from catalogs.stac import BuildResult, SourceFileError, picture_asset, picture_item
 
-# Split -> how many label folders (levels L1..L3) its images may sit under.
-SPLIT_LABEL_DEPTHS: dict[str, tuple[int, ...]] = {"train": (2, 3), "test": (0,)}
-IMAGE_SUFFIX = ".jpg"
 SENSOR = "rgb"
 # Million-AID publishes no acquisition dates (Long et al., 2021, IEEE JSTARS 14, 4205-4230).
 # Upper bound: the paper's first arXiv version (2006.12485, June 2020), after collection from

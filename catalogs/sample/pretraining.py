@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from catalogs.layouts import mdas as mdas_layout
+from catalogs.layouts import millionaid
 from catalogs.layouts.sen12ms import Patch, patch_path
 from catalogs.sample import render
 from catalogs.sample.camera import quantize_db, to_display_8bit, to_scaled_integers
@@ -171,11 +172,12 @@ def write_millionaid(world: World, root: Path) -> None:
     for number in range(MILLIONAID_TRAIN + MILLIONAID_TEST):
         size = int(rng.choice((128, 192, 256)))
         rgb, dominant = _picture(world, rng, size, float(rng.choice(PICTURE_GSDS_M)))
-        name = f"P{number:07d}.jpg"
+        name = f"P{number:07d}{millionaid.IMAGE_SUFFIX}"
         if number < MILLIONAID_TRAIN:
-            path = root / "train" / Path(*MILLIONAID_CATEGORIES[dominant]) / name
+            labels = Path(*MILLIONAID_CATEGORIES[dominant])
+            path = root / millionaid.TRAIN_FOLDER / labels / name
         else:
-            path = root / "test" / name
+            path = root / millionaid.TEST_FOLDER / name
         write_picture(path, rgb)
 
 
