@@ -1,4 +1,4 @@
-"""Downstream metrics (model/evaluation/metrics.py) against hand-computed and reference values."""
+"""Downstream metrics (in their task modules, model/tasks/) against exact reference values."""
 
 from __future__ import annotations
 
