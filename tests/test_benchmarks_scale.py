@@ -18,20 +18,20 @@ from PIL import Image
 from catalogs.builders import BUILDERS
 from catalogs.item_assets import sensor_assets
 from pipeline.benchmarks.__main__ import main
-from pipeline.benchmarks.scale import (
-    STAGES,
-    SUMMARY_KEYS,
-    StageRun,
-    _count_files,
-    _decode,
-    projected_seconds,
-)
 from pipeline.benchmarks.scale_catalog import (
     PROPORTIONS,
     asset_paths,
     catalog_items,
     ensure_items,
     geopile2_counts,
+)
+from pipeline.benchmarks.scale_projection import (
+    STAGES,
+    SUMMARY_KEYS,
+    StageRun,
+    _count_files,
+    _decode,
+    projected_seconds,
 )
 from tests.data.checks import validate_tree
 

@@ -18,8 +18,8 @@ from pipeline.benchmarks.full_scene import (
     format_full_scene_report,
     run_full_scene,
 )
-from pipeline.benchmarks.scale import ScaleConfig, format_scale_report, run_scale
 from pipeline.benchmarks.scale_catalog import picture_mix
+from pipeline.benchmarks.scale_projection import ScaleConfig, format_scale_report, run_scale
 from pipeline.benchmarks.sentinel_tile_pair import FULL_TILE_PX
 from pipeline.benchmarks.suite import (
     BenchConfig,
@@ -96,7 +96,7 @@ interleaved --repeats times (median and range):
 Last line: {"full_scene_chips_per_s_per_core", "ratio_vs_warp_bound" (chips/s per core of (a)
 over (c), as above), "peak_rss_mb_blocked", "peak_rss_mb_whole_scene", "chips"}.
 
-With --items N, the scale bench instead (see pipeline/benchmarks/scale.py): a static STAC
+With --items N, the scale bench instead (see pipeline/benchmarks/scale_projection.py): a static STAC
 catalog of N small items in GeoPile-2's proportions (1.0 M Million-AID : 0.6 M GeoPile
 pictures : 0.18 M SEN12MS S1 + S2 + land-cover patch triplets of 256 px; MDAS's few large
 scenes left out), each item its own files (copies of a pool rendered from the sample world,
