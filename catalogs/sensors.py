@@ -124,12 +124,16 @@ def _parse_rule(entry: dict[str, Any]) -> MatchRule:
 
 
 @dataclass(frozen=True)
-class Sensor:
-    """One sensor of the registry: what its files hold and how to read and resample them."""
+class SensorDescription:
+    """What the registry and a store's manifest both say of a sensor: its values and their unit.
+
+    Stored values times ``scale`` plus ``offset`` are in ``unit``; ``nodata`` marks missing
+    values; ``model_unit`` is what the model sees (e.g. dB for SAR power).
+    """
 
     name: str
     title: str
-    kind: SensorKind
+    kind: str
     dtype: str
     nodata: float | None
     scale: float
@@ -137,6 +141,13 @@ class Sensor:
     unit: str
     model_unit: str
     gsd_m: float | None
+
+
+@dataclass(frozen=True)
+class Sensor(SensorDescription):
+    """One sensor of the registry: what its files hold and how to read and resample them."""
+
+    kind: SensorKind
     resampling: Resampling
     bands: tuple[Band, ...]
     platform: tuple[str, ...] = ()

@@ -77,6 +77,13 @@ class BuildResult:
         """Record the file of ``error`` as skipped, with its reason."""
         self.problems.append(Problem(error.path, error.reason))
 
+    def add(self, make: Callable[[], pystac.Item]) -> None:
+        """Append the Item ``make()`` builds, or record its file as skipped if it cannot."""
+        try:
+            self.items.append(make())
+        except SourceFileError as error:
+            self.skip(error)
+
 
 def file_checksum(path: Path | str) -> str:
     """``file:checksum`` of a file: sha2-256 as a hex multihash."""

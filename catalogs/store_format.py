@@ -68,7 +68,7 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.errors import ZarrUserWarning
 
-from catalogs.sensors import Sensor
+from catalogs.sensors import Sensor, SensorDescription
 
 FORMAT_NAME = "geopile2"
 FORMAT_VERSION = 2  # 2: chunks end in their CRC32C; image_crc32c
@@ -307,19 +307,9 @@ def root_attributes(
 
 
 @dataclass(frozen=True)
-class SensorManifest:
+class SensorManifest(SensorDescription):
     """One sensor group as a reader needs it: what its chips hold and how to normalise them."""
 
-    name: str
-    title: str
-    kind: str
-    dtype: str
-    nodata: float | None
-    scale: float
-    offset: float
-    unit: str
-    model_unit: str
-    gsd_m: float | None
     band_names: tuple[str, ...]
     chip_count: int
     chip_shape: tuple[int, int, int]

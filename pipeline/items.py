@@ -46,20 +46,21 @@ _PLACEHOLDER_GEOMETRY: dict[str, Any] = {"type": "Point", "coordinates": [0.0, 0
 _WKB_PROPERTIES = ("proj:geometry",)  # properties stac-geoparquet writes as WKB geometries
 _PLACEHOLDER_BBOX = [0.0, 0.0, 0.0, 0.0]
 _REQUIRED_NULL_PROPERTIES = ("datetime",)
-# The columns stac-geoparquet keeps at the top level of an item; the others are properties.
-_TOP_LEVEL = frozenset(
-    {
-        "type",
-        "stac_version",
-        "stac_extensions",
-        "id",
-        "geometry",
-        "bbox",
-        "collection",
-        "links",
-        "assets",
-    }
+# A STAC Item's top-level fields, in the order the specification lists them.
+ITEM_FIELDS = (
+    "type",
+    "stac_version",
+    "stac_extensions",
+    "id",
+    "geometry",
+    "bbox",
+    "properties",
+    "links",
+    "assets",
+    "collection",
 )
+# The columns stac-geoparquet keeps at the top level of an item; the others are properties.
+_TOP_LEVEL = frozenset(ITEM_FIELDS) - {"properties"}
 _BBOX_FIELDS = {
     4: ("xmin", "ymin", "xmax", "ymax"),
     6: ("xmin", "ymin", "zmin", "xmax", "ymax", "zmax"),

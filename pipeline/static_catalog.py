@@ -33,7 +33,7 @@ from pystac.serialization import identify_stac_object, migrate_to_latest
 from pystac.utils import datetime_to_str, make_absolute_href, str_to_datetime
 
 from pipeline.cluster import Executor
-from pipeline.items import items_table, sorted_by_id
+from pipeline.items import ITEM_FIELDS, items_table, sorted_by_id
 from pipeline.params import FetchParams
 from pipeline.search import (
     CheckedStacIO,
@@ -48,18 +48,6 @@ CHUNK_ITEMS = 500  # item files read per task
 _JSON = "application/json"
 _LINK_FIELDS = ("rel", "href", "type", "title")
 _ASSET_FIELDS = ("href", "type", "title", "description", "roles")
-_ITEM_FIELDS = (
-    "type",
-    "stac_version",
-    "stac_extensions",
-    "id",
-    "geometry",
-    "bbox",
-    "properties",
-    "links",
-    "assets",
-    "collection",
-)
 
 
 @dataclass
@@ -260,7 +248,7 @@ def _as_pystac_writes(
     }
     if record.get("collection"):
         item["collection"] = record["collection"]
-    item.update((k, v) for k, v in record.items() if k not in _ITEM_FIELDS)
+    item.update((k, v) for k, v in record.items() if k not in ITEM_FIELDS)
     if not item["geometry"]:
         del item["bbox"]
     return item

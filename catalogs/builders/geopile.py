@@ -83,16 +83,16 @@ def build(root: Path) -> BuildResult:
             result.skip(SourceFileError(folder, f"not a GeoPile constituent {list(CONSTITUENTS)}"))
             continue
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            item = _image_item(folder, path, used_ids, result)
-            if item is not None:
-                result.items.append(item)
+            result.add(partial(_image_item, folder, path, used_ids))
     return result
 
 
-def _image_item(
-    folder: Path, path: Path, used_ids: set[str], result: BuildResult
-) -> pystac.Item | None:
-    """The Item of one image of the constituent in ``folder``, or None with the file reported."""
+def _image_item(folder: Path, path: Path, used_ids: set[str]) -> pystac.Item:
+    """The Item of one image of the constituent in ``folder``.
+
+    Raises:
+        SourceFileError: naming the file, when it is not a usable image.
+    """
     constituent = CONSTITUENTS[folder.name]
     relative = path.relative_to(folder)
     item_id = f"geopile_{folder.name}_{relative.with_suffix('').as_posix().replace('/', '_')}"
@@ -102,20 +102,11 @@ def _image_item(
     }
     if constituent.labelled and len(relative.parts) > 1:
         properties["geopile:label"] = relative.parts[0]
-    try:
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise SourceFileError(path, f"suffix {path.suffix!r} is not one of an image")
-        return picture_item(
-            item_id,
-            path,
-            partial(_image_asset, path, constituent),
-            DATE_RANGE,
-            properties,
-            used_ids,
-        )
-    except SourceFileError as error:
-        result.skip(error)
-        return None
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise SourceFileError(path, f"suffix {path.suffix!r} is not one of an image")
+    return picture_item(
+        item_id, path, partial(_image_asset, path, constituent), DATE_RANGE, properties, used_ids
+    )
 
 
 def _image_asset(path: Path, constituent: Constituent) -> pystac.Asset:

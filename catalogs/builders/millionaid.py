@@ -56,9 +56,7 @@ def build(root: Path) -> BuildResult:
             result.skip(SourceFileError(folder, "not a Million-AID split folder (train, test)"))
     for split in SPLIT_LABEL_DEPTHS:
         for path in _files(root / split):
-            item = _image_item(root / split, path, used_ids, result)
-            if item is not None:
-                result.items.append(item)
+            result.add(partial(_image_item, root / split, path, used_ids))
     return result
 
 
@@ -66,26 +64,18 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
 
 
-def _image_item(
-    split_dir: Path, path: Path, used_ids: set[str], result: BuildResult
-) -> pystac.Item | None:
-    """The Item of one image, or None with the file reported."""
-    try:
-        properties = {
-            "millionaid:split": split_dir.name,
-            "millionaid:labels": _labels(split_dir, path),
-        }
-        return picture_item(
-            f"millionaid_{split_dir.name}_{path.stem}",
-            path,
-            partial(_jpeg_asset, path),
-            DATE_RANGE,
-            properties,
-            used_ids,
-        )
-    except SourceFileError as error:
-        result.skip(error)
-        return None
+def _image_item(split_dir: Path, path: Path, used_ids: set[str]) -> pystac.Item:
+    """The Item of one image.
+
+    Raises:
+        SourceFileError: naming the file, when it is not a usable JPEG of the layout.
+    """
+    properties = {
+        "millionaid:split": split_dir.name,
+        "millionaid:labels": _labels(split_dir, path),
+    }
+    item_id = f"millionaid_{split_dir.name}_{path.stem}"
+    return picture_item(item_id, path, partial(_jpeg_asset, path), DATE_RANGE, properties, used_ids)
 
 
 def _jpeg_asset(path: Path) -> pystac.Asset:
