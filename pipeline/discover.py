@@ -9,7 +9,7 @@ Sources are a STAC API, a static STAC catalog or a stac-geoparquet file.
   once (each paging on its own), and the results merged.
 
 Every file discover reads beyond the source the user named (a child or item link, an API's
-next page) passes the access policy (:mod:`pipeline.access_policy`): links of a local catalog
+next page) passes the access policy (:mod:`catalogs.access_policy`): links of a local catalog
 stay inside its root folder (resolved) or are remote; links of a remote catalog or API are
 remote, and an http(s) link to another host than the source's never reaches a loopback, private
 or link-local address unless allowed. A refused link stops discover with an error naming the
@@ -32,7 +32,7 @@ from typing import Any
 import pyarrow as pa
 from pystac_client import Client
 
-from pipeline.access_policy import AccessRefused
+from catalogs.access_policy import AccessRefused
 from pipeline.cluster import Executor
 from pipeline.geoparquet_catalog import geoparquet_items, geoparquet_tables, is_geoparquet
 from pipeline.items import (

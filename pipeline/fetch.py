@@ -27,7 +27,7 @@ planetary_computer``, hrefs in Azure Blob Storage get a Planetary Computer SAS t
 any query they had) just before each request.
 
 Before anything is read, an href whose scheme is not allowed is refused, and so is an href
-the access policy (:mod:`pipeline.access_policy`) refuses for the item's catalog
+the access policy (:mod:`catalogs.access_policy`) refuses for the item's catalog
 (``msgfm:catalog_root``, recorded by discover): a local file outside a local catalog's root
 (resolved, links followed), a local file named by a catalog read over the network, a relative
 href of a remote catalog (``msgfm:catalog_href``) that leaves its root; and, just before each
@@ -62,8 +62,8 @@ import pyarrow.compute as pc
 from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
 from obstore.store import HTTPStore, ObjectStore, from_url
 
+from catalogs.access_policy import AccessRefused, check_host, check_local_allowed, local_path
 from catalogs.item_assets import ItemReadError, sensor_assets
-from pipeline.access_policy import AccessRefused, check_host, check_local_allowed, local_path
 from pipeline.cluster import Executor
 from pipeline.failures import Failure
 from pipeline.items import (
@@ -493,7 +493,7 @@ class _RemoteAccess:
     """
 
     def __init__(self, params: FetchParams) -> None:
-        self._allow_private_hosts = params.allow_private_hosts
+        self._policy = params
         self._options = _checked_store_options(params.store_options)
         self._signer = (
             _PlanetaryComputerTokens(params.sign_endpoint)
@@ -525,7 +525,7 @@ class _RemoteAccess:
             _TransientError: any other failure (a retry may succeed).
         """
         try:
-            check_host(source.href, self._allow_private_hosts)
+            check_host(source.href, self._policy)
         except AccessRefused as error:
             raise AssetError(error.reason) from error
         token = self._signer.token(source.href) if self._signer is not None else None

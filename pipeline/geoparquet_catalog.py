@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.access_policy import is_local, local_path
+from catalogs.access_policy import is_local, local_path
 from pipeline.cluster import Executor
 from pipeline.items import items_table, sorted_by_id, table_items
 from pipeline.search import Search, check_collections, folder_of, matches, with_origin

@@ -37,7 +37,7 @@ class FetchParams:
     loopback, private and link-local addresses. ``allow_local_files_from_remote``: a catalog
     read over the network may name local files. ``allowed_local_folders``: folders besides its
     own root whose files a local catalog may name. All off by default
-    (:mod:`pipeline.access_policy`).
+    (:mod:`catalogs.access_policy`).
     """
 
     cache_dir: Path = Path("data/cache")
@@ -50,6 +50,10 @@ class FetchParams:
     allow_private_hosts: bool = False
     allow_local_files_from_remote: bool = False
     allowed_local_folders: tuple[str, ...] = ()
+
+    def option_name(self, option: str) -> str:
+        """How a user sets an option of the access policy (catalogs/access_policy.py)."""
+        return f"pipeline.fetch.{option}"
 
     def __post_init__(self) -> None:
         """Refuse an unknown signer."""

@@ -19,7 +19,7 @@ relative).
 
 :class:`CheckedStacIO` and :class:`CheckedApiIO` read the files a source names beyond itself
 (child and item links, an API's next pages) through the access policy
-(:mod:`pipeline.access_policy`).
+(:mod:`catalogs.access_policy`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from pystac_client.item_search import ItemSearch
 from pystac_client.stac_api_io import StacApiIO
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.access_policy import (
+from catalogs.access_policy import (
     AccessRefused,
     check_host,
     check_local_allowed,
@@ -213,7 +213,7 @@ class _LinkPolicy:
             check_local_allowed(href, self._root, self._policy)
         elif urlsplit(href)[:2] != self._origin:
             try:
-                check_host(href, self._policy.allow_private_hosts)
+                check_host(href, self._policy)
             except AccessRefused as error:
                 raise AccessRefused(f"link {href}: {error.reason}") from error
         return super().read_text(source, *args, **kwargs)  # type: ignore[misc]

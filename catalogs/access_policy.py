@@ -1,17 +1,21 @@
-"""What a catalog may make the pipeline read or request.
+"""What a catalog or an item may make us read or request (the pipeline and ``model.predict``).
 
-A catalog's hrefs (child and item links, asset hrefs) are input, not instructions:
+A catalog's or item's hrefs (child and item links, asset hrefs) are input, not instructions:
 
-* a local catalog (a path or ``file://`` root) may name local files only inside its root
-  folder or a folder of ``params.fetch.allowed_local_folders`` (a dataset catalogued apart
-  from its catalog), judged on resolved paths (``..`` and symbolic links followed), and any
-  remote href;
-* a catalog read over the network (a static catalog's URL, a STAC API) may name remote hrefs
-  only, never local files, unless ``params.fetch.allow_local_files_from_remote`` (a trusted
-  API that serves paths of a shared file system);
+* a local catalog or item (a path or ``file://`` root) may name local files only inside its
+  root folder or an allowed folder (``allowed_local_folders``: a dataset catalogued apart from
+  its catalog), judged on resolved paths (``..`` and symbolic links followed), and any remote
+  href;
+* a catalog or item read over the network (a static catalog's URL, a STAC API) may name remote
+  hrefs only, never local files, unless ``allow_local_files_from_remote`` (a trusted API that
+  serves paths of a shared file system);
 * an http(s) request never goes to a host that resolves to a loopback, private, link-local
   or otherwise non-global address (127.0.0.0/8, 10.0.0.0/8, 169.254.169.254, ::1, ...) unless
-  ``params.fetch.allow_private_hosts`` (the tests' loopback servers, an intranet mirror).
+  ``allow_private_hosts`` (the tests' loopback servers, an intranet mirror).
+
+The options come from the caller (:class:`AccessOptions`: the pipeline's ``pipeline.fetch``
+parameters, or ``model.predict``'s command line), and each refusal names the option that allows
+it as that caller spells it.
 
 The host is resolved (``socket.getaddrinfo``) just before each request. Two limits remain: a
 DNS server that answers differently to the HTTP client's own lookup a moment later (DNS
@@ -25,14 +29,21 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from pipeline.params import FetchParams
 
-ALLOW_PRIVATE = "pipeline.fetch.allow_private_hosts"
-ALLOW_LOCAL_FROM_REMOTE = "pipeline.fetch.allow_local_files_from_remote"
-ALLOWED_FOLDERS = "pipeline.fetch.allowed_local_folders"
+class AccessOptions(Protocol):
+    """What the caller allows beyond the default policy, and how it names each option."""
+
+    allow_private_hosts: bool
+    allow_local_files_from_remote: bool
+    allowed_local_folders: tuple[str, ...]
+
+    def option_name(self, option: str) -> str:
+        """The name the user sets ``option`` (a field name above) by, for messages."""
+        ...
 
 
 class AccessRefused(Exception):
@@ -61,7 +72,7 @@ def local_path(href: str) -> Path:
 
 
 def check_local_allowed(
-    href: str, root: str, policy: FetchParams, shown: str | None = None
+    href: str, root: str, policy: AccessOptions, shown: str | None = None
 ) -> None:
     """Refuse a local ``href`` named by the catalog at ``root`` unless the policy allows it.
 
@@ -71,7 +82,7 @@ def check_local_allowed(
     Args:
         href: the local path or ``file://`` URL to check.
         root: the href of the catalog that names ``href``.
-        policy: the fetch parameters that say what is allowed.
+        policy: what the caller allows.
         shown: the href as the catalog wrote it, for the message; ``href`` by default.
     """
     if not is_local(root):
@@ -79,14 +90,15 @@ def check_local_allowed(
             raise AccessRefused(
                 f"the catalog {root} is read over the network and may not name "
                 f"the local file {shown or href!r} (allow with "
-                f"{ALLOW_LOCAL_FROM_REMOTE})"
+                f"{policy.option_name('allow_local_files_from_remote')})"
             )
         return
     target = local_path(href).resolve()
     folders = (root, *policy.allowed_local_folders)
     if not any(target.is_relative_to(local_path(str(f)).resolve()) for f in folders):
         also = (
-            f" or {ALLOWED_FOLDERS} {list(map(str, policy.allowed_local_folders))}"
+            f" or {policy.option_name('allowed_local_folders')} "
+            f"{list(map(str, policy.allowed_local_folders))}"
             if policy.allowed_local_folders
             else ""
         )
@@ -95,13 +107,17 @@ def check_local_allowed(
         )
 
 
-def check_host(url: str, allow_private: bool) -> None:
+def check_host(url: str, policy: AccessOptions) -> None:
     """Refuse an http(s) ``url`` whose host resolves to a non-global address.
 
-    Such a URL is allowed with ``allow_private``.
+    Such a URL is allowed with ``policy.allow_private_hosts``.
     """
     parts = urlsplit(url)
-    if allow_private or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    if (
+        policy.allow_private_hosts
+        or parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+    ):
         return
     try:
         answers = socket.getaddrinfo(parts.hostname, None, type=socket.SOCK_STREAM)
@@ -115,5 +131,5 @@ def check_host(url: str, allow_private: bool) -> None:
             raise AccessRefused(
                 f"host {parts.hostname!r} resolves to {ip}, a loopback, "
                 f"private, link-local or reserved address (allow with "
-                f"{ALLOW_PRIVATE})"
+                f"{policy.option_name('allow_private_hosts')})"
             )
