@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import pickle
@@ -15,7 +14,6 @@ import pytest
 import rasterio
 from affine import Affine
 from PIL import Image
-from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
@@ -23,7 +21,7 @@ from rasterio.windows import bounds as window_bounds
 from catalogs.sensors import get_sensor
 from pipeline import coregister
 from pipeline.chips import LocationChips
-from pipeline.coregister import Grid, coregister_item, warp
+from pipeline.coregister import coregister_item
 from pipeline.failures import ItemError
 from pipeline.params import CoregisterParams, PictureParams, PipelineParams, SourceGrid
 from tests.data.coregister import data
@@ -261,50 +259,6 @@ def test_linear_sar_is_averaged_as_stored(tmp_path: Path) -> None:
     )
     chips = coregister_item(item, make_params(chip_px=16, stride_px=16))
     np.testing.assert_allclose(chips.sensors["sentinel1_grd_linear"], 0.055, rtol=1e-5)
-
-
-def test_linear_power_needs_nan_nodata() -> None:
-    sensor = dataclasses.replace(get_sensor("sentinel1_grd"), nodata=-9999.0)
-    grid = Grid(CRS.from_string(data.REFERENCE_CRS), REF, (4, 4))
-    with pytest.raises(ValueError, match="linear_power resampling needs NaN as nodata"):
-        warp(np.zeros((2, 4, 4), np.float32), grid, grid, sensor)
-
-
-@pytest.mark.parametrize(
-    ("sensor", "method"),
-    [
-        ("sentinel2_l2a", "bilinear"),
-        ("sentinel2_l2a", "cubic"),
-        ("sentinel1_grd", "average"),
-        ("dsm", "bilinear"),
-    ],
-)
-def test_a_source_without_nodata_pixels_warps_as_with_the_nodata_kernel(
-    sensor: str, method: str
-) -> None:
-    # A 20 m raster onto a 10 m grid that it covers only in part (rotated 2 degrees, shifted):
-    # GDAL's kernels without source masks must give the general kernel's pixels and coverage.
-    entry = get_sensor(sensor)
-    entry = dataclasses.replace(
-        entry, resampling=dataclasses.replace(entry.resampling, method=method)
-    )
-    rng = np.random.default_rng(3)
-    values = rng.uniform(1, 5000, size=(2, 40, 40))
-    data_ = (
-        (values / 250 - 25).astype(np.float32)
-        if entry.dtype == "float32"
-        else values.astype(entry.dtype)
-    )
-    crs = CRS.from_string(data.REFERENCE_CRS)
-    source = Grid(crs, Affine(20.0, 0.0, REF.c, 0.0, -20.0, REF.f), (40, 40))
-    target = Grid(crs, REF @ Affine.translation(13.5, -7.25) @ Affine.rotation(2.0), (64, 64))
-    fast, fast_invalid = warp(data_, source, target, entry, has_nodata=False)
-    general, general_invalid = warp(data_, source, target, entry, has_nodata=True)
-    np.testing.assert_array_equal(fast_invalid, general_invalid)
-    assert 0 < fast_invalid.sum() < fast_invalid.size  # partly covered, as meant
-    valid = ~general_invalid
-    tolerance = 1e-4 if entry.dtype == "float32" else 1  # integers: rounding
-    np.testing.assert_allclose(fast[:, valid], general[:, valid], rtol=0, atol=tolerance)
 
 
 def write_nodata_world(folder: Path) -> dict[str, Any]:

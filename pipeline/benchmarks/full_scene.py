@@ -11,10 +11,10 @@ each run in a fresh process of its own pinned to one core:
   for byte);
 - ``warp_bound``: GDAL's own work in ``blocked``, alone: for every block, a windowed read of
   each raster on the reference grid, and a read of each other raster's source window (the
-  same windows: :func:`~pipeline.coregister.source_window` with the stage's margin; rasters no
+  same windows: :func:`~catalogs.scene_reading.source_window` with the stage's margin; rasters no
   larger than a block read once, whole, and warped whole onto each block, as the stage does)
   reprojected onto the block with the very GDAL call the stage makes
-  (:func:`~pipeline.coregister.gdal_reproject`: same resampling, dtype, nodata rule, one
+  (:func:`~catalogs.scene_reading.gdal_reproject`: same resampling, dtype, nodata rule, one
   thread); each file opened for each read, as the stage opens it. Nothing else: no radiometry,
   no linear-power round trip, no masks, no chips, no output.
 
@@ -49,25 +49,22 @@ import psutil
 import rasterio
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
-from rasterio.windows import transform as window_transform
 
+from catalogs.grid import Grid
 from catalogs.item_assets import SensorAsset, nodata_mask, sensor_assets
+from catalogs.scene_reading import (
+    block_grid,
+    gdal_reproject,
+    read_once,
+    source_margin_px,
+    source_window,
+)
 from pipeline.benchmarks.resources import pinned, tree_usage
 from pipeline.benchmarks.sentinel_tile_pair import FULL_TILE_PX, FullScene, ensure_full_scene
 from pipeline.benchmarks.suite import run_dir
 from pipeline.chips import LocationChips, chunk_file
 from pipeline.cluster import ALLOCATOR_ENVIRON
-from pipeline.coregister import (
-    PARTNER_ITEMS,
-    Grid,
-    chip_blocks,
-    chip_windows,
-    gdal_reproject,
-    read_once,
-    source_margin_px,
-    source_window,
-    write_item_chips,
-)
+from pipeline.coregister import PARTNER_ITEMS, chip_blocks, chip_windows, write_item_chips
 from pipeline.pairing import PAIR, PARTNERS
 from pipeline.params import PairSource, PipelineParams, load_params
 
@@ -180,9 +177,7 @@ def warp_bound(unit: dict[str, Any], params: PipelineParams) -> int:
     windows = chip_windows(grid.shape, pair.chip_px, pair.stride_px)
     blocks = chip_blocks(windows, grid.shape, pair.stride_px, block_px)
     for block, _ in blocks:
-        block_grid = Grid(
-            grid.crs, window_transform(block, grid.transform), (int(block.height), int(block.width))
-        )
+        target = block_grid(grid, block)
         for raster in rasters:
             if raster.grid == grid:
                 _read(raster, block)
@@ -191,25 +186,22 @@ def warp_bound(unit: dict[str, Any], params: PipelineParams) -> int:
                 window: Window | None = Window(0, 0, raster.grid.shape[1], raster.grid.shape[0])
                 data = raster.whole
             else:
-                margin = source_margin_px(raster.grid, block_grid, raster.asset.sensor)
-                window = source_window(raster.grid, block_grid, margin)
+                margin = source_margin_px(raster.grid, target, raster.asset.sensor)
+                window = source_window(raster.grid, target, margin)
                 if window is None:
                     continue
                 data = _read(raster, window)
-            window_grid = Grid(
-                raster.grid.crs,
-                window_transform(window, raster.grid.transform),
-                (int(window.height), int(window.width)),
-            )
             has_nodata = bool(nodata_mask(data, raster.nodata).any())
-            gdal_reproject(data, window_grid, block_grid, raster.asset.sensor, has_nodata)
+            gdal_reproject(
+                data, block_grid(raster.grid, window), target, raster.asset.sensor, has_nodata
+            )
     return len(blocks)
 
 
 def _open(asset: SensorAsset, block_px: int) -> _BoundRaster:
     """A raster's grid; read whole where the stage reads it whole.
 
-    That is, no larger than a block: the rule of ``coregister._open_raster``.
+    That is, no larger than a block: the rule of :func:`catalogs.scene_reading.open_raster`.
     """
     with rasterio.open(asset.href) as src:
         grid = Grid(src.crs, src.transform, (src.height, src.width))

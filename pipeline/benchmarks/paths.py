@@ -6,7 +6,7 @@
 - :func:`run_warp_bound` -- GDAL's own work in ours, alone: GDAL (through rasterio) reading
   every input raster whole and reprojecting each one that is not on the reference grid onto
   it, into memory, one thread, with the registry's resampling method and the very GDAL call
-  ours makes (:func:`~pipeline.coregister.gdal_reproject`, which skips GDAL's source masks
+  ours makes (:func:`~catalogs.scene_reading.gdal_reproject`, which skips GDAL's source masks
   for a raster without nodata pixels), and nothing else (no linear-power round trip, no
   masks, no chips, no output).
 - :func:`run_naive` -- a per-chip script as many published dataset scripts are written: for
@@ -35,11 +35,13 @@ from rasterio.warp import reproject
 from rasterio.windows import transform as window_transform
 
 from catalogs import store_format as fmt
+from catalogs.grid import Grid
+from catalogs.scene_reading import gdal_reproject, invalid_pixels
 from catalogs.sensors import Sensor, get_sensor
 from catalogs.stac import SENSOR_FIELD
 from pipeline.benchmarks.resources import best_of, pinned, tree_usage
 from pipeline.cluster import Executor, executor
-from pipeline.coregister import Grid, chip_windows, gdal_reproject, invalid_pixels
+from pipeline.coregister import chip_windows
 from pipeline.items import write_items
 from pipeline.params import PipelineParams
 from pipeline.stages import run_coregister, run_shard
