@@ -140,7 +140,7 @@ def render_task_scene(
         f"{PROPERTY_PREFIX}partner_coverage": partner_coverage,
     }
     if partner_coverage < 1.0:
-        properties.update(_nodata_window(items[0], task))
+        properties.update(_nodata_window(items[0]))
     out_dir = Path(out_dir)
     names = [f"{task}_scene", *(f"{task}_scene_{next(iter(item))}" for item in items[1:])]
     with atomic_folder(out_dir) as staging:
@@ -169,7 +169,7 @@ def _write_item(folder: Path, item_id: str, item: _Item, properties: dict[str, A
     (folder / f"{item_id}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
-def _nodata_window(reference: _Item, task: str) -> dict[str, Any]:
+def _nodata_window(reference: _Item) -> dict[str, Any]:
     """Make a top-left block of about :data:`NODATA_SHARE` of ``reference`` nodata.
 
     In the assets of the item's first sensor that has a registry nodata value; the block's side
