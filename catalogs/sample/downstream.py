@@ -37,7 +37,7 @@ from catalogs.sample.camera import (
 from catalogs.sample.files import write_cog
 from catalogs.sample.pretraining import S2_NOISE
 from catalogs.sample.sites import find_sites, random_centers, world_grid
-from catalogs.sample.world import LANDCOVER_CLASSES, LC, MAT, World
+from catalogs.sample.world import LANDCOVER_CLASSES, LC, MAT, WORLD_CRS, World
 from catalogs.sensors import get_sensor
 
 # CORINE Land Cover level-3 names (BigEarthNet's 43-class nomenclature) of our classes.
@@ -65,6 +65,7 @@ SPACENET_AOI = "AOI_2_Vegas"
 SPACENET_IMAGES = 2  # the sample's
 SPACENET_PAN_PX = 650
 SPACENET_MS_PX = 163
+MS_SUPERSAMPLE = 4  # world samples per WorldView-3 MS pixel side
 SPACENET_PAN_DEG = 2.7e-6  # SpaceNet ships square pixels in degrees (about 0.3 m of latitude)
 VAIHINGEN_AREAS = (1, 2)  # the sample's
 VAIHINGEN_PX = 512
@@ -312,15 +313,37 @@ def write_sen12ms_cr(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) 
         def path(kind: str, name: str = name, scene: int = scene, patch: int = patch) -> Path:
             return sen12ms_cr_layout.member_path(root, Patch(name, scene, patch), kind)
 
-        clear = render.surface_reflectance(world, grid, s2)
-        cloudy = render.surface_reflectance(world, grid, s2, cloud_scene=index + 1)
-        for kind, reflectance in (("s2", clear), ("s2_cloudy", cloudy)):
-            toa = render.top_of_atmosphere(reflectance, s2)
-            write_cog(
-                path(kind), to_scaled_integers(toa, s2, S2_NOISE, noise_rng), grid, nodata=s2.nodata
-            )
+        for kind, cloud_scene in (("s2", None), ("s2_cloudy", index + 1)):
+            counts = sentinel2_l1c_counts(world, grid, noise_rng, cloud_scene)
+            write_cog(path(kind), counts, grid, nodata=s2.nodata)
         sigma0 = render.backscatter_db(world, grid, s1, _rng(world.seed, 6, index, 1))
         write_cog(path("s1"), quantize_db(sigma0), grid, nodata=s1.nodata)
+
+
+def sentinel2_l1c_counts(
+    world: World,
+    grid: Grid,
+    rng: np.random.Generator,
+    cloud_scene: int | None = None,
+    supersample: int = 2,
+) -> np.ndarray:
+    """Sentinel-2 L1C as SEN12MS-CR stores it: top-of-atmosphere reflectance, scaled uint16.
+
+    Args:
+        world: the sample world.
+        grid: the grid all 13 bands are rendered on.
+        rng: the sensor-noise stream.
+        cloud_scene: the sky whose clouds and shadows cover the ground; None: a clear sky.
+        supersample: world samples per pixel side.
+
+    Returns:
+        (13, rows, cols) uint16
+    """
+    s2 = get_sensor("sentinel2_l1c")
+    reflectance = render.surface_reflectance(
+        world, grid, s2, supersample=supersample, cloud_scene=cloud_scene
+    )
+    return to_scaled_integers(render.top_of_atmosphere(reflectance, s2), s2, S2_NOISE, rng)
 
 
 def _building_polygons(mask: np.ndarray, grid: Grid) -> list[dict[str, object]]:
@@ -354,39 +377,22 @@ def write_spacenet2(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -
         world, LC["built_up"], len(sizes.spacenet2_images), BUILT_UP_SPACING_M, rng
     )
     folder = root / spacenet2_layout.AOI_FOLDER_NAME.format(aoi=SPACENET_AOI)
-    to_wgs84 = Transformer.from_crs("EPSG:32632", "EPSG:4326", always_xy=True)
     for k, center in zip(sizes.spacenet2_images, centers, strict=True):
-        cx, cy = to_wgs84.transform(*center)
-        half = SPACENET_PAN_PX * SPACENET_PAN_DEG / 2
-        pan_grid = Grid(
-            "EPSG:4326",
-            Affine(SPACENET_PAN_DEG, 0, cx - half, 0, -SPACENET_PAN_DEG, cy + half),
-            (SPACENET_PAN_PX, SPACENET_PAN_PX),
-        )
-        ms_step = SPACENET_PAN_DEG * SPACENET_PAN_PX / SPACENET_MS_PX
-        ms_grid = Grid(
-            "EPSG:4326",
-            Affine(ms_step, 0, cx - half, 0, -ms_step, cy + half),
-            (SPACENET_MS_PX, SPACENET_MS_PX),
-        )
+        pan_grid, ms_grid = worldview3_grids(center, SPACENET_PAN_PX, SPACENET_MS_PX)
         noise_rng = _rng(world.seed, 7, k)
 
         def path(product: str, k: int = k) -> Path:
             return spacenet2_layout.chip_path(folder, product, SPACENET_AOI, k)
 
-        pan_reflectance = render.surface_reflectance(world, pan_grid, pan, supersample=1)
+        pan_counts, ms_counts = worldview3_counts(world, pan_grid, ms_grid, noise_rng)
         write_cog(
             path(spacenet2_layout.RASTER_PRODUCTS["pan"][0]),
-            to_linear_counts(pan_reflectance, noise_rng),
+            pan_counts,
             pan_grid,
             nodata=pan.nodata,
         )
-        ms_reflectance = render.surface_reflectance(world, ms_grid, ms, supersample=4)
         write_cog(
-            path(spacenet2_layout.RASTER_PRODUCTS["ms"][0]),
-            to_linear_counts(ms_reflectance, noise_rng),
-            ms_grid,
-            nodata=ms.nodata,
+            path(spacenet2_layout.RASTER_PRODUCTS["ms"][0]), ms_counts, ms_grid, nodata=ms.nodata
         )
         building = render.observe(world, pan_grid, 1)[2].building
         labels = path(spacenet2_layout.LABEL_PRODUCT)
@@ -396,6 +402,59 @@ def write_spacenet2(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -
                 {"type": "FeatureCollection", "features": _building_polygons(building, pan_grid)}
             )
         )
+
+
+def worldview3_grids(center: tuple[float, float], pan_px: int, ms_px: int) -> tuple[Grid, Grid]:
+    """SpaceNet's square EPSG:4326 PAN and MS grids of one tile centred at ``center``.
+
+    Args:
+        center: the tile centre in the world CRS.
+        pan_px: the PAN grid's side in pixels of :data:`SPACENET_PAN_DEG`.
+        ms_px: the MS grid's side in pixels, over the same extent.
+
+    Returns:
+        (PAN grid, MS grid), from one origin
+    """
+    to_wgs84 = Transformer.from_crs(WORLD_CRS, "EPSG:4326", always_xy=True)
+    cx, cy = to_wgs84.transform(*center)
+    half = pan_px * SPACENET_PAN_DEG / 2
+    pan_grid = Grid(
+        "EPSG:4326",
+        Affine(SPACENET_PAN_DEG, 0, cx - half, 0, -SPACENET_PAN_DEG, cy + half),
+        (pan_px, pan_px),
+    )
+    ms_step = SPACENET_PAN_DEG * pan_px / ms_px
+    ms_grid = Grid(
+        "EPSG:4326", Affine(ms_step, 0, cx - half, 0, -ms_step, cy + half), (ms_px, ms_px)
+    )
+    return pan_grid, ms_grid
+
+
+def worldview3_counts(
+    world: World, pan_grid: Grid, ms_grid: Grid, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """WorldView-3 PAN and MS 11-bit counts as SpaceNet 2 ships them.
+
+    PAN samples the world once per pixel, MS 4 x 4 times (about PAN's sampling at 4x its pixel
+    size); the noise of PAN is drawn from ``rng`` before that of MS.
+
+    Returns:
+        (PAN (1, rows, cols), MS (8, rows, cols)), uint16
+    """
+    pan, ms = get_sensor("worldview3_pan"), get_sensor("worldview3_ms")
+    k = MS_SUPERSAMPLE
+    pan_counts = to_linear_counts(render.surface_reflectance(world, pan_grid, pan, 1), rng)
+    if ms_grid.transform == pan_grid.transform * Affine.scale(k) and pan_grid.shape == tuple(
+        k * n for n in ms_grid.shape
+    ):
+        # MS at exactly k x PAN's pixel size: its k x k points per pixel are PAN's pixel centres
+        # (bit for bit: the scales are powers of two), so PAN's ground is reused, which halves
+        # the cost of a scene; the values are those of the general path below.
+        reflectance = render.surface_reflectance(world, pan_grid, ms, 1)
+        ms_counts = to_linear_counts(render.pixel_mean(reflectance, k), rng)
+    else:
+        ms_counts = to_linear_counts(render.surface_reflectance(world, ms_grid, ms, k), rng)
+    return pan_counts, ms_counts
 
 
 # ISPRS colour code: impervious, building, low vegetation, tree, car, clutter/background.
@@ -422,6 +481,24 @@ _MATERIAL_TO_ISPRS = {
 ISPRS_TABLE = np.array([ISPRS_COLOURS[_MATERIAL_TO_ISPRS[m]] for m in MAT], dtype=np.uint8)
 
 
+def vaihingen_rasters(
+    world: World, grid: Grid, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The IR-R-G orthophoto and the DSM of ISPRS Vaihingen over ``grid``.
+
+    One world sample per pixel; the orthophoto's noise is drawn from ``rng`` before the DSM's
+    (5 cm).
+
+    Returns:
+        (IR-R-G (3, rows, cols) uint8, surface height in m (rows, cols) float32)
+    """
+    ground = render.observe(world, grid, 1)[2]
+    reflectance = render.surface_reflectance(world, grid, get_sensor("cir"), supersample=1)
+    top = to_display_8bit(reflectance, rng)
+    height = ground.terrain_m + ground.object_height_m
+    return top, (height + rng.normal(0.0, 0.05, height.shape)).astype(np.float32)
+
+
 def write_vaihingen(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -> None:
     """ISPRS Vaihingen-like tiles over built-up ground at 9 cm, all on one grid (UTM 32N).
 
@@ -430,29 +507,19 @@ def write_vaihingen(world: World, root: Path, sizes: DownstreamSizes = SAMPLE) -
     ``top_mosaic_09cm_area<N>.tif`` at the root (where the extracted ``..._COMPLETE.zip`` puts
     it and TorchGeo's Vaihingen2D reads it).
     """
-    cir = get_sensor("cir")
     rng = _rng(world.seed, 8)
     centers = find_sites(world, LC["built_up"], len(sizes.vaihingen_areas), BUILT_UP_SPACING_M, rng)
     for area, center in zip(sizes.vaihingen_areas, centers, strict=True):
         grid = world_grid(center, (VAIHINGEN_PX, VAIHINGEN_PX), VAIHINGEN_GSD_M)
         noise_rng = _rng(world.seed, 8, area)
-        ground = render.observe(world, grid, 1)[2]
         top, dsm = (
             vaihingen_layout.TOP_FILE.format(area=area),
             vaihingen_layout.DSM_FILE.format(area=area),
         )
-        write_cog(
-            root / vaihingen_layout.TOP_FOLDER / top,
-            to_display_8bit(render.surface_reflectance(world, grid, cir, supersample=1), noise_rng),
-            grid,
-        )
-        height = ground.terrain_m + ground.object_height_m
-        write_cog(
-            root / vaihingen_layout.DSM_FOLDER / dsm,
-            (height + noise_rng.normal(0.0, 0.05, height.shape)).astype(np.float32),
-            grid,
-            resampling="bilinear",
-        )
+        top_counts, heights = vaihingen_rasters(world, grid, noise_rng)
+        write_cog(root / vaihingen_layout.TOP_FOLDER / top, top_counts, grid)
+        write_cog(root / vaihingen_layout.DSM_FOLDER / dsm, heights, grid, resampling="bilinear")
+        ground = render.observe(world, grid, 1)[2]
         write_cog(
             root / vaihingen_layout.LABEL_FOLDERS[0] / top,  # the ground truth
             np.moveaxis(ISPRS_TABLE[ground.material], -1, 0),

@@ -134,26 +134,60 @@ def ensure_scenes(scenes: SceneSet, count: int, processes: int = 1) -> int:
 def render_scene(scenes: SceneSet, scene: int) -> None:
     """Render one scene's COGs into a temporary folder, then move them into place."""
     world = World(scenes.seed)
-    s2, s1 = get_sensor(S2_SENSOR), get_sensor(S1_SENSOR)
     rng = np.random.default_rng([scenes.seed, 9000, scene])
     (center,) = random_centers(1, rng)
     grid = world_grid(center, (scenes.scene_px, scenes.scene_px), GSD_M)
+    files = sentinel2_files(world, grid, scenes.layout, rng)
+    files[S1_ASSET] = sentinel1_file(world, grid, rng)
+    with atomic_folder(scenes.path(scene, S1_ASSET).parent) as staging:
+        staging.chmod(0o755)
+        for asset, (data, on, nodata) in files.items():
+            write_cog(staging / f"{asset}.tif", data, on, nodata=nodata)
+
+
+def sentinel2_files(
+    world: World, grid: Grid, layout: str, rng: np.random.Generator
+) -> dict[str, tuple[np.ndarray, Grid, float | None]]:
+    """Sentinel-2 L2A over the 10 m ``grid`` in ``layout``, as the files of one scene.
+
+    Args:
+        world: the sample world.
+        grid: the 10 m reference grid.
+        layout: one of :data:`LAYOUTS`.
+        rng: the sensor-noise stream (drawn asset by asset, in layout order).
+
+    Returns:
+        asset key -> (stored uint16 (bands, rows, cols), its grid, nodata), in layout order
+    """
+    s2 = get_sensor(S2_SENSOR)
     files: dict[str, tuple[np.ndarray, Grid, float | None]] = {}
-    for asset, (gsd_m, bands) in LAYOUTS[scenes.layout].items():
+    for asset, (gsd_m, bands) in LAYOUTS[layout].items():
         on = _nested_grid(grid, gsd_m)
         reflectance = render.surface_reflectance(world, on, s2, supersample=SUPERSAMPLE)
         picked = reflectance[[s2.band_names.index(name) for name in bands]]
         files[asset] = (to_scaled_integers(picked, s2, S2_NOISE, rng), on, s2.nodata)
         del reflectance, picked
         render.observe.cache_clear()
+    return files
+
+
+def sentinel1_file(
+    world: World, grid: Grid, rng: np.random.Generator
+) -> tuple[np.ndarray, Grid, float | None]:
+    """Sentinel-1 dB (VV, VH) on UTM 33N over ``grid``'s footprint plus a margin.
+
+    Its grid is :func:`~catalogs.sample.sites.covering_grid` of ``grid`` in :data:`S1_CRS`:
+    another zone (so rotated by about 2 degrees against ``grid``), :data:`S1_MARGIN_M` beyond it
+    on every side, its origin moved by :data:`S1_ORIGIN_SHIFT_M`.
+
+    Returns:
+        (stored float32 (2, rows, cols), its grid, nodata)
+    """
+    s1 = get_sensor(S1_SENSOR)
     s1_grid = covering_grid(grid, S1_CRS, GSD_M, margin=S1_MARGIN_M, origin_shift=S1_ORIGIN_SHIFT_M)
     sigma0 = render.backscatter_db(world, s1_grid, s1, rng, supersample=SUPERSAMPLE)
-    files[S1_ASSET] = (quantize_db(sigma0), s1_grid, s1.nodata)
     render.observe.cache_clear()
-    with atomic_folder(scenes.path(scene, S1_ASSET).parent) as staging:
-        staging.chmod(0o755)
-        for asset, (data, on, nodata) in files.items():
-            write_cog(staging / f"{asset}.tif", data, on, nodata=nodata)
+    return quantize_db(sigma0), s1_grid, s1.nodata
 
 
 def _nested_grid(grid: Grid, gsd_m: float) -> Grid:
