@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from catalogs.atomic_files import atomic_path
 from model.finetuned import TASK_FIELD, FinetunedModel, load_finetuned
+from model.tasks import DownstreamTask
 
 OUTPUT_NAME = "prediction"
 INPUTS_KEY = "msgfm:inputs"
@@ -43,14 +44,14 @@ class SensorInputs(nn.Module):
         return self.task({"inputs": dict(zip(self.sensors, images, strict=True))})
 
 
-def example_inputs(model: FinetunedModel, batch: int, seed: int = 0) -> dict[str, Tensor]:
-    """A random batch around each band's training mean (mean + std * N(0, 1)), float32."""
+def example_inputs(task: DownstreamTask, batch: int, seed: int = 0) -> dict[str, Tensor]:
+    """A random batch of a built task's inputs: mean + std * N(0, 1) per band, float32."""
     generator = torch.Generator().manual_seed(seed)
-    side = model.input_px
+    side = task.network.encoder.config.input_px
     return {
         sensor: mean[:, None, None]
         + std[:, None, None] * torch.randn(batch, len(mean), side, side, generator=generator)
-        for sensor, (mean, std) in model.task.normalisation.items()
+        for sensor, (mean, std) in task.normalisation.items()
     }
 
 
@@ -68,7 +69,7 @@ def export_onnx(model: FinetunedModel, out: Path | str, opset: int | None = None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sensors = list(model.input_sensors)
-    examples = example_inputs(model, EXAMPLE_BATCH)
+    examples = example_inputs(model.task, EXAMPLE_BATCH)
     batch = torch.export.Dim("batch")
     with torch.no_grad():
         program = torch.onnx.export(
@@ -97,7 +98,7 @@ def max_difference(model: FinetunedModel, onnx_path: Path, batch: int = 2) -> fl
     """Largest absolute difference between onnxruntime and PyTorch on a random batch."""
     from model.inference.backends import OnnxBackend  # it imports this module's neighbours
 
-    inputs = example_inputs(model, batch, seed=1)
+    inputs = example_inputs(model.task, batch, seed=1)
     expected = model(inputs).numpy()
     got = OnnxBackend(onnx_path, model)({s: x.numpy() for s, x in inputs.items()})
     return float(np.abs(got - expected).max())
