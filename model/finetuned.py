@@ -17,6 +17,7 @@ in the file.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -111,6 +112,19 @@ class FinetunedModel:
         """
         with torch.no_grad():
             return self.task({"inputs": dict(inputs)})
+
+
+def constructor_arguments(task: DownstreamTask) -> dict[str, Any]:
+    """The task's constructor arguments that make the model, without the run's paths.
+
+    Only the constructor's parameters: LightningCLI adds keys of its own (``_class_path``).
+    """
+    parameters = inspect.signature(type(task)).parameters
+    return {
+        key: value
+        for key, value in task.hparams.items()
+        if key in parameters and key not in RUN_PATHS
+    }
 
 
 def export_finetuned(task: DownstreamTask, out_dir: Path | str) -> Path:
@@ -211,9 +225,7 @@ def finetuned_card(task: DownstreamTask, name: str, total_parameters: int) -> di
         TASK_FIELD: {
             "name": name,
             "class": task_class_path(type(task)),
-            "hparams": json_safe(
-                {key: value for key, value in task.hparams.items() if key not in RUN_PATHS}
-            ),
+            "hparams": json_safe(constructor_arguments(task)),
         },
         HEAD_FIELD: {"kind": network.head_kind, "out_channels": out_channels},
         TARGET_FIELD: json_safe(task.target_info),
