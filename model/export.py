@@ -141,21 +141,50 @@ def export_pretrained(
         training,
         acquired,
     )
-    with atomic_path(out_dir / WEIGHTS_FILE) as path:
-        save_file(tensors, str(path), metadata={"format": "pt"})
+    write_weights(tensors, out_dir / WEIGHTS_FILE)
     return write_json(out_dir / CARD_FILE, card)
 
 
 def exported_tensors(model: MsGFM) -> dict[str, Tensor]:
     """The encoder's and patch embeddings' state as saved: prefixed keys, contiguous, CPU."""
-    parts = {ENCODER_PREFIX: model.encoder.state_dict()}
+    parts = {ENCODER_PREFIX: model.encoder}
     for sensor, embedding in model.heads.embeddings.items():
-        parts[f"{EMBEDDINGS_PREFIX}{sensor}."] = embedding.state_dict()
+        parts[f"{EMBEDDINGS_PREFIX}{sensor}."] = embedding
+    return state_tensors(parts)
+
+
+def state_tensors(parts: Mapping[str, nn.Module]) -> dict[str, Tensor]:
+    """The state of each ``{prefix: module}`` as saved: prefixed keys, contiguous, on the CPU."""
     return {
         prefix + key: value.detach().to("cpu").clone(memory_format=torch.contiguous_format)
-        for prefix, state in parts.items()
-        for key, value in state.items()
+        for prefix, module in parts.items()
+        for key, value in module.state_dict().items()
     }
+
+
+def write_weights(tensors: Mapping[str, Tensor], path: Path) -> Path:
+    """Write ``tensors`` as a safetensors file, replaced atomically; returns ``path``."""
+    with atomic_path(path) as partial:
+        save_file(dict(tensors), str(partial), metadata={"format": "pt"})
+    return path
+
+
+def load_weights(card: Mapping[str, Any], card_path: Path) -> tuple[Path, dict[str, Tensor]]:
+    """The weights file a card names and its tensors.
+
+    Raises:
+        FileNotFoundError: when the weights are missing.
+        ModelCardError: naming both files, for a weights href that leads outside the card's
+            folder, or weights that are not a whole safetensors file.
+    """
+    weights = weights_path(card, card_path)
+    try:
+        return weights, load_file(str(weights))
+    except SafetensorError as error:
+        raise ModelCardError(
+            f"{weights} (assets.{WEIGHTS_ASSET}.href of {card_path}): "
+            f"not a whole safetensors file: {error}"
+        ) from error
 
 
 def load_pretrained(path: Path | str) -> PretrainedEncoder:
@@ -182,15 +211,9 @@ def load_pretrained(path: Path | str) -> PretrainedEncoder:
         )
     except ValueError as error:
         raise ModelCardError(f"{card_path}: properties.mlm:hyperparameters: {error}") from error
-    weights = weights_path(card, card_path)
-    try:
-        tensors = load_file(str(weights))
-    except SafetensorError as error:
-        raise ModelCardError(
-            f"{weights} (assets.{WEIGHTS_ASSET}.href of {card_path}): "
-            f"not a whole safetensors file: {error}"
-        ) from error
-    _check_weights(tensors, encoder, weights, card_path)
+    weights, tensors = load_weights(card, card_path)
+    _check_embeddings(tensors, encoder, weights, card_path)
+    check_architecture(tensors, encoder.state_dict(), weights, card_path)
     encoder.load_state_dict(tensors, strict=True)
     return encoder.eval()
 
@@ -210,10 +233,10 @@ def _check_manifests(embeddings: nn.ModuleDict, sensors: Mapping[str, SensorMani
             )
 
 
-def _check_weights(
+def _check_embeddings(
     tensors: Mapping[str, Tensor], encoder: PretrainedEncoder, weights_path: Path, card_path: Path
 ) -> None:
-    """Raise a clear error unless ``tensors`` fit ``encoder`` key for key and shape for shape."""
+    """Raise a clear error, naming the sensors, unless ``tensors`` hold every embedding."""
     absent = [
         sensor
         for sensor in encoder.sensors
@@ -225,7 +248,19 @@ def _check_weights(
             f"{', '.join(map(repr, absent))}; {card_path} lists "
             f"{list(encoder.sensors)}"
         )
-    expected = encoder.state_dict()
+
+
+def check_architecture(
+    tensors: Mapping[str, Tensor],
+    expected: Mapping[str, Tensor],
+    weights_path: Path,
+    card_path: Path,
+) -> None:
+    """Raise a clear error unless ``tensors`` fit ``expected`` key for key and shape for shape.
+
+    Raises:
+        ModelCardError: naming both files and the keys that differ.
+    """
     problems = [
         f"{label}: {_listing(keys)}"
         for label, keys in (

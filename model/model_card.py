@@ -2,7 +2,8 @@
 
 The Machine Learning Model extension (:data:`MLM_SCHEMA`, v1.4.0); the card is built from the
 encoder's configuration and the pretraining sensors, and read back with every field it names
-checked.
+checked. The parts every msGFM card shares (the Item around the properties, an ``mlm:input``,
+the checked reading of a field) serve the fine-tuned models' cards too (:mod:`model.finetuned`).
 
 The card holds the encoder's configuration (``mlm:hyperparameters``), one ``mlm:input`` per sensor
 (registry band names, shape and per-band z-score ``value_scaling``: the normalisation the model
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 import torch
 from torch import Tensor
 
-from catalogs.sensors import get_sensor
+from catalogs.sensors import Sensor, SensorDescription, get_sensor
 from catalogs.stac import EXTENSIONS
 from catalogs.store_format import SensorManifest
 from model.datasets.transforms import band_moments
@@ -83,7 +84,6 @@ def model_card(
     Returns:
         The Item as a JSON-ready dict.
     """
-    bands = _stac_bands(sensors.values())
     start, end = acquired or ANY_TIME
     properties: dict[str, Any] = {
         "datetime": None,
@@ -95,26 +95,69 @@ def model_card(
             "included)."
         ),
         "mlm:name": MODEL_NAME,
-        "mlm:architecture": _architecture(config),
+        "mlm:architecture": architecture(config),
         "mlm:tasks": list(MLM_TASKS),
         "mlm:framework": "PyTorch",
         "mlm:framework_version": torch.__version__,
         "mlm:pretrained": True,
         "mlm:pretrained_source": "GeoPile-2",
         "mlm:total_parameters": total_parameters,
-        "mlm:input": [_model_input(config, manifest) for manifest in sensors.values()],
+        "mlm:input": [
+            model_input(
+                manifest,
+                manifest.band_names,
+                band_moments(manifest),
+                config.input_px,
+                "GeoPile-2 statistics",
+            )
+            for manifest in sensors.values()
+        ],
         "mlm:output": [_model_output(config)],
         "mlm:hyperparameters": asdict(config),
     }
-    if training is not None:  # as JSON holds it: paths (and other objects) as strings
-        properties[TRAINING_FIELD] = json.loads(json.dumps(dict(training), default=str))
+    if training is not None:
+        properties[TRAINING_FIELD] = json_safe(training)
+    return stac_item(
+        ITEM_ID,
+        properties,
+        sensors.values(),
+        WEIGHTS_FILE,
+        f"{MODEL_NAME} encoder and patch embedding weights",
+    )
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as JSON holds it: tuples as lists, paths (and other objects) as strings."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def stac_item(
+    item_id: str,
+    properties: Mapping[str, Any],
+    sensors: Iterable[SensorManifest | Sensor],
+    weights_file: str,
+    weights_title: str,
+) -> dict[str, Any]:
+    """A model card: the STAC MLM Item of ``properties`` and its safetensors weights asset.
+
+    Args:
+        item_id: the Item's id.
+        properties: its properties (``mlm:*`` and the rest).
+        sensors: the input sensors, whose registry bands the weights asset lists.
+        weights_file: the weights' file name, beside the card.
+        weights_title: the weights asset's title.
+
+    Returns:
+        The Item as a JSON-ready dict.
+    """
+    bands = _stac_bands(sensors)
     extensions = {key.split(":")[0] for band in bands for key in band if ":" in key}
     west, south, east, north = GLOBAL_BBOX
     return {
         "type": "Feature",
         "stac_version": "1.1.0",
         "stac_extensions": [MLM_SCHEMA, *sorted(EXTENSIONS[name] for name in extensions)],
-        "id": ITEM_ID,
+        "id": item_id,
         "geometry": {
             "type": "Polygon",
             "coordinates": [
@@ -122,13 +165,13 @@ def model_card(
             ],
         },
         "bbox": list(GLOBAL_BBOX),
-        "properties": properties,
+        "properties": dict(properties),
         "links": [],
         "assets": {
             WEIGHTS_ASSET: {
-                "href": f"./{WEIGHTS_FILE}",
+                "href": f"./{weights_file}",
                 "type": "application/octet-stream; application=safetensors",
-                "title": f"{MODEL_NAME} encoder and patch embedding weights",
+                "title": weights_title,
                 "roles": ["mlm:model", "mlm:weights"],
                 "mlm:artifact_type": "safetensors",
                 "bands": bands,
@@ -156,23 +199,26 @@ def read_model_card(
             number above 0.
     """
     card = _read_card(card_path)
-    properties = _field(card, "properties", dict, "", card_path)
-    entries = _field(properties, "mlm:input", list, "properties", card_path)
+    properties = card_field(card, "properties", dict, "", card_path)
+    entries = card_field(properties, "mlm:input", list, "properties", card_path)
     inputs = dict(
         _model_input_entry(entry, f"properties.mlm:input[{index}]", card_path)
         for index, entry in enumerate(entries)
     )
-    hyperparameters = _field(properties, "mlm:hyperparameters", dict, "properties", card_path)
-    config = _typed(hyperparameters, EncoderConfig, "properties.mlm:hyperparameters", card_path)
+    hyperparameters = card_field(properties, "mlm:hyperparameters", dict, "properties", card_path)
+    config = typed_value(
+        hyperparameters, EncoderConfig, "properties.mlm:hyperparameters", card_path
+    )
     return card, config, inputs
 
 
-def _architecture(config: EncoderConfig) -> str:
+def architecture(config: EncoderConfig) -> str:
+    """The encoder's ``mlm:architecture``: its Swin version, and MoE where it has MoE layers."""
     swin = f"Swin Transformer {config.version.upper()}"
     return f"{swin} with sparse mixture-of-experts MLPs" if config.moe else swin
 
 
-def _stac_bands(sensors: Iterable[SensorManifest]) -> list[dict[str, Any]]:
+def _stac_bands(sensors: Iterable[SensorManifest | Sensor]) -> list[dict[str, Any]]:
     """STAC 1.1 ``bands`` of the inputs' registry bands, for the model asset.
 
     Core STAC 1.1 allows no ``bands`` in Item properties. A band name shared by sensors is listed
@@ -186,19 +232,40 @@ def _stac_bands(sensors: Iterable[SensorManifest]) -> list[dict[str, Any]]:
     return list(bands.values())
 
 
-def _model_input(config: EncoderConfig, manifest: SensorManifest) -> dict[str, Any]:
-    mean, std = band_moments(manifest)
-    gsd = f", {manifest.gsd_m:g} m GSD" if manifest.gsd_m is not None else ""
+def model_input(
+    sensor: SensorDescription,
+    band_names: Iterable[str],
+    moments: tuple[Tensor, Tensor],
+    input_px: int,
+    statistics: str,
+    note: str = "",
+) -> dict[str, Any]:
+    """One ``mlm:input``: a sensor's bands, input shape and per-band z-score normalisation.
+
+    Args:
+        sensor: the sensor (registry entry or store manifest): title, GSD, scale and units.
+        band_names: its registry band names, in channel order.
+        moments: per-band (mean, std) in the model's unit.
+        input_px: side of the input.
+        statistics: where the moments come from, for the description.
+        note: a sentence added to the description (e.g. how values are made relative).
+
+    Returns:
+        The JSON-ready entry.
+    """
+    mean, std = moments
+    band_names = list(band_names)
+    gsd = f", {sensor.gsd_m:g} m GSD" if sensor.gsd_m is not None else ""
     return {
-        "name": manifest.name,
+        "name": sensor.name,
         "description": (
-            f"{manifest.title}{gsd}. Stored values * {manifest.scale:g} + {manifest.offset:g} "
-            f"give {manifest.model_unit}; each band is then z-scored with value_scaling "
-            "(GeoPile-2 statistics) and nodata (NaN) becomes 0."
+            f"{sensor.title}{gsd}. Stored values * {sensor.scale:g} + {sensor.offset:g} "
+            f"give {sensor.model_unit}{note}; each band is then z-scored with value_scaling "
+            f"({statistics}) and nodata (NaN) becomes 0."
         ),
-        "bands": list(manifest.band_names),
+        "bands": band_names,
         "input": {
-            "shape": [-1, len(manifest.band_names), config.input_px, config.input_px],
+            "shape": [-1, len(band_names), input_px, input_px],
             "dim_order": list(DIM_ORDER),
             "data_type": "float32",
         },
@@ -239,7 +306,9 @@ def _read_card(card_path: Path) -> dict[str, Any]:
     return card
 
 
-def _field(document: Mapping[str, Any], key: str, kind: type, where: str, card_path: Path) -> Any:
+def card_field(
+    document: Mapping[str, Any], key: str, kind: type, where: str, card_path: Path
+) -> Any:
     """``document[key]``, required and of JSON type ``kind``.
 
     ``where`` is the document's place in the card (``properties``), for the error.
@@ -253,7 +322,7 @@ def _field(document: Mapping[str, Any], key: str, kind: type, where: str, card_p
     return value
 
 
-def _typed(value: Any, kind: Any, place: str, card_path: Path) -> Any:
+def typed_value(value: Any, kind: Any, place: str, card_path: Path) -> Any:
     """A card's JSON ``value`` as the configuration type ``kind``, checked field by field.
 
     ``kind`` is a dataclass, ``X | None``, ``tuple[int, ...]``, int, float or str.
@@ -271,7 +340,7 @@ def _typed(value: Any, kind: Any, place: str, card_path: Path) -> Any:
             )
         return kind(
             **{
-                name: _typed(value[name], hint, f"{place}.{name}", card_path)
+                name: typed_value(value[name], hint, f"{place}.{name}", card_path)
                 for name, hint in get_type_hints(kind).items()
             }
         )
@@ -279,11 +348,11 @@ def _typed(value: Any, kind: Any, place: str, card_path: Path) -> Any:
         if value is None:
             return None
         (kind,) = (arg for arg in get_args(kind) if arg is not type(None))
-        return _typed(value, kind, place, card_path)
+        return typed_value(value, kind, place, card_path)
     if get_origin(kind) is tuple:
         if isinstance(value, list):
             return tuple(
-                _typed(item, get_args(kind)[0], f"{place}[{index}]", card_path)
+                typed_value(item, get_args(kind)[0], f"{place}[{index}]", card_path)
                 for index, item in enumerate(value)
             )
         raise ModelCardError(f"{card_path}: {place} must be a list, not {value!r}")
@@ -304,10 +373,14 @@ def _model_input_entry(
     """(sensor, (mean, std)) of an ``mlm:input``, from its per-band z-score ``value_scaling``."""
     if not isinstance(entry, dict):
         raise ModelCardError(f"{card_path}: {place} must be an object, not {entry!r}")
-    name = _field(entry, "name", str, place, card_path)
+    name = card_field(entry, "name", str, place, card_path)
     place = f"{place} ({name!r})"
-    shape = _field(
-        _field(entry, "input", dict, place, card_path), "shape", list, f"{place}.input", card_path
+    shape = card_field(
+        card_field(entry, "input", dict, place, card_path),
+        "shape",
+        list,
+        f"{place}.input",
+        card_path,
     )
     channels = shape[1] if len(shape) == len(DIM_ORDER) else None
     if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
@@ -315,7 +388,7 @@ def _model_input_entry(
             f"{card_path}: {place}.input.shape must be [batch, channels, "
             f"height, width] with channels >= 1, not {shape!r}"
         )
-    scaling = _field(entry, "value_scaling", list, place, card_path)
+    scaling = card_field(entry, "value_scaling", list, place, card_path)
     if len(scaling) != channels or any(
         not isinstance(band, dict) or band.get("type") != "z-score" for band in scaling
     ):
@@ -345,9 +418,9 @@ def weights_path(card: Mapping[str, Any], card_path: Path) -> Path:
 
     It is required to lie inside the card's folder once symbolic links are resolved.
     """
-    assets = _field(card, "assets", dict, "", card_path)
-    asset = _field(assets, WEIGHTS_ASSET, dict, "assets", card_path)
-    href = _field(asset, "href", str, f"assets.{WEIGHTS_ASSET}", card_path)
+    assets = card_field(card, "assets", dict, "", card_path)
+    asset = card_field(assets, WEIGHTS_ASSET, dict, "assets", card_path)
+    href = card_field(asset, "href", str, f"assets.{WEIGHTS_ASSET}", card_path)
     folder = card_path.parent.resolve()
     weights_path = (folder / href).resolve()
     if urlsplit(href).scheme or not weights_path.is_relative_to(folder):

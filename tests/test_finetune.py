@@ -20,6 +20,7 @@ from model import load_pretrained
 from model.evaluate import config_path, evaluate
 from model.export import export_pretrained
 from model.finetune import main
+from model.finetuned import load_finetuned
 from model.nn.downstream import DownstreamNetwork, MissingEmbeddingError
 from model.nn.encoder import encoder_config
 from model.nn.msgfm import MsGFM
@@ -133,6 +134,10 @@ def test_each_task_fine_tunes_and_scores_the_test_split(
     # Sensors the model never saw get embeddings matched by wavelength to a pretrained one.
     assert record["embeddings"] == EXPECTED_EMBEDDINGS[task]
     assert (tmp_path / FIGURE_FILE).stat().st_size > 0
+    model = load_finetuned(tmp_path)  # the run leaves its model in out_dir/model
+    assert (
+        model.name == task and model.card["properties"]["msgfm:embeddings"] == record["embeddings"]
+    )
 
 
 def test_a_picture_write_that_fails_leaves_the_previous_picture_whole(

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from model.nn.moe import Routing, SparseMoE, expert_capacity, route
+from model.nn.moe import Routing, SparseMoE, expert_capacity, route, set_moe_dropless
 
 DIM = 16
 HIDDEN = 32
@@ -230,3 +230,35 @@ def test_gate_noise_has_std_gate_noise_over_num_experts() -> None:
     centered = log_probs - log_probs.mean(dim=-1, keepdim=True)  # the noise less its row mean
     expected = 2.0 / EXPERTS * ((EXPERTS - 1) / EXPERTS) ** 0.5
     assert centered.std().item() == pytest.approx(expected, rel=0.05)
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_dropless_routing_equals_every_expert_on_every_token_as_exported(top_k: int) -> None:
+    moe = _moe(top_k=top_k, capacity_factor=0.5)  # a capacity that drops, unless dropless
+    tokens = _tokens(2, 24)
+    with torch.no_grad():
+        dropping = moe(tokens)
+        assert int(moe.dropped_tokens) > 0
+        assert set_moe_dropless(nn.Sequential(moe, nn.Identity())) == 1
+        routed = moe(tokens)
+        assert int(moe.dropped_tokens) == 0 and not torch.allclose(routed, dropping)
+        # While torch.export traces, the dense formulation runs (no data-dependent split).
+        exported = torch.export.export(moe, (tokens,)).module()(tokens)
+    torch.testing.assert_close(exported, routed, rtol=0, atol=1e-5)
+
+
+def test_dropless_output_of_a_sample_does_not_depend_on_the_rest_of_the_batch() -> None:
+    moe = _moe(top_k=1, capacity_factor=1.0)
+    batch = _tokens(4, 36)  # four different samples of 36 tokens
+    with torch.no_grad():
+        # With capacity dropping, the other samples take capacity from the first one.
+        assert not torch.allclose(moe(batch[:1]), moe(batch)[:1])
+        set_moe_dropless(moe)
+        alone, inside = moe(batch[:1]), moe(batch)[:1]
+    # The same up to float rounding of differently sized matrix products.
+    torch.testing.assert_close(alone, inside, rtol=0, atol=1e-6)
+
+
+def test_exporting_a_dropping_moe_names_the_switch() -> None:
+    with pytest.raises(RuntimeError, match="set_moe_dropless"):
+        torch.export.export(_moe(), (_tokens(2, 8),))

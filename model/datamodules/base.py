@@ -52,6 +52,24 @@ def missing_values(values: Tensor, sensor: Sensor) -> Tensor:
     return missing
 
 
+def relative_to_lowest(values: Tensor, sensor: Sensor) -> Tensor:
+    """``values`` minus their lowest valid value (0 where none is valid); missing ones as NaN.
+
+    What a data module's :attr:`~DownstreamDataModule.relative_inputs` go through (e.g.
+    heights above the lowest point of a DSM), over one whole scene or area.
+
+    Args:
+        values: an image in the sensor's physical unit.
+        sensor: its registry sensor (its nodata).
+
+    Returns:
+        The relative values, NaN where missing.
+    """
+    missing = missing_values(values, sensor)
+    lowest = values[~missing].min() if bool((~missing).any()) else values.new_zeros(())
+    return torch.where(missing, torch.nan, values - lowest)
+
+
 def map_spatial(sample: Sample, keys: Sequence[str], fn: Callable[[Tensor], Tensor]) -> Sample:
     """Apply ``fn`` to every input and to ``sample[key]`` for ``keys``; the rest as is.
 
@@ -134,6 +152,9 @@ class DownstreamDataModule(LightningDataModule, ABC):
     input_keys: ClassVar[dict[str, str]] = {}
     # Sample keys besides the inputs that lie on the inputs' pixel grid.
     spatial_keys: ClassVar[tuple[str, ...]] = ()
+    # Input sensors whose values are made relative to the lowest valid value of each source
+    # sample (:func:`relative_to_lowest`); scene inference must do the same over the scene.
+    relative_inputs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

@@ -20,7 +20,7 @@ from model.datamodules.base import (
     DownstreamDataModule,
     Item,
     Sample,
-    missing_values,
+    relative_to_lowest,
 )
 from model.datasets.raster_files import opened_raster
 from model.datasets.vaihingen import VaihingenDSM
@@ -68,7 +68,7 @@ class VaihingenDataModule(DownstreamDataModule):
 
     # Input sensor -> the VaihingenDSM sample key it comes from.
     input_keys: ClassVar[dict[str, str]] = {"cir": "image", "dsm": "dsm"}
-    height_sensor: ClassVar[str] = "dsm"
+    relative_inputs: ClassVar[tuple[str, ...]] = ("dsm",)
     class_names: ClassVar[tuple[str, ...]] = VaihingenDSM.classes
     ignore_index: ClassVar[int] = 0
     # Only the target is cropped with the inputs: ``valid`` is made per item.
@@ -144,12 +144,9 @@ class VaihingenDataModule(DownstreamDataModule):
         return dataset
 
     def _convert(self, raw: dict[str, Tensor]) -> Sample:
-        dsm = raw["dsm"]
-        missing = missing_values(dsm, get_sensor(self.height_sensor))
-        lowest = dsm[~missing].min() if bool((~missing).any()) else torch.tensor(0.0)
-        heights = torch.where(missing, torch.nan, dsm - lowest)
         inputs = {name: raw[key] for name, key in self.input_keys.items()}
-        inputs[self.height_sensor] = heights
+        for name in self.relative_inputs:
+            inputs[name] = relative_to_lowest(inputs[name], get_sensor(name))
         # The class indices as float32 (exact) until the view: kornia crops floats as they
         # are, where it would convert an integer mask of the whole area for every crop.
         return {INPUTS: inputs, TARGET: raw["mask"].float()}

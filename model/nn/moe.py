@@ -128,7 +128,15 @@ class SparseMoE(nn.Module):
     (its smaller parallel ops wait on descheduled threads). ``torch.nn.functional.grouped_mm``
     (torch 2.14) ran forward on CPU but its backward failed.
 
-    Attributes set by every forward:
+    Inference without dropping (``dropless = True``, :func:`set_moe_dropless`): every expert
+    keeps every token routed to it, so a token's output depends on that token alone, never on
+    the others of the forward (the batch composition). It routes as above with the capacity
+    set to the number of tokens; while ``torch.export`` traces (ONNX export), where the
+    data-dependent split by expert counts cannot be traced, it runs every expert on every token
+    and sums the outputs weighted by the gate's one-hot top-k weights (the same result, E / k
+    times the expert FLOPs). Off by default, so training and evaluation keep capacity dropping.
+
+    Attributes set by every forward (but not while exporting):
         aux_loss: load-balancing loss (differentiable scalar, fp32); see ``load_balancing_loss``.
         expert_load: (E,) fraction of token-assignments routed to each expert, before dropping.
         dropped_tokens: token-assignments dropped for lack of capacity (0-d int64 tensor).
@@ -177,6 +185,7 @@ class SparseMoE(nn.Module):
         self.drop1 = nn.Dropout(drop)
         self.drop2 = nn.Dropout(drop)
         self.reset_parameters()
+        self.dropless = False
         self.aux_loss = torch.zeros(())
         self.expert_load = torch.zeros(num_experts)
         self.dropped_tokens = torch.zeros((), dtype=torch.long)
@@ -202,7 +211,7 @@ class SparseMoE(nn.Module):
         return (
             f"dim={dim}, hidden_dim={hidden_dim}, num_experts={self.num_experts}, "
             f"top_k={self.top_k}, capacity_factor={self.capacity_factor}, "
-            f"gate_noise={self.gate_noise}"
+            f"gate_noise={self.gate_noise}, dropless={self.dropless}"
         )
 
     def gate_probabilities(self, tokens: Tensor) -> Tensor:
@@ -229,11 +238,26 @@ class SparseMoE(nn.Module):
 
         Returns:
             Tensor of x's shape; zero for tokens dropped by every expert they chose.
+
+        Raises:
+            RuntimeError: when exported without ``dropless`` (capacity dropping is not
+                exportable).
         """
         tokens = x.reshape(-1, x.shape[-1])
         probs = self.gate_probabilities(tokens)
-        capacity = expert_capacity(
-            tokens.shape[0], self.num_experts, self.top_k, self.capacity_factor
+        if torch.compiler.is_exporting():
+            if not self.dropless:
+                raise RuntimeError(
+                    "SparseMoE with capacity dropping cannot be exported: switch it to "
+                    "dropless first (model.nn.moe.set_moe_dropless)"
+                )
+            return self._every_expert(tokens, probs).reshape(x.shape)
+        capacity = (
+            tokens.shape[0]
+            if self.dropless
+            else expert_capacity(
+                tokens.shape[0], self.num_experts, self.top_k, self.capacity_factor
+            )
         )
         routing = route(probs, self.top_k, capacity)
         self._record_statistics(probs, routing)
@@ -242,6 +266,26 @@ class SparseMoE(nn.Module):
         combined = expert_out.new_zeros(tokens.shape[0], expert_out.shape[1])
         combined.index_add_(0, routing.token_index, expert_out)
         return combined.reshape(x.shape[:-1] + (expert_out.shape[1],))
+
+    def _every_expert(self, tokens: Tensor, probs: Tensor) -> Tensor:
+        """Dropless top-k output, with every expert run on every token (traceable).
+
+        Args:
+            tokens: (T, dim) tokens.
+            probs: (T, E) gate probabilities.
+
+        Returns:
+            (T, dim) the sum over experts of each expert's output times the token's combine
+            weight for it (:func:`route`'s weights; 0 for experts outside its top k).
+        """
+        top_probs, top_experts = probs.topk(self.top_k, dim=-1)
+        weights = top_probs if self.top_k == 1 else top_probs / top_probs.sum(dim=-1, keepdim=True)
+        combine = torch.zeros_like(probs).scatter(1, top_experts, weights)
+        hidden = self.drop1(
+            self.act(torch.einsum("td,edh->eth", tokens, self.w1) + self.b1[:, None])
+        )
+        outputs = self.drop2(torch.einsum("eth,ehd->etd", hidden, self.w2) + self.b2[:, None])
+        return torch.einsum("te,etd->td", combine.to(outputs.dtype), outputs)
 
     def _run_experts(self, dispatched: Tensor, expert_counts: list[int]) -> Tensor:
         """Run each expert on its contiguous slice of the dispatched tokens.
@@ -272,6 +316,22 @@ class SparseMoE(nn.Module):
         self.expert_load = routing.routed_counts / assignments
         self.dropped_tokens = assignments - routing.token_index.numel()
         self.dropped_fraction = self.dropped_tokens / assignments
+
+
+def set_moe_dropless(module: nn.Module, dropless: bool = True) -> int:
+    """Switch every :class:`SparseMoE` inside ``module`` to (or from) dropless inference.
+
+    Args:
+        module: a network, e.g. an encoder or a whole downstream network.
+        dropless: True to keep every token (inference), False for capacity dropping.
+
+    Returns:
+        The number of MoE layers switched.
+    """
+    layers = [layer for layer in module.modules() if isinstance(layer, SparseMoE)]
+    for layer in layers:
+        layer.dropless = dropless
+    return len(layers)
 
 
 def _check_arguments(

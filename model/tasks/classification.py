@@ -96,6 +96,8 @@ class ClassificationTask(DownstreamTask):
     """
 
     head_kind = "classification"
+    mlm_task = "scene-classification"
+    prediction = "One logit per class (multi-label: its sigmoid is the class's probability)."
 
     def output_channels(self, info: dict[str, Any]) -> int:
         """One logit per class."""
@@ -175,6 +177,7 @@ def classification_baselines(data: LightningDataModule) -> Scores:
 
 SPEC = TaskSpec(
     name="classification",
+    task_class=ClassificationTask,
     title="BigEarthNet (S1+S2)",
     columns=(("mAP_micro", True), ("mAP_macro", True)),
     main_metric="mAP_micro",

@@ -25,6 +25,8 @@ class CloudRemovalTask(RestorationTask):
     MAE, RMSE, PSNR, SAM (degrees) and SSIM over the whole evaluation set.
     """
 
+    mlm_task = "generative"
+
     def figure(self, batch: dict[str, Any], prediction: Tensor) -> plt.Figure:
         """Cloudy input, Sentinel-1, prediction and the clear target."""
         return cloud_removal_figure(batch, prediction, self.target_info["sensor"])
@@ -69,6 +71,7 @@ def cloud_removal_baselines(data: LightningDataModule) -> Scores:
 
 SPEC = TaskSpec(
     name="cloud_removal",
+    task_class=CloudRemovalTask,
     title="SEN12MS-CR",
     columns=(("MAE", False), ("RMSE", False), ("PSNR", True), ("SAM", False), ("SSIM", True)),
     main_metric=MAIN_METRIC,

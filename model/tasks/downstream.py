@@ -14,10 +14,10 @@ sensors come in and what the target is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import matplotlib
 import torch
@@ -47,6 +47,7 @@ class TaskSpec:
 
     Attributes:
         name: the task's name (``configs/finetune/<name with dashes>-sample.yaml``).
+        task_class: the task's LightningModule (what an exported model card may name).
         title: the benchmark dataset, as the report's heading names it.
         columns: the report's columns: (metric, higher is better).
         main_metric: the metric that decides which init wins.
@@ -55,6 +56,7 @@ class TaskSpec:
     """
 
     name: str
+    task_class: type[DownstreamTask]
     title: str
     columns: tuple[tuple[str, bool], ...]
     main_metric: str
@@ -74,9 +76,17 @@ def score(metric: Metric, pairs: Iterable[tuple[Tensor, Tensor]]) -> dict[str, f
 
 
 class DownstreamTask(LightningModule):
-    """What the fine-tuning tasks share; subclasses set the head, loss, metrics and figure."""
+    """What the fine-tuning tasks share; subclasses set the head, loss, metrics and figure.
 
-    head_kind: HeadKind = "dense"
+    After :meth:`configure_model` (or :meth:`build`): ``network``, ``normalisation``,
+    ``target_info`` (the data module's) and ``relative_inputs`` (the input sensors the data
+    module makes relative to their lowest valid value).
+    """
+
+    head_kind: ClassVar[HeadKind] = "dense"
+    # The STAC MLM task of the exported model, and what its prediction is (model card).
+    mlm_task: ClassVar[str]
+    prediction: ClassVar[str]
 
     def __init__(
         self,
@@ -121,6 +131,8 @@ class DownstreamTask(LightningModule):
         self.save_hyperparameters()
         self.network: DownstreamNetwork | None = None
         self.normalisation: dict[str, tuple[Tensor, Tensor]] = {}
+        self.target_info: dict[str, Any] = {}
+        self.relative_inputs: tuple[str, ...] = ()
         self.val_metrics: MetricCollection | None = None
         self.test_metrics: MetricCollection | None = None
         self._figure_batch: tuple[dict[str, Any], Tensor] | None = None
@@ -132,20 +144,45 @@ class DownstreamTask(LightningModule):
         if self.network is not None:
             return
         data = self.trainer.datamodule
-        info = data.target_info
         source = self.hparams["pretrained"]
         exported = load_pretrained(source) if source else None
-        config = self._encoder_config(exported.encoder.config if exported else None)
-        channels = {sensor: get_sensor(sensor).num_bands for sensor in data.input_sensors}
-        network = DownstreamNetwork(config, channels, self.head_kind, self.output_channels(info))
-        if exported is not None and self.hparams["init"] == "pretrained":
-            network.load_pretrained(exported)
         # Each input is normalised with the downstream training set's own band statistics
         # (as fine-tuning recipes do), not the pretraining store's: a downstream set may shift
         # a sensor's values (e.g. Vaihingen's DSM relative to the area's lowest point).
-        self.normalisation = dict(data.statistics())
-        self.network = network
+        self.build(
+            self._encoder_config(exported.encoder.config if exported else None),
+            {sensor: get_sensor(sensor).num_bands for sensor in data.input_sensors},
+            data.statistics(),
+            data.target_info,
+            data.relative_inputs,
+        )
+        if exported is not None and self.hparams["init"] == "pretrained":
+            self.network.load_pretrained(exported)
+
+    def build(
+        self,
+        config: EncoderConfig,
+        input_channels: Mapping[str, int],
+        normalisation: Mapping[str, tuple[Tensor, Tensor]],
+        target_info: Mapping[str, Any],
+        relative_inputs: Iterable[str] = (),
+    ) -> None:
+        """Build the network (at random init) and the metrics for known inputs and target.
+
+        Args:
+            config: the encoder's configuration.
+            input_channels: ``{sensor: channels}`` of the inputs, in batch order.
+            normalisation: ``{sensor: (mean, std)}`` per band, in the model's unit.
+            target_info: the data module's ``target_info``.
+            relative_inputs: the input sensors made relative to their lowest valid value.
+        """
+        info = dict(target_info)
+        self.network = DownstreamNetwork(
+            config, input_channels, self.head_kind, self.output_channels(info)
+        )
+        self.normalisation = dict(normalisation)
         self.target_info = info
+        self.relative_inputs = tuple(relative_inputs)
         metrics = self.configure_metrics(info)
         self.val_metrics = metrics.clone(prefix=VAL_PREFIX)
         self.test_metrics = metrics.clone(prefix=TEST_PREFIX)
@@ -239,11 +276,14 @@ class DownstreamTask(LightningModule):
             self._figure_batch = (batch, prediction.detach())
 
     def on_test_epoch_end(self) -> None:
-        """Log the test metrics; write them and the prediction picture to ``out_dir``.
+        """Log the test metrics; write them, the prediction picture and the model to ``out_dir``.
 
-        The metrics are strict JSON: an unmeasurable one as null. Each file is replaced
+        The metrics are strict JSON: an unmeasurable one as null. The model goes to
+        ``out_dir/model`` (:func:`model.finetuned.export_finetuned`). Each file is replaced
         atomically.
         """
+        from model.finetuned import export_finetuned  # it imports this module
+
         results = {
             name.removeprefix(TEST_PREFIX): float(value)
             for name, value in self.test_metrics.compute().items()
@@ -267,6 +307,7 @@ class DownstreamTask(LightningModule):
         if self._figure_batch is not None:
             matplotlib.use("Agg")
             save_figure(self.figure(*self._figure_batch), out_dir / FIGURE_FILE)
+        export_finetuned(self, out_dir)
 
     def figure(self, batch: dict[str, Any], prediction: Tensor) -> plt.Figure:
         """A picture of predictions on the first test batch."""

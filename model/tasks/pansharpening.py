@@ -30,6 +30,7 @@ class PanSharpeningTask(RestorationTask):
     """
 
     ergas_ratio = ERGAS_RATIO
+    mlm_task = "super-resolution"
 
     def scored(self, prediction: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """Prediction and target cropped to the real (unpadded) pixels."""
@@ -181,6 +182,7 @@ def _upsampled(batch: dict[str, Any]) -> torch.Tensor:
 
 SPEC = TaskSpec(
     name="pansharpening",
+    task_class=PanSharpeningTask,
     title="SpaceNet 2 (WorldView-3)",
     columns=(("PSNR", True), ("SSIM", True), ("SAM", False), ("ERGAS", False)),
     main_metric=MAIN_METRIC,

@@ -182,6 +182,7 @@ class RestorationTask(DownstreamTask):
     """
 
     ergas_ratio: float | None = None
+    prediction = "The restored image of the target sensor, in its model unit."
 
     def output_channels(self, info: dict[str, Any]) -> int:
         """The target's channels."""

@@ -106,6 +106,9 @@ class SegmentationTask(DownstreamTask):
     clutter, as the literature reports.
     """
 
+    mlm_task = "semantic-segmentation"
+    prediction = "One logit per class and pixel (their argmax is the class map)."
+
     def output_channels(self, info: dict[str, Any]) -> int:
         """One logit per class."""
         return int(info["num_classes"])
@@ -213,6 +216,7 @@ def segmentation_baselines(data: LightningDataModule) -> Scores:
 
 SPEC = TaskSpec(
     name="segmentation",
+    task_class=SegmentationTask,
     title="Vaihingen (IR-R-G+DSM)",
     columns=(("mIoU", True), ("OA", True)),
     main_metric="mIoU",
