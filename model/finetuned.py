@@ -258,7 +258,7 @@ def load_finetuned(path: Path | str) -> FinetunedModel:
             does not hold, constructor arguments the task refuses, a head that does not fit
             the task and target, or weights of another architecture.
     """
-    card_path = _card_path(Path(path))
+    card_path = card_location(Path(path))
     card, config, normalisation = read_model_card(card_path)
     properties = card["properties"]
     entry = card_field(properties, TASK_FIELD, dict, "properties", card_path)
@@ -295,7 +295,7 @@ def load_finetuned(path: Path | str) -> FinetunedModel:
     return FinetunedModel(task=task.eval(), name=name, card=card)
 
 
-def _card_path(path: Path) -> Path:
+def card_location(path: Path) -> Path:
     """The card of an export given as a run folder, the export folder or the card itself."""
     if not path.is_dir():
         return path

@@ -15,7 +15,7 @@ from model.export_onnx import example_inputs, export_onnx, main
 from model.finetuned import export_finetuned, load_finetuned
 from model.inference.backends import OnnxBackend, TorchBackend
 from model.tasks import TASKS
-from tests.finetuned_tasks import SETUPS, tiny_task
+from model.tasks.untrained import SETUPS, tiny_task
 
 # Each export takes tens of seconds: one worker runs them all, one export per task.
 pytestmark = pytest.mark.xdist_group("onnx")

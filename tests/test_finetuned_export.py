@@ -23,7 +23,7 @@ from model.finetuned import (
 from model.model_card import ModelCardError
 from model.nn.moe import set_moe_dropless
 from model.tasks import TASKS
-from tests.finetuned_tasks import INPUT_PX, SETUPS, tiny_task
+from model.tasks.untrained import INPUT_PX, SETUPS, tiny_task
 
 
 @pytest.mark.parametrize("name", TASKS)

@@ -1,8 +1,9 @@
-"""Command line of the model benchmarks: ``python -m model.benchmarks loader|model``.
+"""Command line of the model benchmarks: ``python -m model.benchmarks loader|model|predict``.
 
 ``loader`` times the GeoPile-2 loader against the TorchGeo user's path and the decode bound;
-``model`` times msGFM training, the MoE layer and the encoder against timm. ``--help`` of each
-says what it measures.
+``model`` times msGFM training, the MoE layer and the encoder against timm; ``predict`` times
+whole-scene inference against the bare network forward and measures its memory. ``--help`` of
+each says what it measures.
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ from model.benchmarks.loader import (
     time_ours,
 )
 from model.benchmarks.network import encoder_vs_timm_seconds, train_rate
+from model.benchmarks.predict import HELP as PREDICT_HELP
+from model.benchmarks.predict import run_predict_bench
 from model.benchmarks.scene_store import ensure_scene_store
 from model.benchmarks.torchgeo_path import paired_source_files, torchgeo_pairs_per_s
 from model.datasets.geopile2 import GeoPile2
 from model.nn.encoder import PRESETS, encoder_config
 from model.nn.moe import moe_vs_dense_seconds
+from model.tasks import TASKS
 
 LOADER_HELP = """\
 Measures, in one run on the same paired Sentinel-2 + Sentinel-1 chips (one pair = one sample,
@@ -180,9 +184,49 @@ def main(argv: list[str] | None = None) -> int:
     network.add_argument(
         "--repeats", type=int, default=3, help="timed steps; the fastest counts (default 3)"
     )
+    scene = commands.add_parser(
+        "predict",
+        help="scene inference vs the bare forward; peak RSS at 1x and 4x the area; ONNX",
+        description=PREDICT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    scene.add_argument(
+        "--task", choices=sorted(TASKS), default="segmentation", help="default: segmentation"
+    )
+    scene.add_argument(
+        "--model", type=Path, help="a fine-tuned model (default: the task's at random init)"
+    )
+    scene.add_argument(
+        "--bench-dir",
+        type=Path,
+        default=Path("data/bench/predict"),
+        help="scene cache and outputs (default: data/bench/predict)",
+    )
+    scene.add_argument(
+        "--scene-px", type=int, default=768, help="side of the 1x scene (default 768)"
+    )
+    scene.add_argument("--batch-size", type=int, default=8, help="tiles per batch (default 8)")
+    scene.add_argument(
+        "--num-workers", type=int, default=1, help="reading worker processes (default 1)"
+    )
+    scene.add_argument(
+        "--repeats", type=int, default=3, help="interleaved rounds of each run (default 3)"
+    )
     args = parser.parse_args(argv)
     if args.command == "model":
         return run_model(args)
+    if args.command == "predict":
+        figures = run_predict_bench(
+            args.task,
+            args.model,
+            args.bench_dir,
+            args.scene_px,
+            args.batch_size,
+            args.num_workers,
+            args.repeats,
+        )
+        print(json.dumps(figures))
+        return 0
     if (args.store is None) != (args.catalog is None):
         parser.error("--store and --catalog go together")
     if min(args.scenes, args.scale, args.samples, args.batch_size, args.repeats) < 1:

@@ -1,4 +1,9 @@
-"""Tiny fine-tuned tasks built without training data: the four benchmarks' inputs and targets."""
+"""The four downstream tasks at random init, built without data: for tests and benchmarks.
+
+Their inputs and targets are those the data modules give (:data:`SETUPS`); the band statistics
+are drawn at random, the weights are untrained. Scene inference runs them at the speed of a
+fine-tuned model of the same architecture.
+"""
 
 from __future__ import annotations
 
@@ -61,8 +66,17 @@ SETUPS: dict[str, tuple[tuple[str, ...], dict[str, Any], tuple[str, ...]]] = {
 }
 
 
-def tiny_task(name: str, seed: int = 0) -> DownstreamTask:
-    """Task ``name`` at the tiny preset (with MoE), random weights and random band statistics."""
+def tiny_task(name: str, seed: int = 0, input_px: int = INPUT_PX) -> DownstreamTask:
+    """Task ``name`` at the tiny preset (with MoE), random weights and random band statistics.
+
+    Args:
+        name: a key of :data:`model.tasks.TASKS`.
+        seed: seed of the weights and statistics.
+        input_px: side of the network's input.
+
+    Returns:
+        The task with its network built.
+    """
     sensors, target_info, relative = SETUPS[name]
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -74,8 +88,8 @@ def tiny_task(name: str, seed: int = 0) -> DownstreamTask:
         )
         for sensor, count in channels.items()
     }
-    task = TASKS[name].task_class(init="random", preset="tiny", input_px=INPUT_PX, out_dir="/run")
+    task = TASKS[name].task_class(init="random", preset="tiny", input_px=input_px, out_dir="/run")
     task.build(
-        encoder_config("tiny", input_px=INPUT_PX), channels, normalisation, target_info, relative
+        encoder_config("tiny", input_px=input_px), channels, normalisation, target_info, relative
     )
     return task
