@@ -1,12 +1,13 @@
-"""Discover: the items of the chosen sources, with one search (:mod:`pipeline.search`).
+"""Discover: the items of the chosen sources, with one search (:mod:`catalogs.stac_search`).
 
 Sources are a STAC API, a static STAC catalog or a stac-geoparquet file.
 
 * A static catalog's item files are read in chunks on the executor
   (:mod:`pipeline.static_catalog`); a stac-geoparquet file (``pipeline.catalog`` ending in
   ``.parquet``) is read directly (:mod:`pipeline.geoparquet_catalog`).
-* A STAC API is searched one collection at a time, up to :data:`API_SEARCHES` collections at
-  once (each paging on its own), and the results merged.
+* A STAC API is searched one collection at a time, up to
+  :data:`catalogs.stac_search.API_SEARCHES` collections at once (each paging on its own), and the
+  results merged.
 
 Every file discover reads beyond the source the user named (a child or item link, an API's
 next page) passes the access policy (:mod:`catalogs.access_policy`): links of a local catalog
@@ -23,39 +24,28 @@ API was searched.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from pystac_client import Client
 
-from catalogs.access_policy import AccessRefused
+from catalogs.stac_search import (
+    CATALOG_HREF,
+    CATALOG_ROOT,
+    Search,
+    api_items,
+    refusal_named,
+    search_of,
+)
 from pipeline.cluster import Executor
 from pipeline.geoparquet_catalog import geoparquet_items, geoparquet_tables, is_geoparquet
-from pipeline.items import (
-    CATALOG_ROOT,
-    concat_tables,
-    items_table,
-    sorted_by_id,
-    write_table,
-)
+from pipeline.items import concat_tables, items_table, sorted_by_id, write_table
 from pipeline.pairing import pair_items, write_pairs_table
-from pipeline.params import FetchParams, PipelineParams
-from pipeline.search import (
-    CATALOG_HREF,
-    CheckedApiIO,
-    Search,
-    check_collections,
-    search_of,
-    with_origin,
-)
+from pipeline.params import PipelineParams
 from pipeline.static_catalog import static_catalog_items, static_catalog_tables
 
 __all__ = ["CATALOG_HREF", "CATALOG_ROOT", "discover", "discover_table", "discover_to_table"]
-API_SEARCHES = 8  # collections searched at once in a STAC API
 
 
 def discover(params: PipelineParams, executor: Executor | None = None) -> list[dict[str, Any]]:
@@ -77,9 +67,9 @@ def discover(params: PipelineParams, executor: Executor | None = None) -> list[d
     """
     source, search = _source_search(params)
     executor = executor or Executor(None)
-    with _refusal_named(source):
+    with refusal_named(source):
         if params.api_url:
-            items: Iterable[dict[str, Any]] = _from_api(params.api_url, search, params.fetch)
+            items: Iterable[dict[str, Any]] = api_items(params.api_url, search, params.fetch)
         elif is_geoparquet(source):
             items = geoparquet_items(source, search, executor)
         else:
@@ -102,9 +92,9 @@ def discover_table(params: PipelineParams, executor: Executor | None = None) -> 
     """
     source, search = _source_search(params)
     executor = executor or Executor(None)
-    with _refusal_named(source):
+    with refusal_named(source):
         if params.api_url:
-            items = sorted(_from_api(params.api_url, search, params.fetch), key=_key)
+            items = sorted(api_items(params.api_url, search, params.fetch), key=_key)
             tables: Iterable[pa.Table] = [items_table(items, params.api_url)]
         elif is_geoparquet(source):
             tables = geoparquet_tables(source, search, executor)
@@ -120,29 +110,11 @@ def _source_search(params: PipelineParams) -> tuple[str, Search]:
     source = params.api_url or params.catalog
     if not source:
         raise ValueError("pipeline: neither api_url nor catalog is set; nothing to discover")
-    return source, search_of(source, params)
+    return source, search_of(source, params.collections, params.bbox, params.datetime, _option_name)
 
 
-@contextmanager
-def _refusal_named(source: str) -> Iterator[None]:
-    """Re-raise an access refusal as a ValueError naming ``source``.
-
-    pystac wraps a reader's error in its own: the refusal is found among the causes.
-    """
-    try:
-        yield
-    except Exception as error:
-        refusal = _refusal(error)
-        if refusal is None:
-            raise
-        raise ValueError(f"{source}: {refusal.reason}") from error
-
-
-def _refusal(error: BaseException | None) -> AccessRefused | None:
-    """The access refusal that ``error`` is or was raised from, if any."""
-    while error is not None and not isinstance(error, AccessRefused):
-        error = error.__cause__
-    return error
+def _option_name(option: str) -> str:
+    return f"pipeline.{option}"
 
 
 def _key(item: dict[str, Any]) -> tuple[str, str]:
@@ -170,30 +142,3 @@ def discover_to_table(params: PipelineParams, executor: Executor | None = None) 
     params.work_dir.mkdir(parents=True, exist_ok=True)
     write_pairs_table(params.pairs_table, rows)
     return write_table(params.items_table, table)
-
-
-def _from_api(api_url: str, search: Search, policy: FetchParams) -> list[dict[str, Any]]:
-    """Items of a STAC API search, one search per collection.
-
-    Up to :data:`API_SEARCHES` at once; relative asset hrefs resolved against each item's self link.
-    """
-    client = Client.open(api_url, stac_io=CheckedApiIO(api_url, policy))
-    check_collections(api_url, search.collections, (c.id for c in client.get_collections()))
-
-    def one(collection: str) -> list[dict[str, Any]]:
-        # Each search has its own reader: a requests session is not shared between threads.
-        own = Client.open(api_url, stac_io=CheckedApiIO(api_url, policy))
-        parameters = {**search.parameters, "collections": [collection]}
-        return [
-            with_origin(item, _self_href(item, api_url), api_url)
-            for item in own.search(**parameters).items_as_dicts()
-        ]
-
-    with ThreadPoolExecutor(max_workers=min(API_SEARCHES, len(search.collections))) as pool:
-        return [item for items in pool.map(one, search.collections) for item in items]
-
-
-def _self_href(item: dict[str, Any], default: str) -> str:
-    return next(
-        (link["href"] for link in item.get("links", []) if link.get("rel") == "self"), default
-    )

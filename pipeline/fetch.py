@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import posixpath
 import re
 import threading
 import time
@@ -62,18 +61,13 @@ import pyarrow.compute as pc
 from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
 from obstore.store import HTTPStore, ObjectStore, from_url
 
-from catalogs.access_policy import AccessRefused, check_host, check_local_allowed, local_path
+from catalogs.access_policy import AccessRefused, check_host, local_path
 from catalogs.item_assets import ItemReadError, sensor_assets
+from catalogs.stac_search import CATALOG_HREF, CATALOG_ROOT, check_asset_href
 from pipeline.cluster import Executor
 from pipeline.failures import Failure
-from pipeline.items import (
-    CATALOG_ROOT,
-    concat_tables,
-    items_table,
-    table_rows_as_items,
-)
+from pipeline.items import concat_tables, items_table, table_rows_as_items
 from pipeline.params import FetchParams, PipelineParams
-from pipeline.search import CATALOG_HREF
 
 if TYPE_CHECKING:
     from obstore import GetResult
@@ -341,14 +335,10 @@ def _plan(asset: dict[str, Any], item: dict[str, Any], params: PipelineParams) -
     if scheme not in allowed:
         raise AssetError(f"scheme {scheme!r} not allowed (allowed: {', '.join(allowed)})")
     root = item.get("properties", {}).get(CATALOG_ROOT)
-    shown = _unsigned(asset.get(CATALOG_HREF, href))
-    if scheme == "file" and root is not None:
-        try:
-            check_local_allowed(href, root, params.fetch, shown)
-        except AccessRefused as error:
-            raise AssetError(error.reason) from error
-    elif CATALOG_HREF in asset and (root is None or not _within(href, root)):
-        raise AssetError(f"href {shown!r} resolves outside the catalog root {root}")
+    try:
+        check_asset_href(asset, root, params.fetch, _unsigned(asset.get(CATALOG_HREF, href)))
+    except AccessRefused as error:
+        raise AssetError(error.reason) from error
     if scheme == "file" and not local_path(href).is_absolute():
         raise AssetError(f"relative href {_unsigned(href)!r} has nothing to resolve it against")
     if scheme not in _SUPPORTED_SCHEMES:
@@ -379,15 +369,6 @@ def _redacted(text: str) -> str:
 def _scheme(href: str) -> str:
     """The scheme of ``href``; ``file`` for a plain path."""
     return urlsplit(href).scheme.lower() or "file"
-
-
-def _within(href: str, root: str) -> bool:
-    """Whether ``href`` lies under ``root`` (same scheme and host, path below root's)."""
-    target, base = urlsplit(href), urlsplit(root)
-    if (target.scheme, target.netloc) != (base.scheme, base.netloc):
-        return False
-    target_path = PurePosixPath(posixpath.normpath(target.path))
-    return target_path.is_relative_to(posixpath.normpath(base.path))
 
 
 def _multihash_function(checksum: str) -> tuple[str, int]:

@@ -5,7 +5,7 @@ Given as ``pipeline.catalog: .../items.parquet``; one Parquet row group per task
 The file is a catalog like a static one: relative link and asset hrefs are resolved against
 the file's folder, which is the catalog root the access policy holds its local asset hrefs to
 (:mod:`pipeline.fetch` checks them), and the search applies with the same semantics
-(:func:`pipeline.search.matches`). Only the rows of the searched collections are converted to
+(:func:`catalogs.stac_search.matches`). Only the rows of the searched collections are converted to
 item dicts; a local file is read one row group per task on the executor, a file at an http(s)
 URL is downloaded once and read here.
 """
@@ -22,9 +22,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from catalogs.access_policy import is_local, local_path
+from catalogs.stac_search import Search, check_collections, folder_of, matches, with_origin
 from pipeline.cluster import Executor
 from pipeline.items import items_table, sorted_by_id, table_items
-from pipeline.search import Search, check_collections, folder_of, matches, with_origin
 
 SUFFIXES = (".parquet", ".geoparquet")
 _REQUIRED_COLUMNS = ("type", "stac_version", "id", "geometry", "collection")

@@ -40,25 +40,12 @@ import stac_geoparquet.arrow as stac_arrow
 from pystac.utils import datetime_to_str, make_absolute_href
 
 from catalogs.atomic_files import atomic_path
+from catalogs.stac_search import CATALOG_ROOT, ITEM_FIELDS
 
-CATALOG_ROOT = "msgfm:catalog_root"  # item property: the folder or URL of the item's catalog
 _PLACEHOLDER_GEOMETRY: dict[str, Any] = {"type": "Point", "coordinates": [0.0, 0.0]}
 _WKB_PROPERTIES = ("proj:geometry",)  # properties stac-geoparquet writes as WKB geometries
 _PLACEHOLDER_BBOX = [0.0, 0.0, 0.0, 0.0]
 _REQUIRED_NULL_PROPERTIES = ("datetime",)
-# A STAC Item's top-level fields, in the order the specification lists them.
-ITEM_FIELDS = (
-    "type",
-    "stac_version",
-    "stac_extensions",
-    "id",
-    "geometry",
-    "bbox",
-    "properties",
-    "links",
-    "assets",
-    "collection",
-)
 # The columns stac-geoparquet keeps at the top level of an item; the others are properties.
 _TOP_LEVEL = frozenset(ITEM_FIELDS) - {"properties"}
 _BBOX_FIELDS = {

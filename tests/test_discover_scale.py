@@ -16,11 +16,11 @@ import pytest
 import stac_geoparquet.arrow as stac_arrow
 from pystac_client import Client
 
+from catalogs.stac_search import with_origin
 from pipeline import static_catalog
 from pipeline.cluster import Executor, executor
 from pipeline.discover import CATALOG_HREF, CATALOG_ROOT, discover, discover_to_table
 from pipeline.params import PipelineParams
-from pipeline.search import with_origin
 from tests.small_catalog import file_asset, stac_item, write_catalog
 from tests.stac_server import stac_api
 

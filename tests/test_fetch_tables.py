@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from catalogs.stac_search import CATALOG_HREF
 from pipeline import fetch as fetch_module
 from pipeline.cluster import Executor, executor
 from pipeline.discover import discover
@@ -23,7 +24,6 @@ from pipeline.items import (
     write_table,
 )
 from pipeline.params import FetchParams, PipelineParams
-from pipeline.search import CATALOG_HREF
 from tests.http_server import file_server
 
 COLLECTIONS = ("sen12ms", "mdas", "millionaid", "geopile")
