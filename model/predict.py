@@ -16,9 +16,11 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from model.inference.scene_inputs import SceneInputError, ScenePolicy, read_item
 from model.inference.scene_prediction import TilingOptions, predict_scene
+from model.inference.scene_search import DEFAULT_MAX_DAYS, find_scene_items
 
 ONNX_FILE = "model.onnx"  # where ``--backend onnx`` looks beside the model's card by default
 
@@ -40,13 +42,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="a fine-tuning run's out_dir, its model/ folder or model/model_card.json",
     )
-    parser.add_argument(
+    scene = parser.add_argument_group(
+        "the scene: --items, or a search of --catalog / --api-url with --collections and --bbox"
+    )
+    sources = scene.add_mutually_exclusive_group(required=True)
+    sources.add_argument(
         "--items",
         nargs="+",
-        required=True,
         metavar="ITEM",
         help="STAC item JSON files or http(s) URLs: the reference item first (its finest "
         "raster of an input sensor is the output grid), then partner items",
+    )
+    sources.add_argument("--catalog", help="a static STAC catalog (catalog.json path or URL)")
+    sources.add_argument("--api-url", help="a STAC API")
+    scene.add_argument(
+        "--collections",
+        nargs="+",
+        help="the reference collection, then one per partner sensor (e.g. sentinel-2-l2a "
+        "sentinel-1-rtc)",
+    )
+    scene.add_argument(
+        "--bbox",
+        nargs=4,
+        type=float,
+        metavar=("WEST", "SOUTH", "EAST", "NORTH"),
+        help="the area to map, in degrees: the reference item covering most of it is taken",
+    )
+    scene.add_argument("--datetime", help="a datetime or interval, e.g. 2023-06 or a/b")
+    scene.add_argument(
+        "--max-days",
+        type=float,
+        default=DEFAULT_MAX_DAYS,
+        help=f"partners at most this many days from the reference (default {DEFAULT_MAX_DAYS:g})",
     )
     parser.add_argument("--out", required=True, type=Path, help="the COG to write")
     parser.add_argument(
@@ -98,7 +125,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a folder a local item may name files in besides its own (repeatable)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.items is None and (not args.collections or args.bbox is None):
+        parser.error("--catalog and --api-url search with --collections and --bbox")
+    return args
+
+
+def _scene_items(args: argparse.Namespace, policy: ScenePolicy) -> list[dict[str, Any]]:
+    """The scene's items: those named, or those the search finds (reference first)."""
+    if args.items is not None:
+        return [read_item(source, policy) for source in args.items]
+    try:
+        return find_scene_items(
+            args.api_url or args.catalog,
+            api=args.api_url is not None,
+            collections=args.collections,
+            bbox=args.bbox,
+            datetime=args.datetime,
+            policy=policy,
+            max_days=args.max_days,
+        )
+    except ValueError as error:
+        raise SceneInputError(str(error)) from error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     start = time.perf_counter()
     try:
-        items = [read_item(source, policy) for source in args.items]
+        items = _scene_items(args, policy)
         model = load_finetuned(args.model)
         if args.backend == "onnx":
             onnx = args.onnx or card_location(args.model).parent / ONNX_FILE

@@ -8,7 +8,6 @@ network's ONNX export checked against PyTorch.
 
 from __future__ import annotations
 
-import json
 import math
 import resource
 import statistics
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 
 from catalogs.sample.task_scenes import render_task_scene
@@ -42,19 +42,15 @@ at random init: the weights do not change the speed) on sample-world scenes of t
 Both as scene pixels per second (the overlap's extra tiles are in both), interleaved, --repeats
 rounds of each; medians with their range, and pixels per CPU-second (this process and its
 DataLoader workers). Then python -m model.predict in a fresh process on the scene and on one of
-4x its area (2x a side), each process's peak RSS (the largest of its workers' added), and the
+4x its area (2x a side), the peak memory of each (PSS of the process and its workers, summed,
+sampled every 50 ms: a page the forked workers share counts once), and the
 ONNX export of the network run by onnxruntime on one batch against PyTorch. The last line is
 one JSON object: {"predict_pixels_per_s", "forward_bound_pixels_per_s", "ratio_vs_forward",
 "peak_rss_mb_1x", "peak_rss_mb_4x", "cog_path", "onnx_max_abs_diff"}.
 """
 
 BENCH_INPUT_PX = 192  # the input side of the sample fine-tuning configs
-# Runs python -m model.predict in a fresh process; prints its and its workers' peak RSS (kB).
-_RSS_RUN = (
-    "import json, resource, sys; from model.predict import main; code = main(sys.argv[1:]); "
-    "print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-    "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss])); sys.exit(code)"
-)
+RSS_POLL_S = 0.05  # how often the memory of the predict process tree is sampled
 
 
 def run_predict_bench(
@@ -172,11 +168,16 @@ def _random_tiles(model: FinetunedModel, batch_size: int) -> dict[str, np.ndarra
 
 
 def _peak_rss_mb(model: Path, items: list[Path], out: Path, options: TilingOptions) -> float:
-    """Peak RSS of ``python -m model.predict`` in a fresh process (its largest worker added)."""
+    """Peak memory of ``python -m model.predict`` in a fresh process, its workers included.
+
+    The proportional set size (PSS: each shared page divided among the processes that map it,
+    so forked workers' shared pages count once) of the process and its children, summed,
+    sampled every :data:`RSS_POLL_S`; the largest sum.
+    """
     command = [
         sys.executable,
-        "-c",
-        _RSS_RUN,
+        "-m",
+        "model.predict",
         "--model",
         str(model),
         "--items",
@@ -189,9 +190,21 @@ def _peak_rss_mb(model: Path, items: list[Path], out: Path, options: TilingOptio
         str(options.num_workers),
         "--quiet",
     ]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
-    main_kb, worker_kb = json.loads(done.stdout.strip().splitlines()[-1])
-    return (main_kb + worker_kb) / 1024
+    peak = 0
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL) as process:
+        root = psutil.Process(process.pid)
+        while process.poll() is None:
+            total = 0
+            for member in [root, *root.children(recursive=True)]:
+                try:
+                    total += member.memory_full_info().pss
+                except psutil.Error:  # a worker that just ended
+                    continue
+            peak = max(peak, total)
+            time.sleep(RSS_POLL_S)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed with exit code {process.returncode}")
+    return peak / 2**20
 
 
 def _onnx_difference(model: FinetunedModel, path: Path, tiles: dict[str, np.ndarray]) -> float:

@@ -67,7 +67,8 @@ class ScenePolicy:
 
     def option_name(self, option: str) -> str:
         """The command-line option that sets ``option``."""
-        return "--" + option.replace("_", "-").removesuffix("s")
+        flag = "--" + option.replace("_", "-")
+        return flag.removesuffix("s") if option == "allowed_local_folders" else flag  # repeatable
 
 
 def read_item(source: str, policy: ScenePolicy = ScenePolicy()) -> dict[str, Any]:
