@@ -96,11 +96,11 @@ def check_local_allowed(
     target = local_path(href).resolve()
     folders = (root, *policy.allowed_local_folders)
     if not any(target.is_relative_to(local_path(str(f)).resolve()) for f in folders):
+        option = policy.option_name("allowed_local_folders")
         also = (
-            f" or {policy.option_name('allowed_local_folders')} "
-            f"{list(map(str, policy.allowed_local_folders))}"
+            f" or {option} {list(map(str, policy.allowed_local_folders))}"
             if policy.allowed_local_folders
-            else ""
+            else f" (allow its folder with {option})"
         )
         raise AccessRefused(
             f"href {shown or href!r} resolves outside the catalog root {root}{also}"

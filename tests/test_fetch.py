@@ -19,6 +19,8 @@ from pipeline.params import FetchParams, PipelineParams
 from tests.http_server import FileServer, Request, file_server
 from tests.small_catalog import file_asset, stac_item, write_catalog
 
+ALLOW_FOLDER = " (allow its folder with pipeline.fetch.allowed_local_folders)"
+
 
 def _params(tmp_path: Path, **fetch: Any) -> PipelineParams:
     """Fetch parameters that may reach the loopback test server."""
@@ -191,13 +193,15 @@ def test_href_escaping_the_catalog_root_is_refused(tmp_path: Path) -> None:
             "fetch",
             "absolute",
             str(outside),
-            f"href {str(outside)!r} resolves outside the catalog root {tmp_path / 'cat'}",
+            f"href {str(outside)!r} resolves outside the catalog root {tmp_path / 'cat'}"
+            + ALLOW_FOLDER,
         ),
         Failure(
             "fetch",
             "escapes",
             str(outside),
-            f"href '../../../outside.bin' resolves outside the catalog root {tmp_path / 'cat'}",
+            f"href '../../../outside.bin' resolves outside the catalog root {tmp_path / 'cat'}"
+            + ALLOW_FOLDER,
         ),
     ]
 

@@ -28,6 +28,9 @@ LOOPBACK_REASON = (
 )
 
 
+ALLOW_FOLDER = " (allow its folder with pipeline.fetch.allowed_local_folders)"
+
+
 def _params(tmp_path: Path, catalog: str | None = None, **fetch: Any) -> PipelineParams:
     return PipelineParams(
         catalog=catalog,
@@ -109,9 +112,12 @@ def test_absolute_and_symlinked_hrefs_out_of_a_local_catalog_are_refused(tmp_pat
     assert [i["id"] for i in fetched] == ["good_link", "inside"]
     root = tmp_path / "cat"
     assert _reasons(failures) == {
-        "file_url": f"href {secret.as_uri()!r} resolves outside the catalog root {root}",
-        "folder": f"href '../../data/folder/key.bin' resolves outside the catalog root {root}",
-        "link": f"href '../../data/link.bin' resolves outside the catalog root {root}",
+        "file_url": f"href {secret.as_uri()!r} resolves outside the catalog root {root}"
+        + ALLOW_FOLDER,
+        "folder": f"href '../../data/folder/key.bin' resolves outside the catalog root {root}"
+        + ALLOW_FOLDER,
+        "link": f"href '../../data/link.bin' resolves outside the catalog root {root}"
+        + ALLOW_FOLDER,
     }
     assert {f.path for f in failures} == {
         secret.as_uri(),
@@ -132,7 +138,7 @@ def test_a_local_catalog_cannot_link_discover_out_of_its_root(tmp_path: Path) ->
         ValueError,
         match=(
             rf"{catalog}: href '.*/cat/c/collection.json' resolves outside the catalog root "
-            rf"{tmp_path / 'cat'}$"
+            rf"{tmp_path / 'cat'} \(allow its folder with pipeline\.fetch\.allowed_local_folders\)$"
         ),
     ):
         discover(_params(tmp_path, str(catalog)))
