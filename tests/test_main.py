@@ -15,12 +15,13 @@ def test_help_lists_every_command() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "model", "--help"], capture_output=True, text=True, check=True
     )
-    for command in ("pretrain", "finetune", "evaluate", "bench"):
+    expected = {"pretrain", "finetune", "evaluate", "predict", "export-onnx", "bench"}
+    for command in expected:
         assert command in done.stdout
-    assert set(COMMANDS) == {"pretrain", "finetune", "evaluate", "bench"}
+    assert set(COMMANDS) == expected
 
 
-@pytest.mark.parametrize("command", ["pretrain", "finetune", "evaluate"])
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "evaluate", "predict"])
 def test_the_rest_of_the_line_goes_to_the_command(
     command: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -36,6 +37,8 @@ def test_the_rest_of_the_line_goes_to_the_command(
         ("evaluate", "python -m model.evaluate"),
         ("finetune", "python -m model.finetune"),
         ("pretrain", "python -m model.pretrain"),
+        ("predict", "python -m model.predict"),
+        ("export-onnx", "python -m model.export_onnx"),
     ],
 )
 def test_a_command_s_help_is_its_module_s(
@@ -49,6 +52,6 @@ def test_a_command_s_help_is_its_module_s(
 
 def test_an_unknown_command_names_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["predict"])
+        main(["infer"])
     assert exit_info.value.code == 2
-    assert "invalid choice: 'predict'" in capsys.readouterr().err
+    assert "invalid choice: 'infer'" in capsys.readouterr().err
