@@ -41,6 +41,7 @@ from model.tasks.segmentation import ISPRS_COLOURS
 from model.tasks.untrained import SETUPS, tiny_task
 from pipeline.coregister import coregister_item
 from pipeline.params import CoregisterParams, PipelineParams, SourceGrid
+from tests.test_scene_tiles import conv_net
 
 INPUT_PX = 64
 OPTIONS = TilingOptions(batch_size=4, num_workers=0)
@@ -272,18 +273,6 @@ class _StubModel:
     )
 
 
-def _conv_net() -> nn.Module:
-    """Receptive field radius 3 (three 3x3 convolutions), zero padding."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 1, 3, padding=1),
-    ).eval()
-
-
 class _NetBackend:
     def __init__(self, net: nn.Module) -> None:
         self.net = net
@@ -296,7 +285,7 @@ class _NetBackend:
 def test_tiled_prediction_equals_the_whole_image(
     scenes: dict[str, list[Path]], tmp_path: Path
 ) -> None:
-    net = _conv_net()
+    net = conv_net(1, 1)
     items = _items(scenes["segmentation"])
     model = _StubModel(relative_inputs=("dsm",))
     options = TilingOptions(overlap_px=16, margin_px=4, batch_size=4, num_workers=0)

@@ -52,15 +52,15 @@ def test_no_weight_within_the_margin_of_an_inner_side() -> None:
     assert corner[0, 0] == 1.0 and (corner[:, -5:] == 0).all()
 
 
-def _conv_net() -> nn.Module:
-    """Receptive field radius 3 (three 3x3 convolutions), zero padding."""
+def conv_net(in_channels: int = 2, out_channels: int = 3) -> nn.Module:
+    """Receptive field radius 3 (three 3x3 convolutions), zero padding; seeded weights."""
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(2, 8, 3, padding=1),
+        nn.Conv2d(in_channels, 8, 3, padding=1),
         nn.ReLU(),
         nn.Conv2d(8, 8, 3, padding=1),
         nn.ReLU(),
-        nn.Conv2d(8, 3, 3, padding=1),
+        nn.Conv2d(8, out_channels, 3, padding=1),
     ).eval()
 
 
@@ -82,7 +82,7 @@ def _tiled(net: nn.Module, image: torch.Tensor, layout: TileLayout) -> tuple[np.
 
 
 def test_tiled_equals_whole_image_where_the_receptive_field_stays_inside() -> None:
-    net = _conv_net()
+    net = conv_net()
     image = torch.randn(1, 2, 301, 257, generator=torch.Generator().manual_seed(1))
     layout = TileLayout((301, 257), 64, 16, 3)  # margin 3 = the receptive field radius
     tiled, handed = _tiled(net, image, layout)
@@ -94,7 +94,7 @@ def test_tiled_equals_whole_image_where_the_receptive_field_stays_inside() -> No
 
 def test_a_margin_below_the_receptive_field_shows_the_tile_edges() -> None:
     """The test above can fail: without the margin, the tiles' padding leaks in."""
-    net = _conv_net()
+    net = conv_net()
     image = torch.randn(1, 2, 301, 257, generator=torch.Generator().manual_seed(1))
     tiled, _ = _tiled(net, image, TileLayout((301, 257), 64, 16, 0))
     with torch.no_grad():
