@@ -35,7 +35,13 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from catalogs.access_policy import AccessRefused, check_host, check_local_allowed, is_local
+from catalogs.access_policy import (
+    AccessRefused,
+    check_host,
+    check_local_allowed,
+    is_local,
+    local_path,
+)
 from catalogs.grid import Grid
 from catalogs.item_assets import ItemReadError
 from catalogs.scene_reading import Raster, open_raster, raster_sensors, sensor_block
@@ -80,28 +86,17 @@ def read_item(source: str, policy: ScenePolicy = ScenePolicy()) -> dict[str, Any
         SceneInputError: an item that cannot be read or is not a STAC item, or an asset href the
             access policy refuses (naming the item, the href and the option that allows it).
     """
+    if not is_local(source) and urlsplit(source).scheme.lower() not in ("http", "https"):
+        raise SceneInputError(f"{source}: read items from a path or an http(s) URL")
     try:
-        if is_local(source):
-            path = Path(source.removeprefix("file://"))
-            if path.stat().st_size > MAX_ITEM_BYTES:
-                raise SceneInputError(f"{source}: larger than {MAX_ITEM_BYTES} bytes")
-            text = path.read_text()
-            root = str(path.resolve().parent)
-            base = str(path.resolve())
-        else:
-            check_host(source, policy)
-            if urlsplit(source).scheme.lower() not in ("http", "https"):
-                raise SceneInputError(f"{source}: read items from a path or an http(s) URL")
-            with urllib.request.urlopen(source, timeout=60) as response:  # noqa: S310
-                text = response.read(MAX_ITEM_BYTES + 1).decode()
-            if len(text) > MAX_ITEM_BYTES:
-                raise SceneInputError(f"{source}: larger than {MAX_ITEM_BYTES} bytes")
-            root = base = source
+        text, base = _item_text(source, policy)
+        if len(text) > MAX_ITEM_BYTES:
+            raise SceneInputError(f"{source}: larger than {MAX_ITEM_BYTES} bytes")
         item = json.loads(text)
-    except (OSError, ValueError, AccessRefused) as error:
-        if isinstance(error, SceneInputError):
-            raise
+    except (OSError, AccessRefused, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise SceneInputError(f"{source}: cannot read the item: {error}") from error
+    # A local item's folder is its catalog root; a remote item may name remote files only.
+    root = str(Path(base).parent) if is_local(source) else base
     if not isinstance(item, dict) or item.get("type") != "Feature" or "assets" not in item:
         raise SceneInputError(f"{source}: not a STAC item (a Feature with assets)")
     assets = {}
@@ -116,6 +111,17 @@ def read_item(source: str, policy: ScenePolicy = ScenePolicy()) -> dict[str, Any
             raise SceneInputError(f"item {item.get('id')!r} ({source}): {error.reason}") from error
         assets[key] = {**asset, "href": href}
     return {**item, "assets": assets}
+
+
+def _item_text(source: str, policy: ScenePolicy) -> tuple[str, str]:
+    """An item file's text (at most one byte over the limit) and its absolute location."""
+    if is_local(source):
+        path = local_path(source).resolve()
+        with path.open() as stream:
+            return stream.read(MAX_ITEM_BYTES + 1), str(path)
+    check_host(source, policy)
+    with urllib.request.urlopen(source, timeout=60) as response:
+        return response.read(MAX_ITEM_BYTES + 1).decode(), source
 
 
 @dataclass(frozen=True)
