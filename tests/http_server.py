@@ -7,6 +7,8 @@ import hashlib
 import json
 import re
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -161,6 +163,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_file(HTTPStatus.OK, data, data)
 
+    def do_HEAD(self) -> None:  # noqa: N802
+        """As GET without the body (GDAL asks a file's size so before reading ranges)."""
+        self.do_GET()
+
     def _send_token(self, tokens: Tokens, path: str) -> None:
         account, _, container = path.removeprefix("/token/").partition("/")
         with self.server.lock:
@@ -179,7 +185,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _send_file(
         self, status: HTTPStatus, data: bytes, body: bytes, headers: dict[str, str] | None = None
@@ -246,3 +253,29 @@ def file_server(root: Path) -> Iterator[FileServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@contextmanager
+def file_server_process(root: Path) -> Iterator[str]:
+    """A :class:`FileServer` of ``root`` in a child process; yields its base URL.
+
+    For clients that hold the GIL while they wait for the answer (GDAL's curl reads through
+    ``rasterio.open``), which a server thread of the same process could never answer.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.http_server", str(root)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        yield process.stdout.readline().strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    with file_server(Path(sys.argv[1])) as served:
+        print(served.url(), flush=True)
+        threading.Event().wait()
