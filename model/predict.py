@@ -15,6 +15,7 @@ import argparse
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     tiling.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass")
     tiling.add_argument(
-        "--num-workers", type=int, default=1, help="DataLoader processes reading tiles"
+        "--num-workers",
+        type=int,
+        help="DataLoader processes reading tiles (default: none on 2 cores or fewer, else one "
+        "per 4 cores up to 4)",
     )
     running = parser.add_argument_group("backend")
     running.add_argument("--backend", choices=("torch", "onnx"), default="torch")
@@ -175,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             backend = OnnxBackend(onnx, model)
         else:
             backend = TorchBackend(model, device=args.device, precision=args.precision)
-        options = TilingOptions(
-            args.overlap_px, args.margin_px, args.cell_px, args.batch_size, args.num_workers
-        )
+        options = TilingOptions(args.overlap_px, args.margin_px, args.cell_px, args.batch_size)
+        if args.num_workers is not None:
+            options = replace(options, num_workers=args.num_workers)
         written = predict_scene(
             model, backend, items, args.out, options, args.probabilities, not args.quiet
         )

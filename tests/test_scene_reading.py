@@ -9,16 +9,19 @@ from typing import Any
 
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from catalogs import scene_reading
 from catalogs.grid import Grid
 from catalogs.item_assets import ItemReadError
 from catalogs.scene_reading import (
     ReadLog,
     block_grid,
     check_size,
+    kept_open,
     open_raster,
     raster_sensors,
     sensor_block,
@@ -129,6 +132,33 @@ def test_a_raster_holds_no_open_file_and_pickles(tmp_path: Path) -> None:
         copy = sensor_block("square", copies[name], grid, block)
         np.testing.assert_array_equal(copy.data, original.data)
         np.testing.assert_array_equal(copy.invalid, original.invalid)
+
+
+def test_kept_open_reads_the_same_from_one_dataset_per_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    item = square_item(tmp_path)
+    rasters = opened(item, block_px=16)
+    grid = rasters["sentinel2_l2a"][0].grid
+    blocks = [Window(c, r, 24, 24) for r in (0, 20, 40) for c in (0, 20, 40)]
+    apart = [sensor_blocks("square", rasters, grid, b) for b in blocks]
+    opens: list[str] = []
+    real_open = rasterio.open
+    monkeypatch.setattr(
+        scene_reading.rasterio, "open", lambda href, *a, **k: opens.append(href) or real_open(href)
+    )
+    with kept_open():
+        with kept_open():  # nested blocks share the datasets
+            kept = [sensor_blocks("square", rasters, grid, b) for b in blocks]
+        assert scene_reading._OPEN.datasets  # still open in the outer block
+    assert sorted(opens) == sorted(
+        {a.href for rs in rasters.values() for a in (r.asset for r in rs)}
+    )
+    assert scene_reading._OPEN.datasets == {}
+    for one, other in zip(apart, kept, strict=True):
+        for a, b in zip(one, other, strict=True):
+            np.testing.assert_array_equal(a.data, b.data)
+            np.testing.assert_array_equal(a.invalid, b.invalid)
 
 
 def test_read_log_tells_no_data_on_the_grid(tmp_path: Path) -> None:

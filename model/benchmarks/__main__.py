@@ -32,6 +32,7 @@ from model.benchmarks.predict import run_predict_bench
 from model.benchmarks.scene_store import ensure_scene_store
 from model.benchmarks.torchgeo_path import paired_source_files, torchgeo_pairs_per_s
 from model.datasets.geopile2 import GeoPile2
+from model.inference.scene_prediction import default_workers
 from model.nn.encoder import PRESETS, encoder_config
 from model.nn.moe import moe_vs_dense_seconds
 from model.tasks import TASKS
@@ -207,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     scene.add_argument("--batch-size", type=int, default=8, help="tiles per batch (default 8)")
     scene.add_argument(
-        "--num-workers", type=int, default=1, help="reading worker processes (default 1)"
+        "--num-workers",
+        type=int,
+        default=default_workers(),
+        help=f"reading worker processes (default on this machine: {default_workers()})",
     )
     scene.add_argument(
         "--repeats", type=int, default=3, help="interleaved rounds of each run (default 3)"
