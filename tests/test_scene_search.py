@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 from catalogs.sample.task_scenes import render_task_scene
 from catalogs.stac import write_catalog
 from catalogs.stac_search import CATALOG_ROOT
+from model.inference.scene_inputs import ScenePolicy
 from model.inference.scene_search import SceneSearchError, find_scene_items
 from tests.stac_server import stac_api
 
@@ -30,19 +30,6 @@ OVER_B = (11.79, 48.415, 11.80, 48.425)  # inside scene B (seed 1) only
 MOSTLY_B = (11.80, 48.225, 11.83, 48.42)
 NOWHERE = (0.0, 0.0, 1.0, 1.0)
 B_S1_DAYS = 3  # B's Sentinel-1 pass, days after its Sentinel-2 scene
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The access options as a command line names them."""
-
-    allow_private_hosts: bool = False
-    allow_local_files_from_remote: bool = False
-    allowed_local_folders: tuple[str, ...] = ()
-
-    def option_name(self, option: str) -> str:
-        """The command-line flag of ``option``."""
-        return "--" + option.replace("_", "-")
 
 
 def _scene_items(folder: Path, seed: int, suffix: str) -> tuple[pystac.Item, pystac.Item]:
@@ -96,7 +83,7 @@ def _find(source: str | Path, bbox: tuple[float, ...], **options: Any) -> list[d
         "api": False,
         "collections": (S2, S1),
         "datetime": None,
-        "policy": Policy(),
+        "policy": ScenePolicy(),
     }
     return find_scene_items(str(source), bbox=bbox, **{**arguments, **options})
 
@@ -189,12 +176,13 @@ def test_an_asset_href_escaping_the_catalog_is_refused(catalog: Path, tmp_path: 
         _find(hostile / "catalog.json", OVER_A)
     assert str(raised.value) == (
         f"{hostile / 'catalog.json'}: item 'classification_scene', asset 's2': href "
-        f"'../../../../elsewhere/s2.tif' resolves outside the catalog root {hostile}"
+        f"'../../../../elsewhere/s2.tif' resolves outside the catalog root {hostile} "
+        "(allow its folder with --allowed-local-folder)"
     )
 
 
 def test_a_stac_api_gives_the_static_catalogs_items(catalog: Path, api_url: str) -> None:
-    policy = Policy(allow_private_hosts=True, allow_local_files_from_remote=True)
+    policy = ScenePolicy(allow_private_hosts=True, allow_local_files_from_remote=True)
     for bbox in (OVER_A, OVER_B):
         static = _find(catalog, bbox)
         served = _find(api_url, bbox, api=True, policy=policy)
@@ -204,7 +192,7 @@ def test_a_stac_api_gives_the_static_catalogs_items(catalog: Path, api_url: str)
 
 
 def test_a_stac_api_names_no_local_file_without_the_option(api_url: str) -> None:
-    policy = Policy(allow_private_hosts=True)
+    policy = ScenePolicy(allow_private_hosts=True)
     with pytest.raises(ValueError, match="may not name the local file") as raised:
         _find(api_url, OVER_A, api=True, policy=policy)
     assert "--allow-local-files-from-remote" in str(raised.value)
