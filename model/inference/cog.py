@@ -186,15 +186,6 @@ class CogWriter:
             self.abort()
 
 
-def to_uint8_probabilities(probabilities: np.ndarray) -> np.ndarray:
-    """Probabilities in [0, 1] as uint8 in [0, 254] (255 stays free for nodata)."""
-    return np.rint(np.clip(probabilities, 0.0, 1.0) * 254.0).astype(np.uint8)
-
-
-PROBABILITY_SCALE = 1.0 / 254.0
-PROBABILITY_NODATA = 255
-
-
 def coarse_grid(grid: Grid, factor: int) -> Grid:
     """``grid`` with pixels ``factor`` times larger, covering it (the last ones may stick out)."""
     rows, cols = (math.ceil(n / factor) for n in grid.shape)
