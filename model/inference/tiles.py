@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -72,12 +73,12 @@ class TileLayout:
                 f"({self.overlap_px} px), so that the weights can ramp"
             )
 
-    @property
+    @cached_property
     def row_starts(self) -> list[int]:
         """First scene row of each row of tiles."""
         return tile_starts(self.shape[0], self.tile_px, self.tile_px - self.overlap_px)
 
-    @property
+    @cached_property
     def col_starts(self) -> list[int]:
         """First scene column of each column of tiles."""
         return tile_starts(self.shape[1], self.tile_px, self.tile_px - self.overlap_px)
@@ -99,20 +100,18 @@ class TileLayout:
 
     def weights(self, row: int, col: int) -> np.ndarray:
         """The (rows, cols) blending weights of the tile at ``(row, col)``, clipped to the scene."""
-        rows, cols = self.row_starts, self.col_starts
-        along_rows = _axis_weights(
-            min(self.tile_px, self.shape[0] - row),
-            row > 0,
-            row < rows[-1],
-            self.overlap_px,
-            self.margin_px,
-        )
-        along_cols = _axis_weights(
-            min(self.tile_px, self.shape[1] - col),
-            col > 0,
-            col < cols[-1],
-            self.overlap_px,
-            self.margin_px,
+        along_rows, along_cols = (
+            _axis_weights(
+                min(self.tile_px, length - start),
+                start > 0,
+                start < starts[-1],
+                self.overlap_px,
+                self.margin_px,
+            )
+            for start, starts, length in (
+                (row, self.row_starts, self.shape[0]),
+                (col, self.col_starts, self.shape[1]),
+            )
         )
         return np.outer(along_rows, along_cols).astype(np.float32)
 
