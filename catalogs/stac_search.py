@@ -246,8 +246,10 @@ def _within(href: str, root: str) -> bool:
     target, base = urlsplit(href), urlsplit(root)
     if (target.scheme, target.netloc) != (base.scheme, base.netloc):
         return False
-    target_path = PurePosixPath(posixpath.normpath(target.path))
-    return target_path.is_relative_to(posixpath.normpath(base.path))
+    # A root at the top of its host (``http://host``, the folder of ``http://host/x.json``)
+    # has an empty path: the whole host.
+    target_path = PurePosixPath(posixpath.normpath(target.path or "/"))
+    return target_path.is_relative_to(posixpath.normpath(base.path or "/"))
 
 
 def folder_of(href: str) -> str:
