@@ -241,6 +241,30 @@ def check_asset_href(
         raise AccessRefused(f"href {shown!r} resolves outside the catalog root {root}")
 
 
+def check_item_assets(item: dict[str, Any], policy: AccessOptions) -> None:
+    """Refuse an item one of whose assets the access policy refuses, before anything is read.
+
+    Each asset as :func:`check_asset_href` judges it, and an http(s) asset's host as
+    :func:`catalogs.access_policy.check_host` does (for a reader that requests the file later,
+    the host is checked once here).
+
+    Args:
+        item: the item, its hrefs absolute and its origin recorded (:func:`with_origin`).
+        policy: what the caller allows.
+
+    Raises:
+        AccessRefused: naming the item, the asset and the rule.
+    """
+    root = item["properties"].get(CATALOG_ROOT)
+    for key, asset in item.get("assets", {}).items():
+        href = asset["href"]
+        try:
+            check_asset_href(asset, root, policy, asset.get(CATALOG_HREF, href))
+            check_host(href, policy)
+        except AccessRefused as error:
+            raise AccessRefused(f"item {item['id']!r}, asset {key!r}: {error.reason}") from error
+
+
 def _within(href: str, root: str) -> bool:
     """Whether ``href`` lies under ``root`` (same scheme and host, path below root's)."""
     target, base = urlsplit(href), urlsplit(root)

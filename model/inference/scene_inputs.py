@@ -23,13 +23,11 @@ import math
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 import torch
-from pystac.utils import make_absolute_href
 from rasterio.windows import Window
 from torch import Tensor
 from torch.nn import functional as F
@@ -38,7 +36,6 @@ from torch.utils.data import Dataset
 from catalogs.access_policy import (
     AccessRefused,
     check_host,
-    check_local_allowed,
     is_local,
     local_path,
 )
@@ -46,6 +43,7 @@ from catalogs.grid import Grid
 from catalogs.item_assets import ItemReadError
 from catalogs.scene_reading import Raster, open_raster, raster_sensors, sensor_block
 from catalogs.sensors import get_sensor
+from catalogs.stac_search import check_item_assets, folder_of, with_origin
 from model.datasets.units import to_model_unit
 
 MAX_RASTER_PX = 2_000_000_000  # a raster declaring more pixels is refused from its header
@@ -95,22 +93,21 @@ def read_item(source: str, policy: ScenePolicy = ScenePolicy()) -> dict[str, Any
         item = json.loads(text)
     except (OSError, AccessRefused, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise SceneInputError(f"{source}: cannot read the item: {error}") from error
-    # A local item's folder is its catalog root; a remote item may name remote files only.
-    root = str(Path(base).parent) if is_local(source) else base
     if not isinstance(item, dict) or item.get("type") != "Feature" or "assets" not in item:
         raise SceneInputError(f"{source}: not a STAC item (a Feature with assets)")
-    assets = {}
-    for key, asset in item["assets"].items():
-        href = make_absolute_href(str(asset.get("href", "")), base)
-        try:
-            if is_local(href):
-                check_local_allowed(href, root, policy, asset.get("href"))
-            else:
-                check_host(href, policy)
-        except AccessRefused as error:
-            raise SceneInputError(f"item {item.get('id')!r} ({source}): {error.reason}") from error
-        assets[key] = {**asset, "href": href}
-    return {**item, "assets": assets}
+    # The item's folder is its catalog root (a remote one may name remote files only).
+    root = folder_of(base)
+    unnamed = [
+        key for key, asset in item["assets"].items() if not isinstance(asset.get("href"), str)
+    ]
+    if unnamed:
+        raise SceneInputError(f"{source}: assets {unnamed} have no href")
+    item = with_origin({"properties": {}, **item}, base, root)
+    try:
+        check_item_assets(item, policy)
+    except AccessRefused as error:
+        raise SceneInputError(f"{source}: {error.reason}") from error
+    return item
 
 
 def _item_text(source: str, policy: ScenePolicy) -> tuple[str, str]:

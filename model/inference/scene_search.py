@@ -23,19 +23,16 @@ from collections.abc import Sequence
 from datetime import datetime as DateTime
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import shapely.geometry
 from pystac.utils import datetime_to_str, str_to_datetime
 from shapely.geometry.base import BaseGeometry
 
-from catalogs.access_policy import AccessOptions, AccessRefused, check_host
+from catalogs.access_policy import AccessOptions
 from catalogs.stac_search import (
-    CATALOG_HREF,
-    CATALOG_ROOT,
     Search,
     api_items,
-    check_asset_href,
+    check_item_assets,
     refusal_named,
     search_of,
 )
@@ -97,7 +94,7 @@ def find_scene_items(
         if len(collections) > 1:
             items += _partners(source, api, reference, collections[1:], max_days, policy, wanted)
         for item in items:
-            _check_assets(item, policy)
+            check_item_assets(item, policy)
     return items
 
 
@@ -176,20 +173,3 @@ def _time(item: dict[str, Any]) -> DateTime | None:
     properties = item.get("properties") or {}
     value = properties.get("datetime") or properties.get("start_datetime")
     return str_to_datetime(value) if value else None
-
-
-def _check_assets(item: dict[str, Any], policy: AccessOptions) -> None:
-    """Refuse an asset href of ``item`` that the access policy refuses.
-
-    Raises:
-        AccessRefused: naming the item, the asset and the rule.
-    """
-    root = item["properties"].get(CATALOG_ROOT)
-    for key, asset in item.get("assets", {}).items():
-        href = asset["href"]
-        try:
-            check_asset_href(asset, root, policy, asset.get(CATALOG_HREF, href))
-            if urlsplit(href).scheme.lower() in ("http", "https"):
-                check_host(href, policy)
-        except AccessRefused as error:
-            raise AccessRefused(f"item {item['id']!r}, asset {key!r}: {error.reason}") from error
