@@ -18,14 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
 import torch
 
 from catalogs.sample.task_scenes import render_task_scene
 from model.benchmarks.loader import Rate, interleaved
-from model.finetuned import FinetunedModel, export_finetuned, load_finetuned
-from model.inference.backends import OnnxBackend, TorchBackend
+from model.export_onnx import example_inputs, export_onnx, max_difference
+from model.finetuned import export_finetuned, load_finetuned
+from model.inference.backends import TorchBackend
 from model.inference.scene_inputs import read_item
 from model.inference.scene_prediction import TilingOptions, predict_scene
 from model.tasks.untrained import tiny_task
@@ -86,7 +86,7 @@ def run_predict_bench(
             lambda: predict_scene(model, backend, items, out_dir / "predict.tif", options),
         )
 
-    tiles = _random_tiles(model, batch_size)
+    tiles = {s: x.numpy() for s, x in example_inputs(model.task, batch_size).items()}
 
     def forward() -> Rate:
         def run() -> None:
@@ -116,8 +116,8 @@ def run_predict_bench(
     cog_path = out_dir / "scene-4x.tif"
     rss_4x = _peak_rss_mb(model_path, big_scene, cog_path, options)
     print(f"peak RSS: {rss_1x:.0f} MB at 1x, {rss_4x:.0f} MB at 4x ({rss_4x / rss_1x:.3f}x)")
-    onnx_diff = _onnx_difference(model, bench_dir / "model.onnx", tiles)
-    print(f"ONNX (onnxruntime) vs PyTorch on one batch: max |difference| {onnx_diff:.2e}")
+    onnx_diff = max_difference(model, export_onnx(model, bench_dir / "model.onnx"))
+    print(f"ONNX (onnxruntime) vs PyTorch on a batch of 2: max |difference| {onnx_diff:.2e}")
     return {
         "predict_pixels_per_s": predict_rate,
         "forward_bound_pixels_per_s": forward_rate,
@@ -158,15 +158,6 @@ def _timed(pixels: int, run: Callable[[], object]) -> Rate:
     return Rate(pixels, seconds, cpu_seconds)
 
 
-def _random_tiles(model: FinetunedModel, batch_size: int) -> dict[str, np.ndarray]:
-    generator = torch.Generator().manual_seed(0)
-    channels = {s: len(model.task.normalisation[s][0]) for s in model.input_sensors}
-    return {
-        s: torch.randn(batch_size, c, model.input_px, model.input_px, generator=generator).numpy()
-        for s, c in channels.items()
-    }
-
-
 def _peak_rss_mb(model: Path, items: list[Path], out: Path, options: TilingOptions) -> float:
     """Peak memory of ``python -m model.predict`` in a fresh process, its workers included.
 
@@ -205,14 +196,3 @@ def _peak_rss_mb(model: Path, items: list[Path], out: Path, options: TilingOptio
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed with exit code {process.returncode}")
     return peak / 2**20
-
-
-def _onnx_difference(model: FinetunedModel, path: Path, tiles: dict[str, np.ndarray]) -> float:
-    """Export the network to ONNX and compare onnxruntime with PyTorch on two tiles."""
-    from model.export_onnx import export_onnx
-
-    export_onnx(model, path)
-    batch = {s: x[:2] for s, x in tiles.items()}
-    torch_out = TorchBackend(model)(batch)
-    onnx_out = OnnxBackend(path, model)(batch)
-    return float(np.abs(torch_out - onnx_out).max())
