@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from affine import Affine
@@ -26,6 +27,15 @@ class Grid:
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in the grid's CRS."""
         return array_bounds(*self.shape, self.transform)
+
+    def coarsened(self, factor: float) -> Grid:
+        """A grid of pixels ``factor`` times larger from the same origin that covers this one.
+
+        Its last row and column may stick out (as a Sentinel-2 tile's 60 m grid does its 10 m
+        grid's, or a coarse map its scene's).
+        """
+        rows, cols = (math.ceil(n / factor) for n in self.shape)
+        return Grid(self.crs, self.transform * Affine.scale(factor), (rows, cols))
 
     @property
     def pixel_area(self) -> float:

@@ -24,7 +24,6 @@ only the new ones.
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import pystac
-from affine import Affine
 
 from catalogs.atomic_files import atomic_folder
 from catalogs.collections import source_collection
@@ -162,7 +160,7 @@ def sentinel2_files(
     s2 = get_sensor(S2_SENSOR)
     files: dict[str, tuple[np.ndarray, Grid, float | None]] = {}
     for asset, (gsd_m, bands) in LAYOUTS[layout].items():
-        on = _nested_grid(grid, gsd_m)
+        on = grid.coarsened(gsd_m / grid.transform.a)  # as a tile's 20 m and 60 m grids
         reflectance = render.surface_reflectance(world, on, s2, supersample=SUPERSAMPLE)
         picked = reflectance[[s2.band_names.index(name) for name in bands]]
         files[asset] = (to_scaled_integers(picked, s2, S2_NOISE, rng), on, s2.nodata)
@@ -188,19 +186,6 @@ def sentinel1_file(
     sigma0 = render.backscatter_db(world, s1_grid, s1, rng, supersample=SUPERSAMPLE)
     render.observe.cache_clear()
     return quantize_db(sigma0), s1_grid, s1.nodata
-
-
-def _nested_grid(grid: Grid, gsd_m: float) -> Grid:
-    """A grid of ``gsd_m`` pixels from ``grid``'s origin that covers it.
-
-    It relates to ``grid`` as a Sentinel-2 tile's 20 m and 60 m grids to its 10 m grid.
-    """
-    if gsd_m == grid.transform.a:
-        return grid
-    factor = gsd_m / grid.transform.a
-    rows, cols = (math.ceil(n / factor) for n in grid.shape)
-    t = grid.transform
-    return Grid(grid.crs, Affine(gsd_m, 0.0, t.c, 0.0, -gsd_m, t.f), (rows, cols))
 
 
 def scene_items(scenes: SceneSet, count: int) -> list[pystac.Item]:

@@ -9,7 +9,6 @@ same prediction gives the same bytes: nothing of the clock or the machine goes i
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,6 @@ from types import TracebackType
 
 import numpy as np
 import rasterio
-from affine import Affine
 from rasterio.shutil import copy as gdal_copy
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
@@ -184,9 +182,3 @@ class CogWriter:
         """Abort on an error (:meth:`close` is the caller's on success)."""
         if kind is not None:
             self.abort()
-
-
-def coarse_grid(grid: Grid, factor: int) -> Grid:
-    """``grid`` with pixels ``factor`` times larger, covering it (the last ones may stick out)."""
-    rows, cols = (math.ceil(n / factor) for n in grid.shape)
-    return Grid(grid.crs, grid.transform * Affine.scale(factor), (rows, cols))

@@ -32,7 +32,7 @@ from catalogs.grid import Grid
 from catalogs.item_assets import Radiometry, to_storage
 from catalogs.scene_reading import kept_open
 from catalogs.sensors import get_sensor
-from model.inference.cog import CogWriter, OutputBands, coarse_grid, writing_env
+from model.inference.cog import CogWriter, OutputBands, writing_env
 from model.inference.scene_inputs import (
     SceneSources,
     SceneTiles,
@@ -297,7 +297,7 @@ def _layout(
     if output.kind == "labels":
         cell_px = options.cell_px or tile_px // 2
         layout = CellLayout(shape, tile_px, cell_px)
-        return layout, CellRows(layout, output.channels), coarse_grid(sources.grid, cell_px)
+        return layout, CellRows(layout, output.channels), sources.grid.coarsened(cell_px)
     overlap_px = tile_px // 4 if options.overlap_px is None else options.overlap_px
     margin_px = overlap_px // 4 if options.margin_px is None else options.margin_px
     tiles = TileLayout(shape, tile_px, overlap_px, margin_px)
