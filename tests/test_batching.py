@@ -94,7 +94,7 @@ def test_shares_set_each_sensors_part_of_the_batch() -> None:
 
 
 def test_bad_settings_are_refused_with_the_reason() -> None:
-    with pytest.raises(ValueError, match="batch size 3 cannot hold one chip of each of 4"):
+    with pytest.raises(ValueError, match=r"batch size 3 cannot hold 1 chip\(s\) of each of 4"):
         SensorBatchSampler(COUNTS, 3)
     with pytest.raises(ValueError, match="unknown sensors \\['landsat8'\\]"):
         SensorBatchSampler(COUNTS, 8, shares={"landsat8": 1.0})

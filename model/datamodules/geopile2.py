@@ -11,6 +11,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
 from model.datasets.batching import (
+    DATA_STREAM,
     SENSORS_KEY,
     SensorBatchSampler,
     collate_by_sensor,
@@ -31,7 +32,8 @@ class GeoPile2DataModule(LightningDataModule):
     :func:`~model.datasets.batching.collate_by_sensor`), their chips as stored (a 16-bit
     sensor's batch is half the bytes of float32 to pin and transfer). On the device, each
     sub-batch is converted to the model's unit, normalised with its sensor's band statistics
-    from the store (nodata -> 0) and augmented:
+    from the store (nodata -> 0, recorded in ``valid`` / ``valid_<partner>`` for the loss) and
+    augmented:
     in training a random resized crop to ``crop_px`` and flips, otherwise the centre crop,
     drawn per chip and applied identically to its partners.
 
@@ -52,6 +54,7 @@ class GeoPile2DataModule(LightningDataModule):
         seed: int = 0,
         on_error: str = "raise",
         pin_memory: bool = False,
+        min_chips_per_sensor: int = 1,
     ) -> None:
         """Initialize a new GeoPile2DataModule.
 
@@ -67,6 +70,8 @@ class GeoPile2DataModule(LightningDataModule):
             seed: seed of the batch order (with the epoch).
             on_error: ``"raise"`` or ``"skip"`` damaged chips (see :class:`GeoPile2`).
             pin_memory: pin batches in page-locked memory (for GPU training).
+            min_chips_per_sensor: fewest chips of each sensor per batch (see
+                :class:`~model.datasets.batching.SensorBatchSampler`).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -112,7 +117,9 @@ class GeoPile2DataModule(LightningDataModule):
         if training:  # the augmentation of a step depends on (seed, step, rank) only
             trainer = self.trainer
             torch.manual_seed(
-                step_seed(self.hparams["seed"], trainer.global_step, trainer.global_rank)
+                step_seed(
+                    self.hparams["seed"], trainer.global_step, trainer.global_rank, DATA_STREAM
+                )
             )
         augment = self.train_augmentation if training else self.eval_augmentation
         sub_batches = {
@@ -146,6 +153,7 @@ class GeoPile2DataModule(LightningDataModule):
             self.hparams["batch_size"],
             shares=self.hparams["shares"],
             seed=self.hparams["seed"],
+            min_chips_per_sensor=self.hparams["min_chips_per_sensor"],
         )
         if split == "train" and self._resume:
             sampler.resume(self._resume["epoch"], self._resume["batches_done"])

@@ -8,6 +8,7 @@ of such a list into one sub-batch per sensor (each with its own channel count).
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -21,15 +22,28 @@ from model.datasets.geopile2 import PARTNER_PREFIX
 SENSORS_KEY = "sensors"  # batch["sensors"][name]: the sub-batch of one sensor
 SKIPPED_KEY = "skipped"  # batch["skipped"]: samples dropped as damaged (on_error="skip")
 ROWS_PREFIX = "rows_"  # sub-batch["rows_<partner>"]: rows of the sub-batch that have it
+VALID_KEY = "valid"  # sub-batch["valid"]: (B, C, H, W) bool, True where "image" holds data
+VALID_PREFIX = "valid_"  # sub-batch["valid_<partner>"]: the same for "image_<partner>"
+DATA_STREAM = "data"  # the augmentation's draws (the datamodule)
+MODEL_STREAM = "model"  # the masks, cross-sensor choices, gate noise, drop path (the model)
 
 
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """A seed of one training step on one rank.
+def step_seed(seed: int, step: int, rank: int, stream: str) -> int:
+    """A seed of one training step on one rank, for one named stream of draws.
 
-    Augmentation, masks and every other draw of the step come from it, so a run resumed at any step
-    repeats the uninterrupted one.
+    Every draw of the step comes from such a seed, so a run resumed at any step repeats the
+    uninterrupted one. The stream (:data:`DATA_STREAM`, :data:`MODEL_STREAM`) salts it: with
+    equal seeds the model's draws do not replay the augmentation's.
     """
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+    salt = zlib.crc32(stream.encode())  # stable across processes, unlike hash()
+    return int(np.random.SeedSequence([seed, step, rank, salt]).generate_state(1)[0])
+
+
+def valid_key(image_key: str) -> str:
+    """The key of the validity mask of ``image`` or ``image_<partner>``."""
+    if image_key == "image":
+        return VALID_KEY
+    return VALID_PREFIX + image_key.removeprefix(PARTNER_PREFIX)
 
 
 def apportion(total: int, weights: Sequence[float]) -> list[int]:
@@ -51,7 +65,8 @@ class SensorBatchSampler(Sampler[list[int]]):
     (oversampled); one below takes the first chips of its permutation (a different subset each
     epoch). The epoch has ``T = ceil(N / batch_size)`` steps, rounded up to a multiple of the
     number of ranks, and each sensor's draws are cut into ``T`` near-equal parts, so every
-    batch holds every sensor (a sensor with fewer draws than steps is drawn up to ``T``).
+    batch holds every sensor: a sensor with fewer draws than ``min_chips_per_sensor * T`` is
+    drawn up to that floor (batches then exceed ``batch_size`` by what the floor adds).
     Step ``t`` goes to rank ``t mod world_size``: ranks are disjoint, together they are the
     epoch, and each has ``T / world_size`` steps. The order depends only on (seed, epoch).
     """
@@ -64,6 +79,7 @@ class SensorBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         num_replicas: int | None = None,
         rank: int | None = None,
+        min_chips_per_sensor: int = 1,
     ) -> None:
         """Initialize a new SensorBatchSampler.
 
@@ -76,10 +92,15 @@ class SensorBatchSampler(Sampler[list[int]]):
             seed: base of the shuffle; with the epoch (:meth:`set_epoch`) it fixes the order.
             num_replicas: number of ranks (default: the process group's size, else 1).
             rank: this rank (default: the process group's rank, else 0).
+            min_chips_per_sensor: fewest chips of each sensor in a batch (a floor on the
+                sensor's draws per epoch); it matters where each sensor's loss weighs the same
+                (``MsGFM(sensor_weighting="sensor")``): one chip of a rare sensor would weigh as
+                much as all the chips of a common one.
 
         Raises:
-            ValueError: for a batch smaller than the number of sensors, a share of an unknown
-                sensor or a negative share, or a rank outside ``[0, num_replicas)``.
+            ValueError: for a batch smaller than ``min_chips_per_sensor`` times the number of
+                sensors, a floor below 1, a share of an unknown sensor or a negative share, or
+                a rank outside ``[0, num_replicas)``.
         """
         distributed = dist.is_available() and dist.is_initialized()
         self.num_replicas = num_replicas or (dist.get_world_size() if distributed else 1)
@@ -93,9 +114,11 @@ class SensorBatchSampler(Sampler[list[int]]):
         self.counts = {s: int(sensor_counts[s]) for s in self.offsets}
         if not self.counts:
             raise ValueError("no sensor has samples to draw from")
-        if batch_size < len(self.counts):
+        if min_chips_per_sensor < 1:
+            raise ValueError(f"min_chips_per_sensor must be at least 1, got {min_chips_per_sensor}")
+        if batch_size < min_chips_per_sensor * len(self.counts):
             raise ValueError(
-                f"batch size {batch_size} cannot hold one chip of each of "
+                f"batch size {batch_size} cannot hold {min_chips_per_sensor} chip(s) of each of "
                 f"{len(self.counts)} sensors {list(self.counts)}"
             )
         shares = dict(shares) if shares is not None else dict(self.counts)
@@ -111,7 +134,8 @@ class SensorBatchSampler(Sampler[list[int]]):
             math.ceil(math.ceil(total / batch_size) / self.num_replicas) * self.num_replicas
         )
         draws = apportion(total, [shares.get(s, 0.0) for s in self.counts])
-        self.draws = {s: max(d, self.steps) for s, d in zip(self.counts, draws, strict=True)}
+        floor = min_chips_per_sensor * self.steps
+        self.draws = {s: max(d, floor) for s, d in zip(self.counts, draws, strict=True)}
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch: the next iteration uses the order of (seed, epoch)."""

@@ -43,6 +43,9 @@ class MoEConfig:
         capacity_factor: expert capacity over an even share of the tokens.
         gate_noise: the gate's training noise, std ``gate_noise / num_experts`` on the logits
             as in Tutel (0: none).
+        balance_loss: the load-balancing loss, ``"switch"`` (Switch's ``E * sum f * P``) or
+            ``"importance_load"`` (Shazeer et al.'s CV^2 of importance and load, Swin-MoE's
+            default); see :mod:`model.nn.moe`.
         stages: 0-based stages whose blocks get MoE layers.
         first_block: first block of such a stage with an MoE layer.
         every: then every ``every``-th block.
@@ -52,6 +55,7 @@ class MoEConfig:
     top_k: int = 1
     capacity_factor: float = 1.25
     gate_noise: float = 1.0
+    balance_loss: str = "switch"
     stages: tuple[int, ...] = (2, 3)
     first_block: int = 1
     every: int = 2
@@ -176,6 +180,7 @@ class SwinEncoder(nn.Module):
                     top_k=config.moe.top_k,
                     capacity_factor=config.moe.capacity_factor,
                     gate_noise=config.moe.gate_noise,
+                    balance_loss=config.moe.balance_loss,
                 )
             yield stage
             in_dim = out_dim

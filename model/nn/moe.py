@@ -7,10 +7,13 @@ import time
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import Tensor, nn
 
 SUPPORTED_TOP_K = (1, 2)
+BALANCE_LOSSES = ("switch", "importance_load")  # see load_balancing_loss, importance_load_loss
+CV_EPSILON = 1e-10  # Shazeer et al.'s guard against a zero mean in the squared CV
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,49 @@ def load_balancing_loss(probs: Tensor, top1_experts: Tensor) -> Tensor:
     return num_experts * torch.sum(routed_fraction.to(probs.dtype) * probs.mean(dim=0))
 
 
+def cv_squared(values: Tensor) -> Tensor:
+    """Squared coefficient of variation, population variance over squared mean (Shazeer et al.)."""
+    return values.var(unbiased=False) / (values.mean() ** 2 + CV_EPSILON)
+
+
+def importance_load_loss(
+    clean_logits: Tensor, noisy_logits: Tensor, top_k: int, noise_std: float
+) -> Tensor:
+    """Importance + load loss of the noisy top-k gate (Shazeer et al. 2017; Swin-MoE's default).
+
+    ``(CV^2(importance) + CV^2(load)) / 2``, averaged as Tutel (Swin-MoE's MoE library) does.
+    Importance is each expert's sum over tokens of the noise-free gate probabilities. Load is
+    the smooth estimate of the tokens routed to each expert: for token ``x`` and expert ``i``,
+    ``P(x, i) = Phi((clean_i - kth_excluding(noisy, k, i)) / noise_std)``, the probability that
+    ``i`` stays in the top ``k`` when only its own noise is drawn again, ``kth_excluding`` being
+    the k-th largest noisy logit of the other experts. Without noise (``noise_std`` 0: no gate
+    noise, or evaluation) ``P`` is its limit, 1 for the experts of the token's top k and 0 for
+    the others: the load is then the count of routed tokens, with no gradient (the importance
+    term still has one). 0 for perfectly balanced routing, its minimum.
+
+    Args:
+        clean_logits: (T, E) gate logits before the noise.
+        noisy_logits: (T, E) the logits routed on (``clean_logits`` when there is no noise).
+        top_k: experts per token.
+        noise_std: standard deviation of the noise added to the logits.
+
+    Returns:
+        The loss, a differentiable scalar (through ``clean_logits``).
+    """
+    importance = clean_logits.softmax(dim=-1).sum(dim=0)
+    # A column of -inf makes the (k+1)-th value exist when there are only k experts.
+    padded = F.pad(noisy_logits.detach(), (0, 1), value=-math.inf)
+    top = padded.topk(top_k + 1, dim=-1).values
+    kth, next_one = top[:, top_k - 1 : top_k], top[:, top_k : top_k + 1]
+    in_top_k = noisy_logits.detach() >= kth
+    if noise_std > 0:
+        threshold = torch.where(in_top_k, next_one, kth)  # the k-th best of the *other* experts
+        load = torch.special.ndtr((clean_logits - threshold) / noise_std).sum(dim=0)
+    else:
+        load = in_top_k.to(clean_logits.dtype).sum(dim=0)
+    return (cv_squared(importance) + cv_squared(load)) / 2
+
+
 class SparseMoE(nn.Module):
     """Sparse Mixture-of-Experts replacing the MLP of a Swin block.
 
@@ -137,7 +183,8 @@ class SparseMoE(nn.Module):
     times the expert FLOPs). Off by default, so training and evaluation keep capacity dropping.
 
     Attributes set by every forward (but not while exporting):
-        aux_loss: load-balancing loss (differentiable scalar, fp32); see ``load_balancing_loss``.
+        aux_loss: load-balancing loss (differentiable scalar, fp32): ``load_balancing_loss``
+            (``balance_loss="switch"``) or ``importance_load_loss`` (``"importance_load"``).
         expert_load: (E,) fraction of token-assignments routed to each expert, before dropping.
         dropped_tokens: token-assignments dropped for lack of capacity (0-d int64 tensor).
         dropped_fraction: ``dropped_tokens`` / (tokens * k) (0-d float tensor).
@@ -152,10 +199,12 @@ class SparseMoE(nn.Module):
             ``gate_noise / num_experts`` (Tutel / Swin-MoE; 1.0 gives V-MoE's 1/E). 0: none.
         act_layer: activation of the experts.
         drop: dropout after the activation and after fc2.
+        balance_loss: the load-balancing loss, ``"switch"`` (Switch / GShard) or
+            ``"importance_load"`` (Shazeer et al.; Swin-MoE's default).
 
     Raises:
         ValueError: if ``top_k`` is not 1 or 2, ``num_experts`` < ``top_k``,
-            ``capacity_factor`` <= 0 or ``gate_noise`` < 0.
+            ``capacity_factor`` <= 0, ``gate_noise`` < 0 or ``balance_loss`` is unknown.
     """
 
     def __init__(
@@ -168,10 +217,14 @@ class SparseMoE(nn.Module):
         gate_noise: float = 1.0,
         act_layer: type[nn.Module] = nn.GELU,
         drop: float = 0.0,
+        balance_loss: str = "switch",
     ) -> None:
         """Initialize a new SparseMoE instance (see the class docstring for the arguments)."""
         super().__init__()
         _check_arguments(num_experts, top_k, capacity_factor, gate_noise)
+        if balance_loss not in BALANCE_LOSSES:
+            raise ValueError(f"balance_loss {balance_loss!r} is not one of {BALANCE_LOSSES}")
+        self.balance_loss = balance_loss
         self.num_experts = num_experts
         self.top_k = top_k
         self.capacity_factor = capacity_factor
@@ -211,24 +264,34 @@ class SparseMoE(nn.Module):
         return (
             f"dim={dim}, hidden_dim={hidden_dim}, num_experts={self.num_experts}, "
             f"top_k={self.top_k}, capacity_factor={self.capacity_factor}, "
-            f"gate_noise={self.gate_noise}, dropless={self.dropless}"
+            f"gate_noise={self.gate_noise}, balance_loss={self.balance_loss}, "
+            f"dropless={self.dropless}"
         )
 
-    def gate_probabilities(self, tokens: Tensor) -> Tensor:
-        """Softmax gate probabilities, computed in fp32 even under autocast.
+    @property
+    def noise_std(self) -> float:
+        """Standard deviation of the gate's noise now (0 outside training)."""
+        return self.gate_noise / self.num_experts if self.training else 0.0
+
+    def gate_logits(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Gate logits before and after the noise, computed in fp32 even under autocast.
 
         Args:
             tokens: (T, dim) tokens.
 
         Returns:
-            (T, E) fp32 probabilities; in training, noise of std ``gate_noise / num_experts``
-            is added to the logits first.
+            (T, E) fp32 logits, and the same with noise of std :attr:`noise_std` added (the
+            same tensor without noise).
         """
         with torch.autocast(device_type=tokens.device.type, enabled=False):
             logits = self.gate(tokens.float())
-            if self.training and self.gate_noise > 0:
-                logits = logits + torch.randn_like(logits) * (self.gate_noise / self.num_experts)
-            return logits.softmax(dim=-1)
+            if self.noise_std > 0:
+                return logits, logits + torch.randn_like(logits) * self.noise_std
+            return logits, logits
+
+    def gate_probabilities(self, tokens: Tensor) -> Tensor:
+        """Softmax gate probabilities of the noisy logits (:meth:`gate_logits`), (T, E) fp32."""
+        return self.gate_logits(tokens)[1].softmax(dim=-1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Route every token to its top-k experts and combine their gate-weighted outputs.
@@ -244,7 +307,8 @@ class SparseMoE(nn.Module):
                 exportable).
         """
         tokens = x.reshape(-1, x.shape[-1])
-        probs = self.gate_probabilities(tokens)
+        clean_logits, noisy_logits = self.gate_logits(tokens)
+        probs = noisy_logits.softmax(dim=-1)
         if torch.compiler.is_exporting():
             if not self.dropless:
                 raise RuntimeError(
@@ -260,7 +324,7 @@ class SparseMoE(nn.Module):
             )
         )
         routing = route(probs, self.top_k, capacity)
-        self._record_statistics(probs, routing)
+        self._record_statistics(clean_logits, noisy_logits, probs, routing)
         expert_out = self._run_experts(tokens[routing.token_index], routing.expert_counts)
         expert_out = expert_out * routing.gate_weight.to(expert_out.dtype).unsqueeze(1)
         combined = expert_out.new_zeros(tokens.shape[0], expert_out.shape[1])
@@ -309,9 +373,16 @@ class SparseMoE(nn.Module):
             return dispatched.new_zeros(0, self.w2.shape[-1])
         return self.drop2(torch.cat(outputs))
 
-    def _record_statistics(self, probs: Tensor, routing: Routing) -> None:
+    def _record_statistics(
+        self, clean_logits: Tensor, noisy_logits: Tensor, probs: Tensor, routing: Routing
+    ) -> None:
         """Set ``aux_loss`` and the detached routing statistics of this forward."""
-        self.aux_loss = load_balancing_loss(probs, probs.detach().argmax(dim=-1))
+        if self.balance_loss == "switch":
+            self.aux_loss = load_balancing_loss(probs, probs.detach().argmax(dim=-1))
+        else:
+            self.aux_loss = importance_load_loss(
+                clean_logits, noisy_logits, self.top_k, self.noise_std
+            )
         assignments = routing.routed_counts.sum()
         self.expert_load = routing.routed_counts / assignments
         self.dropped_tokens = assignments - routing.token_index.numel()

@@ -8,21 +8,23 @@ sensor's chips are masked (SimMIM), embedded by their own ``f_i``, encoded by th
 and decoded. A chip with a partner (a chip of another sensor over the same ground) is, with
 probability ``cross_sensor_rate``, decoded by the partner's decoder and compared with the
 partner image, ``D_j(En(f_i(I_i)))`` against ``I_j``; every other chip reconstructs itself.
-The loss is ``L_MIM + aux_weight * L_aux``: ``L_MIM`` the mean over the batch's sensors of
-each sensor's masked L1 (each of its decoders' losses weighted by their rows), ``L_aux`` the
-mean over the sensors' encoder passes of the MoE load-balancing losses.
+The loss is ``L_MIM + aux_weight * L_aux``: ``L_MIM`` combines each sensor's masked L1 (each of its
+decoders' losses weighted by their rows; nodata targets, ``valid`` False, left out), by
+``sensor_weighting``: ``"sensor"`` their mean (each sensor weighs the same, whatever its
+share of the batch), ``"sample"`` their mean weighted by each sensor's rows (each chip weighs
+the same); ``L_aux`` the mean over the sensors' encoder passes of the MoE load-balancing losses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from model.datasets.batching import ROWS_PREFIX, SENSORS_KEY
+from model.datasets.batching import ROWS_PREFIX, SENSORS_KEY, VALID_KEY, valid_key
 from model.datasets.geopile2 import PARTNER_PREFIX
 from model.nn.encoder import EncoderConfig, SwinEncoder
 from model.nn.sensors import SensorHeads
@@ -41,6 +43,7 @@ class Reconstruction:
         mask: (rows, h, w) token mask of those chips.
         prediction: the decoder's output.
         target: what it is compared with.
+        valid: where ``target`` holds data (bool, per band), None if the batch has no masks.
     """
 
     source: str
@@ -50,6 +53,7 @@ class Reconstruction:
     mask: Tensor
     prediction: Tensor
     target: Tensor
+    valid: Tensor | None = None
 
 
 @dataclass
@@ -64,6 +68,10 @@ class PretrainOutput:
     reconstructions: list[Reconstruction] = field(default_factory=list)
 
 
+SensorWeighting = Literal["sensor", "sample"]
+SENSOR_WEIGHTINGS: tuple[str, ...] = ("sensor", "sample")
+
+
 class MsGFM(nn.Module):
     """The pretraining network: sensor heads around one shared encoder."""
 
@@ -75,6 +83,7 @@ class MsGFM(nn.Module):
         mask_ratio: float = 0.6,
         mask_patch_px: int = 32,
         aux_weight: float = 0.01,
+        sensor_weighting: SensorWeighting = "sensor",
     ) -> None:
         """Build the network.
 
@@ -85,13 +94,20 @@ class MsGFM(nn.Module):
             mask_ratio: share of the ``mask_patch_px`` cells masked.
             mask_patch_px: side of a mask cell in pixels.
             aux_weight: weight of the MoE load-balancing loss.
+            sensor_weighting: how the sensors' losses combine: ``"sensor"``, their mean;
+                ``"sample"``, weighted by each sensor's rows in the batch.
 
         Raises:
-            ValueError: for a cross-sensor rate outside [0, 1].
+            ValueError: for a cross-sensor rate outside [0, 1] or an unknown weighting.
         """
         super().__init__()
         if not 0.0 <= cross_sensor_rate <= 1.0:
             raise ValueError(f"cross_sensor_rate {cross_sensor_rate} is not in [0, 1]")
+        if sensor_weighting not in SENSOR_WEIGHTINGS:
+            raise ValueError(
+                f"sensor_weighting {sensor_weighting!r} is not one of {SENSOR_WEIGHTINGS}"
+            )
+        self.sensor_weighting = sensor_weighting
         self.heads = SensorHeads(
             channels,
             embed_dim=encoder.embed_dim,
@@ -113,14 +129,15 @@ class MsGFM(nn.Module):
         """The loss of one batch of every sensor.
 
         Args:
-            batch: ``{"sensors": {name: sub_batch}}`` with normalised, cropped images.
+            batch: ``{"sensors": {name: sub_batch}}`` with normalised, cropped images (and
+                their ``valid`` masks, where nodata is to be left out of the loss).
             generator: draws the masks and the cross-sensor choices (default: torch's global).
             keep: keep every decoded group in the output (for figures).
 
         Returns:
             The loss and its parts.
         """
-        per_sensor, aux, groups = {}, [], []
+        per_sensor, sensor_rows, aux, groups = {}, {}, [], []
         cross_rows = total_rows = 0
         for sensor, sub_batch in batch[SENSORS_KEY].items():
             image = sub_batch["image"]
@@ -131,16 +148,24 @@ class MsGFM(nn.Module):
             rows = sum(len(g.rows) for g in sensor_groups)
             per_sensor[sensor] = (
                 sum(
-                    masked_l1_loss(g.prediction, g.target, g.mask, self.encoder.config.patch_px)
+                    masked_l1_loss(
+                        g.prediction, g.target, g.mask, self.encoder.config.patch_px, g.valid
+                    )
                     * len(g.rows)
                     for g in sensor_groups
                 )
                 / rows
             )
+            sensor_rows[sensor] = rows
             cross_rows += sum(len(g.rows) for g in sensor_groups if g.target_sensor != sensor)
             total_rows += rows
             groups += sensor_groups if keep else []
-        mim = torch.stack(list(per_sensor.values())).mean()
+        losses = torch.stack(list(per_sensor.values()))
+        if self.sensor_weighting == "sample":
+            weights = losses.new_tensor([sensor_rows[s] for s in per_sensor])
+            mim = (losses * weights).sum() / weights.sum()
+        else:
+            mim = losses.mean()
         aux_loss = torch.stack(aux).mean()
         return PretrainOutput(
             loss=mim + self.aux_weight * aux_loss,
@@ -179,14 +204,17 @@ class MsGFM(nn.Module):
             rows = (decoder == k).nonzero().squeeze(1).to(image.device)
             target_sensor = sensor if k < 0 else partners[k]
             if k < 0:
-                target = image[rows]
+                target, valid = image[rows], sub_batch.get(VALID_KEY)
+                valid = None if valid is None else valid[rows]
             else:
                 index = [partner_row[target_sensor][r] for r in rows.tolist()]
-                target = sub_batch[PARTNER_PREFIX + target_sensor][index]
+                key = PARTNER_PREFIX + target_sensor
+                target, valid = sub_batch[key][index], sub_batch.get(valid_key(key))
+                valid = None if valid is None else valid[index]
             prediction = self.heads.decode(target_sensor, features[rows])
             groups.append(
                 Reconstruction(
-                    sensor, target_sensor, rows, image[rows], mask[rows], prediction, target
+                    sensor, target_sensor, rows, image[rows], mask[rows], prediction, target, valid
                 )
             )
         return groups

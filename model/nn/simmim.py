@@ -3,7 +3,8 @@
 :class:`MaskGenerator` draws SimMIM's random mask: the input is cut into square mask cells
 (32 px by default), a fixed share of them is masked, and the mask is returned at the encoder's
 token resolution (one token per 4 px patch). :func:`masked_l1_loss` is SimMIM's L1 loss on the
-masked pixels only, extended so that nodata (NaN) target pixels are left out.
+masked pixels only, extended so that nodata target pixels (NaN, or outside a validity mask) are
+left out.
 """
 
 from __future__ import annotations
@@ -128,31 +129,40 @@ class MaskGenerator:
 
 
 def masked_l1_loss(
-    prediction: Tensor, target: Tensor, token_mask: Tensor, model_patch_px: int
+    prediction: Tensor,
+    target: Tensor,
+    token_mask: Tensor,
+    model_patch_px: int,
+    valid: Tensor | None = None,
 ) -> Tensor:
     """SimMIM's L1 reconstruction loss over the masked, valid pixels.
 
     With ``m`` the token mask upsampled to pixels and broadcast over the channels, and
-    ``M = m & ~isnan(target)`` (B, C, H, W)::
+    ``M = m & ~isnan(target) & valid`` (B, C, H, W)::
 
         loss = sum(|prediction - target| * M) / (sum(M) + 1e-5)
 
     the mean absolute error over the masked values. Without NaN, ``sum(M) = C * sum(m)`` and
     this is SimMIM's ``sum(|p - t| * m) / (sum(m) + eps) / C`` (the epsilon aside, only
-    there for an empty mask). NaN target values (nodata) count as unmasked: they add to neither
-    sum, so neither the loss nor its gradient becomes NaN. An empty mask gives 0.
+    there for an empty mask). Nodata target values (NaN, or False in ``valid``) count as
+    unmasked: they add to neither sum, so neither the loss nor its gradient depends on (or
+    becomes) their value. An empty mask gives 0.
 
     Args:
         prediction: (B, C, H, W) reconstruction.
         target: (B, C, H, W) normalised input, NaN where there is no data.
         token_mask: (B, H / model_patch_px, W / model_patch_px) mask, True = masked.
         model_patch_px: side of a model patch (token) in pixels.
+        valid: bool, True where the target holds data, (B, C, H, W) or (B, 1, H, W) for every
+            band alike (the datamodule's ``valid``: its nodata became 0 before the loss, so no
+            NaN marks it); None: every non-NaN value.
 
     Returns:
         The scalar loss.
 
     Raises:
-        ValueError: if the shapes of ``prediction``, ``target`` and ``token_mask`` disagree.
+        ValueError: if the shapes of ``prediction``, ``target``, ``token_mask`` and ``valid``
+            disagree.
     """
     if prediction.shape != target.shape or prediction.dim() != 4:
         raise ValueError(
@@ -167,6 +177,13 @@ def masked_l1_loss(
             f"does not cover the target {tuple(target.shape)}"
         )
     missing = torch.isnan(target)
+    if valid is not None:
+        if valid.dim() != 4 or valid.shape[1] not in (1, target.shape[1]):
+            raise ValueError(
+                f"valid {tuple(valid.shape)} is neither (B, 1, H, W) nor (B, C, H, W) "
+                f"of the target {tuple(target.shape)}"
+            )
+        missing = missing | ~valid.bool().expand_as(target)
     counted = pixel_mask & ~missing
     errors = (prediction - target.masked_fill(missing, 0.0)).abs()
     total = torch.where(counted, errors, torch.zeros_like(errors)).sum()

@@ -9,6 +9,7 @@ and target, for each sensor and each cross-sensor pair.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -22,11 +23,11 @@ from matplotlib import pyplot as plt
 
 from catalogs.atomic_files import save_figure
 from catalogs.store_format import SensorManifest, acquisition_range, read_manifest
-from model.datasets.batching import step_seed
+from model.datasets.batching import MODEL_STREAM, step_seed
 from model.datasets.display import composite
 from model.export import export_pretrained
 from model.nn.encoder import encoder_config
-from model.nn.msgfm import MsGFM, PretrainOutput, Reconstruction
+from model.nn.msgfm import MsGFM, PretrainOutput, Reconstruction, SensorWeighting
 from model.tasks.optimization import adamw_warmup_cosine
 
 REFERENCE_BATCH = 512  # the paper's learning rate is given per 512 samples
@@ -53,10 +54,13 @@ class MsGFMPretraining(LightningModule):
         cross_sensor_rate: float = 0.5,
         mask_ratio: float = 0.6,
         aux_weight: float = 0.01,
+        balance_loss: str = "switch",
+        sensor_weighting: SensorWeighting = "sensor",
         base_lr: float = 2e-4,
         batch_size: int = 64,
         weight_decay: float = 0.05,
         warmup_share: float = 0.1,
+        warmup_epochs: float | None = None,
         figure_every_n_steps: int = 0,
         export_dir: str | None = None,
     ) -> None:
@@ -70,19 +74,24 @@ class MsGFMPretraining(LightningModule):
             input_px: side of the (cropped) input chips.
             window_size: attention window in tokens.
             seed: with the global step and the rank, seeds each step's randomness (masks,
-                cross-sensor draws, gate noise, drop path), so a resumed run repeats the
-                uninterrupted one.
+                cross-sensor draws, gate noise, drop path; a stream of its own, apart from the
+                datamodule's augmentation), so a resumed run repeats the uninterrupted one.
             moe: sparse MoE MLPs where Swin-MoE puts them (False: a dense encoder).
             num_experts: experts per MoE layer.
             top_k: experts per token.
             cross_sensor_rate: probability that a paired chip reconstructs its partner.
             mask_ratio: SimMIM mask ratio.
             aux_weight: weight of the MoE load-balancing loss.
+            balance_loss: that loss, ``"switch"`` or ``"importance_load"`` (see
+                :class:`~model.nn.moe.SparseMoE`).
+            sensor_weighting: how the sensors' losses combine, ``"sensor"`` or ``"sample"``
+                (see :class:`~model.nn.msgfm.MsGFM`).
             base_lr: learning rate per 512 samples (scaled by the global batch).
             batch_size: samples per step and device (for the learning-rate scaling).
             weight_decay: AdamW weight decay (not on norms, biases, the mask token and what
                 the network's ``no_weight_decay()`` lists).
             warmup_share: share of the steps of linear warm-up before the cosine decay.
+            warmup_epochs: epochs of warm-up instead (SimMIM, GFM: 10), when set.
             figure_every_n_steps: write the Figure-3 pictures every N steps (0: at the end only).
             export_dir: where the end of training exports the encoder (default: the log
                 directory's ``export``).
@@ -98,7 +107,9 @@ class MsGFMPretraining(LightningModule):
         self.sensor_manifests = {name: manifest[name] for name in names}
         moe_config = encoder_config(preset).moe if moe else None
         if moe_config is not None:
-            moe_config = replace(moe_config, num_experts=num_experts, top_k=top_k)
+            moe_config = replace(
+                moe_config, num_experts=num_experts, top_k=top_k, balance_loss=balance_loss
+            )
         config = encoder_config(
             preset, version=version, input_px=input_px, window_size=window_size, moe=moe_config
         )
@@ -116,7 +127,9 @@ class MsGFMPretraining(LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Seed this step's randomness from (seed, step, rank)."""
-        torch.manual_seed(step_seed(self.hparams["seed"], self.global_step, self.global_rank))
+        torch.manual_seed(
+            step_seed(self.hparams["seed"], self.global_step, self.global_rank, MODEL_STREAM)
+        )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """One optimiser step over every sensor of the batch."""
@@ -137,14 +150,21 @@ class MsGFMPretraining(LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW at ``base_lr x global batch / 512``, linear warm-up, then cosine decay.
 
-        No decay on norms, biases, the mask token and what the network exempts.
+        No decay on norms, biases, the mask token and what the network exempts. The warm-up
+        lasts ``warmup_epochs`` epochs where set, else ``warmup_share`` of the steps.
         """
         world = self.trainer.world_size if self.trainer else 1
         lr = self.hparams["base_lr"] * self.hparams["batch_size"] * world / REFERENCE_BATCH
         total = int(self.trainer.estimated_stepping_batches) if self.trainer else 1
-        return adamw_warmup_cosine(
-            self.network, lr, self.hparams["weight_decay"], self.hparams["warmup_share"], total
+        per_epoch = (
+            _optimizer_steps_per_epoch(self.trainer)
+            if self.trainer and self.hparams["warmup_epochs"] is not None
+            else None
         )
+        warmup = warmup_steps(
+            total, self.hparams["warmup_share"], self.hparams["warmup_epochs"], per_epoch
+        )
+        return adamw_warmup_cosine(self.network, lr, self.hparams["weight_decay"], warmup, total)
 
     def _new_network(self) -> MsGFM:
         return MsGFM(
@@ -153,6 +173,7 @@ class MsGFMPretraining(LightningModule):
             cross_sensor_rate=self.hparams["cross_sensor_rate"],
             mask_ratio=self.hparams["mask_ratio"],
             aux_weight=self.hparams["aux_weight"],
+            sensor_weighting=self.hparams["sensor_weighting"],
         )
 
     def on_train_end(self) -> None:
@@ -220,6 +241,58 @@ class MsGFMPretraining(LightningModule):
             )
 
 
+def warmup_steps(
+    total_steps: int,
+    warmup_share: float,
+    warmup_epochs: float | None = None,
+    steps_per_epoch: int | None = None,
+) -> int:
+    """Optimiser steps of linear warm-up.
+
+    Args:
+        total_steps: optimiser steps of the run.
+        warmup_share: share of ``total_steps`` (used when ``warmup_epochs`` is None).
+        warmup_epochs: epochs of warm-up: ``round(warmup_epochs * steps_per_epoch)`` steps.
+        steps_per_epoch: optimiser steps per epoch (needed with ``warmup_epochs``).
+
+    Returns:
+        The warm-up steps.
+
+    Raises:
+        ValueError: for a negative ``warmup_epochs``, one without ``steps_per_epoch``, or one
+            longer than the run.
+    """
+    if warmup_epochs is None:
+        return int(total_steps * warmup_share)
+    if warmup_epochs < 0 or steps_per_epoch is None:
+        raise ValueError(
+            f"warmup_epochs {warmup_epochs} needs to be non-negative, with the steps per epoch "
+            f"(got {steps_per_epoch})"
+        )
+    steps = round(warmup_epochs * steps_per_epoch)
+    if steps > total_steps:
+        raise ValueError(
+            f"warmup_epochs {warmup_epochs} is {steps} steps ({steps_per_epoch} per epoch), "
+            f"more than the run's {total_steps}: lower it, or raise max_epochs / max_steps"
+        )
+    return steps
+
+
+def _optimizer_steps_per_epoch(trainer: Any) -> int:
+    """Optimiser steps in one epoch of ``trainer``'s train loader (after its batch limits).
+
+    Read after ``estimated_stepping_batches``, which sets the loader up; a ``max_steps`` cut
+    shortens the run, not its epochs.
+
+    Raises:
+        ValueError: for a train loader without a length.
+    """
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches):
+        raise ValueError("warmup_epochs needs a train loader with a length (epochs of known size)")
+    return math.ceil(batches / trainer.accumulate_grad_batches)
+
+
 def _batch_rows(batch: dict[str, Any]) -> int:
     return sum(sub["image"].shape[0] for sub in batch["sensors"].values())
 
@@ -246,7 +319,11 @@ def reconstruction_figure(
 ) -> plt.Figure:
     """A figure of the first :data:`FIGURE_ROWS` chips of ``group``.
 
-    Its four columns are those of :data:`FIGURE_COLUMNS`.
+    Its four columns are those of :data:`FIGURE_COLUMNS`. The reconstruction shows what the
+    loss sees, as SimMIM draws it: the prediction on the masked patches, the target's own
+    values on the visible ones (``target * (1 - mask) + prediction * mask``), drawn with the
+    target's stretch, so a prediction near the band mean looks flat, not like full-contrast
+    noise.
     """
     rows = min(FIGURE_ROWS, len(group.rows))
     columns = len(FIGURE_COLUMNS)
@@ -257,11 +334,13 @@ def reconstruction_figure(
         mask = np.kron(group.mask[row].cpu().numpy(), np.ones((patch, patch))).astype(bool)
         picture = _picture(group.image[row], source)
         masked = np.where(mask[..., None], MASK_GREY, picture)
+        truth = _values(group.target[row])
+        reconstruction = np.where(mask, _values(group.prediction[row]), truth)
         panels = (
             picture,
             masked,
-            _picture(group.prediction[row], target),
-            _picture(group.target[row], target),
+            composite(reconstruction, target.name, target.kind, target.band_names, truth),
+            composite(truth, target.name, target.kind, target.band_names),
         )
         for column, (ax, panel) in enumerate(zip(axes[row], panels, strict=True)):
             ax.imshow(panel)
@@ -274,6 +353,9 @@ def reconstruction_figure(
     return figure
 
 
-def _picture(image: object, sensor: SensorManifest) -> np.ndarray:
-    values = np.asarray(image.detach().float().cpu(), dtype=np.float32)
-    return composite(values, sensor.name, sensor.kind, sensor.band_names)
+def _values(image: torch.Tensor) -> np.ndarray:
+    return np.asarray(image.detach().float().cpu(), dtype=np.float32)
+
+
+def _picture(image: torch.Tensor, sensor: SensorManifest) -> np.ndarray:
+    return composite(_values(image), sensor.name, sensor.kind, sensor.band_names)
