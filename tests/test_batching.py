@@ -8,10 +8,13 @@ import pytest
 import torch
 
 from model.datasets.batching import (
+    DATA_STREAM,
+    MODEL_STREAM,
     SensorBatchSampler,
     apportion,
     collate_by_sensor,
     stack_rows,
+    step_seed,
 )
 
 COUNTS = {"dsm": 242, "rgb": 273, "sentinel1_grd": 196, "sentinel2_l2a": 7}
@@ -150,3 +153,30 @@ def test_stack_rows_copies_unless_the_rows_are_one_tensor() -> None:
     assert stack_rows([base[0], base[1]]) is not base  # not every row of it
     view = torch.arange(24.0).reshape(3, 2, 4)  # rows of a view: their _base is the 1-d tensor
     assert torch.equal(stack_rows([view[0], view[1], view[2]]), view)
+
+
+def test_the_data_and_model_streams_of_one_step_differ_and_repeat() -> None:
+    data, model = (step_seed(0, 7, 0, stream) for stream in (DATA_STREAM, MODEL_STREAM))
+    assert data != model and step_seed(0, 7, 0, DATA_STREAM) == data  # the same step again
+    assert step_seed(0, 8, 0, DATA_STREAM) != data and step_seed(0, 7, 1, DATA_STREAM) != data
+    draws = []
+    for seed in (data, model):
+        torch.manual_seed(seed)
+        draws.append(torch.rand(16))
+    assert not torch.equal(*draws)  # the model's masks do not replay the augmentation's draws
+
+
+def test_a_floor_of_chips_per_sensor_in_every_batch() -> None:
+    counts = {"a": 200, "b": 4}
+    sampler = SensorBatchSampler(counts, 17, min_chips_per_sensor=3)
+    batches = list(sampler)
+    assert len(batches) == 12  # ceil(204 / 17)
+    for batch in batches:
+        per_sensor = Counter(sensor_of(i, counts) for i in batch)
+        assert per_sensor["b"] == 3 and per_sensor["a"] in (16, 17)
+    default = Counter(sensor_of(i, counts) for i in next(iter(SensorBatchSampler(counts, 17))))
+    assert default["b"] == 1  # the default floor: one chip
+    with pytest.raises(ValueError, match="min_chips_per_sensor must be at least 1, got 0"):
+        SensorBatchSampler(counts, 17, min_chips_per_sensor=0)
+    with pytest.raises(ValueError, match=r"batch size 17 cannot hold 9 chip\(s\) of each of 2"):
+        SensorBatchSampler(counts, 17, min_chips_per_sensor=9)

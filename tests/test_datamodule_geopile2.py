@@ -153,3 +153,42 @@ def test_a_trainer_gets_every_sensor_normalised_and_cropped_in_every_batch(
             assert batch[sensor]["image"][-2:] == (48, 48)
         assert batch["sentinel2_l2a"]["image_sentinel1_grd"][1:] == (2, 48, 48)
     assert recorder.seen[0]["_index"] != recorder.seen[3]["_index"]  # epoch 2 is reshuffled
+
+
+def test_validity_moves_with_the_augmentation_and_interpolated_nodata_is_invalid() -> None:
+    torch.manual_seed(0)
+    image = torch.full((6, 3, 64, 64), 5.0)
+    valid = torch.ones(6, 3, 64, 64, dtype=torch.bool)
+    image[:, :, 30:34, 30:34], valid[:, :, 30:34, 30:34] = 0.0, False  # a nodata hole
+    partner = torch.full((2, 1, 64, 64), 7.0)
+    partner_valid = torch.ones(2, 1, 64, 64, dtype=torch.bool)
+    partner[:, :, 10:12, 40:42], partner_valid[:, :, 10:12, 40:42] = 0.0, False
+    augment = pretraining_augmentation(crop_px=48, crop_scale=(0.6, 0.9))
+    out = augment(
+        {
+            "image": image,
+            "valid": valid,
+            "image_dsm": partner,
+            "valid_dsm": partner_valid,
+            "rows_dsm": torch.tensor([1, 4]),
+        }
+    )
+    assert out["valid"].dtype == torch.bool and out["valid"].shape == (6, 3, 48, 48)
+    assert out["valid_dsm"].shape == (2, 1, 48, 48)
+    # Valid means: interpolated from valid pixels only, so the value is untouched.
+    torch.testing.assert_close(
+        out["image"][out["valid"]], torch.full_like(out["image"][out["valid"]], 5.0)
+    )
+    kept = out["image_dsm"][out["valid_dsm"]]
+    torch.testing.assert_close(kept, torch.full_like(kept, 7.0))
+    # The hole grows by the interpolation's reach (a crop that keeps it shows more than 16 px).
+    holes = (~out["valid"][:, 0]).sum(dim=(1, 2))
+    assert holes.max() > 16 and (holes == 0).sum() < 6
+    everywhere = augment({"image": image, "valid": torch.ones_like(valid)})
+    assert everywhere["valid"].all()  # the threshold does not throw valid pixels away
+
+
+def test_evaluation_crop_crops_the_validity_alike() -> None:
+    valid = torch.rand(1, 2, 64, 64, generator=torch.Generator().manual_seed(0)) > 0.5
+    out = evaluation_crop(48)({"image": torch.zeros(1, 2, 64, 64), "valid": valid})
+    assert torch.equal(out["valid"], valid[:, :, 8:56, 8:56])

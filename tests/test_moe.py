@@ -6,7 +6,17 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from model.nn.moe import Routing, SparseMoE, expert_capacity, route, set_moe_dropless
+from model.nn.encoder import MoEConfig, SwinEncoder, encoder_config
+from model.nn.moe import (
+    Routing,
+    SparseMoE,
+    cv_squared,
+    expert_capacity,
+    importance_load_loss,
+    load_balancing_loss,
+    route,
+    set_moe_dropless,
+)
 
 DIM = 16
 HIDDEN = 32
@@ -262,3 +272,82 @@ def test_dropless_output_of_a_sample_does_not_depend_on_the_rest_of_the_batch() 
 def test_exporting_a_dropping_moe_names_the_switch() -> None:
     with pytest.raises(RuntimeError, match="set_moe_dropless"):
         torch.export.export(_moe(), (_tokens(2, 8),))
+
+
+# Two tokens, three experts, top-1, noise std 1; the noisy logits equal the clean ones.
+# Softmax([2, 0, 0]) = (e^2, 1, 1) / (e^2 + 2); token 1 prefers expert 2 alike, so
+# importance = (hi + lo, 2 lo, hi + lo) with hi = e^2 / (e^2 + 2), lo = 1 / (e^2 + 2).
+# Load: for expert 0 of token 0 (in its top 1) the best other logit is 0: Phi(2 - 0); for
+# experts 1 and 2 (not in it) the best other is 2: Phi(0 - 2). So load = (Phi(2) + Phi(-2),
+# 2 Phi(-2), Phi(2) + Phi(-2)) = (1, 0.0455, 1). CV^2 = population variance / mean^2.
+HAND_LOGITS = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+HAND_IMPORTANCE_CV2 = 0.23152587770353225
+HAND_LOAD_CV2 = 0.4354943662554777
+
+
+def test_importance_load_loss_matches_the_hand_computed_value() -> None:
+    loss = importance_load_loss(HAND_LOGITS, HAND_LOGITS, top_k=1, noise_std=1.0)
+    assert loss.item() == pytest.approx((HAND_IMPORTANCE_CV2 + HAND_LOAD_CV2) / 2, rel=1e-5)
+    assert cv_squared(torch.tensor([1.0, 0.0, 1.0])).item() == pytest.approx(0.5, rel=1e-6)
+    # Without noise the load is the count of routed tokens, (1, 0, 1): CV^2 = 0.5.
+    loss = importance_load_loss(HAND_LOGITS, HAND_LOGITS, top_k=1, noise_std=0.0)
+    assert loss.item() == pytest.approx((HAND_IMPORTANCE_CV2 + 0.5) / 2, rel=1e-5)
+
+
+def test_importance_load_threshold_is_the_kth_best_of_the_other_experts() -> None:
+    # Top-2 of token [3, 2, 0] (noise std 1): experts 0 and 1 are in; the 2nd best of the others
+    # is 0 for both (expert 2), so Phi(3), Phi(2); expert 2's is 2 (expert 1): Phi(-2).
+    # With only two experts (k = E = 2) both are always in: Phi(+inf) = 1.
+    logits = torch.tensor([[3.0, 2.0, 0.0]])
+    importance = logits.softmax(-1)[0]
+    phi = torch.distributions.Normal(0.0, 1.0).cdf
+    load = phi(torch.tensor([3.0, 2.0, -2.0]))
+    expected = (cv_squared(importance) + cv_squared(load)) / 2
+    got = importance_load_loss(logits, logits, top_k=2, noise_std=1.0)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    two = torch.tensor([[1.0, 0.0]])
+    got = importance_load_loss(two, two, top_k=2, noise_std=1.0)
+    assert got.item() == pytest.approx(cv_squared(two.softmax(-1)[0]).item() / 2, rel=1e-6)
+
+
+def test_the_switch_loss_matches_the_hand_computed_value() -> None:
+    # f = (1/2, 0, 1/2), mean P = (hi + lo, 2 lo, hi + lo) / 2: E * sum f * P = 3 (hi + lo) / 2.
+    probs = HAND_LOGITS.softmax(-1)
+    loss = load_balancing_loss(probs, probs.argmax(-1))
+    assert loss.item() == pytest.approx(1.3402395316211988, rel=1e-6)
+
+
+def test_a_balanced_router_gives_each_loss_its_minimum() -> None:
+    balanced = torch.stack([torch.tensor([2.0, 0.0, 0.0]).roll(t) for t in range(3)])
+    skewed = torch.tensor([[2.0, 0.0, 0.0]] * 3)
+    for noise_std in (0.0, 1.0):
+        assert importance_load_loss(balanced, balanced, 1, noise_std).item() == pytest.approx(
+            0.0, abs=1e-7
+        )
+        assert importance_load_loss(skewed, skewed, 1, noise_std).item() > 0.1
+    for logits, expected in ((balanced, 1.0), (torch.zeros(3, 3), 1.0)):
+        probs = logits.softmax(-1)
+        assert load_balancing_loss(probs, probs.argmax(-1)).item() == pytest.approx(expected)
+    probs = skewed.softmax(-1)
+    assert load_balancing_loss(probs, probs.argmax(-1)).item() > 2.0
+
+
+def test_the_layer_records_the_chosen_balance_loss() -> None:
+    torch.manual_seed(0)
+    moe = SparseMoE(DIM, HIDDEN, num_experts=EXPERTS, balance_loss="importance_load").eval()
+    x = _tokens(64)
+    moe(x)
+    logits = moe.gate(x)
+    torch.testing.assert_close(moe.aux_loss, importance_load_loss(logits, logits, 1, 0.0))
+    moe.train()
+    moe(x)
+    moe.aux_loss.backward()  # the noisy load estimate reaches the gate
+    assert moe.gate.weight.grad is not None and moe.gate.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="balance_loss 'cv' is not one of"):
+        SparseMoE(DIM, HIDDEN, balance_loss="cv")
+
+
+def test_the_encoder_passes_the_balance_loss_to_its_moe_layers() -> None:
+    config = encoder_config("tiny", moe=MoEConfig(balance_loss="importance_load"))
+    layers = SwinEncoder(config).moe_layers()
+    assert layers and all(layer.balance_loss == "importance_load" for layer in layers)

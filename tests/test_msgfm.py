@@ -6,6 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from catalogs.store_format import BandStatistics, SensorManifest
+from model.datamodules.geopile2 import GeoPile2DataModule
+from model.datasets.transforms import SensorNormalize
 from model.nn.encoder import MoEConfig, encoder_config
 from model.nn.msgfm import MsGFM
 
@@ -84,3 +87,105 @@ def test_a_tiny_model_overfits_one_batch() -> None:
 def test_a_cross_sensor_rate_outside_0_1_is_refused() -> None:
     with pytest.raises(ValueError, match="cross_sensor_rate 1.5 is not in"):
         MsGFM(CHANNELS, encoder_config("tiny"), cross_sensor_rate=1.5)
+
+
+def test_each_sensor_weighs_the_same_or_by_its_rows() -> None:
+    data = batch()
+    data["sensors"]["sentinel1_grd"]["image"] = data["sensors"]["sentinel1_grd"]["image"][:2]
+    data["sensors"]["rgb"]["image"] = data["sensors"]["rgb"]["image"][:1]
+    outs = {}
+    for weighting in ("sensor", "sample"):
+        model = tiny().eval()
+        model.sensor_weighting = weighting
+        with torch.no_grad():
+            outs[weighting] = model(data, generator=torch.Generator().manual_seed(0))
+    losses = outs["sensor"].mim_per_sensor
+    for sensor, loss in outs["sample"].mim_per_sensor.items():
+        assert loss.item() == losses[sensor].item()  # the same draws, the same per-sensor losses
+    s2, s1, rgb = (losses[s].item() for s in ("sentinel2_l2a", "sentinel1_grd", "rgb"))
+    assert outs["sensor"].mim_loss.item() == pytest.approx((s2 + s1 + rgb) / 3, rel=1e-6)
+    assert outs["sample"].mim_loss.item() == pytest.approx((4 * s2 + 2 * s1 + rgb) / 7, rel=1e-6)
+    with pytest.raises(ValueError, match="sensor_weighting 'pixel' is not one of"):
+        MsGFM(CHANNELS, encoder_config("tiny"), sensor_weighting="pixel")  # type: ignore[arg-type]
+
+
+def _manifest(
+    name: str, kind: str, dtype: str, nodata: float, scale: float, unit: str, n: int
+) -> SensorManifest:
+    """A sensor of ``n`` bands, stored statistics mean 1000 and std 500 in each."""
+    statistics = BandStatistics(
+        count=(1,) * n, mean=(1000.0,) * n, std=(500.0,) * n, percentiles={}
+    )
+    return SensorManifest(
+        name=name,
+        title=name,
+        kind=kind,
+        dtype=dtype,
+        nodata=nodata,
+        scale=scale,
+        offset=0.0,
+        unit=unit,
+        model_unit=unit,
+        gsd_m=10.0,
+        band_names=tuple(f"b{i}" for i in range(n)),
+        chip_count=2,
+        chip_shape=(n, 64, 64),
+        statistics=statistics,
+    )
+
+
+def test_nodata_targets_leave_the_loss_through_the_datamodule_path() -> None:
+    """DSM -9999 and Sentinel-2 0 as stored become invalid, and the loss ignores their values."""
+    manifests = {
+        "sentinel2_l2a": _manifest(
+            "sentinel2_l2a", "optical", "uint16", 0.0, 1e-4, "reflectance", 12
+        ),
+        "dsm": _manifest("dsm", "elevation", "float32", -9999.0, 1.0, "m", 1),
+    }
+    generator = torch.Generator().manual_seed(3)
+
+    def s2() -> torch.Tensor:
+        return torch.randint(500, 3000, (2, 12, 64, 64), generator=generator).to(torch.uint16)
+
+    def dsm() -> torch.Tensor:
+        return torch.rand(2, 1, 64, 64, generator=generator) * 100
+
+    stored = {
+        "sentinel2_l2a": {"image": s2(), "image_dsm": dsm(), "rows_dsm": torch.tensor([0, 1])},
+        "dsm": {
+            "image": dsm(),
+            "image_sentinel2_l2a": s2(),
+            "rows_sentinel2_l2a": torch.tensor([0, 1]),
+        },
+    }
+    stored["dsm"]["image_sentinel2_l2a"][0, 3, 10, 10] = 0  # Sentinel-2 nodata
+    stored["sentinel2_l2a"]["image_dsm"][1, 0, 20, 20] = -9999.0  # DSM nodata
+    datamodule = GeoPile2DataModule(crop_px=64)
+    datamodule.normalize = SensorNormalize(manifests, stored=True)
+    prepared = datamodule.on_after_batch_transfer({"sensors": stored}, 0)["sensors"]
+    valid_s2 = prepared["dsm"]["valid_sentinel2_l2a"]
+    valid_dsm = prepared["sentinel2_l2a"]["valid_dsm"]
+    assert valid_s2.shape == (2, 12, 64, 64) and valid_s2.sum() == valid_s2.numel() - 1
+    assert not valid_s2[0, 3, 10, 10] and not valid_dsm[1, 0, 20, 20]
+    assert valid_dsm.sum() == valid_dsm.numel() - 1 and prepared["dsm"]["valid"].all()
+    assert prepared["dsm"]["image_sentinel2_l2a"][0, 3, 10, 10] == 0.0  # the band mean
+
+    torch.manual_seed(0)
+    config = encoder_config("tiny", input_px=64, window_size=2, moe=MoEConfig(gate_noise=0.0))
+    model = MsGFM({"sentinel2_l2a": 12, "dsm": 1}, config, cross_sensor_rate=1.0, mask_ratio=1.0)
+    model.eval()
+
+    def loss_with(sensor: str, key: str, where: tuple[int, ...], value: float) -> float:
+        changed = {s: dict(sub) for s, sub in prepared.items()}
+        changed[sensor][key] = prepared[sensor][key].clone()
+        changed[sensor][key][where] = value
+        with torch.no_grad():
+            out = model({"sensors": changed}, generator=torch.Generator().manual_seed(0))
+        assert out.cross_share == 1.0  # every chip is compared with its partner
+        return out.loss.item()
+
+    base = loss_with("dsm", "image_sentinel2_l2a", (0, 3, 10, 10), 0.0)
+    assert loss_with("dsm", "image_sentinel2_l2a", (0, 3, 10, 10), 100.0) == base
+    assert loss_with("sentinel2_l2a", "image_dsm", (1, 0, 20, 20), -50.0) == base
+    assert loss_with("dsm", "image_sentinel2_l2a", (0, 3, 11, 11), 100.0) != base
+    assert loss_with("sentinel2_l2a", "image_dsm", (1, 0, 21, 21), -50.0) != base

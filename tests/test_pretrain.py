@@ -10,13 +10,21 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from model import load_pretrained
+from model.nn.msgfm import Reconstruction
 from model.pretrain import main
+from model.tasks.pretraining import (
+    optimizer_steps_per_epoch,
+    reconstruction_panels,
+    warmup_steps,
+)
 from tests.http_server import file_server
 from tests.pipeline_setup import busy_reference
 
@@ -173,3 +181,50 @@ def test_a_checkpoint_holding_pickled_code_is_refused_before_the_code_runs(
             )
         assert {r.path for r in server.requests} == ({"/hostile.ckpt"} if served else set())
     assert not marker.exists()
+
+
+def test_warmup_in_epochs_wins_over_the_share_and_must_fit_the_run() -> None:
+    assert warmup_steps(1000, 0.1) == 100
+    assert warmup_steps(1000, 0.1, warmup_epochs=10, steps_per_epoch=8) == 80
+    assert warmup_steps(1000, 0.1, warmup_epochs=0.5, steps_per_epoch=7) == 4  # round(3.5)
+    assert warmup_steps(80, 0.1, warmup_epochs=10, steps_per_epoch=8) == 80  # all of it
+    with pytest.raises(ValueError, match=r"warmup_epochs 11 is 88 steps \(8 per epoch\), more"):
+        warmup_steps(80, 0.1, warmup_epochs=11, steps_per_epoch=8)
+    with pytest.raises(ValueError, match="warmup_epochs -1 needs to be non-negative"):
+        warmup_steps(80, 0.1, warmup_epochs=-1, steps_per_epoch=8)
+
+
+def test_steps_per_epoch_count_optimiser_steps_of_the_train_loader() -> None:
+    trainer = SimpleNamespace(num_training_batches=10, accumulate_grad_batches=4)
+    assert optimizer_steps_per_epoch(trainer) == 3  # the last, short accumulation steps too
+    trainer = SimpleNamespace(num_training_batches=float("inf"), accumulate_grad_batches=1)
+    with pytest.raises(ValueError, match="warmup_epochs needs a train loader with a length"):
+        optimizer_steps_per_epoch(trainer)
+
+
+RGB = SimpleNamespace(name="rgb", kind="optical", band_names=("red", "green", "blue"))
+
+
+def _group(prediction: torch.Tensor, target: torch.Tensor) -> Reconstruction:
+    mask = torch.zeros(1, 4, 4, dtype=torch.bool)
+    mask[0, :2, 1:3] = True  # 4 of 16 tokens (8 px each) masked
+    rows = torch.tensor([0])
+    return Reconstruction("rgb", "rgb", rows, target, mask, prediction, target)
+
+
+def test_the_reconstruction_panel_shows_what_the_loss_sees() -> None:
+    target = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    visible = torch.ones(32, 32, dtype=torch.bool)
+    visible[:16, 8:24] = False
+    noise = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    panels = reconstruction_panels(_group(noise, target), {"rgb": RGB}, 0)
+    reconstruction, truth = panels[2], panels[3]
+    np.testing.assert_array_equal(reconstruction[visible.numpy()], truth[visible.numpy()])
+    assert not np.array_equal(reconstruction, truth)
+    same = reconstruction_panels(_group(target.clone(), target), {"rgb": RGB}, 0)
+    np.testing.assert_array_equal(same[2], same[3])
+    # A prediction of the band mean (0 normalised) is drawn with the target's stretch: the
+    # middle of its 2-98 % range, not stretched to black or to full contrast.
+    flat = reconstruction_panels(_group(torch.zeros_like(target), target), {"rgb": RGB}, 0)[2]
+    masked = flat[~visible.numpy()]
+    assert np.ptp(masked, axis=0).max() == 0.0 and 0.3 < masked.mean() < 0.7

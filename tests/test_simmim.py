@@ -186,3 +186,25 @@ def test_decoder_is_a_pixel_shuffle_of_a_1x1_conv() -> None:
     assert decoder.projection.kernel_size == (1, 1)
     assert decoder.projection.out_channels == 4**2 * 3
     assert decoder(torch.rand(1, 8, 2, 3)).shape == (1, 3, 8, 12)
+
+
+def test_the_loss_leaves_out_what_valid_marks_as_nodata() -> None:
+    # Every token masked; target 0, prediction 1 except one pixel predicted 5.
+    target = torch.zeros(1, 2, 8, 8)
+    prediction = torch.ones(1, 2, 8, 8)
+    prediction[0, 1, 3, 3] = 5.0
+    mask = torch.ones(1, 2, 2, dtype=torch.bool)
+    valid = torch.ones(1, 2, 8, 8, dtype=torch.bool)
+    full = masked_l1_loss(prediction, target, mask, 4, valid)
+    assert full.item() == pytest.approx((127 + 5) / (128 + 1e-5))
+    valid[0, 1, 3, 3] = False  # that value of band 1 is nodata: out of both sums
+    assert masked_l1_loss(prediction, target, mask, 4, valid).item() == pytest.approx(
+        127 / (127 + 1e-5)
+    )
+    pixel = torch.ones(1, 1, 8, 8, dtype=torch.bool)
+    pixel[0, 0, 3, 3] = False  # one mask for every band: both values of the pixel go
+    assert masked_l1_loss(prediction, target, mask, 4, pixel).item() == pytest.approx(
+        126 / (126 + 1e-5)
+    )
+    with pytest.raises(ValueError, match=r"valid \(1, 3, 8, 8\) is neither"):
+        masked_l1_loss(prediction, target, mask, 4, torch.ones(1, 3, 8, 8, dtype=torch.bool))

@@ -157,7 +157,7 @@ class MsGFMPretraining(LightningModule):
         lr = self.hparams["base_lr"] * self.hparams["batch_size"] * world / REFERENCE_BATCH
         total = int(self.trainer.estimated_stepping_batches) if self.trainer else 1
         per_epoch = (
-            _optimizer_steps_per_epoch(self.trainer)
+            optimizer_steps_per_epoch(self.trainer)
             if self.trainer and self.hparams["warmup_epochs"] is not None
             else None
         )
@@ -278,7 +278,7 @@ def warmup_steps(
     return steps
 
 
-def _optimizer_steps_per_epoch(trainer: Any) -> int:
+def optimizer_steps_per_epoch(trainer: Any) -> int:
     """Optimiser steps in one epoch of ``trainer``'s train loader (after its batch limits).
 
     Read after ``estimated_stepping_batches``, which sets the loader up; a ``max_steps`` cut
@@ -319,29 +319,14 @@ def reconstruction_figure(
 ) -> plt.Figure:
     """A figure of the first :data:`FIGURE_ROWS` chips of ``group``.
 
-    Its four columns are those of :data:`FIGURE_COLUMNS`. The reconstruction shows what the
-    loss sees, as SimMIM draws it: the prediction on the masked patches, the target's own
-    values on the visible ones (``target * (1 - mask) + prediction * mask``), drawn with the
-    target's stretch, so a prediction near the band mean looks flat, not like full-contrast
-    noise.
+    Its four columns are those of :data:`FIGURE_COLUMNS` (see :func:`reconstruction_panels`).
     """
     rows = min(FIGURE_ROWS, len(group.rows))
     columns = len(FIGURE_COLUMNS)
     figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
     source, target = sensors[group.source], sensors[group.target_sensor]
-    patch = group.image.shape[-1] // group.mask.shape[-1]
     for row in range(rows):
-        mask = np.kron(group.mask[row].cpu().numpy(), np.ones((patch, patch))).astype(bool)
-        picture = _picture(group.image[row], source)
-        masked = np.where(mask[..., None], MASK_GREY, picture)
-        truth = _values(group.target[row])
-        reconstruction = np.where(mask, _values(group.prediction[row]), truth)
-        panels = (
-            picture,
-            masked,
-            composite(reconstruction, target.name, target.kind, target.band_names, truth),
-            composite(truth, target.name, target.kind, target.band_names),
-        )
+        panels = reconstruction_panels(group, sensors, row)
         for column, (ax, panel) in enumerate(zip(axes[row], panels, strict=True)):
             ax.imshow(panel)
             ax.axis("off")
@@ -351,6 +336,30 @@ def reconstruction_figure(
     figure.suptitle(f"{group.source} -> {group.target_sensor}")
     figure.tight_layout()
     return figure
+
+
+def reconstruction_panels(
+    group: Reconstruction, sensors: Mapping[str, SensorManifest], row: int
+) -> tuple[np.ndarray, ...]:
+    """The (H, W, 3) pictures of chip ``row`` of ``group``, one per :data:`FIGURE_COLUMNS`.
+
+    The reconstruction shows what the loss sees, as SimMIM draws it: the prediction on the
+    masked patches, the target's own values on the visible ones (``target * (1 - mask) +
+    prediction * mask``), drawn with the target's stretch, so a prediction near the band mean
+    looks flat, not like full-contrast noise.
+    """
+    source, target = sensors[group.source], sensors[group.target_sensor]
+    patch = group.image.shape[-1] // group.mask.shape[-1]
+    mask = np.kron(group.mask[row].cpu().numpy(), np.ones((patch, patch))).astype(bool)
+    picture = _picture(group.image[row], source)
+    truth = _values(group.target[row])
+    reconstruction = np.where(mask, _values(group.prediction[row]), truth)
+    return (
+        picture,
+        np.where(mask[..., None], MASK_GREY, picture),
+        composite(reconstruction, target.name, target.kind, target.band_names, truth),
+        composite(truth, target.name, target.kind, target.band_names),
+    )
 
 
 def _values(image: torch.Tensor) -> np.ndarray:
