@@ -247,14 +247,18 @@ def run_study(
     """
     pending = [run for run in study.runs if not run.cached()]
     left = sum(run.estimate_s for run in pending)
+    estimated_done = 0.0
     start = time.perf_counter()
     for done, run in enumerate(pending, 1):
         execute_run(run)
         left -= run.estimate_s
+        estimated_done += run.estimate_s
         elapsed = time.perf_counter() - start
+        # The estimate of what is left, scaled by how fast the runs so far went against theirs.
+        eta = left * elapsed / estimated_done if estimated_done else left
         progress(
             f"[{done}/{len(pending)}] {run.name} done; elapsed {elapsed / 60:.1f} min, "
-            f"ETA {left / 60:.1f} min"
+            f"ETA {eta / 60:.1f} min"
         )
     return len(pending)
 

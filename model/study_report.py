@@ -72,9 +72,7 @@ def compare(config: Mapping[str, Any], collected: Collected) -> list[dict[str, A
                 runs = collected[variant][task]
                 return {s: m[metric] for s, m in runs.items() if m[metric] is not None}
 
-            result = paired_difference(
-                values(first), values(second), spec.higher_is_better(metric)
-            )
+            result = paired_difference(values(first), values(second), spec.higher_is_better(metric))
             direction = paper_direction(config, comparison, task)
             paper = config.get("paper", {}).get(task, {})
             rows.append(
@@ -112,7 +110,9 @@ def summary(study: Plan, collected: Collected) -> dict[str, Any]:
             for variant, tasks in collected.items()
         },
         "steps": {
-            "pretrain": {variant: int(config["pretrain"]["steps"]) for variant in config["variants"]},
+            "pretrain": {
+                variant: int(config["pretrain"]["steps"]) for variant in config["variants"]
+            },
             "finetune": {
                 task: int(spec["steps"]) for task, spec in config["finetune"]["tasks"].items()
             },
