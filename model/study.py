@@ -93,6 +93,21 @@ def cli_overrides(overrides: Mapping[str, Any]) -> list[str]:
     return arguments
 
 
+def schedule(spec: Mapping[str, Any]) -> tuple[dict[str, Any], float]:
+    """A run's length as trainer overrides, and its estimated seconds (start-up aside).
+
+    Args:
+        spec: ``steps`` and ``seconds_per_step``, or ``epochs`` and ``seconds_per_epoch``.
+    """
+    if "epochs" in spec:
+        epochs = int(spec["epochs"])
+        overrides = {"trainer.max_epochs": epochs, "trainer.max_steps": -1}
+        return overrides, epochs * float(spec.get("seconds_per_epoch", 0))
+    steps = int(spec["steps"])
+    overrides = {"trainer.max_epochs": -1, "trainer.max_steps": steps}
+    return overrides, steps * float(spec.get("seconds_per_step", 0))
+
+
 def _key(*parts: Sequence[str] | str) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
@@ -107,7 +122,7 @@ def plan(config: Mapping[str, Any]) -> Plan:
     root = Path(config["runs"]) / config["name"]
     startup = float(config.get("startup_s", 0))
     spec = config["pretrain"]
-    steps = int(spec["steps"])
+    length, seconds = schedule(spec)
     pretrains: dict[str, Run] = {}
     for variant, overrides in config["variants"].items():
         folder = root / "pretrain" / variant
@@ -119,7 +134,7 @@ def plan(config: Mapping[str, Any]) -> Plan:
             *cli_overrides(overrides),
             *cli_overrides(
                 {
-                    "trainer.max_steps": steps,
+                    **length,
                     "trainer.default_root_dir": str(folder),
                     "trainer.logger": False,
                     "trainer.callbacks": [],
@@ -134,14 +149,14 @@ def plan(config: Mapping[str, Any]) -> Plan:
             folder,
             arguments,
             _key(arguments),
-            startup + steps * float(spec["seconds_per_step"]),
+            startup + seconds,
             folder / "export" / EXPORT_CARD,
         )
     finetunes: dict[tuple[str, str, int], Run] = {}
     common = config["finetune"].get("overrides", {})
     for variant, pretrained in pretrains.items():
         for task, task_spec in config["finetune"]["tasks"].items():
-            task_steps = int(task_spec["steps"])
+            task_length, task_seconds = schedule(task_spec)
             for seed in config["seeds"]:
                 folder = root / "finetune" / variant / task / f"seed{seed}"
                 arguments = (
@@ -154,8 +169,7 @@ def plan(config: Mapping[str, Any]) -> Plan:
                         {
                             "seed_everything": seed,
                             "data.init_args.seed": seed,
-                            "trainer.max_epochs": -1,
-                            "trainer.max_steps": task_steps,
+                            **task_length,
                             "model.pretrained": str(pretrained.folder / "export"),
                             "model.init": "pretrained",
                             "model.out_dir": str(folder),
@@ -169,7 +183,7 @@ def plan(config: Mapping[str, Any]) -> Plan:
                     folder,
                     arguments,
                     _key(arguments, pretrained.key),
-                    startup + task_steps * float(task_spec["seconds_per_step"]),
+                    startup + task_seconds,
                     folder / METRICS_FILE,
                 )
     _check_names(config)

@@ -3,7 +3,8 @@
 ``ablation.json``: ``{"variants": {variant: {task: {metric: mean, <metric>_std: std}}},
 "comparisons": [{name, task, metric, first, second, diff, ci95, seeds, excludes_zero, paper,
 paper_direction, paper_direction_holds}], "steps": {"pretrain": {variant: steps},
-"finetune": {task: steps}}}``. A comparison's ``diff`` is signed so that positive means
+"finetune": {task: steps}}}`` (the steps the runs took: the model card's, seed 0's
+``metrics.json``). A comparison's ``diff`` is signed so that positive means
 ``first`` is better on the task's main metric (:func:`model.statistics.paired_difference`);
 ``paper_direction_holds`` says whether its sign is the paper's, and is null where the paper's
 two figures tie (there is no direction to reproduce).
@@ -22,6 +23,7 @@ from model.study import Plan
 from model.tasks import TASKS
 
 Collected = dict[str, dict[str, dict[int, dict[str, float | None]]]]  # variant, task, seed
+TRAINING = "msgfm:training"  # the model card's property that records the pretraining
 FIRST_BETTER, SECOND_BETTER, TIE = "first_better", "second_better", "tie"
 
 
@@ -103,6 +105,7 @@ def compare(config: Mapping[str, Any], collected: Collected) -> list[dict[str, A
 def summary(study: Plan, collected: Collected) -> dict[str, Any]:
     """The ``ablation.json`` document."""
     config = study.config
+    first_variant, first_seed = next(iter(study.pretrains)), config["seeds"][0]
     return {
         "comparisons": compare(config, collected),
         "variants": {
@@ -111,10 +114,13 @@ def summary(study: Plan, collected: Collected) -> dict[str, Any]:
         },
         "steps": {
             "pretrain": {
-                variant: int(config["pretrain"]["steps"]) for variant in config["variants"]
+                variant: json.loads(run.output.read_text())["properties"][TRAINING]["steps"]
+                for variant, run in study.pretrains.items()
             },
             "finetune": {
-                task: int(spec["steps"]) for task, spec in config["finetune"]["tasks"].items()
+                task: json.loads(run.output.read_text())["steps"]
+                for (variant, task, seed), run in study.finetunes.items()
+                if variant == first_variant and seed == first_seed
             },
         },
         "seeds": list(config["seeds"]),
@@ -133,14 +139,17 @@ def markdown(document: Mapping[str, Any], config: Mapping[str, Any]) -> str:
     tasks = config["finetune"]["tasks"]
     steps = document["steps"]
     lines = [
-        f"# Ablation study on the sample world ({config['name']})",
+        f"# Ablation study {config['name']}",
         "",
-        "Table 6 and Figure 4 of the msGFM paper rerun in miniature: each variant pretrained "
-        f"{config['pretrain']['steps']} steps on the sample store, then fine-tuned with seeds "
-        f"{', '.join(map(str, document['seeds']))} (fine-tuning steps: "
+        "Table 6 and Figure 4 of the msGFM paper rerun with this study's config: each variant "
+        "pretrained (steps: "
+        + ", ".join(f"{v} {n}" for v, n in steps["pretrain"].items())
+        + "), then fine-tuned on each task with seeds "
+        + ", ".join(map(str, document["seeds"]))
+        + " (steps: "
         + ", ".join(f"{task} {n}" for task, n in steps["finetune"].items())
-        + "). The numbers show what the sample world reproduces, not the model's quality on "
-        "the real datasets; the paper's figures are on the real ones.",
+        + "). On the sample world the numbers show what a miniature reproduces, not the "
+        "model's quality on the real datasets, where the paper's figures are.",
         "",
         "## Test metrics (mean ± std over seeds)",
         "",
