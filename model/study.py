@@ -85,11 +85,15 @@ class Plan:
         return [*self.pretrains.values(), *self.finetunes.values()]
 
 
-def cli_overrides(overrides: Mapping[str, Any]) -> list[str]:
-    """``{"model.moe": False}`` -> ``["--model.moe", "false"]`` (non-strings as JSON)."""
+def cli_overrides(overrides: Mapping[str, Any], folder: Path) -> list[str]:
+    """``{"model.moe": False}`` -> ``["--model.moe", "false"]`` (non-strings as JSON).
+
+    ``{folder}`` in a value stands for the run's folder (e.g. a checkpoint callback's dirpath).
+    """
     arguments = []
     for key, value in overrides.items():
-        arguments += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+        text = value if isinstance(value, str) else json.dumps(value)
+        arguments += [f"--{key}", text.replace("{folder}", str(folder))]
     return arguments
 
 
@@ -130,18 +134,16 @@ def plan(config: Mapping[str, Any]) -> Plan:
             "model.pretrain",
             "--config",
             str(spec["config"]),
-            *cli_overrides(spec.get("overrides", {})),
-            *cli_overrides(overrides),
+            *cli_overrides(spec.get("overrides", {}), folder),
+            *cli_overrides(overrides, folder),
             *cli_overrides(
                 {
                     **length,
                     "trainer.default_root_dir": str(folder),
-                    "trainer.logger": False,
-                    "trainer.callbacks": [],
-                    "trainer.enable_checkpointing": False,
                     "trainer.enable_progress_bar": False,
                     "model.export_dir": str(folder / "export"),
-                }
+                },
+                folder,
             ),
         )
         pretrains[variant] = Run(
@@ -163,8 +165,8 @@ def plan(config: Mapping[str, Any]) -> Plan:
                     "model.finetune",
                     "--config",
                     str(task_spec["config"]),
-                    *cli_overrides(common),
-                    *cli_overrides(task_spec.get("overrides", {})),
+                    *cli_overrides(common, folder),
+                    *cli_overrides(task_spec.get("overrides", {}), folder),
                     *cli_overrides(
                         {
                             "seed_everything": seed,
@@ -175,7 +177,8 @@ def plan(config: Mapping[str, Any]) -> Plan:
                             "model.out_dir": str(folder),
                             "trainer.default_root_dir": str(folder),
                             "trainer.enable_progress_bar": False,
-                        }
+                        },
+                        folder,
                     ),
                 )
                 finetunes[variant, task, seed] = Run(
@@ -278,9 +281,17 @@ def run_study(
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    """A study config, with its ``name`` defaulting to the file's stem."""
+    """A study config, with its ``name`` defaulting to the file's stem.
+
+    ``paper_from: <yaml>`` takes ``paper`` and ``comparisons`` from that file (the paper's
+    figures, shared by the study configs) where the config has none of its own.
+    """
     config = yaml.safe_load(path.read_text())
     config.setdefault("name", path.stem)
+    if "paper_from" in config:
+        shared = yaml.safe_load(Path(config["paper_from"]).read_text())
+        for key in ("paper", "comparisons"):
+            config.setdefault(key, shared.get(key, {} if key == "paper" else []))
     return config
 
 

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from model import study as study_module
-from model.study import Run, describe, plan, run_study
+from model.study import Run, describe, load_config, plan, run_study
 from model.study_report import write_reports
 
 # mAP_micro of each (variant, seed): msgfm beats none by 0.1 in every seed; moe-cross0 ties
@@ -30,7 +29,12 @@ def config(tmp_path: Path) -> dict[str, Any]:
         "reports": str(tmp_path / "reports"),
         "seeds": [0, 1, 2],
         "startup_s": 10,
-        "pretrain": {"config": "p.yaml", "steps": 5, "seconds_per_step": 2.0},
+        "pretrain": {
+            "config": "p.yaml",
+            "steps": 5,
+            "seconds_per_step": 2.0,
+            "overrides": {"trainer.callbacks": {"dirpath": "{folder}/checkpoints"}},
+        },
         "variants": {
             "none": {"model.moe": False},
             "msgfm": {"model.moe": True, "model.cross_sensor_rate": 0.5},
@@ -76,6 +80,8 @@ def test_the_plan_names_every_run_with_its_overrides(tmp_path: Path) -> None:
     assert flags["--seed_everything"] == "2" and flags["--data.init_args.seed"] == "2"
     assert flags["--model.missing_embeddings"] == "random"
     assert flags["--model.pretrained"] == str(tmp_path / "runs/mini/pretrain/msgfm/export")
+    pretrain_folder = tmp_path / "runs/mini/pretrain/msgfm"
+    assert f'{{"dirpath": "{pretrain_folder}/checkpoints"}}' in pretrain
     assert finetune.estimate_s == 14.0 and study.pretrains["none"].estimate_s == 20.0
 
 
@@ -125,8 +131,17 @@ def test_reports_compare_the_variants_and_are_written_once(tmp_path: Path) -> No
 
 
 def test_the_sample_study_config_plans_its_budget() -> None:
-    document = yaml.safe_load(Path("configs/study/ablation-sample.yaml").read_text())
+    document = load_config(Path("configs/study/ablation-sample.yaml"))
+    assert len(document["comparisons"]) == 7 and len(document["paper"]) == 5
     study = plan(document)
     assert len(study.pretrains) == 7 and len(study.finetunes) == 7 * 5 * len(document["seeds"])
     assert len(document["seeds"]) >= 3
     assert sum(run.estimate_s for run in study.runs) <= 2.05 * 3600
+
+
+def test_the_geopile2_study_plans_the_paper_s_runs() -> None:
+    study = plan(load_config(Path("configs/study/ablation-geopile2.yaml")))
+    assert len(study.pretrains) == 7 and len(study.finetunes) == 105
+    flags = study.pretrains["s1-only"].arguments
+    assert flags[flags.index("--trainer.max_epochs") + 1] == "800"
+    assert flags[flags.index("--data.sensors") + 1] == '["sentinel1_grd"]'
