@@ -194,7 +194,15 @@ def plan(config: Mapping[str, Any]) -> Plan:
 
 
 def _check_names(config: Mapping[str, Any]) -> None:
+    from model.tasks import TASKS
+
     variants, tasks = set(config["variants"]), set(config["finetune"]["tasks"])
+    for task, spec in config["finetune"]["tasks"].items():
+        if spec["task"] not in TASKS:
+            raise ValueError(
+                f"study {config['name']}: task {task!r} names {spec['task']!r}, not one of "
+                f"{sorted(TASKS)}"
+            )
     named = {v for c in config.get("comparisons", []) for v in (c["first"], c["second"])}
     for task, paper in config.get("paper", {}).items():
         if task not in tasks:
@@ -303,7 +311,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m model.study",
         description="Run an ablation study: pretrain each variant, fine-tune each on every "
         "task and seed, and write reports/ablation.{json,md} with a plot per task. Finished "
-        "runs whose command is unchanged are reused, so a rerun only does what changed.",
+        "runs whose command is unchanged are reused, so a rerun only does what changed; "
+        "a failed run stops the study (its log is printed) and a rerun resumes there.",
+        epilog="Configs: configs/study/ablation-sample.yaml (the sample world, ~2 h on 2 "
+        "cores), configs/study/ablation-geopile2.yaml (the real data, a GPU cluster). Runs go "
+        "to <runs>/<name>/pretrain/<variant> and .../finetune/<variant>/<task>/seed<k>, each "
+        "with run.json (its command and hash) and run.log.",
     )
     parser.add_argument(
         "--config", type=Path, required=True, help="the study config (configs/study/*.yaml)"

@@ -226,18 +226,20 @@ def write_reports(study: Plan) -> list[Path]:
     """Write the study's reports where they changed; returns the files written.
 
     ``ablation.json`` and ``ablation.md`` are compared with what is on disk; the plots are
-    redrawn only when the JSON changed (they are drawn from it).
+    redrawn only when the JSON changed (they are drawn from it) or are missing.
     """
     reports = Path(study.config["reports"])
     document = summary(study, collect(study))
     written = []
     json_path = reports / "ablation.json"
     new_json = json.dumps(document, indent=2)
-    if not json_path.is_file() or json.loads(json_path.read_text()) != json.loads(new_json):
+    changed = not json_path.is_file() or json.loads(json_path.read_text()) != json.loads(new_json)
+    if changed:
         write_json(json_path, document)
         written.append(json_path)
-        for task, spec in study.config["finetune"]["tasks"].items():
-            target = reports / "ablation" / f"{task}.png"
+    for task, spec in study.config["finetune"]["tasks"].items():
+        target = reports / "ablation" / f"{task}.png"
+        if changed or not target.is_file():
             plot(document, task, TASKS[spec["task"]].main_metric, target)
             written.append(target)
     md_path = reports / "ablation.md"

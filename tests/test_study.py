@@ -145,3 +145,14 @@ def test_the_geopile2_study_plans_the_paper_s_runs() -> None:
     flags = study.pretrains["s1-only"].arguments
     assert flags[flags.index("--trainer.max_epochs") + 1] == "800"
     assert flags[flags.index("--data.sensors") + 1] == '["sentinel1_grd"]'
+
+
+def test_a_comparison_of_an_unknown_variant_is_refused(tmp_path: Path) -> None:
+    document = config(tmp_path)
+    document["comparisons"].append({"name": "x", "first": "msgfm", "second": "s9-only"})
+    with pytest.raises(ValueError, match=r"study mini: .* unknown variants \['s9-only'\]"):
+        plan(document)
+    document["comparisons"].pop()
+    document["finetune"]["tasks"]["ben"]["task"] = "bigearthnet"
+    with pytest.raises(ValueError, match="task 'ben' names 'bigearthnet', not one of"):
+        plan(document)
