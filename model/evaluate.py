@@ -189,7 +189,8 @@ def _summary(results: Results) -> str:
         f"Pretrained beats random init on the main metric, with a 95 % bootstrap interval over "
         f"the seeds that excludes zero, on {len(wins)} of {len(compared)} tasks "
         f"({', '.join(wins) or 'none'}). Pretrained minus random (positive: pretrained "
-        f"better): {details}. With 3 seeds the interval is coarse."
+        f"better): {details}. With few seeds the interval is coarse (it is built from "
+        "their differences only)."
     )
 
 

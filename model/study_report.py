@@ -167,8 +167,8 @@ def markdown(document: Mapping[str, Any], config: Mapping[str, Any]) -> str:
         "",
         "Difference of the first minus the second variant on the task's main metric, signed so "
         "that positive means the first is better, with its 95 % bootstrap interval over the "
-        "seeds (with 3 seeds the interval is coarse: it is built from the 3 seeds' "
-        "differences only).",
+        f"seeds (with {len(document['seeds'])} seeds the interval is coarse: it is built "
+        "from their differences only).",
         "",
         "| comparison | task | diff [95 % CI] | paper (real data) | paper's direction holds |",
         "|---|---|---|---|---|",
