@@ -1,4 +1,4 @@
-"""Command line: ``python -m model pretrain|finetune|evaluate|predict|export-onnx|bench ...``.
+"""Command line: ``python -m model pretrain|finetune|evaluate|study|predict|export-onnx|bench``.
 
 One entry for every command of the model: each subcommand hands the rest of the command line to
 its module's ``main`` (``python -m model finetune --help`` prints that module's own help), so
@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("model.pretrain", "pretrain msGFM on GeoPile-2 (LightningCLI)"),
     "finetune": ("model.finetune", "fine-tune on one downstream task and test it (LightningCLI)"),
     "evaluate": ("model.evaluate", "the downstream mini benchmarks and their reports"),
+    "study": ("model.study", "an ablation study (pretrain variants x tasks x seeds), cached"),
     "predict": ("model.predict", "map a whole scene from STAC items into a COG"),
     "export-onnx": ("model.export_onnx", "export a fine-tuned network to ONNX"),
     "bench": ("model.benchmarks.__main__", "the loader and model benchmarks"),

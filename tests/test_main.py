@@ -15,13 +15,13 @@ def test_help_lists_every_command() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "model", "--help"], capture_output=True, text=True, check=True
     )
-    expected = {"pretrain", "finetune", "evaluate", "predict", "export-onnx", "bench"}
+    expected = {"pretrain", "finetune", "evaluate", "study", "predict", "export-onnx", "bench"}
     for command in expected:
         assert command in done.stdout
     assert set(COMMANDS) == expected
 
 
-@pytest.mark.parametrize("command", ["pretrain", "finetune", "evaluate", "predict"])
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "evaluate", "study", "predict"])
 def test_the_rest_of_the_line_goes_to_the_command(
     command: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -35,6 +35,7 @@ def test_the_rest_of_the_line_goes_to_the_command(
     ("command", "prog"),
     [
         ("evaluate", "python -m model.evaluate"),
+        ("study", "python -m model.study"),
         ("finetune", "python -m model.finetune"),
         ("pretrain", "python -m model.pretrain"),
         ("predict", "python -m model.predict"),
