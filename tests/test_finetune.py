@@ -48,8 +48,8 @@ SIZES = DownstreamSizes(
 )
 EXPECTED_METRICS = {
     "classification": {"mAP_micro", "mAP_macro"},
-    "cloud_removal": {"MAE", "RMSE", "PSNR", "SAM", "SSIM"},
-    "pansharpening": {"MAE", "RMSE", "PSNR", "SAM", "SSIM", "ERGAS"},
+    "cloud_removal": {"MAE", "RMSE", "PSNR", "SAM", "SSIM", "checkerboard_ratio"},
+    "pansharpening": {"MAE", "RMSE", "PSNR", "SAM", "SSIM", "ERGAS", "checkerboard_ratio"},
     "segmentation": {"mIoU", "OA"},
 }
 EXPECTED_EMBEDDINGS = {
@@ -174,9 +174,26 @@ def test_pretrained_init_loads_the_export_and_random_init_does_not(
         not torch.equal(random_state[k], v) for k, v in pretrained.encoder.state_dict().items()
     )
     assert network.provenance == {"sentinel2_l2a": "pretrained", "sentinel1_grd": "pretrained"}
-    record = run("classification", sets, export, tmp_path, "--model.init", "random")
+    record = run(
+        "classification",
+        sets,
+        export,
+        tmp_path,
+        "--model.init",
+        "random",
+        "--model.drop_path_rate",
+        "0.3",
+    )
     assert record["init"] == "random"
     assert record["embeddings"] == {"sentinel2_l2a": "random", "sentinel1_grd": "random"}
+    # The fine-tuning drop path rate replaces the export's (0 in the tiny preset), linear
+    # from 0 at the first block to 0.3 at the last, and the fine-tuned model keeps it.
+    encoder = load_finetuned(tmp_path).task.network.encoder
+    assert encoder.config.drop_path_rate == 0.3
+    blocks = [block for stage in encoder.stages for block in stage.blocks]
+    assert isinstance(blocks[0].drop_path1, torch.nn.Identity)
+    assert blocks[-1].drop_path1.drop_prob == pytest.approx(0.3)
+    assert blocks[-2].drop_path2.drop_prob == pytest.approx(0.3 * 8 / 9)
 
 
 def test_a_checkpoint_without_a_sensors_embedding_names_it(
@@ -186,6 +203,29 @@ def test_a_checkpoint_without_a_sensors_embedding_names_it(
     export = export_of(tmp_path / "no-sar", optical_only)
     with pytest.raises(MissingEmbeddingError, match=r"no patch embedding for 'sentinel1_grd'"):
         run("classification", sets, export, tmp_path / "run")
+
+
+def test_a_missing_embedding_keeps_its_random_init_when_asked(
+    sensors: dict[str, SensorManifest], tmp_path: Path
+) -> None:
+    optical_only = {k: v for k, v in sensors.items() if k != "sentinel1_grd"}
+    pretrained = load_pretrained(export_of(tmp_path / "no-sar", optical_only))
+    channels = {"sentinel2_l2a": 12, "sentinel1_grd": 2}
+    network = DownstreamNetwork(pretrained.encoder.config, channels, "classification", 19)
+    random_init = {
+        k: v.clone() for k, v in network.embeddings["sentinel1_grd"].state_dict().items()
+    }
+    with pytest.raises(MissingEmbeddingError, match=r"no patch embedding for 'sentinel1_grd'"):
+        network.load_pretrained(pretrained)  # "error" by default
+    network.load_pretrained(pretrained, missing="random")
+    assert network.provenance == {
+        "sentinel2_l2a": "pretrained",
+        "sentinel1_grd": "random (not in the pretrained model)",
+    }
+    for key, value in network.embeddings["sentinel1_grd"].state_dict().items():
+        assert torch.equal(value, random_init[key])
+    for key, value in pretrained.encoder.state_dict().items():
+        assert torch.equal(network.encoder.state_dict()[key], value)
 
 
 def test_a_checkpoint_of_another_architecture_names_the_differences(

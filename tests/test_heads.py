@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from model.nn.encoder import SwinEncoder, encoder_config
-from model.nn.heads import ClassificationHead, DensePredictionHead, UPerNetDecoder
+from model.nn.heads import ClassificationHead, DensePredictionHead, UPerNetDecoder, icnr_
 from model.nn.sensors import SensorPatchEmbed
 
 CONFIG = replace(encoder_config("tiny", input_px=192), moe=None)
@@ -40,6 +40,26 @@ def test_heads_give_logits_and_full_resolution_maps() -> None:
     fused = UPerNetDecoder(STAGE_CHANNELS, channels=64)(pyramid)
     assert fused.shape == (2, 64, 48, 48)
     assert DensePredictionHead(64, 6, scale=4)(fused).shape == (2, 6, 192, 192)
+
+
+def test_icnr_starts_the_shuffle_as_a_nearest_neighbour_upsampling() -> None:
+    torch.manual_seed(0)
+    head = DensePredictionHead(64, 6, scale=4, hidden_channels=8)
+    upsampled = head.shuffle(head.projection(torch.randn(2, 64, 12, 10)))
+    assert upsampled.shape == (2, 8, 48, 40)
+    # Every pixel of each 4x4 block equals the block's top-left one ...
+    nearest = torch.nn.functional.interpolate(upsampled[..., ::4, ::4], scale_factor=4)
+    torch.testing.assert_close(upsampled, nearest, rtol=0, atol=0)
+    # ... and the blocks still differ (one filter per hidden channel, not one for all).
+    assert not torch.allclose(upsampled[:, 0], upsampled[:, 1])
+
+
+def test_icnr_copies_one_filter_and_bias_per_group_of_sub_pixels() -> None:
+    conv = nn.Conv2d(5, 3 * 9, kernel_size=1)
+    icnr_(conv, 3)
+    for weights in (conv.weight, conv.bias):
+        groups = weights.detach().unflatten(0, (3, 9))
+        torch.testing.assert_close(groups, groups[:, :1].expand_as(groups), rtol=0, atol=0)
 
 
 def test_gradients_reach_every_parameter_from_both_heads() -> None:

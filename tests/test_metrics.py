@@ -17,7 +17,7 @@ from torchmetrics.functional.image import (
 from torchmetrics.image import ErrorRelativeGlobalDimensionlessSynthesis
 
 from model.tasks.classification import ClassificationMetrics
-from model.tasks.restoration import RestorationMetrics
+from model.tasks.restoration import CheckerboardRatio, RestorationMetrics
 from model.tasks.segmentation import SegmentationMetrics
 
 
@@ -227,7 +227,7 @@ def test_restoration_keys_and_clamping() -> None:
     metrics = RestorationMetrics(data_range=1.0)
     metrics.update(targets + 2.0, targets)  # clamped to 1: error 0.5 and 0.75
     result = metrics.compute()
-    assert set(result) == {"MAE", "RMSE", "PSNR", "SAM", "SSIM"}
+    assert set(result) == {"MAE", "RMSE", "PSNR", "SAM", "SSIM", "checkerboard_ratio"}
     assert float(result["MAE"]) == pytest.approx(0.625, abs=1e-6)
     assert "ERGAS" in RestorationMetrics(1.0, ergas_ratio=4).keys()
 
@@ -240,6 +240,69 @@ def test_restoration_accumulates_over_batches() -> None:
     whole = RestorationMetrics(data_range=1.0, ergas_ratio=4)
     whole.update(preds, targets)
     _assert_same(batched.compute(), whole.compute())
+
+
+def _smooth_image(seed: int, shape: tuple[int, ...] = (2, 3, 36, 44)) -> Tensor:
+    """Low-frequency images (3x3-cell noise, bilinear upsampled) plus fine noise, in (0, 1)."""
+    generator = _generator(seed)
+    coarse = torch.rand(*shape[:2], 3, 3, generator=generator, dtype=torch.float64)
+    smooth = torch.nn.functional.interpolate(coarse, size=shape[2:], mode="bilinear")
+    return 0.2 + 0.5 * smooth + 0.02 * torch.rand(*shape, generator=generator, dtype=torch.float64)
+
+
+def _fft_periodic_energy(images: Tensor, period: int) -> float:
+    """Orthonormal 2-D DFT energy at the bins (k H/p, l W/p), (k, l) != (0, 0), after cropping
+    to multiples of the period: the definition, computed independently of the metric."""
+    height, width = (side - side % period for side in images.shape[-2:])
+    spectrum = torch.fft.fft2(images[..., :height, :width], norm="ortho")
+    rows = torch.arange(0, height, height // period)
+    cols = torch.arange(0, width, width // period)
+    power = spectrum[..., rows[:, None], cols].abs().square()
+    return float(power.sum() - power[..., 0, 0].sum())
+
+
+def _ratio(preds: Tensor, targets: Tensor, period: int = 4) -> float:
+    metric = CheckerboardRatio(period)
+    metric.update(preds, targets)
+    return float(metric.compute())
+
+
+@pytest.mark.parametrize("period", [2, 4])
+def test_checkerboard_energy_is_the_dft_energy_at_the_period_bins(period: int) -> None:
+    images = _smooth_image(0, (2, 3, 38, 45))  # cropped to 36 x 44 for period 4
+    expected = _fft_periodic_energy(images, period)
+    assert float(CheckerboardRatio(period).periodic_energy(images)) == pytest.approx(
+        expected, rel=1e-10
+    )
+
+
+def test_checkerboard_ratio_of_a_checkerboard_and_of_artefact_free_predictions() -> None:
+    targets = _smooth_image(1)
+    assert _ratio(targets, targets) == 1.0
+    # A 4x4-periodic pattern of amplitude 0.05 (a pixel shuffle's sub-pixel disagreement).
+    tile = 0.05 * torch.randn(4, 4, generator=_generator(2), dtype=torch.float64)
+    checkered = targets + tile.repeat(9, 11)
+    assert _ratio(checkered, targets) > 20
+    # A smooth addition (3 cycles across) puts no energy at the period's frequencies, and a
+    # circular shift moves the pattern's phase only: both score the target's energy.
+    rows = torch.arange(36, dtype=torch.float64)[:, None]
+    assert _ratio(targets + 0.1 * torch.sin(2 * math.pi * 3 * rows / 36), targets) == (
+        pytest.approx(1.0, rel=1e-9)
+    )
+    assert _ratio(targets.roll((1, 2), dims=(-2, -1)), targets) == pytest.approx(1.0, rel=1e-9)
+
+
+def test_checkerboard_ratio_sums_over_batches() -> None:
+    preds, targets = (
+        _smooth_image(3)
+        + 0.01 * torch.randn(2, 3, 36, 44, generator=_generator(4), dtype=torch.float64),
+        _smooth_image(3),
+    )
+    batched = CheckerboardRatio()
+    batched.update(preds[:1], targets[:1])
+    batched.update(preds[1:], targets[1:])
+    energies = [_fft_periodic_energy(x, 4) for x in (preds, targets)]
+    assert float(batched.compute()) == pytest.approx(energies[0] / energies[1], rel=1e-10)
 
 
 def test_restoration_rejects_bad_inputs() -> None:

@@ -12,7 +12,7 @@ closest pretrained optical embedding by band wavelengths (:mod:`model.nn.band_ma
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +25,7 @@ from model.nn.heads import ClassificationHead, DensePredictionHead, UPerNetDecod
 from model.nn.sensors import SensorPatchEmbed
 
 HeadKind = Literal["classification", "dense"]
+MissingEmbeddings = Literal["error", "random"]
 DECODER_CHANNELS = 128
 
 
@@ -41,7 +42,8 @@ class DownstreamNetwork(nn.Module):
         head: :class:`ClassificationHead` (``classification``) or a UPerNet decoder with a
             full-resolution :class:`DensePredictionHead` (``dense``).
         provenance: per input sensor, where its embedding came from (``pretrained``,
-            ``wavelength-matched from <sensor>`` or ``random``).
+            ``wavelength-matched from <sensor>``, ``random`` before loading, or
+            ``random (not in the pretrained model)``).
     """
 
     def __init__(
@@ -78,6 +80,28 @@ class DownstreamNetwork(nn.Module):
             )
         self.provenance = {sensor: "random" for sensor in input_channels}
 
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Layer groups for layer-wise learning-rate decay, as timm's Swin models define them.
+
+        Read by :func:`timm.optim.param_groups_layer_decay`: the patch embeddings (and the
+        unused mask token) are layer 0; with ``coarse=False`` each Swin block is one layer, in
+        order, the downsampling at the start of a stage sharing its first block's layer; the
+        encoder's final norm and the head, matched by nothing, share the last layer.
+
+        Args:
+            coarse: one group per stage instead of per block.
+
+        Returns:
+            timm's matcher: ``{group: regex or [(regex, suffix)]}``.
+        """
+        stage = r"^encoder\.stages\.(\d+)"
+        return {
+            "stem": r"^embeddings\.|^encoder\.mask_token",
+            "blocks": stage
+            if coarse
+            else [(stage + r"\.downsample", (0,)), (stage + r"\.blocks\.(\d+)", None)],
+        }
+
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         """Logits (B, K) or a dense map (B, K, H, W) from normalised inputs.
 
@@ -99,15 +123,23 @@ class DownstreamNetwork(nn.Module):
             return self.head(self.encoder(tokens))
         return self.head(self.encoder.forward_pyramid(tokens))
 
-    def load_pretrained(self, pretrained: PretrainedEncoder) -> None:
+    def load_pretrained(
+        self, pretrained: PretrainedEncoder, missing: MissingEmbeddings = "error"
+    ) -> None:
         """Copy the encoder and, per input sensor, a pretrained or band-matched embedding.
 
         Per input sensor: its pretrained embedding, or one matched by band wavelengths from the
-        closest pretrained optical sensor.
+        closest pretrained optical sensor, or (``missing="random"``) its random init.
+
+        Args:
+            pretrained: the pretrained export.
+            missing: for a sensor with neither: ``error`` (raise) or ``random`` (keep the
+                random init; provenance ``random (not in the pretrained model)``).
 
         Raises:
-            MissingEmbeddingError: naming the sensor, what the checkpoint has and why no
-                embedding can be derived (a non-optical sensor the checkpoint lacks).
+            MissingEmbeddingError: with ``missing="error"``, naming the sensor, what the
+                checkpoint has and why no embedding can be derived (a non-optical sensor the
+                checkpoint lacks); and for a pretrained embedding of other bands.
             ValueError: naming the differing keys, for an encoder of another architecture.
         """
         _load_encoder(self.encoder, pretrained.encoder)
@@ -126,6 +158,9 @@ class DownstreamNetwork(nn.Module):
             try:
                 closest = closest_optical_sensor(pretrained.sensors, target)
             except ValueError as error:
+                if missing == "random":
+                    self.provenance[sensor] = "random (not in the pretrained model)"
+                    continue
                 raise MissingEmbeddingError(
                     f"the pretrained model has no patch embedding for {sensor!r} (it has "
                     f"{list(pretrained.sensors)}) and none can be matched by wavelength: "

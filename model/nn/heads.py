@@ -143,30 +143,74 @@ class PyramidPooling(nn.Module):
 
 
 class DensePredictionHead(nn.Module):
-    """A fused stride-``scale`` map to full resolution.
+    """A fused stride-``scale`` map to full resolution, without checkerboard artefacts.
 
-    A 1x1 convolution to ``out_channels * scale**2`` channels, then a pixel shuffle.
+    A 1x1 convolution to ``hidden_channels * scale**2`` channels and a pixel shuffle give
+    ``hidden_channels`` maps at full resolution; a 3x3 convolution there gives the output.
 
     The pixel shuffle (as the SimMIM decoders ``D_i`` of pretraining) learns each output pixel
-    of a ``scale`` x ``scale`` block from the features of its token, where bilinear upsampling
-    would blur edges finer than a token; it costs one 1x1 convolution.
+    of a ``scale`` x ``scale`` block from the features of its token, so it keeps detail finer
+    than a token (pan-sharpening needs the PAN's sub-4-px detail), where bilinear upsampling
+    would blur it. Alone (a 1x1 convolution straight to ``out_channels * scale**2`` and a
+    shuffle) its ``scale**2`` sub-pixel filters are independent, and their disagreement leaves
+    the same pattern in every block: the checkerboard (Aitken et al., 2017). Two remedies here:
+    ICNR initialisation (Aitken et al.: the sub-pixel filters start equal, so the shuffle
+    starts as a nearest-neighbour upsampling), and the 3x3 convolution at full resolution,
+    whose weights are shared by all sub-pixel positions, so every output pixel mixes
+    neighbouring sub-pixels and blocks. See ``checkerboard_ratio``
+    (:class:`model.tasks.restoration.CheckerboardRatio`) for the measured effect. The
+    full-resolution convolution runs on few channels (``hidden_channels``) to stay cheap on CPU.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, scale: int = 4) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, scale: int = 4, hidden_channels: int = 16
+    ) -> None:
         """Build the head.
 
         Args:
             in_channels: channels of the fused map.
             out_channels: classes (segmentation) or bands (image output) per pixel.
             scale: input pixels per feature of the fused map (the patch size, 4).
+            hidden_channels: channels of the full-resolution maps.
         """
         super().__init__()
-        self.projection = nn.Conv2d(in_channels, out_channels * scale**2, kernel_size=1)
+        self.projection = nn.Conv2d(in_channels, hidden_channels * scale**2, kernel_size=1)
+        icnr_(self.projection, scale)
         self.shuffle = nn.PixelShuffle(scale)
+        self.activation = nn.GELU()
+        self.output = nn.Conv2d(hidden_channels, out_channels, kernel_size=3, padding=1)
 
     def forward(self, features: Tensor) -> Tensor:
         """(B, in_channels, h, w) -> (B, out_channels, h * scale, w * scale)."""
-        return self.shuffle(self.projection(features))
+        return self.output(self.activation(self.shuffle(self.projection(features))))
+
+
+@torch.no_grad()
+def icnr_(conv: nn.Conv2d, scale: int) -> None:
+    """ICNR init (Aitken et al., 2017): ``conv`` then ``PixelShuffle(scale)`` starts blockwise.
+
+    The pair starts as a nearest-neighbour upsampling of a convolution with ``1 / scale**2``
+    the outputs.
+
+    The pixel shuffle takes output channel ``c`` at sub-pixel ``(i, j)`` from input channel
+    ``c * scale**2 + i * scale + j``; each group of ``scale**2`` filters (and biases) is set to
+    one freshly initialised filter, so all sub-pixels of a block start equal.
+
+    Args:
+        conv: the convolution before the shuffle; its output channels a multiple of
+            ``scale**2``.
+        scale: the pixel shuffle's upscale factor.
+    """
+    sub_pixels = scale**2
+    base = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels // sub_pixels,
+        conv.kernel_size,
+        bias=conv.bias is not None,
+    )
+    conv.weight.copy_(base.weight.repeat_interleave(sub_pixels, dim=0))
+    if conv.bias is not None:
+        conv.bias.copy_(base.bias.repeat_interleave(sub_pixels, dim=0))
 
 
 def _conv_block(

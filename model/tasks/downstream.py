@@ -15,7 +15,7 @@ sensors come in and what the target is.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -29,7 +29,7 @@ from torchmetrics import Metric, MetricCollection
 from catalogs.atomic_files import finite_or_none, save_figure, write_json
 from catalogs.sensors import get_sensor
 from model.export import load_pretrained
-from model.nn.downstream import DownstreamNetwork, HeadKind
+from model.nn.downstream import DownstreamNetwork, HeadKind, MissingEmbeddings
 from model.nn.encoder import EncoderConfig, encoder_config
 from model.tasks.optimization import adamw_warmup_cosine
 
@@ -97,6 +97,9 @@ class DownstreamTask(LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.05,
         warmup_share: float = 0.1,
+        layer_decay: float | None = 0.9,
+        drop_path_rate: float = 0.1,
+        missing_embeddings: MissingEmbeddings = "error",
         aux_weight: float = 0.01,
         out_dir: str | None = None,
     ) -> None:
@@ -112,17 +115,33 @@ class DownstreamTask(LightningModule):
             lr: peak learning rate of AdamW.
             weight_decay: AdamW weight decay (not on norms, biases, tokens and what the
                 network's ``no_weight_decay()`` lists).
-            warmup_share: share of the steps of linear warm-up before the cosine decay.
+            warmup_share: share of the steps of linear warm-up before the cosine decay
+                (rounded down to whole steps).
+            layer_decay: layer-wise learning-rate decay: the head trains at ``lr``, the last
+                Swin block at ``lr * layer_decay``, each block below at one more factor, the
+                patch embeddings at the lowest (SimMIM and GFM fine-tune Swin with 0.9);
+                1.0 or None: ``lr`` everywhere.
+            drop_path_rate: stochastic depth of the encoder's last block (linear from 0 at the
+                first), replacing the export's or preset's pretraining rate.
+            missing_embeddings: what to do with an input sensor the pretrained model has no
+                embedding for and none can be matched by wavelength: ``error`` (raise
+                :class:`~model.nn.downstream.MissingEmbeddingError`) or ``random`` (keep its
+                random init, e.g. to fine-tune single-sensor-pretrained models everywhere).
             aux_weight: weight of the MoE load-balancing loss (when the encoder has MoE).
             out_dir: where :meth:`on_test_epoch_end` writes ``metrics.json`` and
                 ``prediction.png`` (default: the log directory).
 
         Raises:
-            ValueError: for an unknown ``init``, or ``init="pretrained"`` without an export.
+            ValueError: for an unknown ``init`` or ``missing_embeddings``, or
+                ``init="pretrained"`` without an export.
         """
         super().__init__()
         if init not in ("pretrained", "random"):
             raise ValueError(f"init must be 'pretrained' or 'random', got {init!r}")
+        if missing_embeddings not in ("error", "random"):
+            raise ValueError(
+                f"missing_embeddings must be 'error' or 'random', got {missing_embeddings!r}"
+            )
         if init == "pretrained" and pretrained is None:
             raise ValueError(
                 "init='pretrained' needs --model.pretrained (an export folder); "
@@ -157,7 +176,7 @@ class DownstreamTask(LightningModule):
             data.relative_inputs,
         )
         if exported is not None and self.hparams["init"] == "pretrained":
-            self.network.load_pretrained(exported)
+            self.network.load_pretrained(exported, self.hparams["missing_embeddings"])
 
     def build(
         self,
@@ -188,8 +207,9 @@ class DownstreamTask(LightningModule):
         self.test_metrics = metrics.clone(prefix=TEST_PREFIX)
 
     def _encoder_config(self, exported: EncoderConfig | None) -> EncoderConfig:
-        config = exported or encoder_config(
-            self.hparams["preset"], input_px=self.hparams["input_px"]
+        config = replace(
+            exported or encoder_config(self.hparams["preset"], input_px=self.hparams["input_px"]),
+            drop_path_rate=self.hparams["drop_path_rate"],
         )
         if config.input_px != self.hparams["input_px"]:
             raise ValueError(
@@ -314,14 +334,16 @@ class DownstreamTask(LightningModule):
         raise NotImplementedError
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW, linear warm-up then cosine decay, over the trainer's steps.
+        """AdamW with layer-wise learning-rate decay, linear warm-up then cosine decay.
 
         No decay on norms, biases, tokens and what the network exempts.
         """
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
         return adamw_warmup_cosine(
             self.network,
             self.hparams["lr"],
             self.hparams["weight_decay"],
-            self.hparams["warmup_share"],
-            int(self.trainer.estimated_stepping_batches),
+            int(total * self.hparams["warmup_share"]),
+            total,
+            self.hparams["layer_decay"],
         )

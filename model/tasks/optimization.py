@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from timm.optim import param_groups_weight_decay
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
@@ -70,27 +70,61 @@ def warmup_cosine(optimizer: Optimizer, warmup_steps: int, total_steps: int) -> 
 
 
 def adamw_warmup_cosine(
-    module: nn.Module, lr: float, weight_decay: float, warmup_share: float, total_steps: int
+    module: nn.Module,
+    lr: float,
+    weight_decay: float,
+    warmup_steps: int,
+    total_steps: int,
+    layer_decay: float | None = None,
 ) -> dict[str, Any]:
     """What a LightningModule's ``configure_optimizers`` returns.
 
     AdamW over ``module`` (no decay on its :func:`no_weight_decay_names`, norms and biases) with
-    :func:`warmup_cosine`.
+    :func:`warmup_cosine`. With ``layer_decay``, each parameter group's peak learning rate is
+    ``lr`` times timm's ``lr_scale`` of its layer (kept in the group as ``lr_scale``); the
+    schedule scales every group's rate by the same factor.
 
     Args:
-        module: the network to train.
-        lr: peak learning rate.
+        module: the network to train; with ``layer_decay`` it needs timm's
+            ``group_matcher(coarse=False)``.
+        lr: peak learning rate (of the last layer, the head, with ``layer_decay``).
         weight_decay: AdamW weight decay of the other parameters.
-        warmup_share: share of ``total_steps`` spent warming up (rounded down).
+        warmup_steps: optimiser steps of linear warm-up.
         total_steps: optimiser steps of the whole run (at least 1 is assumed).
+        layer_decay: learning-rate factor per layer below the head (e.g. 0.9); None or 1.0
+            for one learning rate everywhere.
 
     Returns:
         ``{"optimizer": ..., "lr_scheduler": {"scheduler": ..., "interval": "step"}}``.
+
+    Raises:
+        TypeError: if ``warmup_steps`` is not an int (a share of the steps was passed).
+        ValueError: if ``layer_decay`` is given and ``module`` has no ``group_matcher``.
     """
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int):
+        raise TypeError(
+            f"warmup_steps must be an int number of optimiser steps, got {warmup_steps!r}"
+        )
     total = max(total_steps, 1)
-    groups = param_groups_weight_decay(
-        module, weight_decay=weight_decay, no_weight_decay_list=no_weight_decay_names(module)
-    )
+    no_decay = no_weight_decay_names(module)
+    if layer_decay is None or layer_decay == 1.0:
+        groups = param_groups_weight_decay(
+            module, weight_decay=weight_decay, no_weight_decay_list=no_decay
+        )
+    else:
+        if not callable(getattr(module, "group_matcher", None)):
+            raise ValueError(
+                f"layer_decay={layer_decay} needs layer ids, but {type(module).__name__} has no "
+                "group_matcher(coarse=False)"
+            )
+        groups = param_groups_layer_decay(
+            module,
+            weight_decay=weight_decay,
+            no_weight_decay_list=no_decay,
+            layer_decay=layer_decay,
+        )
+        for group in groups:  # timm's schedulers read lr_scale; torch's read each group's lr
+            group["lr"] = lr * group["lr_scale"]
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    schedule = warmup_cosine(optimizer, int(total * warmup_share), total)
+    schedule = warmup_cosine(optimizer, warmup_steps, total)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

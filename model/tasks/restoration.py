@@ -1,7 +1,8 @@
 """What cloud removal and pan-sharpening share.
 
 Image-to-image regression as a residual over an input of the target's sensor, and its metrics
-(MAE, RMSE, PSNR, SSIM, SAM, ERGAS) accumulated over a whole evaluation set.
+(MAE, RMSE, PSNR, SSIM, SAM, ERGAS, and the checkerboard ratio of the head's upsampling)
+accumulated over a whole evaluation set.
 """
 
 from __future__ import annotations
@@ -82,6 +83,69 @@ class _MeanERGAS(Metric):
         return self.sum_ergas / self.num_images
 
 
+class CheckerboardRatio(Metric):
+    """Energy of the predictions' ``period``-periodic pattern over that of the targets.
+
+    A head that upsamples by ``period`` (a pixel shuffle, a transposed convolution) leaves, when
+    its sub-pixel filters disagree, the same pattern in every ``period`` x ``period`` block of
+    its output: the checkerboard artefact (Odena et al., 2016; Aitken et al., 2017).
+
+    The ``period``-periodic component of an image is the mean block: per phase
+    ``(i mod period, j mod period)`` the mean of the pixels of that phase, less the image mean.
+    Its energy (the sum over all pixels of its square) is, by Parseval, the energy of the 2-D
+    DFT (orthonormal) at the bins of frequencies that are multiples of ``1 / period`` cycles per
+    pixel along both rows and columns, ``(k H / period, l W / period)`` for ``(k, l) !=
+    (0, 0)``: the spectrum of a ``period``-periodic pattern lies on exactly these bins. It is
+    computed from the phase means, each image and band apart: ``H W / period**2 * sum over the
+    period**2 phases of (phase mean - mean)**2``.
+
+    Images are cropped to a multiple of ``period`` from the top-left corner (the upsampler's
+    grid starts there, also after the valid-pixel crop of padded tasks). The ratio is the sum
+    of the predictions' energies over the sum of the targets' over every image seen, so it is
+    exact over a set and across processes. Natural images have some energy at these
+    frequencies, so an artefact-free prediction scores about 1 (identical images exactly 1, a
+    blurred one below 1); a visible checkerboard scores well above 1. Targets without any
+    periodic energy (constant images) give NaN or inf.
+
+    Args:
+        period: the upsampling factor, in pixels (the patch size, 4).
+    """
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self, period: int = 4) -> None:
+        """Initialize the sums (``period`` as on the class; at least 2)."""
+        super().__init__()
+        if period < 2:
+            raise ValueError(f"period must be at least 2 px, got {period}")
+        self.period = period
+        for name in ("prediction_energy", "target_energy"):
+            self.add_state(name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add the periodic energies of a (B, C, H, W) batch, H and W at least ``period``."""
+        self.prediction_energy += self.periodic_energy(preds)
+        self.target_energy += self.periodic_energy(target)
+
+    def periodic_energy(self, images: Tensor) -> Tensor:
+        """Energy of the ``period``-periodic component of (B, C, H, W) images, summed."""
+        p = self.period
+        height, width = (side - side % p for side in images.shape[-2:])
+        if not height or not width:
+            raise ValueError(
+                f"images of {tuple(images.shape[-2:])} px are smaller than the period {p}"
+            )
+        blocks = images[..., :height, :width].double().unflatten(-2, (-1, p)).unflatten(-1, (-1, p))
+        phase_means = blocks.mean(dim=(-4, -2))  # (B, C, p, p)
+        deviation = phase_means - phase_means.mean(dim=(-2, -1), keepdim=True)
+        return deviation.square().sum() * (height * width / p**2)
+
+    def compute(self) -> Tensor:
+        """Predictions' periodic energy over the targets'."""
+        return self.prediction_energy / self.target_energy
+
+
 class RestorationMetrics(MetricCollection):
     """Image restoration scores: cloud removal (SEN12MS-CR) and pan-sharpening (SpaceNet2).
 
@@ -108,16 +172,22 @@ class RestorationMetrics(MetricCollection):
       ``100 (h / l) sqrt(...)`` with h / l the high- over low-resolution pixel size, so
       ``ergas_ratio`` is l / h, the pixel size of the low-resolution input over that of the
       output: 4 for 1.2 m MS sharpened to 0.3 m PAN. A band of zero target mean gives +inf.
+    - ``checkerboard_ratio``: :class:`CheckerboardRatio` with ``checkerboard_period``: the
+      energy of the predictions' periodic pattern at the head's upsampling period over the
+      targets' (about 1 without artefacts).
 
     Args:
         data_range: upper bound of valid values (the lower bound is 0).
         ergas_ratio: low- over high-resolution pixel size (>= 1), or None to skip ERGAS.
+        checkerboard_period: the prediction head's upsampling factor, in pixels.
 
     Raises:
         ValueError: if ``data_range`` <= 0 or ``ergas_ratio`` < 1.
     """
 
-    def __init__(self, data_range: float, ergas_ratio: float | None = None) -> None:
+    def __init__(
+        self, data_range: float, ergas_ratio: float | None = None, checkerboard_period: int = 4
+    ) -> None:
         """Initialize a new RestorationMetrics instance (arguments as on the class)."""
         if not data_range > 0:
             raise ValueError(f"data_range must be > 0, got {data_range}")
@@ -134,6 +204,7 @@ class RestorationMetrics(MetricCollection):
                 gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=data_range
             ),
             "SAM": _MeanSpectralAngle(),
+            "checkerboard_ratio": CheckerboardRatio(checkerboard_period),
         }
         if ergas_ratio is not None:
             metrics["ERGAS"] = _MeanERGAS(ergas_ratio)
@@ -189,8 +260,15 @@ class RestorationTask(DownstreamTask):
         return int(info["channels"])
 
     def configure_metrics(self, info: dict[str, Any]) -> MetricCollection:
-        """Restoration metrics over the target's data range; ERGAS if the task sets a ratio."""
-        return RestorationMetrics(float(info["data_range"]), ergas_ratio=self.ergas_ratio)
+        """Restoration metrics over the target's data range; ERGAS if the task sets a ratio.
+
+        The checkerboard ratio's period is the encoder's patch size, the dense head's upsampling.
+        """
+        return RestorationMetrics(
+            float(info["data_range"]),
+            ergas_ratio=self.ergas_ratio,
+            checkerboard_period=self.network.encoder.config.patch_px,
+        )
 
     def predict_from(self, output: Tensor, batch: dict[str, Any]) -> Tensor:
         """The input of the target's sensor plus the head's output, added in normalised units."""
