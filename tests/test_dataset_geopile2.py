@@ -91,6 +91,31 @@ def test_every_paired_chip_carries_each_partner(store: Path) -> None:
     assert any("image_dsm" not in unpaired[i] for i in range(len(unpaired)))
 
 
+def test_partner_sensors_limit_the_partners_a_sample_brings(store: Path) -> None:
+    """Single-sensor pretraining: a sample brings no partner the model has no decoder for."""
+    everyone = GeoPile2(store, sensors=["sentinel2_l2a"], split="all")
+    alone = GeoPile2(
+        store, sensors=["sentinel2_l2a"], partner_sensors=["sentinel2_l2a"], split="all"
+    )
+    assert len(alone) == len(everyone)
+    paired = [i for i in range(len(everyone)) if "image_sentinel1_grd" in everyone[i]]
+    assert paired and all(not any(key.startswith("image_") for key in alone[i]) for i in paired)
+    assert (
+        len(
+            GeoPile2(
+                store,
+                sensors=["sentinel2_l2a"],
+                partner_sensors=["sentinel2_l2a"],
+                split="all",
+                paired_only=True,
+            )
+        )
+        == 0
+    )
+    with pytest.raises(ValueError, match="no sensor group \\['landsat'\\]"):
+        GeoPile2(store, sensors=["sentinel2_l2a"], partner_sensors=["landsat"])
+
+
 def test_pictures_without_georeference_have_empty_crs_and_nan_transform(store: Path) -> None:
     dataset = GeoPile2(store, sensors=["rgb"], split="all", partners=False)
     samples = [dataset[i] for i in range(len(dataset))]

@@ -89,6 +89,7 @@ class GeoPile2DataModule(LightningDataModule):
             self.datasets[split] = GeoPile2(
                 self.root,
                 sensors=self.hparams["sensors"],
+                partner_sensors=self.hparams["sensors"],
                 split=split,
                 paired_only=self.hparams["paired_only"],
                 on_error=self.hparams["on_error"],

@@ -140,6 +140,7 @@ class GeoPile2(NonGeoDataset):
         paired_only: bool = False,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         partners: bool = True,
+        partner_sensors: Sequence[str] | None = None,
         on_error: str = "raise",
         verify: bool = True,
         stored: bool = False,
@@ -153,6 +154,9 @@ class GeoPile2(NonGeoDataset):
             paired_only: only chips that have a partner chip of another sensor.
             transforms: a function of a sample dict returning a transformed one.
             partners: load each paired chip's partners as ``image_<sensor>``.
+            partner_sensors: the sensors whose chips count as partners (default: every
+                sensor in the store; pretraining on some sensors passes those, so that no
+                sample brings a partner the model has no decoder for).
             on_error: ``"raise"`` a :class:`ChipReadError` for a missing or damaged chip, or
                 ``"skip"``: return None for it and count it in :attr:`skipped` (collate with
                 :func:`model.datasets.batching.collate_by_sensor`, which drops and counts
@@ -185,13 +189,19 @@ class GeoPile2(NonGeoDataset):
         self.manifest = fmt.read_manifest(self.root)
         store = fmt.open_store(self.root)
         names = tuple(self.manifest.sensors) if sensors is None else tuple(sensors)
-        unknown = [name for name in names if name not in self.manifest.sensors]
+        asked = [*names, *(partner_sensors or ())]
+        unknown = [name for name in asked if name not in self.manifest.sensors]
         if unknown or not names:
             raise ValueError(
                 f"{self.root}: no sensor group {unknown or '(none asked)'}; "
                 f"the store has {list(self.manifest.sensors)}"
             )
         self.sensors = names
+        self.partner_sensors = (
+            frozenset(self.manifest.sensors)
+            if partner_sensors is None
+            else frozenset(partner_sensors)
+        )
         self._chips = {name: self._load_sensor(store, name) for name in self.manifest.sensors}
         self._pairs = self._load_pairs(store)
         self.sensor_chips = {name: self._select(name) for name in names}
@@ -228,8 +238,12 @@ class GeoPile2(NonGeoDataset):
         return self._chips[sensor].reader
 
     def partners_of(self, sensor: str, chip: int) -> list[tuple[str, int]]:
-        """The (sensor, chip) of every chip paired with chip ``chip`` of ``sensor``."""
-        return self._pairs.get(sensor, {}).get(chip, [])
+        """The (sensor, chip) of each partner of ``chip`` of ``sensor`` (of ``partner_sensors``)."""
+        return [
+            partner
+            for partner in self._pairs.get(sensor, {}).get(chip, [])
+            if partner[0] in self.partner_sensors
+        ]
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         """Return one chip (and its partners) as a sample.
@@ -384,6 +398,5 @@ class GeoPile2(NonGeoDataset):
             for source, item in zip(chips.source, chips.item_id, strict=True)
         ]
         if self.paired_only:
-            paired = self._pairs.get(sensor, {})
-            keep = [k and chip in paired for chip, k in enumerate(keep)]
+            keep = [k and bool(self.partners_of(sensor, chip)) for chip, k in enumerate(keep)]
         return np.flatnonzero(keep)
