@@ -157,9 +157,16 @@ class DensePredictionHead(nn.Module):
     ICNR initialisation (Aitken et al.: the sub-pixel filters start equal, so the shuffle
     starts as a nearest-neighbour upsampling), and the 3x3 convolution at full resolution,
     whose weights are shared by all sub-pixel positions, so every output pixel mixes
-    neighbouring sub-pixels and blocks. See ``checkerboard_ratio``
-    (:class:`model.tasks.restoration.CheckerboardRatio`) for the measured effect. The
-    full-resolution convolution runs on few channels (``hidden_channels``) to stay cheap on CPU.
+    neighbouring sub-pixels and blocks. The full-resolution convolution runs on few channels
+    (``hidden_channels``) to stay cheap on CPU.
+
+    Measured on the sample sets (tiny export, pretrained init, test split, ``checkerboard_ratio``
+    of :class:`model.tasks.restoration.CheckerboardRatio`): cloud removal (32 steps) 987 with
+    the bare shuffle, 4.8 with this head (the cloudy input itself scores 6.4; PSNR 19.0 -> 20.6
+    dB); pan-sharpening scores 0.16 with this head from the first validation on, as the bicubic
+    base (0.17), where the bare shuffle starts at 139. A bilinear-upsampled branch with a
+    zero-initialised shuffle for detail scored about the same (validation 3.0 against 3.3 after
+    8 steps of cloud removal; not run further), so the simpler head stays.
     """
 
     def __init__(

@@ -104,8 +104,10 @@ class CheckerboardRatio(Metric):
     of the predictions' energies over the sum of the targets' over every image seen, so it is
     exact over a set and across processes. Natural images have some energy at these
     frequencies, so an artefact-free prediction scores about 1 (identical images exactly 1, a
-    blurred one below 1); a visible checkerboard scores well above 1. Targets without any
-    periodic energy (constant images) give NaN or inf.
+    blurred one below 1); a visible checkerboard scores well above 1. The energy at these bins
+    also holds whatever else an image has at those frequencies (e.g. cloud edges: a cloudy
+    input scores above 1 against the clear target), so compare a model with its task's
+    baselines. Targets without any periodic energy (constant images) give NaN or inf.
 
     Args:
         period: the upsampling factor, in pixels (the patch size, 4).
