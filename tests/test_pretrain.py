@@ -124,6 +124,19 @@ def test_a_run_resumed_mid_epoch_repeats_the_uninterrupted_run(store: Path, tmp_
         assert again[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
 
 
+def test_a_rerun_with_the_same_seed_writes_a_byte_identical_export(
+    store: Path, tmp_path: Path
+) -> None:
+    """The export holds no clock time nor run folder, so DVC finds a rerun's export unchanged
+    and skips the fine-tuning stage after it."""
+    exports = []
+    for _ in range(2):  # the same command again, as `dvc repro --force pretrain` runs it
+        main(["--config", str(config(tmp_path, store, steps=2))])
+        exports.append({f.name: f.read_bytes() for f in sorted((tmp_path / "export").iterdir())})
+    assert sorted(exports[0]) == ["encoder.safetensors", "model_card.json"]
+    assert exports[0] == exports[1]
+
+
 def test_ddp_on_two_cpu_processes_keeps_the_ranks_weights_equal(
     store: Path, tmp_path: Path
 ) -> None:
