@@ -73,8 +73,6 @@ def finetune(
         RuntimeError: naming the config, the variant and the log's last lines, on failure.
     """
     command = [
-        sys.executable,
-        "-m",
         "model.finetune",
         "--config",
         str(config),
@@ -91,19 +89,32 @@ def finetune(
         *overrides,
     ]
     log.parent.mkdir(parents=True, exist_ok=True)
+    code = run_module(command, log)
+    if code != 0:
+        raise RuntimeError(
+            f"{config} ({init}) failed with exit code {code}; log {log}:\n{log_tail(log)}"
+        )
+
+
+def run_module(arguments: Sequence[str], log: Path) -> int:
+    """Run ``python -m <arguments>`` unbuffered, its output and errors into ``log``.
+
+    Returns:
+        The exit code.
+    """
     with log.open("w") as stream:
-        done = subprocess.run(
-            command,
+        return subprocess.run(
+            [sys.executable, "-m", *arguments],
             stdout=stream,
             stderr=subprocess.STDOUT,
             check=False,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    if done.returncode != 0:
-        tail = "\n".join(log.read_text().splitlines()[-15:])
-        raise RuntimeError(
-            f"{config} ({init}) failed with exit code {done.returncode}; log {log}:\n{tail}"
-        )
+        ).returncode
+
+
+def log_tail(log: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of ``log``, for an error message."""
+    return "\n".join(log.read_text().splitlines()[-lines:])
 
 
 def data_module(config: Path) -> LightningDataModule:

@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +29,7 @@ from typing import Any
 import yaml
 
 from catalogs.atomic_files import write_json
+from model.evaluate import log_tail, run_module
 from model.tasks.downstream import METRICS_FILE
 
 RECORD_FILE = "run.json"
@@ -225,19 +224,11 @@ def execute(run: Run) -> None:
         shutil.rmtree(run.folder)
     run.folder.mkdir(parents=True)
     log = run.folder / "run.log"
-    with log.open("w") as stream:
-        done = subprocess.run(
-            [sys.executable, "-m", *run.arguments],
-            stdout=stream,
-            stderr=subprocess.STDOUT,
-            check=False,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    if done.returncode != 0 or not run.output.is_file():
-        tail = "\n".join(log.read_text().splitlines()[-15:])
+    code = run_module(run.arguments, log)
+    if code != 0 or not run.output.is_file():
         raise RuntimeError(
-            f"{run.name} failed (exit code {done.returncode}, {run.output} "
-            f"{'written' if run.output.is_file() else 'missing'}); log {log}:\n{tail}"
+            f"{run.name} failed (exit code {code}, {run.output} "
+            f"{'written' if run.output.is_file() else 'missing'}); log {log}:\n{log_tail(log)}"
         )
     write_json(
         run.folder / RECORD_FILE,
