@@ -268,12 +268,26 @@ def _ratio(preds: Tensor, targets: Tensor, period: int = 4) -> float:
 
 
 @pytest.mark.parametrize("period", [2, 4])
-def test_checkerboard_energy_is_the_dft_energy_at_the_period_bins(period: int) -> None:
-    images = _smooth_image(0, (2, 3, 38, 45))  # cropped to 36 x 44 for period 4
-    expected = _fft_periodic_energy(images, period)
-    assert float(CheckerboardRatio(period).periodic_energy(images)) == pytest.approx(
-        expected, rel=1e-10
-    )
+def test_checkerboard_peak_energy_is_the_dft_energy_at_the_period_bins(period: int) -> None:
+    image = _smooth_image(0, (1, 3, 38, 45))  # cropped to 36 x 44 for period 4
+    peak, _ = CheckerboardRatio(period).spectral_energies(image[0])
+    assert float(peak) == pytest.approx(_fft_periodic_energy(image, period), rel=1e-10)
+
+
+def test_checkerboard_neighbour_energy_holds_the_bins_next_to_the_peaks() -> None:
+    rows = torch.arange(48, dtype=torch.float64)[:, None].expand(48, 40)
+    metric = CheckerboardRatio(4)
+    # A cosine one bin above the peak row 12 (and its mirror, one below row 36): all of its
+    # energy (amplitude^2 H W / 2) lies next to peaks, none on them.
+    next_to_peak = 0.3 * torch.cos(2 * math.pi * 13 * rows / 48)[None]
+    peak, near = metric.spectral_energies(next_to_peak)
+    assert float(peak) == pytest.approx(0.0, abs=1e-9)
+    assert float(near) == pytest.approx(0.3**2 * 48 * 40 / 2 / 8, rel=1e-10)
+    # Two bins away it is neither.
+    peak, near = metric.spectral_energies(0.3 * torch.cos(2 * math.pi * 14 * rows / 48)[None])
+    assert float(peak) + float(near) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="smaller than 3 periods"):
+        metric.spectral_energies(torch.zeros(1, 11, 40))
 
 
 def test_checkerboard_ratio_of_a_checkerboard_and_of_artefact_free_predictions() -> None:
@@ -292,6 +306,16 @@ def test_checkerboard_ratio_of_a_checkerboard_and_of_artefact_free_predictions()
     assert _ratio(targets.roll((1, 2), dims=(-2, -1)), targets) == pytest.approx(1.0, rel=1e-9)
 
 
+def test_checkerboard_ratio_ignores_broadband_noise() -> None:
+    # Noise has as much energy next to the peak bins as on them: a noisy but artefact-free
+    # prediction keeps about the target's peak, where the energy at the peak bins alone (the
+    # earlier definition) grows with the noise.
+    targets = _smooth_image(5, (4, 3, 96, 96))
+    noisy = targets + 0.1 * torch.randn(4, 3, 96, 96, generator=_generator(6), dtype=torch.float64)
+    assert _fft_periodic_energy(noisy, 4) / _fft_periodic_energy(targets, 4) > 5
+    assert 0.7 < _ratio(noisy, targets) < 1.4
+
+
 def test_checkerboard_ratio_sums_over_batches() -> None:
     preds, targets = (
         _smooth_image(3)
@@ -301,8 +325,13 @@ def test_checkerboard_ratio_sums_over_batches() -> None:
     batched = CheckerboardRatio()
     batched.update(preds[:1], targets[:1])
     batched.update(preds[1:], targets[1:])
-    energies = [_fft_periodic_energy(x, 4) for x in (preds, targets)]
-    assert float(batched.compute()) == pytest.approx(energies[0] / energies[1], rel=1e-10)
+    whole = CheckerboardRatio()
+    sums = [
+        torch.stack([torch.stack(whole.spectral_energies(image)) for image in images]).sum(0)
+        for images in (preds, targets)
+    ]
+    expected = (sums[0][0] / sums[0][1]) / (sums[1][0] / sums[1][1])
+    assert float(batched.compute()) == pytest.approx(float(expected), rel=1e-10)
 
 
 def test_restoration_rejects_bad_inputs() -> None:

@@ -64,12 +64,10 @@ def test_small_and_complete(sample_world: Path) -> None:
     catalog = pystac.Catalog.from_file(str(sample_world / "catalog.json"))
     assert sorted(c.id for c in catalog.get_children()) == sorted(WRITERS)
     counts = {c.id: len(list(c.get_items())) for c in catalog.get_children()}
-    assert (
-        counts["sen12ms"]
-        == sum(map(len, pretraining.SEN12MS_SCENES.values()))
-        * pretraining.SEN12MS_PATCHES_PER_SCENE
+    assert counts["sen12ms"] == (
+        pretraining.SMALL.sen12ms_scenes * pretraining.SEN12MS_PATCHES_PER_SCENE
     )
-    assert counts["mdas"] == pretraining.MDAS_SUB_AREAS
+    assert counts["mdas"] == pretraining.SMALL.mdas_sub_areas
     assert counts["millionaid"] == pretraining.MILLIONAID_TRAIN + pretraining.MILLIONAID_TEST
     assert (
         counts["geopile"]

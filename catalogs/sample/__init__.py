@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
@@ -19,7 +20,14 @@ from catalogs.sample.downstream import (
     write_spacenet2,
     write_vaihingen,
 )
-from catalogs.sample.pretraining import write_geopile, write_mdas, write_millionaid, write_sen12ms
+from catalogs.sample.pretraining import (
+    SMALL,
+    PretrainingSizes,
+    write_geopile,
+    write_mdas,
+    write_millionaid,
+    write_sen12ms,
+)
 from catalogs.sample.world import World
 
 # Collection id -> writer of that source's official layout. Sources live in ``<out>/raw/<id>``.
@@ -39,8 +47,13 @@ class SampleBuildError(RuntimeError):
     """The sample world could not be catalogued (a builder rejected a file the world wrote)."""
 
 
-def build_sample(out: Path | str, seed: int = 0, progress: bool = False) -> Path:
+def build_sample(
+    out: Path | str, seed: int = 0, pretraining: PretrainingSizes = SMALL, progress: bool = False
+) -> Path:
     """Render the sample world with ``seed`` into ``out`` and catalogue it.
+
+    ``pretraining`` sets how many SEN12MS scenes and MDAS sub-areas are rendered (the tests use
+    :data:`~catalogs.sample.pretraining.SMALL`, ``dvc repro`` the larger ``CORPUS``).
 
     Returns the root ``catalog.json``. The same seed gives byte-identical files.
 
@@ -52,7 +65,12 @@ def build_sample(out: Path | str, seed: int = 0, progress: bool = False) -> Path
     out = Path(out).resolve()
     world = World(seed)
     with atomic_folder(out) as staging:
-        sources = tqdm(WRITERS.items(), desc="rendering", unit="source", disable=not progress)
+        writers = {
+            **WRITERS,
+            "sen12ms": partial(write_sen12ms, sizes=pretraining),
+            "mdas": partial(write_mdas, sizes=pretraining),
+        }
+        sources = tqdm(writers.items(), desc="rendering", unit="source", disable=not progress)
         for source, writer in sources:
             sources.set_postfix_str(source)
             writer(world, staging / "raw" / source)

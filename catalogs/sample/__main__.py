@@ -1,4 +1,4 @@
-"""Command line: ``python -m catalogs.sample --out DIR [--seed N]``."""
+"""Command line: ``python -m catalogs.sample --out DIR [--seed N] [--pretraining small|corpus]``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from catalogs.sample import WRITERS, build_sample, rendered_summary
+from catalogs.sample.pretraining import NAMED_SIZES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,11 +22,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder (replaced)")
     parser.add_argument("--seed", type=int, default=0, help="world seed (default: 0)")
+    parser.add_argument(
+        "--pretraining",
+        choices=NAMED_SIZES,
+        default="small",
+        help="size of the paired pretraining sources: small (default; 4 SEN12MS S1+S2 pairs and "
+        "2 MDAS sub-areas, the tests' world) or corpus (32 pairs and 6 sub-areas, what `dvc "
+        "repro` pretrains on)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    catalog = build_sample(args.out, seed=args.seed, progress=not args.quiet)
-    print(f"sample world (seed {args.seed}): {rendered_summary(args.out, start)} -> {catalog}")
+    catalog = build_sample(
+        args.out, seed=args.seed, pretraining=NAMED_SIZES[args.pretraining], progress=not args.quiet
+    )
+    print(
+        f"sample world (seed {args.seed}, {args.pretraining} pretraining sources): "
+        f"{rendered_summary(args.out, start)} -> {catalog}"
+    )
     return 0
 
 

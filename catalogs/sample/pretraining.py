@@ -5,6 +5,7 @@ SEN12MS (S1 + S2 + land cover), MDAS (aerial RGB + DSM), Million-AID and GeoPile
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,53 @@ from catalogs.sensors import get_sensor
 
 S2_NOISE = 0.0005  # reflectance units, per band and pixel
 SEN12MS_PATCH_PX = 256
-# (ROI collection, season) -> scene numbers; each scene is a row of adjacent patches.
-SEN12MS_SCENES = {("ROIs1158", "spring"): (1,), ("ROIs1868", "summer"): (3,)}
+# SEN12MS's four ROI collections, one per season; scene i is in SEN12MS_ROIS[i % 4], numbered
+# 2 i + 1, a row of SEN12MS_PATCHES_PER_SCENE adjacent patches.
+SEN12MS_ROIS = (
+    ("ROIs1158", "spring"),
+    ("ROIs1868", "summer"),
+    ("ROIs1970", "fall"),
+    ("ROIs2017", "winter"),
+)
 SEN12MS_PATCHES_PER_SCENE = 2
+
+
+@dataclass(frozen=True)
+class PretrainingSizes:
+    """How much of the paired pretraining sources the writers render.
+
+    Attributes:
+        sen12ms_scenes: SEN12MS scenes (each ``SEN12MS_PATCHES_PER_SCENE`` S1 + S2 patches).
+        mdas_sub_areas: MDAS sub-areas over built-up ground (each 4 chips of RGB + DSM).
+
+    Raises:
+        ValueError: if a count is below 1.
+    """
+
+    sen12ms_scenes: int
+    mdas_sub_areas: int
+
+    def __post_init__(self) -> None:
+        """Check that every source has at least one scene or sub-area."""
+        for name in ("sen12ms_scenes", "mdas_sub_areas"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    def sen12ms_scene_ids(self) -> list[tuple[str, str, int]]:
+        """``(ROI collection, season, scene number)`` of each SEN12MS scene, in order."""
+        return [
+            (*SEN12MS_ROIS[i % len(SEN12MS_ROIS)], 2 * i + 1) for i in range(self.sen12ms_scenes)
+        ]
+
+
+# The tests' world: every source in seconds (4 S1 + S2 pairs, 8 DSM + RGB chips).
+SMALL = PretrainingSizes(sen12ms_scenes=2, mdas_sub_areas=2)
+# `dvc repro`'s corpus: 32 S1 + S2 pairs and 24 DSM + RGB chips, so that pretraining sees more
+# ground than a downstream training set holds, as GeoPile-2 does at full scale. SMALL's 4
+# Sentinel-2 chips hold less Sentinel-2 ground than the 64 BigEarthNet training patches.
+CORPUS = PretrainingSizes(sen12ms_scenes=16, mdas_sub_areas=6)
+# The sizes the command line and params.yaml can name.
+NAMED_SIZES: dict[str, PretrainingSizes] = {"small": SMALL, "corpus": CORPUS}
 # Our land-cover classes as the MODIS layers SEN12MS ships: IGBP, LCCS land cover, LCCS land
 # use, LCCS surface hydrology (MCD12Q1 legend codes).
 MODIS_CODES = {
@@ -43,20 +88,16 @@ def _rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, *stream])
 
 
-def write_sen12ms(world: World, root: Path) -> None:
+def write_sen12ms(world: World, root: Path, sizes: PretrainingSizes = SMALL) -> None:
     """SEN12MS-like patches: Sentinel-2 L2A, Sentinel-1 and MODIS-coded land cover.
 
     Sentinel-2 L2A on UTM 32N, Sentinel-1 on UTM 33N (a rotated grid with a sub-pixel origin shift,
     so co-registration is real work) and land cover on the Sentinel-2 grid, as
-    ``ROIs<id>_<season>/<kind>_<scene>/..._p<patch>.tif``.
+    ``ROIs<id>_<season>/<kind>_<scene>/..._p<patch>.tif``; ``sizes.sen12ms_scenes`` scenes.
     """
     s2, s1 = get_sensor("sentinel2_l2a"), get_sensor("sentinel1_grd")
     rng = _rng(world.seed, 1)
-    scenes = [
-        (roi, season, scene)
-        for (roi, season), numbers in SEN12MS_SCENES.items()
-        for scene in numbers
-    ]
+    scenes = sizes.sen12ms_scene_ids()
     centers = random_centers(len(scenes), rng)
     width_m = SEN12MS_PATCH_PX * 10.0
     for (roi, season, scene), (cx, cy) in zip(scenes, centers, strict=True):
@@ -89,22 +130,21 @@ def write_sen12ms(world: World, root: Path) -> None:
             )
 
 
-MDAS_SUB_AREAS = 2
 MDAS_RGB_GSD_M = 0.3
 MDAS_RGB_PX = 400
 MDAS_DSM_GSD_M = 0.5
 
 
-def write_mdas(world: World, root: Path) -> None:
+def write_mdas(world: World, root: Path, sizes: PretrainingSizes = SMALL) -> None:
     """MDAS-like sub-areas over built-up ground: 3K_RGB, 3K_DSM and osm_buildings.
 
-    3K_RGB (8-bit, 0.3 m, UTM 32N / WGS84), 3K_DSM (0.5 m, ETRS89 / UTM 32N, its own origin) and
-    osm_buildings on the DSM grid, as
+    ``sizes.mdas_sub_areas`` sub-areas. 3K_RGB (8-bit, 0.3 m, UTM 32N / WGS84), 3K_DSM (0.5 m,
+    ETRS89 / UTM 32N, its own origin) and osm_buildings on the DSM grid, as
     ``Augsburg_data_4_publication/sub_area_<N>/<modality>_sub_area<N>.tif``.
     """
     rgb_sensor, dsm_sensor = get_sensor("rgb"), get_sensor("dsm")
     rng = _rng(world.seed, 2)
-    centers = find_sites(world, LC["built_up"], MDAS_SUB_AREAS, 3000.0, rng)
+    centers = find_sites(world, LC["built_up"], sizes.mdas_sub_areas, 3000.0, rng)
     for number, center in enumerate(centers, start=1):
         folder = root / mdas_layout.DATA_FOLDER / mdas_layout.SUB_AREA_FOLDER.format(number=number)
         grid = world_grid(center, (MDAS_RGB_PX, MDAS_RGB_PX), MDAS_RGB_GSD_M)

@@ -84,30 +84,29 @@ class _MeanERGAS(Metric):
 
 
 class CheckerboardRatio(Metric):
-    """Energy of the predictions' ``period``-periodic pattern over that of the targets.
+    """Spectral peak of the predictions at the upsampler's period, over the targets' peak.
 
     A head that upsamples by ``period`` (a pixel shuffle, a transposed convolution) leaves, when
     its sub-pixel filters disagree, the same pattern in every ``period`` x ``period`` block of
-    its output: the checkerboard artefact (Odena et al., 2016; Aitken et al., 2017).
+    its output: the checkerboard artefact (Odena et al., 2016; Aitken et al., 2017). The
+    spectrum of a ``period``-periodic pattern lies on the bins of frequencies that are multiples
+    of ``1 / period`` cycles per pixel along rows and columns, ``(k H / period, l W / period)``
+    for ``(k, l) != (0, 0)`` (the *peak bins*), so the artefact is a set of sharp peaks there.
 
-    The ``period``-periodic component of an image is the mean block: per phase
-    ``(i mod period, j mod period)`` the mean of the pixels of that phase, less the image mean.
-    Its energy (the sum over all pixels of its square) is, by Parseval, the energy of the 2-D
-    DFT (orthonormal) at the bins of frequencies that are multiples of ``1 / period`` cycles per
-    pixel along both rows and columns, ``(k H / period, l W / period)`` for ``(k, l) !=
-    (0, 0)``: the spectrum of a ``period``-periodic pattern lies on exactly these bins. It is
-    computed from the phase means, each image and band apart: ``H W / period**2 * sum over the
-    period**2 phases of (phase mean - mean)**2``.
+    Content and noise have smooth spectra: a bin one step away (``1 / H`` cycles per pixel)
+    holds about as much energy as the peak bin. So the measure is the *peak*: the energy at the
+    peak bins over the mean energy at their 8 neighbouring bins (orthonormal 2-D DFT, each
+    image and band apart, summed over the set), about 1 without a periodic pattern whatever the
+    image's noise or cloud; the ratio is the predictions' peak over the targets'. An earlier
+    version divided the energies at the peak bins alone; it counted whatever broadband content
+    an image has there, so a cloudy Sentinel-2 input scored 6.4 against its clear target and a
+    restoration that keeps some of the input's texture could not reach 1.
 
-    Images are cropped to a multiple of ``period`` from the top-left corner (the upsampler's
-    grid starts there, also after the valid-pixel crop of padded tasks). The ratio is the sum
-    of the predictions' energies over the sum of the targets' over every image seen, so it is
-    exact over a set and across processes. Natural images have some energy at these
-    frequencies, so an artefact-free prediction scores about 1 (identical images exactly 1, a
-    blurred one below 1); a visible checkerboard scores well above 1. The energy at these bins
-    also holds whatever else an image has at those frequencies (e.g. cloud edges: a cloudy
-    input scores above 1 against the clear target), so compare a model with its task's
-    baselines. Targets without any periodic energy (constant images) give NaN or inf.
+    Identical images score exactly 1, a checkerboard well above 1; shifting the pattern's phase
+    or adding smooth content changes nothing. Images are cropped to a multiple of ``period``
+    from the top-left corner (the upsampler's grid starts there, also after the valid-pixel crop
+    of padded tasks) and must be at least ``3 * period`` pixels a side, so that the
+    neighbourhoods of peak bins do not touch. Constant targets give NaN.
 
     Args:
         period: the upsampling factor, in pixels (the patch size, 4).
@@ -115,6 +114,7 @@ class CheckerboardRatio(Metric):
 
     full_state_update = False
     higher_is_better = False
+    NEIGHBOURS = 8
 
     def __init__(self, period: int = 4) -> None:
         """Initialize the sums (``period`` as on the class; at least 2)."""
@@ -122,30 +122,45 @@ class CheckerboardRatio(Metric):
         if period < 2:
             raise ValueError(f"period must be at least 2 px, got {period}")
         self.period = period
-        for name in ("prediction_energy", "target_energy"):
+        for name in ("prediction_peak", "prediction_near", "target_peak", "target_near"):
             self.add_state(name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add the periodic energies of a (B, C, H, W) batch, H and W at least ``period``."""
-        self.prediction_energy += self.periodic_energy(preds)
-        self.target_energy += self.periodic_energy(target)
+        """Add the energies of a (B, C, H, W) batch, H and W at least ``3 * period``."""
+        for image in preds:
+            peak, near = self.spectral_energies(image)
+            self.prediction_peak += peak
+            self.prediction_near += near
+        for image in target:
+            peak, near = self.spectral_energies(image)
+            self.target_peak += peak
+            self.target_near += near
 
-    def periodic_energy(self, images: Tensor) -> Tensor:
-        """Energy of the ``period``-periodic component of (B, C, H, W) images, summed."""
+    def spectral_energies(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """DFT energy of a (C, H, W) image at the peak bins and, per peak bin, at their neighbours.
+
+        Both summed over bands; the second is the energy of the neighbouring bins over 8, so that
+        the two are equal for a locally flat spectrum.
+        """
         p = self.period
-        height, width = (side - side % p for side in images.shape[-2:])
-        if not height or not width:
+        height, width = (side - side % p for side in image.shape[-2:])
+        if min(height, width) < 3 * p:
             raise ValueError(
-                f"images of {tuple(images.shape[-2:])} px are smaller than the period {p}"
+                f"images of {tuple(image.shape[-2:])} px are smaller than 3 periods ({3 * p} px)"
             )
-        blocks = images[..., :height, :width].double().unflatten(-2, (-1, p)).unflatten(-1, (-1, p))
-        phase_means = blocks.mean(dim=(-4, -2))  # (B, C, p, p)
-        deviation = phase_means - phase_means.mean(dim=(-2, -1), keepdim=True)
-        return deviation.square().sum() * (height * width / p**2)
+        cropped = image[..., :height, :width].double()
+        power = torch.fft.fft2(cropped, norm="ortho").abs().square().sum(dim=0)
+        peak = torch.zeros(height, width, dtype=torch.bool, device=power.device)
+        peak[0 :: height // p, 0 :: width // p] = True
+        peak[0, 0] = False
+        near = torch.zeros_like(peak)
+        for shift in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)):
+            near |= peak.roll(shift, dims=(0, 1))
+        return power[peak].sum(), power[near].sum() / self.NEIGHBOURS
 
     def compute(self) -> Tensor:
-        """Predictions' periodic energy over the targets'."""
-        return self.prediction_energy / self.target_energy
+        """Predictions' peak (peak-bin energy over neighbour energy) over the targets'."""
+        return (self.prediction_peak / self.prediction_near) / (self.target_peak / self.target_near)
 
 
 class RestorationMetrics(MetricCollection):
@@ -175,8 +190,8 @@ class RestorationMetrics(MetricCollection):
       ``ergas_ratio`` is l / h, the pixel size of the low-resolution input over that of the
       output: 4 for 1.2 m MS sharpened to 0.3 m PAN. A band of zero target mean gives +inf.
     - ``checkerboard_ratio``: :class:`CheckerboardRatio` with ``checkerboard_period``: the
-      energy of the predictions' periodic pattern at the head's upsampling period over the
-      targets' (about 1 without artefacts).
+      predictions' spectral peak at the head's upsampling period over the targets' (about 1
+      without artefacts).
 
     Args:
         data_range: upper bound of valid values (the lower bound is 0).
