@@ -18,6 +18,8 @@ import yaml
 from pystac.utils import str_to_datetime
 from pystac_client.item_search import ItemSearch
 
+from catalogs.sample.pretraining import NAMED_SIZES as PRETRAINING_SIZES
+
 PARAMS_PATH = Path("params.yaml")
 SECTIONS = ("pipeline", "sample")  # the top-level sections of params.yaml; pipeline is required
 SIGNERS = ("planetary_computer",)
@@ -422,7 +424,11 @@ _RULES: dict[type, dict[str, Rule | type | _Named]] = {
     PictureParams: {"chip_px": _integer(1, MAX_CHIP_PX)},
     ShardParams: {"chips_per_shard": _integer(1, 65536)},
 }
-_SAMPLE_RULES: dict[str, Rule] = {"seed": _integer(0)}  # the sample world's (catalogs.sample)
+# the sample world's (catalogs.sample)
+_SAMPLE_RULES: dict[str, Rule] = {
+    "seed": _integer(0),
+    "pretraining": _choice(tuple(PRETRAINING_SIZES)),
+}
 
 
 def _values(

@@ -58,7 +58,7 @@ def _keys(cls: type, prefix: str) -> list[str]:
     return keys
 
 
-ALL_KEYS = sorted(set(_keys(PipelineParams, "pipeline"))) + ["sample.seed"]
+ALL_KEYS = sorted(set(_keys(PipelineParams, "pipeline"))) + ["sample.seed", "sample.pretraining"]
 
 
 def test_the_repository_params_and_configs_load() -> None:
@@ -152,6 +152,7 @@ def test_every_parameter_refuses_a_value_of_no_allowed_kind(tmp_path: Path, key:
             "'2017-12-31/2017-01-01', which ends before it starts",
         ),
         ("sample.seed", -1, "must be an integer >= 0, got -1"),
+        ("sample.pretraining", "large", "must be one of ['small', 'corpus'], got 'large'"),
     ],
 )
 def test_a_value_out_of_range_is_named_with_what_is_allowed(
