@@ -162,12 +162,12 @@ class DensePredictionHead(nn.Module):
 
     Measured on the sample sets (tiny export, pretrained init, test split) with the first
     definition of ``checkerboard_ratio`` (the energy at the period's DFT bins alone; see
-    :class:`model.tasks.restoration.CheckerboardRatio` for the current one): cloud removal (32 steps) 987 with
-    the bare shuffle, 4.8 with this head (the cloudy input itself scores 6.4; PSNR 19.0 -> 20.6
-    dB); pan-sharpening scores 0.16 with this head from the first validation on, as the bicubic
-    base (0.17), where the bare shuffle starts at 139. A bilinear-upsampled branch with a
-    zero-initialised shuffle for detail scored about the same (validation 3.0 against 3.3 after
-    8 steps of cloud removal; not run further), so the simpler head stays.
+    :class:`model.tasks.restoration.CheckerboardRatio` for the current one): cloud removal
+    (32 steps) 987 with the bare shuffle, 4.8 with this head (the cloudy input itself scores 6.4;
+    PSNR 19.0 -> 20.6 dB); pan-sharpening scores 0.16 with this head from the first validation
+    on, as the bicubic base (0.17), where the bare shuffle starts at 139. A bilinear-upsampled
+    branch with a zero-initialised shuffle for detail scored about the same (validation 3.0
+    against 3.3 after 8 steps of cloud removal; not run further), so the simpler head stays.
     """
 
     def __init__(
