@@ -18,8 +18,6 @@ import yaml
 from pystac.utils import str_to_datetime
 from pystac_client.item_search import ItemSearch
 
-from catalogs.sample.pretraining import NAMED_SIZES as PRETRAINING_SIZES
-
 PARAMS_PATH = Path("params.yaml")
 SECTIONS = ("pipeline", "sample")  # the top-level sections of params.yaml; pipeline is required
 SIGNERS = ("planetary_computer",)
@@ -424,10 +422,13 @@ _RULES: dict[type, dict[str, Rule | type | _Named]] = {
     PictureParams: {"chip_px": _integer(1, MAX_CHIP_PX)},
     ShardParams: {"chips_per_shard": _integer(1, 65536)},
 }
-# the sample world's (catalogs.sample)
+# The sample world's (catalogs.sample). The size names are catalogs.sample.pretraining's
+# NAMED_SIZES, spelled out: importing them would make every stage depend on the sample world's
+# code (tests/test_params_validation.py checks that the two agree).
+SAMPLE_PRETRAINING_SIZES = ("small", "corpus")
 _SAMPLE_RULES: dict[str, Rule] = {
     "seed": _integer(0),
-    "pretraining": _choice(tuple(PRETRAINING_SIZES)),
+    "pretraining": _choice(SAMPLE_PRETRAINING_SIZES),
 }
 
 

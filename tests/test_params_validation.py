@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
+from catalogs.sample.pretraining import NAMED_SIZES
 from pipeline.__main__ import main
-from pipeline.params import ParamsError, PipelineParams, load_params
+from pipeline.params import SAMPLE_PRETRAINING_SIZES, ParamsError, PipelineParams, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 PAIR = {"reference": "sen12ms", "partners": ["mdas"]}
@@ -212,3 +213,7 @@ def test_the_command_line_prints_one_line_and_fails(
     assert capsys.readouterr().err.startswith(
         f"error: {tmp_path / 'absent.yaml'}: cannot be read ([Errno 2] No such file or directory"
     )
+
+
+def test_the_sample_size_names_are_those_of_the_sample_world() -> None:
+    assert SAMPLE_PRETRAINING_SIZES == tuple(NAMED_SIZES)
