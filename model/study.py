@@ -8,14 +8,18 @@ task (:mod:`model.study_report`).
 
 Runs are cached: each has a folder under ``<runs>/<study name>/`` (``pretrain/<variant>``,
 ``finetune/<variant>/<task>/seed<k>``) holding ``run.json``, the exact command it ran and its
-hash (a fine-tune's hash includes its pretraining's). A run whose ``run.json`` matches is never
-repeated; a changed override reruns what it affects; ``run.json`` is written atomically after
-the run's outputs, and an unfinished run's folder is cleared before it is redone.
+hash. The hash covers the command, the contents of the config file it names and the code that
+runs it (:func:`code_digest`); a fine-tune's hash includes its pretraining's. A run whose
+``run.json`` matches is never repeated; a changed override, config or source file reruns what it
+affects; ``run.json`` is written atomically after the run's outputs, and an unfinished run's
+folder is cleared before it is redone. The data (the store, the downstream sets) is DVC's to
+track: after `dvc repro` changed it, remove ``<runs>/<name>`` to start afresh.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import shutil
@@ -34,6 +38,10 @@ from model.tasks.downstream import METRICS_FILE
 
 RECORD_FILE = "run.json"
 EXPORT_CARD = "model_card.json"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The sources a run executes: the model package, and the catalogs modules and files it reads
+# (the registry, the layouts, the store format), not the builders or the sample world.
+CODE_GLOBS = ("model/**/*.py", "catalogs/*.py", "catalogs/*.yaml", "catalogs/layouts/**/*.py")
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,8 @@ class Run:
         name: what the progress lines call it (``pretrain msgfm``, ``msgfm segmentation seed1``).
         folder: its own folder (outputs, log, record).
         arguments: the command line after ``python -m``.
-        key: the hash of what decides its outputs (its arguments and its pretraining's key).
+        key: the hash of what decides its outputs (its arguments, its config file's contents, the
+            code, and its pretraining's key).
         estimate_s: the seconds it is expected to take.
         output: the file whose presence means it finished (with a matching record).
     """
@@ -115,6 +124,22 @@ def _key(*parts: Sequence[str] | str) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
+def file_digest(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, or ``missing <path>`` (the run will then say so)."""
+    path = Path(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else f"missing {path}"
+
+
+@functools.cache
+def code_digest(root: Path = PROJECT_ROOT) -> str:
+    """The SHA-256 over the sources of :data:`CODE_GLOBS` under ``root``, names and bytes."""
+    digest = hashlib.sha256()
+    for path in sorted({p for pattern in CODE_GLOBS for p in root.glob(pattern) if p.is_file()}):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def plan(config: Mapping[str, Any]) -> Plan:
     """Every run of a study config, with its folder, command and key.
 
@@ -149,7 +174,7 @@ def plan(config: Mapping[str, Any]) -> Plan:
             f"pretrain {variant}",
             folder,
             arguments,
-            _key(arguments),
+            _key(arguments, file_digest(spec["config"]), code_digest()),
             startup + seconds,
             folder / "export" / EXPORT_CARD,
         )
@@ -184,7 +209,7 @@ def plan(config: Mapping[str, Any]) -> Plan:
                     f"{variant} {task} seed{seed}",
                     folder,
                     arguments,
-                    _key(arguments, pretrained.key),
+                    _key(arguments, file_digest(task_spec["config"]), pretrained.key),
                     startup + task_seconds,
                     folder / METRICS_FILE,
                 )

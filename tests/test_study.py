@@ -98,6 +98,41 @@ def test_finished_runs_are_cached_and_a_change_reruns_what_it_affects(tmp_path: 
     assert sum(not run.cached() for run in plan(document).runs) == 9 + 1
 
 
+def test_a_changed_config_file_or_source_reruns_what_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document = config(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    Path("p.yaml").write_text("model: {base_lr: 1.0e-3}\n")
+    Path("c.yaml").write_text("trainer: {max_epochs: 8}\n")
+    run_study(plan(document), progress=lambda _: None, execute_run=fake_execute)
+    Path("c.yaml").write_text("trainer: {max_epochs: 9}\n")  # every fine-tune, no pretraining
+    assert [run.name for run in plan(document).runs if not run.cached()] == [
+        f"{variant} ben seed{seed}"
+        for variant in ("none", "msgfm", "moe-cross0")
+        for seed in range(3)
+    ]
+    Path("c.yaml").write_text("trainer: {max_epochs: 8}\n")
+    assert not any(not run.cached() for run in plan(document).runs)
+    monkeypatch.setattr(study_module, "code_digest", lambda: "other code")
+    assert all(not run.cached() for run in plan(document).runs)
+
+
+def test_the_code_digest_follows_the_sources_it_names(tmp_path: Path) -> None:
+    (tmp_path / "model/nn").mkdir(parents=True)
+    (tmp_path / "model/nn/a.py").write_text("x = 1\n")
+    (tmp_path / "catalogs/sample").mkdir(parents=True)
+    (tmp_path / "catalogs/sensors.yaml").write_text("s: 1\n")
+    (tmp_path / "catalogs/sample/world.py").write_text("y = 1\n")
+    before = study_module.code_digest.__wrapped__(tmp_path)
+    (tmp_path / "catalogs/sample/world.py").write_text("y = 2\n")  # the sample world: not read
+    assert study_module.code_digest.__wrapped__(tmp_path) == before
+    (tmp_path / "catalogs/sensors.yaml").write_text("s: 2\n")
+    changed = study_module.code_digest.__wrapped__(tmp_path)
+    (tmp_path / "model/nn/a.py").write_text("x = 2\n")
+    assert len({before, changed, study_module.code_digest.__wrapped__(tmp_path)}) == 3
+
+
 def test_a_run_without_its_output_is_redone(tmp_path: Path) -> None:
     study = plan(config(tmp_path))
     run_study(study, progress=lambda _: None, execute_run=fake_execute)
