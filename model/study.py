@@ -39,9 +39,20 @@ from model.tasks.downstream import METRICS_FILE
 RECORD_FILE = "run.json"
 EXPORT_CARD = "model_card.json"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# The sources a run executes: the model package, and the catalogs modules and files it reads
-# (the registry, the layouts, the store format), not the builders or the sample world.
-CODE_GLOBS = ("model/**/*.py", "catalogs/*.py", "catalogs/*.yaml", "catalogs/layouts/**/*.py")
+# The sources a run executes (as the pretrain and evaluate stages of dvc.yaml list them): the
+# model package but the study's own modules and the benchmarks, and the catalogs modules and
+# files it reads (the registry, the layouts, the store format).
+CODE_GLOBS = (
+    "model/**/*.py",
+    "catalogs/atomic_files.py",
+    "catalogs/layouts/**/*.py",
+    "catalogs/sensors.py",
+    "catalogs/sensors.yaml",
+    "catalogs/stac.py",
+    "catalogs/store_format.py",
+    "catalogs/store_shards.py",
+)
+NOT_RUN_BY_RUNS = ("model/study.py", "model/study_report.py", "model/benchmarks/")
 
 
 @dataclass(frozen=True)
@@ -132,10 +143,17 @@ def file_digest(path: str | Path) -> str:
 
 @functools.cache
 def code_digest(root: Path = PROJECT_ROOT) -> str:
-    """The SHA-256 over the sources of :data:`CODE_GLOBS` under ``root``, names and bytes."""
+    """The SHA-256 over the sources of :data:`CODE_GLOBS` under ``root``, names and bytes.
+
+    Leaves out :data:`NOT_RUN_BY_RUNS`, so that a change to the study's runner or report
+    reruns nothing.
+    """
     digest = hashlib.sha256()
     for path in sorted({p for pattern in CODE_GLOBS for p in root.glob(pattern) if p.is_file()}):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        name = path.relative_to(root).as_posix()
+        if name.startswith(NOT_RUN_BY_RUNS):
+            continue
+        digest.update(name.encode() + b"\0")
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -276,9 +294,13 @@ def describe(study: Plan) -> str:
     return "\n".join(lines)
 
 
+def _print_now(line: str) -> None:
+    print(line, flush=True)  # a log file sees each run as it ends
+
+
 def run_study(
     study: Plan,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] = _print_now,
     execute_run: Callable[[Run], None] = execute,
 ) -> int:
     """Run every run of ``study`` that is not cached, in order.
@@ -347,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(describe(study))
         return 0
-    print(describe(study).splitlines()[-1])
+    print(describe(study).splitlines()[-1], flush=True)
     try:
         ran = run_study(study)
     except RuntimeError as error:

@@ -124,8 +124,10 @@ def test_the_code_digest_follows_the_sources_it_names(tmp_path: Path) -> None:
     (tmp_path / "catalogs/sample").mkdir(parents=True)
     (tmp_path / "catalogs/sensors.yaml").write_text("s: 1\n")
     (tmp_path / "catalogs/sample/world.py").write_text("y = 1\n")
+    (tmp_path / "model/study.py").write_text("z = 1\n")
     before = study_module.code_digest.__wrapped__(tmp_path)
     (tmp_path / "catalogs/sample/world.py").write_text("y = 2\n")  # the sample world: not read
+    (tmp_path / "model/study.py").write_text("z = 2\n")  # the runner itself
     assert study_module.code_digest.__wrapped__(tmp_path) == before
     (tmp_path / "catalogs/sensors.yaml").write_text("s: 2\n")
     changed = study_module.code_digest.__wrapped__(tmp_path)
