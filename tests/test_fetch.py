@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from catalogs.remote_files import CHUNK_BYTES
 from catalogs.stac import file_checksum
 from pipeline.discover import discover
 from pipeline.failures import Failure
-from pipeline.fetch import CHUNK_BYTES, SOURCE_HREF, fetch
+from pipeline.fetch import SOURCE_HREF, fetch
 from pipeline.params import FetchParams, PipelineParams
 from tests.http_server import FileServer, Request, file_server
 from tests.small_catalog import file_asset, stac_item, write_catalog

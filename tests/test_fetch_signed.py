@@ -14,7 +14,8 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from pipeline.fetch import SOURCE_HREF, TOKEN_MARGIN_S, fetch
+from catalogs.remote_files import TOKEN_MARGIN_S
+from pipeline.fetch import SOURCE_HREF, fetch
 from pipeline.params import FetchParams, PipelineParams, load_params
 from tests.http_server import FileServer, Tokens, file_server
 from tests.small_catalog import file_asset, stac_item
@@ -202,16 +203,16 @@ def test_store_options_reach_the_s3_store(tmp_path: Path) -> None:
     [
         (
             {"s3": {"request_payr": True}},
-            "params.fetch.store_options.s3: Configuration key: 'request_payr' is not valid",
+            "pipeline.fetch.store_options.s3: Configuration key: 'request_payr' is not valid",
         ),
         (
             {"http": {"request_payer": True}},
-            "params.fetch.store_options.http: .*unexpected keyword argument 'request_payer'",
+            "pipeline.fetch.store_options.http: .*unexpected keyword argument 'request_payer'",
         ),
-        ({"ftp": {}}, r"params.fetch.store_options: unknown scheme\(s\) \['ftp'\]"),
+        ({"ftp": {}}, r"pipeline.fetch.store_options: unknown scheme\(s\) \['ftp'\]"),
         (
             {"http": {"retry_config": {"max_retries": 3}}},
-            "params.fetch.store_options.http: retry_config is not an option here",
+            "pipeline.fetch.store_options.http: retry_config is not an option here",
         ),
     ],
 )
