@@ -45,11 +45,17 @@ class Faults:
             cut off by closing the connection (once).
         gate: when set, every request waits at this barrier before it is answered, so the
             server answers only once that many requests are in flight together.
+        stalls: after how many body bytes the next full (non-Range) response for the path
+            stops and waits for ``release`` (at most a minute), then closes the connection
+            (once): a client can be killed mid-download.
+        release: what a stalled response waits for.
     """
 
     errors: dict[str, int] = field(default_factory=dict)
     drops: dict[str, int] = field(default_factory=dict)
     gate: threading.Barrier | None = None
+    stalls: dict[str, int] = field(default_factory=dict)
+    release: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -141,6 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
             if failing:
                 self.server.faults.errors[url.path] = failing - 1
             drop_after = None if range_header else self.server.faults.drops.pop(url.path, None)
+            stall_after = None if range_header else self.server.faults.stalls.pop(url.path, None)
             host = url.netloc or self.headers.get("Host", "")
             refusal = tokens.refusal(host, url.path, url.query) if tokens is not None else None
         if self.server.faults.gate is not None:
@@ -160,6 +167,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_range(data, range_header)
         elif drop_after is not None:
             self._send_cut(data, drop_after)
+        elif stall_after is not None:
+            self._send_cut(data, stall_after, self.server.faults.release)
         else:
             self._send_file(HTTPStatus.OK, data, data)
 
@@ -222,13 +231,18 @@ class _Handler(BaseHTTPRequestHandler):
             {"Content-Range": f"bytes {start}-{end}/{len(data)}"},
         )
 
-    def _send_cut(self, data: bytes, drop_after: int) -> None:
-        """Promise the whole file, send ``drop_after`` bytes, then close the connection."""
+    def _send_cut(
+        self, data: bytes, drop_after: int, release: threading.Event | None = None
+    ) -> None:
+        """Promise the whole file, send ``drop_after`` bytes, then close the connection (once
+        ``release`` is set, where given)."""
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data[:drop_after])
         self.wfile.flush()
+        if release is not None:
+            release.wait(timeout=60)
         self.close_connection = True
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (base signature)
