@@ -37,6 +37,7 @@ import re
 import shutil
 import sys
 import tarfile
+import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -541,7 +542,13 @@ def main(argv: list[str] | None = None) -> int:
     with tqdm(
         total=total or None, unit="B", unit_scale=True, desc=dataset.key, disable=args.quiet
     ) as bar:
-        outcome = fetch_dataset(dataset, args.root, args.parts, options, bar.update)
+        lock = threading.Lock()  # the downloads' threads all advance one bar
+
+        def advance(size: int) -> None:
+            with lock:
+                bar.update(size)
+
+        outcome = fetch_dataset(dataset, args.root, args.parts, options, advance)
     return _report(dataset, args, outcome)
 
 
