@@ -170,8 +170,9 @@ def markdown(document: Mapping[str, Any], config: Mapping[str, Any]) -> str:
         f"seeds (with {len(document['seeds'])} seeds the interval is coarse: it is built "
         "from their differences only).",
         "",
-        "| comparison | task | diff [95 % CI] | paper (real data) | paper's direction holds |",
-        "|---|---|---|---|---|",
+        "| comparison | task | diff [95 % CI] | interval excludes 0 | paper (real data) "
+        "| paper's direction holds |",
+        "|---|---|---|---|---|---|",
     ]
     failures = []
     for row in document["comparisons"]:
@@ -185,22 +186,43 @@ def markdown(document: Mapping[str, Any], config: Mapping[str, Any]) -> str:
         holds = {True: "yes", False: "**no**", None: "paper ties"}[row["paper_direction_holds"]]
         lines.append(
             f"| {row['name']} ({row['first']} vs {row['second']}) | {row['task']} | "
-            f"{row['diff']:+.4g} [{low:+.4g}, {high:+.4g}] | {quoted} | {holds} |"
+            f"{row['diff']:+.4g} [{low:+.4g}, {high:+.4g}] | "
+            f"{'yes' if row['excludes_zero'] else 'no'} | {quoted} | {holds} |"
         )
         if row["paper_direction_holds"] is False:
             failures.append(row)
-    lines += ["", "## What does not reproduce", ""]
+    lines += ["", _tally(document["comparisons"]), "", "## What does not reproduce", ""]
     lines += [
         f"- {row['name']} on {row['task']}: the paper finds {row['first']} better "
         f"than {row['second']}, here it is {'worse' if row['diff'] < 0 else 'not better'} "
-        f"({row['metric']} {row['diff']:+.4g})."
+        f"({row['metric']} {row['diff']:+.4g}{_significance(row)})."
         if row["paper_direction"] == FIRST_BETTER
         else f"- {row['name']} on {row['task']}: the paper finds {row['second']} better "
-        f"than {row['first']}, here it is not ({row['metric']} {row['diff']:+.4g})."
+        f"than {row['first']}, here it is not ({row['metric']} {row['diff']:+.4g}"
+        f"{_significance(row)})."
         for row in failures
     ] or ["Every direction the paper reports holds on the sample world."]
     lines += ["", *[f"![{task}](ablation/{task}.png)" for task in tasks], ""]
     return "\n".join(lines)
+
+
+def _significance(row: Mapping[str, Any]) -> str:
+    return ", interval excludes 0" if row["excludes_zero"] else ", interval spans 0"
+
+
+def _tally(comparisons: list[Mapping[str, Any]]) -> str:
+    """How many directions hold and fail, in all and where the interval excludes zero."""
+
+    def count(rows: list[Mapping[str, Any]], holds: bool | None) -> int:
+        return sum(row["paper_direction_holds"] is holds for row in rows)
+
+    clear = [row for row in comparisons if row["excludes_zero"]]
+    return (
+        f"Of {len(comparisons)} comparisons the paper's direction holds in "
+        f"{count(comparisons, True)} and fails in {count(comparisons, False)} "
+        f"({count(comparisons, None)} are ties in the paper); of the {len(clear)} whose "
+        f"interval excludes zero, {count(clear, True)} hold and {count(clear, False)} fail."
+    )
 
 
 def plot(document: Mapping[str, Any], task: str, metric: str, target: Path) -> None:

@@ -164,6 +164,12 @@ def test_reports_compare_the_variants_and_are_written_once(tmp_path: Path) -> No
     assert "| msgfm | 0.7 ± 0.1 |" in markdown
     assert "BEN 10 % mAP: 87.5 vs 86.2" in markdown
     assert "Every direction the paper reports holds" in markdown
+    # msgfm beats none by 0.1 in every seed: an interval of [0.1, 0.1]; moe-cross0's spans 0.
+    assert "| +0.1 [+0.1, +0.1] | yes | BEN 10 % mAP: 87.5 vs 86.2 | yes |" in markdown
+    assert (
+        "Of 2 comparisons the paper's direction holds in 1 and fails in 0 (1 are ties in the "
+        "paper); of the 1 whose interval excludes zero, 1 hold and 0 fail." in markdown
+    )
     assert write_reports(study) == []  # nothing changed: nothing rewritten
 
 
