@@ -254,11 +254,6 @@ class Outcome:
     missing: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def complete(self) -> bool:
-        """Whether every selected part is extracted."""
-        return not self.missing and not self.failures
-
 
 def downloads_folder(root: Path) -> Path:
     """Where the parts of the dataset at ``root`` are downloaded: ``<root>.downloads``."""
