@@ -40,7 +40,8 @@ class DownstreamNetwork(nn.Module):
         embeddings: one :class:`SensorPatchEmbed` per input sensor.
         encoder: the Swin encoder.
         head: :class:`ClassificationHead` (``classification``) or a UPerNet decoder with a
-            full-resolution :class:`DensePredictionHead` (``dense``).
+            full-resolution :class:`DensePredictionHead` (``dense``), which also reads the
+            input pixels.
         provenance: per input sensor, where its embedding came from (``pretrained``,
             ``wavelength-matched from <sensor>``, ``random`` before loading, or
             ``random (not in the pretrained model)``).
@@ -76,7 +77,12 @@ class DownstreamNetwork(nn.Module):
             stage_channels = [config.embed_dim * 2**i for i in range(len(config.depths))]
             self.head = nn.Sequential(
                 UPerNetDecoder(stage_channels, DECODER_CHANNELS),
-                DensePredictionHead(DECODER_CHANNELS, out_channels, scale=config.patch_px),
+                DensePredictionHead(
+                    DECODER_CHANNELS,
+                    out_channels,
+                    image_channels=sum(input_channels.values()),
+                    scale=config.patch_px,
+                ),
             )
         self.provenance = {sensor: "random" for sensor in input_channels}
 
@@ -121,7 +127,9 @@ class DownstreamNetwork(nn.Module):
         ).mean(dim=0)
         if self.head_kind == "classification":
             return self.head(self.encoder(tokens))
-        return self.head(self.encoder.forward_pyramid(tokens))
+        decoder, dense = self.head
+        pixels = torch.cat([inputs[sensor] for sensor in self.embeddings], dim=1)
+        return dense(decoder(self.encoder.forward_pyramid(tokens)), pixels)
 
     def load_pretrained(
         self, pretrained: PretrainedEncoder, missing: MissingEmbeddings = "error"
