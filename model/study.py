@@ -349,9 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m model.study",
         description="Run an ablation study: pretrain each variant, fine-tune each on every "
         "task and seed, and write reports/ablation.{json,md} with a plot per task. Finished "
-        "runs whose command is unchanged are reused, so a rerun only does what changed; "
-        "a failed run stops the study (its log is printed) and a rerun resumes there.",
-        epilog="Configs: configs/study/ablation-sample.yaml (the sample world, ~2 h on 2 "
+        "runs whose command, config file and code are unchanged are reused, so a rerun only "
+        "does what changed; a failed run stops the study (its log is printed) and a rerun "
+        "resumes there.",
+        epilog="Configs: configs/study/ablation-sample.yaml (the sample world, about 1 h on 2 "
         "cores), configs/study/ablation-geopile2.yaml (the real data, a GPU cluster). Runs go "
         "to <runs>/<name>/pretrain/<variant> and .../finetune/<variant>/<task>/seed<k>, each "
         "with run.json (its command and hash) and run.log.",
