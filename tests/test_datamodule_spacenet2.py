@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from model.datamodules.spacenet2 import wald_degradation
+from model.datamodules.spacenet2 import crop_to_ratio, wald_degradation
 from tests.data.downstream_benchmarks import SPACENET_PX, SPACENET_VAL, make, placements
 from tests.data.spacenet2 import data as spacenet2_data
 
@@ -22,26 +22,40 @@ def test_wald_degradation_is_an_area_mean() -> None:
     torch.testing.assert_close(ms_low, ms.reshape(8, 3, 4, 3, 4).mean((2, 4)))
     assert ms_up.shape == ms.shape
     torch.testing.assert_close(ms_up.mean(), ms_low.mean(), atol=0.05, rtol=0)
-    # The real grids: PAN 650 px (162.5 MS pixels) goes exactly onto the 163-px MS grid.
-    shapes = [
-        t.shape for t in wald_degradation(torch.zeros(1, 650, 650), torch.zeros(8, 163, 163), 4)
-    ]
-    assert shapes == [(1, 163, 163), (8, 40, 40), (8, 163, 163)]
-    with pytest.raises(ValueError, match="ratio 4"):
-        wald_degradation(pan, torch.rand(8, 3, 3), 4)
+    # The real grids: the 163-px MS chip is cropped to 160 px (PAN 650 -> 638 px, the same
+    # ground), so each degraded pixel is one 4 x 4 block of the target.
+    pan, ms = crop_to_ratio(torch.rand(1, 650, 650), torch.rand(8, 163, 162), 4)
+    assert (pan.shape, ms.shape) == ((1, 638, 642), (8, 160, 160))
+    shapes = [t.shape for t in wald_degradation(pan, ms, 4)]
+    assert shapes == [(1, 160, 160), (8, 40, 40), (8, 160, 160)]
+    with pytest.raises(ValueError, match="163 x 163 MS image cannot be degraded by ratio 4"):
+        wald_degradation(pan, torch.zeros(8, 163, 163), 4)
+    with pytest.raises(ValueError, match="3 x 3 MS image cannot be degraded by ratio 4"):
+        crop_to_ratio(pan, torch.rand(8, 3, 3), 4)
+
+
+def test_crop_to_ratio_keeps_the_top_left_and_its_ground() -> None:
+    pan = torch.arange(41 * 43, dtype=torch.float32).reshape(1, 41, 43)
+    ms = torch.arange(3 * 10 * 11, dtype=torch.float32).reshape(3, 10, 11)
+    cropped_pan, cropped_ms = crop_to_ratio(pan, ms, 4)
+    assert torch.equal(cropped_ms, ms[:, :8, :8])
+    assert torch.equal(cropped_pan, pan[:, : round(8 * 41 / 10), : round(8 * 43 / 11)])
+    # Multiples already: nothing is cropped.
+    assert torch.equal(crop_to_ratio(pan, ms[:, :8, :8], 4)[1], ms[:, :8, :8])
 
 
 def test_spacenet2_pads_and_flips_alike(roots: dict[str, Path]) -> None:
     torch.manual_seed(0)
     datamodule = make("spacenet2", roots)
     chips = spacenet2_data.chip_values(split_images=True)
-    ms_px = spacenet2_data.MS_PX
+    ms_px = spacenet2_data.MS_PX - spacenet2_data.MS_PX % 4  # cropped to a multiple of 4
     real = (..., slice(0, ms_px), slice(0, ms_px))
 
     def expected(chip: tuple[str, int]) -> dict[str, Tensor]:
         pan = torch.from_numpy(chips[chip]["PAN"].astype(np.float32))
         ms = torch.from_numpy(chips[chip]["MUL"].astype(np.float32))
-        pan_low, ms_low, ms_up = wald_degradation(pan, ms, 4)
+        pan_low, ms_low, ms_up = wald_degradation(*crop_to_ratio(pan, ms, 4), 4)
+        ms = ms[:, :ms_px, :ms_px]
         return {"worldview3_pan": pan_low, "worldview3_ms": ms_up, "target": ms, "ms_low": ms_low}
 
     val = datamodule.datasets["val"][0]

@@ -23,6 +23,36 @@ from model.datamodules.base import (
 from model.datasets.spacenet2 import SpaceNet2PanMS
 
 
+def crop_to_ratio(pan: Tensor, ms: Tensor, ratio: int) -> tuple[Tensor, Tensor]:
+    """Crop MS at the bottom and right to a multiple of ``ratio`` pixels, and PAN to its ground.
+
+    SpaceNet 2's MS chips are 163 px a side: decimated by 4 without this crop, each degraded
+    pixel would average 4.075 MS pixels, so the upsampled input's grid would drift against the
+    target's (and against the encoder's 4-px patches), and a flip would shift it by 3 px. After
+    it (163 -> 160 px, 650 -> 638 PAN px) each degraded pixel is exactly a ``ratio`` x
+    ``ratio`` block of the target.
+
+    Args:
+        pan: the panchromatic image, (1, H, W), over the same ground as ``ms``.
+        ms: the multispectral image, (C, h, w).
+        ratio: the PAN / MS resolution ratio.
+
+    Returns:
+        ``pan`` (1, round(H h' / h), round(W w' / w)) and ``ms`` (C, h', w'), with ``h'`` and
+        ``w'`` the largest multiples of ``ratio`` not above ``h`` and ``w``.
+
+    Raises:
+        ValueError: if the MS image is smaller than ``ratio`` pixels.
+    """
+    height, width = ms.shape[-2:]
+    if min(height, width) < ratio:
+        raise ValueError(f"a {height} x {width} MS image cannot be degraded by ratio {ratio}")
+    cropped_height, cropped_width = height - height % ratio, width - width % ratio
+    pan_height = round(cropped_height * pan.shape[-2] / height)
+    pan_width = round(cropped_width * pan.shape[-1] / width)
+    return pan[..., :pan_height, :pan_width], ms[..., :cropped_height, :cropped_width]
+
+
 def wald_degradation(pan: Tensor, ms: Tensor, ratio: int) -> tuple[Tensor, Tensor, Tensor]:
     """Degrade PAN and MS by Wald's protocol so the original MS becomes the target.
 
@@ -33,22 +63,26 @@ def wald_degradation(pan: Tensor, ms: Tensor, ratio: int) -> tuple[Tensor, Tenso
     the three results flip with their inputs.
 
     Args:
-        pan: the panchromatic image, (1, H, W).
-        ms: the multispectral image, (C, h, w), ``ratio`` times coarser than PAN (about).
+        pan: the panchromatic image, (1, H, W), over the same ground as ``ms``.
+        ms: the multispectral image, (C, h, w), ``ratio`` times coarser than PAN (about), ``h``
+            and ``w`` multiples of ``ratio`` (:func:`crop_to_ratio`).
         ratio: the PAN / MS resolution ratio (4 for WorldView-3).
 
     Returns:
         ``pan_low`` (1, h, w): PAN area-averaged onto the MS grid (exactly its h x w, which may
-        differ by a pixel from H / ratio); ``ms_low`` (C, h // ratio, w // ratio): MS
-        area-averaged by ``ratio``; ``ms_up`` (C, h, w): ``ms_low`` upsampled bicubically back
-        to the MS grid (the network's MS input)
+        differ by a pixel from H / ratio); ``ms_low`` (C, h / ratio, w / ratio): MS
+        area-averaged over ``ratio`` x ``ratio`` blocks; ``ms_up`` (C, h, w): ``ms_low``
+        upsampled bicubically by ``ratio`` (the network's MS input)
 
     Raises:
-        ValueError: if the MS image is smaller than ``ratio`` pixels.
+        ValueError: if a side of the MS image is not a positive multiple of ``ratio``.
     """
     height, width = ms.shape[-2:]
-    if min(height, width) < ratio:
-        raise ValueError(f"a {height} x {width} MS image cannot be degraded by ratio {ratio}")
+    if min(height, width) < ratio or height % ratio or width % ratio:
+        raise ValueError(
+            f"a {height} x {width} MS image cannot be degraded by ratio {ratio}: its sides must "
+            "be multiples of the ratio (crop_to_ratio)"
+        )
     pan_low = F.interpolate(pan[None], size=(height, width), mode="area")[0]
     ms_low = F.interpolate(ms[None], size=(height // ratio, width // ratio), mode="area")[0]
     ms_up = F.interpolate(ms_low[None], size=(height, width), mode="bicubic", align_corners=False)[
@@ -80,18 +114,19 @@ class SpaceNet2DataModule(DownstreamDataModule):
     """SpaceNet 2 pan-sharpening under Wald's protocol.
 
     Over :class:`~model.datasets.SpaceNet2PanMS` (splits by image number). Each PAN (about 650
-    px) + MS (about 163 px) chip is degraded by :func:`wald_degradation`: the network sees
+    px) + MS (about 163 px) chip is cropped to a multiple of ``ratio`` MS pixels
+    (:func:`crop_to_ratio`: 160 px) and degraded by :func:`wald_degradation`: the network sees
     ``worldview3_pan``, PAN area-averaged onto the MS grid, and ``worldview3_ms``, MS
     area-averaged by ``ratio`` and upsampled bicubically back to the MS grid; it predicts the
-    original MS. Everything is then padded at the bottom and right to ``input_px`` (P) by
+    cropped MS. Everything is then padded at the bottom and right to ``input_px`` (P) by
     replicating the border; training first flips randomly (everything, ``ms_low`` included).
     Values are 11-bit digital numbers, so the target's data range is 2047.
 
     Batch: ``inputs`` ``worldview3_ms`` (B, 8, P, P) and ``worldview3_pan`` (B, 1, P, P);
-    ``target`` (B, 8, P, P) the original MS; ``valid`` (B, 1, P, P) bool, True on the real
+    ``target`` (B, 8, P, P) the cropped MS; ``valid`` (B, 1, P, P) bool, True on the real
     (unpadded) pixels; ``pan_low`` (B, 1, P, P) the degraded PAN (as the input, but missing
     values not filled); ``ms_low`` (B, 8, ceil(P / ratio), ceil(P / ratio)) the degraded MS
-    before upsampling, padded likewise (its real size is ``h // ratio`` x ``w // ratio`` for
+    before upsampling, padded likewise (its real size is ``h / ratio`` x ``w / ratio`` for
     the h x w of ``valid``), for baselines.
     """
 
@@ -139,8 +174,8 @@ class SpaceNet2DataModule(DownstreamDataModule):
         return SpaceNet2PanMS(self.root, split=split)
 
     def _convert(self, raw: dict[str, Tensor]) -> Sample:
-        ms = raw["image_ms"]
-        pan_low, ms_low, ms_up = wald_degradation(raw["image_pan"], ms, self.ratio)
+        pan, ms = crop_to_ratio(raw["image_pan"], raw["image_ms"], self.ratio)
+        pan_low, ms_low, ms_up = wald_degradation(pan, ms, self.ratio)
         return {
             INPUTS: {self.ms_sensor: ms_up, self.pan_sensor: pan_low},
             TARGET: ms,
