@@ -83,6 +83,21 @@ class _MeanERGAS(Metric):
         return self.sum_ergas / self.num_images
 
 
+def hann_windowed(image: Tensor) -> Tensor:
+    """(..., H, W) images less their mean, times a 2-D Hann window (``torch.hann_window``).
+
+    The DFT treats an image as one tile of a periodic plane, so the jumps (and kinks) between
+    opposite borders leak energy along the frequency axes, slowly decaying; the window falls to
+    0 with zero slope at every border, so that leakage stays within a bin or two of DC (Harris,
+    "On the use of windows for harmonic analysis with the DFT", Proc. IEEE 66, 1978).
+    """
+    height, width = image.shape[-2:]
+    rows = torch.hann_window(height, periodic=False, dtype=image.dtype, device=image.device)
+    cols = torch.hann_window(width, periodic=False, dtype=image.dtype, device=image.device)
+    centred = image - image.mean(dim=(-2, -1), keepdim=True)
+    return centred * (rows[:, None] * cols[None, :])
+
+
 class CheckerboardRatio(Metric):
     """Spectral peak of the predictions at the upsampler's period, over the targets' peak.
 
@@ -97,16 +112,27 @@ class CheckerboardRatio(Metric):
     holds about as much energy as the peak bin. So the measure is the *peak*: the energy at the
     peak bins over the mean energy at their 8 neighbouring bins (orthonormal 2-D DFT, each
     image and band apart, summed over the set), about 1 without a periodic pattern whatever the
-    image's noise or cloud; the ratio is the predictions' peak over the targets'. An earlier
-    version divided the energies at the peak bins alone; it counted whatever broadband content
-    an image has there, so a cloudy Sentinel-2 input scored 6.4 against its clear target and a
-    restoration that keeps some of the input's texture could not reach 1.
+    image's noise, cloud or sharpness; the ratio is the predictions' peak over the targets'. An
+    earlier version divided the energies at the peak bins alone; it counted whatever broadband
+    content an image has there, so a cloudy Sentinel-2 input scored 6.4 against its clear
+    target and a restoration that keeps some of the input's texture could not reach 1.
+
+    The DFT is taken of the image windowed (:func:`hann_windowed`), not of the image itself.
+    Unwindowed, the borders' jumps put a cross of energy along the frequency axes, which holds
+    the peak bins on the axes but few of their neighbours, and the smoother an image, the less
+    its own content hides the cross: on the sample world's pan-sharpening test split, the raw
+    DFT scored a Gaussian blur (sigma 1 px) of the targets 1.71 and bicubic upsampling 2.18,
+    though neither adds a periodic pattern; windowed, 1.05 and 0.53 (bicubic's interpolation
+    kernel is near zero at the peak bins). The window spreads each peak over its 3 x 3 bins,
+    so a pure pattern scores at most 6.4 times a flat spectrum, and small ones still show: a
+    4x4-periodic pattern with 1 % (3 %) of the targets' standard deviation added to the
+    prediction of a 300-step pan-sharpening fine-tune raised its score from 1.06 to 1.41 (3.58).
 
     Identical images score exactly 1, a checkerboard well above 1; shifting the pattern's phase
-    or adding smooth content changes nothing. Images are cropped to a multiple of ``period``
-    from the top-left corner (the upsampler's grid starts there, also after the valid-pixel crop
-    of padded tasks) and must be at least ``3 * period`` pixels a side, so that the
-    neighbourhoods of peak bins do not touch. Constant targets give NaN.
+    or adding smooth content barely changes the score. Images are cropped to a multiple of
+    ``period`` from the top-left corner (the upsampler's grid starts there, also after the
+    valid-pixel crop of padded tasks) and must be at least ``3 * period`` pixels a side, so
+    that the neighbourhoods of peak bins do not touch. Constant targets give NaN.
 
     Args:
         period: the upsampling factor, in pixels (the patch size, 4).
@@ -148,8 +174,16 @@ class CheckerboardRatio(Metric):
             raise ValueError(
                 f"images of {tuple(image.shape[-2:])} px are smaller than 3 periods ({3 * p} px)"
             )
-        cropped = image[..., :height, :width].double()
-        power = torch.fft.fft2(cropped, norm="ortho").abs().square().sum(dim=0)
+        cropped = hann_windowed(image[..., :height, :width].double())
+        return self.peak_and_near(torch.fft.fft2(cropped, norm="ortho").abs().square().sum(dim=0))
+
+    def peak_and_near(self, power: Tensor) -> tuple[Tensor, Tensor]:
+        """Energy of an (H, W) power spectrum at the peak bins, and at their neighbours over 8.
+
+        H and W are multiples of the period.
+        """
+        p = self.period
+        height, width = power.shape
         peak = torch.zeros(height, width, dtype=torch.bool, device=power.device)
         peak[0 :: height // p, 0 :: width // p] = True
         peak[0, 0] = False
