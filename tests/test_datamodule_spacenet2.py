@@ -54,8 +54,8 @@ def test_spacenet2_pads_and_flips_alike(roots: dict[str, Path]) -> None:
     def expected(chip: tuple[str, int]) -> dict[str, Tensor]:
         pan = torch.from_numpy(chips[chip]["PAN"].astype(np.float32))
         ms = torch.from_numpy(chips[chip]["MUL"].astype(np.float32))
-        pan_low, ms_low, ms_up = wald_degradation(*crop_to_ratio(pan, ms, 4), 4)
-        ms = ms[:, :ms_px, :ms_px]
+        pan, ms = crop_to_ratio(pan, ms, 4)
+        pan_low, ms_low, ms_up = wald_degradation(pan, ms, 4)
         return {"worldview3_pan": pan_low, "worldview3_ms": ms_up, "target": ms, "ms_low": ms_low}
 
     val = datamodule.datasets["val"][0]
