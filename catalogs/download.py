@@ -68,6 +68,9 @@ QUARANTINE = "quarantine"  # in the downloads folder: parts whose archive could 
 ARCHIVES = ("tar.gz", "tar", "zip", "none")
 MODES = ("automatic", "guided")
 SHA256_MULTIHASH = "1220"  # multihash prefix of a 32-byte SHA-256 digest
+# Multihash prefix of a 16-byte MD5 digest (code 0xd5 as the varint d5 01, length 0x10). A bare
+# MD5 is ambiguous: one starting 120e reads as a valid 14-byte SHA-256 multihash.
+MD5_MULTIHASH = "d50110"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a file or part name: never a path
 
 
@@ -99,10 +102,10 @@ class Part:
 
     @property
     def checksum(self) -> str | None:
-        """What :mod:`catalogs.remote_files` verifies: a SHA-256 multihash or a bare MD5."""
+        """What :mod:`catalogs.remote_files` verifies: a SHA-256 or an MD5 multihash."""
         if self.sha256:
             return SHA256_MULTIHASH + self.sha256.lower()
-        return self.md5.lower() if self.md5 else None
+        return MD5_MULTIHASH + self.md5.lower() if self.md5 else None
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,13 @@ from catalogs.download import (
     CATALOG_SUFFIX,
     QUARANTINE,
     ManifestError,
+    Part,
     done_record,
     downloads_folder,
     load_manifest,
     main,
 )
-from catalogs.remote_files import CHUNK_BYTES
+from catalogs.remote_files import CHUNK_BYTES, RemoteFile, verification_problem
 from tests.data.bigearthnet.data import make_bigearthnet
 from tests.data.geopile.data import make_geopile
 from tests.data.mdas.data import make_mdas
@@ -431,3 +432,17 @@ def test_the_manifest_has_every_source_and_benchmark_dataset() -> None:
             if key != "sen12ms-cr":  # its publisher lists no checksum (see its checksums_from)
                 assert part.checksum, (key, part.name)
         assert dataset.mode == "automatic" or dataset.guide
+
+
+def test_a_published_md5_that_reads_as_a_multihash_still_verifies(tmp_path: Path) -> None:
+    # The MD5 of b"110701" starts 120e: bare, it parsed as a valid 14-byte SHA-256 multihash,
+    # so the file failed verification against a SHA-256 (the CI failure of a random zip).
+    path = tmp_path / "part.zip"
+    path.write_bytes(b"110701")
+    md5 = hashlib.md5(b"110701").hexdigest()
+    assert md5.startswith("120e")
+    part = Part("p", "part.zip", None, 6, md5, None, "none")
+    assert verification_problem(path, RemoteFile(str(path), "", "file", 6, part.checksum)) is None
+    path.write_bytes(b"110702")
+    problem = verification_problem(path, RemoteFile(str(path), "", "file", 6, part.checksum))
+    assert problem is not None and problem.startswith(f"checksum mismatch: expected d50110{md5}")
