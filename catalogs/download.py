@@ -12,10 +12,11 @@ the builders, which read every folder of the root, never see it) through the pro
 download core (:mod:`catalogs.remote_files`: the access policy, HTTP Range resumption of an
 interrupted ``.part`` file, retries, size and checksum verified before the file appears), then
 extracted into ``<root>`` in the publisher's own layout, the one ``python -m catalogs.build``
-reads; the catalog is built at the end. An extraction is staged in a folder of its own and moved
-into place file by file (each a rename), and ``<root>.downloads/<file>.done`` records it last, so
-a run killed at any point redoes at most the part it was in, and a second run with everything in
-place downloads and extracts nothing.
+reads; the catalog is built at the end, unless it was last built from the same extracted parts
+(``<root>.downloads/catalog.built.json``). An extraction is staged in a folder of its own and
+moved into place file by file (each a rename), and ``<root>.downloads/<file>.done`` records it
+last, so a run killed at any point redoes at most the part it was in, and a second run with
+everything in place downloads, extracts and builds nothing.
 
 A *guided* dataset (a licence to accept, a request form, a browser-only cloud drive) cannot be
 fetched by a program: the command prints what to download, from where and where to put it, then
@@ -65,6 +66,7 @@ MANIFEST = Path(__file__).with_name("downloads.yaml")
 DOWNLOADS_SUFFIX = ".downloads"  # beside the root: the fetched files, .part and .done records
 CATALOG_SUFFIX = ".stac"  # beside the root: the catalog built at the end
 QUARANTINE = "quarantine"  # in the downloads folder: parts whose archive could not be read
+CATALOG_RECORD = "catalog.built.json"  # in the downloads folder: what the catalog was built from
 ARCHIVES = ("tar.gz", "tar", "zip", "none")
 MODES = ("automatic", "guided")
 SHA256_MULTIHASH = "1220"  # multihash prefix of a 32-byte SHA-256 digest
@@ -567,7 +569,47 @@ def _report(dataset: Dataset, args: argparse.Namespace, outcome: Outcome) -> int
     if args.no_build or dataset.source is None:
         return 0
     root = args.root.absolute()
-    return _build(dataset, root, args.out or root.with_name(root.name + CATALOG_SUFFIX))
+    out = (args.out or root.with_name(root.name + CATALOG_SUFFIX)).absolute()
+    stamp = catalog_stamp(dataset, root, out)
+    record = catalog_record(root)
+    if (
+        stamp is not None
+        and not outcome.extracted
+        and (out / "catalog.json").is_file()
+        and record.is_file()
+        and json.loads(record.read_text()) == stamp
+    ):
+        print(f"{dataset.key}: catalog up to date -> {out / 'catalog.json'}")
+        return 0
+    status = _build(dataset, root, out)
+    if status == 0 and stamp is not None:
+        write_json(record, stamp)
+    return status
+
+
+def catalog_record(root: Path) -> Path:
+    """The file that records from which extracted parts the catalog was last built."""
+    return downloads_folder(root) / CATALOG_RECORD
+
+
+def catalog_stamp(dataset: Dataset, root: Path, out: Path) -> dict[str, Any] | None:
+    """What a catalog built now would be built from: the builder, its folders, the parts.
+
+    The parts are those recorded as extracted (any run's, not only this run's selection: the
+    builder reads the whole root). None for a dataset without parts (a guided one whose files
+    the user placed as they are): nothing records what it holds, so its catalog is always built.
+    A second run whose stamp equals the recorded one skips the build: on a real dataset
+    (BigEarthNet's 590,326 patches) the build, not the check of the parts, is what takes time.
+    """
+    if not dataset.parts:
+        return None
+    done = [part for part in dataset.parts if is_done(root, part)]
+    return {
+        "source": dataset.source,
+        "root": str(root / dataset.build_root),
+        "out": str(out),
+        "parts": [[part.file, part.size, part.checksum] for part in done],
+    }
 
 
 def _build(dataset: Dataset, root: Path, out: Path) -> int:

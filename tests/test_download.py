@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from catalogs.download import (
     QUARANTINE,
     ManifestError,
     Part,
+    catalog_stamp,
     done_record,
     downloads_folder,
     load_manifest,
@@ -243,10 +245,15 @@ def test_each_dataset_downloads_verifies_extracts_and_builds(
     assert extracted and set(extracted) <= set(_files(fixture))
     assert all((root / f).read_bytes() == (fixture / f).read_bytes() for f in extracted)
     requests = len(served.requests)
+    catalog = root.with_name(root.name + CATALOG_SUFFIX) / "catalog.json"
+    built = catalog.stat().st_mtime_ns
     capsys.readouterr()
-    assert _run(manifest, key, root) == 0  # everything in place: nothing fetched or extracted
+    assert _run(manifest, key, root) == 0  # everything in place: nothing fetched, extracted, built
     assert len(served.requests) == requests
-    assert f"0 downloaded, 0 extracted, {len(files)} already in place" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"0 downloaded, 0 extracted, {len(files)} already in place" in out
+    assert f"{key}: catalog up to date -> {catalog}" in out
+    assert catalog.stat().st_mtime_ns == built
 
 
 def test_the_extracted_files_are_the_publisher_s_bytes(tmp_path: Path, served: FileServer) -> None:
@@ -257,6 +264,38 @@ def test_the_extracted_files_are_the_publisher_s_bytes(tmp_path: Path, served: F
     for name in _files(fixture):
         assert (root / name).read_bytes() == (fixture / name).read_bytes()
     assert not (root.with_name("data" + CATALOG_SUFFIX)).exists()  # --no-build
+
+
+def _catalog_files(folder: Path) -> dict[str, bytes]:
+    return {name: (folder / name).read_bytes() for name in _files(folder)}
+
+
+def test_the_catalog_is_built_again_when_what_it_was_built_from_changed(
+    tmp_path: Path, served: FileServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest, _, _ = _publish(tmp_path, served, "bigearthnet")
+    splits = [f"bigearthnet-{split}" for split in ("train", "val", "test")]
+    root = tmp_path / "data"
+    catalog = tmp_path / f"data{CATALOG_SUFFIX}"
+    assert _run(manifest, "bigearthnet", root, "--parts", "s2", *splits) == 0
+    s2_only = _catalog_files(catalog)
+    capsys.readouterr()
+    assert _run(manifest, "bigearthnet", root) == 0  # S1 extracted as well: built again
+    out = capsys.readouterr().out
+    assert "1 extracted, 4 already in place" in out and "up to date" not in out
+    with_s1 = _catalog_files(catalog)
+    assert with_s1 != s2_only
+    shutil.rmtree(catalog)  # the catalog deleted, every part in place: built again, the same
+    assert _run(manifest, "bigearthnet", root) == 0
+    assert "up to date" not in capsys.readouterr().out
+    assert _catalog_files(catalog) == with_s1
+    other = tmp_path / "elsewhere"  # another --out: built there, then up to date there
+    assert _run(manifest, "bigearthnet", root, "--out", str(other)) == 0
+    assert "up to date" not in capsys.readouterr().out and (other / "catalog.json").is_file()
+    assert _run(manifest, "bigearthnet", root, "--out", str(other)) == 0
+    assert "bigearthnet: catalog up to date" in capsys.readouterr().out
+    stamp = catalog_stamp(load_manifest(manifest)["bigearthnet"], root.absolute(), other)
+    assert stamp is not None and len(stamp["parts"]) == 5
 
 
 def test_a_guided_dataset_without_parts_builds_what_the_user_placed(tmp_path: Path) -> None:
